@@ -1,0 +1,1 @@
+"""Surgeflow's dataflows: `flows.shipments` and `flows.tickets` (each has a module-level `flow`)."""

@@ -1,0 +1,112 @@
+"""Every setting of Surgeflow, read from environment variables by one pydantic-settings class.
+
+An unset service means its embedded default: no `KAFKA_BOOTSTRAP_SERVERS` reads the bundled surge
+generator (or `SURGEFLOW_INPUT_FILE`) and writes JSON lines to stdout (or `SURGEFLOW_OUTPUT_DIR`);
+no `REDIS_URL` keeps the cache in process; no `OPENAI_BASE_URL`/`OPENAI_API_KEY` uses the rules
+engine instead of an LLM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    """Accept both the conventional name (`REDIS_URL`) and the prefixed one (`SURGEFLOW_REDIS_URL`)."""
+    return AliasChoices(name, f"SURGEFLOW_{name}")
+
+
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    # USD per 1M tokens: (input, output)
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "text-embedding-3-small": (0.02, 0.0),
+    "text-embedding-3-large": (0.13, 0.0),
+}
+
+
+class Settings(BaseSettings):
+    """Configuration of both flows. Environment variables are `SURGEFLOW_<FIELD>` unless noted."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SURGEFLOW_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    # --- services (unset = embedded default) ---
+    kafka_bootstrap_servers: Optional[str] = Field(
+        default=None, validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS")
+    )
+    redis_url: Optional[str] = Field(default=None, validation_alias=_env("REDIS_URL"))
+    openai_api_key: Optional[SecretStr] = Field(
+        default=None, validation_alias=_env("OPENAI_API_KEY")
+    )
+    openai_base_url: Optional[str] = Field(default=None, validation_alias=_env("OPENAI_BASE_URL"))
+
+    # --- topics ---
+    topic_shipments_events: str = "shipments.events"
+    topic_shipments_decisions: str = "shipments.decisions"
+    topic_shipments_dlq: str = "shipments.dlq"
+    topic_tickets_messages: str = "tickets.messages"
+    topic_tickets_responses: str = "tickets.responses"
+    topic_tickets_dlq: str = "tickets.dlq"
+    topic_partitions: int = Field(default=4, ge=1, le=1000)
+
+    # --- embedded input and output ---
+    input_file: Optional[Path] = None
+    output_dir: Optional[Path] = None
+    surge_seed: int = 7
+    surge_steady_events: int = Field(default=2000, ge=0, le=50_000_000)
+    surge_burst_factor: int = Field(default=10, ge=1, le=100)
+    surge_rate: float = Field(default=0.0, ge=0.0, description="events/s wall pacing; 0 = unpaced")
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    max_record_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_json_depth: int = Field(default=32, ge=2, le=512)
+
+    # --- shipments decisions ---
+    window_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    allowed_lateness_minutes: int = Field(default=15, ge=0, le=24 * 60)
+    stuck_after_hours: float = Field(default=6.0, gt=0, le=24 * 30)
+    repeated_delay_count: int = Field(default=2, ge=1, le=100)
+    sla_warning_hours: float = Field(default=4.0, ge=0)
+
+    # --- tickets ---
+    session_max_messages: int = Field(default=10, ge=1, le=1000)
+    session_ttl_minutes: float = Field(default=30.0, gt=0)
+    router_confidence_threshold: float = Field(default=0.35, ge=0.0, le=1.0)
+
+    # --- LLM ---
+    llm_model_classify: str = "gpt-4o-mini"
+    llm_model_route: str = "gpt-4o-mini"
+    llm_model_reply: str = "gpt-4o-mini"
+    llm_model_embeddings: str = "text-embedding-3-small"
+    llm_timeout_seconds: float = Field(default=20.0, gt=0, le=600)
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+    llm_max_concurrency: int = Field(default=16, ge=1, le=1024)
+    llm_max_tokens: int = Field(default=300, ge=16, le=16_384)
+    llm_prices: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+
+    # --- cache ---
+    cache_max_entries: int = Field(default=50_000, ge=0)
+    cache_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+
+    # --- observability ---
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def llm_enabled(self) -> bool:
+        """An OpenAI-compatible endpoint is configured (base URL or API key)."""
+        return bool(self.openai_base_url or self.openai_api_key)
+
+    @property
+    def kafka_enabled(self) -> bool:
+        return bool(self.kafka_bootstrap_servers)
+
+    @property
+    def redis_enabled(self) -> bool:
+        return bool(self.redis_url)

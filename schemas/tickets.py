@@ -1,0 +1,78 @@
+"""Contracts of the tickets flow: `tickets.messages` in, `tickets.responses` out."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from schemas.common import (
+    SCHEMA_VERSION,
+    Id,
+    NonNegativeInt,
+    Probability,
+    Record,
+    ShortText,
+    Text,
+    UtcDatetime,
+)
+from schemas.enrichment import Enrichment
+
+Channel = Literal["email", "chat", "it"]
+CustomerTier = Literal["standard", "gold", "platinum"]
+Route = Literal[
+    "order_status",
+    "refund",
+    "shipping_delay",
+    "damaged_item",
+    "account_access",
+    "billing",
+    "it_incident",
+    "general",
+]
+RouteMethod = Literal["embedding", "lexical", "llm"]
+Priority = Literal["low", "normal", "high", "urgent"]
+
+
+class TicketMessage(Record):
+    """One inbound support message (topic `tickets.messages`, key `session_id`)."""
+
+    message_id: Id
+    session_id: Id
+    channel: Channel
+    sender: ShortText
+    subject: Optional[ShortText] = None
+    body: str = Field(min_length=1, max_length=8000)
+    sent_at: UtcDatetime
+    customer_tier: CustomerTier = "standard"
+
+
+class Entities(Record):
+    """What the parser extracted from a message."""
+
+    order_ids: list[str] = Field(default_factory=list, max_length=20)
+    emails: list[str] = Field(default_factory=list, max_length=20)
+    products: list[str] = Field(default_factory=list, max_length=20)
+
+
+class TicketResponse(Record):
+    """The drafted reply to one message (topic `tickets.responses`).
+
+    `response_id` is deterministic (session, message): replays reproduce it.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    response_id: Id
+    session_id: Id
+    message_id: Id
+    channel: Channel
+    route: Route
+    route_method: RouteMethod
+    confidence: Probability
+    entities: Entities
+    priority: Priority
+    reply: Text
+    history_size: NonNegativeInt
+    received_at: UtcDatetime
+    responded_at: UtcDatetime
+    enrichment: Enrichment
