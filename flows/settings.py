@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _env(name: str) -> AliasChoices:
-    """Accept both the conventional name (`REDIS_URL`) and the prefixed one (`SURGEFLOW_REDIS_URL`)."""
+    """Accept the conventional name (`REDIS_URL`) and the prefixed one (`SURGEFLOW_REDIS_URL`)."""
     return AliasChoices(name, f"SURGEFLOW_{name}")
 
 

@@ -7,7 +7,15 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
-from schemas.common import SCHEMA_VERSION, Id, NonNegativeInt, Record, UtcDatetime, deterministic_id, utc_now
+from schemas.common import (
+    SCHEMA_VERSION,
+    Id,
+    NonNegativeInt,
+    Record,
+    UtcDatetime,
+    deterministic_id,
+    utc_now,
+)
 
 FlowName = Literal["shipments", "tickets"]
 ErrorType = Literal[
@@ -44,7 +52,7 @@ class FieldError(Record):
 
 
 class DeadLetter(Record):
-    """A record that could not be processed, with the reason (topics `*.dlq`, key = flow key or null)."""
+    """A record that could not be processed, and why (topics `*.dlq`; key = flow key or null)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
     dead_letter_id: Id
@@ -72,7 +80,7 @@ class DeadLetter(Record):
         source: SourceRef,
         key: Optional[str] = None,
         errors: Optional[list[dict[str, Any]]] = None,
-    ) -> "DeadLetter":
+    ) -> DeadLetter:
         """Make a dead letter with a deterministic id and the raw input bounded to RAW_BOUND."""
         kept = raw[:RAW_BOUND]
         field_errors = [

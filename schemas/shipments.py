@@ -49,7 +49,7 @@ class ShipmentEvent(Record):
     note: Optional[Text] = None
 
     @model_validator(mode="after")
-    def _shipped_before_scan(self) -> "ShipmentEvent":
+    def _shipped_before_scan(self) -> ShipmentEvent:
         if self.occurred_at < self.shipped_at:
             raise ValueError("occurred_at is before shipped_at")
         return self

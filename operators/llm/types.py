@@ -7,8 +7,9 @@ endpoint configured: every call raises `LLMUnavailable`, and the caller uses its
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, Sequence, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -35,7 +36,7 @@ class LLMInvalidOutput(LLMError):
 
 @dataclass(frozen=True)
 class ChatResult(Generic[T]):
-    """A validated structured answer and its provenance/cost (`enrichment.source` is llm or cache)."""
+    """A validated structured answer and its provenance and cost (source llm or cache)."""
 
     value: T
     enrichment: Enrichment

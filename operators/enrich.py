@@ -1,0 +1,155 @@
+"""Enrichment: a polars join of each batch with the reference data.
+
+`join_shipments` / `join_tickets` are the plain-Python cores (a batch in, enriched records and
+dead letters out); the operators run them once per Bytewax batch with `flat_map_batch`, so the
+join is columnar over hundreds of records at a time, not a dict lookup per record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Generic, TypeVar, Union
+
+import bytewax.operators as op
+import orjson
+import polars as pl
+from bytewax.dataflow import Stream, operator
+
+from operators.domain import EnrichedEvent, EnrichedTicket, Valid
+from operators.reference import ChannelReference, ShipmentReference
+from schemas.dead_letter import DeadLetter
+from schemas.shipments import ShipmentEvent
+from schemas.tickets import TicketMessage
+
+E = TypeVar("E")
+
+
+def _unknown_reference(item: Valid, step: str, flow: str, key: str, what: str) -> DeadLetter:
+    raw = orjson.dumps(item.model.model_dump(mode="json"))
+    return DeadLetter.build(
+        flow=flow,  # type: ignore[arg-type]
+        step=step,
+        error_type="unknown_reference",
+        error=what,
+        raw=raw,
+        source=item.source,
+        key=key,
+    )
+
+
+def join_shipments(
+    batch: list[Valid[ShipmentEvent]], reference: ShipmentReference, *, step: str
+) -> list[Union[EnrichedEvent, DeadLetter]]:
+    """Join scans with carriers and hubs; an unknown carrier or hub is dead-lettered."""
+    if not batch:
+        return []
+    keys = pl.DataFrame(
+        {
+            "i": range(len(batch)),
+            "carrier_id": [v.model.carrier_id for v in batch],
+            "hub_id": [v.model.hub_id for v in batch],
+        },
+        schema={"i": pl.Int64, "carrier_id": pl.String, "hub_id": pl.String},
+    )
+    joined = (
+        keys.join(reference.carriers, on="carrier_id", how="left")
+        .join(reference.hubs, on="hub_id", how="left")
+        .sort("i")
+        .select("carrier_name", "sla_hours", "reliability", "region", "congestion")
+    )
+    out: list[Union[EnrichedEvent, DeadLetter]] = []
+    for item, (name, sla, reliability, region, congestion) in zip(
+        batch, joined.iter_rows(), strict=True
+    ):
+        ev = item.model
+        if name is None or region is None:
+            missing = f"carrier {ev.carrier_id!r}" if name is None else f"hub {ev.hub_id!r}"
+            what = f"{missing} is not in the reference data"
+            out.append(_unknown_reference(item, step, "shipments", ev.shipment_id, what))
+            continue
+        out.append(
+            EnrichedEvent(
+                event=ev,
+                source=item.source,
+                carrier_name=name,
+                sla_hours=sla,
+                carrier_reliability=reliability,
+                region=region,
+                hub_congestion=congestion,
+                sla_due_at=ev.shipped_at + timedelta(hours=sla),
+            )
+        )
+    return out
+
+
+def join_tickets(
+    batch: list[Valid[TicketMessage]], reference: ChannelReference, *, step: str
+) -> list[Union[EnrichedTicket, DeadLetter]]:
+    """Join messages with their channel's base priority and response target."""
+    if not batch:
+        return []
+    keys = pl.DataFrame(
+        {"i": range(len(batch)), "channel": [v.model.channel for v in batch]},
+        schema={"i": pl.Int64, "channel": pl.String},
+    )
+    joined = (
+        keys.join(reference.channels, on="channel", how="left")
+        .sort("i")
+        .select("base_priority", "response_sla_minutes")
+    )
+    out: list[Union[EnrichedTicket, DeadLetter]] = []
+    for item, (priority, sla_minutes) in zip(batch, joined.iter_rows(), strict=True):
+        msg = item.model
+        if priority is None:
+            what = f"channel {msg.channel!r} is not in the reference data"
+            out.append(_unknown_reference(item, step, "tickets", msg.session_id, what))
+            continue
+        out.append(
+            EnrichedTicket(
+                message=msg,
+                source=item.source,
+                base_priority=priority,
+                response_sla_minutes=sla_minutes,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class EnrichOut(Generic[E]):
+    """The two outputs of an enrich operator."""
+
+    enriched: Stream[E]
+    dead_letters: Stream[DeadLetter]
+
+
+def _split(up: Stream[Union[E, DeadLetter]]) -> EnrichOut[E]:
+    split = op.branch("split", up, lambda item: not isinstance(item, DeadLetter))
+    return EnrichOut(enriched=split.trues, dead_letters=split.falses)
+
+
+@operator
+def enrich_with_carrier_and_hub(
+    step_id: str, up: Stream[Valid[ShipmentEvent]], *, reference: ShipmentReference
+) -> EnrichOut[EnrichedEvent]:
+    """Join each batch of scans with the carrier SLA and hub region/congestion.
+
+    Consumes: `Valid[ShipmentEvent]`. Emits: `EnrichedEvent` on `enriched`; `DeadLetter`
+    (`unknown_reference`) on `dead_letters`. State: none.
+    """
+    joined = op.flat_map_batch("join", up, lambda b: join_shipments(b, reference, step=step_id))
+    return _split(joined)
+
+
+@operator
+def enrich_with_channel(
+    step_id: str, up: Stream[Valid[TicketMessage]], *, reference: ChannelReference
+) -> EnrichOut[EnrichedTicket]:
+    """Join each batch of messages with the channel's base priority and response target.
+
+    Consumes: `Valid[TicketMessage]`. Emits: `EnrichedTicket` on `enriched`; `DeadLetter`
+    (`unknown_reference`) on `dead_letters`. State: none.
+    """
+    joined = op.flat_map_batch("join", up, lambda b: join_tickets(b, reference, step=step_id))
+    return _split(joined)

@@ -1,0 +1,103 @@
+"""Input and output operators: where records enter and leave a flow.
+
+The flows call `input_records` and `publish` only; which transport is behind them is decided by
+the settings (`SURGEFLOW_INPUT_FILE`, `SURGEFLOW_OUTPUT_DIR`, or the bundled surge generator and
+stdout when unset), or by a source/sink passed in (tests pass Bytewax's testing connectors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Optional, TypeVar
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream, operator
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+from pydantic import BaseModel
+
+from flows.settings import Settings
+from operators import metrics
+from operators.records import OutRecord, RawRecord, to_out_record
+from operators.sinks import DirectorySink, StdoutSink
+from operators.sources import GeneratorSource, JsonLinesSource
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigurationError(RuntimeError):
+    """The settings ask for something this build cannot do; raised at flow build time."""
+
+
+def embedded_source(
+    settings: Settings, *, topic: str, generator: Callable[..., Iterator[RawRecord]]
+) -> Source[RawRecord]:
+    """The embedded input: the JSON-lines file if one is set, else the seeded surge generator."""
+    if settings.kafka_enabled:
+        raise ConfigurationError(
+            "KAFKA_BOOTSTRAP_SERVERS is set, but this build has only the embedded transports; "
+            "unset it to run on the bundled surge or SURGEFLOW_INPUT_FILE"
+        )
+    if settings.input_file is not None:
+        if not settings.input_file.is_file():
+            raise ConfigurationError(f"SURGEFLOW_INPUT_FILE {settings.input_file} is not a file")
+        return JsonLinesSource(settings.input_file, topic=topic, batch_size=settings.batch_size)
+    factory = partial(
+        generator,
+        seed=settings.surge_seed,
+        steady_events=settings.surge_steady_events,
+        burst_factor=settings.surge_burst_factor,
+        topic=topic,
+    )
+    return GeneratorSource(
+        factory, name=topic, batch_size=settings.batch_size, rate=settings.surge_rate
+    )
+
+
+def embedded_sink(settings: Settings) -> Sink[OutRecord]:
+    """The embedded output: one file per topic under SURGEFLOW_OUTPUT_DIR, else stdout."""
+    if settings.output_dir is not None:
+        return DirectorySink(settings.output_dir)
+    return StdoutSink()
+
+
+@operator
+def input_records(
+    step_id: str,
+    flow: Dataflow,
+    *,
+    source: Source[RawRecord],
+    flow_name: str,
+) -> Stream[RawRecord]:
+    """Read `RawRecord`s from `source` and count them.
+
+    Consumes: nothing (an input). Emits: `RawRecord` (bytes plus topic/partition/offset).
+    State: the source's read position only.
+    """
+    records = op.input("read", flow, source)
+    return op.inspect(
+        "count_in", records, lambda _s, _r: metrics.RECORDS_IN.labels(flow_name).inc()
+    )
+
+
+@operator
+def publish(
+    step_id: str,
+    up: Stream[M],
+    *,
+    topic: str,
+    key: Callable[[M], Optional[str]],
+    sink: Sink[OutRecord],
+    flow_name: str,
+) -> None:
+    """Serialise topic models to JSON `OutRecord`s keyed by the flow key and write them to `sink`.
+
+    Consumes: pydantic models of `topic`'s contract. Emits: nothing downstream.
+    State: none.
+    """
+    records = op.map("serialise", up, lambda m: to_out_record(topic, key(m), m))
+    counted = op.inspect(
+        "count_out", records, lambda _s, r: metrics.RECORDS_OUT.labels(flow_name, r.topic).inc()
+    )
+    op.output("write", counted, sink)

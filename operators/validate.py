@@ -1,0 +1,170 @@
+"""Validation: bytes to a topic model, or a dead letter saying why not. It never raises.
+
+`parse_record` is the plain-Python core; `validate` is the operator that runs it and splits the
+stream into `valid` and `dead_letters`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, Optional, TypeVar, Union
+
+import bytewax.operators as op
+import orjson
+from bytewax.dataflow import Stream, operator
+from pydantic import BaseModel, ValidationError
+
+from operators import metrics
+from operators.domain import Valid
+from operators.records import RawRecord
+from schemas.dead_letter import DeadLetter, ErrorType, FlowName
+
+M = TypeVar("M", bound=BaseModel)
+
+_SUMMARY_ERRORS = 3
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds applied before a record reaches its model."""
+
+    max_bytes: int = 256 * 1024
+    max_depth: int = 32
+
+
+def json_depth(value: Any, bound: int) -> int:
+    """Nesting depth of a parsed JSON value, counting stops once `bound` is exceeded."""
+    depth, frontier = 0, [value]
+    while frontier and depth <= bound:
+        depth += 1
+        nxt: list[Any] = []
+        for item in frontier:
+            if isinstance(item, dict):
+                nxt.extend(v for v in item.values() if isinstance(v, (dict, list)))
+            elif isinstance(item, list):
+                nxt.extend(v for v in item if isinstance(v, (dict, list)))
+        frontier = nxt
+    return depth
+
+
+def _summarise(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for e in errors[:_SUMMARY_ERRORS]:
+        loc = ".".join(str(p) for p in e.get("loc", ())) or "record"
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+    more = len(errors) - _SUMMARY_ERRORS
+    suffix = f"; and {more} more" if more > 0 else ""
+    return "; ".join(parts) + suffix
+
+
+def _key_of(obj: Any, key_field: str) -> Optional[str]:
+    if isinstance(obj, dict) and isinstance(obj.get(key_field), str):
+        return obj[key_field][:256]
+    return None
+
+
+def parse_record(
+    raw: RawRecord,
+    model: type[M],
+    *,
+    key_field: str,
+    flow: FlowName,
+    step: str,
+    limits: Limits = Limits(),
+) -> Union[Valid[M], DeadLetter]:
+    """Turn one raw record into `Valid[model]` or a `DeadLetter` with a readable reason."""
+
+    def dead(
+        error_type: ErrorType,
+        error: str,
+        key: Optional[str] = raw.key,
+        errors: Optional[list[dict[str, Any]]] = None,
+    ) -> DeadLetter:
+        return DeadLetter.build(
+            flow=flow,
+            step=step,
+            error_type=error_type,
+            error=error,
+            raw=raw.value,
+            source=raw.source_ref(),
+            key=key,
+            errors=errors,
+        )
+
+    size = len(raw.value)
+    if size > limits.max_bytes:
+        return dead("too_large", f"record is {size} bytes, over the {limits.max_bytes}-byte limit")
+    try:
+        text = raw.value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return dead("decode_error", f"record is not valid UTF-8: {exc.reason} at byte {exc.start}")
+    if not text.strip():
+        return dead("invalid_json", "record is empty")
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc).lower() or "recursion" in str(exc).lower():
+            return dead("too_deep", f"JSON nested deeper than {limits.max_depth} levels")
+        return dead("invalid_json", f"record is not valid JSON: {exc}")
+    key = raw.key or _key_of(obj, key_field)
+    if not isinstance(obj, dict):
+        return dead("validation_error", f"expected a JSON object, got {type(obj).__name__}", key)
+    if json_depth(obj, limits.max_depth) > limits.max_depth:
+        return dead("too_deep", f"JSON nested deeper than {limits.max_depth} levels", key)
+    try:
+        valid = model.model_validate(obj)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        summary = f"{model.__name__} invalid: {_summarise(errors)}"
+        return dead("validation_error", summary, key, errors)
+    record_key = getattr(valid, key_field)
+    if raw.key is not None and raw.key != record_key:
+        return dead(
+            "key_mismatch", f"message key {raw.key!r} differs from {key_field} {record_key!r}", key
+        )
+    return Valid(model=valid, source=raw.source_ref())
+
+
+@dataclass(frozen=True)
+class ValidateOut(Generic[M]):
+    """The two outputs of `validate`."""
+
+    valid: Stream[Valid[M]]
+    dead_letters: Stream[DeadLetter]
+
+
+@operator
+def validate(
+    step_id: str,
+    up: Stream[RawRecord],
+    *,
+    model: type[M],
+    key_field: str,
+    flow: FlowName,
+    limits: Limits = Limits(),
+) -> ValidateOut[M]:
+    """Validate raw records against `model`; failures go to `dead_letters`, never raise.
+
+    Consumes: `RawRecord`. Emits: `Valid[model]` on `valid` and `DeadLetter` (error type, readable
+    error, pydantic error list, bounded raw bytes, source coordinates) on `dead_letters`.
+    State: none.
+    """
+    parsed = op.map(
+        "parse",
+        up,
+        lambda raw: parse_record(
+            raw, model, key_field=key_field, flow=flow, step=step_id, limits=limits
+        ),
+    )
+    split = op.branch("split", parsed, lambda item: isinstance(item, Valid))
+    return ValidateOut(valid=split.trues, dead_letters=split.falses)
+
+
+@operator
+def count_dead_letters(
+    step_id: str, up: Stream[DeadLetter], *, flow: FlowName
+) -> Stream[DeadLetter]:
+    """Count dead letters by reason (`surgeflow_dead_letters_total`) and pass them on."""
+    return op.inspect(
+        "count", up, lambda _s, d: metrics.DEAD_LETTERS.labels(flow, d.error_type).inc()
+    )
