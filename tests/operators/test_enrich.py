@@ -1,0 +1,116 @@
+"""Polars joins of batches with the reference data, and reference-file checks."""
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from operators.domain import EnrichedEvent, EnrichedTicket, Valid
+from operators.enrich import join_shipments, join_tickets
+from operators.reference import ChannelReference, ReferenceDataError, ShipmentReference
+from schemas import DeadLetter, ShipmentEvent, SourceRef, TicketMessage
+
+T0 = datetime(2026, 11, 27, 8, 0, tzinfo=timezone.utc)
+SRC = SourceRef(topic="shipments.events", partition=0, offset=7)
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path) -> Path:
+    (tmp_path / "carriers.csv").write_text(
+        "carrier_id,name,sla_hours,reliability\nCAR-A,Alpha,48,0.95\nCAR-B,Beta,24,0.8\n"
+    )
+    (tmp_path / "hubs.csv").write_text(
+        "hub_id,name,region,congestion\nHUB-1,One,eu-west,0.2\nHUB-2,Two,us-east,0.9\n"
+    )
+    (tmp_path / "channels.csv").write_text(
+        "channel,base_priority,response_sla_minutes\nemail,normal,240\nchat,high,5\n"
+    )
+    return tmp_path
+
+
+def scan(i: int, carrier: str = "CAR-A", hub: str = "HUB-1") -> Valid[ShipmentEvent]:
+    event = ShipmentEvent(
+        event_id=f"E-{i}",
+        shipment_id=f"S-{i}",
+        carrier_id=carrier,
+        hub_id=hub,
+        scan_type="arrived_hub",
+        occurred_at=T0 + timedelta(hours=1),
+        shipped_at=T0,
+    )
+    return Valid(model=event, source=SRC)
+
+
+def test_join_keeps_batch_order_and_fills_reference(data_dir: Path) -> None:
+    ref = ShipmentReference.load(data_dir)
+    batch = [
+        scan(i, carrier="CAR-B" if i % 2 else "CAR-A", hub=f"HUB-{1 + i % 2}") for i in range(50)
+    ]
+    out = join_shipments(batch, ref, step="enrich")
+    assert [o.event.event_id for o in out] == [f"E-{i}" for i in range(50)]
+    first, second = out[0], out[1]
+    assert isinstance(first, EnrichedEvent) and isinstance(second, EnrichedEvent)
+    assert (first.carrier_name, first.sla_hours, first.region) == ("Alpha", 48.0, "eu-west")
+    assert first.sla_due_at == T0 + timedelta(hours=48)
+    assert (second.carrier_reliability, second.hub_congestion) == (0.8, 0.9)
+    assert second.source == SRC
+
+
+def test_unknown_carrier_or_hub_is_dead_lettered(data_dir: Path) -> None:
+    ref = ShipmentReference.load(data_dir)
+    out = join_shipments([scan(1, carrier="CAR-Z"), scan(2), scan(3, hub="HUB-9")], ref, step="j")
+    assert [type(o) for o in out] == [DeadLetter, EnrichedEvent, DeadLetter]
+    assert out[0].error_type == "unknown_reference" and "CAR-Z" in out[0].error
+    assert "HUB-9" in out[2].error and out[2].key == "S-3" and out[2].source == SRC
+
+
+def test_empty_batch(data_dir: Path) -> None:
+    assert join_shipments([], ShipmentReference.load(data_dir), step="j") == []
+
+
+def test_tickets_join_channel_priority(data_dir: Path) -> None:
+    ref = ChannelReference.load(data_dir)
+    msgs = [
+        Valid(
+            model=TicketMessage(
+                message_id=f"M-{c}",
+                session_id="S-1",
+                channel=c,
+                sender="a@example.com",
+                body="hi",
+                sent_at=T0,
+            ),
+            source=SRC,
+        )
+        for c in ("chat", "email", "it")
+    ]
+    out = join_tickets(msgs, ref, step="j")
+    assert isinstance(out[0], EnrichedTicket) and out[0].base_priority == "high"
+    assert isinstance(out[1], EnrichedTicket) and out[1].response_sla_minutes == 240
+    assert isinstance(out[2], DeadLetter) and "'it'" in out[2].error
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "words"),
+    [
+        ("carriers.csv", "carrier_id,name,sla_hours\nCAR-A,A,48\n", "lacks columns"),
+        ("carriers.csv", "carrier_id,name,sla_hours,reliability\nA,A,48,1.5\n", "reliability"),
+        (
+            "carriers.csv",
+            "carrier_id,name,sla_hours,reliability\nA,A,48,0.9\nA,B,4,0.9\n",
+            "unique",
+        ),
+        ("hubs.csv", "hub_id,name,region,congestion\nH,H,,0.5\n", "empty cells"),
+    ],
+)
+def test_broken_reference_files_fail_clearly(
+    data_dir: Path, name: str, text: str, words: str
+) -> None:
+    (data_dir / name).write_text(text)
+    with pytest.raises(ReferenceDataError, match=words):
+        ShipmentReference.load(data_dir)
+
+
+def test_missing_reference_file(tmp_path: Path) -> None:
+    with pytest.raises(ReferenceDataError, match="does not exist"):
+        ShipmentReference.load(tmp_path)

@@ -1,0 +1,141 @@
+"""`parse_record`: every kind of bad input becomes a dead letter with a readable reason."""
+
+import base64
+import json
+
+import pytest
+
+from operators.domain import Valid
+from operators.records import RawRecord
+from operators.validate import Limits, json_depth, parse_record
+from schemas import DeadLetter, ShipmentEvent, TicketMessage
+
+GOOD = {
+    "event_id": "E-1",
+    "shipment_id": "SHP-1",
+    "carrier_id": "CAR-1",
+    "hub_id": "HUB-1",
+    "scan_type": "arrived_hub",
+    "occurred_at": "2026-11-27T10:00:00Z",
+    "shipped_at": "2026-11-27T07:00:00Z",
+}
+
+
+def parse(value: bytes, key: str | None = None, limits: Limits = Limits()):
+    raw = RawRecord(value=value, key=key, topic="shipments.events", partition=3, offset=99)
+    return parse_record(
+        raw,
+        ShipmentEvent,
+        key_field="shipment_id",
+        flow="shipments",
+        step="validate",
+        limits=limits,
+    )
+
+
+def with_(**change) -> bytes:
+    return json.dumps({**GOOD, **change}).encode()
+
+
+def test_valid_record_keeps_its_source() -> None:
+    result = parse(json.dumps(GOOD).encode(), key="SHP-1")
+    assert isinstance(result, Valid)
+    assert result.model.shipment_id == "SHP-1"
+    assert (result.source.topic, result.source.partition, result.source.offset) == (
+        "shipments.events",
+        3,
+        99,
+    )
+
+
+BAD = {
+    "broken_json": (b'{"event_id": "E-1", ', "invalid_json", "not valid JSON"),
+    "trailing_garbage": (json.dumps(GOOD).encode() + b"}", "invalid_json", "not valid JSON"),
+    "empty": (b"", "invalid_json", "empty"),
+    "whitespace": (b"   \n", "invalid_json", "empty"),
+    "null": (b"null", "validation_error", "JSON object"),
+    "array": (b"[1, 2]", "validation_error", "JSON object"),
+    "number": (b"42", "validation_error", "JSON object"),
+    "non_utf8": (b'{"event_id": "\xff\xfe"}', "decode_error", "UTF-8"),
+    "nan": (b'{"delay_minutes": NaN}', "invalid_json", "not valid JSON"),
+    "wrong_type": (with_(delay_minutes="abc"), "validation_error", "delay_minutes"),
+    "naive_timestamp": (with_(occurred_at="2026-11-27T10:00:00"), "validation_error", "timezone"),
+    "bad_timestamp": (with_(occurred_at="yesterday"), "validation_error", "occurred_at"),
+    "missing_key": (
+        json.dumps({k: v for k, v in GOOD.items() if k != "shipment_id"}).encode(),
+        "validation_error",
+        "shipment_id",
+    ),
+    "null_key": (with_(shipment_id=None), "validation_error", "shipment_id"),
+    "empty_key": (with_(shipment_id=""), "validation_error", "shipment_id"),
+    "control_chars_in_id": (with_(shipment_id="SHP\x00\x07"), "validation_error", "shipment_id"),
+    "unknown_enum": (with_(scan_type="teleported"), "validation_error", "scan_type"),
+    "unknown_field": (with_(priority="high"), "validation_error", "priority"),
+    "negative": (with_(delay_minutes=-1), "validation_error", "delay_minutes"),
+    "huge_note": (with_(note="x" * 5000), "validation_error", "note"),
+    "scan_before_ship": (
+        with_(occurred_at="2026-11-27T06:00:00Z"),
+        "validation_error",
+        "before shipped_at",
+    ),
+    "deep_nesting": (with_(note=json.loads("[" * 40 + "]" * 40)), "too_deep", "nested"),
+    "very_deep_nesting": (b"[" * 5000 + b"]" * 5000, "too_deep", "nested"),
+    "too_large": (with_(note="y" * 300_000), "too_large", "over the"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_input_becomes_dead_letter(name: str) -> None:
+    value, error_type, words = BAD[name]
+    result = parse(value)
+    assert isinstance(result, DeadLetter), name
+    assert result.error_type == error_type
+    assert words in result.error
+    assert result.flow == "shipments" and result.step == "validate"
+    assert (result.source.partition, result.source.offset) == (3, 99)
+    assert base64.b64decode(result.raw_base64) == value[:4096]
+    assert result.raw_size == len(value)
+
+
+def test_validation_errors_are_listed_field_by_field() -> None:
+    result = parse(with_(delay_minutes="abc", scan_type="nope"))
+    assert isinstance(result, DeadLetter)
+    assert {e.loc for e in result.errors} == {"delay_minutes", "scan_type"}
+
+
+def test_key_mismatch_is_dead_lettered() -> None:
+    result = parse(json.dumps(GOOD).encode(), key="SHP-2")
+    assert isinstance(result, DeadLetter)
+    assert result.error_type == "key_mismatch"
+    assert result.key == "SHP-2"
+
+
+def test_dead_letter_key_comes_from_the_record_when_transport_has_none() -> None:
+    result = parse(with_(scan_type="nope"))
+    assert isinstance(result, DeadLetter) and result.key == "SHP-1"
+
+
+def test_size_and_depth_limits_are_configurable() -> None:
+    assert isinstance(parse(json.dumps(GOOD).encode(), limits=Limits(max_bytes=1024)), Valid)
+    tight = parse(with_(note="z" * 2000), limits=Limits(max_bytes=1024))
+    assert isinstance(tight, DeadLetter) and tight.error_type == "too_large"
+
+
+def test_json_depth() -> None:
+    assert json_depth({"a": 1}, 10) == 1
+    assert json_depth({"a": {"b": [1, {"c": 2}]}}, 10) == 4
+    assert json_depth(json.loads("[" * 50 + "]" * 50), 10) == 11
+
+
+def test_tickets_validate_with_their_own_key_field() -> None:
+    message = {
+        "message_id": "M-1",
+        "session_id": "S-9",
+        "channel": "email",
+        "sender": "a@example.com",
+        "body": "Where is ORD-123456?",
+        "sent_at": "2026-11-27T10:00:00Z",
+    }
+    raw = RawRecord(value=json.dumps(message).encode(), key="S-9", topic="tickets.messages")
+    result = parse_record(raw, TicketMessage, key_field="session_id", flow="tickets", step="v")
+    assert isinstance(result, Valid) and result.model.session_id == "S-9"
