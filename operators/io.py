@@ -22,6 +22,7 @@ from operators import metrics
 from operators.records import OutRecord, RawRecord, to_out_record
 from operators.sinks import DirectorySink, StdoutSink
 from operators.sources import GeneratorSource, JsonLinesSource
+from schemas.dead_letter import SourceRef
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -30,15 +31,27 @@ class ConfigurationError(RuntimeError):
     """The settings ask for something this build cannot do; raised at flow build time."""
 
 
-def embedded_source(
-    settings: Settings, *, topic: str, generator: Callable[..., Iterator[RawRecord]]
-) -> Source[RawRecord]:
-    """The embedded input: the JSON-lines file if one is set, else the seeded surge generator."""
+def check_services(settings: Settings) -> None:
+    """Refuse to start when a service is configured that this build cannot use.
+
+    Running on the embedded defaults instead would silently ignore the configuration.
+    """
     if settings.kafka_enabled:
         raise ConfigurationError(
             "KAFKA_BOOTSTRAP_SERVERS is set, but this build has only the embedded transports; "
             "unset it to run on the bundled surge or SURGEFLOW_INPUT_FILE"
         )
+    if settings.redis_enabled:
+        raise ConfigurationError(
+            "REDIS_URL is set, but this build has only the in-process LLM cache; unset it"
+        )
+
+
+def embedded_source(
+    settings: Settings, *, topic: str, generator: Callable[..., Iterator[RawRecord]]
+) -> Source[RawRecord]:
+    """The embedded input: the JSON-lines file if one is set, else the seeded surge generator."""
+    check_services(settings)
     if settings.input_file is not None:
         if not settings.input_file.is_file():
             raise ConfigurationError(f"SURGEFLOW_INPUT_FILE {settings.input_file} is not a file")
@@ -101,3 +114,8 @@ def publish(
         "count_out", records, lambda _s, r: metrics.RECORDS_OUT.labels(flow_name, r.topic).inc()
     )
     op.output("write", counted, sink)
+
+
+def derived_source(topic: str) -> SourceRef:
+    """The source of a record a flow derived from its input (no single partition/offset)."""
+    return SourceRef(topic=topic)

@@ -1,6 +1,6 @@
 """Polars joins of batches with the reference data, and reference-file checks."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -10,7 +10,7 @@ from operators.enrich import join_shipments, join_tickets
 from operators.reference import ChannelReference, ReferenceDataError, ShipmentReference
 from schemas import DeadLetter, ShipmentEvent, SourceRef, TicketMessage
 
-T0 = datetime(2026, 11, 27, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 SRC = SourceRef(topic="shipments.events", partition=0, offset=7)
 
 

@@ -2,7 +2,7 @@
 
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import bytewax.operators as op
@@ -50,7 +50,7 @@ def test_generator_source_resumes_after_position() -> None:
 
 
 def test_generator_source_paces_by_wall_clock() -> None:
-    now = [datetime(2026, 11, 27, tzinfo=timezone.utc)]
+    now = [datetime(2026, 11, 27, tzinfo=UTC)]
     source = GeneratorSource(lambda: _records(100), batch_size=50, rate=10.0, now=lambda: now[0])
     part = source.build_part("s", "surge-0", None)
     assert part.next_batch() == []

@@ -21,7 +21,7 @@ GOOD = {
 }
 
 
-def parse(value: bytes, key: str | None = None, limits: Limits = Limits()):
+def parse(value: bytes, key: str | None = None, limits: Limits | None = None):
     raw = RawRecord(value=value, key=key, topic="shipments.events", partition=3, offset=99)
     return parse_record(
         raw,
@@ -29,7 +29,7 @@ def parse(value: bytes, key: str | None = None, limits: Limits = Limits()):
         key_field="shipment_id",
         flow="shipments",
         step="validate",
-        limits=limits,
+        limits=limits or Limits(),
     )
 
 

@@ -1,6 +1,6 @@
 """Contract rules of the topic models: aware UTC timestamps, bounded strings, closed enums."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -21,7 +21,7 @@ SCAN = {
 
 def test_timestamps_are_normalised_to_utc() -> None:
     event = ShipmentEvent.model_validate(SCAN)
-    assert event.occurred_at == datetime(2026, 11, 27, 8, 0, tzinfo=timezone.utc)
+    assert event.occurred_at == datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
     assert event.occurred_at.utcoffset() == timedelta(0)
 
 

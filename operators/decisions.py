@@ -1,0 +1,341 @@
+"""The per-shipment decision state machine (no Bytewax import; wall time is always passed in).
+
+`ShipmentWindows` holds one shipment's tumbling event-time windows, aligned to the UTC epoch. Its
+watermark works like Bytewax's `EventClock`: the largest event time seen for this shipment plus
+the wall time elapsed since it was seen, and it never goes back. A window `[s, e)` closes, with
+exactly one decision, once the watermark reaches `e + allowed lateness`. An event whose window
+has closed is reported as a `LateEvent`: it never reopens a window and changes nothing else. A
+shipment with no scan for `stuck_after` (and not delivered) gets one `escalate` decision.
+
+Only small plain data is kept (it is snapshotted every epoch): open windows' scans as tuples, the
+last scan, the delay count of closed windows, the starts of the last closed windows, the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Optional
+
+from flows.settings import Settings
+from operators.domain import EnrichedEvent
+from operators.rules import RuleParams, Scan, ShipmentHistory, Verdict, decide_stuck, decide_window
+from schemas.common import deterministic_id
+from schemas.shipments import DecisionTrigger, ShipmentDecision
+
+STATE_VERSION = 1
+"""Layout of `ShipmentWindows.to_state()`, including the field order of `Scan`; bump on change."""
+
+CLOSED_WINDOWS_KEPT = 8
+MAX_WINDOW_EVENTS = 1000
+MAX_NOTES = 20
+MAX_REASONS = 20
+UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class IncompatibleStateError(ValueError):
+    """A recovery snapshot was written by another state version or window length."""
+
+
+@dataclass(frozen=True)
+class LateEvent:
+    """An event that arrived after its window closed (or could not join it), and why."""
+
+    event: EnrichedEvent
+    reason: str
+
+
+@dataclass
+class Emitted:
+    """What one call of the state machine produced."""
+
+    decisions: list[ShipmentDecision] = field(default_factory=list)
+    late: list[LateEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WindowParams:
+    """Window length, allowed lateness, the stuck timeout and the rule thresholds."""
+
+    window: timedelta
+    lateness: timedelta
+    stuck_after: timedelta
+    rules: RuleParams = field(default_factory=RuleParams)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WindowParams:
+        return cls(
+            window=timedelta(minutes=settings.window_minutes),
+            lateness=timedelta(minutes=settings.allowed_lateness_minutes),
+            stuck_after=timedelta(hours=settings.stuck_after_hours),
+            rules=RuleParams.from_settings(settings),
+        )
+
+
+@dataclass
+class _OpenWindow:
+    scans: list[Scan] = field(default_factory=list)
+    duplicates: int = 0
+
+
+class ShipmentWindows:
+    """One shipment's open decision windows, event clock and stuck timer."""
+
+    def __init__(self, params: WindowParams) -> None:
+        self._params = params
+        self._shipment_id = ""
+        self._base: Optional[datetime] = None  # largest event time that moved the watermark
+        self._base_wall: Optional[datetime] = None  # wall time at which it did
+        self._open: dict[datetime, _OpenWindow] = {}
+        self._closed: tuple[datetime, ...] = ()
+        self._delays_closed = 0
+        self._delivered_at: Optional[datetime] = None
+        self._last: Optional[Scan] = None
+        self._stuck_reported = False
+        self._ended = False
+
+    # --- the state machine -------------------------------------------------------------------
+
+    def on_event(self, enriched: EnrichedEvent, now: datetime) -> Emitted:
+        """Add one scan: report it late, or let it move the clock, close due windows, join."""
+        scan = Scan.from_event(enriched)
+        reason = self._rejection(scan, self.watermark(now))
+        if reason is not None:
+            return Emitted(late=[LateEvent(enriched, reason)])
+        self._shipment_id = enriched.event.shipment_id
+        self._advance_clock(scan.occurred_at, now)
+        emitted = self._close_due(now)
+        self._admit(scan)
+        return emitted
+
+    def on_timer(self, now: datetime) -> Emitted:
+        """Close the windows and fire the stuck timer that the wall time made due."""
+        return self._close_due(now)
+
+    def on_eof(self, now: datetime, stream_max_event_time: Optional[datetime]) -> Emitted:
+        """End of a bounded input: close every window, then judge stuck by the stream's clock."""
+        emitted = self._close_due(now)
+        for start in sorted(self._open):
+            emitted.decisions.append(self._close_window(start, "end_of_input", now))
+        if stream_max_event_time is not None and self._stuck_due(stream_max_event_time):
+            emitted.decisions.append(self._stuck_decision(now))
+        self._ended = True
+        return emitted
+
+    def watermark(self, now: datetime) -> Optional[datetime]:
+        """This shipment's event time at wall time `now`, or `None` before its first event."""
+        if self._base is None or self._base_wall is None:
+            return None
+        return self._base + max(now - self._base_wall, timedelta(0))
+
+    def next_deadline(self) -> Optional[datetime]:
+        """The wall time of the earliest pending window close or stuck timer, if any."""
+        if self._base is None or self._base_wall is None:
+            return None
+        due = [start + self._params.window + self._params.lateness for start in self._open]
+        if self._last is not None and self._stuck_armed():
+            due.append(self._last.occurred_at + self._params.stuck_after)
+        if not due:
+            return None
+        return self._base_wall + (min(due) - self._base)
+
+    @property
+    def is_finished(self) -> bool:
+        """Nothing left to decide: the input ended, or no window is open and the shipment is
+        delivered or was reported stuck."""
+        quiet = not self._open and (self._delivered_at is not None or self._stuck_reported)
+        return self._ended or quiet
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def _rejection(self, scan: Scan, watermark: Optional[datetime]) -> Optional[str]:
+        """Why `scan` cannot join its window, or `None` when it can."""
+        start = self._window_start(scan.occurred_at)
+        end = start + self._params.window
+        if start in self._closed:
+            return f"window {start.isoformat()}/{end.isoformat()} already closed"
+        if watermark is not None and end + self._params.lateness <= watermark:
+            return (
+                f"event time {scan.occurred_at.isoformat()} is behind the watermark "
+                f"{watermark.isoformat()} by more than the allowed lateness"
+            )
+        window = self._open.get(start)
+        if (
+            window is not None
+            and len(window.scans) >= MAX_WINDOW_EVENTS
+            and all(kept.event_id != scan.event_id for kept in window.scans)
+        ):
+            return f"window {start.isoformat()} already holds {MAX_WINDOW_EVENTS} events"
+        return None
+
+    def _advance_clock(self, event_time: datetime, now: datetime) -> None:
+        watermark = self.watermark(now)
+        if watermark is None or event_time > watermark:
+            self._base = event_time
+            self._base_wall = now
+
+    def _admit(self, scan: Scan) -> None:
+        window = self._open.setdefault(self._window_start(scan.occurred_at), _OpenWindow())
+        if any(kept.event_id == scan.event_id for kept in window.scans):
+            window.duplicates += 1
+            return
+        window.scans.append(scan)
+        if scan.scan_type == "delivered" and (
+            self._delivered_at is None or scan.occurred_at < self._delivered_at
+        ):
+            self._delivered_at = scan.occurred_at
+        if self._last is None or scan.occurred_at > self._last.occurred_at:
+            self._last = scan
+            self._stuck_reported = False
+
+    def _close_due(self, now: datetime) -> Emitted:
+        watermark = self.watermark(now)
+        if watermark is None:
+            return Emitted()
+        reach = self._params.window + self._params.lateness
+        due = sorted(start for start in self._open if start + reach <= watermark)
+        emitted = Emitted(decisions=[self._close_window(s, "window_closed", now) for s in due])
+        if self._stuck_due(watermark):
+            emitted.decisions.append(self._stuck_decision(now))
+        return emitted
+
+    def _stuck_armed(self) -> bool:
+        return self._last is not None and self._delivered_at is None and not self._stuck_reported
+
+    def _stuck_due(self, event_time: datetime) -> bool:
+        if self._last is None or not self._stuck_armed():
+            return False
+        return event_time >= self._last.occurred_at + self._params.stuck_after
+
+    def _window_start(self, ts: datetime) -> datetime:
+        window = self._params.window
+        return UTC_EPOCH + ((ts - UTC_EPOCH) // window) * window
+
+    # --- decisions -----------------------------------------------------------------------------
+
+    def _close_window(
+        self, start: datetime, trigger: DecisionTrigger, now: datetime
+    ) -> ShipmentDecision:
+        window = self._open.pop(start)
+        self._closed = (*self._closed, start)[-CLOSED_WINDOWS_KEPT:]
+        delivered_before = self._delivered_at
+        if delivered_before is not None and delivered_before >= start:
+            delivered_before = None
+        history = ShipmentHistory(delays_before=self._delays_closed, delivered_at=delivered_before)
+        self._delays_closed += sum(1 for scan in window.scans if scan.is_delay)
+        scans = sorted(window.scans, key=lambda scan: (scan.occurred_at, scan.event_id))
+        verdict = decide_window(scans, history, params=self._params.rules)
+        return self._decision(
+            kind="window",
+            trigger=trigger,
+            bounds=(start, start + self._params.window),
+            verdict=verdict,
+            scans=scans,
+            duplicates=window.duplicates,
+            facts=scans[-1],
+            now=now,
+        )
+
+    def _stuck_decision(self, now: datetime) -> ShipmentDecision:
+        last = self._last
+        assert last is not None, "a stuck timer is only armed after a scan"
+        self._stuck_reported = True
+        due = last.occurred_at + self._params.stuck_after
+        verdict = decide_stuck(last, stuck_after=self._params.stuck_after)
+        return self._decision(
+            kind="stuck",
+            trigger="stuck_timer",
+            bounds=(last.occurred_at, due),
+            verdict=verdict,
+            scans=[],
+            duplicates=0,
+            facts=last,
+            now=now,
+        )
+
+    def _decision(
+        self,
+        *,
+        kind: Literal["window", "stuck"],
+        trigger: DecisionTrigger,
+        bounds: tuple[datetime, datetime],
+        verdict: Verdict,
+        scans: list[Scan],
+        duplicates: int,
+        facts: Scan,
+        now: datetime,
+    ) -> ShipmentDecision:
+        start, end = bounds
+        return ShipmentDecision(
+            decision_id=deterministic_id(
+                self._shipment_id, start.isoformat(), end.isoformat(), kind
+            ),
+            shipment_id=self._shipment_id,
+            action=verdict.action,
+            reasons=list(verdict.reasons[:MAX_REASONS]),
+            risk=verdict.risk,
+            trigger=trigger,
+            window_start=start,
+            window_end=end,
+            event_ids=[scan.event_id for scan in scans],
+            duplicate_events=duplicates,
+            carrier_id=facts.carrier_id,
+            hub_id=facts.hub_id,
+            region=facts.region.strip()[:40] or "unknown",
+            last_scan_at=facts.occurred_at,
+            sla_due_at=facts.sla_due_at,
+            notes=[scan.note for scan in scans if scan.note][:MAX_NOTES],
+            decided_at=now,
+        )
+
+    # --- recovery ------------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """A snapshot of plain values only (no classes of this project), safe to pickle."""
+        return {
+            "version": STATE_VERSION,
+            "window_seconds": self._params.window.total_seconds(),
+            "shipment_id": self._shipment_id,
+            "clock": (self._base, self._base_wall),
+            "open": tuple(
+                (start, tuple(tuple(scan) for scan in window.scans), window.duplicates)
+                for start, window in sorted(self._open.items())
+            ),
+            "closed": self._closed,
+            "delays_closed": self._delays_closed,
+            "delivered_at": self._delivered_at,
+            "last": None if self._last is None else tuple(self._last),
+            "stuck_reported": self._stuck_reported,
+            "ended": self._ended,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], params: WindowParams) -> ShipmentWindows:
+        """Rebuild from `to_state()`; refuses a snapshot of another version or window length."""
+        version = state.get("version") if isinstance(state, dict) else None
+        if version != STATE_VERSION:
+            raise IncompatibleStateError(
+                f"decision window snapshot has state version {version!r}, this build reads "
+                f"version {STATE_VERSION}; resume from a recovery store written by this version "
+                "or start with a new one"
+            )
+        if state["window_seconds"] != params.window.total_seconds():
+            raise IncompatibleStateError(
+                f"decision window snapshot was written with {state['window_seconds']:.0f} s "
+                f"windows, the settings ask for {params.window.total_seconds():.0f} s; windows "
+                "cannot change length across a resume"
+            )
+        windows = cls(params)
+        windows._shipment_id = state["shipment_id"]
+        windows._base, windows._base_wall = state["clock"]
+        windows._open = {
+            start: _OpenWindow([Scan(*scan) for scan in scans], duplicates)
+            for start, scans, duplicates in state["open"]
+        }
+        windows._closed = tuple(state["closed"])
+        windows._delays_closed = state["delays_closed"]
+        windows._delivered_at = state["delivered_at"]
+        windows._last = None if state["last"] is None else Scan(*state["last"])
+        windows._stuck_reported = state["stuck_reported"]
+        windows._ended = state["ended"]
+        return windows

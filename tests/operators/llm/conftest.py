@@ -1,0 +1,35 @@
+"""Fixtures of the LLM-layer tests: the loopback OpenAI-compatible server and settings for it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from flows.settings import Settings
+from tests.support.openai_server import OpenAITestServer
+
+
+@pytest.fixture
+def openai_server() -> Iterator[OpenAITestServer]:
+    """A started server; stopped (and any hung request released) after the test."""
+    with OpenAITestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def llm_settings(openai_server: OpenAITestServer) -> Callable[..., Settings]:
+    """Settings pointing at `openai_server`, with short timeouts; keyword overrides allowed."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "openai_base_url": openai_server.base_url,
+            "openai_api_key": None,
+            "llm_timeout_seconds": 2.0,
+            "llm_max_retries": 1,
+            **overrides,
+        }
+        return Settings(**values)
+
+    return make

@@ -1,0 +1,298 @@
+"""The per-shipment state machine, driven by an explicit wall clock (no sleeps)."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import UTC, datetime, timedelta
+from typing import Any, Optional
+
+import pytest
+
+from flows.settings import Settings
+from operators import decisions
+from operators.decisions import (
+    CLOSED_WINDOWS_KEPT,
+    STATE_VERSION,
+    UTC_EPOCH,
+    IncompatibleStateError,
+    ShipmentWindows,
+    WindowParams,
+)
+from operators.domain import EnrichedEvent
+from schemas import ShipmentEvent, SourceRef, deterministic_id
+
+T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+WALL0 = datetime(2030, 1, 1, tzinfo=UTC)
+SHIPPED = T0 - timedelta(hours=1)
+PARAMS = WindowParams.from_settings(Settings())  # 60 min windows, 15 min lateness, stuck 6 h
+
+
+def event(
+    event_id: str,
+    minutes: float,
+    *,
+    scan_type: str = "arrived_hub",
+    shipment_id: str = "S-1",
+    hub_id: str = "HUB-1",
+    note: Optional[str] = None,
+    **enrichment: Any,
+) -> EnrichedEvent:
+    """An enriched scan `minutes` after T0."""
+    scan = ShipmentEvent(
+        event_id=event_id,
+        shipment_id=shipment_id,
+        carrier_id="CAR-A",
+        hub_id=hub_id,
+        scan_type=scan_type,
+        occurred_at=T0 + timedelta(minutes=minutes),
+        shipped_at=SHIPPED,
+        note=note,
+    )
+    facts: dict[str, Any] = {
+        "carrier_name": "Alpha",
+        "sla_hours": 48.0,
+        "carrier_reliability": 0.95,
+        "region": "eu-west",
+        "hub_congestion": 0.2,
+        "sla_due_at": SHIPPED + timedelta(hours=48),
+    }
+    facts.update(enrichment)
+    return EnrichedEvent(event=scan, source=SourceRef(topic="shipments.events"), **facts)
+
+
+def wall(minutes: float) -> datetime:
+    return WALL0 + timedelta(minutes=minutes)
+
+
+def window_id(start: datetime, shipment_id: str = "S-1") -> str:
+    end = start + timedelta(hours=1)
+    return deterministic_id(shipment_id, start.isoformat(), end.isoformat(), "window")
+
+
+def test_window_closes_when_a_later_event_moves_the_watermark() -> None:
+    windows = ShipmentWindows(PARAMS)
+    assert windows.on_event(event("E1", 10), wall(0)).decisions == []
+    assert windows.on_event(event("E2", 20), wall(0)).decisions == []
+    emitted = windows.on_event(event("E3", 75), wall(0))
+    (decision,) = emitted.decisions
+    assert emitted.late == []
+    assert decision.trigger == "window_closed"
+    assert decision.event_ids == ["E1", "E2"]
+    assert (decision.window_start, decision.window_end) == (T0, T0 + timedelta(hours=1))
+    assert decision.decision_id == window_id(T0)
+    assert (decision.action, decision.decided_at, decision.enrichment) == ("ok", wall(0), None)
+    assert decision.last_scan_at == T0 + timedelta(minutes=20)
+
+
+def test_window_closes_by_wall_time_at_its_deadline() -> None:
+    windows = ShipmentWindows(PARAMS)
+    windows.on_event(event("E1", 10), wall(0))
+    assert windows.next_deadline() == wall(65)
+    assert windows.on_timer(wall(64)).decisions == []
+    (decision,) = windows.on_timer(wall(65)).decisions
+    assert decision.trigger == "window_closed"
+    assert windows.next_deadline() == wall(6 * 60)  # the stuck timer is next
+    assert not windows.is_finished
+
+
+def test_watermark_follows_wall_time_and_never_goes_back() -> None:
+    windows = ShipmentWindows(PARAMS)
+    assert windows.watermark(wall(0)) is None
+    windows.on_event(event("E1", 30), wall(0))
+    assert windows.watermark(wall(5)) == T0 + timedelta(minutes=35)
+    windows.on_event(event("E2", 32), wall(5))  # older than the watermark: no change
+    assert windows.watermark(wall(5)) == T0 + timedelta(minutes=35)
+    assert windows.watermark(wall(-10)) == T0 + timedelta(minutes=30)
+
+
+def test_event_of_a_closed_window_is_late_and_never_reopens_it() -> None:
+    windows = ShipmentWindows(PARAMS)
+    windows.on_event(event("E1", 10), wall(0))
+    windows.on_event(event("E2", 75), wall(0))
+    late = event("E3", 30)
+    emitted = windows.on_event(late, wall(1))
+    assert emitted.decisions == []
+    (reported,) = emitted.late
+    assert reported.event is late
+    assert "already closed" in reported.reason
+    at_end = windows.on_eof(wall(2), None).decisions
+    assert [(d.trigger, d.event_ids) for d in at_end] == [("end_of_input", ["E2"])]
+
+
+def test_event_behind_the_watermark_is_late_even_if_its_window_never_opened() -> None:
+    windows = ShipmentWindows(PARAMS)
+    windows.on_event(event("E1", 5 * 60), wall(0))
+    (reported,) = windows.on_event(event("E2", 60), wall(0)).late
+    assert "behind the watermark" in reported.reason
+    assert [d.event_ids for d in windows.on_eof(wall(1), None).decisions] == [["E1"]]
+
+
+def test_duplicate_event_is_counted_not_added() -> None:
+    windows = ShipmentWindows(PARAMS)
+    windows.on_event(event("E1", 10), wall(0))
+    windows.on_event(event("E1", 10), wall(0))
+    (decision,) = windows.on_timer(wall(65)).decisions
+    assert (decision.event_ids, decision.duplicate_events) == (["E1"], 1)
+
+
+def test_full_window_sends_more_events_to_late(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decisions, "MAX_WINDOW_EVENTS", 2)
+    windows = ShipmentWindows(PARAMS)
+    windows.on_event(event("E1", 10), wall(0))
+    windows.on_event(event("E2", 11), wall(0))
+    (reported,) = windows.on_event(event("E3", 12), wall(0)).late
+    assert "already holds 2 events" in reported.reason
+    assert windows.on_event(event("E2", 11), wall(0)).late == []
+    (decision,) = windows.on_timer(wall(65)).decisions
+    assert (decision.event_ids, decision.duplicate_events) == (["E1", "E2"], 1)
+
+
+def test_stuck_timer_fires_by_wall_time_then_state_is_finished() -> None:
+    windows = ShipmentWindows(PARAMS)
+    windows.on_event(event("E1", 0, scan_type="picked_up", hub_id="HUB-7"), wall(0))
+    assert windows.next_deadline() == wall(75)
+    assert len(windows.on_timer(wall(75)).decisions) == 1
+    assert windows.next_deadline() == wall(6 * 60)
+    (stuck,) = windows.on_timer(wall(6 * 60)).decisions
+    assert (stuck.action, stuck.trigger, stuck.event_ids) == ("escalate", "stuck_timer", [])
+    assert (stuck.window_start, stuck.window_end) == (T0, T0 + timedelta(hours=6))
+    assert stuck.reasons[0].startswith("stuck at hub HUB-7 since 2026-11-27 08:00 UTC")
+    expected_id = deterministic_id("S-1", T0.isoformat(), stuck.window_end.isoformat(), "stuck")
+    assert stuck.decision_id == expected_id
+    assert windows.is_finished
+    assert windows.next_deadline() is None
+    assert windows.on_timer(wall(7 * 60)).decisions == []
+
+
+def test_stuck_fires_once_even_while_a_window_stays_open() -> None:
+    params = WindowParams(
+        window=timedelta(hours=1), lateness=timedelta(0), stuck_after=timedelta(seconds=1)
+    )
+    windows = ShipmentWindows(params)
+    windows.on_event(event("E1", 0), wall(0))
+    assert windows.next_deadline() == WALL0 + timedelta(seconds=1)
+    (stuck,) = windows.on_timer(WALL0 + timedelta(seconds=1)).decisions
+    assert stuck.trigger == "stuck_timer"
+    assert not windows.is_finished  # the window still has to close
+    assert windows.next_deadline() == wall(60)
+    (closed,) = windows.on_timer(wall(60)).decisions
+    assert closed.trigger == "window_closed"
+    assert windows.is_finished
+
+
+def test_a_gap_in_event_time_reports_stuck_before_the_new_scan_joins() -> None:
+    windows = ShipmentWindows(PARAMS)
+    windows.on_event(event("E1", 0), wall(0))
+    emitted = windows.on_event(event("E2", 7 * 60), wall(1))
+    assert [d.trigger for d in emitted.decisions] == ["window_closed", "stuck_timer"]
+    assert emitted.decisions[1].window_start == T0
+    assert not windows.is_finished
+    assert windows.next_deadline() == wall(1 + 60 + 15)
+
+
+def test_delivered_shipment_is_never_stuck_and_finishes_when_its_window_closes() -> None:
+    windows = ShipmentWindows(PARAMS)
+    windows.on_event(event("E1", 10, scan_type="delivered"), wall(0))
+    assert windows.next_deadline() == wall(65)
+    (decision,) = windows.on_timer(wall(65)).decisions
+    assert decision.reasons == ["delivered on time"]
+    assert windows.is_finished
+    assert windows.next_deadline() is None
+
+
+def test_end_of_input_closes_every_window_with_the_same_ids() -> None:
+    by_timer, by_eof = ShipmentWindows(PARAMS), ShipmentWindows(PARAMS)
+    for windows in (by_timer, by_eof):
+        windows.on_event(event("E1", 10), wall(0))
+        windows.on_event(event("E2", 70), wall(0))
+    timer_ids = [d.decision_id for d in by_timer.on_timer(wall(24 * 60)).decisions[:2]]
+    eof = by_eof.on_eof(wall(1), None).decisions
+    assert [d.trigger for d in eof] == ["end_of_input", "end_of_input"]
+    assert [d.decision_id for d in eof] == timer_ids
+    assert by_eof.is_finished
+
+
+@pytest.mark.parametrize(("stream_hours", "stuck"), [(6, True), (5.9, False)])
+def test_end_of_input_uses_the_stream_clock_for_stuck(stream_hours: float, stuck: bool) -> None:
+    windows = ShipmentWindows(PARAMS)
+    windows.on_event(event("E1", 0), wall(0))
+    stream_max = T0 + timedelta(hours=stream_hours)
+    triggers = [d.trigger for d in windows.on_eof(wall(1), stream_max).decisions]
+    assert triggers == ["end_of_input", "stuck_timer"] if stuck else ["end_of_input"]
+
+
+def test_repeated_delays_count_across_windows() -> None:
+    windows = ShipmentWindows(PARAMS)
+    windows.on_event(event("E1", 10, scan_type="delay"), wall(0))
+    windows.on_event(event("E2", 70, scan_type="delay"), wall(0))
+    first, second = windows.on_event(event("E3", 150), wall(0)).decisions
+    assert (first.action, second.action) == ("ok", "escalate")
+    assert "2 delay scans (threshold 2)" in second.reasons
+
+
+def test_decision_takes_facts_from_the_latest_event_and_keeps_notes() -> None:
+    windows = ShipmentWindows(PARAMS)
+    for i in range(25):
+        windows.on_event(event(f"N{i}", 40, note=f"note {i}"), wall(0))
+    windows.on_event(event("E2", 45, hub_id="HUB-2", region="us-east"), wall(0))
+    windows.on_event(event("E1", 10, note="a"), wall(0))
+    (decision,) = windows.on_timer(wall(60)).decisions
+    assert (decision.hub_id, decision.region, decision.carrier_id) == ("HUB-2", "us-east", "CAR-A")
+    assert (decision.event_ids[0], decision.event_ids[-1]) == ("E1", "E2")
+    assert decision.notes[:2] == ["a", "note 0"] and len(decision.notes) == 20
+    assert decision.last_scan_at == T0 + timedelta(minutes=45)
+    assert decision.sla_due_at == SHIPPED + timedelta(hours=48)
+
+
+def test_windows_align_to_the_utc_epoch() -> None:
+    params = WindowParams.from_settings(Settings(window_minutes=90))
+    windows = ShipmentWindows(params)
+    windows.on_event(event("E1", 10), wall(0))
+    (decision,) = windows.on_eof(wall(1), None).decisions
+    assert (decision.window_start - UTC_EPOCH) % timedelta(minutes=90) == timedelta(0)
+    assert decision.window_start <= T0 + timedelta(minutes=10) < decision.window_end
+
+
+def test_closed_window_record_is_bounded() -> None:
+    windows = ShipmentWindows(PARAMS)
+    for hour in range(12):
+        windows.on_event(event(f"E{hour}", hour * 60 + 10), wall(0))
+    assert len(windows.to_state()["closed"]) == CLOSED_WINDOWS_KEPT
+
+
+def _plain(value: object) -> bool:
+    if isinstance(value, (dict,)):
+        return all(_plain(k) and _plain(v) for k, v in value.items())
+    if type(value) is tuple:
+        return all(_plain(item) for item in value)
+    return value is None or type(value) in (str, int, float, bool, datetime)
+
+
+def test_state_is_plain_data_and_round_trips_through_pickle() -> None:
+    windows = ShipmentWindows(PARAMS)
+    windows.on_event(event("E1", 10, scan_type="delay", note="fog"), wall(0))
+    windows.on_event(event("E1", 10, scan_type="delay", note="fog"), wall(0))
+    windows.on_event(event("E2", 80), wall(0))
+    windows.on_event(event("E3", 140), wall(0))
+    state = windows.to_state()
+    assert _plain(state)
+    restored = ShipmentWindows.from_state(pickle.loads(pickle.dumps(state)), PARAMS)
+    assert restored.to_state() == state
+    assert restored.next_deadline() == windows.next_deadline()
+    original = windows.on_eof(wall(1), None).decisions
+    assert restored.on_eof(wall(1), None).decisions == original
+
+
+def test_restore_refuses_another_state_version() -> None:
+    state = ShipmentWindows(PARAMS).to_state()
+    with pytest.raises(IncompatibleStateError, match=f"version {STATE_VERSION + 1}"):
+        ShipmentWindows.from_state({**state, "version": STATE_VERSION + 1}, PARAMS)
+    with pytest.raises(IncompatibleStateError, match="version None"):
+        ShipmentWindows.from_state(("not", "a", "dict"), PARAMS)  # type: ignore[arg-type]
+
+
+def test_restore_refuses_another_window_length() -> None:
+    state = ShipmentWindows(PARAMS).to_state()
+    other = WindowParams.from_settings(Settings(window_minutes=30))
+    with pytest.raises(IncompatibleStateError, match="cannot change length"):
+        ShipmentWindows.from_state(state, other)

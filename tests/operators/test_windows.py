@@ -1,0 +1,244 @@
+"""The decision window as a real dataflow: one worker, two workers, and a wall-time timer."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+
+from flows.settings import Settings
+from operators.clock import StreamClock
+from operators.decisions import LateEvent
+from operators.domain import EnrichedEvent
+from operators.windows import decision_window
+from schemas import ShipmentDecision, ShipmentEvent, SourceRef
+
+pytestmark = pytest.mark.dataflow
+
+T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+SHIPPED = T0 - timedelta(hours=1)
+
+
+def event(
+    shipment_id: str,
+    event_id: str,
+    minutes: float,
+    scan_type: str = "arrived_hub",
+    note: Optional[str] = None,
+) -> EnrichedEvent:
+    """An enriched scan of `shipment_id`, `minutes` after T0."""
+    scan = ShipmentEvent(
+        event_id=event_id,
+        shipment_id=shipment_id,
+        carrier_id="CAR-A",
+        hub_id="HUB-1",
+        scan_type=scan_type,
+        occurred_at=T0 + timedelta(minutes=minutes),
+        shipped_at=SHIPPED,
+        note=note,
+    )
+    return EnrichedEvent(
+        event=scan,
+        source=SourceRef(topic="shipments.events", partition=0, offset=0),
+        carrier_name="Alpha",
+        sla_hours=48.0,
+        carrier_reliability=0.95,
+        region="eu-west",
+        hub_congestion=0.2,
+        sla_due_at=SHIPPED + timedelta(hours=48),
+    )
+
+
+SCENARIO = [
+    event("S-A", "A1", 5, "picked_up"),
+    event("S-B", "B1", 10, "delay"),
+    event("S-E", "E1", 0, "picked_up"),
+    event("S-A", "A2", 40),
+    event("S-C", "C1", 0),
+    event("S-A", "A2", 40),  # duplicate
+    event("S-B", "B2", 80, "delay"),
+    event("S-D", "D1", 65, "exception", note="box crushed"),
+    event("S-C", "C2", 180),
+    event("S-A", "A3", 130, "delivered"),
+    event("S-C", "C3", 30),  # its window closed when C2 arrived
+    event("S-B", "B3", 150),
+    event("S-F", "F1", 390),  # moves the stream clock past S-E's stuck time
+]
+
+EXPECTED = {
+    ("S-A", "window_closed", "ok", ("A1", "A2"), 1),
+    ("S-A", "end_of_input", "ok", ("A3",), 0),
+    ("S-B", "window_closed", "ok", ("B1",), 0),
+    ("S-B", "window_closed", "escalate", ("B2",), 0),
+    ("S-B", "end_of_input", "ok", ("B3",), 0),
+    ("S-C", "window_closed", "ok", ("C1",), 0),
+    ("S-C", "end_of_input", "ok", ("C2",), 0),
+    ("S-D", "end_of_input", "notify_customer", ("D1",), 0),
+    ("S-E", "end_of_input", "ok", ("E1",), 0),
+    ("S-E", "stuck_timer", "escalate", (), 0),
+    ("S-F", "end_of_input", "ok", ("F1",), 0),
+}
+
+Keyed = tuple[str, Any]
+
+
+def test_stream_clock_keeps_the_max_event_time_across_threads() -> None:
+    walls = iter(T0 + timedelta(seconds=i) for i in range(10_000))
+    clock = StreamClock(now=lambda: next(walls))
+    assert clock.max_event_time is None and clock.watermark() is None
+    stamps = [T0 + timedelta(minutes=i) for i in range(400)]
+
+    def observe_all(offset: int) -> None:
+        for ts in stamps[offset::4]:
+            clock.observe(ts)
+
+    threads = [threading.Thread(target=observe_all, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert clock.max_event_time == stamps[-1]
+    assert clock.observed_at is not None
+    # the wall clock ticks one second per call and is not called again after the maximum
+    assert clock.watermark() == stamps[-1] + timedelta(seconds=1)
+
+
+def build_flow(
+    source: Any, decisions: list[Keyed], late: list[Keyed], settings: Settings
+) -> Dataflow:
+    flow = Dataflow("decision_window_test")
+    events = op.input("in", flow, source)
+    keyed = op.key_on("key", events, lambda enriched: enriched.event.shipment_id)
+    out = decision_window("decide", keyed, settings=settings, clock=StreamClock())
+    op.output("decisions", out.decisions, TestingSink(decisions))
+    op.output("late", out.late, TestingSink(late))
+    return flow
+
+
+def summary(decisions: list[Keyed]) -> set[tuple[Any, ...]]:
+    rows = set()
+    for key, decision in decisions:
+        assert isinstance(decision, ShipmentDecision)
+        assert key == decision.shipment_id and decision.enrichment is None
+        rows.add(
+            (
+                key,
+                decision.trigger,
+                decision.action,
+                tuple(decision.event_ids),
+                decision.duplicate_events,
+            )
+        )
+    assert len(rows) == len(decisions), "a decision was emitted twice"
+    return rows
+
+
+def test_one_worker_emits_one_decision_per_window_and_reports_late() -> None:
+    decisions: list[Keyed] = []
+    late: list[Keyed] = []
+    run_main(build_flow(TestingSource(SCENARIO), decisions, late, Settings()))
+    assert summary(decisions) == EXPECTED
+    ((key, reported),) = late
+    assert key == "S-C" and isinstance(reported, LateEvent)
+    assert reported.event.event.event_id == "C3"
+    assert "already closed" in reported.reason
+
+
+def test_two_workers_give_the_same_decisions() -> None:
+    single: list[Keyed] = []
+    run_main(build_flow(TestingSource(SCENARIO), single, [], Settings()))
+    cluster: list[Keyed] = []
+    cluster_late: list[Keyed] = []
+    flow = build_flow(TestingSource(SCENARIO), cluster, cluster_late, Settings())
+    cluster_main(flow, [], 0, worker_count_per_proc=2)
+    assert summary(cluster) == summary(single) == EXPECTED
+    assert {d.decision_id for _, d in cluster} == {d.decision_id for _, d in single}
+    assert [item.event.event.event_id for _, item in cluster_late] == ["C3"]
+
+
+def test_resume_after_an_abort_reproduces_the_same_decisions(tmp_path: Path) -> None:
+    init_db_dir(tmp_path, 1)
+    recovery = RecoveryConfig(tmp_path)
+    items: list[Any] = [*SCENARIO[:7], TestingSource.ABORT(), *SCENARIO[7:]]
+    decisions: list[Keyed] = []
+    late: list[Keyed] = []
+    flow = build_flow(TestingSource(items), decisions, late, Settings())
+    run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
+    assert len(decisions) < len(EXPECTED)
+    run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
+    first_time = {d.decision_id: d for _, d in decisions}
+    assert summary([(d.shipment_id, d) for d in first_time.values()]) == EXPECTED
+    assert [item.event.event.event_id for _, item in late] == ["C3"]
+
+
+@dataclass
+class _HoldOpenPartition(StatefulSourcePartition[EnrichedEvent, None]):
+    """Emits its items at once, then stays open (without items) until `hold` has passed."""
+
+    items: list[EnrichedEvent]
+    hold: timedelta
+    times: dict[str, datetime]
+    _close_at: Optional[datetime] = field(default=None)
+
+    def next_batch(self) -> list[EnrichedEvent]:
+        now = datetime.now(UTC)
+        if self._close_at is None:
+            self._close_at = now + self.hold
+            self.times["emitted"] = now
+            return self.items
+        if now < self._close_at:
+            return []
+        self.times["eof"] = now
+        raise StopIteration()
+
+    def next_awake(self) -> Optional[datetime]:
+        return self._close_at
+
+    def snapshot(self) -> None:
+        return None
+
+
+@dataclass
+class HoldOpenSource(FixedPartitionedSource[EnrichedEvent, None]):
+    """A one-partition source that keeps the dataflow alive for `hold` after its items."""
+
+    items: list[EnrichedEvent]
+    hold: timedelta
+    times: dict[str, datetime] = field(default_factory=dict)
+
+    def list_parts(self) -> list[str]:
+        return ["only"]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Union[None, None]
+    ) -> _HoldOpenPartition:
+        return _HoldOpenPartition(self.items, self.hold, self.times)
+
+
+@pytest.mark.timeout(10)
+def test_stuck_timer_fires_by_wall_time_before_the_input_ends() -> None:
+    source = HoldOpenSource(
+        [event("S-Q", "Q1", 0, "picked_up"), event("S-R", "R1", 0, "delivered")],
+        hold=timedelta(seconds=2),
+    )
+    decisions: list[Keyed] = []
+    settings = Settings(stuck_after_hours=1 / 3600)
+    run_main(build_flow(source, decisions, [], settings))
+    stuck = [d for _, d in decisions if d.trigger == "stuck_timer"]
+    assert [d.shipment_id for d in stuck] == ["S-Q"]
+    fired_at = stuck[0].decided_at
+    assert source.times["emitted"] + timedelta(seconds=0.9) <= fired_at < source.times["eof"]
+    assert summary(decisions) == {
+        ("S-Q", "stuck_timer", "escalate", (), 0),
+        ("S-Q", "end_of_input", "ok", ("Q1",), 0),
+        ("S-R", "end_of_input", "ok", ("R1",), 0),
+    }
