@@ -76,3 +76,5 @@ class TicketResponse(Record):
     received_at: UtcDatetime
     responded_at: UtcDatetime
     enrichment: Enrichment
+    route_enrichment: Optional[Enrichment] = None
+    """Provenance and cost of the router's LLM calls (embeddings, fallback); null when lexical."""

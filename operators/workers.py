@@ -1,0 +1,222 @@
+"""The specialised workers of the tickets flow: one per route, each drafting a reply (plain Python).
+
+A worker has its own system prompt, model (from `data/intents.json`, else
+`settings.llm_model_reply`), priority boost and prompt version. `draft_reply` sets the priority by
+rules and drafts the reply body with the LLM, or with the worker's deterministic template when no
+endpoint is configured or the call fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
+
+from pydantic import BaseModel, Field
+
+from flows.settings import Settings
+from operators.domain import Priority
+from operators.llm.types import LLMError, LLMService
+from operators.route import load_intents
+from operators.tickets_domain import DraftedTicket, RoutedTicket
+from schemas.enrichment import Enrichment
+from schemas.tickets import Route
+
+logger = logging.getLogger(__name__)
+
+PROMPT_VERSIONS: dict[Route, str] = {
+    "order_status": "order_status.v1",
+    "refund": "refund.v1",
+    "shipping_delay": "shipping_delay.v1",
+    "damaged_item": "damaged_item.v1",
+    "account_access": "account_access.v1",
+    "billing": "billing.v1",
+    "it_incident": "it_incident.v1",
+    "general": "general.v1",
+}
+"""Version of each worker's prompt and template; part of the LLM cache key and of the output."""
+
+PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
+TIER_BOOST = {"standard": 0, "gold": 1, "platinum": 1}
+TIER_FLOOR: dict[str, Priority] = {"standard": "low", "gold": "low", "platinum": "high"}
+URGENCY = re.compile(
+    r"\b(urgent(ly)?|asap|a\.s\.a\.p|emergency|immediately|critical|outages?|"
+    r"(is|are|went|goes) down)\b",
+    re.IGNORECASE,
+)
+MAX_REPLY_CHARS = 1200
+HISTORY_TURNS_IN_PROMPT = 3
+
+REPLY_RULES = (
+    "Write only the body of the reply, in the language of the customer's message: no greeting, "
+    "no sign-off, at most five sentences. Do not promise anything the message does not support. "
+    'Answer with JSON {"reply": "<text>"}.'
+)
+
+TEMPLATES: dict[Route, str] = {
+    "order_status": (
+        "Thank you for checking in about {order}. We are looking up its current status and "
+        "tracking details and will update you shortly."
+    ),
+    "refund": (
+        "Thank you for reaching out about returning {product}. We will email you a prepaid return "
+        "label for {order}; once the return has arrived and been inspected, the refund goes back "
+        "to your original payment method, usually within 5-10 business days."
+    ),
+    "shipping_delay": (
+        "We are sorry that {order} is running late. We have opened an investigation with the "
+        "carrier and will update you within one business day; if the parcel is confirmed lost, "
+        "we will send a replacement or a refund."
+    ),
+    "damaged_item": (
+        "We are sorry that {product} did not arrive in the condition you expected. Please reply "
+        "with a photo of it and its packaging, and we will send a free replacement or a refund "
+        "for {order}, whichever you prefer."
+    ),
+    "account_access": (
+        "We can help you get back into your account. Please use the 'Forgot password' link on the "
+        "sign-in page and check your spam folder for the email; after a lock-out, wait 30 minutes "
+        "before trying again. An agent will verify your identity before changing account details."
+    ),
+    "billing": (
+        "Thank you for letting us know about the charge for {order}. Our billing team will check "
+        "the transaction and correct any wrong or duplicate charge; pending authorisations "
+        "usually disappear from your statement within a few business days."
+    ),
+    "it_incident": (
+        "Your incident has been logged with the service desk. Please reply with the affected "
+        "system, when the problem started, the exact error message and who else is affected; "
+        "outages are escalated to the on-call engineer."
+    ),
+    "general": (
+        "Thank you for your message. A member of our team will get back to you shortly with an "
+        "answer."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Worker:
+    """The specialised agent of one route."""
+
+    route: Route
+    model: str
+    priority_boost: int
+    system_prompt: str
+    prompt_version: str
+
+
+class DraftReply(BaseModel):
+    """The structured answer of a worker's LLM call."""
+
+    reply: str = Field(min_length=1, max_length=MAX_REPLY_CHARS)
+
+
+@lru_cache(maxsize=8)
+def build_workers(default_model: str) -> Mapping[Route, Worker]:
+    """One worker per route from `data/intents.json`; `default_model` where none is named."""
+    workers = {
+        route: Worker(
+            route=route,
+            model=spec.worker.model or default_model,
+            priority_boost=spec.worker.priority_boost,
+            system_prompt=spec.worker.system_prompt,
+            prompt_version=PROMPT_VERSIONS[route],
+        )
+        for route, spec in load_intents().items()
+    }
+    return MappingProxyType(workers)
+
+
+def priority_of(t: RoutedTicket, worker: Worker) -> Priority:
+    """The channel's base priority, raised by tier, route and urgency words, within the ladder.
+
+    Gold and platinum customers get one step up, and platinum is never below `high`; the route's
+    `priority_boost` adds its steps (a negative boost lowers); urgency words add one step.
+    """
+    tier = t.message.customer_tier
+    steps = TIER_BOOST[tier] + worker.priority_boost + (1 if URGENCY.search(t.text) else 0)
+    level = PRIORITIES.index(t.base_priority) + steps
+    level = max(level, PRIORITIES.index(TIER_FLOOR[tier]))
+    return PRIORITIES[min(max(level, 0), len(PRIORITIES) - 1)]
+
+
+def _order_phrase(order_ids: Sequence[str]) -> str:
+    if not order_ids:
+        return "your order"
+    if len(order_ids) == 1:
+        return f"order {order_ids[0]}"
+    return f"orders {', '.join(order_ids[:-1])} and {order_ids[-1]}"
+
+
+def _product_phrase(products: Sequence[str]) -> str:
+    return f"the {products[0]}" if products else "your item"
+
+
+def template_reply(t: RoutedTicket) -> str:
+    """The route's deterministic reply, naming the order ids and product the parser found."""
+    return TEMPLATES[t.route].format(
+        order=_order_phrase(t.entities.order_ids), product=_product_phrase(t.entities.products)
+    )
+
+
+def reply_messages(t: RoutedTicket, worker: Worker) -> list[dict[str, str]]:
+    """The worker's chat prompt: its system prompt, the facts found, recent turns, the message."""
+    earlier = "\n".join(f"- {turn.text}" for turn in t.history[-HISTORY_TURNS_IN_PROMPT:])
+    facts = (
+        f"Channel: {t.message.channel}\n"
+        f"Customer tier: {t.message.customer_tier}\n"
+        f"Order ids: {', '.join(t.entities.order_ids) or 'none'}\n"
+        f"Products: {', '.join(t.entities.products) or 'none'}\n"
+        f"Earlier messages in this conversation:\n{earlier or '(none)'}\n\n"
+        f"Message:\n{t.text}"
+    )
+    return [
+        {"role": "system", "content": f"{worker.system_prompt}\n\n{REPLY_RULES}"},
+        {"role": "user", "content": facts},
+    ]
+
+
+def rules_enrichment(worker: Worker) -> Enrichment:
+    """Provenance of a template reply: no model, no tokens, no cost."""
+    return Enrichment(source="rules", model=None, prompt_version=worker.prompt_version)
+
+
+async def _reply_with_llm(
+    t: RoutedTicket, worker: Worker, service: LLMService, settings: Settings
+) -> tuple[str, Enrichment]:
+    answer = await service.chat_structured(
+        messages=reply_messages(t, worker),
+        response_model=DraftReply,
+        model=worker.model,
+        prompt_version=worker.prompt_version,
+        max_tokens=settings.llm_max_tokens,
+    )
+    return answer.value.reply.strip(), answer.enrichment
+
+
+async def draft_reply(t: RoutedTicket, *, service: LLMService, settings: Settings) -> DraftedTicket:
+    """Let the route's worker set the priority and draft the reply body.
+
+    With an enabled service the worker's model writes the reply (enrichment source `llm` or
+    `cache`); without one, or on any `LLMError`, the worker's template does (source `rules`).
+    """
+    worker = build_workers(settings.llm_model_reply)[t.route]
+    reply, enrichment = "", rules_enrichment(worker)
+    if service.enabled:
+        try:
+            reply, enrichment = await _reply_with_llm(t, worker, service, settings)
+        except LLMError as error:
+            logger.debug("template reply for %s: %s", t.message.message_id, error)
+    if not reply:
+        reply, enrichment = template_reply(t), rules_enrichment(worker)
+    return DraftedTicket.from_routed(
+        t,
+        priority=priority_of(t, worker),
+        reply=reply,
+        enrichment=enrichment,
+        prompt_version=worker.prompt_version,
+    )

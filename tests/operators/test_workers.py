@@ -1,0 +1,185 @@
+"""The specialised workers: worker table, priority rules, LLM and template replies."""
+
+import asyncio
+import pickle
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Optional
+
+import pytest
+
+from flows.settings import Settings
+from operators.llm.types import ChatResult, EmbedResult, LLMError, LLMInvalidOutput
+from operators.tickets_domain import RoutedTicket
+from operators.workers import (
+    PROMPT_VERSIONS,
+    TEMPLATES,
+    DraftReply,
+    build_workers,
+    draft_reply,
+    priority_of,
+    template_reply,
+)
+from schemas import Enrichment, Entities, SourceRef, TicketMessage
+from schemas.tickets import Route
+
+T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+SETTINGS = Settings(llm_model_reply="reply-model")
+
+
+class FakeLLMService:
+    """An `LLMService` whose chat answers with a fixed reply (or raises)."""
+
+    def __init__(self, *, reply: str = "We are on it.", error: Optional[LLMError] = None) -> None:
+        self.reply = reply
+        self.error = error
+        self.chats: list[dict] = []
+
+    @property
+    def enabled(self) -> bool:
+        return True
+
+    async def chat_structured(self, **kwargs) -> ChatResult:
+        self.chats.append(kwargs)
+        if self.error is not None:
+            raise self.error
+        enrichment = Enrichment(
+            source="llm",
+            model=kwargs["model"],
+            prompt_version=kwargs["prompt_version"],
+            tokens_in=120,
+            tokens_out=30,
+            cost_usd=0.0001,
+        )
+        return ChatResult(value=kwargs["response_model"](reply=self.reply), enrichment=enrichment)
+
+    async def embed(self, texts: Sequence[str], *, model: str) -> EmbedResult:
+        raise AssertionError("workers do not embed")
+
+
+class DisabledFake(FakeLLMService):
+    @property
+    def enabled(self) -> bool:
+        return False
+
+
+def routed(
+    route: Route = "damaged_item",
+    text: str = "My lamp arrived broken",
+    *,
+    tier: str = "standard",
+    base: str = "normal",
+    channel: str = "email",
+    entities: Optional[Entities] = None,
+) -> RoutedTicket:
+    message = TicketMessage(
+        message_id="M-1",
+        session_id="S-1",
+        channel=channel,
+        sender="jane@example.com",
+        body=text,
+        sent_at=T0,
+        customer_tier=tier,
+    )
+    return RoutedTicket(
+        message=message,
+        source=SourceRef(topic="tickets.messages", partition=2, offset=5),
+        base_priority=base,
+        response_sla_minutes=240,
+        text=text,
+        entities=entities or Entities(),
+        history=(),
+        route=route,
+        route_method="lexical",
+        confidence=0.8,
+        route_enrichments=(),
+    )
+
+
+def draft(t: RoutedTicket, service: FakeLLMService, settings: Settings = SETTINGS):
+    return asyncio.run(draft_reply(t, service=service, settings=settings))
+
+
+def test_one_worker_per_route_with_its_model_prompt_and_version() -> None:
+    workers = build_workers("reply-model")
+    assert set(workers) == set(PROMPT_VERSIONS) == set(TEMPLATES)
+    assert workers["it_incident"].model == "gpt-4.1-mini"  # named in data/intents.json
+    assert workers["refund"].model == "reply-model"
+    assert len({w.system_prompt for w in workers.values()}) == len(workers)
+    assert len({w.prompt_version for w in workers.values()}) == len(workers)
+
+
+@pytest.mark.parametrize(
+    ("route", "text", "tier", "base", "expected"),
+    [
+        ("refund", "I want my money back", "standard", "normal", "normal"),
+        ("general", "What are your opening hours?", "standard", "normal", "low"),
+        ("general", "What are your opening hours?", "platinum", "low", "high"),
+        ("refund", "I want my money back", "gold", "normal", "high"),
+        ("refund", "Refund me ASAP please", "standard", "normal", "high"),
+        ("it_incident", "Outage: payments are down", "standard", "normal", "urgent"),
+        ("damaged_item", "URGENT: broken on arrival", "platinum", "high", "urgent"),
+    ],
+)
+def test_priority_rules(route: Route, text: str, tier: str, base: str, expected: str) -> None:
+    t = routed(route, text, tier=tier, base=base)
+    assert priority_of(t, build_workers("m")[route]) == expected
+
+
+def test_template_reply_names_order_ids_and_product() -> None:
+    entities = Entities(order_ids=["ORD-123456"], products=["Lumina Pro desk lamp"])
+    reply = template_reply(routed("damaged_item", entities=entities))
+    assert "the Lumina Pro desk lamp" in reply and "order ORD-123456" in reply
+    two = Entities(order_ids=["ORD-1111", "ORD-2222"])
+    assert "orders ORD-1111 and ORD-2222" in template_reply(routed("shipping_delay", entities=two))
+
+
+@pytest.mark.parametrize("route", sorted(PROMPT_VERSIONS))
+def test_every_template_renders_without_entities(route: Route) -> None:
+    reply = template_reply(routed(route))
+    assert reply and "{" not in reply and "}" not in reply
+
+
+def test_without_llm_the_template_answers_with_rules_enrichment() -> None:
+    service = DisabledFake()
+    entities = Entities(order_ids=["ORD-777777"])
+    drafted = draft(routed("order_status", "where is it", entities=entities), service)
+    assert "ORD-777777" in drafted.reply
+    assert drafted.enrichment == Enrichment(
+        source="rules", model=None, prompt_version="order_status.v1"
+    )
+    assert drafted.enrichment.tokens_in == drafted.enrichment.cost_usd == 0
+    assert drafted.prompt_version == "order_status.v1"
+    assert service.chats == []
+
+
+def test_llm_reply_uses_the_workers_prompt_model_and_version() -> None:
+    service = FakeLLMService(reply="  Please send a photo and we will replace it.  ")
+    t = routed("damaged_item", "The lamp arrived broken", tier="gold")
+    drafted = draft(t, service)
+    assert drafted.reply == "Please send a photo and we will replace it."
+    assert drafted.enrichment.source == "llm"
+    assert drafted.enrichment.model == "reply-model"
+    assert drafted.priority == "urgent"  # normal + gold + damaged_item boost
+    call = service.chats[0]
+    assert call["response_model"] is DraftReply
+    assert call["prompt_version"] == "damaged_item.v1"
+    assert call["max_tokens"] == SETTINGS.llm_max_tokens
+    system, user = call["messages"]
+    assert system["content"].startswith(build_workers("reply-model")["damaged_item"].system_prompt)
+    assert "The lamp arrived broken" in user["content"]
+    assert (drafted.message, drafted.source, drafted.route) == (t.message, t.source, t.route)
+    assert pickle.loads(pickle.dumps(drafted)) == drafted
+
+
+@pytest.mark.parametrize("error", [LLMInvalidOutput("not json"), LLMError("breaker open")])
+def test_llm_error_falls_back_to_the_template(error: LLMError) -> None:
+    drafted = draft(routed("billing"), FakeLLMService(error=error))
+    assert drafted.reply == template_reply(routed("billing"))
+    assert (drafted.enrichment.source, drafted.enrichment.model) == ("rules", None)
+
+
+def test_a_blank_llm_reply_falls_back_to_the_template() -> None:
+    drafted = draft(routed("general"), FakeLLMService(reply="   "))
+    assert drafted.reply == template_reply(routed("general"))
+    assert drafted.enrichment.source == "rules"
