@@ -6,7 +6,7 @@ order. The generators are lazy, so a surge of millions of records never sits in 
 
 Stream shape
 ------------
-A run simulates 24 hours from `start` (Black Friday 2026, 00:00 UTC, by default) in two phases:
+A run simulates 24 hours from `start` (Black Friday 2025, 00:00 UTC, by default) in two phases:
 
 - steady: `steady_events` records spread evenly over the first 12 simulated hours;
 - burst: `steady_events * burst_factor` records over the next 12 hours, i.e. `burst_factor`
@@ -62,8 +62,8 @@ from operators.records import RawRecord
 from operators.reference import ShipmentReference
 from operators.surge_tickets import TicketFlow
 
-SURGE_START = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
-"""Black Friday 2026, the default start of a surge."""
+SURGE_START = datetime(2025, 11, 28, 0, 0, tzinfo=UTC)
+"""Black Friday 2025, the default start of a surge."""
 
 PHASE_SECONDS = 12 * 3600.0
 P_MALFORMED = 0.005

@@ -57,6 +57,11 @@ def _summarise(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) + suffix
 
 
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
 def _key_of(obj: Any, key_field: str) -> Optional[str]:
     if isinstance(obj, dict) and isinstance(obj.get(key_field), str):
         return obj[key_field][:256]
@@ -108,7 +113,7 @@ def parse_record(
         return dead("invalid_json", f"record is not valid JSON: {exc}")
     key = raw.key or _key_of(obj, key_field)
     if not isinstance(obj, dict):
-        return dead("validation_error", f"expected a JSON object, got {type(obj).__name__}", key)
+        return dead("validation_error", f"expected a JSON object, got {_json_type(obj)}", key)
     if json_depth(obj, limits.max_depth) > limits.max_depth:
         return dead("too_deep", f"JSON nested deeper than {limits.max_depth} levels", key)
     try:

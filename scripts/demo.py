@@ -17,8 +17,12 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from flows.settings import Settings  # noqa: E402
+
 OUT = ROOT / "out"
-SAMPLES = 3
+SAMPLES = 5
 
 
 def run_flow(name: str) -> tuple[list[dict], float]:
@@ -46,12 +50,26 @@ def _print_counts(title: str, counts: Counter) -> None:
     print(f"  {title}: {body or '-'}")
 
 
+def _one_line(record: dict, field: str) -> str:
+    key = record.get("shipment_id") or record.get("session_id")
+    text = record.get("reasons") or [record.get("reply", "")]
+    detail = "; ".join(text)
+    return f"  {key:<22} {field}={record[field]:<16} {detail[:90]}"
+
+
 def summarise(name: str, lines: list[dict], elapsed: float, main_topic: str, field: str) -> None:
     main = [r["value"] for r in lines if r["topic"] == main_topic]
     dead = [r["value"] for r in lines if r["topic"].endswith(".dlq")]
     print(f"\n== flows.{name}: {len(lines)} records out in {elapsed:.1f}s -> out/{name}.jsonl")
-    for record in main[:SAMPLES]:
-        print(json.dumps(record, indent=2)[:1500])
+    interesting = [r for r in main if r.get("action", "reply") != "ok"]
+    print(json.dumps(interesting[0], indent=2))
+    for record in interesting[1 : 1 + SAMPLES]:
+        print(_one_line(record, field))
+    if dead:
+        print(
+            f"  dead letter: {dead[0]['error_type']} at offset {dead[0]['source']['offset']}: "
+            f"{dead[0]['error'][:120]}"
+        )
     _print_counts("by topic", Counter(r["topic"] for r in lines))
     _print_counts(f"by {field}", Counter(r[field] for r in main))
     _print_counts("by enrichment source", Counter(r["enrichment"]["source"] for r in main))
@@ -60,10 +78,11 @@ def summarise(name: str, lines: list[dict], elapsed: float, main_topic: str, fie
 
 def main() -> int:
     started = time.perf_counter()
+    settings = Settings()
     shipments, t_shipments = run_flow("shipments")
-    summarise("shipments", shipments, t_shipments, "shipments.decisions", "action")
+    summarise("shipments", shipments, t_shipments, settings.topic_shipments_decisions, "action")
     tickets, t_tickets = run_flow("tickets")
-    summarise("tickets", tickets, t_tickets, "tickets.responses", "route")
+    summarise("tickets", tickets, t_tickets, settings.topic_tickets_responses, "route")
     print(f"\ndemo finished in {time.perf_counter() - started:.1f}s")
     return 0
 
