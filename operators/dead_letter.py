@@ -7,9 +7,7 @@ dead letter's raw bytes are the record re-serialised as JSON, and its source is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Generic, Optional, TypeVar, Union
+from typing import Any, Optional
 
 import bytewax.operators as op
 import orjson
@@ -17,10 +15,7 @@ from bytewax.dataflow import Stream, operator
 from pydantic import BaseModel
 
 from operators.decisions import LateEvent
-from operators.llm.operator import AsyncFailure
 from schemas.dead_letter import DeadLetter, ErrorType, FlowName, SourceRef
-
-Y = TypeVar("Y")
 
 
 def _raw_json(value: Any) -> bytes:
@@ -62,47 +57,6 @@ def late_event_dead_letter(late: LateEvent, *, step: str) -> DeadLetter:
         error=late.reason,
         source=late.event.source,
         key=event.shipment_id,
-    )
-
-
-@dataclass(frozen=True)
-class FailuresOut(Generic[Y]):
-    """Results of an async step, split from the items it failed on."""
-
-    results: Stream[Y]
-    dead_letters: Stream[DeadLetter]
-
-
-@operator
-def split_failures(
-    step_id: str,
-    up: Stream[Union[Y, AsyncFailure]],
-    *,
-    flow: FlowName,
-    key: Callable[[Any], Optional[str]],
-    source: Callable[[Any], SourceRef],
-) -> FailuresOut[Y]:
-    """Split the output of `map_async` into results and dead letters for the failed items.
-
-    Consumes: results or `AsyncFailure`s. Emits: results on `results`; a `processing_error`
-    `DeadLetter` per failure (the failed item re-serialised, with its source) on `dead_letters`.
-    State: none.
-    """
-    split = op.branch("split", up, lambda item: not isinstance(item, AsyncFailure))
-
-    def to_dead_letter(failure: AsyncFailure) -> DeadLetter:
-        return dead_letter_for(
-            failure.item,
-            flow=flow,
-            step=step_id,
-            error_type="processing_error",
-            error=f"{failure.error_type}: {failure.error}",
-            source=source(failure.item),
-            key=key(failure.item),
-        )
-
-    return FailuresOut(
-        results=split.trues, dead_letters=op.map("dead_letter", split.falses, to_dead_letter)
     )
 
 

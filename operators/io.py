@@ -22,7 +22,7 @@ from operators import metrics
 from operators.records import OutRecord, RawRecord, to_out_record
 from operators.sinks import DirectorySink, StdoutSink
 from operators.sources import GeneratorSource, JsonLinesSource
-from schemas.dead_letter import SourceRef
+from schemas.dead_letter import DeadLetter, SourceRef
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -75,6 +75,20 @@ def embedded_sink(settings: Settings) -> Sink[OutRecord]:
     return StdoutSink()
 
 
+def endpoints(
+    settings: Settings,
+    *,
+    topic: str,
+    generator: Callable[..., Iterator[RawRecord]],
+    source: Optional[Source[RawRecord]] = None,
+    sink: Optional[Sink[OutRecord]] = None,
+) -> tuple[Source[RawRecord], Sink[OutRecord]]:
+    """A flow's input and output: the ones given (tests), else those the settings configure."""
+    check_services(settings)
+    source = source or embedded_source(settings, topic=topic, generator=generator)
+    return source, sink or embedded_sink(settings)
+
+
 @operator
 def input_records(
     step_id: str,
@@ -106,16 +120,37 @@ def publish(
 ) -> None:
     """Serialise topic models to JSON `OutRecord`s keyed by the flow key and write them to `sink`.
 
-    Consumes: pydantic models of `topic`'s contract. Emits: nothing downstream.
-    State: none.
+    Consumes: pydantic models of `topic`'s contract; those with an `enrichment` block are counted
+    by its source in `surgeflow_enrichments_total`. Emits: nothing downstream. State: none.
     """
-    records = op.map("serialise", up, lambda m: to_out_record(topic, key(m), m))
+
+    def count_enrichment(_step: str, model: M) -> None:
+        enrichment = getattr(model, "enrichment", None)
+        if enrichment is not None:
+            metrics.ENRICHMENTS.labels(flow_name, enrichment.source).inc()
+
+    counted_models = op.inspect("count_enrichments", up, count_enrichment)
+    records = op.map("serialise", counted_models, lambda m: to_out_record(topic, key(m), m))
     counted = op.inspect(
         "count_out", records, lambda _s, r: metrics.RECORDS_OUT.labels(flow_name, r.topic).inc()
     )
     op.output("write", counted, sink)
 
 
-def derived_source(topic: str) -> SourceRef:
+def derived(topic: str) -> SourceRef:
     """The source of a record a flow derived from its input (no single partition/offset)."""
     return SourceRef(topic=topic)
+
+
+@operator
+def publish_dead_letters(
+    step_id: str, up: Stream[DeadLetter], *, topic: str, sink: Sink[OutRecord], flow_name: str
+) -> None:
+    """Count dead letters by reason (`surgeflow_dead_letters_total`) and publish them.
+
+    Consumes: `DeadLetter`. The Kafka key is the flow key of the bad record when it was found.
+    """
+    counted = op.inspect(
+        "count", up, lambda _s, d: metrics.DEAD_LETTERS.labels(flow_name, d.error_type).inc()
+    )
+    publish("publish", counted, topic=topic, key=lambda d: d.key, sink=sink, flow_name=flow_name)

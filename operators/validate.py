@@ -14,7 +14,7 @@ import orjson
 from bytewax.dataflow import Stream, operator
 from pydantic import BaseModel, ValidationError
 
-from operators import metrics
+from flows.settings import Settings
 from operators.domain import Valid
 from operators.records import RawRecord
 from schemas.dead_letter import DeadLetter, ErrorType, FlowName
@@ -30,6 +30,10 @@ class Limits:
 
     max_bytes: int = 256 * 1024
     max_depth: int = 32
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(max_bytes=settings.max_record_bytes, max_depth=settings.max_json_depth)
 
 
 def json_depth(value: Any, bound: int) -> int:
@@ -163,13 +167,3 @@ def validate(
     )
     split = op.branch("split", parsed, lambda item: isinstance(item, Valid))
     return ValidateOut(valid=split.trues, dead_letters=split.falses)
-
-
-@operator
-def count_dead_letters(
-    step_id: str, up: Stream[DeadLetter], *, flow: FlowName
-) -> Stream[DeadLetter]:
-    """Count dead letters by reason (`surgeflow_dead_letters_total`) and pass them on."""
-    return op.inspect(
-        "count", up, lambda _s, d: metrics.DEAD_LETTERS.labels(flow, d.error_type).inc()
-    )

@@ -8,21 +8,14 @@ from typing import Any
 import pytest
 
 from flows.settings import Settings
+from tests.flows.flow_runs import embedded_settings
 from tests.support.openai_server import OpenAITestServer
 
 
 @pytest.fixture()
 def settings(tmp_path) -> Settings:
-    """Embedded defaults with a small surge; nothing read from the environment."""
-    return Settings(
-        _env_file=None,
-        kafka_bootstrap_servers=None,
-        redis_url=None,
-        openai_api_key=None,
-        openai_base_url=None,
-        surge_steady_events=150,
-        output_dir=tmp_path / "out",
-    )
+    """Embedded defaults with a small surge; no service taken from the environment."""
+    return embedded_settings(surge_steady_events=150, output_dir=tmp_path / "out")
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, cluster_main, run_main
@@ -26,6 +28,26 @@ class FlowRun:
     def __post_init__(self) -> None:
         for record in self.records:
             self.by_topic[record.topic].append(json.loads(record.value))
+
+
+def embedded_settings(**overrides: Any) -> Settings:
+    """Settings on embedded defaults whatever the environment says about services."""
+    services = dict(
+        kafka_bootstrap_servers=None, redis_url=None, openai_api_key=None, openai_base_url=None
+    )
+    return Settings(_env_file=None, **{**services, **overrides})
+
+
+def surge_for(
+    generator: Callable[..., Iterator[Generated]], settings: Settings
+) -> Callable[[], Iterator[Generated]]:
+    """The labelled surge the settings describe (seed, steady events, burst factor)."""
+    return partial(
+        generator,
+        seed=settings.surge_seed,
+        steady_events=settings.surge_steady_events,
+        burst_factor=settings.surge_burst_factor,
+    )
 
 
 def run_flow(

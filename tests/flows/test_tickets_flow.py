@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from functools import partial
 
 import pytest
 
@@ -13,30 +12,18 @@ from flows.tickets import build_flow
 from operators.surge import iter_ticket_surge
 from schemas import DeadLetter, TicketResponse
 from schemas.common import deterministic_id
-from tests.flows.flow_runs import FlowRun, run_flow
+from tests.flows.flow_runs import FlowRun, embedded_settings, run_flow, surge_for
 
 pytestmark = pytest.mark.dataflow
 
 
 @pytest.fixture(scope="module")
 def small() -> Settings:
-    return Settings(
-        _env_file=None,
-        openai_base_url=None,
-        openai_api_key=None,
-        kafka_bootstrap_servers=None,
-        redis_url=None,
-        surge_steady_events=100,
-    )
+    return embedded_settings(surge_steady_events=100)
 
 
 def surge(settings: Settings):
-    return partial(
-        iter_ticket_surge,
-        seed=settings.surge_seed,
-        steady_events=settings.surge_steady_events,
-        burst_factor=settings.surge_burst_factor,
-    )
+    return surge_for(iter_ticket_surge, settings)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,66 @@
+"""`agent_step`: an async agent (LLM-backed) step whose failed items become dead letters.
+
+It composes `map_async` (the calls, concurrent per worker) with a branch that turns every
+`AsyncFailure` into a `processing_error` dead letter, so a flow wires one operator per agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Optional, TypeVar
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+
+from flows.settings import Settings
+from operators.dead_letter import dead_letter_for
+from operators.llm.operator import AsyncFailure, map_async
+from schemas.dead_letter import DeadLetter, FlowName, SourceRef
+
+X = TypeVar("X")
+Y = TypeVar("Y")
+
+
+@dataclass(frozen=True)
+class AgentOut(Generic[Y]):
+    """The two outputs of `agent_step`."""
+
+    results: Stream[Y]
+    dead_letters: Stream[DeadLetter]
+
+
+@operator
+def agent_step(
+    step_id: str,
+    up: Stream[X],
+    agent: Callable[[X], Awaitable[Y]],
+    *,
+    settings: Settings,
+    flow: FlowName,
+    key: Callable[[Any], Optional[str]],
+    source: Callable[[Any], SourceRef],
+) -> AgentOut[Y]:
+    """Run the async `agent` on every item; what it fails on is dead-lettered, never dropped.
+
+    Consumes: items `X`. Emits: `agent(item)` on `results`, in input order within each batch
+    (per-key order is kept); for an item whose call raised, a `processing_error` `DeadLetter` on
+    `dead_letters` with the item re-serialised, `key(item)` and `source(item)`.
+    State: none (see `map_async` for concurrency and time bounds).
+    """
+    outcomes = map_async("call", up, agent, settings=settings)
+    split = op.branch("split", outcomes, lambda item: not isinstance(item, AsyncFailure))
+
+    def to_dead_letter(failure: AsyncFailure) -> DeadLetter:
+        return dead_letter_for(
+            failure.item,
+            flow=flow,
+            step=step_id,
+            error_type="processing_error",
+            error=f"{failure.error_type}: {failure.error}",
+            source=source(failure.item),
+            key=key(failure.item),
+        )
+
+    dead = op.map("dead_letter", split.falses, to_dead_letter)
+    return AgentOut(results=split.trues, dead_letters=dead)
