@@ -7,34 +7,31 @@ exactly one decision, once the watermark reaches `e + allowed lateness`. An even
 has closed is reported as a `LateEvent`: it never reopens a window and changes nothing else. A
 shipment with no scan for `stuck_after` (and not delivered) gets one `escalate` decision.
 
-Only small plain data is kept (it is snapshotted every epoch): open windows' scans as tuples, the
-last scan, the delay count of closed windows, the starts of the last closed windows, the clock.
+The state it keeps and its recovery snapshot (`to_state`, `from_state`) are those of its base
+`operators.decision_state.WindowsState`; `STATE_VERSION` and `IncompatibleStateError` are
+re-exported here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 from flows.settings import Settings
+from operators.decision_state import STATE_VERSION as STATE_VERSION
+from operators.decision_state import IncompatibleStateError as IncompatibleStateError
+from operators.decision_state import OpenWindow, WindowsState
 from operators.domain import EnrichedEvent
 from operators.rules import RuleParams, Scan, ShipmentHistory, Verdict, decide_stuck, decide_window
 from schemas.common import deterministic_id
 from schemas.shipments import DecisionTrigger, ShipmentDecision
-
-STATE_VERSION = 1
-"""Layout of `ShipmentWindows.to_state()`, including the field order of `Scan`; bump on change."""
 
 CLOSED_WINDOWS_KEPT = 8
 MAX_WINDOW_EVENTS = 1000
 MAX_NOTES = 20
 MAX_REASONS = 20
 UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class IncompatibleStateError(ValueError):
-    """A recovery snapshot was written by another state version or window length."""
 
 
 @dataclass(frozen=True)
@@ -72,27 +69,8 @@ class WindowParams:
         )
 
 
-@dataclass
-class _OpenWindow:
-    scans: list[Scan] = field(default_factory=list)
-    duplicates: int = 0
-
-
-class ShipmentWindows:
+class ShipmentWindows(WindowsState):
     """One shipment's open decision windows, event clock and stuck timer."""
-
-    def __init__(self, params: WindowParams) -> None:
-        self._params = params
-        self._shipment_id = ""
-        self._base: Optional[datetime] = None  # largest event time that moved the watermark
-        self._base_wall: Optional[datetime] = None  # wall time at which it did
-        self._open: dict[datetime, _OpenWindow] = {}
-        self._closed: tuple[datetime, ...] = ()
-        self._delays_closed = 0
-        self._delivered_at: Optional[datetime] = None
-        self._last: Optional[Scan] = None
-        self._stuck_reported = False
-        self._ended = False
 
     # --- the state machine -------------------------------------------------------------------
 
@@ -175,7 +153,7 @@ class ShipmentWindows:
             self._base_wall = now
 
     def _admit(self, scan: Scan) -> None:
-        window = self._open.setdefault(self._window_start(scan.occurred_at), _OpenWindow())
+        window = self._open.setdefault(self._window_start(scan.occurred_at), OpenWindow())
         if any(kept.event_id == scan.event_id for kept in window.scans):
             window.duplicates += 1
             return
@@ -287,55 +265,3 @@ class ShipmentWindows:
             notes=[scan.note for scan in scans if scan.note][:MAX_NOTES],
             decided_at=now,
         )
-
-    # --- recovery ------------------------------------------------------------------------------
-
-    def to_state(self) -> dict[str, Any]:
-        """A snapshot of plain values only (no classes of this project), safe to pickle."""
-        return {
-            "version": STATE_VERSION,
-            "window_seconds": self._params.window.total_seconds(),
-            "shipment_id": self._shipment_id,
-            "clock": (self._base, self._base_wall),
-            "open": tuple(
-                (start, tuple(tuple(scan) for scan in window.scans), window.duplicates)
-                for start, window in sorted(self._open.items())
-            ),
-            "closed": self._closed,
-            "delays_closed": self._delays_closed,
-            "delivered_at": self._delivered_at,
-            "last": None if self._last is None else tuple(self._last),
-            "stuck_reported": self._stuck_reported,
-            "ended": self._ended,
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], params: WindowParams) -> ShipmentWindows:
-        """Rebuild from `to_state()`; refuses a snapshot of another version or window length."""
-        version = state.get("version") if isinstance(state, dict) else None
-        if version != STATE_VERSION:
-            raise IncompatibleStateError(
-                f"decision window snapshot has state version {version!r}, this build reads "
-                f"version {STATE_VERSION}; resume from a recovery store written by this version "
-                "or start with a new one"
-            )
-        if state["window_seconds"] != params.window.total_seconds():
-            raise IncompatibleStateError(
-                f"decision window snapshot was written with {state['window_seconds']:.0f} s "
-                f"windows, the settings ask for {params.window.total_seconds():.0f} s; windows "
-                "cannot change length across a resume"
-            )
-        windows = cls(params)
-        windows._shipment_id = state["shipment_id"]
-        windows._base, windows._base_wall = state["clock"]
-        windows._open = {
-            start: _OpenWindow([Scan(*scan) for scan in scans], duplicates)
-            for start, scans, duplicates in state["open"]
-        }
-        windows._closed = tuple(state["closed"])
-        windows._delays_closed = state["delays_closed"]
-        windows._delivered_at = state["delivered_at"]
-        windows._last = None if state["last"] is None else Scan(*state["last"])
-        windows._stuck_reported = state["stuck_reported"]
-        windows._ended = state["ended"]
-        return windows

@@ -7,7 +7,8 @@ Three methods, tried in this order when an LLM endpoint is configured:
 2. llm: when the embedding decision is less confident than `settings.router_confidence_threshold`,
    a structured chat call picks the route;
 3. lexical: a deterministic TF-IDF scorer (cosine to each route's centroid of its examples and
-   description), used when no endpoint is configured and whenever an LLM call fails.
+   description; `operators.lexical`), used when no endpoint is configured and whenever an LLM
+   call fails.
 
 Confidence is the softmax weight of the best route over all route scores. A follow-up ("any
 update?") is scored together with the session's last turns, so it stays on its topic.
@@ -16,20 +17,25 @@ update?") is scored together with the session's last turns, so it stays on its t
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
 import operator
-import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, get_args
+from typing import Optional
 
 from pydantic import BaseModel, Field, TypeAdapter
 
 from flows.settings import Settings
+from operators.lexical import (
+    LEXICAL_TEMPERATURE,
+    ROUTES,
+    LexicalScorer,
+    RouteScores,
+    blend,
+    decide,
+)
 from operators.llm.types import LLMError, LLMInvalidOutput, LLMService
 from operators.tickets_domain import ContextTicket, RoutedTicket
 from schemas.enrichment import Enrichment
@@ -38,20 +44,14 @@ from schemas.tickets import Route
 logger = logging.getLogger(__name__)
 
 INTENTS_JSON = Path(__file__).resolve().parent.parent / "data" / "intents.json"
-ROUTES: tuple[Route, ...] = get_args(Route)
-FALLBACK_ROUTE: Route = "general"
 ROUTER_PROMPT_VERSION = "router.v1"
 ROUTER_MAX_TOKENS = 60
-LEXICAL_TEMPERATURE = 0.1
 EMBEDDING_TEMPERATURE = 0.05
 FOLLOW_UP_MAX_WORDS = 8
 WEAK_SIGNAL = 0.2
 CONTEXT_TURNS = 2
-CONTEXT_WEIGHT = 1.0
 
-RouteScores = dict[Route, float]
 ExampleVectors = list[tuple[Route, list[float]]]
-Vector = dict[str, float]
 
 
 class WorkerSpec(BaseModel):
@@ -87,70 +87,6 @@ class RouteChoice(BaseModel):
     confidence: float = Field(ge=0.0, le=1.0)
 
 
-# --- lexical scoring -------------------------------------------------------------------------
-
-_WORD = re.compile(r"[a-z0-9]+")
-_IDENTIFIERS = re.compile(r"\bORD[-_ ]?\d+\b|\S+@\S+|\b\d+(?:[.,]\d+)?\b", re.IGNORECASE)
-_STOP_WORDS_TEXT = """
-a an and are as at be been but by can could did do does for from had has have hello hi i im in is
-it its just me my of on or our please so that the their them there this to us was we were what
-when where which who why will with would you your
-"""
-_STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
-_SUFFIXES = ("ing", "ed", "es", "s", "ly")
-
-
-def stem(word: str) -> str:
-    """A light suffix stripper: `delayed`, `delays`, `delaying`, `delay` all become `delay`.
-
-    A final `e` is dropped too, so `update`/`updated` and `charge`/`charges` meet.
-    """
-    if word.endswith("ies") and len(word) > 4:
-        return word[:-3] + "y"
-    for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)]
-            break
-    return word[:-1] if word.endswith("e") and len(word) > 3 else word
-
-
-def terms(text: str) -> list[str]:
-    """Stemmed words without stop words, plus adjacent-word bigrams.
-
-    Order ids, email addresses and numbers are left out: they name things, not intents.
-    """
-    plain = _IDENTIFIERS.sub(" ", text).lower().replace("'", "")
-    words = [stem(w) for w in _WORD.findall(plain) if w not in _STOP_WORDS]
-    return words + [f"{a}_{b}" for a, b in itertools.pairwise(words)]
-
-
-def _normalise(vector: Vector) -> Vector:
-    norm = math.sqrt(sum(v * v for v in vector.values()))
-    return {k: v / norm for k, v in vector.items()} if norm else {}
-
-
-def _dot(a: Vector, b: Vector) -> float:
-    small, large = (a, b) if len(a) <= len(b) else (b, a)
-    return sum(v * large.get(k, 0.0) for k, v in small.items())
-
-
-def decide(scores: RouteScores, temperature: float) -> tuple[Route, float]:
-    """The best route and its softmax weight; `general` at 1/len(routes) when nothing scored."""
-    best = max(ROUTES, key=lambda route: scores.get(route, 0.0))
-    if scores.get(best, 0.0) <= 0.0:
-        return FALLBACK_ROUTE, 1.0 / len(ROUTES)
-    top = scores[best]
-    weights = {r: math.exp((scores.get(r, 0.0) - top) / temperature) for r in ROUTES}
-    return best, weights[best] / sum(weights.values())
-
-
-def blend(
-    current: RouteScores, context: RouteScores, weight: float = CONTEXT_WEIGHT
-) -> RouteScores:
-    """Route scores of a follow-up: its own plus `weight` times those of the earlier turns."""
-    return {r: current.get(r, 0.0) + weight * context.get(r, 0.0) for r in ROUTES}
-
-
 @dataclass(frozen=True)
 class _Example:
     route: Route
@@ -158,10 +94,10 @@ class _Example:
 
 
 class IntentIndex:
-    """The intents with a TF-IDF centroid per route and a memo of the example embeddings.
+    """The intents with their lexical scorer and a memo of the example embeddings.
 
-    A route's centroid is the normalised sum of the TF-IDF vectors of its examples and its
-    description.
+    The lexical scorer (`operators.lexical.LexicalScorer`) keeps a TF-IDF centroid per route: the
+    normalised sum of the TF-IDF vectors of its examples and its description.
     """
 
     def __init__(self, intents: dict[Route, IntentSpec]) -> None:
@@ -169,12 +105,7 @@ class IntentIndex:
         self.examples = tuple(
             _Example(route, text) for route, spec in intents.items() for text in spec.examples
         )
-        documents = [terms(e.text) for e in self.examples]
-        documents += [terms(spec.description) for spec in intents.values()]
-        document_frequency = Counter(term for doc in documents for term in set(doc))
-        n = len(documents)
-        self._idf = {t: math.log((1 + n) / (1 + df)) + 1.0 for t, df in document_frequency.items()}
-        self._centroids = {route: self._centroid(route) for route in ROUTES}
+        self._lexical = LexicalScorer(intents)
         self._embeddings: dict[str, ExampleVectors] = {}
         self._fetches: dict[tuple[int, str], asyncio.Future[Enrichment]] = {}
 
@@ -182,25 +113,13 @@ class IntentIndex:
     def from_file(cls, path: Path = INTENTS_JSON) -> IntentIndex:
         return cls(load_intents(path))
 
-    def _tfidf(self, text: str) -> Vector:
-        counts = Counter(t for t in terms(text) if t in self._idf)
-        return _normalise({t: (1 + math.log(c)) * self._idf[t] for t, c in counts.items()})
-
-    def _centroid(self, route: Route) -> Vector:
-        spec = self.intents[route]
-        total: Counter[str] = Counter()
-        for text in (*spec.examples, spec.description):
-            total.update(self._tfidf(text))
-        return _normalise(dict(total))
-
     def lexical_scores(self, text: str) -> RouteScores:
         """Per route: the cosine of the TF-IDF vector of `text` to the route's centroid."""
-        query = self._tfidf(text)
-        return {route: _dot(query, centroid) for route, centroid in self._centroids.items()}
+        return self._lexical.scores(text)
 
     def lexical(self, text: str) -> tuple[Route, float]:
         """The deterministic route and confidence of `text` (no network)."""
-        return decide(self.lexical_scores(text), LEXICAL_TEMPERATURE)
+        return self._lexical.route(text)
 
     async def example_embeddings(
         self, service: LLMService, model: str

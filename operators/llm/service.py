@@ -5,13 +5,13 @@
 pool belongs to the loop it was opened on. Retries with backoff and `Retry-After` are the client's;
 every call is also bounded by `call_bound_seconds`. An answer is written to the cache before it is
 returned, so a replay is served from the cache at no new cost. Provider failures become
-`LLMCallError`, unusable answers `LLMInvalidOutput`; a failing cache only costs its hits.
+`LLMCallError`, unusable answers `LLMInvalidOutput`; a failing cache only costs its hits. Answers
+are decoded, validated and packed for the cache by `operators.llm.responses`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import openai
-from pydantic import ValidationError
 
 from flows.settings import Settings
 from operators.llm.cache import (
@@ -32,13 +31,20 @@ from operators.llm.cache import (
     unpack_vector,
 )
 from operators.llm.pricing import PriceTable
+from operators.llm.responses import (
+    chat_answer,
+    embedding_vectors,
+    llm_error,
+    pack_answer,
+    unpack_answer,
+    usage_tokens,
+    validate_answer,
+)
 from operators.llm.runner import call_bound_seconds
 from operators.llm.types import (
     ChatResult,
     EmbedResult,
     LLMCallError,
-    LLMError,
-    LLMInvalidOutput,
     LLMService,
     LLMUnavailable,
     T,
@@ -135,19 +141,18 @@ class OpenAIService:
         key = chat_key(
             model=model, messages=messages, parameters=params, prompt_version=prompt_version
         )
-        hit = _from_cache((await self._cache_get([key])).get(key), response_model)
+        hit = unpack_answer((await self._cache_get([key])).get(key), response_model)
         if hit is not None:
             value, answered_by = hit
             return ChatResult(
                 value, self._enrichment("cache", answered_by, prompt_version, started)
             )
         request = self.client().chat.completions.create(model=model, messages=messages, **params)
-        content, answered_by, tokens_in, tokens_out = _chat_answer(await self._call(request), model)
-        value = _validate(response_model, content)
+        content, answered_by, tokens_in, tokens_out = chat_answer(await self._call(request), model)
+        value = validate_answer(response_model, content)
         cost = self._prices.cost(model, tokens_in, tokens_out)
         usage = {"tokens_in": tokens_in, "tokens_out": tokens_out, "cost_usd": cost}
-        entry = {"content": content, "model": answered_by, **usage}
-        await self._cache_set({key: json.dumps(entry).encode("utf-8")})
+        await self._cache_set({key: pack_answer(content, answered_by, usage)})
         enrichment = self._enrichment("llm", answered_by, prompt_version, started, usage)
         return ChatResult(value, enrichment)
 
@@ -161,11 +166,11 @@ class OpenAIService:
         if misses:
             request = self.client().embeddings.create(input=misses, model=model)
             response = await self._call(request)
-            fresh = dict(zip(misses, _embedding_vectors(response, len(misses)), strict=True))
+            fresh = dict(zip(misses, embedding_vectors(response, len(misses)), strict=True))
             stored = {embedding_key(model=model, text=t): v for t, v in fresh.items()}
             await self._cache_set({k: pack_vector(v) for k, v in stored.items()})
             found.update(stored)
-            tokens = _usage_tokens(response, "prompt_tokens")
+            tokens = usage_tokens(response, "prompt_tokens")
             usage.update(tokens_in=tokens, cost_usd=self._prices.cost(model, tokens))
         source = "llm" if misses else "cache"
         enrichment = self._enrichment(source, model, EMBED_PROMPT_VERSION, started, usage)
@@ -179,7 +184,7 @@ class OpenAIService:
         except TimeoutError as exc:
             raise LLMCallError(f"call exceeded its bound of {self._bound:.1f} s") from exc
         except (openai.OpenAIError, ValueError) as exc:
-            raise _llm_error(exc) from exc
+            raise llm_error(exc) from exc
 
     async def _cache_get(self, keys: list[str]) -> dict[str, bytes]:
         try:
@@ -256,79 +261,3 @@ def _response_format(response_model: type[Any]) -> dict[str, Any]:
         "type": "json_schema",
         "json_schema": {"name": response_model.__name__, "schema": schema, "strict": False},
     }
-
-
-def _validate(response_model: type[T], content: str) -> T:
-    try:
-        return response_model.model_validate_json(content)
-    except ValidationError as exc:
-        raise LLMInvalidOutput(f"answer does not match {response_model.__name__}: {exc}") from exc
-
-
-def _from_cache(raw: bytes | None, response_model: type[T]) -> tuple[T, str] | None:
-    """The cached answer and the model that gave it; None when absent or no longer valid."""
-    if raw is None:
-        return None
-    try:
-        entry = json.loads(raw)
-        return response_model.model_validate_json(entry["content"]), str(entry["model"])
-    except (ValueError, KeyError, TypeError):
-        log.warning("ignoring an unreadable cache entry for %s", response_model.__name__)
-        return None
-
-
-_INVALID_OUTPUT_ERRORS = (
-    openai.APIResponseValidationError,
-    openai.LengthFinishReasonError,
-    openai.ContentFilterFinishReasonError,
-)
-
-
-def _llm_error(exc: Exception) -> LLMError:
-    """The LLM-layer error of a client failure (after the client's own retries)."""
-    if isinstance(exc, openai.APITimeoutError):
-        return LLMCallError("request timed out after the allowed retries")
-    if isinstance(exc, openai.APIConnectionError):
-        return LLMCallError(f"connection failed: {exc}")
-    if isinstance(exc, openai.APIStatusError):
-        return LLMCallError(f"status {exc.status_code}: {exc.message}")
-    if isinstance(exc, openai.OpenAIError) and not isinstance(exc, _INVALID_OUTPUT_ERRORS):
-        return LLMCallError(f"{type(exc).__name__}: {exc}")
-    return LLMInvalidOutput(f"unreadable response: {exc}")  # includes an unparseable body
-
-
-def _chat_answer(completion: Any, requested_model: str) -> tuple[str, str, int, int]:
-    """(content, model, tokens_in, tokens_out) of a completion, or `LLMInvalidOutput`."""
-    try:
-        choice = completion.choices[0]
-        content = choice.message.content
-        refusal = getattr(choice.message, "refusal", None)
-    except (AttributeError, IndexError, TypeError) as exc:
-        raise LLMInvalidOutput(f"response is not a chat completion: {exc}") from exc
-    if refusal:
-        raise LLMInvalidOutput(f"model refused: {str(refusal)[:200]}")
-    if not isinstance(content, str) or not content.strip():
-        raise LLMInvalidOutput("response has no content")
-    answered_by = getattr(completion, "model", None) or requested_model
-    return (
-        content,
-        str(answered_by),
-        _usage_tokens(completion, "prompt_tokens"),
-        _usage_tokens(completion, "completion_tokens"),
-    )
-
-
-def _usage_tokens(response: Any, field: str) -> int:
-    value = getattr(getattr(response, "usage", None), field, None)
-    return value if isinstance(value, int) and value > 0 else 0
-
-
-def _embedding_vectors(response: Any, expected: int) -> list[list[float]]:
-    try:
-        data = sorted(response.data, key=lambda item: item.index)
-        vectors = [[float(x) for x in item.embedding] for item in data]
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise LLMInvalidOutput(f"response is not an embeddings list: {exc}") from exc
-    if len(vectors) != expected:
-        raise LLMInvalidOutput(f"expected {expected} embeddings, got {len(vectors)}")
-    return vectors

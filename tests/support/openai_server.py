@@ -13,18 +13,15 @@ It answers `POST /v1/chat/completions` and `POST /v1/embeddings` in the document
 - log: `server.requests`, `server.count(path)`, `server.retries(path)` (attempts the client marked
   as retries with `x-stainless-retry-count`), `server.calls(path)` (first attempts).
 
+The answers themselves (schema instances, vectors, payloads) come from `tests.support.fake_outputs`.
+
     with OpenAITestServer() as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="test")
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import math
-import re
-import struct
 import threading
 import time
 from collections import deque
@@ -33,27 +30,15 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-EMBEDDING_DIM = 256
+from tests.support.fake_outputs import (
+    DEFAULT_KEYWORDS,
+    chat_completion,
+    chat_content,
+    embeddings_list,
+)
+
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
-
-DEFAULT_KEYWORDS: dict[str, tuple[str, ...]] = {
-    # shipments exception categories
-    "damaged": ("damaged", "broken", "crushed"),
-    "address_issue": ("address", "unclear", "incomplete", "wrong street"),
-    "customs_hold": ("customs",),
-    "weather": ("storm", "snow", "weather", "flood"),
-    "lost": ("missing", "lost", "cannot locate"),
-    "refused": ("refused",),
-    # ticket routes
-    "refund": ("refund", "money back"),
-    "shipping_delay": ("late", "delayed", "delay"),
-    "damaged_item": ("damaged", "broken", "cracked"),
-    "account_access": ("password", "log in", "login", "locked out"),
-    "billing": ("invoice", "charged", "billing"),
-    "it_incident": ("vpn", "outage", "server", "laptop"),
-    "order_status": ("where is my order", "order status", "tracking"),
-}
 
 
 @dataclass(frozen=True)
@@ -222,131 +207,12 @@ class OpenAITestServer:
 
     def chat_response(self, body: dict[str, Any]) -> dict[str, Any]:
         """The chat completion answering `body`."""
-        content = self.responder(body) if self.responder else self._content(body)
-        prompt = " ".join(str(m.get("content", "")) for m in body.get("messages", []))
-        prompt_tokens = _tokens(prompt) + 4 * len(body.get("messages", []))
-        completion_tokens = _tokens(content)
-        message = {"role": "assistant", "content": content, "refusal": None}
-        return {
-            "id": f"chatcmpl-{hashlib.sha1(content.encode()).hexdigest()[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model", "test-model"),
-            "choices": [
-                {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
+        content = self.responder(body) if self.responder else chat_content(body, self.keywords)
+        return chat_completion(body, content)
 
     def embeddings_response(self, body: dict[str, Any]) -> dict[str, Any]:
         """The embeddings answering `body` (float lists or base64 float32)."""
-        inputs = body.get("input", [])
-        texts = [inputs] if isinstance(inputs, str) else [str(t) for t in inputs]
-        as_base64 = body.get("encoding_format") == "base64"
-        data = []
-        for index, text in enumerate(texts):
-            vector = embed_text(text)
-            encoded: Any = vector
-            if as_base64:
-                encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-            data.append({"object": "embedding", "index": index, "embedding": encoded})
-        tokens = sum(_tokens(t) for t in texts)
-        return {
-            "object": "list",
-            "data": data,
-            "model": body.get("model", "test-embedding"),
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-
-    def _content(self, body: dict[str, Any]) -> str:
-        schema = _json_schema(body.get("response_format"))
-        user_text = " ".join(
-            str(m.get("content", "")) for m in body.get("messages", []) if m.get("role") == "user"
-        ).lower()
-        if schema is None:
-            return "This is a test answer."
-        maker = _InstanceMaker(schema, user_text, self.keywords)
-        return json.dumps(maker.make(schema, "root"))
-
-
-class _InstanceMaker:
-    """Builds one JSON instance of a JSON Schema (as pydantic emits them)."""
-
-    def __init__(self, root: dict[str, Any], text: str, keywords: dict[str, tuple[str, ...]]):
-        self.defs = root.get("$defs", {})
-        self.text = text
-        self.keywords = keywords
-
-    def make(self, schema: dict[str, Any], name: str) -> Any:
-        if "$ref" in schema:
-            return self.make(self.defs[schema["$ref"].rsplit("/", 1)[-1]], name)
-        if "const" in schema:
-            return schema["const"]
-        if "enum" in schema:
-            return self.choose(schema["enum"])
-        for union in ("anyOf", "oneOf", "allOf"):
-            if union in schema:
-                options = [s for s in schema[union] if s.get("type") != "null"] or schema[union]
-                return self.make(options[0], name)
-        kind = schema.get("type", "string")
-        kind = next((k for k in kind if k != "null"), "null") if isinstance(kind, list) else kind
-        return getattr(self, f"_{kind}", self._string)(schema, name)
-
-    def choose(self, values: list[Any]) -> Any:
-        """The enum value whose keywords (or name) occur in the user text, else the first."""
-        for value in values:
-            words = self.keywords.get(str(value), ())
-            if any(_has_word(self.text, w) for w in words):
-                return value
-        for value in values:
-            if _has_word(self.text, str(value)) or _has_word(
-                self.text, str(value).replace("_", " ")
-            ):
-                return value
-        return values[0]
-
-    def _object(self, schema: dict[str, Any], name: str) -> dict[str, Any]:
-        props = schema.get("properties", {})
-        return {key: self.make(sub, key) for key, sub in props.items()}
-
-    def _array(self, schema: dict[str, Any], name: str) -> list[Any]:
-        count = max(int(schema.get("minItems", 1)), 1)
-        count = min(count, int(schema.get("maxItems", count)))
-        return [self.make(schema.get("items", {}), name) for _ in range(count)]
-
-    def _string(self, schema: dict[str, Any], name: str) -> str:
-        text = f"Test {name.replace('_', ' ')} for this request."
-        text = text.ljust(int(schema.get("minLength", 0)), ".")
-        return text[: int(schema.get("maxLength", len(text)))]
-
-    def _number(self, schema: dict[str, Any], name: str) -> float:
-        low = schema.get("minimum", schema.get("exclusiveMinimum", -math.inf))
-        high = schema.get("maximum", schema.get("exclusiveMaximum", math.inf))
-        return min(max(0.5, low), high)
-
-    def _integer(self, schema: dict[str, Any], name: str) -> int:
-        return int(max(schema.get("minimum", 0), 0))
-
-    def _boolean(self, schema: dict[str, Any], name: str) -> bool:
-        return True
-
-    def _null(self, schema: dict[str, Any], name: str) -> None:
-        return None
-
-
-def embed_text(text: str, dim: int = EMBEDDING_DIM) -> list[float]:
-    """A hashed bag-of-words vector of `text`: shared words give similar vectors."""
-    vector = [0.0] * dim
-    for word in re.findall(r"[a-z0-9]+", text.lower()):
-        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-        index = int.from_bytes(digest[:4], "little") % dim
-        vector[index] += 1.0 if digest[4] & 1 else -1.0
-    norm = math.sqrt(sum(x * x for x in vector))
-    return [x / norm for x in vector] if norm else vector
+        return embeddings_list(body)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -417,21 +283,6 @@ def _error(message: str, kind: str) -> bytes:
     return json.dumps({"error": error}).encode()
 
 
-def _json_schema(response_format: Any) -> dict[str, Any] | None:
-    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
-        return None
-    schema = (response_format.get("json_schema") or {}).get("schema")
-    return schema if isinstance(schema, dict) else None
-
-
 def _same_path(wanted: str, path: str) -> bool:
     path = path.split("?", 1)[0].rstrip("/")
     return path == wanted.rstrip("/") or path.endswith("/" + wanted.strip("/"))
-
-
-def _has_word(text: str, word: str) -> bool:
-    return bool(word) and re.search(rf"\b{re.escape(word.lower())}\b", text) is not None
-
-
-def _tokens(text: str) -> int:
-    return max(len(text.split()), 1)

@@ -17,7 +17,8 @@ from operators.llm.pricing import PriceTable
 from operators.llm.runner import call_bound_seconds
 from operators.llm.service import DisabledService, OpenAIService, build_service
 from operators.llm.types import LLMCallError, LLMInvalidOutput, LLMUnavailable
-from tests.support.openai_server import CHAT_PATH, EMBEDDINGS_PATH, OpenAITestServer, embed_text
+from tests.support.fake_outputs import embed_text
+from tests.support.openai_server import CHAT_PATH, EMBEDDINGS_PATH, OpenAITestServer
 
 R = TypeVar("R")
 MODEL = "gpt-4o-mini"

@@ -1,0 +1,129 @@
+"""The lexical scorer of the router: deterministic TF-IDF routing without a network (plain Python).
+
+A text becomes stemmed terms without stop words, plus adjacent-word bigrams (order ids, email
+addresses and numbers left out). Each route has a centroid: the normalised sum of the TF-IDF
+vectors of its examples and its description; a text scores, per route, the cosine of its TF-IDF
+vector to that centroid. `decide` turns route scores into the best route and its softmax weight;
+`blend` adds the scores of a session's earlier turns to those of a follow-up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Protocol, get_args
+
+from schemas.tickets import Route
+
+ROUTES: tuple[Route, ...] = get_args(Route)
+FALLBACK_ROUTE: Route = "general"
+LEXICAL_TEMPERATURE = 0.1
+CONTEXT_WEIGHT = 1.0
+
+RouteScores = dict[Route, float]
+Vector = dict[str, float]
+
+_WORD = re.compile(r"[a-z0-9]+")
+_IDENTIFIERS = re.compile(r"\bORD[-_ ]?\d+\b|\S+@\S+|\b\d+(?:[.,]\d+)?\b", re.IGNORECASE)
+_STOP_WORDS_TEXT = """
+a an and are as at be been but by can could did do does for from had has have hello hi i im in is
+it its just me my of on or our please so that the their them there this to us was we were what
+when where which who why will with would you your
+"""
+_STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
+_SUFFIXES = ("ing", "ed", "es", "s", "ly")
+
+
+class DescribedIntent(Protocol):
+    """What the lexical scorer reads of an intent: its example messages and its description."""
+
+    @property
+    def examples(self) -> Sequence[str]: ...
+
+    @property
+    def description(self) -> str: ...
+
+
+def stem(word: str) -> str:
+    """A light suffix stripper: `delayed`, `delays`, `delaying`, `delay` all become `delay`.
+
+    A final `e` is dropped too, so `update`/`updated` and `charge`/`charges` meet.
+    """
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    return word[:-1] if word.endswith("e") and len(word) > 3 else word
+
+
+def terms(text: str) -> list[str]:
+    """Stemmed words without stop words, plus adjacent-word bigrams.
+
+    Order ids, email addresses and numbers are left out: they name things, not intents.
+    """
+    plain = _IDENTIFIERS.sub(" ", text).lower().replace("'", "")
+    words = [stem(w) for w in _WORD.findall(plain) if w not in _STOP_WORDS]
+    return words + [f"{a}_{b}" for a, b in itertools.pairwise(words)]
+
+
+def _normalise(vector: Vector) -> Vector:
+    norm = math.sqrt(sum(v * v for v in vector.values()))
+    return {k: v / norm for k, v in vector.items()} if norm else {}
+
+
+def _dot(a: Vector, b: Vector) -> float:
+    small, large = (a, b) if len(a) <= len(b) else (b, a)
+    return sum(v * large.get(k, 0.0) for k, v in small.items())
+
+
+def decide(scores: RouteScores, temperature: float) -> tuple[Route, float]:
+    """The best route and its softmax weight; `general` at 1/len(routes) when nothing scored."""
+    best = max(ROUTES, key=lambda route: scores.get(route, 0.0))
+    if scores.get(best, 0.0) <= 0.0:
+        return FALLBACK_ROUTE, 1.0 / len(ROUTES)
+    top = scores[best]
+    weights = {r: math.exp((scores.get(r, 0.0) - top) / temperature) for r in ROUTES}
+    return best, weights[best] / sum(weights.values())
+
+
+def blend(
+    current: RouteScores, context: RouteScores, weight: float = CONTEXT_WEIGHT
+) -> RouteScores:
+    """Route scores of a follow-up: its own plus `weight` times those of the earlier turns."""
+    return {r: current.get(r, 0.0) + weight * context.get(r, 0.0) for r in ROUTES}
+
+
+class LexicalScorer:
+    """A TF-IDF centroid per route, built from the examples and description of every intent."""
+
+    def __init__(self, intents: Mapping[Route, DescribedIntent]) -> None:
+        documents = [terms(text) for spec in intents.values() for text in spec.examples]
+        documents += [terms(spec.description) for spec in intents.values()]
+        document_frequency = Counter(term for doc in documents for term in set(doc))
+        n = len(documents)
+        self._idf = {t: math.log((1 + n) / (1 + df)) + 1.0 for t, df in document_frequency.items()}
+        self._centroids = {route: self._centroid(intents[route]) for route in ROUTES}
+
+    def _tfidf(self, text: str) -> Vector:
+        counts = Counter(t for t in terms(text) if t in self._idf)
+        return _normalise({t: (1 + math.log(c)) * self._idf[t] for t, c in counts.items()})
+
+    def _centroid(self, spec: DescribedIntent) -> Vector:
+        total: Counter[str] = Counter()
+        for text in (*spec.examples, spec.description):
+            total.update(self._tfidf(text))
+        return _normalise(dict(total))
+
+    def scores(self, text: str) -> RouteScores:
+        """Per route: the cosine of the TF-IDF vector of `text` to the route's centroid."""
+        query = self._tfidf(text)
+        return {route: _dot(query, centroid) for route, centroid in self._centroids.items()}
+
+    def route(self, text: str) -> tuple[Route, float]:
+        """The deterministic route and confidence of `text`."""
+        return decide(self.scores(text), LEXICAL_TEMPERATURE)
