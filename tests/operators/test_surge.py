@@ -24,6 +24,13 @@ from operators.surge import (
     shipment_surge,
     ticket_surge,
 )
+from operators.surge_templates import (
+    TEMPLATES_DIR,
+    TemplateDataError,
+    load_shipment_notes,
+    load_ticket_texts,
+)
+from operators.surge_tickets import TEXT_NEEDS
 from schemas.shipments import ShipmentEvent
 from schemas.tickets import Route, TicketMessage
 
@@ -373,6 +380,68 @@ def test_ticket_texts_mention_orders_products_and_emails(tickets):
     assert sum("@" in b for b in bodies) > 0.02 * len(bodies)
     mentioned = {p for b in bodies[:5000] for p in products if p.lower() in b.lower()}
     assert len(mentioned) > 0.8 * len(products)
+
+
+# --- template files ------------------------------------------------------------------------------
+
+
+def _broken_templates(tmp_path: Path, name: str, change) -> Path:
+    """A copy of data/templates/ with `change(data)` applied to the JSON of file `name`."""
+    for source in TEMPLATES_DIR.glob("*.json"):
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    path = tmp_path / name
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return tmp_path
+
+
+def _load_all(directory: Path) -> None:
+    load_shipment_notes(directory)
+    load_ticket_texts(TEXT_NEEDS, directory)
+
+
+def test_template_files_load_with_every_route_and_channel():
+    notes = load_shipment_notes()
+    texts = load_ticket_texts(TEXT_NEEDS)
+    assert set(notes.exception_notes) == set(notes.exception_weights)
+    assert None in notes.delay_notes
+    assert set(TEXT_NEEDS.customer_routes) <= set(texts.customer)
+    assert set(TEXT_NEEDS.staff_routes) <= set(texts.staff)
+    assert set(texts.follow_ups) == set(texts.switch_leads) == {"email", "chat", "it"}
+    assert set(texts.customer) | set(texts.staff) <= set(get_args(Route))
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "message"),
+    [
+        ("ticket_messages.json", lambda d: d.pop("subjects"), "missing keys ['subjects']"),
+        ("ticket_framing.json", lambda d: d.update(signoffs=[]), "unexpected keys ['signoffs']"),
+        ("ticket_messages.json", lambda d: d["customer"].pop("refund"), "lacks entries"),
+        ("ticket_messages.json", lambda d: d["staff"].update(general=[]), "non-empty list"),
+        ("ticket_framing.json", lambda d: d.update(greetings=["Hi {customer},"]), "{customer}"),
+        ("ticket_framing.json", lambda d: d.update(closings=["Best }"]), "not a valid template"),
+        ("ticket_senders.json", lambda d: d.update(staff_domain=7), "must be a non-blank"),
+        ("shipment_notes.json", lambda d: d["exceptions"]["lost"].update(weight=-1), ">= 0"),
+        ("shipment_notes.json", lambda d: d.update(delay_notes=[None, 3]), "delay_notes[1]"),
+    ],
+)
+def test_malformed_template_files_are_rejected_with_the_file_and_entry(
+    tmp_path, name, change, message
+):
+    directory = _broken_templates(tmp_path, name, change)
+    with pytest.raises(TemplateDataError) as error:
+        _load_all(directory)
+    assert name in str(error.value)
+    assert message in str(error.value)
+
+
+def test_template_files_that_are_missing_or_not_json_are_rejected(tmp_path):
+    with pytest.raises(TemplateDataError, match="cannot read"):
+        load_shipment_notes(tmp_path)
+    (tmp_path / "shipment_notes.json").write_text('{"exceptions": ', encoding="utf-8")
+    with pytest.raises(TemplateDataError, match="not valid UTF-8 JSON"):
+        load_shipment_notes(tmp_path)
 
 
 # --- command line and samples --------------------------------------------------------------------
