@@ -9,10 +9,11 @@ import pytest
 
 from flows.settings import Settings
 from flows.shipments import build_flow as build_shipments
-from operators.surge import iter_shipment_surge
-from schemas import ShipmentDecision
+from flows.tickets import build_flow as build_tickets
+from operators.surge import iter_shipment_surge, iter_ticket_surge
+from schemas import ShipmentDecision, TicketResponse
 from tests.flows.flow_runs import run_flow
-from tests.support.openai_server import CHAT_PATH, OpenAITestServer
+from tests.support.openai_server import CHAT_PATH, EMBEDDINGS_PATH, OpenAITestServer
 
 pytestmark = pytest.mark.dataflow
 
@@ -37,3 +38,21 @@ def test_shipments_decisions_are_enriched_by_the_llm_and_the_cache(
         if d.enrichment.source == "rules":
             assert d.enrichment.tokens_in == 0 and d.enrichment.cost_usd == 0
     assert sources["cache"] > 0, "identical situations should be served from the cache"
+
+
+def test_tickets_are_routed_and_answered_through_the_llm(
+    openai_server: OpenAITestServer, llm_settings
+) -> None:
+    settings: Settings = llm_settings(kafka_bootstrap_servers=None, redis_url=None)
+    generated = partial(iter_ticket_surge, seed=3, steady_events=30, burst_factor=4)
+    run = run_flow(build_tickets, settings, generated)
+    responses = [TicketResponse.model_validate(r) for r in run.by_topic["tickets.responses"]]
+    assert len(responses) + len(run.by_topic["tickets.dlq"]) == 150
+    methods = Counter(r.route_method for r in responses)
+    assert methods["embedding"] + methods["llm"] == len(responses), methods
+    assert {r.enrichment.source for r in responses} <= {"llm", "cache"}
+    assert openai_server.count(EMBEDDINGS_PATH) >= 1 and openai_server.count(CHAT_PATH) >= 1
+    routed = [r for r in responses if r.route_enrichment is not None]
+    assert routed and all(r.route_enrichment.tokens_in >= 0 for r in routed)
+    llm_replies = [r for r in responses if r.enrichment.source == "llm"]
+    assert llm_replies and all(r.enrichment.tokens_in > 0 for r in llm_replies)
