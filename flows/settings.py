@@ -56,6 +56,26 @@ class Settings(BaseSettings):
     topic_tickets_responses: str = "tickets.responses"
     topic_tickets_dlq: str = "tickets.dlq"
     topic_partitions: int = Field(default=4, ge=1, le=1000)
+    topic_replication_factor: int = Field(default=1, ge=1, le=10)
+
+    # --- Kafka client (used when KAFKA_BOOTSTRAP_SERVERS is set) ---
+    kafka_tail: bool = Field(
+        default=True, description="wait for new records at the end; false stops at the end"
+    )
+    kafka_starting_offset: Literal["beginning", "end"] = "beginning"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Optional[str] = None
+    kafka_sasl_username: Optional[str] = None
+    kafka_sasl_password: Optional[SecretStr] = None
+    kafka_config: dict[str, str] = Field(
+        default_factory=dict, description="extra librdkafka properties for every client (JSON)"
+    )
+    kafka_delivery_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    kafka_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="bound of admin calls and metadata lookups"
+    )
 
     # --- embedded input and output ---
     input_file: Optional[Path] = None
@@ -94,6 +114,13 @@ class Settings(BaseSettings):
     # --- cache ---
     cache_max_entries: int = Field(default=50_000, ge=0)
     cache_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    cache_front_entries: int = Field(
+        default=10_000, ge=0, description="in-process LRU entries in front of Redis; 0 = none"
+    )
+    redis_timeout_seconds: float = Field(default=0.5, gt=0, le=30)
+    redis_retry_seconds: float = Field(
+        default=5.0, gt=0, le=600, description="pause before Redis is tried again after a failure"
+    )
 
     # --- observability ---
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

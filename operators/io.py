@@ -1,8 +1,9 @@
 """Input and output operators: where records enter and leave a flow.
 
 The flows call `input_records` and `publish` only; which transport is behind them is decided by
-the settings (`SURGEFLOW_INPUT_FILE`, `SURGEFLOW_OUTPUT_DIR`, or the bundled surge generator and
-stdout when unset), or by a source/sink passed in (tests pass Bytewax's testing connectors).
+the settings (Kafka when `KAFKA_BOOTSTRAP_SERVERS` is set; else `SURGEFLOW_INPUT_FILE`,
+`SURGEFLOW_OUTPUT_DIR`, or the bundled surge generator and stdout), or by a source/sink passed in
+(tests pass Bytewax's testing connectors).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pydantic import BaseModel
 
 from flows.settings import Settings
 from operators import metrics
+from operators.kafka.sink import KafkaRecordSink
+from operators.kafka.source import KafkaRecordSource
 from operators.records import OutRecord, RawRecord, to_out_record
 from operators.sinks import DirectorySink, StdoutSink
 from operators.sources import GeneratorSource, JsonLinesSource
@@ -32,18 +35,11 @@ class ConfigurationError(RuntimeError):
 
 
 def check_services(settings: Settings) -> None:
-    """Refuse to start when a service is configured that this build cannot use.
-
-    Running on the embedded defaults instead would silently ignore the configuration.
-    """
-    if settings.kafka_enabled:
+    """Refuse settings that ask for two transports at once (which one would win is a guess)."""
+    if settings.kafka_enabled and (settings.input_file or settings.output_dir):
         raise ConfigurationError(
-            "KAFKA_BOOTSTRAP_SERVERS is set, but this build has only the embedded transports; "
-            "unset it to run on the bundled surge or SURGEFLOW_INPUT_FILE"
-        )
-    if settings.redis_enabled:
-        raise ConfigurationError(
-            "REDIS_URL is set, but this build has only the in-process LLM cache; unset it"
+            "KAFKA_BOOTSTRAP_SERVERS and SURGEFLOW_INPUT_FILE/SURGEFLOW_OUTPUT_DIR are both set; "
+            "a flow reads and writes Kafka or the embedded transports, not both: unset one"
         )
 
 
@@ -51,7 +47,6 @@ def embedded_source(
     settings: Settings, *, topic: str, generator: Callable[..., Iterator[RawRecord]]
 ) -> Source[RawRecord]:
     """The embedded input: the JSON-lines file if one is set, else the seeded surge generator."""
-    check_services(settings)
     if settings.input_file is not None:
         if not settings.input_file.is_file():
             raise ConfigurationError(f"SURGEFLOW_INPUT_FILE {settings.input_file} is not a file")
@@ -83,8 +78,14 @@ def endpoints(
     source: Optional[Source[RawRecord]] = None,
     sink: Optional[Sink[OutRecord]] = None,
 ) -> tuple[Source[RawRecord], Sink[OutRecord]]:
-    """A flow's input and output: the ones given (tests), else those the settings configure."""
+    """A flow's input and output: the ones given (tests), else those the settings configure.
+
+    With `KAFKA_BOOTSTRAP_SERVERS` set: the flow's input `topic` and a delivery-checked producer
+    writing each record to its own topic; else the embedded source and sink.
+    """
     check_services(settings)
+    if settings.kafka_enabled:
+        return source or KafkaRecordSource(settings, [topic]), sink or KafkaRecordSink(settings)
     source = source or embedded_source(settings, topic=topic, generator=generator)
     return source, sink or embedded_sink(settings)
 

@@ -13,7 +13,7 @@ from typing import Optional
 from pydantic import BaseModel
 
 from schemas.common import SCHEMA_VERSION
-from schemas.dead_letter import SourceRef
+from schemas.dead_letter import ErrorType, SourceRef
 
 CONTENT_TYPE = b"application/json"
 
@@ -27,6 +27,9 @@ class RawRecord:
     topic: str = "unknown"
     partition: Optional[int] = None
     offset: Optional[int] = None
+    error: Optional[str] = None
+    """Set by a transport that could not deliver this record intact (validation dead-letters it)."""
+    error_type: ErrorType = "consumer_error"
 
     def source_ref(self) -> SourceRef:
         return SourceRef(topic=self.topic, partition=self.partition, offset=self.offset)

@@ -100,6 +100,8 @@ def parse_record(
             errors=errors,
         )
 
+    if raw.error is not None:
+        return dead(raw.error_type, raw.error)
     size = len(raw.value)
     if size > limits.max_bytes:
         return dead("too_large", f"record is {size} bytes, over the {limits.max_bytes}-byte limit")

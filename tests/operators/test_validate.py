@@ -9,6 +9,7 @@ from operators.domain import Valid
 from operators.records import RawRecord
 from operators.validate import Limits, json_depth, parse_record
 from schemas import DeadLetter, ShipmentEvent, TicketMessage
+from tests.support.bad_records import SHIPMENT_BAD, TICKET_BAD
 
 GOOD = {
     "event_id": "E-1",
@@ -48,45 +49,9 @@ def test_valid_record_keeps_its_source() -> None:
     )
 
 
-BAD = {
-    "broken_json": (b'{"event_id": "E-1", ', "invalid_json", "not valid JSON"),
-    "trailing_garbage": (json.dumps(GOOD).encode() + b"}", "invalid_json", "not valid JSON"),
-    "empty": (b"", "invalid_json", "empty"),
-    "whitespace": (b"   \n", "invalid_json", "empty"),
-    "null": (b"null", "validation_error", "JSON object"),
-    "array": (b"[1, 2]", "validation_error", "JSON object"),
-    "number": (b"42", "validation_error", "JSON object"),
-    "non_utf8": (b'{"event_id": "\xff\xfe"}', "decode_error", "UTF-8"),
-    "nan": (b'{"delay_minutes": NaN}', "invalid_json", "not valid JSON"),
-    "wrong_type": (with_(delay_minutes="abc"), "validation_error", "delay_minutes"),
-    "naive_timestamp": (with_(occurred_at="2026-11-27T10:00:00"), "validation_error", "timezone"),
-    "bad_timestamp": (with_(occurred_at="yesterday"), "validation_error", "occurred_at"),
-    "missing_key": (
-        json.dumps({k: v for k, v in GOOD.items() if k != "shipment_id"}).encode(),
-        "validation_error",
-        "shipment_id",
-    ),
-    "null_key": (with_(shipment_id=None), "validation_error", "shipment_id"),
-    "empty_key": (with_(shipment_id=""), "validation_error", "shipment_id"),
-    "control_chars_in_id": (with_(shipment_id="SHP\x00\x07"), "validation_error", "shipment_id"),
-    "unknown_enum": (with_(scan_type="teleported"), "validation_error", "scan_type"),
-    "unknown_field": (with_(priority="high"), "validation_error", "priority"),
-    "negative": (with_(delay_minutes=-1), "validation_error", "delay_minutes"),
-    "huge_note": (with_(note="x" * 5000), "validation_error", "note"),
-    "scan_before_ship": (
-        with_(occurred_at="2026-11-27T06:00:00Z"),
-        "validation_error",
-        "before shipped_at",
-    ),
-    "deep_nesting": (with_(note=json.loads("[" * 40 + "]" * 40)), "too_deep", "nested"),
-    "very_deep_nesting": (b"[" * 5000 + b"]" * 5000, "too_deep", "nested"),
-    "too_large": (with_(note="y" * 300_000), "too_large", "over the"),
-}
-
-
-@pytest.mark.parametrize("name", sorted(BAD))
+@pytest.mark.parametrize("name", sorted(SHIPMENT_BAD))
 def test_bad_input_becomes_dead_letter(name: str) -> None:
-    value, error_type, words = BAD[name]
+    value, error_type, words = SHIPMENT_BAD[name]
     result = parse(value)
     assert isinstance(result, DeadLetter), name
     assert result.error_type == error_type
@@ -139,3 +104,25 @@ def test_tickets_validate_with_their_own_key_field() -> None:
     raw = RawRecord(value=json.dumps(message).encode(), key="S-9", topic="tickets.messages")
     result = parse_record(raw, TicketMessage, key_field="session_id", flow="tickets", step="v")
     assert isinstance(result, Valid) and result.model.session_id == "S-9"
+
+
+@pytest.mark.parametrize("name", sorted(TICKET_BAD))
+def test_bad_ticket_becomes_dead_letter(name: str) -> None:
+    value, error_type, words = TICKET_BAD[name]
+    raw = RawRecord(value=value, topic="tickets.messages", partition=1, offset=7)
+    result = parse_record(raw, TicketMessage, key_field="session_id", flow="tickets", step="v")
+    assert isinstance(result, DeadLetter), name
+    assert (result.error_type, result.source.offset) == (error_type, 7)
+    assert words in result.error
+
+
+def test_transport_errors_are_dead_lettered_before_parsing() -> None:
+    raw = RawRecord(
+        value=json.dumps(GOOD).encode(), topic="t", partition=0, offset=5,
+        error="Kafka consumer error: broker down", error_type="consumer_error",
+    )  # fmt: skip
+    result = parse_record(
+        raw, ShipmentEvent, key_field="shipment_id", flow="shipments", step="validate"
+    )
+    assert isinstance(result, DeadLetter)
+    assert (result.error_type, result.error) == ("consumer_error", raw.error)

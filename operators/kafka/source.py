@@ -1,0 +1,136 @@
+"""Kafka input: Bytewax's `KafkaSource` with its messages turned into `RawRecord`s.
+
+Every Kafka partition is a Bytewax input partition; its read position is the resume state, kept in
+Bytewax recovery snapshots (there is no consumer group, so nothing is committed to Kafka). Errors
+are not raised: a consumer error, a key that is not UTF-8 or too long becomes a `RawRecord` with
+`error` set, which `validate` turns into a dead letter with the topic, partition and offset.
+Partition listing is bounded by `SURGEFLOW_KAFKA_TIMEOUT_SECONDS` and fails clearly when a topic
+does not exist.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional, Union
+
+from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
+from confluent_kafka.admin import AdminClient
+
+from flows.settings import Settings
+from operators.kafka.config import bootstrap_servers, client_config, connection_config
+from operators.records import RawRecord
+
+MAX_KEY_CHARS = 256
+"""Longest message key accepted (the flow keys are far shorter)."""
+
+Message = Union[KafkaSourceMessage[Optional[bytes], Optional[bytes]], KafkaError[Any, Any]]
+
+
+class TopicNotFound(RuntimeError):
+    """An input topic does not exist on the cluster."""
+
+
+def to_raw_record(item: Message) -> RawRecord:
+    """A Kafka message, or a consumer error with its message, as a `RawRecord`."""
+    msg = item.msg if isinstance(item, KafkaError) else item
+    key, key_error = _decode_key(msg.key)
+    error, error_type = key_error, "validation_error"
+    if key_error is not None and "UTF-8" in key_error:
+        error_type = "decode_error"
+    if isinstance(item, KafkaError):
+        error, error_type = f"Kafka consumer error: {item.err.str()}", "consumer_error"
+    return RawRecord(
+        value=msg.value or b"",
+        key=key,
+        topic=msg.topic or "unknown",
+        partition=_non_negative(msg.partition),
+        offset=_non_negative(msg.offset),
+        error=error,
+        error_type=error_type,
+    )
+
+
+def _decode_key(raw: Optional[bytes]) -> tuple[Optional[str], Optional[str]]:
+    if raw is None:
+        return None, None
+    try:
+        key = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"message key is not valid UTF-8: {exc.reason} at byte {exc.start}"
+    if len(key) > MAX_KEY_CHARS:
+        return None, f"message key is {len(key)} characters, over the {MAX_KEY_CHARS} limit"
+    return key, None
+
+
+def _non_negative(value: Optional[int]) -> Optional[int]:
+    return value if value is not None and value >= 0 else None
+
+
+class _RecordPartition(StatefulSourcePartition[RawRecord, Optional[int]]):
+    """One Kafka partition; resumes after the last record it emitted."""
+
+    def __init__(self, inner: StatefulSourcePartition[Message, Optional[int]]) -> None:
+        self._inner = inner
+        self._next_offset: Optional[int] = None
+
+    def next_batch(self) -> list[RawRecord]:
+        records = [to_raw_record(item) for item in self._inner.next_batch()]
+        offsets = [r.offset for r in records if r.offset is not None and r.error is None]
+        if offsets:
+            self._next_offset = max(offsets) + 1
+        return records
+
+    def next_awake(self) -> Optional[datetime]:
+        return self._inner.next_awake()
+
+    def snapshot(self) -> Optional[int]:
+        # Bytewax's partition also advances past error events (offset -1001); ours does not.
+        return self._next_offset if self._next_offset is not None else self._inner.snapshot()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):
+    """Read `topics` from the cluster in the settings, as `RawRecord`s.
+
+    `SURGEFLOW_KAFKA_TAIL=false` stops at the end of every partition (replays, batch runs, tests);
+    `SURGEFLOW_KAFKA_STARTING_OFFSET` is where a partition without resume state starts.
+    """
+
+    def __init__(self, settings: Settings, topics: list[str]) -> None:
+        self._settings = settings
+        self._topics = list(topics)
+        start = OFFSET_BEGINNING if settings.kafka_starting_offset == "beginning" else OFFSET_END
+        self._inner = KafkaSource(
+            bootstrap_servers(settings),
+            self._topics,
+            tail=settings.kafka_tail,
+            starting_offset=start,
+            add_config={k: str(v) for k, v in connection_config(settings).items()},
+            batch_size=settings.batch_size,
+            raise_on_errors=False,
+        )
+
+    def list_parts(self) -> list[str]:
+        """`<partition>-<topic>` for every partition of every topic, within the timeout."""
+        admin = AdminClient(client_config(self._settings))
+        timeout = self._settings.kafka_timeout_seconds
+        parts = []
+        for topic in self._topics:
+            metadata = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+            if metadata is None or metadata.error is not None or not metadata.partitions:
+                reason = metadata.error.str() if metadata and metadata.error else "no partitions"
+                raise TopicNotFound(
+                    f"Kafka topic {topic!r} is not readable ({reason}); "
+                    "create it with `python -m operators.kafka.topics`"
+                )
+            parts.extend(f"{i}-{topic}" for i in sorted(metadata.partitions))
+        return parts
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Optional[int]
+    ) -> _RecordPartition:
+        return _RecordPartition(self._inner.build_part(step_id, for_part, resume_state))
