@@ -1,5 +1,6 @@
 # Surgeflow: `make demo` runs both flows on embedded defaults; `make test` runs the test suite.
-# Both create .venv and install the project into it first.
+# Both create .venv and install the project into it first; `make test` also installs the real
+# services the tests run (`make services`: redis-server, and Kafka broker jars cached in .cache/).
 
 PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && \
@@ -9,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format schemas clean
+.PHONY: install services demo test lint format schemas clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or 3.12 is required (bytewax 0.21.1 wheels)"; exit 1; }
@@ -20,10 +21,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# No stamp: the script itself is cheap when redis-server and the jars are already there.
+services: $(STAMP)
+	bash scripts/install_test_services.sh $(BIN)/python
+
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
-test: $(STAMP)
+test: $(STAMP) services
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -39,5 +44,6 @@ format: $(STAMP)
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.export
 
+# Keeps .cache/ (the Kafka jars): downloading them again is the slow part of a first run.
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

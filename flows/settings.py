@@ -63,9 +63,7 @@ class Settings(BaseSettings):
         default=True, description="wait for new records at the end; false stops at the end"
     )
     kafka_starting_offset: Literal["beginning", "end"] = "beginning"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
-        "PLAINTEXT"
-    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Optional[str] = None
     kafka_sasl_username: Optional[str] = None
     kafka_sasl_password: Optional[SecretStr] = None

@@ -6,7 +6,7 @@ series followed by this registry, so no second HTTP server is needed.
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 RECORDS_IN = Counter("surgeflow_records_in", "Input records read, before validation.", ["flow"])
 RECORDS_OUT = Counter(
@@ -21,4 +21,28 @@ ENRICHMENTS = Counter(
     "surgeflow_enrichments",
     "Outputs enriched, by where the enrichment came from (llm, cache, rules).",
     ["flow", "source"],
+)
+KAFKA_DELIVERED = Counter(
+    "surgeflow_kafka_delivered",
+    "Records the Kafka broker acknowledged, by topic.",
+    ["topic"],
+)
+KAFKA_DELIVERY_FAILURES = Counter(
+    "surgeflow_kafka_delivery_failures",
+    "Records the Kafka producer could not deliver, by topic and error (the flow then stops).",
+    ["topic", "error"],
+)
+CACHE_LOOKUPS = Counter(
+    "surgeflow_cache_lookups",
+    "LLM cache lookups, per key, by backend (memory, redis) and result (hit, miss).",
+    ["backend", "result"],
+)
+CACHE_ERRORS = Counter(
+    "surgeflow_cache_errors",
+    "Failed round trips to the Redis cache, by operation (get, set).",
+    ["operation"],
+)
+CACHE_BACKEND_UP = Gauge(
+    "surgeflow_cache_backend_up",
+    "1 while the Redis cache answers, 0 while it is marked down (the in-process front serves).",
 )

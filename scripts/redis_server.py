@@ -64,8 +64,8 @@ class RedisServer:
         args = [path, "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
         args += ["--appendonly", "no", "--dir", str(self._dir), "--maxmemory", self._maxmemory]
         args += ["--maxmemory-policy", "allkeys-lru"]
-        log = (self._dir / "redis.log").open("wb")
-        self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        with (self._dir / "redis.log").open("wb") as log:
+            self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         atexit.register(self.stop)
         self._wait_ready(timeout)
         return self

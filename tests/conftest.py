@@ -1,13 +1,20 @@
-"""Shared fixtures: embedded-default settings, the loopback OpenAI-compatible server."""
+"""Shared fixtures: settings, the loopback OpenAI-compatible server, Kafka and Redis.
+
+Kafka and Redis are real: `KAFKA_BOOTSTRAP_SERVERS` / `REDIS_URL` when set, else a broker started
+from the Maven Central jars (`scripts/kafka_broker.py`) and a `redis-server` on loopback, once per
+test session. Tests that stop Redis get a server of their own (`redis_server`).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from flows.settings import Settings
+from scripts.redis_server import RedisServer
 from tests.flows.flow_runs import embedded_settings
 from tests.support.openai_server import OpenAITestServer
 
@@ -33,6 +40,8 @@ def llm_settings(openai_server: OpenAITestServer) -> Callable[..., Settings]:
         values: dict[str, Any] = {
             "openai_base_url": openai_server.base_url,
             "openai_api_key": None,
+            "kafka_bootstrap_servers": None,
+            "redis_url": None,
             "llm_timeout_seconds": 2.0,
             "llm_max_retries": 1,
             **overrides,
@@ -40,3 +49,35 @@ def llm_settings(openai_server: OpenAITestServer) -> Callable[..., Settings]:
         return Settings(**values)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers of a real broker: `KAFKA_BOOTSTRAP_SERVERS`, else one started here."""
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        yield given
+        return
+    from scripts.kafka_broker import KafkaBroker
+
+    with KafkaBroker() as broker:
+        print(f"\nKafka broker {broker.bootstrap_servers} ready in {broker.started_in:.1f} s")
+        yield broker.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a real Redis: `REDIS_URL`, else a `redis-server` started for the session."""
+    given = os.environ.get("REDIS_URL")
+    if given:
+        yield given
+        return
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A `redis-server` of the test's own, which the test may stop."""
+    with RedisServer() as server:
+        yield server

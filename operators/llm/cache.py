@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 from cachetools import TTLCache
 
+from operators.metrics import CACHE_LOOKUPS
+
 KEY_NAMESPACE = "surgeflow:v1"
 """Prefix of every cache key; bump the version to orphan every entry after a format change."""
 
@@ -70,6 +72,10 @@ def unpack_vector(raw: bytes) -> list[float]:
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
+_MEMORY_HITS = CACHE_LOOKUPS.labels(backend="memory", result="hit")
+_MEMORY_MISSES = CACHE_LOOKUPS.labels(backend="memory", result="miss")
+
+
 class PromptCache(Protocol):
     """What the LLM layer needs from a cache: batched lookups and batched writes with a TTL."""
 
@@ -87,7 +93,8 @@ class InProcessCache:
 
     The `TTLCache` evicts least-recently-used entries beyond `max_entries` and drops entries
     older than `ttl_seconds`; a shorter TTL given to `set_many` is kept with the entry and checked
-    on read. `max_entries=0` disables storage. `hits` and `misses` count key lookups.
+    on read. `max_entries=0` disables storage. `hits` and `misses` count key lookups, which are
+    also counted in `surgeflow_cache_lookups_total{backend="memory"}`.
     """
 
     def __init__(
@@ -98,6 +105,7 @@ class InProcessCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
+        self._ttl_seconds = ttl_seconds
         self._enabled = max_entries > 0
         self._entries: TTLCache[str, tuple[float, bytes]] = TTLCache(
             maxsize=max(max_entries, 1), ttl=ttl_seconds, timer=clock
@@ -125,6 +133,8 @@ class InProcessCache:
                     del self._entries[key]
             self.hits += len(found)
             self.misses += len(keys) - len(found)
+        _MEMORY_HITS.inc(len(found))
+        _MEMORY_MISSES.inc(len(keys) - len(found))
         return found
 
     def set_many_now(self, items: Mapping[str, bytes], ttl_seconds: float) -> None:
@@ -135,6 +145,11 @@ class InProcessCache:
             expires = self._clock() + ttl_seconds
             for key, value in items.items():
                 self._entries[key] = (expires, bytes(value))
+
+    @property
+    def ttl_seconds(self) -> float:
+        """The longest an entry is kept (the TTL given at construction)."""
+        return self._ttl_seconds
 
     def __len__(self) -> int:
         with self._lock:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -23,14 +21,15 @@ import openai
 
 from flows.settings import Settings
 from operators.llm.cache import (
-    InProcessCache,
     PromptCache,
     chat_key,
     embedding_key,
     pack_vector,
     unpack_vector,
 )
+from operators.llm.per_loop import PerLoop
 from operators.llm.pricing import PriceTable
+from operators.llm.redis_cache import build_cache
 from operators.llm.responses import (
     chat_answer,
     embedding_vectors,
@@ -90,14 +89,12 @@ class OpenAIService:
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._settings = settings
-        self._cache = cache if cache is not None else _default_cache(settings)
+        self._cache = cache if cache is not None else build_cache(settings)
         self._prices = prices or PriceTable.from_settings(settings)
         self._factory = client_factory or default_client_factory(settings)
         self._clock = clock
         self._bound = call_bound_seconds(settings)
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI]
-        self._clients = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
+        self._clients = PerLoop(self._factory)
 
     @property
     def enabled(self) -> bool:
@@ -109,17 +106,11 @@ class OpenAIService:
 
     def client(self) -> openai.AsyncOpenAI:
         """The client of the running event loop, created on first use."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._clients.get(loop)
-            if client is None:
-                client = self._clients[loop] = self._factory()
-            return client
+        return self._clients.get()
 
     async def aclose(self) -> None:
         """Close the running loop's client (its connection pool)."""
-        with self._lock:
-            client = self._clients.pop(asyncio.get_running_loop(), None)
+        client = self._clients.pop()
         if client is not None:
             await client.close()
 
@@ -247,12 +238,6 @@ def build_service(settings: Settings, cache: PromptCache | None = None) -> LLMSe
     if settings.llm_enabled:
         return OpenAIService(settings, cache=cache)
     return DisabledService()
-
-
-def _default_cache(settings: Settings) -> InProcessCache:
-    return InProcessCache(
-        max_entries=settings.cache_max_entries, ttl_seconds=settings.cache_ttl_seconds
-    )
 
 
 def _response_format(response_model: type[Any]) -> dict[str, Any]:

@@ -8,7 +8,8 @@ It answers `POST /v1/chat/completions` and `POST /v1/embeddings` in the document
   may install `server.responder = fn(request_json) -> content`.
 - embeddings: deterministic hashed bag-of-words vectors (dimension 256, L2-normalised), so texts
   sharing words get similar vectors; `encoding_format` `float` or `base64` (little-endian float32).
-- latency: `server.latency` is fixed seconds or a zero-argument callable returning seconds.
+- latency: `server.latency` is fixed seconds or a zero-argument callable returning seconds;
+  `lognormal_latency(p50, p99)` gives the heavy-tailed distribution LLM providers show.
 - faults: `rate_limit_next`, `fail_next`, `hang_next`, `malformed_next` affect the next N requests.
 - log: `server.requests`, `server.count(path)`, `server.retries(path)` (attempts the client marked
   as retries with `x-stainless-retry-count`), `server.calls(path)` (first attempts).
@@ -22,6 +23,8 @@ The answers themselves (schema instances, vectors, payloads) come from `tests.su
 from __future__ import annotations
 
 import json
+import math
+import random
 import threading
 import time
 from collections import deque
@@ -39,6 +42,25 @@ from tests.support.fake_outputs import (
 
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
+
+
+Z_99 = 2.3263478740408408
+"""The standard normal's 99th percentile."""
+
+
+def lognormal_latency(p50: float, p99: float, *, seed: int | None = None) -> Callable[[], float]:
+    """Seconds drawn from the lognormal whose median is `p50` and 99th percentile is `p99`."""
+    if not 0 < p50 <= p99:
+        raise ValueError("need 0 < p50 <= p99")
+    mu, sigma = math.log(p50), math.log(p99 / p50) / Z_99
+    rng = random.Random(seed)
+    lock = threading.Lock()
+
+    def draw() -> float:
+        with lock:
+            return rng.lognormvariate(mu, sigma)
+
+    return draw
 
 
 @dataclass(frozen=True)

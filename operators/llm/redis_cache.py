@@ -1,0 +1,264 @@
+"""The Redis backend of the prompt and embedding cache, with an in-process LRU in front.
+
+`RedisCache` implements `PromptCache` over `redis.asyncio`. Keys are those of
+`operators.llm.cache` (`surgeflow:v1:<kind>:<sha256>`), values are stored with `SET key value EX
+ttl`. A lookup first asks the front cache (an `InProcessCache`; its hits never touch Redis), then
+sends every remaining key in one round trip: one MGET, or for large batches MGETs of
+`chunk_size` keys in one non-transactional pipeline. A write goes to the front and then to Redis
+as one pipeline of SETs. Values found in Redis are put in the front.
+
+A worker's event loop owns its connections, so there is one client per running loop, created
+lazily and dropped with the loop. Every round trip is bounded by `timeout_seconds` (socket
+timeouts and `asyncio.timeout`), and the client does not retry: the cache degrades instead. On a
+Redis error, a lookup is answered by the front alone (everything else is a miss) and a write
+keeps its front copy; the backend is then marked down for `retry_seconds`, during which Redis is
+not tried at all, then one call probes it again. Going down logs one WARNING, coming back one
+INFO. Nothing raises out of `get_many` or `set_many`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from flows.settings import Settings
+from operators.llm.cache import InProcessCache, PromptCache
+from operators.llm.per_loop import PerLoop
+from operators.metrics import CACHE_BACKEND_UP, CACHE_ERRORS, CACHE_LOOKUPS
+
+log = logging.getLogger(__name__)
+
+MGET_CHUNK = 500
+"""Keys per MGET; a larger lookup sends several MGETs in one pipeline (one round trip)."""
+
+RedisClientFactory = Callable[[], aioredis.Redis]
+
+_REDIS_HITS = CACHE_LOOKUPS.labels(backend="redis", result="hit")
+_REDIS_MISSES = CACHE_LOOKUPS.labels(backend="redis", result="miss")
+
+
+def default_client_factory(url: str, timeout_seconds: float) -> RedisClientFactory:
+    """Builds a `redis.asyncio.Redis` for `url` with socket timeouts and no client retries."""
+
+    def factory() -> aioredis.Redis:
+        return aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    return factory
+
+
+class RedisCache:
+    """`PromptCache` on Redis, batched, with an in-process front and a down window on errors.
+
+    Consumes the keys and values of the LLM layer; keeps them in Redis with the TTL given to
+    `set_many`, and in `front` (when given) for at most the front's own TTL. Instance counters
+    (`stats()`) and the `surgeflow_cache_*` metrics record hits, misses and failed round trips.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        front: InProcessCache | None = None,
+        timeout_seconds: float = 0.5,
+        retry_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        client_factory: RedisClientFactory | None = None,
+        chunk_size: int = MGET_CHUNK,
+    ) -> None:
+        self._url = url
+        self._front = front
+        self._timeout = timeout_seconds
+        self._retry = retry_seconds
+        self._clock = clock
+        self._factory = client_factory or default_client_factory(url, timeout_seconds)
+        self._chunk = max(chunk_size, 1)
+        self._clients = PerLoop(self._factory)
+        self._lock = threading.Lock()
+        self._down_until: float | None = None
+        self._epoch = 0
+        self._counts = {"front_hits": 0, "redis_hits": 0, "misses": 0, "errors": 0}
+        CACHE_BACKEND_UP.set(1)
+
+    @property
+    def front(self) -> InProcessCache | None:
+        return self._front
+
+    @property
+    def available(self) -> bool:
+        """False while Redis is marked down (between a failure and a successful probe)."""
+        with self._lock:
+            return self._down_until is None
+
+    def client(self) -> aioredis.Redis:
+        """The client of the running event loop, created on first use."""
+        return self._clients.get()
+
+    async def aclose(self) -> None:
+        """Close the running loop's client and its connections."""
+        client = self._clients.pop()
+        if client is not None:
+            await client.aclose()
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        wanted = list(dict.fromkeys(keys))
+        found = self._front.get_many_now(wanted) if self._front is not None else {}
+        rest = [key for key in wanted if key not in found]
+        from_redis = await self._fetch(rest) if rest else {}
+        if from_redis and self._front is not None:
+            self._front.set_many_now(from_redis, self._front.ttl_seconds)
+        self._count(
+            front_hits=len(found), redis_hits=len(from_redis), misses=len(rest) - len(from_redis)
+        )
+        found.update(from_redis)
+        return found
+
+    async def set_many(self, items: Mapping[str, bytes], ttl_seconds: int) -> None:
+        if not items or ttl_seconds < 1:
+            return
+        if self._front is not None:
+            self._front.set_many_now(items, ttl_seconds)
+        epoch = self._begin()
+        if epoch is None:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._store(items, int(ttl_seconds))
+        except Exception as exc:
+            self._failed("set", exc)
+        else:
+            self._succeeded(epoch)
+
+    def stats(self) -> dict[str, int | bool]:
+        """Front hits, Redis hits, misses, failed round trips and whether Redis is in use."""
+        with self._lock:
+            return {**self._counts, "available": self._down_until is None}
+
+    async def _fetch(self, keys: list[str]) -> dict[str, bytes]:
+        """The values Redis holds for `keys`; {} when Redis is down or fails (all misses)."""
+        epoch = self._begin()
+        values: list[bytes | None] = []
+        if epoch is not None:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    values = await self._mget(keys)
+            except Exception as exc:
+                self._failed("get", exc)
+                values = []
+            else:
+                self._succeeded(epoch)
+        found = {k: bytes(v) for k, v in zip(keys, values, strict=False) if v is not None}
+        _REDIS_HITS.inc(len(found))
+        _REDIS_MISSES.inc(len(keys) - len(found))
+        return found
+
+    async def _mget(self, keys: list[str]) -> list[bytes | None]:
+        """One MGET, or one pipeline of MGETs of `chunk_size` keys: one round trip either way."""
+        client = self.client()
+        chunks = [keys[i : i + self._chunk] for i in range(0, len(keys), self._chunk)]
+        if len(chunks) == 1:
+            return await client.mget(chunks[0])
+        async with client.pipeline(transaction=False) as pipe:
+            for chunk in chunks:
+                pipe.mget(chunk)
+            replies = await pipe.execute()
+        return [value for reply in replies for value in reply]
+
+    async def _store(self, items: Mapping[str, bytes], ttl_seconds: int) -> None:
+        """Every item as `SET key value EX ttl`, in one non-transactional pipeline."""
+        async with self.client().pipeline(transaction=False) as pipe:
+            for key, value in items.items():
+                pipe.set(key, value, ex=ttl_seconds)
+            await pipe.execute()
+
+    def _begin(self) -> int | None:
+        """The epoch to try Redis in, or None while it is marked down.
+
+        Once the down window has passed, the first caller probes Redis and the window is
+        extended for everyone else, so a dead Redis costs one attempt per `retry_seconds`.
+        """
+        with self._lock:
+            if self._down_until is not None:
+                now = self._clock()
+                if now < self._down_until:
+                    return None
+                self._down_until = now + self._retry
+            return self._epoch
+
+    def _succeeded(self, epoch: int) -> None:
+        """A round trip begun in `epoch` worked: Redis is back if it was down since then."""
+        with self._lock:
+            recovered = self._down_until is not None and epoch == self._epoch
+            if recovered:
+                self._down_until = None
+        if recovered:
+            CACHE_BACKEND_UP.set(1)
+            log.info("Redis cache at %s is back; using it again", _safe_url(self._url))
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        """Count the failure and mark Redis down for `retry_seconds` (one warning per outage)."""
+        CACHE_ERRORS.labels(operation=operation).inc()
+        with self._lock:
+            self._counts["errors"] += 1
+            went_down = self._down_until is None
+            if went_down:
+                self._epoch += 1
+            self._down_until = self._clock() + self._retry
+        CACHE_BACKEND_UP.set(0)
+        reason = f"{type(exc).__name__}: {exc}"
+        if went_down:
+            log.warning(
+                "Redis cache at %s is unavailable (%s); using the in-process front only, "
+                "next try in %.1f s",
+                _safe_url(self._url),
+                reason,
+                self._retry,
+            )
+        else:
+            log.debug("Redis cache still unavailable (%s)", reason)
+
+    def _count(self, **amounts: int) -> None:
+        with self._lock:
+            for name, amount in amounts.items():
+                self._counts[name] += amount
+
+
+def build_cache(settings: Settings) -> PromptCache:
+    """`RedisCache` (with its front) when `settings.redis_enabled`, else an `InProcessCache`."""
+    if settings.redis_enabled and settings.redis_url:
+        front = None
+        if settings.cache_front_entries > 0:
+            front = InProcessCache(
+                max_entries=settings.cache_front_entries, ttl_seconds=settings.cache_ttl_seconds
+            )
+        return RedisCache(
+            settings.redis_url,
+            front=front,
+            timeout_seconds=settings.redis_timeout_seconds,
+            retry_seconds=settings.redis_retry_seconds,
+        )
+    return InProcessCache(
+        max_entries=settings.cache_max_entries, ttl_seconds=settings.cache_ttl_seconds
+    )
+
+
+def _safe_url(url: str) -> str:
+    """`url` without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
