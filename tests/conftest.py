@@ -51,17 +51,30 @@ def llm_settings(openai_server: OpenAITestServer) -> Callable[..., Settings]:
     return make
 
 
+SERVICES: dict[str, str] = {}
+"""What the session used or started, printed at the end of the run."""
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for name, line in SERVICES.items():
+        terminalreporter.write_line(f"{name}: {line}")
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap servers of a real broker: `KAFKA_BOOTSTRAP_SERVERS`, else one started here."""
     given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if given:
+        SERVICES["kafka"] = f"KAFKA_BOOTSTRAP_SERVERS={given}"
         yield given
         return
     from scripts.kafka_broker import KafkaBroker
 
     with KafkaBroker() as broker:
-        print(f"\nKafka broker {broker.bootstrap_servers} ready in {broker.started_in:.1f} s")
+        SERVICES["kafka"] = (
+            f"broker {broker.bootstrap_servers} started here: storage formatted in "
+            f"{broker.format_seconds:.1f} s, ready {broker.started_in:.1f} s after launch"
+        )
         yield broker.bootstrap_servers
 
 
@@ -70,9 +83,11 @@ def redis_url() -> Iterator[str]:
     """URL of a real Redis: `REDIS_URL`, else a `redis-server` started for the session."""
     given = os.environ.get("REDIS_URL")
     if given:
+        SERVICES["redis"] = f"REDIS_URL={given}"
         yield given
         return
     with RedisServer() as server:
+        SERVICES["redis"] = f"redis-server {server.url} started here"
         yield server.url
 
 
