@@ -85,7 +85,7 @@ class RedisCache:
         self._clock = clock
         self._factory = client_factory or default_client_factory(url, timeout_seconds)
         self._chunk = max(chunk_size, 1)
-        self._clients = PerLoop(self._factory)
+        self._clients = PerLoop(self._factory, close=lambda client: client.aclose())
         self._lock = threading.Lock()
         self._down_until: float | None = None
         self._epoch = 0
@@ -108,9 +108,7 @@ class RedisCache:
 
     async def aclose(self) -> None:
         """Close the running loop's client and its connections."""
-        client = self._clients.pop()
-        if client is not None:
-            await client.aclose()
+        await self._clients.aclose()
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         wanted = list(dict.fromkeys(keys))

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from flows.settings import Settings
+from operators.llm.per_loop import close_loop_clients
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ class AsyncRunner:
             self._loop.close()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Cancel what is still running, stop the loop and join its thread (idempotent)."""
+        """Cancel what is still running, close the loop's clients (`PerLoop`), stop the loop and
+        join its thread (idempotent)."""
         if self._closed:
             return
         self._closed = True
@@ -144,6 +146,7 @@ class AsyncRunner:
             raise RuntimeError("AsyncRunner.close() called from its own loop")
         try:
             asyncio.run_coroutine_threadsafe(_cancel_tasks(), self._loop).result(timeout)
+            asyncio.run_coroutine_threadsafe(close_loop_clients(), self._loop).result(timeout)
         except (concurrent.futures.TimeoutError, RuntimeError):
             log.warning("tasks of the LLM runner did not stop within %.1f s", timeout)
         self._loop.call_soon_threadsafe(self._loop.stop)

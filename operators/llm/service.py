@@ -94,7 +94,7 @@ class OpenAIService:
         self._factory = client_factory or default_client_factory(settings)
         self._clock = clock
         self._bound = call_bound_seconds(settings)
-        self._clients = PerLoop(self._factory)
+        self._clients = PerLoop(self._factory, close=lambda client: client.close())
 
     @property
     def enabled(self) -> bool:
@@ -110,9 +110,7 @@ class OpenAIService:
 
     async def aclose(self) -> None:
         """Close the running loop's client (its connection pool)."""
-        client = self._clients.pop()
-        if client is not None:
-            await client.close()
+        await self._clients.aclose()
 
     async def chat_structured(
         self,
