@@ -46,3 +46,8 @@ CACHE_BACKEND_UP = Gauge(
     "surgeflow_cache_backend_up",
     "1 while the Redis cache answers, 0 while it is marked down (the in-process front serves).",
 )
+KAFKA_CONSUMER_ERRORS = Counter(
+    "surgeflow_kafka_consumer_errors",
+    "Kafka consumer errors that belong to no record (the consumer retries), by topic and error.",
+    ["topic", "error"],
+)

@@ -2,14 +2,17 @@
 
 Every Kafka partition is a Bytewax input partition; its read position is the resume state, kept in
 Bytewax recovery snapshots (there is no consumer group, so nothing is committed to Kafka). Errors
-are not raised: a consumer error, a key that is not UTF-8 or too long becomes a `RawRecord` with
-`error` set, which `validate` turns into a dead letter with the topic, partition and offset.
+are not raised: a consumer error at an offset, a key that is not UTF-8 or too long becomes a
+`RawRecord` with `error` set, which `validate` turns into a dead letter with the topic, partition
+and offset; a consumer error that belongs to no record (the broker is down) is logged and counted
+in `surgeflow_kafka_consumer_errors_total` while the consumer retries.
 Partition listing is bounded by `SURGEFLOW_KAFKA_TIMEOUT_SECONDS` and fails clearly when a topic
 does not exist.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any, Optional, Union
 
@@ -19,8 +22,11 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 from confluent_kafka.admin import AdminClient
 
 from flows.settings import Settings
+from operators import metrics
 from operators.kafka.config import bootstrap_servers, client_config, connection_config
 from operators.records import RawRecord
+
+log = logging.getLogger(__name__)
 
 MAX_KEY_CHARS = 256
 """Longest message key accepted (the flow keys are far shorter)."""
@@ -68,6 +74,20 @@ def _non_negative(value: Optional[int]) -> Optional[int]:
     return value if value is not None and value >= 0 else None
 
 
+def _has_record(item: Message) -> bool:
+    """False for a consumer error that belongs to no record (broker down, transport failure).
+
+    Such errors are logged and counted, not dead-lettered: there is no record to send, and the
+    consumer retries by itself. An error at a real offset is a record that could not be read.
+    """
+    if not isinstance(item, KafkaError) or _non_negative(item.msg.offset) is not None:
+        return True
+    code = item.err.name() if hasattr(item.err, "name") else "unknown"
+    metrics.KAFKA_CONSUMER_ERRORS.labels(item.msg.topic or "unknown", code).inc()
+    log.warning("Kafka consumer error (the consumer retries): %s", item.err.str())
+    return False
+
+
 class _RecordPartition(StatefulSourcePartition[RawRecord, Optional[int]]):
     """One Kafka partition; resumes after the last record it emitted."""
 
@@ -76,7 +96,7 @@ class _RecordPartition(StatefulSourcePartition[RawRecord, Optional[int]]):
         self._next_offset: Optional[int] = None
 
     def next_batch(self) -> list[RawRecord]:
-        records = [to_raw_record(item) for item in self._inner.next_batch()]
+        records = [to_raw_record(item) for item in self._inner.next_batch() if _has_record(item)]
         offsets = [r.offset for r in records if r.offset is not None and r.error is None]
         if offsets:
             self._next_offset = max(offsets) + 1

@@ -6,6 +6,7 @@ import pytest
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.inputs import StatefulSourcePartition
 from confluent_kafka import KafkaError as ConfluentError
+from prometheus_client import REGISTRY
 
 from operators.kafka.source import KafkaRecordSource, TopicNotFound, _RecordPartition, to_raw_record
 from tests.flows.kafka_runs import kafka_settings
@@ -66,6 +67,19 @@ def test_resume_position_is_after_the_last_record_not_after_an_error() -> None:
     part.next_batch()
     part.next_batch()
     assert part.snapshot() == 9
+
+
+def test_an_error_of_no_record_is_counted_not_dead_lettered(caplog) -> None:
+    down = KafkaError(ConfluentError(ConfluentError._TRANSPORT, "down"), message(offset=-1001))
+    at_offset = KafkaError(ConfluentError(ConfluentError._BAD_MSG, "crc"), message(offset=12))
+    labels = {"topic": "shipments.events", "error": "_TRANSPORT"}
+    before = REGISTRY.get_sample_value("surgeflow_kafka_consumer_errors_total", labels) or 0
+    records = _RecordPartition(_Batches([[down, message(offset=11), at_offset]])).next_batch()
+    assert [(r.offset, r.error_type if r.error else None) for r in records] == [
+        (11, None), (12, "consumer_error"),
+    ]  # fmt: skip
+    assert REGISTRY.get_sample_value("surgeflow_kafka_consumer_errors_total", labels) == before + 1
+    assert "consumer retries" in caplog.text
 
 
 @pytest.mark.kafka
