@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services demo test lint format schemas clean
+.PHONY: install services demo demo-kafka test lint format schemas clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or 3.12 is required (bytewax 0.21.1 wheels)"; exit 1; }
@@ -27,6 +27,11 @@ services: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
+
+# The same demo through real Kafka and Redis: KAFKA_BOOTSTRAP_SERVERS / REDIS_URL when set,
+# else a broker and a redis-server started (and stopped) by the script.
+demo-kafka: $(STAMP) services
+	$(BIN)/python scripts/demo_kafka.py
 
 test: $(STAMP) services
 	$(BIN)/ruff check .

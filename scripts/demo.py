@@ -45,7 +45,8 @@ def run_flow(name: str) -> tuple[list[dict], float]:
     return lines, elapsed
 
 
-def _print_counts(title: str, counts: Counter) -> None:
+def print_counts(title: str, counts: Counter) -> None:
+    """One indented line `title: key=count, ...`, most common first."""
     body = ", ".join(f"{k}={v}" for k, v in counts.most_common())
     print(f"  {title}: {body or '-'}")
 
@@ -58,9 +59,16 @@ def _one_line(record: dict, field: str) -> str:
 
 
 def summarise(name: str, lines: list[dict], elapsed: float, main_topic: str, field: str) -> None:
+    print(f"\n== flows.{name}: {len(lines)} records out in {elapsed:.1f}s -> out/{name}.jsonl")
+    print_records(lines, main_topic, field)
+
+
+def print_records(lines: list[dict], main_topic: str, field: str) -> None:
+    """A sample output, a few one-liners, a dead letter and the counts, from `{"topic",
+    "key", "value"}` lines (the flows' stdout form; `scripts/demo_kafka.py` builds them from
+    Kafka records)."""
     main = [r["value"] for r in lines if r["topic"] == main_topic]
     dead = [r["value"] for r in lines if r["topic"].endswith(".dlq")]
-    print(f"\n== flows.{name}: {len(lines)} records out in {elapsed:.1f}s -> out/{name}.jsonl")
     interesting = [r for r in main if r.get("action", "reply") != "ok"]
     print(json.dumps(interesting[0], indent=2))
     for record in interesting[1 : 1 + SAMPLES]:
@@ -70,10 +78,10 @@ def summarise(name: str, lines: list[dict], elapsed: float, main_topic: str, fie
             f"  dead letter: {dead[0]['error_type']} at offset {dead[0]['source']['offset']}: "
             f"{dead[0]['error'][:120]}"
         )
-    _print_counts("by topic", Counter(r["topic"] for r in lines))
-    _print_counts(f"by {field}", Counter(r[field] for r in main))
-    _print_counts("by enrichment source", Counter(r["enrichment"]["source"] for r in main))
-    _print_counts("dead letters by reason", Counter(d["error_type"] for d in dead))
+    print_counts("by topic", Counter(r["topic"] for r in lines))
+    print_counts(f"by {field}", Counter(r[field] for r in main))
+    print_counts("by enrichment source", Counter(r["enrichment"]["source"] for r in main))
+    print_counts("dead letters by reason", Counter(d["error_type"] for d in dead))
 
 
 def main() -> int:
