@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient
 from flows.settings import Settings
 from operators import metrics
 from operators.kafka.config import bootstrap_servers, client_config, connection_config
+from operators.kafka.topics import partitions_of
 from operators.records import RawRecord
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,6 @@ MAX_KEY_CHARS = 256
 """Longest message key accepted (the flow keys are far shorter)."""
 
 Message = Union[KafkaSourceMessage[Optional[bytes], Optional[bytes]], KafkaError[Any, Any]]
-
-
-class TopicNotFound(RuntimeError):
-    """An input topic does not exist on the cluster."""
 
 
 def to_raw_record(item: Message) -> RawRecord:
@@ -138,17 +135,9 @@ class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):
         """`<partition>-<topic>` for every partition of every topic, within the timeout."""
         admin = AdminClient(client_config(self._settings))
         timeout = self._settings.kafka_timeout_seconds
-        parts = []
-        for topic in self._topics:
-            metadata = admin.list_topics(topic, timeout=timeout).topics.get(topic)
-            if metadata is None or metadata.error is not None or not metadata.partitions:
-                reason = metadata.error.str() if metadata and metadata.error else "no partitions"
-                raise TopicNotFound(
-                    f"Kafka topic {topic!r} is not readable ({reason}); "
-                    "create it with `python -m operators.kafka.topics`"
-                )
-            parts.extend(f"{i}-{topic}" for i in sorted(metadata.partitions))
-        return parts
+        return [
+            f"{i}-{topic}" for topic in self._topics for i in partitions_of(admin, topic, timeout)
+        ]
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: Optional[int]

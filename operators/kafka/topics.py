@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
@@ -25,6 +26,10 @@ from operators.kafka.config import client_config
 
 FlowChoice = Literal["shipments", "tickets", "all"]
 AdminFactory = Callable[[dict[str, Any]], AdminClient]
+
+
+class TopicNotFound(RuntimeError):
+    """A topic does not exist on the cluster (or has no partitions)."""
 
 
 @dataclass(frozen=True)
@@ -66,11 +71,31 @@ def create_topics(
     new = [NewTopic(t, count, settings.topic_replication_factor) for t in names]
     futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     created = {t for t, future in futures.items() if _created(t, future, timeout)}
-    metadata = admin.list_topics(timeout=timeout).topics
     return [
-        TopicState(topic=t, created=t in created, partitions=len(metadata[t].partitions))
+        TopicState(topic=t, created=t in created, partitions=len(partitions_of(admin, t, timeout)))
         for t in names
     ]
+
+
+def partitions_of(admin: AdminClient, topic: str, timeout: float) -> list[int]:
+    """The partition ids of `topic`, waiting up to `timeout` for a new topic's metadata.
+
+    A topic created a moment ago may not be in the broker's metadata yet; an unknown topic is
+    asked for again until the deadline. Raises `TopicNotFound` naming the topic helper.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = max(deadline - time.monotonic(), 0.1)
+        metadata = admin.list_topics(topic, timeout=left).topics.get(topic)
+        if metadata is not None and metadata.error is None and metadata.partitions:
+            return sorted(metadata.partitions)
+        if time.monotonic() >= deadline:
+            reason = metadata.error.str() if metadata and metadata.error else "no partitions"
+            raise TopicNotFound(
+                f"Kafka topic {topic!r} is not readable ({reason}); "
+                "create it with `python -m operators.kafka.topics`"
+            )
+        time.sleep(0.1)
 
 
 def _created(topic: str, future: Any, timeout: float) -> bool:

@@ -104,6 +104,7 @@ def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list[Co
             "group.id": f"reader-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,  # the broker answers at once at the end of a partition
         }
     )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])

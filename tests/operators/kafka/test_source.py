@@ -8,7 +8,8 @@ from bytewax.inputs import StatefulSourcePartition
 from confluent_kafka import KafkaError as ConfluentError
 from prometheus_client import REGISTRY
 
-from operators.kafka.source import KafkaRecordSource, TopicNotFound, _RecordPartition, to_raw_record
+from operators.kafka.source import KafkaRecordSource, _RecordPartition, to_raw_record
+from operators.kafka.topics import TopicNotFound
 from tests.flows.kafka_runs import kafka_settings
 
 
@@ -84,7 +85,7 @@ def test_an_error_of_no_record_is_counted_not_dead_lettered(caplog) -> None:
 
 @pytest.mark.kafka
 def test_a_missing_topic_fails_clearly_at_start(kafka_bootstrap: str) -> None:
-    settings = kafka_settings(kafka_bootstrap, kafka_timeout_seconds=5.0)
+    settings = kafka_settings(kafka_bootstrap, kafka_timeout_seconds=1.0)
     source = KafkaRecordSource(settings, [settings.topic_shipments_events])
     with pytest.raises(TopicNotFound, match=r"operators\.kafka\.topics"):
         source.list_parts()
