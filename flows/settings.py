@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: Optional[str] = Field(
         default=None, validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS")
     )
-    redis_url: Optional[str] = Field(default=None, validation_alias=_env("REDIS_URL"))
+    redis_url: Optional[SecretStr] = Field(
+        default=None, validation_alias=_env("REDIS_URL"), description="may hold a password"
+    )
     openai_api_key: Optional[SecretStr] = Field(
         default=None, validation_alias=_env("OPENAI_API_KEY")
     )

@@ -34,6 +34,7 @@ from flows.settings import Settings  # noqa: E402
 from operators.kafka.config import client_config  # noqa: E402
 from operators.kafka.load import load_records, surge_records  # noqa: E402
 from operators.kafka.topics import create_topics, flow_topics  # noqa: E402
+from operators.llm.redis_cache import redacted_url  # noqa: E402
 from scripts.demo import print_records  # noqa: E402
 from scripts.kafka_broker import KafkaBroker  # noqa: E402
 from scripts.redis_server import RedisServer  # noqa: E402
@@ -92,7 +93,7 @@ def start_services(stack: contextlib.ExitStack) -> bool:
             f"{broker.format_seconds:.1f} s, ready {broker.started_in:.1f} s after launch)"
         )
     if given.redis_url:
-        print(f"Redis: REDIS_URL={given.redis_url}")
+        print(f"Redis: REDIS_URL={redacted_url(given.redis_url.get_secret_value())}")
     else:
         server = stack.enter_context(RedisServer())
         os.environ["REDIS_URL"] = server.url

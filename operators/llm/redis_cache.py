@@ -203,7 +203,7 @@ class RedisCache:
                 self._down_until = None
         if recovered:
             CACHE_BACKEND_UP.set(1)
-            log.info("Redis cache at %s is back; using it again", _safe_url(self._url))
+            log.info("Redis cache at %s is back; using it again", redacted_url(self._url))
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         """Count the failure and mark Redis down for `retry_seconds` (one warning per outage)."""
@@ -220,7 +220,7 @@ class RedisCache:
             log.warning(
                 "Redis cache at %s is unavailable (%s); using the in-process front only, "
                 "next try in %.1f s",
-                _safe_url(self._url),
+                redacted_url(self._url),
                 reason,
                 self._retry,
             )
@@ -235,14 +235,14 @@ class RedisCache:
 
 def build_cache(settings: Settings) -> PromptCache:
     """`RedisCache` (with its front) when `settings.redis_enabled`, else an `InProcessCache`."""
-    if settings.redis_enabled and settings.redis_url:
+    if settings.redis_url is not None and settings.redis_enabled:
         front = None
         if settings.cache_front_entries > 0:
             front = InProcessCache(
                 max_entries=settings.cache_front_entries, ttl_seconds=settings.cache_ttl_seconds
             )
         return RedisCache(
-            settings.redis_url,
+            settings.redis_url.get_secret_value(),
             front=front,
             timeout_seconds=settings.redis_timeout_seconds,
             retry_seconds=settings.redis_retry_seconds,
@@ -252,7 +252,7 @@ def build_cache(settings: Settings) -> PromptCache:
     )
 
 
-def _safe_url(url: str) -> str:
+def redacted_url(url: str) -> str:
     """`url` without its password, for logs."""
     parts = urlsplit(url)
     if parts.password is None:

@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 import scripts.redis_server
 from flows.settings import Settings
 from operators.llm.cache import InProcessCache
-from operators.llm.redis_cache import RedisCache, _safe_url, build_cache
+from operators.llm.redis_cache import RedisCache, build_cache, redacted_url
 from operators.llm.service import OpenAIService
 from scripts.redis_server import RedisServer, free_port
 from tests.flows.flow_runs import embedded_settings
@@ -310,6 +310,6 @@ def test_the_service_uses_redis_when_configured(llm_settings: Callable[..., Sett
 
 
 def test_logged_urls_hide_the_password() -> None:
-    assert _safe_url("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
-    assert _safe_url("redis://:secret@host:6379/0") == "redis://:***@host:6379/0"
-    assert _safe_url("redis://host:6379/0") == "redis://host:6379/0"
+    assert redacted_url("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
+    assert redacted_url("redis://:secret@host:6379/0") == "redis://:***@host:6379/0"
+    assert redacted_url("redis://host:6379/0") == "redis://host:6379/0"

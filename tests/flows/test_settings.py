@@ -1,0 +1,62 @@
+"""`Settings`: the variable names users set, secrets kept out of logs, transports chosen by them."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.settings import Settings
+from operators import io
+from operators.kafka.config import producer_config
+from operators.kafka.sink import KafkaRecordSink
+from operators.kafka.source import KafkaRecordSource
+from operators.sinks import StdoutSink
+from operators.sources import GeneratorSource
+from operators.surge import shipment_surge
+
+SERVICES = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL")
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """A clean environment for `Settings()` (no service or SURGEFLOW_ variable leaks in)."""
+    for name in SERVICES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(f"SURGEFLOW_{name}", raising=False)
+    return monkeypatch
+
+
+def test_services_are_read_from_their_conventional_names(env: pytest.MonkeyPatch) -> None:
+    env.setenv("KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    env.setenv("REDIS_URL", "redis://:hunter2@cache:6379/0")
+    env.setenv("OPENAI_API_KEY", "sk-test")
+    env.setenv("SURGEFLOW_KAFKA_CONFIG", '{"ssl.ca.location": "/etc/ca.pem"}')
+    settings = Settings()
+    assert settings.kafka_enabled and settings.redis_enabled and settings.llm_enabled
+    assert settings.kafka_config == {"ssl.ca.location": "/etc/ca.pem"}
+    assert producer_config(settings)["bootstrap.servers"] == "k1:9092,k2:9092"
+
+
+def test_secrets_never_show_in_a_printed_settings(env: pytest.MonkeyPatch) -> None:
+    env.setenv("REDIS_URL", "redis://:hunter2@cache:6379/0")
+    env.setenv("OPENAI_API_KEY", "sk-test")
+    env.setenv("SURGEFLOW_KAFKA_SASL_PASSWORD", "kafka-secret")
+    shown = repr(Settings()) + str(Settings().model_dump())
+    assert "hunter2" not in shown and "kafka-secret" not in shown and "sk-test" not in shown
+
+
+def test_kafka_settings_choose_the_kafka_transports(env: pytest.MonkeyPatch) -> None:
+    env.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    source, sink = io.endpoints(Settings(), topic="shipments.events", generator=shipment_surge)
+    assert isinstance(source, KafkaRecordSource) and isinstance(sink, KafkaRecordSink)
+
+
+def test_no_kafka_means_the_embedded_transports(env: pytest.MonkeyPatch) -> None:
+    source, sink = io.endpoints(Settings(), topic="shipments.events", generator=shipment_surge)
+    assert isinstance(source, GeneratorSource) and isinstance(sink, StdoutSink)
+
+
+def test_kafka_and_a_file_at_once_is_refused(env: pytest.MonkeyPatch, tmp_path) -> None:
+    env.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    env.setenv("SURGEFLOW_OUTPUT_DIR", str(tmp_path))
+    with pytest.raises(io.ConfigurationError, match="not both"):
+        io.endpoints(Settings(), topic="shipments.events", generator=shipment_surge)
