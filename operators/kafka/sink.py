@@ -55,10 +55,12 @@ class DeliveryCheckedProducer:
         self._timeout = timeout_seconds
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DeliveryCheckedProducer:
-        return cls(
-            producer_config(settings), timeout_seconds=settings.kafka_delivery_timeout_seconds
-        )
+    def from_settings(
+        cls, settings: Settings, *, client_id: str = "surgeflow"
+    ) -> DeliveryCheckedProducer:
+        """A producer configured by `producer_config`, named `client_id` in the broker's logs."""
+        config = {**producer_config(settings), "client.id": client_id}
+        return cls(config, timeout_seconds=settings.kafka_delivery_timeout_seconds)
 
     def send(self, records: Iterable[OutRecord], on_delivered: Optional[Delivered] = None) -> int:
         """Produce `records`, flush, and raise `KafkaDeliveryError` unless all were delivered."""
@@ -163,4 +165,7 @@ class KafkaRecordSink(DynamicSink[OutRecord]):
         self._settings = settings
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
-        return _ProducerPartition(DeliveryCheckedProducer.from_settings(self._settings))
+        client_id = f"surgeflow-{step_id}-w{worker_index}"
+        return _ProducerPartition(
+            DeliveryCheckedProducer.from_settings(self._settings, client_id=client_id)
+        )

@@ -60,3 +60,16 @@ def test_kafka_and_a_file_at_once_is_refused(env: pytest.MonkeyPatch, tmp_path) 
     env.setenv("SURGEFLOW_OUTPUT_DIR", str(tmp_path))
     with pytest.raises(io.ConfigurationError, match="not both"):
         io.endpoints(Settings(), topic="shipments.events", generator=shipment_surge)
+
+
+def test_sasl_credentials_reach_every_client(env: pytest.MonkeyPatch) -> None:
+    env.setenv("KAFKA_BOOTSTRAP_SERVERS", "k1:9093")
+    env.setenv("SURGEFLOW_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    env.setenv("SURGEFLOW_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    env.setenv("SURGEFLOW_KAFKA_SASL_USERNAME", "flows")
+    env.setenv("SURGEFLOW_KAFKA_SASL_PASSWORD", "kafka-secret")
+    config = producer_config(Settings())
+    assert config["security.protocol"] == "SASL_SSL"
+    assert (config["sasl.mechanism"], config["sasl.username"], config["sasl.password"]) == (
+        "SCRAM-SHA-512", "flows", "kafka-secret",
+    )  # fmt: skip
