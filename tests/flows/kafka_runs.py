@@ -177,3 +177,44 @@ def keyed(generated: Iterable[Generated]) -> list[tuple[Optional[bytes], Optiona
     return [
         (None if g.record.key is None else g.record.key.encode(), g.record.value) for g in generated
     ]
+
+
+def io_topics(settings: Settings, flow: str) -> tuple[str, str, str]:
+    """(input, output, dead letters) of `flow`."""
+    source, output, dlq = flow_topics(settings, flow)  # type: ignore[arg-type]
+    return source, output, dlq
+
+
+def input_partitions(generated: list[Generated], placed: list[tuple[int, int]]) -> dict[str, int]:
+    """The one partition each flow key's input went to (fails if a key was spread)."""
+    found: dict[str, set[int]] = {}
+    for g, (partition, _) in zip(generated, placed, strict=True):
+        if g.record.key is not None:
+            found.setdefault(g.record.key, set()).add(partition)
+    assert all(len(p) == 1 for p in found.values()), "a key's input spans partitions"
+    return {key: next(iter(p)) for key, p in found.items()}
+
+
+BadEntry = tuple[Optional[bytes], Optional[bytes], str, str]
+
+
+def run_with_bad_input(
+    build: Callable[[Settings], Dataflow],
+    settings: Settings,
+    *,
+    flow: str,
+    generated: list[Generated],
+    bad: dict[str, BadEntry],
+) -> KafkaRun:
+    """Run the flow on half the surge, then every `bad` (key, value, error_type, words) message,
+    then the rest; each bad message must have exactly one dead letter of its type and words."""
+    half = len(generated) // 2
+    messages = keyed(generated[:half]) + [(k, v) for k, v, _, _ in bad.values()]
+    messages += keyed(generated[half:])
+    run = run_over_kafka(build, settings, topics=io_topics(settings, flow), messages=messages)
+    dead_at = run.dead_at()
+    for (name, (_, _, kind, words)), where in zip(bad.items(), run.placed[half:], strict=False):
+        (letter,) = dead_at[where]
+        assert letter["error_type"] == kind, (name, letter["error"])
+        assert words in letter["error"], (name, letter["error"])
+    return run

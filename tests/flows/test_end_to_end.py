@@ -20,7 +20,14 @@ from flows.shipments import build_flow as build_shipments
 from flows.tickets import build_flow as build_tickets
 from operators.surge import Generated, iter_shipment_surge, iter_ticket_surge
 from scripts.redis_server import RedisServer
-from tests.flows.kafka_runs import Consumed, kafka_settings, keyed, run_over_kafka, with_topics
+from tests.flows.kafka_runs import (
+    Consumed,
+    io_topics,
+    kafka_settings,
+    keyed,
+    run_over_kafka,
+    with_topics,
+)
 from tests.support.openai_server import OpenAITestServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.dataflow]
@@ -38,13 +45,13 @@ CASES = {
     "shipments": Case(
         build_shipments,
         iter_shipment_surge,
-        lambda s: (s.topic_shipments_events, s.topic_shipments_decisions, s.topic_shipments_dlq),
+        partial(io_topics, flow="shipments"),
         "decision_id",
     ),
     "tickets": Case(
         build_tickets,
         iter_ticket_surge,
-        lambda s: (s.topic_tickets_messages, s.topic_tickets_responses, s.topic_tickets_dlq),
+        partial(io_topics, flow="tickets"),
         "response_id",
     ),
 }

@@ -5,7 +5,7 @@ output keyed and partitioned by `shipment_id`, every kind of bad input dead-lett
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 
 import pytest
 
@@ -14,7 +14,16 @@ from operators.kafka.topics import create_topics
 from operators.surge import iter_shipment_surge
 from schemas import DeadLetter, ShipmentDecision
 from tests.flows.flow_runs import embedded_settings, run_flow, surge_for
-from tests.flows.kafka_runs import KafkaRun, kafka_settings, keyed, run_over_kafka, with_topics
+from tests.flows.kafka_runs import (
+    KafkaRun,
+    input_partitions,
+    io_topics,
+    kafka_settings,
+    keyed,
+    run_over_kafka,
+    run_with_bad_input,
+    with_topics,
+)
 from tests.support.bad_records import SHIPMENT, SHIPMENT_BAD, kafka_only
 
 pytestmark = [pytest.mark.kafka, pytest.mark.dataflow]
@@ -22,16 +31,13 @@ pytestmark = [pytest.mark.kafka, pytest.mark.dataflow]
 SURGE = {"surge_steady_events": 150}
 
 
-def topics(settings) -> tuple[str, str, str]:
-    s = settings
-    return s.topic_shipments_events, s.topic_shipments_decisions, s.topic_shipments_dlq
-
-
 @pytest.fixture(scope="module")
 def surge_run(kafka_bootstrap: str) -> tuple[KafkaRun, list]:
     settings = with_topics(kafka_settings(kafka_bootstrap, **SURGE), "shipments")
     generated = list(surge_for(iter_shipment_surge, settings)())
-    run = run_over_kafka(build_flow, settings, topics=topics(settings), messages=keyed(generated))
+    run = run_over_kafka(
+        build_flow, settings, topics=io_topics(settings, "shipments"), messages=keyed(generated)
+    )
     return run, generated
 
 
@@ -67,15 +73,11 @@ def test_ids_are_the_ones_the_embedded_transports_give(surge_run) -> None:
 
 def test_output_is_keyed_and_partitioned_by_shipment(surge_run) -> None:
     run, generated = surge_run
-    input_partition: dict[str, set[int]] = defaultdict(set)
-    for g, (partition, _) in zip(generated, run.placed, strict=True):
-        if g.record.key is not None:
-            input_partition[g.record.key].add(partition)
-    assert all(len(p) == 1 for p in input_partition.values())
+    input_partition = input_partitions(generated, run.placed)
     for record in run.outputs:
         shipment_id = record.json()["shipment_id"]
         assert record.key == shipment_id.encode()
-        assert {record.partition} == input_partition[shipment_id]
+        assert record.partition == input_partition[shipment_id]
         assert record.headers["content-type"] == b"application/json"
         assert record.headers["schema"] == b"ShipmentDecision"
     for record in run.dead_letters:
@@ -86,7 +88,9 @@ def test_output_is_keyed_and_partitioned_by_shipment(surge_run) -> None:
 
 def test_a_second_run_repeats_the_same_ids(surge_run) -> None:
     run, _ = surge_run
-    again = run_over_kafka(build_flow, run.settings, topics=topics(run.settings), messages=[])
+    again = run_over_kafka(
+        build_flow, run.settings, topics=io_topics(run.settings, "shipments"), messages=[]
+    )
     ids = Counter(r.json()["decision_id"] for r in again.outputs)
     assert set(ids) == {d.decision_id for d in decisions(run)}
     assert set(ids.values()) == {2}, "a replay re-emits each decision once, with the same id"
@@ -97,18 +101,11 @@ def test_every_kind_of_bad_input_is_dead_lettered_and_the_flow_goes_on(
 ) -> None:
     settings = with_topics(kafka_settings(kafka_bootstrap, surge_steady_events=20), "shipments")
     generated = list(surge_for(iter_shipment_surge, settings)())
-    half = len(generated) // 2
     bad = {name: (b"SHP-BAD", v, kind, words) for name, (v, kind, words) in SHIPMENT_BAD.items()}
     bad.update(kafka_only(SHIPMENT, "shipment_id"))
     assert len(bad) >= 20
-    messages = keyed(generated[:half]) + [(k, v) for k, v, _, _ in bad.values()]
-    messages += keyed(generated[half:])
-    run = run_over_kafka(build_flow, settings, topics=topics(settings), messages=messages)
-    dead_at = run.dead_at()
-    for (name, (_, _, kind, words)), where in zip(bad.items(), run.placed[half:], strict=False):
-        (letter,) = dead_at[where]
-        assert letter["error_type"] == kind, (name, letter["error"])
-        assert words in letter["error"], (name, letter["error"])
+    run = run_with_bad_input(build_flow, settings, flow="shipments", generated=generated, bad=bad)
+    half = len(generated) // 2
     later = {json.loads(g.record.value)["event_id"] for g in generated[half:] if g.kind == "valid"}
     decided = {e for d in decisions(run) for e in d.event_ids}
     assert decided & later, "records after the bad ones were still decided"
@@ -120,7 +117,9 @@ def test_output_the_broker_cannot_take_stops_the_flow_loudly(kafka_bootstrap: st
     create_topics(settings, [settings.topic_shipments_events, settings.topic_shipments_dlq])
     generated = keyed(surge_for(iter_shipment_surge, settings)())
     with pytest.raises(Exception) as caught:  # Bytewax re-raises the sink's error
-        run_over_kafka(build_flow, settings, topics=topics(settings), messages=generated)
+        run_over_kafka(
+            build_flow, settings, topics=io_topics(settings, "shipments"), messages=generated
+        )
     assert "not delivered to Kafka" in _chain(caught.value)
 
 

@@ -5,7 +5,7 @@ output keyed and partitioned by `session_id`, every kind of bad input dead-lette
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 
 import pytest
 
@@ -13,7 +13,16 @@ from flows.tickets import build_flow
 from operators.surge import iter_ticket_surge
 from schemas import TicketResponse
 from tests.flows.flow_runs import embedded_settings, run_flow, surge_for
-from tests.flows.kafka_runs import KafkaRun, kafka_settings, keyed, run_over_kafka, with_topics
+from tests.flows.kafka_runs import (
+    KafkaRun,
+    input_partitions,
+    io_topics,
+    kafka_settings,
+    keyed,
+    run_over_kafka,
+    run_with_bad_input,
+    with_topics,
+)
 from tests.support.bad_records import TICKET, TICKET_BAD, kafka_only
 
 pytestmark = [pytest.mark.kafka, pytest.mark.dataflow]
@@ -21,16 +30,13 @@ pytestmark = [pytest.mark.kafka, pytest.mark.dataflow]
 SURGE = {"surge_steady_events": 100}
 
 
-def topics(settings) -> tuple[str, str, str]:
-    s = settings
-    return s.topic_tickets_messages, s.topic_tickets_responses, s.topic_tickets_dlq
-
-
 @pytest.fixture(scope="module")
 def surge_run(kafka_bootstrap: str) -> tuple[KafkaRun, list]:
     settings = with_topics(kafka_settings(kafka_bootstrap, **SURGE), "tickets")
     generated = list(surge_for(iter_ticket_surge, settings)())
-    run = run_over_kafka(build_flow, settings, topics=topics(settings), messages=keyed(generated))
+    run = run_over_kafka(
+        build_flow, settings, topics=io_topics(settings, "tickets"), messages=keyed(generated)
+    )
     return run, generated
 
 
@@ -67,14 +73,11 @@ def test_ids_are_the_ones_the_embedded_transports_give(surge_run) -> None:
 
 def test_output_is_keyed_and_partitioned_by_session(surge_run) -> None:
     run, generated = surge_run
-    input_partition: dict[str, set[int]] = defaultdict(set)
-    for g, (partition, _) in zip(generated, run.placed, strict=True):
-        if g.record.key is not None:
-            input_partition[g.record.key].add(partition)
+    input_partition = input_partitions(generated, run.placed)
     for record in run.outputs:
         session_id = record.json()["session_id"]
         assert record.key == session_id.encode()
-        assert {record.partition} == input_partition[session_id]
+        assert record.partition == input_partition[session_id]
         assert record.headers["schema"] == b"TicketResponse"
 
 
@@ -83,18 +86,11 @@ def test_every_kind_of_bad_input_is_dead_lettered_and_the_flow_goes_on(
 ) -> None:
     settings = with_topics(kafka_settings(kafka_bootstrap, surge_steady_events=20), "tickets")
     generated = list(surge_for(iter_ticket_surge, settings)())
-    half = len(generated) // 2
     bad = {name: (b"S-BAD", v, kind, words) for name, (v, kind, words) in TICKET_BAD.items()}
     bad.update(kafka_only(TICKET, "session_id"))
     assert len(bad) >= 20
-    messages = keyed(generated[:half]) + [(k, v) for k, v, _, _ in bad.values()]
-    messages += keyed(generated[half:])
-    run = run_over_kafka(build_flow, settings, topics=topics(settings), messages=messages)
-    dead_at = run.dead_at()
-    for (name, (_, _, kind, words)), where in zip(bad.items(), run.placed[half:], strict=False):
-        (letter,) = dead_at[where]
-        assert letter["error_type"] == kind, (name, letter["error"])
-        assert words in letter["error"], (name, letter["error"])
+    run = run_with_bad_input(build_flow, settings, flow="tickets", generated=generated, bad=bad)
+    half = len(generated) // 2
     later = {
         json.loads(g.record.value)["message_id"] for g in generated[half:] if g.kind == "valid"
     }

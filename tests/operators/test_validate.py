@@ -9,17 +9,9 @@ from operators.domain import Valid
 from operators.records import RawRecord
 from operators.validate import Limits, json_depth, parse_record
 from schemas import DeadLetter, ShipmentEvent, TicketMessage
-from tests.support.bad_records import SHIPMENT_BAD, TICKET_BAD
+from tests.support.bad_records import SHIPMENT, SHIPMENT_BAD, TICKET_BAD
 
-GOOD = {
-    "event_id": "E-1",
-    "shipment_id": "SHP-1",
-    "carrier_id": "CAR-1",
-    "hub_id": "HUB-1",
-    "scan_type": "arrived_hub",
-    "occurred_at": "2026-11-27T10:00:00Z",
-    "shipped_at": "2026-11-27T07:00:00Z",
-}
+GOOD = SHIPMENT
 
 
 def parse(value: bytes, key: str | None = None, limits: Limits | None = None):
