@@ -110,6 +110,50 @@ class Settings(BaseSettings):
     llm_max_concurrency: int = Field(default=16, ge=1, le=1024)
     llm_max_tokens: int = Field(default=300, ge=16, le=16_384)
     llm_prices: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    llm_model_fallback: Optional[str] = Field(
+        default="gpt-4.1-nano",
+        description="cheaper chat model used when the budget cannot pay the configured one; "
+        "empty = go straight to the rules engine",
+    )
+    llm_min_concurrency: int = Field(default=1, ge=1, le=1024)
+    llm_max_pending: int = Field(
+        default=5000, ge=1, le=1_000_000,
+        description="calls queued or in flight per worker before the worker waits for one to end",
+    )  # fmt: skip
+    llm_lanes: int = Field(
+        default=64, ge=1, le=65_536, description="keyed lanes of each async agent step"
+    )
+    llm_poll_seconds: float = Field(
+        default=0.02, gt=0, le=5, description="how often finished calls are emitted without input"
+    )
+    llm_retry_initial_seconds: float = Field(default=0.5, ge=0, le=60)
+    llm_retry_max_seconds: float = Field(default=8.0, ge=0, le=600)
+    llm_requests_per_minute: int = Field(
+        default=0, ge=0, description="per model, shared by every process through Redis; 0 = none"
+    )
+    llm_tokens_per_minute: int = Field(
+        default=0, ge=0, description="per model, prompt + max_tokens reserved; 0 = none"
+    )
+    llm_max_limiter_wait_seconds: float = Field(
+        default=30.0, ge=0, le=600, description="longest wait for the rate limits before fallback"
+    )
+    llm_breaker_failures: int = Field(
+        default=5, ge=1, le=10_000, description="consecutive failed calls that open the breaker"
+    )
+    llm_breaker_reset_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="time open before one probe call is let through"
+    )
+    llm_budget_tokens_per_minute: int = Field(
+        default=0, ge=0, description="per flow, reserved before each call; 0 = none"
+    )
+    llm_budget_usd_per_minute: float = Field(
+        default=0.0, ge=0, description="per flow, reserved before each call; 0 = none"
+    )
+    llm_max_input_tokens: int = Field(
+        default=1000, ge=16, le=100_000, description="bound on user text in one prompt"
+    )
+    embed_batch_size: int = Field(default=256, ge=1, le=2048)
+    embed_batch_wait_seconds: float = Field(default=0.01, ge=0, le=5)
 
     # --- cache ---
     cache_max_entries: int = Field(default=50_000, ge=0)
@@ -120,6 +164,17 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(default=0.5, gt=0, le=30)
     redis_retry_seconds: float = Field(
         default=5.0, gt=0, le=600, description="pause before Redis is tried again after a failure"
+    )
+
+    # --- recovery (mirrors `python -m bytewax.run -r/-s/-b`; all three or none) ---
+    recovery_directory: Optional[Path] = Field(
+        default=None, validation_alias=_env("BYTEWAX_RECOVERY_DIRECTORY")
+    )
+    snapshot_interval_seconds: Optional[float] = Field(
+        default=None, gt=0, validation_alias=_env("BYTEWAX_SNAPSHOT_INTERVAL")
+    )
+    recovery_backup_interval_seconds: Optional[float] = Field(
+        default=None, ge=0, validation_alias=_env("BYTEWAX_RECOVERY_BACKUP_INTERVAL")
     )
 
     # --- observability ---

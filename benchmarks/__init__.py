@@ -1,0 +1,1 @@
+"""Benchmark programs: each prints its figures and writes its section of docs/BENCHMARKS.md."""
