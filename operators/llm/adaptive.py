@@ -1,0 +1,321 @@
+"""Adaptive concurrency of provider calls (AIMD), with cuts and pauses shared through Redis.
+
+`AdaptiveConcurrency` bounds the provider calls in flight on one event loop, as Netflix's
+concurrency-limits AIMD does, with a slower increase:
+
+- decrease: `on_drop` (429, timeout, 5xx) multiplies the limit by 0.9, rounded down and never
+  below `minimum`, at most once per `CUT_INTERVAL_SECONDS`, so the drops of one burst are one cut;
+- increase: `on_success` counts the successes seen while at least half the limit is in use, and
+  each `limit` of them add 1 (up to `maximum`): about +1 per limit's worth of calls under load, as
+  TCP's congestion avoidance adds one segment per round trip. Successes at low load prove nothing;
+- pause: `on_drop(retry_after)` lets no new call start before `now + retry_after`.
+
+Waiters get slots in FIFO order. With a `SharedPressure`, every cut and pause is published, and
+each `slot()` reads the shared state at most every `REFRESH_SECONDS`: a lower shared limit is
+adopted (and counts as this loop's cut) and a shared pause is obeyed. `RedisSharedPressure` keeps
+that state in the hash `surgeflow:v1:pressure:<scope>`; a shared cut is news for `HOLD_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Protocol
+
+from flows.settings import Settings
+from operators.llm.metrics import CONCURRENCY_LIMIT
+from operators.llm.redis_cache import RedisClientFactory
+from operators.llm.redis_scripts import ScriptRunner
+
+log = logging.getLogger(__name__)
+
+CUT_INTERVAL_SECONDS = 1.0
+REFRESH_SECONDS = 0.25
+HOLD_SECONDS = 2.0
+PAUSE_POLL_SECONDS = 0.1
+"""Longest sleep between checks of a pause's end against the (possibly injected) clock."""
+PRESSURE_PREFIX = "surgeflow:v1:pressure:"
+
+
+class SharedPressure(Protocol):
+    async def publish_cut(self, limit: int) -> None:
+        """Tell every process that the limit was cut to `limit`."""
+        ...
+
+    async def publish_pause(self, seconds: float) -> None:
+        """Tell every process to start no call for `seconds`."""
+        ...
+
+    async def read(self) -> tuple[int | None, float]:
+        """The limit of a recent cut (None if none) and the seconds left of the shared pause."""
+        ...
+
+
+class AdaptiveConcurrency:
+    """AIMD limit of provider calls in flight on one event loop (Netflix concurrency-limits style).
+
+    One instance per event loop (its waiters are futures of that loop). Call `on_success` or
+    `on_drop` inside the slot of the call they describe.
+    """
+
+    def __init__(
+        self,
+        *,
+        initial: int,
+        minimum: int,
+        maximum: int,
+        pressure: SharedPressure | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 1 <= minimum <= maximum:
+            raise ValueError(f"need 1 <= minimum <= maximum, got {minimum} and {maximum}")
+        self._minimum, self._maximum = minimum, maximum
+        self._pressure, self._clock = pressure, clock
+        self._limit = 0
+        self._set_limit(initial)
+        self._in_flight = 0
+        self._successes = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._pause_until = -math.inf
+        self._last_cut = -math.inf
+        self._next_refresh = -math.inf
+        self._resume: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, scope: str) -> AdaptiveConcurrency:
+        """From `llm_max_concurrency` down to `llm_min_concurrency`, shared by `scope` in Redis."""
+        maximum = settings.llm_max_concurrency
+        pressure = None
+        if settings.redis_url is not None and settings.redis_enabled:
+            pressure = RedisSharedPressure(
+                settings.redis_url.get_secret_value(),
+                scope,
+                timeout_seconds=settings.redis_timeout_seconds,
+                retry_seconds=settings.redis_retry_seconds,
+            )
+        minimum = min(settings.llm_min_concurrency, maximum)
+        return cls(initial=maximum, minimum=minimum, maximum=maximum, pressure=pressure)
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def pressure(self) -> SharedPressure | None:
+        return self._pressure
+
+    @property
+    def waiting(self) -> int:
+        """Callers queued for a slot."""
+        return len(self._waiters)
+
+    @property
+    def pause_remaining(self) -> float:
+        """Seconds before new calls may start again (0 when not paused)."""
+        return max(self._pause_until - self._clock(), 0.0)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, *, timeout: float) -> AsyncIterator[None]:
+        """Wait (FIFO) for a free slot outside any pause, within `timeout` (else TimeoutError)."""
+        async with asyncio.timeout(timeout):
+            await self._refresh()
+            await self._acquire()
+        try:
+            yield
+        finally:
+            self._release()
+
+    def on_success(self) -> None:
+        """A call succeeded: under load, each `limit` successes raise the limit by one."""
+        if 2 * self._in_flight < self._limit:
+            return
+        self._successes += 1
+        if self._successes >= self._limit:
+            self._successes = 0
+            if self._limit < self._maximum:
+                self._set_limit(self._limit + 1)
+                self._wake()
+
+    def on_drop(self, retry_after: float | None) -> None:
+        """A call was dropped: cut by 0.9 (once per interval), pause for `retry_after` seconds."""
+        now = self._clock()
+        if retry_after is not None and retry_after > 0:
+            self._pause_until = max(self._pause_until, now + retry_after)
+            self._publish(lambda p: p.publish_pause(retry_after))
+        if now - self._last_cut >= CUT_INTERVAL_SECONDS:
+            self._last_cut = now
+            self._successes = 0
+            self._set_limit(self._limit * 9 // 10)
+            limit = self._limit
+            self._publish(lambda p: p.publish_cut(limit))
+
+    async def flush(self) -> None:
+        """Wait until every publication to the shared pressure has ended."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _set_limit(self, limit: int) -> None:
+        self._limit = min(max(limit, self._minimum), self._maximum)
+        CONCURRENCY_LIMIT.set(self._limit)
+
+    def _free(self) -> bool:
+        return self._in_flight < self._limit and self._clock() >= self._pause_until
+
+    async def _acquire(self) -> None:
+        """Take a slot now if nobody waits and one is free, else queue for one."""
+        if not self._waiters and self._free():
+            self._in_flight += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wake()
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # granted just as we gave up: pass the slot on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    def _release(self) -> None:
+        self._in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        """Hand free slots to waiters in order; while paused, check again when it may end."""
+        while self._waiters and self._free():
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._in_flight += 1
+                waiter.set_result(None)
+        if self._waiters and self._resume is None and self.pause_remaining > 0:
+            delay = min(self.pause_remaining, PAUSE_POLL_SECONDS)
+            self._resume = asyncio.get_running_loop().call_later(delay, self._resumed)
+
+    def _resumed(self) -> None:
+        self._resume = None
+        self._wake()
+
+    async def _refresh(self) -> None:
+        """Adopt a lower shared limit and a shared pause, at most every `REFRESH_SECONDS`."""
+        now = self._clock()
+        if self._pressure is None or now < self._next_refresh:
+            return
+        self._next_refresh = now + REFRESH_SECONDS
+        limit, pause = await self._pressure.read()
+        now = self._clock()
+        if pause > 0:
+            self._pause_until = max(self._pause_until, now + pause)
+        if limit is not None and max(limit, self._minimum) < self._limit:
+            self._last_cut = now
+            self._successes = 0
+            self._set_limit(limit)
+
+    def _publish(self, make: Callable[[SharedPressure], Coroutine[Any, Any, None]]) -> None:
+        """Run `make(pressure)` as a task of the running loop, keeping a reference until done."""
+        if self._pressure is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            log.debug("no running loop; shared pressure not published")
+            return
+        task = loop.create_task(make(self._pressure))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+PRESSURE_SCRIPT = """
+-- KEYS[1]: the pressure hash; ARGV: op ('cut', 'pause', 'read'), value, hold, cut interval
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local key, op, hold = KEYS[1], ARGV[1], tonumber(ARGV[3])
+if op == 'cut' then
+  local cut_at = tonumber(redis.call('HGET', key, 'cut_at'))
+  if cut_at == nil or now - cut_at >= tonumber(ARGV[4]) then
+    redis.call('HSET', key, 'limit', ARGV[2], 'cut_at', string.format('%.17g', now))
+  end
+elseif op == 'pause' then
+  local pause_until = now + tonumber(ARGV[2])
+  if pause_until > (tonumber(redis.call('HGET', key, 'pause_until')) or 0) then
+    redis.call('HSET', key, 'pause_until', string.format('%.17g', pause_until))
+  end
+end
+local state = redis.call('HMGET', key, 'limit', 'cut_at', 'pause_until')
+local remaining = math.max((tonumber(state[3]) or now) - now, 0)
+if op ~= 'read' then
+  redis.call('PEXPIRE', key, math.ceil((math.max(remaining, hold) + 1) * 1000))
+end
+local fresh = state[1] and state[2] and now - tonumber(state[2]) < hold
+return {fresh and state[1] or false, string.format('%.17g', remaining)}
+"""
+
+
+class RedisSharedPressure:
+    """`SharedPressure` in a Redis hash: the last cut (limit, server time) and the pause's end.
+
+    A cut within `cut_interval` of the previous one is ignored (one burst seen by many processes
+    is one cut); `read` reports a cut for `hold_seconds`. A failing Redis is skipped (one WARNING):
+    publications are dropped and `read` reports nothing, so each loop carries on by itself.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        scope: str,
+        *,
+        timeout_seconds: float = 0.5,
+        retry_seconds: float = 5.0,
+        hold_seconds: float = HOLD_SECONDS,
+        cut_interval: float = CUT_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        client_factory: RedisClientFactory | None = None,
+    ) -> None:
+        self.key = PRESSURE_PREFIX + scope
+        self._hold, self._interval = hold_seconds, cut_interval
+        self._redis = ScriptRunner(
+            url,
+            {"pressure": PRESSURE_SCRIPT},
+            what=f"concurrency pressure of {scope!r}",
+            timeout_seconds=timeout_seconds,
+            retry_seconds=retry_seconds,
+            clock=clock,
+            client_factory=client_factory,
+        )
+
+    @property
+    def shared(self) -> bool:
+        """False while Redis is marked down."""
+        return self._redis.up
+
+    async def publish_cut(self, limit: int) -> None:
+        await self._run("cut", limit)
+
+    async def publish_pause(self, seconds: float) -> None:
+        await self._run("pause", seconds)
+
+    async def read(self) -> tuple[int | None, float]:
+        reply = await self._run("read", 0)
+        if reply is None:
+            return None, 0.0
+        return (int(reply[0]) if reply[0] is not None else None), float(reply[1])
+
+    async def aclose(self) -> None:
+        """Close the running loop's Redis client."""
+        await self._redis.aclose()
+
+    async def _run(self, op: str, value: float) -> Any | None:
+        args = [op, value, self._hold, self._interval]
+        return await self._redis.call("pressure", [self.key], args)

@@ -1,0 +1,274 @@
+"""Request, token and budget limits (GCRA): shared by every process through Redis, or in process.
+
+A `Rate` allows `amount` units per `period_seconds`, with a burst of one full period's amount.
+`reserve` charges several rates at once, all or none, in the "schedule" form of GCRA: with the
+emission interval T = period/amount and the stored theoretical arrival time `tat`, a cost c makes
+`new_tat = max(tat, now) + c·T` and the caller waits `new_tat - period - now` (0 if negative).
+If any rate would need longer than `max_wait`, nothing is stored and `reserve` returns None.
+`refund` moves `tat` back by c·T (never before now). A window never admits more than the burst
+plus the rate, so there is no double burst at minute boundaries.
+
+`RedisRateLimiter` runs both in one Lua script per call (all costs at once, `TIME` of the server as
+the clock, keys `surgeflow:v1:limit:<rate.key>` expiring a little after their `tat`). When Redis
+fails it says so (one WARNING, `surgeflow_llm_limiter_backend_up` 0, `shared` False), keeps the
+limits in a `LocalRateLimiter` for `retry_seconds`, then tries Redis again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from flows.settings import Settings
+from operators.llm.metrics import LIMITER_BACKEND_UP
+from operators.llm.redis_cache import RedisClientFactory
+from operators.llm.redis_scripts import ScriptRunner
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "surgeflow:v1:limit:"
+SLACK_SECONDS = 1e-4
+"""Float noise tolerated in a delay (a burst of exactly `amount` must pass with max_wait 0)."""
+MICRO_USD = 1_000_000
+
+
+@dataclass(frozen=True)
+class Rate:
+    """`amount` units per `period_seconds`; the burst is one full period's amount."""
+
+    key: str
+    amount: float
+    period_seconds: float = 60.0
+
+    @property
+    def interval(self) -> float:
+        """Seconds one unit occupies (the emission interval T)."""
+        return self.period_seconds / self.amount
+
+
+Cost = tuple[Rate, float]
+
+
+class RateLimiter(Protocol):
+    @property
+    def shared(self) -> bool:
+        """True while limits are kept in Redis (shared by every process)."""
+        ...
+
+    async def reserve(self, costs: Sequence[Cost], *, max_wait: float) -> float | None:
+        """Reserve every (rate, cost) or none: seconds to wait before use, or None."""
+        ...
+
+    async def refund(self, costs: Sequence[Cost]) -> None:
+        """Give back units reserved but not used."""
+        ...
+
+
+def active_costs(costs: Sequence[Cost]) -> list[Cost]:
+    """`costs` without zero costs and without rates that limit nothing (amount or period <= 0)."""
+    return [(r, c) for r, c in costs if c > 0 and r.amount > 0 and r.period_seconds > 0]
+
+
+def schedule(
+    tats: Mapping[str, float], costs: Sequence[Cost], now: float, max_wait: float
+) -> tuple[dict[str, float], float] | None:
+    """The new `tat` of every rate and the wait they impose, or None if one exceeds `max_wait`."""
+    planned: dict[str, float] = {}
+    worst = 0.0
+    for rate, cost in costs:
+        tat = max(planned.get(rate.key, tats.get(rate.key, now)), now)
+        planned[rate.key] = tat + cost * rate.interval
+        delay = planned[rate.key] - rate.period_seconds - now
+        if delay > max_wait + SLACK_SECONDS:
+            return None
+        worst = max(worst, delay)
+    return planned, (worst if worst > SLACK_SECONDS else 0.0)
+
+
+class LocalRateLimiter:
+    """GCRA in this process; thread-safe, so worker threads and their loops may share one."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._tats: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def shared(self) -> bool:
+        return False
+
+    async def reserve(self, costs: Sequence[Cost], *, max_wait: float) -> float | None:
+        return self.reserve_now(costs, max_wait=max_wait)
+
+    async def refund(self, costs: Sequence[Cost]) -> None:
+        self.refund_now(costs)
+
+    def reserve_now(self, costs: Sequence[Cost], *, max_wait: float) -> float | None:
+        """`reserve` without the event loop."""
+        with self._lock:
+            now = self._clock()
+            plan = schedule(self._tats, active_costs(costs), now, max(max_wait, 0.0))
+            if plan is None:
+                return None
+            self._tats.update(plan[0])
+            if len(self._tats) > 1000:
+                self._tats = {k: tat for k, tat in self._tats.items() if tat > now}
+            return plan[1]
+
+    def refund_now(self, costs: Sequence[Cost]) -> None:
+        """`refund` without the event loop."""
+        with self._lock:
+            now = self._clock()
+            for rate, cost in active_costs(costs):
+                if rate.key in self._tats:
+                    self._tats[rate.key] = max(self._tats[rate.key] - cost * rate.interval, now)
+
+
+_PREAMBLE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local function fmt(x) return string.format('%.17g', x) end
+"""
+
+RESERVE_SCRIPT = (
+    _PREAMBLE
+    + """
+-- KEYS: limit keys; ARGV: max_wait, slack, then (interval, cost, period) per key
+local max_wait, slack = tonumber(ARGV[1]), tonumber(ARGV[2])
+local planned, worst = {}, 0
+for i, key in ipairs(KEYS) do
+  local interval, cost, period = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]),
+    tonumber(ARGV[3 * i + 2])
+  local tat = planned[key] or tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  planned[key] = tat + cost * interval
+  local delay = planned[key] - period - now
+  if delay > max_wait + slack then return {0, fmt(delay)} end
+  if delay > worst then worst = delay end
+end
+for key, tat in pairs(planned) do
+  redis.call('SET', key, fmt(tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+end
+if worst <= slack then worst = 0 end
+return {1, fmt(worst)}
+"""
+)
+
+REFUND_SCRIPT = (
+    _PREAMBLE
+    + """
+-- KEYS: limit keys; ARGV: unused, unused, then (interval, cost, period) per key
+for i, key in ipairs(KEYS) do
+  local tat = tonumber(redis.call('GET', key))
+  if tat then
+    tat = math.max(tat - tonumber(ARGV[3 * i + 1]) * tonumber(ARGV[3 * i]), now)
+    if tat > now then
+      redis.call('SET', key, fmt(tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+    else
+      redis.call('DEL', key)
+    end
+  end
+end
+return 1
+"""
+)
+
+
+def _script_args(head: Sequence[float], costs: Sequence[Cost]) -> list[float]:
+    return [*head, *(v for r, c in costs for v in (r.interval, c, r.period_seconds))]
+
+
+class RedisRateLimiter:
+    """GCRA in one Lua script on Redis for all costs at once, with a `LocalRateLimiter` fallback."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_seconds: float = 0.5,
+        retry_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        client_factory: RedisClientFactory | None = None,
+    ) -> None:
+        self._local = LocalRateLimiter(clock=clock)
+        self._redis = ScriptRunner(
+            url,
+            {"reserve": RESERVE_SCRIPT, "refund": REFUND_SCRIPT},
+            what="rate limits",
+            timeout_seconds=timeout_seconds,
+            retry_seconds=retry_seconds,
+            clock=clock,
+            client_factory=client_factory,
+            on_change=lambda up: LIMITER_BACKEND_UP.set(1 if up else 0),
+        )
+        LIMITER_BACKEND_UP.set(1)
+
+    @property
+    def shared(self) -> bool:
+        return self._redis.up
+
+    @property
+    def local(self) -> LocalRateLimiter:
+        """The limiter used while Redis is down."""
+        return self._local
+
+    async def reserve(self, costs: Sequence[Cost], *, max_wait: float) -> float | None:
+        active = active_costs(costs)
+        if not active:
+            return 0.0
+        keys = [KEY_PREFIX + rate.key for rate, _ in active]
+        args = _script_args([max(max_wait, 0.0), SLACK_SECONDS], active)
+        reply = await self._redis.call("reserve", keys, args)
+        if reply is None:
+            return self._local.reserve_now(active, max_wait=max_wait)
+        return float(reply[1]) if int(reply[0]) else None
+
+    async def refund(self, costs: Sequence[Cost]) -> None:
+        active = active_costs(costs)
+        if not active:
+            return
+        keys = [KEY_PREFIX + rate.key for rate, _ in active]
+        if await self._redis.call("refund", keys, _script_args([0, 0], active)) is None:
+            self._local.refund_now(active)
+
+    async def aclose(self) -> None:
+        """Close the running loop's Redis client."""
+        await self._redis.aclose()
+
+
+def build_limiter(settings: Settings) -> RateLimiter:
+    """`RedisRateLimiter` when `settings.redis_enabled`, else a `LocalRateLimiter`."""
+    if settings.redis_url is not None and settings.redis_enabled:
+        return RedisRateLimiter(
+            settings.redis_url.get_secret_value(),
+            timeout_seconds=settings.redis_timeout_seconds,
+            retry_seconds=settings.redis_retry_seconds,
+        )
+    LIMITER_BACKEND_UP.set(0)
+    return LocalRateLimiter()
+
+
+def provider_costs(settings: Settings, model: str, tokens: int) -> list[Cost]:
+    """One request against `rpm:<model>` and `tokens` against `tpm:<model>`; 0 settings = none."""
+    costs: list[Cost] = []
+    if settings.llm_requests_per_minute > 0:
+        costs.append((Rate(f"rpm:{model}", settings.llm_requests_per_minute), 1.0))
+    if settings.llm_tokens_per_minute > 0 and tokens > 0:
+        costs.append((Rate(f"tpm:{model}", settings.llm_tokens_per_minute), float(tokens)))
+    return costs
+
+
+def budget_costs(settings: Settings, flow: str, tokens: int, cost_usd: float) -> list[Cost]:
+    """`tokens` and `cost_usd` (in micro-USD) against the per-minute budgets of `flow`."""
+    costs: list[Cost] = []
+    if settings.llm_budget_tokens_per_minute > 0 and tokens > 0:
+        rate = Rate(f"budget:{flow}:tokens", settings.llm_budget_tokens_per_minute)
+        costs.append((rate, float(tokens)))
+    if settings.llm_budget_usd_per_minute > 0 and cost_usd > 0:
+        rate = Rate(f"budget:{flow}:usd", settings.llm_budget_usd_per_minute * MICRO_USD)
+        costs.append((rate, cost_usd * MICRO_USD))
+    return costs
