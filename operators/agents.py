@@ -1,7 +1,8 @@
 """`agent_step`: an async agent (LLM-backed) step whose failed items become dead letters.
 
-It composes `map_async` (the calls, concurrent per worker) with a branch that turns every
-`AsyncFailure` into a `processing_error` dead letter, so a flow wires one operator per agent.
+It composes `map_async` (the calls, many at once per worker, never blocking it) with a branch
+that turns every `AsyncFailure` into a `processing_error` dead letter, so a flow wires one
+operator per agent.
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ def agent_step(
 ) -> AgentOut[Y]:
     """Run the async `agent` on every item; what it fails on is dead-lettered, never dropped.
 
-    Consumes: items `X`. Emits: `agent(item)` on `results`, in input order within each batch
-    (per-key order is kept); for an item whose call raised, a `processing_error` `DeadLetter` on
-    `dead_letters` with the item re-serialised, `key(item)` and `source(item)`.
-    State: none (see `map_async` for concurrency and time bounds).
+    Consumes: items `X`. Emits: `agent(item)` on `results` as each call finishes, in completion
+    order across keys but in input order per `key(item)` (items whose key is None share one
+    order); for an item whose call raised or outran its bound, a `processing_error` `DeadLetter`
+    on `dead_letters` with the item re-serialised, `key(item)` and `source(item)`.
+    Keeps: the items still in flight, per lane (see `map_async` for lanes, bounds and recovery).
     """
-    outcomes = map_async("call", up, agent, settings=settings)
+    outcomes = map_async("call", up, agent, key=lambda item: key(item) or "", settings=settings)
     split = op.branch("split", outcomes, lambda item: not isinstance(item, AsyncFailure))
 
     def to_dead_letter(failure: AsyncFailure) -> DeadLetter:

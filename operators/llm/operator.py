@@ -1,94 +1,161 @@
-"""`map_async`: run an async function on every item of a stream, concurrently, on the worker's loop.
+"""`map_async`: run an async function on every item of a stream without ever blocking the worker.
 
-Each Bytewax worker gets one `AsyncRunner` (an event loop in a daemon thread), created lazily the
-first time the worker runs a batch and held per thread outside any state, so nothing unpicklable
+Each Bytewax worker gets one `AsyncRunner` (an event loop in a daemon thread) and one
+`PendingBound` (`settings.llm_max_pending` unfinished items), created lazily the first time the
+worker submits an item and held per worker thread outside any state, so nothing unpicklable
 reaches a snapshot. The runner is closed when its worker thread ends or the process exits.
+The lane state machine is `operators.llm.inflight.Lane`; `LaneLogic` is its thin Bytewax adapter.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Future
+from datetime import datetime, timedelta
+from typing import Any, Optional, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
+from bytewax.operators import StatefulBatchLogic
 
 from flows.settings import Settings
-from operators.llm.runner import AsyncRunner, call_bound_seconds
+from operators.llm.inflight import AsyncFailure, Lane, PendingBound, lane_for
+from operators.llm.metrics import PENDING
+from operators.llm.runner import RUNNER_MARGIN_SECONDS, AsyncRunner, item_bound_seconds
+from schemas.common import utc_now
+
+__all__ = ["AsyncFailure", "LaneLogic", "map_async", "worker_bound", "worker_runner"]
 
 X = TypeVar("X")
 Y = TypeVar("Y")
 
-MAX_ERROR_CHARS = 2000
+LaneState = dict[str, Any]
+"""`Lane.snapshot()`: `{"version": 1, "pending": [(seq, item), ...]}`."""
 
 
-@dataclass(frozen=True)
-class AsyncFailure(Generic[X]):
-    """An item whose async function raised, emitted in place of its result.
-
-    `error_type` is the exception's class name (`TimeoutError` when the call exceeded the runner's
-    bound) and `error` its message, cut to 2000 characters. The item is kept as it came in, so the
-    flow can `op.branch` failures (`isinstance(x, AsyncFailure)`) to its dead-letter output.
-    """
-
-    item: X
-    error_type: str
-    error: str
-
-    @classmethod
-    def of(cls, item: X, exc: BaseException) -> AsyncFailure[X]:
-        text = str(exc) or type(exc).__name__
-        return cls(item=item, error_type=type(exc).__name__, error=text[:MAX_ERROR_CHARS])
-
-
-class _Runners:
-    """The runners of one worker thread, by (concurrency, timeout); closed when the thread ends."""
+class _WorkerLocal:
+    """One worker thread's runners (by item bound) and pending bounds (by limit)."""
 
     def __init__(self) -> None:
-        self.by_config: dict[tuple[int, float], AsyncRunner] = {}
-        weakref.finalize(self, _close_all, self.by_config)
+        self.runners: dict[float, AsyncRunner] = {}
+        self.bounds: dict[int, PendingBound] = {}
+        weakref.finalize(self, _close_all, self.runners)
 
 
-def _close_all(runners: dict[tuple[int, float], AsyncRunner]) -> None:
+def _close_all(runners: dict[float, AsyncRunner]) -> None:
     for runner in runners.values():
         runner.close()
     runners.clear()
 
 
 _local = threading.local()
+_by_ident: dict[int, _WorkerLocal] = {}
+_by_ident_lock = threading.Lock()
+
+
+def _worker() -> _WorkerLocal:
+    """The calling thread's `_WorkerLocal`.
+
+    Bytewax's worker threads are started by its Rust core, not by Python: their Python thread
+    state (and with it every `threading.local`) is dropped each time the worker releases the
+    GIL, so for them the holder is also kept by thread id, for the life of the process (closed
+    at exit). A thread Python started keeps it in a thread-local, closed when the thread ends.
+    """
+    found: Optional[_WorkerLocal] = getattr(_local, "worker", None)
+    if found is None:
+        if isinstance(threading.current_thread(), threading._DummyThread):
+            with _by_ident_lock:
+                found = _by_ident.get(threading.get_ident())
+                if found is None:
+                    found = _by_ident[threading.get_ident()] = _WorkerLocal()
+        else:
+            found = _WorkerLocal()
+        _local.worker = found
+    return found
 
 
 def worker_runner(settings: Settings) -> AsyncRunner:
     """The calling thread's (worker's) runner for these settings, created on first use."""
-    runners: _Runners | None = getattr(_local, "runners", None)
-    if runners is None:
-        runners = _local.runners = _Runners()
-    key = (settings.llm_max_concurrency, call_bound_seconds(settings))
-    runner = runners.by_config.get(key)
+    runners = _worker().runners
+    bound = item_bound_seconds(settings)
+    runner = runners.get(bound)
     if runner is None or runner.closed:
         name = threading.current_thread().name
-        runner = runners.by_config[key] = AsyncRunner.from_settings(settings, name=name)
+        runner = runners[bound] = AsyncRunner.from_settings(settings, name=name)
     return runner
+
+
+def worker_bound(settings: Settings) -> PendingBound:
+    """The calling thread's (worker's) bound on unfinished items, shared by all its lanes."""
+    bounds = _worker().bounds
+    limit = settings.llm_max_pending
+    if limit not in bounds:
+        bounds[limit] = PendingBound(limit)
+    return bounds[limit]
 
 
 async def _apply(fn: Callable[[X], Awaitable[Y]], item: X) -> Y:
     return await fn(item)
 
 
-def run_batch(
-    items: list[X],
-    fn: Callable[[X], Awaitable[Y]],
-    runner: AsyncRunner,
-) -> list[Y | AsyncFailure[X]]:
-    """`fn` over `items` concurrently on `runner`; results (or `AsyncFailure`s) in input order."""
-    results = runner.run_all([_apply(fn, item) for item in items])
-    return [
-        AsyncFailure.of(item, result) if isinstance(result, BaseException) else result
-        for item, result in zip(items, results, strict=True)
-    ]
+class LaneLogic(StatefulBatchLogic[X, Any, LaneState]):
+    """Bytewax face of one `Lane`: submit on `on_batch`, emit what finished on every call.
+
+    Asks to be notified `poll_seconds` from `now()` while items are pending, so results leave
+    without new input; waits up to `drain_seconds` for the rest on EOF; is discarded whenever
+    nothing is pending. Keeps `PENDING` (items handed over and not yet emitted) up to date.
+    """
+
+    def __init__(
+        self,
+        lane: Lane[X, Any],
+        *,
+        poll_seconds: float,
+        drain_seconds: float,
+        now: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.lane = lane
+        self.poll_every = timedelta(seconds=poll_seconds)
+        self.drain_seconds = drain_seconds
+        self.now = now
+
+    def restore(self, state: LaneState) -> None:
+        """Submit again the items of a snapshot (raises `IncompatibleStateError` on another
+        version)."""
+        self.lane.restore(state)
+        PENDING.inc(len(self.lane))
+
+    def on_batch(self, values: list[X]) -> tuple[Iterable[Any], bool]:
+        def submit_then_poll() -> list[Any]:
+            self.lane.submit(values)
+            return self.lane.poll()
+
+        return self._emit(submit_then_poll)
+
+    def on_notify(self) -> tuple[Iterable[Any], bool]:
+        return self._emit(self.lane.poll)
+
+    def on_eof(self) -> tuple[Iterable[Any], bool]:
+        return self._emit(lambda: self.lane.drain(self.drain_seconds))
+
+    def notify_at(self) -> Optional[datetime]:
+        return self.now() + self.poll_every if len(self.lane) else None
+
+    def snapshot(self) -> LaneState:
+        return self.lane.snapshot()
+
+    def _emit(self, step: Callable[[], list[Any]]) -> tuple[Iterable[Any], bool]:
+        out = self._tracked(step)
+        return out, StatefulBatchLogic.RETAIN if len(self.lane) else StatefulBatchLogic.DISCARD
+
+    def _tracked(self, step: Callable[[], list[Any]]) -> list[Any]:
+        before = len(self.lane)
+        try:
+            return step()
+        finally:
+            PENDING.inc(len(self.lane) - before)
 
 
 @operator
@@ -97,21 +164,50 @@ def map_async(
     up: Stream[X],
     fn: Callable[[X], Awaitable[Y]],
     *,
+    key: Callable[[X], str],
     settings: Settings,
 ) -> Stream[Y | AsyncFailure[X]]:
-    """Apply an async `fn` to every item, concurrently within each batch.
+    """Apply an async `fn` to every item, many at once, emitting each result when it is ready.
 
-    Consumes: items `X` of `up` (for a keyed stream, `(key, value)` pairs; `fn` gets the pair).
-    Emits: `fn(item)` for every item, in input order within each batch, so per-key order is kept;
-    an item whose `fn` raised (or outran the runner's per-call bound) is emitted as an
-    `AsyncFailure(item, error_type, error)` instead, so one bad item never stops the dataflow.
-    `fn` should turn its expected failures (e.g. `LLMError`) into data itself; `AsyncFailure` is
-    the safety net for everything else, and flows dead-letter it.
-    Keeps: no state. Calls run on the worker's `AsyncRunner` with at most
-    `settings.llm_max_concurrency` in flight; the worker waits for its batch to finish.
+    Consumes: items `X` of `up` (any shape; `fn` and `key` get the item as it is).
+
+    Emits: `fn(item)` for every item exactly once, in completion order across keys but never
+    before an earlier item with the same `key(item)` (so a session's replies keep message
+    order). An item whose `fn` raised, or ran longer than `item_bound_seconds(settings)`, is
+    emitted as `AsyncFailure(item, error_type, error)` instead, so one bad item never stops the
+    dataflow. `fn` should turn its expected failures into data itself; `AsyncFailure` is the
+    safety net, and flows dead-letter it.
+
+    Keeps: per lane (`key(item)` hashed with CRC-32 mod `settings.llm_lanes`, so lanes spread
+    over the workers) the items not yet emitted. Its snapshot is those items and their sequence
+    numbers (`{"version": 1, "pending": [...]}`), never futures; on resume they are submitted
+    again (the LLM layer's cache makes already-answered calls free). A lane with nothing pending
+    is discarded; on EOF a lane waits for its items (at most the item bound) and is discarded.
+
+    The worker never waits for one call: items start on the worker's `AsyncRunner` at once and
+    finished ones leave on the next batch or poll (`settings.llm_poll_seconds`). Only when
+    `settings.llm_max_pending` items of the worker are unfinished does a batch wait for one.
     """
+    bound_seconds = item_bound_seconds(settings)
 
-    def mapper(batch: list[X]) -> list[Any]:
-        return run_batch(batch, fn, worker_runner(settings))
+    def submit(item: X) -> Future[Y]:
+        return worker_runner(settings).submit(_apply(fn, item))
 
-    return op.flat_map_batch("run", up, mapper)
+    def build(resume: Optional[LaneState]) -> LaneLogic[X]:
+        lane: Lane[X, Y] = Lane(
+            submit,
+            key,
+            bound=worker_bound(settings),
+            wait_seconds=bound_seconds + RUNNER_MARGIN_SECONDS,
+        )
+        logic = LaneLogic(
+            lane,
+            poll_seconds=settings.llm_poll_seconds,
+            drain_seconds=bound_seconds + RUNNER_MARGIN_SECONDS,
+        )
+        if resume is not None:
+            logic.restore(resume)
+        return logic
+
+    lanes = op.key_on("lane", up, lambda item: lane_for(key(item), settings.llm_lanes))
+    return op.key_rm("unlane", op.stateful_batch("calls", lanes, build))

@@ -1,10 +1,12 @@
 """A per-worker asyncio event loop in a daemon thread, for running LLM calls from Bytewax steps.
 
 Bytewax calls operators synchronously on the worker thread; the LLM client is async. An
-`AsyncRunner` owns one event loop running in its own daemon thread: `run_all` hands it a batch
-of coroutines, which run with bounded concurrency (one semaphore per runner), each under a
-timeout, and blocks the calling thread until all have finished. Results come back in input
-order, with an exception in the place of each call that failed or timed out.
+`AsyncRunner` owns one event loop running in its own daemon thread. `submit` hands it one
+coroutine and returns at once with a `concurrent.futures.Future`; `run` and `run_all` wait for
+one coroutine or a batch. Every coroutine runs under a safety-net time bound counted from the
+moment it starts (never from submission), and fails with `TimeoutError` past it. The runner adds
+no concurrency limit of its own unless given `max_concurrency`: provider calls are bounded inside
+the LLM service, and how many items wait is bounded by the operator (`llm_max_pending`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import inspect
 import logging
 import math
 import threading
-from collections.abc import Awaitable, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Coroutine, Sequence
+from typing import Any, Optional, TypeVar
 
 from flows.settings import Settings
 from operators.llm.per_loop import close_loop_clients
@@ -25,39 +27,53 @@ log = logging.getLogger(__name__)
 
 Y = TypeVar("Y")
 
-INITIAL_RETRY_DELAY = 0.5
-MAX_RETRY_DELAY = 8.0
 RUNNER_MARGIN_SECONDS = 1.0
-_PENDING: Any = object()
+REPAIR_ATTEMPTS = 1
+"""Calls an item may make after its first one (one repair of an unusable answer)."""
 
 
 def call_bound_seconds(settings: Settings) -> float:
-    """The longest one LLM call may take: every attempt timing out, plus the client's backoffs.
+    """The longest one LLM call may take: every attempt at its worst, plus the backoffs between.
 
-    That is `llm_timeout_seconds * (llm_max_retries + 1)` and the `openai` client's exponential
-    backoff between attempts (0.5 s doubling, capped at 8 s). A longer `Retry-After` is cut.
+    Each of the `llm_max_retries + 1` attempts may wait `llm_max_limiter_wait_seconds` twice (the
+    request and the token limits) and then run for `llm_timeout_seconds`; between attempts the
+    client backs off `llm_retry_initial_seconds` doubling up to `llm_retry_max_seconds`.
     """
+    attempt = settings.llm_timeout_seconds + 2 * settings.llm_max_limiter_wait_seconds
     backoff = sum(
-        min(INITIAL_RETRY_DELAY * 2**i, MAX_RETRY_DELAY) for i in range(settings.llm_max_retries)
+        min(settings.llm_retry_initial_seconds * 2**i, settings.llm_retry_max_seconds)
+        for i in range(settings.llm_max_retries)
     )
-    return settings.llm_timeout_seconds * (settings.llm_max_retries + 1) + backoff
+    return (settings.llm_max_retries + 1) * attempt + backoff
+
+
+def item_bound_seconds(settings: Settings) -> float:
+    """The safety-net bound of one item of an agent step, counted from the moment it starts.
+
+    Its first call and one repair call (`call_bound_seconds` each), the embedding batcher's wait
+    and a one-second margin, so the LLM layer's own bounds always fire first.
+    """
+    calls = (1 + REPAIR_ATTEMPTS) * call_bound_seconds(settings)
+    return calls + settings.embed_batch_wait_seconds + RUNNER_MARGIN_SECONDS
 
 
 class AsyncRunner:
-    """One event loop in a daemon thread; runs batches of coroutines with bounded concurrency.
+    """One event loop in a daemon thread, running coroutines handed over from other threads.
 
-    `call_timeout` bounds every coroutine (from the moment it holds a concurrency slot), so a hung
-    call cannot block the worker forever; `from_settings` sets it a little above the LLM call bound,
-    so the LLM layer's own timeout fires first and is handled as an `LLMCallError`.
+    `call_timeout` bounds every coroutine from the moment it starts (or, with `max_concurrency`,
+    from the moment it holds one of that many slots). `from_settings` sets it to
+    `item_bound_seconds` and sets no concurrency limit.
     """
 
-    def __init__(self, *, max_concurrency: int, call_timeout: float, name: str = "llm") -> None:
-        if max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1")
+    def __init__(
+        self, *, call_timeout: float, max_concurrency: Optional[int] = None, name: str = "llm"
+    ) -> None:
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1 (or None for no limit)")
         self.max_concurrency = max_concurrency
         self.call_timeout = call_timeout
         self._loop = asyncio.new_event_loop()
-        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._slots = None if max_concurrency is None else asyncio.Semaphore(max_concurrency)
         self._closed = False
         self._thread = threading.Thread(
             target=self._serve, name=f"surgeflow-{name}-loop", daemon=True
@@ -66,8 +82,7 @@ class AsyncRunner:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, name: str = "llm") -> AsyncRunner:
-        timeout = call_bound_seconds(settings) + RUNNER_MARGIN_SECONDS
-        return cls(max_concurrency=settings.llm_max_concurrency, call_timeout=timeout, name=name)
+        return cls(call_timeout=item_bound_seconds(settings), name=name)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -77,7 +92,21 @@ class AsyncRunner:
     def closed(self) -> bool:
         return self._closed
 
-    def run(self, coro: Coroutine[Any, Any, Y], timeout: float | None = None) -> Y:
+    def submit(
+        self, coro: Coroutine[Any, Any, Y], timeout: Optional[float] = None
+    ) -> concurrent.futures.Future[Y]:
+        """Start `coro` on the loop and return its future at once (never blocks).
+
+        The future holds the coroutine's result or exception; a `TimeoutError` once it has run
+        `timeout` seconds (default `call_timeout`); it is cancelled if the runner closes first.
+        """
+        if self._closed:
+            coro.close()
+            raise RuntimeError("AsyncRunner is closed")
+        bound = self.call_timeout if timeout is None else timeout
+        return asyncio.run_coroutine_threadsafe(self._bounded(coro, bound), self._loop)
+
+    def run(self, coro: Coroutine[Any, Any, Y], timeout: Optional[float] = None) -> Y:
         """Run one coroutine on the loop and return its result (or raise its exception)."""
         result = self.run_all([coro], timeout)[0]
         if isinstance(result, BaseException):
@@ -85,48 +114,34 @@ class AsyncRunner:
         return result
 
     def run_all(
-        self, coros: Sequence[Coroutine[Any, Any, Y]], timeout: float | None = None
+        self, coros: Sequence[Coroutine[Any, Any, Y]], timeout: Optional[float] = None
     ) -> list[Y | BaseException]:
-        """Run `coros` concurrently (at most `max_concurrency` at once); results in input order.
+        """Run `coros` concurrently and wait for all of them; results in input order.
 
-        Each coroutine gets `timeout` seconds (default `call_timeout`) once it holds a slot; one
-        that raises or times out yields its exception (a `TimeoutError` on timeout) in its place.
+        Each coroutine gets `timeout` seconds (default `call_timeout`) once started; one that
+        raises or times out yields its exception (a `TimeoutError` on timeout) in its place.
         """
         if self._closed:
             for coro in coros:
                 coro.close()
             raise RuntimeError("AsyncRunner is closed")
-        if not coros:
-            return []
         per_call = self.call_timeout if timeout is None else timeout
-        results: list[Any] = [_PENDING] * len(coros)
-        batch = asyncio.run_coroutine_threadsafe(
-            self._run_batch(coros, per_call, results), self._loop
-        )
-        waves = math.ceil(len(coros) / self.max_concurrency)
-        try:
-            batch.result(timeout=per_call * waves + RUNNER_MARGIN_SECONDS)
-        except concurrent.futures.TimeoutError:
-            batch.cancel()
-            log.error("batch of %d calls exceeded its bound; unfinished calls fail", len(coros))
-        return [TimeoutError("call did not finish") if r is _PENDING else r for r in results]
+        futures = [self.submit(coro, per_call) for coro in coros]
+        waves = math.ceil(len(coros) / (self.max_concurrency or max(len(coros), 1)))
+        done, late = concurrent.futures.wait(futures, per_call * waves + RUNNER_MARGIN_SECONDS)
+        if late:
+            log.error("%d of %d calls exceeded their bound and fail", len(late), len(coros))
+        return [_outcome(future) if future in done else _late(future) for future in futures]
 
-    async def _run_batch(
-        self, coros: Sequence[Coroutine[Any, Any, Any]], timeout: float, results: list[Any]
-    ) -> None:
-        await asyncio.gather(*(self._run_one(i, c, timeout, results) for i, c in enumerate(coros)))
-
-    async def _run_one(
-        self, index: int, coro: Awaitable[Any], timeout: float, results: list[Any]
-    ) -> None:
+    async def _bounded(self, coro: Coroutine[Any, Any, Y], timeout: float) -> Y:
         try:
-            async with self._semaphore:
-                results[index] = await asyncio.wait_for(coro, timeout)
+            if self._slots is None:
+                return await asyncio.wait_for(coro, timeout)
+            async with self._slots:
+                return await asyncio.wait_for(coro, timeout)
         except asyncio.CancelledError:
             _close(coro)
             raise
-        except Exception as exc:
-            results[index] = exc
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -159,6 +174,18 @@ class AsyncRunner:
         self.close()
 
 
+def _outcome(future: concurrent.futures.Future[Y]) -> Y | BaseException:
+    if future.cancelled():
+        return concurrent.futures.CancelledError("call was cancelled")
+    error = future.exception()
+    return future.result() if error is None else error
+
+
+def _late(future: concurrent.futures.Future[Any]) -> TimeoutError:
+    future.cancel()
+    return TimeoutError("call did not finish")
+
+
 async def _cancel_tasks() -> None:
     current = asyncio.current_task()
     tasks = [t for t in asyncio.all_tasks() if t is not current]
@@ -167,7 +194,7 @@ async def _cancel_tasks() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _close(coro: Awaitable[Any]) -> None:
+def _close(coro: Coroutine[Any, Any, Any]) -> None:
     """Close a coroutine that was cancelled before it started (avoids "never awaited")."""
-    if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+    if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
         coro.close()

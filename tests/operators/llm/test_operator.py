@@ -1,4 +1,4 @@
-"""`map_async` in a real Bytewax dataflow, and the `AsyncRunner` under it."""
+"""`map_async` in real Bytewax dataflows: completion order, per-key order, idle input, recovery."""
 
 from __future__ import annotations
 
@@ -7,80 +7,233 @@ import gc
 import pickle
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Optional, Union
 
 import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+from prometheus_client import REGISTRY
 
 from flows.settings import Settings
 from operators.llm.operator import AsyncFailure, map_async, worker_runner
-from operators.llm.runner import AsyncRunner, call_bound_seconds
+from operators.llm.runner import AsyncRunner
 
 pytestmark = pytest.mark.dataflow
 
-SETTINGS = Settings(llm_max_concurrency=8, llm_timeout_seconds=2.0, llm_max_retries=0)
+SETTINGS = Settings(
+    llm_timeout_seconds=1.0,
+    llm_max_retries=0,
+    llm_max_limiter_wait_seconds=0.0,
+    llm_poll_seconds=0.005,
+    llm_lanes=4,
+)  # item bound: 2 × 1 s + 0.01 s + 1 s
+
+Item = tuple[str, int]
 
 
-def run_flow(items: list[Any], fn: Any, batch_size: int = 5) -> list[Any]:
-    out: list[Any] = []
+def key_of(item: Item) -> str:
+    return item[0]
+
+
+def build(source: Any, fn: Any, out: list[Any], seen: Optional[list[Any]] = None) -> Dataflow:
     flow = Dataflow("map_async_test")
-    up = op.input("in", flow, TestingSource(items, batch_size=batch_size))
-    op.output("out", map_async("llm", up, fn, settings=SETTINGS), TestingSink(out))
-    run_main(flow)
-    return out
+    up = op.input("in", flow, source)
+    if seen is not None:
+        up = op.map("seen", up, lambda item: seen.append(item) or item)
+    op.output("out", map_async("llm", up, fn, key=key_of, settings=SETTINGS), TestingSink(out))
+    return flow
 
 
-def test_results_keep_input_order_despite_completion_order() -> None:
-    finished: list[int] = []
-
-    async def slow_first(x: int) -> int:
-        await asyncio.sleep(0.002 * ((7 * x) % 11))
-        finished.append(x)
-        return x * 10
-
-    out = run_flow(list(range(23)), slow_first)
-    assert out == [x * 10 for x in range(23)]
-    assert finished != sorted(finished)
+def name(item: Item) -> str:
+    return f"{item[0]}{item[1]}"
 
 
-def test_keyed_items_keep_per_key_order() -> None:
-    items = [(f"k{i % 3}", i) for i in range(12)]
+async def echo(item: Item) -> str:
+    return name(item)
 
-    async def echo(item: tuple[str, int]) -> tuple[str, int]:
-        await asyncio.sleep(0.001 * (12 - item[1]))
-        return item
 
-    out = run_flow(items, echo, batch_size=4)
+Step = Union[list[Item], Callable[[], bool]]
+"""A scripted source step: a batch to emit, or a condition to wait for (without emitting)."""
+
+
+class _ScriptPartition(StatefulSourcePartition[Item, None]):
+    def __init__(self, steps: Iterable[Step], patience: float, waited: list[bool]) -> None:
+        self._steps = list(steps)
+        self._patience = patience
+        self._waited = waited
+        self._since: Optional[float] = None
+
+    def next_batch(self) -> list[Item]:
+        if not self._steps:
+            raise StopIteration()
+        step = self._steps[0]
+        if isinstance(step, list):
+            self._steps.pop(0)
+            return step
+        self._since = self._since or time.monotonic()
+        met = step()
+        if met or time.monotonic() - self._since > self._patience:
+            self._waited.append(met)
+            self._steps.pop(0)
+            self._since = None
+        return []
+
+    def next_awake(self) -> Optional[datetime]:
+        return datetime.now(UTC) + timedelta(milliseconds=5)
+
+    def snapshot(self) -> None:
+        return None
+
+
+class ScriptSource(FixedPartitionedSource[Item, None]):
+    """Emits batches and, between them, stays idle until a condition holds (or `patience` s).
+
+    `waited` records, per condition, whether it held before the patience ran out.
+    """
+
+    def __init__(self, *steps: Step, patience: float = 5.0) -> None:
+        self.steps = steps
+        self.patience = patience
+        self.waited: list[bool] = []
+
+    def list_parts(self) -> list[str]:
+        return ["script"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ScriptPartition:
+        return _ScriptPartition(self.steps, self.patience, self.waited)
+
+
+def test_every_item_comes_out_exactly_once_in_per_key_order() -> None:
+    items = [(f"k{i % 3}", i) for i in range(30)]
+
+    async def jittered(item: Item) -> str:
+        await asyncio.sleep(0.001 * ((7 * item[1]) % 11))
+        return name(item)
+
+    out: list[Any] = []
+    pending_before = REGISTRY.get_sample_value("surgeflow_llm_pending")
+    run_main(build(TestingSource(items, batch_size=7), jittered, out))
+    assert sorted(out) == sorted(name(item) for item in items)
+    assert REGISTRY.get_sample_value("surgeflow_llm_pending") == pending_before
     for key in ("k0", "k1", "k2"):
-        assert [v for k, v in out if k == key] == [v for k, v in items if k == key]
+        assert [o for o in out if o.startswith(key)] == [name(i) for i in items if i[0] == key]
 
 
-def test_exception_becomes_async_failure_and_flow_continues() -> None:
-    async def picky(x: int) -> int:
-        if x == 3:
+def test_items_stay_in_flight_across_activations_of_bytewax_worker_threads() -> None:
+    async def nap(item: Item) -> str:
+        await asyncio.sleep(0.02 * (item[1] % 4))
+        return name(item)
+
+    out: list[Any] = []
+    items = [(f"k{i % 5}", i) for i in range(40)]
+    cluster_main(
+        build(TestingSource(items, batch_size=4), nap, out), [], 0, worker_count_per_proc=2
+    )
+    assert sorted(out) == sorted(name(item) for item in items), "none cancelled or lost"
+
+
+def test_a_raising_item_becomes_an_async_failure_and_the_rest_continue() -> None:
+    async def picky(item: Item) -> str:
+        if item[1] == 3:
             raise ValueError("three is not allowed")
-        return x
+        return name(item)
 
-    out = run_flow(list(range(6)), picky)
-    assert out[:3] == [0, 1, 2] and out[4:] == [4, 5]
-    failure = out[3]
-    assert failure == AsyncFailure(3, "ValueError", "three is not allowed")
+    out: list[Any] = []
+    items = [("s", i) for i in range(6)]
+    run_main(build(TestingSource(items, batch_size=6), picky, out))
+    failure = AsyncFailure(("s", 3), "ValueError", "three is not allowed")
+    assert out == ["s0", "s1", "s2", failure, "s4", "s5"]
     assert pickle.loads(pickle.dumps(failure)) == failure
 
 
-def test_batch_calls_overlap() -> None:
-    async def nap(x: int) -> int:
-        await asyncio.sleep(0.1)
-        return x
+def test_a_slow_item_holds_back_only_its_own_key() -> None:
+    gate = threading.Event()
 
-    started = time.perf_counter()
-    assert run_flow(list(range(8)), nap, batch_size=8) == list(range(8))
-    assert time.perf_counter() - started < 0.6
+    async def gated(item: Item) -> str:
+        while item == ("a", 1) and not gate.is_set():
+            await asyncio.sleep(0.005)
+        return name(item)
+
+    out: list[Any] = []
+
+    def others_out() -> bool:
+        if {"b1", "c1"} <= set(out):
+            gate.set()
+        return gate.is_set()
+
+    source = ScriptSource(
+        [("a", 1), ("b", 1), ("c", 1), ("a", 2)], others_out, lambda: len(out) == 4
+    )
+    run_main(build(source, gated, out))
+    assert source.waited == [True, True], "b1 and c1 left while a1 was still running"
+    assert set(out[:2]) == {"b1", "c1"} and out[2:] == ["a1", "a2"], "a2 waited for a1"
 
 
-def test_runner_is_per_worker_thread() -> None:
+def test_results_leave_while_the_source_is_idle() -> None:
+    async def nap(item: Item) -> str:
+        await asyncio.sleep(0.05)
+        return name(item)
+
+    out: list[Any] = []
+    items = [(f"k{i}", i) for i in range(10)]
+    source = ScriptSource(items, lambda: len(out) == len(items))
+    run_main(build(source, nap, out))
+    assert source.waited == [True], "every result was out before the source reached EOF"
+    assert sorted(out) == sorted(name(i) for i in items)
+
+
+def test_an_item_that_outruns_its_bound_fails_with_timeout_error() -> None:
+    settings = SETTINGS.model_copy(update={"llm_timeout_seconds": 0.05})  # item bound ≈ 1.1 s
+
+    async def hang(item: Item) -> str:
+        if item == ("a", 1):
+            await asyncio.sleep(60)
+        return name(item)
+
+    out: list[Any] = []
+    flow = Dataflow("map_async_timeout")
+    up = op.input("in", flow, TestingSource([("a", 1), ("a", 2), ("b", 1)], batch_size=3))
+    op.output("out", map_async("llm", up, hang, key=key_of, settings=settings), TestingSink(out))
+    run_main(flow)
+    assert out[0] == "b1"
+    assert isinstance(out[1], AsyncFailure) and out[1].error_type == "TimeoutError"
+    assert out[2] == "a2"
+
+
+def test_an_item_in_flight_at_an_abort_is_emitted_after_resume(tmp_path: Path) -> None:
+    init_db_dir(tmp_path, 1)
+    recovery = RecoveryConfig(tmp_path)
+    gate = threading.Event()
+
+    async def gated(item: Item) -> str:
+        while item == ("a", 1) and not gate.is_set():
+            await asyncio.sleep(0.005)
+        return name(item)
+
+    pause = TestingSource.PAUSE(timedelta(milliseconds=100))
+    items: list[Any] = [("a", 1), pause, ("b", 1), pause, ("c", 1), pause]
+    items += [TestingSource.ABORT(), ("d", 1)]
+    out: list[Any] = []
+    seen: list[Any] = []
+    flow = build(TestingSource(items), gated, out, seen)
+
+    run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
+    assert "a1" not in out and {"b1", "c1"} <= set(out)
+    first_out, first_seen = len(out), len(seen)
+    gate.set()
+    run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
+    assert ("a", 1) not in seen[first_seen:], "the source did not replay a1"
+    assert out[first_out:].count("a1") == 1, "a1 came back from the lane's snapshot"
+    assert "d1" in out[first_out:]
+
+
+def test_the_runner_is_per_worker_thread() -> None:
     here = worker_runner(SETTINGS)
     assert worker_runner(SETTINGS) is here
     other: list[AsyncRunner] = []
@@ -93,57 +246,3 @@ def test_runner_is_per_worker_thread() -> None:
         gc.collect()
         time.sleep(0.01)
     assert other[0].closed, "a finished worker thread's runner is closed"
-
-
-def test_runner_bounds_concurrency_and_orders_results() -> None:
-    in_flight = peak = 0
-
-    async def track(x: int) -> int:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await asyncio.sleep(0.01)
-        in_flight -= 1
-        return x
-
-    with AsyncRunner(max_concurrency=3, call_timeout=2.0) as runner:
-        assert runner.run_all([track(i) for i in range(12)]) == list(range(12))
-    assert peak == 3
-
-
-def test_runner_times_out_a_hung_call_without_blocking_others() -> None:
-    async def value(x: int, delay: float) -> int:
-        await asyncio.sleep(delay)
-        return x
-
-    with AsyncRunner(max_concurrency=4, call_timeout=0.2) as runner:
-        started = time.perf_counter()
-        results = runner.run_all([value(1, 0.0), value(2, 60.0), value(3, 0.05)])
-        assert time.perf_counter() - started < 1.0
-    assert results[0] == 1 and results[2] == 3
-    assert isinstance(results[1], TimeoutError)
-
-
-def test_runner_run_raises_and_close_is_final() -> None:
-    async def boom() -> None:
-        raise KeyError("k")
-
-    runner = AsyncRunner(max_concurrency=1, call_timeout=1.0)
-    with pytest.raises(KeyError):
-        runner.run(boom())
-    runner.close()
-    runner.close()
-    assert runner.closed
-    with pytest.raises(RuntimeError):
-        runner.run_all([boom()])
-
-
-def test_runner_bound_covers_every_attempt() -> None:
-    settings = Settings(llm_timeout_seconds=10.0, llm_max_retries=2)
-    assert call_bound_seconds(settings) == pytest.approx(10.0 * 3 + 0.5 + 1.0)
-    runner = AsyncRunner.from_settings(settings)
-    try:
-        assert runner.call_timeout > call_bound_seconds(settings)
-        assert runner.max_concurrency == settings.llm_max_concurrency
-    finally:
-        runner.close()
