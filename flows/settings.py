@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     llm_tokens_per_minute: int = Field(
         default=0, ge=0, description="per model, prompt + max_tokens reserved; 0 = none"
     )
+    llm_rate_burst_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="requests/tokens per minute admitted in one burst"
+    )
     llm_max_limiter_wait_seconds: float = Field(
         default=30.0, ge=0, le=600, description="longest wait for the rate limits before fallback"
     )
@@ -168,14 +171,39 @@ class Settings(BaseSettings):
 
     # --- recovery (mirrors `python -m bytewax.run -r/-s/-b`; all three or none) ---
     recovery_directory: Optional[Path] = Field(
-        default=None, validation_alias=_env("BYTEWAX_RECOVERY_DIRECTORY")
+        default=None,
+        validation_alias=_env("BYTEWAX_RECOVERY_DIRECTORY"),
+        description="directory of the recovery partitions (`python -m bytewax.recovery DIR N`)",
     )
-    snapshot_interval_seconds: Optional[float] = Field(
-        default=None, gt=0, validation_alias=_env("BYTEWAX_SNAPSHOT_INTERVAL")
+    snapshot_interval_seconds: Optional[int] = Field(
+        default=None,
+        gt=0,
+        validation_alias=_env("BYTEWAX_SNAPSHOT_INTERVAL"),
+        description="whole seconds between snapshots (Bytewax parses an integer)",
     )
-    recovery_backup_interval_seconds: Optional[float] = Field(
-        default=None, ge=0, validation_alias=_env("BYTEWAX_RECOVERY_BACKUP_INTERVAL")
+    recovery_backup_interval_seconds: Optional[int] = Field(
+        default=None,
+        ge=0,
+        validation_alias=_env("BYTEWAX_RECOVERY_BACKUP_INTERVAL"),
+        description="whole seconds old snapshots are kept for backups of the partitions",
     )
+
+    @model_validator(mode="after")
+    def _recovery_all_or_none(self) -> Settings:
+        """Refuse a half-configured recovery: Bytewax needs the directory and both intervals."""
+        given = {
+            "BYTEWAX_RECOVERY_DIRECTORY (-r)": self.recovery_directory,
+            "BYTEWAX_SNAPSHOT_INTERVAL (-s)": self.snapshot_interval_seconds,
+            "BYTEWAX_RECOVERY_BACKUP_INTERVAL (-b)": self.recovery_backup_interval_seconds,
+        }
+        missing = [name for name, value in given.items() if value is None]
+        if missing and len(missing) < len(given):
+            raise ValueError(
+                "recovery needs all three of BYTEWAX_RECOVERY_DIRECTORY (-r), "
+                "BYTEWAX_SNAPSHOT_INTERVAL (-s) and BYTEWAX_RECOVERY_BACKUP_INTERVAL (-b), or "
+                f"none of them; missing: {', '.join(missing)}"
+            )
+        return self
 
     # --- observability ---
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

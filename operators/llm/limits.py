@@ -1,9 +1,10 @@
 """Request, token and budget limits (GCRA): shared by every process through Redis, or in process.
 
-A `Rate` allows `amount` units per `period_seconds`, with a burst of one full period's amount.
-`reserve` charges several rates at once, all or none, in the "schedule" form of GCRA: with the
-emission interval T = period/amount and the stored theoretical arrival time `tat`, a cost c makes
-`new_tat = max(tat, now) + c·T` and the caller waits `new_tat - period - now` (0 if negative).
+A `Rate` allows `amount` units per `period_seconds`, with a burst of `burst_seconds`' worth (one
+full period's amount when None). `reserve` charges several rates at once, all or none, in the
+"schedule" form of GCRA: with the emission interval T = period/amount and the stored theoretical
+arrival time `tat`, a cost c makes
+`new_tat = max(tat, now) + c·T` and the caller waits `new_tat - burst - now` (0 if negative).
 If any rate would need longer than `max_wait`, nothing is stored and `reserve` returns None.
 `refund` moves `tat` back by c·T (never before now). A window never admits more than the burst
 plus the rate, so there is no double burst at minute boundaries.
@@ -38,11 +39,22 @@ MICRO_USD = 1_000_000
 
 @dataclass(frozen=True)
 class Rate:
-    """`amount` units per `period_seconds`; the burst is one full period's amount."""
+    """`amount` units per `period_seconds`, in bursts of at most `burst_seconds`' worth.
+
+    `burst_seconds` None allows one full period's amount at once (budgets). Provider limits use a
+    short burst (`llm_rate_burst_seconds`), because providers enforce per-minute limits over
+    shorter windows too: 6000 RPM admitted as one burst would meet 429s.
+    """
 
     key: str
     amount: float
     period_seconds: float = 60.0
+    burst_seconds: float | None = None
+
+    @property
+    def tolerance(self) -> float:
+        """How far ahead of `now` the theoretical arrival time may run (GCRA's burst)."""
+        return self.period_seconds if self.burst_seconds is None else self.burst_seconds
 
     @property
     def interval(self) -> float:
@@ -82,7 +94,7 @@ def schedule(
     for rate, cost in costs:
         tat = max(planned.get(rate.key, tats.get(rate.key, now)), now)
         planned[rate.key] = tat + cost * rate.interval
-        delay = planned[rate.key] - rate.period_seconds - now
+        delay = planned[rate.key] - rate.tolerance - now
         if delay > max_wait + SLACK_SECONDS:
             return None
         worst = max(worst, delay)
@@ -137,16 +149,16 @@ local function fmt(x) return string.format('%.17g', x) end
 RESERVE_SCRIPT = (
     _PREAMBLE
     + """
--- KEYS: limit keys; ARGV: max_wait, slack, then (interval, cost, period) per key
+-- KEYS: limit keys; ARGV: max_wait, slack, then (interval, cost, tolerance) per key
 local max_wait, slack = tonumber(ARGV[1]), tonumber(ARGV[2])
 local planned, worst = {}, 0
 for i, key in ipairs(KEYS) do
-  local interval, cost, period = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]),
+  local interval, cost, tolerance = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]),
     tonumber(ARGV[3 * i + 2])
   local tat = planned[key] or tonumber(redis.call('GET', key)) or now
   if tat < now then tat = now end
   planned[key] = tat + cost * interval
-  local delay = planned[key] - period - now
+  local delay = planned[key] - tolerance - now
   if delay > max_wait + slack then return {0, fmt(delay)} end
   if delay > worst then worst = delay end
 end
@@ -161,7 +173,7 @@ return {1, fmt(worst)}
 REFUND_SCRIPT = (
     _PREAMBLE
     + """
--- KEYS: limit keys; ARGV: unused, unused, then (interval, cost, period) per key
+-- KEYS: limit keys; ARGV: unused, unused, then (interval, cost, tolerance) per key
 for i, key in ipairs(KEYS) do
   local tat = tonumber(redis.call('GET', key))
   if tat then
@@ -179,7 +191,7 @@ return 1
 
 
 def _script_args(head: Sequence[float], costs: Sequence[Cost]) -> list[float]:
-    return [*head, *(v for r, c in costs for v in (r.interval, c, r.period_seconds))]
+    return [*head, *(v for r, c in costs for v in (r.interval, c, r.tolerance))]
 
 
 class RedisRateLimiter:
@@ -255,10 +267,13 @@ def build_limiter(settings: Settings) -> RateLimiter:
 def provider_costs(settings: Settings, model: str, tokens: int) -> list[Cost]:
     """One request against `rpm:<model>` and `tokens` against `tpm:<model>`; 0 settings = none."""
     costs: list[Cost] = []
+    burst = settings.llm_rate_burst_seconds
     if settings.llm_requests_per_minute > 0:
-        costs.append((Rate(f"rpm:{model}", settings.llm_requests_per_minute), 1.0))
+        rpm = Rate(f"rpm:{model}", settings.llm_requests_per_minute, burst_seconds=burst)
+        costs.append((rpm, 1.0))
     if settings.llm_tokens_per_minute > 0 and tokens > 0:
-        costs.append((Rate(f"tpm:{model}", settings.llm_tokens_per_minute), float(tokens)))
+        tpm = Rate(f"tpm:{model}", settings.llm_tokens_per_minute, burst_seconds=burst)
+        costs.append((tpm, float(tokens)))
     return costs
 
 

@@ -45,16 +45,28 @@ _REDIS_HITS = CACHE_LOOKUPS.labels(backend="redis", result="hit")
 _REDIS_MISSES = CACHE_LOOKUPS.labels(backend="redis", result="miss")
 
 
+MAX_CONNECTIONS = 32
+"""Connections per event loop's Redis client (lookups are batched, so few are needed)."""
+
+
 def default_client_factory(url: str, timeout_seconds: float) -> RedisClientFactory:
-    """Builds a `redis.asyncio.Redis` for `url` with socket timeouts and no client retries."""
+    """Builds a `redis.asyncio.Redis` for `url` with socket timeouts and no client retries.
+
+    Its pool holds at most `MAX_CONNECTIONS`; a caller beyond that waits for a free connection
+    (within the timeout) instead of failing at once, so a burst of concurrent lookups does not
+    look like an outage.
+    """
 
     def factory() -> aioredis.Redis:
-        return aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=timeout_seconds,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
             retry=Retry(NoBackoff(), 0),
         )
+        return aioredis.Redis.from_pool(pool)
 
     return factory
 

@@ -391,13 +391,27 @@ def test_provider_and_budget_costs_follow_the_settings() -> None:
         llm_tokens_per_minute=90_000,
         llm_budget_tokens_per_minute=20_000,
         llm_budget_usd_per_minute=0.5,
+        llm_rate_burst_seconds=2.0,
     )
     assert provider_costs(settings, "gpt-4o-mini", 700) == [
-        (Rate("rpm:gpt-4o-mini", 500), 1.0),
-        (Rate("tpm:gpt-4o-mini", 90_000), 700.0),
+        (Rate("rpm:gpt-4o-mini", 500, burst_seconds=2.0), 1.0),
+        (Rate("tpm:gpt-4o-mini", 90_000, burst_seconds=2.0), 700.0),
     ]
     tokens, usd = budget_costs(settings, "shipments", 700, 0.000125)
     assert tokens == (Rate("budget:shipments:tokens", 20_000), 700.0)
     assert usd[0] == Rate("budget:shipments:usd", 500_000) and usd[1] == pytest.approx(125.0)
     off = embedded_settings()
     assert provider_costs(off, "m", 700) == [] and budget_costs(off, "f", 700, 0.1) == []
+
+
+def test_a_short_burst_admits_its_share_then_paces(backend: Backend, ns: str) -> None:
+    rate = Rate(f"{ns}:rpm", 60, 60.0, burst_seconds=3.0)  # 1 per second, bursts of 3 s
+
+    async def scenario() -> list[float | None]:
+        return [await backend.limiter.reserve([(rate, 1)], max_wait=0) for _ in range(5)] + [
+            await backend.limiter.reserve([(rate, 1)], max_wait=2)
+        ]
+
+    *burst, paced = backend.run(scenario)
+    assert burst == [0.0, 0.0, 0.0, None, None]  # a burst of 3 s at 1 per second
+    assert paced == pytest.approx(1.0, abs=0.1)
