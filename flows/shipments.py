@@ -16,6 +16,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from flows.recovery import check_recovery
 from flows.settings import Settings
 from operators import io
 from operators.agents import agent_step
@@ -42,9 +43,10 @@ def build_flow(
 ) -> Dataflow:
     """The shipments dataflow; `source`/`sink` replace the configured transports (tests)."""
     s = settings or Settings()
+    check_recovery(s)
     topic = s.topic_shipments_events
     source, sink = io.endpoints(s, topic=topic, generator=shipment_surge, source=source, sink=sink)
-    enrich_with_llm = partial(enrich_decision, service=build_service(s), settings=s)
+    enrich_with_llm = partial(enrich_decision, service=build_service(s, flow=FLOW), settings=s)
 
     flow = Dataflow(FLOW)
     raw = io.input_records("ingest", flow, source=source, flow_name=FLOW)

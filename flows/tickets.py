@@ -16,6 +16,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from flows.recovery import check_recovery
 from flows.settings import Settings
 from operators import io
 from operators.agents import agent_step
@@ -44,9 +45,10 @@ def build_flow(
 ) -> Dataflow:
     """The tickets dataflow; `source`/`sink` replace the configured transports (tests)."""
     s = settings or Settings()
+    check_recovery(s)
     topic = s.topic_tickets_messages
     source, sink = io.endpoints(s, topic=topic, generator=ticket_surge, source=source, sink=sink)
-    service = build_service(s)
+    service = build_service(s, flow=FLOW)
     router = partial(route_ticket, service=service, index=IntentIndex.from_file(), settings=s)
     worker = partial(draft_reply, service=service, settings=s)
     agent = dict(

@@ -11,13 +11,28 @@ from schemas.common import NonNegativeFloat, NonNegativeInt, Record
 
 EnrichmentSource = Literal["llm", "cache", "rules"]
 
+CallOutcome = Literal["success", "cache_hit", "merged", "fallback"]
+"""How the text was obtained: a provider call for this record (`success`), a cached answer
+(`cache_hit`), an identical call already in flight (`merged`), or a degraded path (`fallback`:
+a cheaper model or the rules engine; `fallback_reason` says why)."""
+
+FallbackReason = Literal[
+    "disabled", "budget", "breaker_open", "rate_limit_wait", "invalid_output", "call_error"
+]
+"""Why the configured model did not answer: no endpoint configured, the flow's budget was spent,
+the circuit breaker was open, the rate limits would have waited too long, the answer did not
+validate (after one repair attempt), or the provider call failed (after its retries)."""
+
 
 class Enrichment(Record):
     """Provenance and cost of the LLM-enriched part of an output.
 
     `source` says where the text came from: `llm` (a provider call made for this record),
-    `cache` (an earlier identical call; no new cost) or `rules` (the rules engine: no endpoint
-    configured, or the LLM path degraded).
+    `cache` (an earlier identical call or one in flight; no new cost) or `rules` (the rules
+    engine: no endpoint configured, or the LLM path degraded). `model` is the model that
+    answered: the fallback model when the budget could not pay the configured one. `outcome`
+    and `fallback_reason` (optional; absent in records written before they existed) say how and,
+    for a degraded answer, why.
     """
 
     source: EnrichmentSource
@@ -27,13 +42,16 @@ class Enrichment(Record):
     tokens_out: NonNegativeInt = 0
     cost_usd: NonNegativeFloat = 0.0
     latency_ms: NonNegativeFloat = 0.0
+    outcome: Optional[CallOutcome] = None
+    fallback_reason: Optional[FallbackReason] = None
 
 
 def combine_enrichments(parts: Sequence[Enrichment]) -> Optional[Enrichment]:
     """One block for several calls made for one output: tokens, cost and latency add up.
 
-    The source is `llm` when any call reached the provider, else `cache`; model and prompt
-    version are those of the last call (the one that decided). None when there were no calls.
+    The source is `llm` when any call reached the provider, else `cache`; model, prompt version
+    and outcome are those of the last call (the one that decided); the fallback reason is the
+    last one any call gave. None when there were no calls.
     """
     if not parts:
         return None
@@ -46,4 +64,8 @@ def combine_enrichments(parts: Sequence[Enrichment]) -> Optional[Enrichment]:
         tokens_out=sum(p.tokens_out for p in parts),
         cost_usd=sum(p.cost_usd for p in parts),
         latency_ms=sum(p.latency_ms for p in parts),
+        outcome=last.outcome,
+        fallback_reason=next(
+            (p.fallback_reason for p in reversed(parts) if p.fallback_reason), None
+        ),
     )

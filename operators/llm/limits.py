@@ -272,7 +272,11 @@ def provider_costs(settings: Settings, model: str, tokens: int) -> list[Cost]:
         rpm = Rate(f"rpm:{model}", settings.llm_requests_per_minute, burst_seconds=burst)
         costs.append((rpm, 1.0))
     if settings.llm_tokens_per_minute > 0 and tokens > 0:
-        tpm = Rate(f"tpm:{model}", settings.llm_tokens_per_minute, burst_seconds=burst)
+        # The burst always holds one request, however large, so a big request is paced, not refused.
+        one_request = tokens * 60.0 / settings.llm_tokens_per_minute
+        tpm = Rate(
+            f"tpm:{model}", settings.llm_tokens_per_minute, burst_seconds=max(burst, one_request)
+        )
         costs.append((tpm, float(tokens)))
     return costs
 

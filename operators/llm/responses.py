@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic
 
 import openai
 from pydantic import ValidationError
@@ -25,8 +26,8 @@ _INVALID_OUTPUT_ERRORS = (
 )
 
 
-def llm_error(exc: Exception) -> LLMError:
-    """The LLM-layer error of a client failure (after the client's own retries)."""
+def llm_error(exc: BaseException) -> LLMError:
+    """The LLM-layer error of a client failure (after the retries)."""
     if isinstance(exc, openai.APITimeoutError):
         return LLMCallError("request timed out after the allowed retries")
     if isinstance(exc, openai.APIConnectionError):
@@ -91,13 +92,35 @@ def pack_answer(content: str, model: str, usage: dict[str, Any]) -> bytes:
     return json.dumps(entry).encode("utf-8")
 
 
-def unpack_answer(raw: bytes | None, response_model: type[T]) -> tuple[T, str] | None:
-    """The cached answer and the model that gave it; None when absent or no longer valid."""
+@dataclass(frozen=True)
+class CachedAnswer(Generic[T]):
+    """A cached chat answer: the value, the model that gave it and what it cost then."""
+
+    value: T
+    model: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+def unpack_answer(raw: bytes | None, response_model: type[T]) -> CachedAnswer[T] | None:
+    """The cached answer with its model and usage; None when absent or no longer valid."""
     if raw is None:
         return None
     try:
         entry = json.loads(raw)
-        return response_model.model_validate_json(entry["content"]), str(entry["model"])
+        value = response_model.model_validate_json(entry["content"])
+        return CachedAnswer(
+            value,
+            str(entry["model"]),
+            _count(entry.get("tokens_in")),
+            _count(entry.get("tokens_out")),
+            max(float(entry.get("cost_usd") or 0.0), 0.0),
+        )
     except (ValueError, KeyError, TypeError):
         log.warning("ignoring an unreadable cache entry for %s", response_model.__name__)
         return None
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0

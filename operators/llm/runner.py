@@ -33,18 +33,16 @@ REPAIR_ATTEMPTS = 1
 
 
 def call_bound_seconds(settings: Settings) -> float:
-    """The longest one LLM call may take: every attempt at its worst, plus the backoffs between.
+    """The longest one LLM call may take: every attempt at its worst, plus the waits between.
 
-    Each of the `llm_max_retries + 1` attempts may wait `llm_max_limiter_wait_seconds` twice (the
-    request and the token limits) and then run for `llm_timeout_seconds`; between attempts the
-    client backs off `llm_retry_initial_seconds` doubling up to `llm_retry_max_seconds`.
+    Each of the `llm_max_retries + 1` attempts may wait `llm_max_limiter_wait_seconds` twice (a
+    concurrency slot, then the request and token limits) and then run for `llm_timeout_seconds`;
+    between attempts the service waits at most `llm_retry_max_seconds` (its backoff cap, and the
+    longest Retry-After it honours).
     """
     attempt = settings.llm_timeout_seconds + 2 * settings.llm_max_limiter_wait_seconds
-    backoff = sum(
-        min(settings.llm_retry_initial_seconds * 2**i, settings.llm_retry_max_seconds)
-        for i in range(settings.llm_max_retries)
-    )
-    return (settings.llm_max_retries + 1) * attempt + backoff
+    waits = settings.llm_max_retries * settings.llm_retry_max_seconds
+    return (settings.llm_max_retries + 1) * attempt + waits
 
 
 def item_bound_seconds(settings: Settings) -> float:

@@ -1,56 +1,58 @@
-"""`LLMService` over an OpenAI-compatible endpoint, with the prompt cache in front.
+"""`LLMService` over an OpenAI-compatible endpoint: cached, merged, guarded, accounted.
 
-`OpenAIService` keeps one `openai.AsyncOpenAI` per event loop (in a flow: one per worker's
-`AsyncRunner`), created lazily on the loop that first uses it, because an async HTTP connection
-pool belongs to the loop it was opened on. Retries with backoff and `Retry-After` are the client's;
-every call is also bounded by `call_bound_seconds`. An answer is written to the cache before it is
-returned, so a replay is served from the cache at no new cost. Provider failures become
-`LLMCallError`, unusable answers `LLMInvalidOutput`; a failing cache only costs its hits. Answers
-are decoded, validated and packed for the cache by `operators.llm.responses`.
+`OpenAIService` composes the layer's parts (each in its own module):
+
+- `structured.StructuredChat` and `embeddings.Embeddings`: the cache in front (canonical keys),
+  structured outputs validated into pydantic models with one repair attempt, micro-batched
+  embeddings;
+- `singleflight.SingleFlight`: identical chat requests in flight on a loop make one provider
+  call; the callers that joined it get `source="cache"`, `outcome="merged"` and no new cost;
+- `provider.ProviderCaller`: the circuit breaker per model (`breaker`), the flow's budget with the
+  fallback model and the provider's request/token limits (`admission`, over `limits`), the
+  adaptive concurrency limit (`adaptive`), per-attempt timeouts and retries (`retry`);
+- `accounting.Ledger`: tokens, cost, latency and outcome of every call, totals per flow and key.
+
+The `openai` client is built with `max_retries=0`: retries are the layer's own, so every attempt
+passes the guards and a call makes at most `llm_max_retries + 1` requests. One client per event
+loop (in a flow: one per worker), created lazily. Every dependency can be injected (clients,
+cache, limiter, breakers, ledger, retry policy with its sleep and random source, concurrency,
+clock); by default they are built from the settings. Failures are `LLMError`s whose `reason`
+tells the caller why it has to use its rules engine (`operators.llm.types`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 
 from flows.settings import Settings
-from operators.llm.cache import (
-    PromptCache,
-    chat_key,
-    embedding_key,
-    pack_vector,
-    unpack_vector,
-)
+from operators.llm.accounting import Ledger, Operation, record_fallback
+from operators.llm.adaptive import AdaptiveConcurrency
+from operators.llm.admission import Admission
+from operators.llm.breaker import Breakers
+from operators.llm.cache import PromptCache
+from operators.llm.embeddings import Embeddings
+from operators.llm.limits import RateLimiter, build_limiter
 from operators.llm.per_loop import PerLoop
 from operators.llm.pricing import PriceTable
+from operators.llm.provider import ProviderCaller
 from operators.llm.redis_cache import build_cache
-from operators.llm.responses import (
-    chat_answer,
-    embedding_vectors,
-    llm_error,
-    pack_answer,
-    unpack_answer,
-    usage_tokens,
-    validate_answer,
-)
-from operators.llm.runner import call_bound_seconds
-from operators.llm.types import (
-    ChatResult,
-    EmbedResult,
-    LLMCallError,
-    LLMService,
-    LLMUnavailable,
-    T,
-)
+from operators.llm.retry import RetryPolicy
+from operators.llm.served import Served, TolerantCache, failure_record
+from operators.llm.singleflight import SingleFlight
+from operators.llm.structured import ChatSpec, StructuredChat
+from operators.llm.types import ChatResult, EmbedResult, LLMError, LLMService, LLMUnavailable, T
 from schemas.enrichment import Enrichment
 
 log = logging.getLogger(__name__)
+
+DEFAULT_FLOW = "default"
+"""Flow name of a service built without one (budgets and accounting are per flow)."""
 
 EMBED_PROMPT_VERSION = "embeddings-v1"
 """`prompt_version` of embedding results (embeddings have no prompt)."""
@@ -62,7 +64,7 @@ ClientFactory = Callable[[], openai.AsyncOpenAI]
 
 
 def default_client_factory(settings: Settings) -> ClientFactory:
-    """Builds `AsyncOpenAI` from settings: base URL, key, timeout and retries."""
+    """Builds `AsyncOpenAI` from settings: base URL, key, attempt timeout, no client retries."""
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else DEFAULT_API_KEY
 
     def factory() -> openai.AsyncOpenAI:
@@ -70,31 +72,67 @@ def default_client_factory(settings: Settings) -> ClientFactory:
             base_url=settings.openai_base_url,
             api_key=key,
             timeout=settings.llm_timeout_seconds,
-            max_retries=settings.llm_max_retries,
+            max_retries=0,
         )
 
     return factory
 
 
+def pressure_scope(settings: Settings) -> str:
+    """The scope processes share concurrency cuts in: the provider endpoint (host and port)."""
+    parts = urlsplit(settings.openai_base_url or "https://api.openai.com/v1")
+    return parts.netloc.rsplit("@", 1)[-1] or "openai"
+
+
 class OpenAIService:
-    """Structured chat completions and embeddings, cached, cost-accounted, bounded in time."""
+    """Structured chat completions and embeddings of one flow, through every guard of the layer."""
 
     def __init__(
         self,
         settings: Settings,
         *,
+        flow: str = DEFAULT_FLOW,
         cache: PromptCache | None = None,
         prices: PriceTable | None = None,
         client_factory: ClientFactory | None = None,
+        limiter: RateLimiter | None = None,
+        breakers: Breakers | None = None,
+        ledger: Ledger | None = None,
+        retry: RetryPolicy | None = None,
+        concurrency: Callable[[], AdaptiveConcurrency] | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._settings = settings
+        self.flow = flow
         self._cache = cache if cache is not None else build_cache(settings)
         self._prices = prices or PriceTable.from_settings(settings)
-        self._factory = client_factory or default_client_factory(settings)
+        self.limiter = limiter if limiter is not None else build_limiter(settings)
+        self.breakers = breakers or Breakers.from_settings(settings)
+        self.ledger = ledger or Ledger()
         self._clock = clock
-        self._bound = call_bound_seconds(settings)
-        self._clients = PerLoop(self._factory, close=lambda client: client.close())
+        factory = client_factory or default_client_factory(settings)
+        self._clients = PerLoop(factory, close=lambda client: client.close())
+        scope = pressure_scope(settings)
+        self.caller = ProviderCaller(
+            settings,
+            admission=Admission(settings, flow=flow, limiter=self.limiter, prices=self._prices),
+            breakers=self.breakers,
+            policy=retry or RetryPolicy.from_settings(settings),
+            concurrency=concurrency
+            or (lambda: AdaptiveConcurrency.from_settings(settings, scope=scope)),
+            clock=clock,
+        )
+        tolerant = TolerantCache(self._cache, settings.cache_ttl_seconds)
+        self._chat = StructuredChat(
+            client=self.client,
+            caller=self.caller,
+            cache=tolerant,
+            fallback_model=settings.llm_model_fallback or None,
+        )
+        self._embeddings = Embeddings(
+            settings, client=self.client, caller=self.caller, cache=tolerant, prices=self._prices
+        )
+        self._flights: PerLoop[SingleFlight[str, Served[Any]]] = PerLoop(SingleFlight)
 
     @property
     def enabled(self) -> bool:
@@ -120,90 +158,71 @@ class OpenAIService:
         model: str,
         prompt_version: str,
         max_tokens: int | None = None,
+        key: str | None = None,
     ) -> ChatResult[T]:
         started = self._clock()
-        params: dict[str, Any] = {
-            "max_tokens": max_tokens or self._settings.llm_max_tokens,
-            "temperature": 0,
-            "response_format": _response_format(response_model),
-        }
-        key = chat_key(
-            model=model, messages=messages, parameters=params, prompt_version=prompt_version
-        )
-        hit = unpack_answer((await self._cache_get([key])).get(key), response_model)
-        if hit is not None:
-            value, answered_by = hit
-            return ChatResult(
-                value, self._enrichment("cache", answered_by, prompt_version, started)
-            )
-        request = self.client().chat.completions.create(model=model, messages=messages, **params)
-        content, answered_by, tokens_in, tokens_out = chat_answer(await self._call(request), model)
-        value = validate_answer(response_model, content)
-        cost = self._prices.cost(model, tokens_in, tokens_out)
-        usage = {"tokens_in": tokens_in, "tokens_out": tokens_out, "cost_usd": cost}
-        await self._cache_set({key: pack_answer(content, answered_by, usage)})
-        enrichment = self._enrichment("llm", answered_by, prompt_version, started, usage)
-        return ChatResult(value, enrichment)
+        limit = max_tokens or self._settings.llm_max_tokens
+        spec = ChatSpec(messages, response_model, model, prompt_version, limit)
+        served = await self._chat.lookup(spec) or await self._produce(spec, key, started)
+        enrichment = self._finish("chat", served, prompt_version, key, started)
+        return ChatResult(served.value, enrichment)
 
-    async def embed(self, texts: Sequence[str], *, model: str) -> EmbedResult:
+    async def embed(
+        self, texts: Sequence[str], *, model: str, key: str | None = None
+    ) -> EmbedResult:
         started = self._clock()
-        keys = [embedding_key(model=model, text=text) for text in texts]
-        cached = await self._cache_get(list(dict.fromkeys(keys)))
-        found = {k: unpack_vector(v) for k, v in cached.items()}
-        misses = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in found))
-        usage = {"tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0}
-        if misses:
-            request = self.client().embeddings.create(input=misses, model=model)
-            response = await self._call(request)
-            fresh = dict(zip(misses, embedding_vectors(response, len(misses)), strict=True))
-            stored = {embedding_key(model=model, text=t): v for t, v in fresh.items()}
-            await self._cache_set({k: pack_vector(v) for k, v in stored.items()})
-            found.update(stored)
-            tokens = usage_tokens(response, "prompt_tokens")
-            usage.update(tokens_in=tokens, cost_usd=self._prices.cost(model, tokens))
-        source = "llm" if misses else "cache"
-        enrichment = self._enrichment(source, model, EMBED_PROMPT_VERSION, started, usage)
-        return EmbedResult([found[k] for k in keys], enrichment)
-
-    async def _call(self, request: Awaitable[Any]) -> Any:
-        """Await a client request within the call bound; failures become `LLMError`s."""
         try:
-            async with asyncio.timeout(self._bound):
-                return await request
-        except TimeoutError as exc:
-            raise LLMCallError(f"call exceeded its bound of {self._bound:.1f} s") from exc
-        except (openai.OpenAIError, ValueError) as exc:
-            raise llm_error(exc) from exc
+            served = await self._embeddings.embed(texts, model)
+        except LLMError as exc:
+            self._failed("embeddings", model, exc, key, started, joined=False)
+            raise
+        enrichment = self._finish("embeddings", served, EMBED_PROMPT_VERSION, key, started)
+        return EmbedResult(served.value, enrichment)
 
-    async def _cache_get(self, keys: list[str]) -> dict[str, bytes]:
+    async def _produce(self, spec: ChatSpec[T], key: str | None, started: float) -> Served[T]:
+        """The provider's answer, or that of the identical call already in flight (merged)."""
+        flight = self._flights.get()
+        request_key = spec.key()
+        joined = request_key in flight
         try:
-            return await self._cache.get_many(keys)
-        except Exception:
-            log.warning("cache lookup failed; calling the provider", exc_info=True)
-            return {}
+            served, _ = await flight.run(request_key, lambda: self._chat.produce(spec))
+        except LLMError as exc:
+            self._failed("chat", spec.model, exc, key, started, joined)
+            raise
+        return served.joined() if joined else served
 
-    async def _cache_set(self, items: dict[str, bytes]) -> None:
-        try:
-            await self._cache.set_many(items, self._settings.cache_ttl_seconds)
-        except Exception:
-            log.warning("cache write failed; the answer is used uncached", exc_info=True)
-
-    def _enrichment(
+    def _finish(
         self,
-        source: str,
-        model: str,
+        operation: Operation,
+        served: Served[Any],
         prompt_version: str,
+        key: str | None,
         started: float,
-        usage: dict[str, Any] | None = None,
     ) -> Enrichment:
-        latency_ms = max(self._clock() - started, 0.0) * 1000.0
-        return Enrichment(
-            source=source,
-            model=model[:100],
-            prompt_version=prompt_version,
-            latency_ms=latency_ms,
-            **(usage or {}),
+        """Account a served call and describe it for the output."""
+        latency = max(self._clock() - started, 0.0)
+        self.ledger.record(served.record(self.flow, operation, key, latency))
+        if served.outcome == "fallback":
+            record_fallback(self.flow, served.fallback_reason or "budget", "fallback_model")
+        return served.enrichment(prompt_version, latency)
+
+    def _failed(
+        self,
+        operation: Operation,
+        model: str,
+        exc: LLMError,
+        key: str | None,
+        started: float,
+        joined: bool,
+    ) -> None:
+        """Account a call that sends its caller to the rules engine."""
+        latency = max(self._clock() - started, 0.0)
+        record = failure_record(
+            self.flow, operation, model, exc, key=key, latency_seconds=latency, joined=joined
         )
+        self.ledger.record(record)
+        record_fallback(self.flow, exc.reason, "rules")
+        log.debug("%s call of %s failed (%s): %s", operation, model, exc.reason, exc)
 
 
 DISABLED_REASON = "no OpenAI-compatible endpoint is configured"
@@ -224,23 +243,20 @@ class DisabledService:
         model: str,
         prompt_version: str,
         max_tokens: int | None = None,
+        key: str | None = None,
     ) -> ChatResult[T]:
         raise LLMUnavailable(DISABLED_REASON)
 
-    async def embed(self, texts: Sequence[str], *, model: str) -> EmbedResult:
+    async def embed(
+        self, texts: Sequence[str], *, model: str, key: str | None = None
+    ) -> EmbedResult:
         raise LLMUnavailable(DISABLED_REASON)
 
 
-def build_service(settings: Settings, cache: PromptCache | None = None) -> LLMService:
-    """`OpenAIService` when an endpoint is configured (`settings.llm_enabled`), else disabled."""
+def build_service(
+    settings: Settings, cache: PromptCache | None = None, *, flow: str = DEFAULT_FLOW
+) -> LLMService:
+    """`OpenAIService` of `flow` when an endpoint is configured (`settings.llm_enabled`)."""
     if settings.llm_enabled:
-        return OpenAIService(settings, cache=cache)
+        return OpenAIService(settings, flow=flow, cache=cache)
     return DisabledService()
-
-
-def _response_format(response_model: type[Any]) -> dict[str, Any]:
-    schema = response_model.model_json_schema()
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": response_model.__name__, "schema": schema, "strict": False},
-    }

@@ -3,35 +3,87 @@
 `LLMService` is implemented by `operators.llm.service.OpenAIService` (an OpenAI-compatible
 endpoint through `openai.AsyncOpenAI`, with the cache in front) and by `DisabledService` (no
 endpoint configured: every call raises `LLMUnavailable`, and the caller uses its rules engine).
+
+Every failure is an `LLMError` whose `reason` names why the caller has to use its rules engine
+(the `fallback_reason` of `schemas.enrichment.Enrichment`):
+
+    LLMError
+    ├── LLMUnavailable          disabled         no endpoint configured
+    │   ├── BreakerOpen         breaker_open     the model's circuit breaker is open
+    │   ├── BudgetExhausted     budget           the flow's token/USD budget cannot pay any model
+    │   └── RateLimitWait       rate_limit_wait  the limits would make the call wait too long
+    ├── LLMCallError            call_error       the provider failed after the allowed retries
+    └── LLMInvalidOutput        invalid_output   the answer (and its repair) did not validate
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from schemas.enrichment import Enrichment
+from schemas.enrichment import Enrichment, FallbackReason
 
 T = TypeVar("T", bound=BaseModel)
 
 
+@dataclass(frozen=True)
+class Spent:
+    """What a failed call still used: an answer that did not validate was paid for."""
+
+    model: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
 class LLMError(Exception):
-    """Base of every LLM-layer failure; callers catch it and fall back to their rules engine."""
+    """Base of every LLM-layer failure; callers catch it and fall back to their rules engine.
+
+    `reason` is the `fallback_reason` a rules enrichment made because of it should carry;
+    `spent` is what the failed call still used (None when nothing).
+    """
+
+    reason: ClassVar[FallbackReason] = "call_error"
+    spent: Spent | None = None
 
 
 class LLMUnavailable(LLMError):
     """No endpoint is configured, or the layer decided not to call it."""
 
+    reason: ClassVar[FallbackReason] = "disabled"
+
+
+class BreakerOpen(LLMUnavailable):
+    """The model's circuit breaker is open (or half-open with its probe in flight)."""
+
+    reason: ClassVar[FallbackReason] = "breaker_open"
+
+
+class BudgetExhausted(LLMUnavailable):
+    """The flow's per-minute budget cannot pay the model nor the fallback model."""
+
+    reason: ClassVar[FallbackReason] = "budget"
+
+
+class RateLimitWait(LLMUnavailable):
+    """The request/token limits or the concurrency limit would exceed the allowed wait."""
+
+    reason: ClassVar[FallbackReason] = "rate_limit_wait"
+
 
 class LLMCallError(LLMError):
     """The provider call failed after the allowed retries (status, timeout, connection)."""
 
+    reason: ClassVar[FallbackReason] = "call_error"
+
 
 class LLMInvalidOutput(LLMError):
     """The provider answered, but not with output that validates against the requested model."""
+
+    reason: ClassVar[FallbackReason] = "invalid_output"
 
 
 @dataclass(frozen=True)
@@ -51,7 +103,11 @@ class EmbedResult:
 
 
 class LLMService(Protocol):
-    """What steps may ask of the LLM layer."""
+    """What steps may ask of the LLM layer.
+
+    `key` (optional) names what the call is for (a shipment id, a ticket session); the service's
+    accounting keeps totals per key.
+    """
 
     @property
     def enabled(self) -> bool: ...
@@ -64,10 +120,13 @@ class LLMService(Protocol):
         model: str,
         prompt_version: str,
         max_tokens: int | None = None,
+        key: str | None = None,
     ) -> ChatResult[T]:
         """One chat completion whose JSON answer is validated into `response_model`."""
         ...
 
-    async def embed(self, texts: Sequence[str], *, model: str) -> EmbedResult:
+    async def embed(
+        self, texts: Sequence[str], *, model: str, key: str | None = None
+    ) -> EmbedResult:
         """Embeddings for `texts` (cached per text and model)."""
         ...

@@ -10,9 +10,14 @@ It answers `POST /v1/chat/completions` and `POST /v1/embeddings` in the document
   sharing words get similar vectors; `encoding_format` `float` or `base64` (little-endian float32).
 - latency: `server.latency` is fixed seconds or a zero-argument callable returning seconds;
   `lognormal_latency(p50, p99)` gives the heavy-tailed distribution LLM providers show.
-- faults: `rate_limit_next`, `fail_next`, `hang_next`, `malformed_next` affect the next N requests.
-- log: `server.requests`, `server.count(path)`, `server.retries(path)` (attempts the client marked
-  as retries with `x-stainless-retry-count`), `server.calls(path)` (first attempts).
+- faults: `rate_limit_next`, `fail_next`, `hang_next`, `malformed_next` (a truncated body) and
+  `violate_schema_next` (a well-formed completion whose content breaks the schema) affect the next
+  N requests (of one path, or of any); `fail_model(model, ...)` fails every request for a model
+  until `clear_model(model)`. 429 and 5xx faults may carry `Retry-After` and `retry-after-ms`.
+- log: `server.requests` (with arrival times), `server.count(path)`, `server.retries(path)`
+  (attempts marked as retries with `x-stainless-retry-count`), `server.calls(path)` (first
+  attempts), `server.attempts_per_call(path)` (attempts per distinct request body, in order of
+  first arrival), `server.peak_in_flight` (most requests being answered at once).
 
 The answers themselves (schema instances, vectors, payloads) come from `tests.support.fake_outputs`.
 
@@ -23,13 +28,9 @@ The answers themselves (schema instances, vectors, payloads) come from `tests.su
 from __future__ import annotations
 
 import json
-import math
-import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -39,55 +40,28 @@ from tests.support.fake_outputs import (
     chat_content,
     embeddings_list,
 )
+from tests.support.server_state import (
+    CHAT_PATH,
+    EMBEDDINGS_PATH,
+    Fault,
+    FaultPlan,
+    LoggedRequest,
+    RequestLog,
+    lognormal_latency,
+    same_path,
+)
 
-CHAT_PATH = "/v1/chat/completions"
-EMBEDDINGS_PATH = "/v1/embeddings"
-
-
-Z_99 = 2.3263478740408408
-"""The standard normal's 99th percentile."""
-
-
-def lognormal_latency(p50: float, p99: float, *, seed: int | None = None) -> Callable[[], float]:
-    """Seconds drawn from the lognormal whose median is `p50` and 99th percentile is `p99`."""
-    if not 0 < p50 <= p99:
-        raise ValueError("need 0 < p50 <= p99")
-    mu, sigma = math.log(p50), math.log(p99 / p50) / Z_99
-    rng = random.Random(seed)
-    lock = threading.Lock()
-
-    def draw() -> float:
-        with lock:
-            return rng.lognormvariate(mu, sigma)
-
-    return draw
+__all__ = [
+    "CHAT_PATH",
+    "EMBEDDINGS_PATH",
+    "Fault",
+    "LoggedRequest",
+    "OpenAITestServer",
+    "lognormal_latency",
+]
 
 
-@dataclass(frozen=True)
-class Fault:
-    """What to do instead of a normal answer: `status`, `hang` or `malformed`."""
-
-    kind: str
-    status: int = 500
-    retry_after: float | None = None
-    seconds: float = 0.0
-    path: str | None = None
-
-
-@dataclass
-class LoggedRequest:
-    """One request as the server saw it (logged on arrival; `status` is 0 until answered)."""
-
-    path: str
-    body: Any
-    headers: dict[str, str]
-    retry_count: int
-    fault: str | None
-    status: int = 0
-    at: float = field(default_factory=time.time)
-
-
-class OpenAITestServer:
+class OpenAITestServer(FaultPlan, RequestLog):
     """A threaded OpenAI-compatible server on 127.0.0.1 and a free port; a context manager."""
 
     def __init__(
@@ -100,9 +74,8 @@ class OpenAITestServer:
         self.latency = latency
         self.responder = responder
         self.keywords = dict(DEFAULT_KEYWORDS if keywords is None else keywords)
-        self._faults: deque[Fault] = deque()
-        self._log: list[LoggedRequest] = []
-        self._lock = threading.Lock()
+        FaultPlan.__init__(self)
+        RequestLog.__init__(self)
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -111,7 +84,7 @@ class OpenAITestServer:
 
     def start(self) -> OpenAITestServer:
         handler = type("Handler", (_Handler,), {"owner": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _Server(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
@@ -146,80 +119,10 @@ class OpenAITestServer:
         """The `base_url` to give the client (`http://127.0.0.1:<port>/v1`)."""
         return f"http://127.0.0.1:{self.port}/v1"
 
-    # --- fault injection ---
-
-    def rate_limit_next(
-        self, times: int = 1, *, retry_after: float = 0.05, path: str | None = None
-    ) -> None:
-        """The next `times` requests get 429 with `Retry-After: <retry_after>`."""
-        self._add(times, Fault("status", status=429, retry_after=retry_after, path=path))
-
-    def fail_next(
-        self,
-        times: int = 1,
-        *,
-        status: int = 500,
-        retry_after: float | None = None,
-        path: str | None = None,
-    ) -> None:
-        """The next `times` requests get `status` with an OpenAI error body."""
-        self._add(times, Fault("status", status=status, retry_after=retry_after, path=path))
-
-    def hang_next(self, times: int = 1, *, seconds: float = 5.0, path: str | None = None) -> None:
-        """The next `times` requests wait `seconds` (or until the server stops) before answering."""
-        self._add(times, Fault("hang", seconds=seconds, path=path))
-
-    def malformed_next(self, times: int = 1, *, path: str | None = None) -> None:
-        """The next `times` requests get 200 with a truncated JSON body."""
-        self._add(times, Fault("malformed", path=path))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def _add(self, times: int, fault: Fault) -> None:
-        with self._lock:
-            self._faults.extend([fault] * times)
-
-    def _take_fault(self, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.path is None or _same_path(fault.path, path):
-                    self._faults.remove(fault)
-                    return fault
-        return None
-
-    # --- request log ---
-
-    @property
-    def requests(self) -> list[LoggedRequest]:
-        with self._lock:
-            return list(self._log)
-
-    def count(self, path: str | None = None) -> int:
-        """Requests received (every attempt) on `path` (`/v1/embeddings`, `embeddings`) or all."""
-        return len(self._matching(path))
-
-    def calls(self, path: str | None = None) -> int:
-        """First attempts only: logical calls as the client counts them."""
-        return sum(1 for r in self._matching(path) if r.retry_count == 0)
-
-    def retries(self, path: str | None = None) -> int:
-        """Attempts the client marked as retries (`x-stainless-retry-count` > 0)."""
-        return sum(1 for r in self._matching(path) if r.retry_count > 0)
-
     def reset(self) -> None:
-        """Forget the log and pending faults."""
-        with self._lock:
-            self._log.clear()
-            self._faults.clear()
-
-    def _matching(self, path: str | None) -> list[LoggedRequest]:
-        return [r for r in self.requests if path is None or _same_path(path, r.path)]
-
-    def _record(self, entry: LoggedRequest) -> None:
-        with self._lock:
-            self._log.append(entry)
+        """Forget the log, pending faults and model faults."""
+        self.clear_faults()
+        self.clear_log()
 
     def _delay(self) -> float:
         latency = self.latency
@@ -235,6 +138,13 @@ class OpenAITestServer:
     def embeddings_response(self, body: dict[str, Any]) -> dict[str, Any]:
         """The embeddings answering `body` (float lists or base64 float32)."""
         return embeddings_list(body)
+
+
+class _Server(ThreadingHTTPServer):
+    """A threaded server whose listen backlog takes a burst of concurrent connections."""
+
+    request_queue_size = 1024
+    daemon_threads = True
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -253,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         retry_count = int(self.headers.get("x-stainless-retry-count") or 0)
-        fault = owner._take_fault(self.path)
+        fault = owner._take_fault(self.path, body)
         entry = LoggedRequest(
             path=self.path,
             body=body,
@@ -262,7 +172,10 @@ class _Handler(BaseHTTPRequestHandler):
             fault=fault.kind if fault else None,
         )
         owner._record(entry)
-        entry.status = self._answer(body, fault)
+        try:
+            entry.status = self._answer(body, fault)
+        finally:
+            owner._answered()
 
     def _answer(self, body: Any, fault: Fault | None) -> int:
         owner = self.owner
@@ -272,16 +185,18 @@ class _Handler(BaseHTTPRequestHandler):
         if delay > 0 and owner._stopping.wait(delay):
             return self._send(503, _error("server stopping", "server_error"))
         if fault is not None and fault.kind == "status":
-            headers = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after else {}
+            headers = fault.headers()
             kind = "rate_limit_exceeded" if fault.status == 429 else "server_error"
             return self._send(fault.status, _error(f"injected {fault.status}", kind), headers)
         if fault is not None and fault.kind == "malformed":
             return self._send(200, b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess')
+        if fault is not None and fault.kind == "content" and isinstance(body, dict):
+            return self._send(200, json.dumps(chat_completion(body, fault.content)).encode())
         if not isinstance(body, dict):
             return self._send(400, _error("body is not a JSON object", "invalid_request_error"))
-        if _same_path(CHAT_PATH, self.path):
+        if same_path(CHAT_PATH, self.path):
             return self._send(200, json.dumps(owner.chat_response(body)).encode())
-        if _same_path(EMBEDDINGS_PATH, self.path):
+        if same_path(EMBEDDINGS_PATH, self.path):
             return self._send(200, json.dumps(owner.embeddings_response(body)).encode())
         return self._send(404, _error(f"no route {self.path}", "invalid_request_error"))
 
@@ -303,8 +218,3 @@ class _Handler(BaseHTTPRequestHandler):
 def _error(message: str, kind: str) -> bytes:
     error = {"message": message, "type": kind, "param": None, "code": kind}
     return json.dumps({"error": error}).encode()
-
-
-def _same_path(wanted: str, path: str) -> bool:
-    path = path.split("?", 1)[0].rstrip("/")
-    return path == wanted.rstrip("/") or path.endswith("/" + wanted.strip("/"))

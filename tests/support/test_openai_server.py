@@ -1,12 +1,14 @@
-"""The test server's own knobs: the latency distribution it draws from."""
+"""The test server's own knobs: its latency distribution, its faults and its request log."""
 
 from __future__ import annotations
 
 import statistics
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx2
 import pytest
 
-from tests.support.openai_server import lognormal_latency
+from tests.support.openai_server import CHAT_PATH, OpenAITestServer, lognormal_latency
 
 
 def test_lognormal_latency_has_the_asked_median_and_tail() -> None:
@@ -20,3 +22,40 @@ def test_lognormal_latency_has_the_asked_median_and_tail() -> None:
 def test_lognormal_latency_refuses_an_inverted_range() -> None:
     with pytest.raises(ValueError):
         lognormal_latency(1.0, 0.5)
+
+
+def _post(server: OpenAITestServer, body: dict, **headers: str) -> httpx2.Response:
+    return httpx2.post(f"{server.base_url}/chat/completions", json=body, headers=headers)
+
+
+def test_faults_carry_retry_after_and_schema_violations(openai_server: OpenAITestServer) -> None:
+    openai_server.rate_limit_next(1, retry_after=2, retry_after_ms=1500)
+    openai_server.violate_schema_next(1, content='{"unexpected": true}')
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    limited = _post(openai_server, body)
+    assert limited.status_code == 429
+    assert (limited.headers["retry-after"], limited.headers["retry-after-ms"]) == ("2", "1500")
+    answer = _post(openai_server, body).json()
+    assert answer["choices"][0]["message"]["content"] == '{"unexpected": true}'
+    assert answer["usage"]["completion_tokens"] > 0
+
+
+def test_model_faults_and_attempts_per_call(openai_server: OpenAITestServer) -> None:
+    openai_server.fail_model("broken", status=503)
+    broken = {"model": "broken", "messages": []}
+    fine = {"model": "fine", "messages": []}
+    for attempt in range(3):
+        assert _post(openai_server, broken, **{"x-stainless-retry-count": str(attempt)}).is_error
+    assert _post(openai_server, fine).status_code == 200
+    assert openai_server.attempts_per_call(CHAT_PATH) == [3, 1]
+    assert (openai_server.calls(CHAT_PATH), openai_server.retries(CHAT_PATH)) == (2, 2)
+    openai_server.clear_model("broken")
+    assert _post(openai_server, broken).status_code == 200
+
+
+def test_peak_in_flight_counts_concurrent_requests(openai_server: OpenAITestServer) -> None:
+    openai_server.latency = 0.2
+    body = {"model": "m", "messages": []}
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: _post(openai_server, body), range(4)))
+    assert openai_server.peak_in_flight == 4

@@ -112,7 +112,7 @@ def test_run_returns_or_raises_and_close_is_final() -> None:
         runner.run_all([boom()])
 
 
-def test_call_bound_covers_every_attempt_its_limiter_waits_and_backoffs() -> None:
+def test_call_bound_covers_every_attempt_its_waits_and_the_longest_pauses() -> None:
     settings = Settings(
         llm_timeout_seconds=10.0,
         llm_max_retries=3,
@@ -120,8 +120,8 @@ def test_call_bound_covers_every_attempt_its_limiter_waits_and_backoffs() -> Non
         llm_retry_initial_seconds=0.5,
         llm_retry_max_seconds=1.5,
     )
-    backoffs = 0.5 + 1.0 + 1.5  # 0.5 doubling, capped at 1.5
-    assert call_bound_seconds(settings) == pytest.approx(4 * (10.0 + 2 * 2.0) + backoffs)
+    pauses = 3 * 1.5  # a Retry-After up to the backoff cap is honoured before every retry
+    assert call_bound_seconds(settings) == pytest.approx(4 * (10.0 + 2 * 2.0) + pauses)
 
 
 def test_item_bound_allows_one_repair_call_and_the_embedding_wait() -> None:

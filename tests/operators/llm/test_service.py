@@ -82,7 +82,17 @@ def test_repeat_is_served_from_cache_without_a_request(
     assert openai_server.count(CHAT_PATH) == 1
     assert second.value == first.value
     e = second.enrichment
-    assert (e.source, e.tokens_in, e.tokens_out, e.cost_usd) == ("cache", 0, 0, 0.0)
+    assert (e.source, e.outcome, e.tokens_in, e.tokens_out, e.cost_usd) == (
+        "cache",
+        "cache_hit",
+        0,
+        0,
+        0.0,
+    )
+    totals = service.ledger.totals()
+    assert totals.outcomes == {"success": 1, "cache_hit": 1}
+    assert totals.cost_saved_usd == pytest.approx(first.enrichment.cost_usd)
+    assert totals.cost_saved_usd > 0
 
 
 def test_other_prompt_version_is_a_new_call(
@@ -162,28 +172,35 @@ def test_server_errors_exhausting_retries_raise_call_error(
     assert openai_server.count(CHAT_PATH) == 2
 
 
-def test_malformed_body_is_invalid_output(
+def test_malformed_body_gets_one_repair_request(
     openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
 ) -> None:
     openai_server.malformed_next(1)
     service = OpenAIService(llm_settings())
-    with pytest.raises(LLMInvalidOutput):
-        run(service, lambda: classify(service))
+    result = run(service, lambda: classify(service))
+    assert result.value.category == "damaged" and result.enrichment.source == "llm"
+    first, repair = openai_server.requests
+    assert first.status == 200 and first.fault == "malformed"
+    assert repair.body["messages"][: len(MESSAGES)] == MESSAGES
+    assert repair.body["messages"][-1]["role"] == "user"
+    assert "previous answer" in repair.body["messages"][-1]["content"]
 
 
 @pytest.mark.parametrize(
     "content",
     ['{"category": "exploded", "message_draft": "x"}', "Sure! It is damaged.", '{"category": 1}'],
 )
-def test_content_violating_the_schema_is_invalid_and_not_cached(
+def test_content_violating_the_schema_twice_is_invalid_and_not_cached(
     openai_server: OpenAITestServer, llm_settings: Callable[..., Settings], content: str
 ) -> None:
     openai_server.responder = lambda body: content
     service = OpenAIService(llm_settings())
     for _ in range(2):
-        with pytest.raises(LLMInvalidOutput):
+        with pytest.raises(LLMInvalidOutput, match="after a repair"):
             run(service, lambda: classify(service))
-    assert openai_server.count(CHAT_PATH) == 2
+    assert openai_server.count(CHAT_PATH) == 4, "each call: the answer and one repair"
+    repair = openai_server.requests[1].body["messages"]
+    assert repair[-2] == {"role": "assistant", "content": content}
 
 
 def test_hung_server_times_out_within_the_bound(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
@@ -10,10 +11,12 @@ from typing import Any, get_args
 import pytest
 
 from flows.settings import Settings
+from operators.llm.prompt_text import estimate_tokens
 from operators.llm.service import DisabledService, OpenAIService
 from operators.llm.shipments import (
     MAX_NOTE_CHARS,
     PROMPT_VERSION,
+    SYSTEM_PROMPT,
     NoteAssessment,
     build_messages,
     classify_note,
@@ -93,18 +96,35 @@ def test_every_action_and_category_has_a_message() -> None:
 
 
 def test_prompt_has_action_reasons_notes_and_no_ids() -> None:
-    d = decision(notes=["left\x00at\x1b[31m door\u200b", "x" * 3000], reasons=["late\tby 2h"])
+    notes = ["left\x00at\x1b[31m door\u200b", "x" * 3000, " \u200b "]
+    d = decision(notes=notes, reasons=["late\tby 2h"])
     system, user = build_messages(d)
-    assert system["role"] == "system" and user["role"] == "user"
+    assert system == {"role": "system", "content": SYSTEM_PROMPT} and user["role"] == "user"
     content = user["content"]
-    assert "Action: notify_customer" in content and "late by 2h" in content
-    assert "left at [31m door" in content
-    assert "x" * MAX_NOTE_CHARS in content and "x" * (MAX_NOTE_CHARS + 1) not in content
+    assert json.loads(content) == {
+        "action": "notify_customer",
+        "reasons": ["late by 2h"],
+        "notes": ["left at [31m door", "x" * MAX_NOTE_CHARS],
+    }
     assert "SHP-1" not in content and "D-1" not in content
-    assert all(ch == "\n" or ch.isprintable() for ch in content)
+    assert all(ch.isprintable() for ch in content)
 
 
-def test_clean_text_bounds_and_collapses() -> None:
+def test_prompt_notes_and_reasons_share_the_token_budget() -> None:
+    d = decision(notes=["crushed box", "y" * 4000, "z" * 4000], reasons=["r" * 300])
+    data = json.loads(build_messages(d, max_input_tokens=120)[1]["content"])
+    texts = [*data["reasons"], *data["notes"]]
+    assert sum(estimate_tokens(text) for text in texts) <= 120
+    assert data["notes"][0] == "crushed box"
+    assert all(t.endswith("…") for t in [*data["reasons"], *data["notes"][1:]])
+
+
+def test_prompt_without_notes_or_reasons_has_empty_lists() -> None:
+    data = json.loads(build_messages(decision(notes=[], reasons=["\x00"]))[1]["content"])
+    assert data == {"action": "notify_customer", "reasons": [], "notes": []}
+
+
+def test_clean_text_is_reexported_and_bounds_and_collapses() -> None:
     assert clean_text("a\r\n\r\nb\x07c", 100) == "a b c"
     assert clean_text("abcdef", 3) == "abc"
 
@@ -157,15 +177,19 @@ def test_llm_then_cache_for_the_same_situation(
     assert schema == NoteAssessment.model_json_schema()
 
 
-@pytest.mark.parametrize("fault", ["status", "malformed"])
+@pytest.mark.parametrize(("fault", "most_requests"), [("status", 1), ("malformed", 2)])
 def test_provider_failure_falls_back_to_rules(
-    openai_server: OpenAITestServer, llm_settings: Callable[..., Settings], fault: str
+    openai_server: OpenAITestServer,
+    llm_settings: Callable[..., Settings],
+    fault: str,
+    most_requests: int,
 ) -> None:
+    """Without retries a 503 costs one request; an unreadable answer at most one repair more."""
     settings = llm_settings(llm_max_retries=0)
     if fault == "status":
-        openai_server.fail_next(1, status=503)
+        openai_server.fail_next(5, status=503)
     else:
-        openai_server.malformed_next(1)
+        openai_server.malformed_next(5)
     service = OpenAIService(settings)
 
     async def once() -> ShipmentDecision:
@@ -177,4 +201,4 @@ def test_provider_failure_falls_back_to_rules(
     out = asyncio.run(once())
     assert out.enrichment is not None and out.enrichment.source == "rules"
     assert out.enrichment.category == "damaged"
-    assert openai_server.count(CHAT_PATH) == 1
+    assert 1 <= openai_server.count(CHAT_PATH) <= most_requests

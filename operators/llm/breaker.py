@@ -1,0 +1,161 @@
+"""A circuit breaker per model: repeated failed calls send later calls to the rules engine.
+
+    closed ──(failures consecutive failed calls)──▶ open ──(reset_seconds)──▶ half-open
+      ▲                                              ▲                            │
+      └──────────────(the probe succeeds)────────────┼────(the probe fails)───────┘
+
+Closed, every call passes and failed logical calls (after their retries) are counted; a success
+resets the count. Open, every call raises `BreakerOpen` until `reset_seconds` have passed; then
+the next call becomes the one probe (half-open) while every other call still raises. The
+probe's success closes the breaker, its failure opens it for another `reset_seconds`; a probe
+that ends without reaching the provider (a limit, the budget) gives the probe to the next call.
+
+Attempts check their permit again before each retry: once the breaker is open, only the probe's
+attempts reach the provider.
+
+Written here rather than taken from a library: it is a few lines of state, works the same from
+any event loop (the worker loops of one process share it; a lock guards it), keys by model, and
+takes the clock as a dependency so tests step time instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from flows.settings import Settings
+from operators.llm.metrics import BREAKER_STATE
+from operators.llm.types import BreakerOpen
+
+
+class State(IntEnum):
+    """Breaker states, as the `surgeflow_llm_breaker_state` gauge reports them."""
+
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+@dataclass(frozen=True)
+class Permit:
+    """Leave to make one logical call; `probe` is the half-open breaker's one trial call."""
+
+    model: str
+    probe: bool = False
+
+
+class CircuitBreaker:
+    """The breaker of one model."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        failures: int,
+        reset_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.model = model
+        self._threshold = max(failures, 1)
+        self._reset = reset_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = State.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._report()
+
+    @property
+    def state(self) -> State:
+        with self._lock:
+            return self._state
+
+    def admit(self) -> Permit:
+        """A permit for one call, or `BreakerOpen` (open, or half-open with its probe out)."""
+        with self._lock:
+            if self._state is State.CLOSED:
+                return Permit(self.model)
+            waited = self._clock() - self._opened_at
+            if self._state is State.OPEN and waited >= self._reset:
+                self._set(State.HALF_OPEN)
+                return Permit(self.model, probe=True)
+        raise BreakerOpen(f"circuit breaker of {self.model} is {self.state.name.lower()}")
+
+    def check(self, permit: Permit) -> None:
+        """Before another attempt: `BreakerOpen` unless closed or `permit` is the probe."""
+        with self._lock:
+            allowed = self._state is State.CLOSED or permit.probe
+        if not allowed:
+            raise BreakerOpen(f"circuit breaker of {self.model} opened during the call")
+
+    def succeeded(self, permit: Permit) -> None:
+        """The call reached the provider and got an answer: close, forget the failures."""
+        with self._lock:
+            if permit.probe or self._state is State.CLOSED:
+                self._failures = 0
+                self._set(State.CLOSED)
+
+    def failed(self, permit: Permit) -> None:
+        """The call failed after its retries: count it; open at the threshold or on the probe."""
+        with self._lock:
+            if permit.probe:
+                self._open()
+            elif self._state is State.CLOSED:
+                self._failures += 1
+                if self._failures >= self._threshold:
+                    self._open()
+
+    def released(self, permit: Permit) -> None:
+        """The call ended without a verdict on the provider: a probe goes to the next call."""
+        with self._lock:
+            if permit.probe and self._state is State.HALF_OPEN:
+                self._state = State.OPEN
+                self._opened_at = self._clock() - self._reset
+                self._report()
+
+    def _open(self) -> None:
+        self._opened_at = self._clock()
+        self._failures = 0
+        self._set(State.OPEN)
+
+    def _set(self, state: State) -> None:
+        self._state = state
+        self._report()
+
+    def _report(self) -> None:
+        BREAKER_STATE.labels(gen_ai_request_model=self.model).set(int(self._state))
+
+
+class Breakers:
+    """One `CircuitBreaker` per model, made on first use with the settings' thresholds."""
+
+    def __init__(
+        self, *, failures: int, reset_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._failures = failures
+        self._reset = reset_seconds
+        self._clock = clock
+        self._by_model: dict[str, CircuitBreaker] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, clock: Callable[[], float] = time.monotonic
+    ) -> Breakers:
+        return cls(
+            failures=settings.llm_breaker_failures,
+            reset_seconds=settings.llm_breaker_reset_seconds,
+            clock=clock,
+        )
+
+    def __getitem__(self, model: str) -> CircuitBreaker:
+        with self._lock:
+            found = self._by_model.get(model)
+            if found is None:
+                found = self._by_model[model] = CircuitBreaker(
+                    model, failures=self._failures, reset_seconds=self._reset, clock=self._clock
+                )
+            return found

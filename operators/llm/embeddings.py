@@ -1,0 +1,154 @@
+"""Embeddings: a per-text cache, merged texts in flight, micro-batched provider requests.
+
+`Embeddings.embed(texts, model)` answers every text it can from the cache (one batched lookup),
+and hands each remaining distinct text to the loop's `MicroBatcher` of the model through a
+`SingleFlight` keyed by the text's cache key. The batcher gathers the texts of every message
+submitted within `embed_batch_wait_seconds` (up to `embed_batch_size`) into one provider request
+(`ProviderCaller`: breaker, budget, limits, retries), so a surge of short messages costs a few
+large requests instead of one each; a text already on its way in an earlier batch is joined
+instead of sent again. Each batch's vectors are cached per text.
+
+A batch's `usage.prompt_tokens` is shared among its texts in proportion to their estimated
+tokens; a text's share is its `tokens_in` and cost. A cache hit saves what the text would cost
+at its estimated size (vectors are cached without their usage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from flows.settings import Settings
+from operators.llm.batching import MicroBatcher
+from operators.llm.cache import embedding_key, pack_vector, unpack_vector
+from operators.llm.per_loop import PerLoop
+from operators.llm.pricing import PriceTable
+from operators.llm.prompt_text import estimate_tokens
+from operators.llm.provider import ProviderCaller, ProviderRequest
+from operators.llm.responses import embedding_vectors, usage_tokens
+from operators.llm.served import Served, TolerantCache
+from operators.llm.singleflight import SingleFlight
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One text's vector and its share of its batch's tokens and cost."""
+
+    vector: list[float]
+    tokens: int
+    cost_usd: float
+
+
+def shares(total: int, weights: Sequence[int]) -> list[int]:
+    """`total` split in proportion to `weights` (largest remainders), summing to `total`."""
+    if not weights:
+        return []
+    scaled = list(weights) if sum(weights) > 0 else [1] * len(weights)
+    exact = [total * w / sum(scaled) for w in scaled]
+    parts = [math.floor(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: exact[i] - parts[i], reverse=True)
+    for i in by_remainder[: total - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+async def _close_all(batchers: dict[str, MicroBatcher[str, Embedded]]) -> None:
+    for batcher in batchers.values():
+        await batcher.aclose()
+
+
+class Embeddings:
+    """Cached, merged, micro-batched embeddings of one service."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: Callable[[], openai.AsyncOpenAI],
+        caller: ProviderCaller,
+        cache: TolerantCache,
+        prices: PriceTable,
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._caller = caller
+        self._cache = cache
+        self._prices = prices
+        self._batchers: PerLoop[dict[str, MicroBatcher[str, Embedded]]]
+        self._batchers = PerLoop(dict, close=_close_all)
+        self._flights: PerLoop[SingleFlight[str, Embedded]] = PerLoop(SingleFlight)
+
+    async def embed(self, texts: Sequence[str], model: str) -> Served[list[list[float]]]:
+        """One vector per text, in order, with the batch shares of the texts sent for it."""
+        keys = {text: embedding_key(model=model, text=text) for text in texts}
+        cached = await self._cache.get(list(keys.values()))
+        found = {text: unpack_vector(cached[key]) for text, key in keys.items() if key in cached}
+        saved = sum(self._prices.cost(model, estimate_tokens(text)) for text in found)
+        misses = [text for text in keys if text not in found]
+        fresh = await asyncio.gather(*(self._one(model, text, keys[text]) for text in misses))
+        sent = [item for item, joined in fresh if not joined]
+        merged = [item for item, joined in fresh if joined]
+        for text, (item, _) in zip(misses, fresh, strict=True):
+            found[text] = item.vector
+        outcome = "success" if sent else "merged" if merged else "cache_hit"
+        return Served(
+            [found[text] for text in texts],
+            model,
+            outcome,
+            tokens_in=sum(item.tokens for item in sent),
+            cost_usd=sum(item.cost_usd for item in sent),
+            cost_saved_usd=saved + sum(item.cost_usd for item in merged),
+        )
+
+    async def _one(self, model: str, text: str, key: str) -> tuple[Embedded, bool]:
+        """`text`'s embedding from its batch; joined when the same text was already in flight."""
+        return await self._flights.get().run(key, lambda: self._batcher(model).submit(text))
+
+    def _batcher(self, model: str) -> MicroBatcher[str, Embedded]:
+        batchers = self._batchers.get()
+        found = batchers.get(model)
+        if found is None:
+            found = batchers[model] = MicroBatcher(
+                lambda texts: self._run(model, texts),
+                max_size=self._settings.embed_batch_size,
+                max_wait=self._settings.embed_batch_wait_seconds,
+                name=f"embeddings:{model}",
+            )
+        return found
+
+    async def _run(self, model: str, texts: list[str]) -> list[Embedded]:
+        """One provider request for `texts`; their vectors cached, with their usage shares."""
+        estimates = [estimate_tokens(text) for text in texts]
+
+        async def send(sent_model: str, attempt: int) -> Any:
+            return await self._client().embeddings.create(
+                input=texts,
+                model=sent_model,
+                extra_headers={"x-stainless-retry-count": str(attempt)},
+            )
+
+        reply = await self._caller.call(
+            ProviderRequest(
+                operation="embeddings",
+                model=model,
+                tokens_in=sum(estimates),
+                tokens_out=0,
+                send=send,
+                usage=lambda response: (usage_tokens(response, "prompt_tokens"), 0),
+            )
+        )
+        vectors = embedding_vectors(reply.response, len(texts))
+        pairs = zip(texts, vectors, strict=True)
+        await self._cache.set(
+            {embedding_key(model=model, text=t): pack_vector(v) for t, v in pairs}
+        )
+        parts = shares(reply.tokens_in, estimates)
+        return [
+            Embedded(vector, part, self._prices.cost(model, part))
+            for vector, part in zip(vectors, parts, strict=True)
+        ]
