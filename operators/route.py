@@ -223,7 +223,7 @@ async def _embedding_decision(
     if not message:
         raise LLMUnavailable("the message has no text to embed")
     texts = [message, earlier] if earlier else [message]
-    result = await service.embed(texts, model=model)
+    result = await service.embed(texts, model=model, key=t.message.session_id)
     spent.append(result.enrichment)
     if len(result.vectors) != len(texts):
         raise LLMInvalidOutput(f"{len(result.vectors)} embeddings for {len(texts)} texts")
@@ -290,6 +290,7 @@ async def _route_with_llm(
         model=settings.llm_model_route,
         prompt_version=ROUTER_PROMPT_VERSION,
         max_tokens=min(settings.llm_max_tokens, ROUTER_MAX_TOKENS),
+        key=t.message.session_id,
     )
     spent.append(answer.enrichment)
     return RoutedTicket.from_context(

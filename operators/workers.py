@@ -28,7 +28,7 @@ from operators.llm.prompt_text import clean_and_bound_all, echoes, user_data
 from operators.llm.types import LLMError, LLMInvalidOutput, LLMService
 from operators.route import load_intents
 from operators.tickets_domain import DraftedTicket, RoutedTicket
-from schemas.enrichment import Enrichment
+from schemas.enrichment import Enrichment, FallbackReason
 from schemas.tickets import Route
 
 logger = logging.getLogger(__name__)
@@ -211,9 +211,16 @@ def reply_messages(
     ]
 
 
-def rules_enrichment(worker: Worker) -> Enrichment:
-    """Provenance of a template reply: no model, no tokens, no cost."""
-    return Enrichment(source="rules", model=None, prompt_version=worker.prompt_version)
+def rules_enrichment(worker: Worker, fallback_reason: FallbackReason | None = None) -> Enrichment:
+    """Provenance of a template reply: no model, no tokens, no cost (`outcome` fallback and the
+    reason when the template stands in for the model)."""
+    return Enrichment(
+        source="rules",
+        model=None,
+        prompt_version=worker.prompt_version,
+        outcome="fallback" if fallback_reason else None,
+        fallback_reason=fallback_reason,
+    )
 
 
 async def _reply_with_llm(
@@ -225,6 +232,7 @@ async def _reply_with_llm(
         model=worker.model,
         prompt_version=worker.prompt_version,
         max_tokens=settings.llm_max_tokens,
+        key=t.message.session_id,
     )
     if echoes(answer.value.reply, _instructions(worker)):
         raise LLMInvalidOutput("the reply repeats the system prompt")
@@ -239,14 +247,17 @@ async def draft_reply(t: RoutedTicket, *, service: LLMService, settings: Setting
     worker's template does (source `rules`).
     """
     worker = build_workers(settings.llm_model_reply)[t.route]
-    reply, enrichment = "", rules_enrichment(worker)
+    reply, reason = "", "disabled"
     if service.enabled:
         try:
             reply, enrichment = await _reply_with_llm(t, worker, service, settings)
         except LLMError as error:
             logger.debug("template reply for %s: %s", t.message.message_id, error)
+            reason = error.reason
+        else:
+            reason = "invalid_output"  # used only when the model's reply is empty
     if not reply:
-        reply, enrichment = template_reply(t), rules_enrichment(worker)
+        reply, enrichment = template_reply(t), rules_enrichment(worker, reason)
     return DraftedTicket.from_routed(
         t,
         priority=priority_of(t, worker),

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows.settings import Settings
 from operators.llm.prompt_text import bound_texts, clean_text, echoes, user_data
 from operators.llm.types import LLMError, LLMInvalidOutput, LLMService
+from schemas.enrichment import FallbackReason
 from schemas.shipments import Action, ExceptionCategory, ShipmentDecision, ShipmentEnrichment
 
 log = logging.getLogger(__name__)
@@ -138,14 +139,21 @@ def build_messages(
     ]
 
 
-def rules_enrichment(d: ShipmentDecision) -> ShipmentEnrichment:
-    """The enrichment of the rules engine: keyword category, template message, no cost."""
+def rules_enrichment(
+    d: ShipmentDecision, fallback_reason: FallbackReason | None = None
+) -> ShipmentEnrichment:
+    """The enrichment of the rules engine: keyword category, template message, no cost.
+
+    With a `fallback_reason` the rules answered in place of the LLM (`outcome` fallback).
+    """
     category = classify_notes(d.notes)
     return ShipmentEnrichment(
         source="rules",
         prompt_version=RULES_VERSION,
         category=category,
         message_draft=rules_message(d.action, category),
+        outcome="fallback" if fallback_reason else None,
+        fallback_reason=fallback_reason,
     )
 
 
@@ -162,8 +170,10 @@ async def enrich_decision(
     Never raises an `LLMError`: a failed or unavailable call, an answer outside `NoteAssessment`
     and a draft that repeats the system prompt all fall back to the rules.
     """
-    if not needs_llm(d) or not service.enabled:
+    if not needs_llm(d):
         return d.model_copy(update={"enrichment": rules_enrichment(d)})
+    if not service.enabled:
+        return d.model_copy(update={"enrichment": rules_enrichment(d, "disabled")})
     try:
         result = await service.chat_structured(
             messages=build_messages(d, max_input_tokens=settings.llm_max_input_tokens),
@@ -171,12 +181,13 @@ async def enrich_decision(
             model=settings.llm_model_classify,
             prompt_version=PROMPT_VERSION,
             max_tokens=settings.llm_max_tokens,
+            key=d.shipment_id,
         )
         if echoes(result.value.message_draft, SYSTEM_PROMPT):
             raise LLMInvalidOutput("the draft repeats the system prompt")
     except LLMError as exc:
         log.info("decision %s: %s (%s); using rules", d.decision_id, type(exc).__name__, exc)
-        return d.model_copy(update={"enrichment": rules_enrichment(d)})
+        return d.model_copy(update={"enrichment": rules_enrichment(d, exc.reason)})
     enrichment = ShipmentEnrichment(
         **result.enrichment.model_dump(),
         category=result.value.category,

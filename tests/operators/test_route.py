@@ -110,7 +110,9 @@ class FakeLLMService:
     def enabled(self) -> bool:
         return self._enabled
 
-    async def embed(self, texts: Sequence[str], *, model: str) -> EmbedResult:
+    async def embed(
+        self, texts: Sequence[str], *, model: str, key: str | None = None
+    ) -> EmbedResult:
         self.embedded.append(list(texts))
         is_message = len(texts) <= 2  # the message (and its context), not the intent examples
         if self.message_embed_error is not None and is_message:

@@ -57,7 +57,9 @@ class FakeLLMService:
         )
         return ChatResult(value=kwargs["response_model"](reply=self.reply), enrichment=enrichment)
 
-    async def embed(self, texts: Sequence[str], *, model: str) -> EmbedResult:
+    async def embed(
+        self, texts: Sequence[str], *, model: str, key: str | None = None
+    ) -> EmbedResult:
         raise AssertionError("workers do not embed")
 
 
@@ -151,7 +153,11 @@ def test_without_llm_the_template_answers_with_rules_enrichment() -> None:
     drafted = draft(routed("order_status", "where is it", entities=entities), service)
     assert "ORD-777777" in drafted.reply
     assert drafted.enrichment == Enrichment(
-        source="rules", model=None, prompt_version=PROMPT_VERSIONS["order_status"]
+        source="rules",
+        model=None,
+        prompt_version=PROMPT_VERSIONS["order_status"],
+        outcome="fallback",
+        fallback_reason="disabled",
     )
     assert drafted.enrichment.tokens_in == drafted.enrichment.cost_usd == 0
     assert drafted.prompt_version == PROMPT_VERSIONS["order_status"]

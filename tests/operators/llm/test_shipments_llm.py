@@ -177,12 +177,16 @@ def test_llm_then_cache_for_the_same_situation(
     assert schema == NoteAssessment.model_json_schema()
 
 
-@pytest.mark.parametrize(("fault", "most_requests"), [("status", 1), ("malformed", 2)])
+@pytest.mark.parametrize(
+    ("fault", "most_requests", "reason"),
+    [("status", 1, "call_error"), ("malformed", 2, "invalid_output")],
+)
 def test_provider_failure_falls_back_to_rules(
     openai_server: OpenAITestServer,
     llm_settings: Callable[..., Settings],
     fault: str,
     most_requests: int,
+    reason: str,
 ) -> None:
     """Without retries a 503 costs one request; an unreadable answer at most one repair more."""
     settings = llm_settings(llm_max_retries=0)
@@ -201,4 +205,5 @@ def test_provider_failure_falls_back_to_rules(
     out = asyncio.run(once())
     assert out.enrichment is not None and out.enrichment.source == "rules"
     assert out.enrichment.category == "damaged"
+    assert out.enrichment.outcome == "fallback" and out.enrichment.fallback_reason == reason
     assert 1 <= openai_server.count(CHAT_PATH) <= most_requests
