@@ -24,7 +24,7 @@ from operators.clock import StreamClock
 from operators.dead_letter import late_events_to_dead_letters
 from operators.enrich import enrich_with_carrier_and_hub
 from operators.llm.service import build_service
-from operators.llm.shipments import enrich_decision
+from operators.llm.shipments import enrich_decision, enrich_without_llm
 from operators.records import OutRecord, RawRecord
 from operators.reference import ShipmentReference
 from operators.surge import shipment_surge
@@ -46,7 +46,9 @@ def build_flow(
     check_recovery(s)
     topic = s.topic_shipments_events
     source, sink = io.endpoints(s, topic=topic, generator=shipment_surge, source=source, sink=sink)
-    enrich_with_llm = partial(enrich_decision, service=build_service(s, flow=FLOW), settings=s)
+    service = build_service(s, flow=FLOW)
+    enrich_with_llm = partial(enrich_decision, service=service, settings=s)
+    enrich_with_rules = partial(enrich_without_llm, service=service)
 
     flow = Dataflow(FLOW)
     raw = io.input_records("ingest", flow, source=source, flow_name=FLOW)
@@ -62,6 +64,7 @@ def build_flow(
     decided = agent_step(
         "enrich_with_llm", op.key_rm("unkey_decisions", windows.decisions), enrich_with_llm,
         settings=s, flow=FLOW, key=lambda d: d.shipment_id, source=lambda _: io.derived(topic),
+        ready=enrich_with_rules,
     )  # fmt: skip
     late = late_events_to_dead_letters("late_events", op.key_rm("unkey_late", windows.late))
     dead = op.merge(

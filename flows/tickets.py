@@ -26,11 +26,11 @@ from operators.parse import load_products, parse_ticket
 from operators.records import OutRecord, RawRecord
 from operators.reference import ChannelReference
 from operators.respond import format_response
-from operators.route import IntentIndex, route_ticket
+from operators.route import IntentIndex, route_ticket, route_without_llm
 from operators.sessions import session_history
 from operators.surge import ticket_surge
 from operators.validate import Limits, validate
-from operators.workers import draft_reply
+from operators.workers import draft_reply, draft_without_llm
 from schemas.common import utc_now
 from schemas.tickets import TicketMessage
 
@@ -49,8 +49,11 @@ def build_flow(
     topic = s.topic_tickets_messages
     source, sink = io.endpoints(s, topic=topic, generator=ticket_surge, source=source, sink=sink)
     service = build_service(s, flow=FLOW)
-    router = partial(route_ticket, service=service, index=IntentIndex.from_file(), settings=s)
+    index = IntentIndex.from_file()
+    router = partial(route_ticket, service=service, index=index, settings=s)
+    route_by_rules = partial(route_without_llm, service=service, index=index)
     worker = partial(draft_reply, service=service, settings=s)
+    template_worker = partial(draft_without_llm, service=service, settings=s)
     agent = dict(
         settings=s, flow=FLOW, key=lambda t: t.message.session_id, source=lambda t: t.source
     )
@@ -67,8 +70,8 @@ def build_flow(
     parsed = op.map("parse", enriched.enriched, partial(parse_ticket, products=load_products()))
     by_session = op.key_on("key_by_session", parsed, lambda t: t.message.session_id)
     in_context = op.key_rm("unkey", session_history("session_history", by_session, settings=s))
-    routed = agent_step("route", in_context, router, **agent)
-    drafted = agent_step("draft_reply", routed.results, worker, **agent)
+    routed = agent_step("route", in_context, router, ready=route_by_rules, **agent)
+    drafted = agent_step("draft_reply", routed.results, worker, ready=template_worker, **agent)
     responses = op.map(
         "format_response", drafted.results, lambda t: format_response(t, now=utc_now())
     )

@@ -41,6 +41,7 @@ def agent_step(
     flow: FlowName,
     key: Callable[[Any], Optional[str]],
     source: Callable[[Any], SourceRef],
+    ready: Optional[Callable[[X], Optional[Y]]] = None,
 ) -> AgentOut[Y]:
     """Run the async `agent` on every item; what it fails on is dead-lettered, never dropped.
 
@@ -49,8 +50,11 @@ def agent_step(
     order); for an item whose call raised or outran its bound, a `processing_error` `DeadLetter`
     on `dead_letters` with the item re-serialised, `key(item)` and `source(item)`.
     Keeps: the items still in flight, per lane (see `map_async` for lanes, bounds and recovery).
+    `ready(item)` answers on the worker thread the items that need no call (the rules path).
     """
-    outcomes = map_async("call", up, agent, key=lambda item: key(item) or "", settings=settings)
+    outcomes = map_async(
+        "call", up, agent, key=lambda item: key(item) or "", settings=settings, ready=ready
+    )
     split = op.branch("split", outcomes, lambda item: not isinstance(item, AsyncFailure))
 
     def to_dead_letter(failure: AsyncFailure) -> DeadLetter:

@@ -302,6 +302,15 @@ async def _route_with_llm(
     )
 
 
+def route_without_llm(
+    t: ContextTicket, *, service: LLMService, index: IntentIndex
+) -> RoutedTicket | None:
+    """The lexical route when no endpoint is configured or the message has no text, else None."""
+    if not service.enabled or not t.text:
+        return route_lexically(t, index)
+    return None
+
+
 async def route_ticket(
     t: ContextTicket, *, service: LLMService, index: IntentIndex, settings: Settings
 ) -> RoutedTicket:
@@ -311,8 +320,9 @@ async def route_ticket(
     `LLMError` on the way falls back to the lexical scorer; the enrichments of the calls that did
     succeed are kept.
     """
-    if not service.enabled or not t.text:
-        return route_lexically(t, index)
+    done = route_without_llm(t, service=service, index=index)
+    if done is not None:
+        return done
     spent: list[Enrichment] = []
     try:
         return await _route_with_llm(

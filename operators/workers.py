@@ -239,25 +239,7 @@ async def _reply_with_llm(
     return answer.value.reply.strip(), answer.enrichment
 
 
-async def draft_reply(t: RoutedTicket, *, service: LLMService, settings: Settings) -> DraftedTicket:
-    """Let the route's worker set the priority and draft the reply body.
-
-    With an enabled service the worker's model writes the reply (enrichment source `llm` or
-    `cache`); without one, on any `LLMError`, or when the reply repeats the system prompt, the
-    worker's template does (source `rules`).
-    """
-    worker = build_workers(settings.llm_model_reply)[t.route]
-    reply, reason = "", "disabled"
-    if service.enabled:
-        try:
-            reply, enrichment = await _reply_with_llm(t, worker, service, settings)
-        except LLMError as error:
-            logger.debug("template reply for %s: %s", t.message.message_id, error)
-            reason = error.reason
-        else:
-            reason = "invalid_output"  # used only when the model's reply is empty
-    if not reply:
-        reply, enrichment = template_reply(t), rules_enrichment(worker, reason)
+def _drafted(t: RoutedTicket, worker: Worker, reply: str, enrichment: Enrichment) -> DraftedTicket:
     return DraftedTicket.from_routed(
         t,
         priority=priority_of(t, worker),
@@ -265,3 +247,37 @@ async def draft_reply(t: RoutedTicket, *, service: LLMService, settings: Setting
         enrichment=enrichment,
         prompt_version=worker.prompt_version,
     )
+
+
+def _template(t: RoutedTicket, worker: Worker, reason: FallbackReason) -> DraftedTicket:
+    return _drafted(t, worker, template_reply(t), rules_enrichment(worker, reason))
+
+
+def draft_without_llm(
+    t: RoutedTicket, *, service: LLMService, settings: Settings
+) -> DraftedTicket | None:
+    """The worker's template reply when no endpoint is configured, else None (a call is due)."""
+    if service.enabled:
+        return None
+    return _template(t, build_workers(settings.llm_model_reply)[t.route], "disabled")
+
+
+async def draft_reply(t: RoutedTicket, *, service: LLMService, settings: Settings) -> DraftedTicket:
+    """Let the route's worker set the priority and draft the reply body.
+
+    With an enabled service the worker's model writes the reply (enrichment source `llm` or
+    `cache`); without one, on any `LLMError`, or when the reply is empty or repeats the system
+    prompt, the worker's template does (source `rules`, `fallback_reason` says why).
+    """
+    done = draft_without_llm(t, service=service, settings=settings)
+    if done is not None:
+        return done
+    worker = build_workers(settings.llm_model_reply)[t.route]
+    try:
+        reply, enrichment = await _reply_with_llm(t, worker, service, settings)
+    except LLMError as error:
+        logger.debug("template reply for %s: %s", t.message.message_id, error)
+        return _template(t, worker, error.reason)
+    if not reply:
+        return _template(t, worker, "invalid_output")
+    return _drafted(t, worker, reply, enrichment)

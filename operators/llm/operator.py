@@ -166,6 +166,7 @@ def map_async(
     *,
     key: Callable[[X], str],
     settings: Settings,
+    ready: Optional[Callable[[X], Optional[Y]]] = None,
 ) -> Stream[Y | AsyncFailure[X]]:
     """Apply an async `fn` to every item, many at once, emitting each result when it is ready.
 
@@ -184,6 +185,9 @@ def map_async(
     again (the LLM layer's cache makes already-answered calls free). A lane with nothing pending
     is discarded; on EOF a lane waits for its items (at most the item bound) and is discarded.
 
+    `ready(item)`, when given, answers an item on the worker thread when no call is needed (the
+    rules path): a non-None answer skips the event loop but still leaves in per-key order.
+
     The worker never waits for one call: items start on the worker's `AsyncRunner` at once and
     finished ones leave on the next batch or poll (`settings.llm_poll_seconds`). Only when
     `settings.llm_max_pending` items of the worker are unfinished does a batch wait for one.
@@ -191,7 +195,16 @@ def map_async(
     bound_seconds = item_bound_seconds(settings)
 
     def submit(item: X) -> Future[Y]:
-        return worker_runner(settings).submit(_apply(fn, item))
+        done: Future[Y] = Future()
+        try:
+            answer = ready(item) if ready is not None else None
+        except Exception as exc:
+            done.set_exception(exc)
+            return done
+        if answer is None:
+            return worker_runner(settings).submit(_apply(fn, item))
+        done.set_result(answer)
+        return done
 
     def build(resume: Optional[LaneState]) -> LaneLogic[X]:
         lane: Lane[X, Y] = Lane(

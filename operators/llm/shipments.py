@@ -162,6 +162,15 @@ def needs_llm(d: ShipmentDecision) -> bool:
     return d.action != "ok" or bool(_clean_notes(d.notes))
 
 
+def enrich_without_llm(d: ShipmentDecision, *, service: LLMService) -> ShipmentDecision | None:
+    """`d` enriched by the rules when it needs no call or no endpoint is configured, else None."""
+    if not needs_llm(d):
+        return d.model_copy(update={"enrichment": rules_enrichment(d)})
+    if not service.enabled:
+        return d.model_copy(update={"enrichment": rules_enrichment(d, "disabled")})
+    return None
+
+
 async def enrich_decision(
     d: ShipmentDecision, *, service: LLMService, settings: Settings
 ) -> ShipmentDecision:
@@ -170,10 +179,9 @@ async def enrich_decision(
     Never raises an `LLMError`: a failed or unavailable call, an answer outside `NoteAssessment`
     and a draft that repeats the system prompt all fall back to the rules.
     """
-    if not needs_llm(d):
-        return d.model_copy(update={"enrichment": rules_enrichment(d)})
-    if not service.enabled:
-        return d.model_copy(update={"enrichment": rules_enrichment(d, "disabled")})
+    done = enrich_without_llm(d, service=service)
+    if done is not None:
+        return done
     try:
         result = await service.chat_structured(
             messages=build_messages(d, max_input_tokens=settings.llm_max_input_tokens),

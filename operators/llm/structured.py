@@ -17,6 +17,7 @@ stands in for the configured model later.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic
@@ -44,9 +45,15 @@ MAX_REPAIR_ANSWER_CHARS = 4000
 MAX_REPAIR_ERROR_CHARS = 1000
 
 
+@functools.lru_cache(maxsize=256)
+def _json_schema(response_model: type[Any]) -> dict[str, Any]:
+    return response_model.model_json_schema()
+
+
 def response_format(response_model: type[Any]) -> dict[str, Any]:
-    """The `response_format` asking for a JSON instance of `response_model`'s schema."""
-    schema = response_model.model_json_schema()
+    """The `response_format` asking for a JSON instance of `response_model`'s schema (the schema
+    is generated once per model: it costs more than a cache hit)."""
+    schema = _json_schema(response_model)
     return {
         "type": "json_schema",
         "json_schema": {"name": response_model.__name__, "schema": schema, "strict": False},

@@ -41,12 +41,15 @@ def key_of(item: Item) -> str:
     return item[0]
 
 
-def build(source: Any, fn: Any, out: list[Any], seen: Optional[list[Any]] = None) -> Dataflow:
+def build(
+    source: Any, fn: Any, out: list[Any], seen: Optional[list[Any]] = None, ready: Any = None
+) -> Dataflow:
     flow = Dataflow("map_async_test")
     up = op.input("in", flow, source)
     if seen is not None:
         up = op.map("seen", up, lambda item: seen.append(item) or item)
-    op.output("out", map_async("llm", up, fn, key=key_of, settings=SETTINGS), TestingSink(out))
+    results = map_async("llm", up, fn, key=key_of, settings=SETTINGS, ready=ready)
+    op.output("out", results, TestingSink(out))
     return flow
 
 
@@ -173,6 +176,37 @@ def test_a_slow_item_holds_back_only_its_own_key() -> None:
     run_main(build(source, gated, out))
     assert source.waited == [True, True], "b1 and c1 left while a1 was still running"
     assert set(out[:2]) == {"b1", "c1"} and out[2:] == ["a1", "a2"], "a2 waited for a1"
+
+
+def test_ready_answers_skip_the_loop_but_wait_for_their_keys_earlier_items() -> None:
+    gate = threading.Event()
+    called: list[Item] = []
+
+    async def gated(item: Item) -> str:
+        called.append(item)
+        while item == ("a", 1) and not gate.is_set():
+            await asyncio.sleep(0.005)
+        return name(item)
+
+    def ready(item: Item) -> Optional[str]:
+        """Even numbers need no call; 99 breaks the rules path."""
+        if item[1] == 99:
+            raise ValueError("no rule for 99")
+        return f"{name(item)}!" if item[1] % 2 == 0 else None
+
+    out: list[Any] = []
+    failure = AsyncFailure(("b", 99), "ValueError", "no rule for 99")
+
+    def b_out() -> bool:
+        if "b2!" in out and failure in out:
+            gate.set()
+        return gate.is_set()
+
+    source = ScriptSource([("a", 1), ("a", 2), ("b", 2), ("b", 99)], b_out, lambda: len(out) == 4)
+    run_main(build(source, gated, out, ready=ready))
+    assert source.waited == [True, True], "b's answers left while a1 was still running"
+    assert set(out[:2]) == {"b2!", failure} and out[2:] == ["a1", "a2!"], "a2 waited for a1"
+    assert called == [("a", 1)], "items answered by `ready` never reach the async function"
 
 
 def test_results_leave_while_the_source_is_idle() -> None:
