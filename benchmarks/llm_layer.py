@@ -135,8 +135,8 @@ def throughput(scenario: Scenario, quick: bool) -> list[dict[str, Any]]:
 
 def throughput_table(scenario: Scenario, rows: list[dict[str, Any]]) -> str:
     lines = [
-        f"**{scenario.name}**: concurrency {scenario.concurrency}, limit {scenario.rpm} requests/min "
-        f"({scenario.rpm / 60:.0f}/s).\n",
+        f"**{scenario.name}**: concurrency {scenario.concurrency}, limit {scenario.rpm} "
+        f"requests/min ({scenario.rpm / 60:.0f}/s).\n",
         "| way | calls | seconds | calls/s | mean latency | ceiling/s | ratio |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     random.seed(SEED)
     scale = 0.25 if args.quick else 1.0
     scenarios = [
-        Scenario("Rate-bound", concurrency=64, rpm=6000, calls=int(2000 * scale)),
-        Scenario("Concurrency-bound", concurrency=16, rpm=60_000, calls=int(1000 * scale)),
+        Scenario("Rate-bound", concurrency=64, rpm=6000, calls=int(3000 * scale)),
+        Scenario("Concurrency-bound", concurrency=16, rpm=60_000, calls=int(3000 * scale)),
     ]
     body = []
     verdicts: list[Verdict] = []

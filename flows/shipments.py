@@ -48,7 +48,7 @@ def build_flow(
     source, sink = io.endpoints(s, topic=topic, generator=shipment_surge, source=source, sink=sink)
     service = build_service(s, flow=FLOW)
     enrich_with_llm = partial(enrich_decision, service=service, settings=s)
-    enrich_with_rules = partial(enrich_without_llm, service=service)
+    enrich_at_once = partial(enrich_without_llm, service=service, settings=s)
 
     flow = Dataflow(FLOW)
     raw = io.input_records("ingest", flow, source=source, flow_name=FLOW)
@@ -64,7 +64,7 @@ def build_flow(
     decided = agent_step(
         "enrich_with_llm", op.key_rm("unkey_decisions", windows.decisions), enrich_with_llm,
         settings=s, flow=FLOW, key=lambda d: d.shipment_id, source=lambda _: io.derived(topic),
-        ready=enrich_with_rules,
+        ready=enrich_at_once,
     )  # fmt: skip
     late = late_events_to_dead_letters("late_events", op.key_rm("unkey_late", windows.late))
     dead = op.merge(

@@ -19,6 +19,7 @@ produce for ordinary text (see its docstring).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -29,6 +30,7 @@ ELLIPSIS = "…"
 """Appended to a text cut by `bound_tokens` (when the budget has room for it)."""
 
 _HIDDEN = ("Cc", "Cf")
+_ASCII_HIDDEN = re.compile(r"[\x00-\x1f\x7f]")
 _WORD = re.compile(r"\w+")
 ECHO_WORDS = 10
 """Consecutive words of a system prompt that an answer may not repeat (`echoes`)."""
@@ -41,6 +43,12 @@ def clean_text(text: str, limit_chars: int) -> str:
     whitespace become one space; the result has no leading or trailing space. Reading stops once
     `limit_chars` are kept, so a huge text costs no more than its kept prefix.
     """
+    if text.isascii() and len(text) <= 4 * limit_chars:
+        # ASCII's only hidden characters are Cc, which `split` takes as whitespace or keeps.
+        words = text.split() if text.isprintable() else _ASCII_HIDDEN.sub(" ", text).split()
+        joined = " ".join(words)
+        if len(joined) <= limit_chars:
+            return joined
     kept: list[str] = []
     gap = False
     for ch in text:
@@ -76,7 +84,8 @@ def estimate_tokens(text: str) -> int:
     per CJK character (usually 1 to 1.5) and 2⅔ per emoji or other 4-byte character (1 to 3).
     The count of a concatenation is at most the sum of the counts of its parts.
     """
-    return -(-sum(_units(ch) for ch in text) // 3)
+    units = len(text) if text.isascii() else sum(_units(ch) for ch in text)
+    return -(-units // 3)
 
 
 def bound_tokens(text: str, max_tokens: int) -> str:
@@ -118,6 +127,8 @@ def bound_texts(texts: Sequence[str], max_tokens: int) -> list[str]:
     """
     costs = [estimate_tokens(text) for text in texts]
     bounded = list(texts)
+    if sum(costs) <= max_tokens:
+        return bounded
     remaining = max(max_tokens, 0)
     order = sorted(range(len(texts)), key=costs.__getitem__)
     for position, index in enumerate(order):
@@ -169,8 +180,13 @@ def echoes(answer: str, prompt: str, words: int = ECHO_WORDS) -> bool:
     A model talked into revealing its instructions gives itself away like this; a genuine answer
     does not quote ten words of them in a row.
     """
-    said = f" {' '.join(_WORD.findall(answer.lower()))} "
+    said = _WORD.findall(answer.lower())
+    phrases = _phrases(prompt, words)
+    return any(" ".join(said[i : i + words]) in phrases for i in range(len(said) - words + 1))
+
+
+@functools.lru_cache(maxsize=64)
+def _phrases(prompt: str, words: int) -> frozenset[str]:
+    """Every run of `words` consecutive words of `prompt` (prompts are few and fixed)."""
     secret = _WORD.findall(prompt.lower())
-    return any(
-        f" {' '.join(secret[i : i + words])} " in said for i in range(len(secret) - words + 1)
-    )
+    return frozenset(" ".join(secret[i : i + words]) for i in range(len(secret) - words + 1))

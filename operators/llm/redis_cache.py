@@ -245,16 +245,38 @@ class RedisCache:
                 self._counts[name] += amount
 
 
+def front_of(cache: PromptCache) -> InProcessCache | None:
+    """The in-process part of `cache`: itself, a `RedisCache`'s front, or None."""
+    if isinstance(cache, InProcessCache):
+        return cache
+    return cache.front if isinstance(cache, RedisCache) else None
+
+
+_fronts: dict[tuple[str, int, int], InProcessCache] = {}
+_fronts_lock = threading.Lock()
+
+
+def shared_front(url: str, entries: int, ttl_seconds: int) -> InProcessCache:
+    """The process's front cache of the Redis at `url`: one per process, so every service (and
+    every flow rebuilt in the process) sees the answers already fetched from that Redis."""
+    with _fronts_lock:
+        front = _fronts.get((url, entries, ttl_seconds))
+        if front is None:
+            front = InProcessCache(max_entries=entries, ttl_seconds=ttl_seconds)
+            _fronts[(url, entries, ttl_seconds)] = front
+        return front
+
+
 def build_cache(settings: Settings) -> PromptCache:
-    """`RedisCache` (with its front) when `settings.redis_enabled`, else an `InProcessCache`."""
+    """`RedisCache` (with the process's front) when `settings.redis_enabled`, else an
+    `InProcessCache` of its own."""
     if settings.redis_url is not None and settings.redis_enabled:
+        url = settings.redis_url.get_secret_value()
         front = None
         if settings.cache_front_entries > 0:
-            front = InProcessCache(
-                max_entries=settings.cache_front_entries, ttl_seconds=settings.cache_ttl_seconds
-            )
+            front = shared_front(url, settings.cache_front_entries, settings.cache_ttl_seconds)
         return RedisCache(
-            settings.redis_url.get_secret_value(),
+            url,
             front=front,
             timeout_seconds=settings.redis_timeout_seconds,
             retry_seconds=settings.redis_retry_seconds,

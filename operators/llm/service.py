@@ -41,7 +41,7 @@ from operators.llm.limits import RateLimiter, build_limiter
 from operators.llm.per_loop import PerLoop
 from operators.llm.pricing import PriceTable
 from operators.llm.provider import ProviderCaller
-from operators.llm.redis_cache import build_cache
+from operators.llm.redis_cache import build_cache, front_of
 from operators.llm.retry import RetryPolicy
 from operators.llm.served import Served, TolerantCache, failure_record
 from operators.llm.singleflight import SingleFlight
@@ -105,6 +105,7 @@ class OpenAIService:
         self._settings = settings
         self.flow = flow
         self._cache = cache if cache is not None else build_cache(settings)
+        self._front = front_of(self._cache)
         self._prices = prices or PriceTable.from_settings(settings)
         self.limiter = limiter if limiter is not None else build_limiter(settings)
         self.breakers = breakers or Breakers.from_settings(settings)
@@ -166,6 +167,29 @@ class OpenAIService:
         served = await self._chat.lookup(spec) or await self._produce(spec, key, started)
         enrichment = self._finish("chat", served, prompt_version, key, started)
         return ChatResult(served.value, enrichment)
+
+    def chat_cached_now(
+        self,
+        *,
+        messages: list[dict[str, str]],
+        response_model: type[T],
+        model: str,
+        prompt_version: str,
+        max_tokens: int | None = None,
+        key: str | None = None,
+    ) -> ChatResult[T] | None:
+        """The answer already in this process's cache, found on the calling thread without the
+        event loop, accounted like any hit; None when it is not there (`chat_structured` then
+        asks Redis, an identical call in flight, or the provider)."""
+        if self._front is None:
+            return None
+        started = self._clock()
+        limit = max_tokens or self._settings.llm_max_tokens
+        spec = ChatSpec(messages, response_model, model, prompt_version, limit)
+        served = self._chat.lookup_now(self._front, spec)
+        if served is None:
+            return None
+        return ChatResult(served.value, self._finish("chat", served, prompt_version, key, started))
 
     async def embed(
         self, texts: Sequence[str], *, model: str, key: str | None = None
@@ -246,6 +270,9 @@ class DisabledService:
         key: str | None = None,
     ) -> ChatResult[T]:
         raise LLMUnavailable(DISABLED_REASON)
+
+    def chat_cached_now(self, **request: Any) -> None:
+        return None
 
     async def embed(
         self, texts: Sequence[str], *, model: str, key: str | None = None

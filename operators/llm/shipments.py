@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.settings import Settings
 from operators.llm.prompt_text import bound_texts, clean_text, echoes, user_data
-from operators.llm.types import LLMError, LLMInvalidOutput, LLMService
+from operators.llm.types import ChatResult, LLMError, LLMInvalidOutput, LLMService
 from schemas.enrichment import FallbackReason
 from schemas.shipments import Action, ExceptionCategory, ShipmentDecision, ShipmentEnrichment
 
@@ -162,13 +163,51 @@ def needs_llm(d: ShipmentDecision) -> bool:
     return d.action != "ok" or bool(_clean_notes(d.notes))
 
 
-def enrich_without_llm(d: ShipmentDecision, *, service: LLMService) -> ShipmentDecision | None:
-    """`d` enriched by the rules when it needs no call or no endpoint is configured, else None."""
+def _request(d: ShipmentDecision, settings: Settings) -> dict[str, Any]:
+    """The `chat_structured` arguments of a decision."""
+    return dict(
+        messages=build_messages(d, max_input_tokens=settings.llm_max_input_tokens),
+        response_model=NoteAssessment,
+        model=settings.llm_model_classify,
+        prompt_version=PROMPT_VERSION,
+        max_tokens=settings.llm_max_tokens,
+        key=d.shipment_id,
+    )
+
+
+def _with_answer(d: ShipmentDecision, result: ChatResult[NoteAssessment]) -> ShipmentDecision:
+    """`d` enriched by a model's answer (raises `LLMInvalidOutput` if it echoes the prompt)."""
+    if echoes(result.value.message_draft, SYSTEM_PROMPT):
+        raise LLMInvalidOutput("the draft repeats the system prompt")
+    enrichment = ShipmentEnrichment(
+        **result.enrichment.model_dump(),
+        category=result.value.category,
+        message_draft=result.value.message_draft,
+    )
+    return d.model_copy(update={"enrichment": enrichment})
+
+
+def _with_rules(d: ShipmentDecision, exc: LLMError) -> ShipmentDecision:
+    log.info("decision %s: %s (%s); using rules", d.decision_id, type(exc).__name__, exc)
+    return d.model_copy(update={"enrichment": rules_enrichment(d, exc.reason)})
+
+
+def enrich_without_llm(
+    d: ShipmentDecision, *, service: LLMService, settings: Settings
+) -> ShipmentDecision | None:
+    """`d` enriched without waiting on anything: by the rules when it needs no call or no
+    endpoint is configured, by an answer this process already holds; else None (a call is due)."""
     if not needs_llm(d):
         return d.model_copy(update={"enrichment": rules_enrichment(d)})
     if not service.enabled:
         return d.model_copy(update={"enrichment": rules_enrichment(d, "disabled")})
-    return None
+    held = service.chat_cached_now(**_request(d, settings))
+    if held is None:
+        return None
+    try:
+        return _with_answer(d, held)
+    except LLMError as exc:
+        return _with_rules(d, exc)
 
 
 async def enrich_decision(
@@ -179,26 +218,9 @@ async def enrich_decision(
     Never raises an `LLMError`: a failed or unavailable call, an answer outside `NoteAssessment`
     and a draft that repeats the system prompt all fall back to the rules.
     """
-    done = enrich_without_llm(d, service=service)
-    if done is not None:
-        return done
+    if not needs_llm(d) or not service.enabled:
+        return enrich_without_llm(d, service=service, settings=settings) or d
     try:
-        result = await service.chat_structured(
-            messages=build_messages(d, max_input_tokens=settings.llm_max_input_tokens),
-            response_model=NoteAssessment,
-            model=settings.llm_model_classify,
-            prompt_version=PROMPT_VERSION,
-            max_tokens=settings.llm_max_tokens,
-            key=d.shipment_id,
-        )
-        if echoes(result.value.message_draft, SYSTEM_PROMPT):
-            raise LLMInvalidOutput("the draft repeats the system prompt")
+        return _with_answer(d, await service.chat_structured(**_request(d, settings)))
     except LLMError as exc:
-        log.info("decision %s: %s (%s); using rules", d.decision_id, type(exc).__name__, exc)
-        return d.model_copy(update={"enrichment": rules_enrichment(d, exc.reason)})
-    enrichment = ShipmentEnrichment(
-        **result.enrichment.model_dump(),
-        category=result.value.category,
-        message_draft=result.value.message_draft,
-    )
-    return d.model_copy(update={"enrichment": enrichment})
+        return _with_rules(d, exc)

@@ -25,7 +25,7 @@ from typing import Any, Generic
 import openai
 
 from operators.llm.admission import estimate_prompt_tokens
-from operators.llm.cache import canonical_json, chat_key
+from operators.llm.cache import InProcessCache, canonical_json, chat_key
 from operators.llm.provider import ProviderCaller, ProviderReply, ProviderRequest
 from operators.llm.responses import (
     chat_answer,
@@ -132,6 +132,15 @@ class StructuredChat:
         """The cached answer of `spec` (its cost is what the hit saves), or None."""
         key = spec.key()
         hit = unpack_answer((await self._cache.get([key])).get(key), spec.response_model)
+        if hit is None:
+            return None
+        return Served(hit.value, hit.model, "cache_hit", cost_saved_usd=hit.cost_usd)
+
+    def lookup_now(self, front: InProcessCache, spec: ChatSpec[T]) -> Served[T] | None:
+        """`lookup` in the in-process `front` only, on the calling thread (no event loop)."""
+        key = spec.key()
+        found = front.get_many_now([key], count_misses=False).get(key)
+        hit = unpack_answer(found, spec.response_model)
         if hit is None:
             return None
         return Served(hit.value, hit.model, "cache_hit", cost_saved_usd=hit.cost_usd)

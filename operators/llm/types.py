@@ -125,6 +125,20 @@ class LLMService(Protocol):
         """One chat completion whose JSON answer is validated into `response_model`."""
         ...
 
+    def chat_cached_now(
+        self,
+        *,
+        messages: list[dict[str, str]],
+        response_model: type[T],
+        model: str,
+        prompt_version: str,
+        max_tokens: int | None = None,
+        key: str | None = None,
+    ) -> ChatResult[T] | None:
+        """`chat_structured`'s answer if this process already holds it (no event loop, no
+        network), else None."""
+        ...
+
     async def embed(
         self, texts: Sequence[str], *, model: str, key: str | None = None
     ) -> EmbedResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import threading
 
 import pytest
@@ -27,6 +28,18 @@ def test_key_is_namespaced_sha256_of_canonical_json() -> None:
         '{"messages":[{"content":"é","role":"user"}],"model":"m"}'.encode()
     ).hexdigest()
     assert cache_key("chat", payload) == f"surgeflow:v1:chat:{expected}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", 'quote " backslash \\ slash /', "line\nbreak\ttab\x01\x1f\x7f", "é 中 😀",
+     "\u2028\u2029 separators", "\ud7ff\ue000\ufffd"],
+)  # fmt: skip
+def test_canonical_json_is_the_standard_librarys_compact_sorted_text(text: str) -> None:
+    """Keys written before the encoder changed stay valid: the text is byte for byte the same."""
+    payload = {"z": [text, 0, 1, True, None, {"b": text, "a": -3}], "a": {"y": 2, "x": text}}
+    standard = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(payload) == standard
 
 
 def test_key_does_not_depend_on_dict_order_at_any_depth() -> None:

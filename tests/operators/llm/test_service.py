@@ -281,3 +281,24 @@ def test_server_latency_is_configurable(
     service = OpenAIService(llm_settings())
     result = run(service, lambda: classify(service))
     assert result.enrichment.latency_ms >= 150
+
+
+def test_an_answer_held_in_process_is_served_on_the_calling_thread(
+    openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
+) -> None:
+    """`chat_cached_now` needs no event loop: a miss says None, a held answer is a free hit."""
+    service = OpenAIService(llm_settings())
+    request: dict[str, Any] = dict(
+        messages=MESSAGES, response_model=Verdict, model=MODEL, prompt_version="test-v1"
+    )
+    assert service.chat_cached_now(**request) is None
+    first = run(service, lambda: classify(service))
+    held = service.chat_cached_now(**request, key="shipment-1")
+    assert held is not None and held.value == first.value
+    assert held.enrichment.source == "cache" and held.enrichment.outcome == "cache_hit"
+    assert held.enrichment.cost_usd == 0.0
+    totals = service.ledger.totals_for("shipment-1")
+    assert totals is not None and totals.cost_saved_usd == pytest.approx(first.enrichment.cost_usd)
+    assert service.chat_cached_now(**{**request, "prompt_version": "test-v2"}) is None
+    assert openai_server.count(CHAT_PATH) == 1
+    assert DisabledService().chat_cached_now(**request) is None
