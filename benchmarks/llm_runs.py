@@ -136,7 +136,7 @@ def run_items(
 def operator_run(srv: OpenAITestServer, calls: int, concurrency: int, rpm: int) -> float:
     settings = llm_settings(
         srv.base_url, llm_max_concurrency=concurrency, llm_requests_per_minute=rpm,
-        cache_max_entries=0,
+        cache_max_entries=0, llm_max_pending=8 * concurrency,
     )  # fmt: skip
     elapsed, out = run_items(settings, list(range(calls)), uuid.uuid4().hex)
     failed = [o for o in out if not hasattr(o, "source")]

@@ -117,8 +117,10 @@ class Settings(BaseSettings):
     )
     llm_min_concurrency: int = Field(default=1, ge=1, le=1024)
     llm_max_pending: int = Field(
-        default=5000, ge=1, le=1_000_000,
-        description="calls queued or in flight per worker before the worker waits for one to end",
+        default=512, ge=1, le=1_000_000,
+        description="calls queued or in flight per worker before the worker waits for one to "
+        "end; keep below concurrency x max limiter wait / mean latency, or queued calls outwait "
+        "the limiter wait and go to the rules engine",
     )  # fmt: skip
     llm_lanes: int = Field(
         default=64, ge=1, le=65_536, description="keyed lanes of each async agent step"
