@@ -31,6 +31,7 @@ from redis.backoff import NoBackoff
 
 from flows.settings import Settings
 from operators.llm.cache import InProcessCache, PromptCache
+from operators.llm.down_window import DownWindow
 from operators.llm.per_loop import PerLoop
 from operators.metrics import CACHE_BACKEND_UP, CACHE_ERRORS, CACHE_LOOKUPS
 
@@ -93,14 +94,11 @@ class RedisCache:
         self._url = url
         self._front = front
         self._timeout = timeout_seconds
-        self._retry = retry_seconds
-        self._clock = clock
+        self._window = DownWindow(retry_seconds, clock=clock)
         self._factory = client_factory or default_client_factory(url, timeout_seconds)
         self._chunk = max(chunk_size, 1)
         self._clients = PerLoop(self._factory, close=lambda client: client.aclose())
         self._lock = threading.Lock()
-        self._down_until: float | None = None
-        self._epoch = 0
         self._counts = {"front_hits": 0, "redis_hits": 0, "misses": 0, "errors": 0}
         CACHE_BACKEND_UP.set(1)
 
@@ -111,8 +109,7 @@ class RedisCache:
     @property
     def available(self) -> bool:
         """False while Redis is marked down (between a failure and a successful probe)."""
-        with self._lock:
-            return self._down_until is None
+        return self._window.up
 
     def client(self) -> aioredis.Redis:
         """The client of the running event loop, created on first use."""
@@ -154,7 +151,8 @@ class RedisCache:
     def stats(self) -> dict[str, int | bool]:
         """Front hits, Redis hits, misses, failed round trips and whether Redis is in use."""
         with self._lock:
-            return {**self._counts, "available": self._down_until is None}
+            counts = dict(self._counts)
+        return {**counts, "available": self._window.up}
 
     async def _fetch(self, keys: list[str]) -> dict[str, bytes]:
         """The values Redis holds for `keys`; {} when Redis is down or fails (all misses)."""
@@ -194,38 +192,20 @@ class RedisCache:
             await pipe.execute()
 
     def _begin(self) -> int | None:
-        """The epoch to try Redis in, or None while it is marked down.
-
-        Once the down window has passed, the first caller probes Redis and the window is
-        extended for everyone else, so a dead Redis costs one attempt per `retry_seconds`.
-        """
-        with self._lock:
-            if self._down_until is not None:
-                now = self._clock()
-                if now < self._down_until:
-                    return None
-                self._down_until = now + self._retry
-            return self._epoch
+        """The epoch to try Redis in, or None while it is marked down (see `DownWindow`)."""
+        return self._window.begin()
 
     def _succeeded(self, epoch: int) -> None:
         """A round trip begun in `epoch` worked: Redis is back if it was down since then."""
-        with self._lock:
-            recovered = self._down_until is not None and epoch == self._epoch
-            if recovered:
-                self._down_until = None
-        if recovered:
+        if self._window.succeeded(epoch):
             CACHE_BACKEND_UP.set(1)
             log.info("Redis cache at %s is back; using it again", redacted_url(self._url))
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         """Count the failure and mark Redis down for `retry_seconds` (one warning per outage)."""
         CACHE_ERRORS.labels(operation=operation).inc()
-        with self._lock:
-            self._counts["errors"] += 1
-            went_down = self._down_until is None
-            if went_down:
-                self._epoch += 1
-            self._down_until = self._clock() + self._retry
+        self._count(errors=1)
+        went_down = self._window.failed()
         CACHE_BACKEND_UP.set(0)
         reason = f"{type(exc).__name__}: {exc}"
         if went_down:
@@ -234,7 +214,7 @@ class RedisCache:
                 "next try in %.1f s",
                 redacted_url(self._url),
                 reason,
-                self._retry,
+                self._window.retry_seconds,
             )
         else:
             log.debug("Redis cache still unavailable (%s)", reason)

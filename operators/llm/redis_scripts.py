@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from operators.llm.down_window import DownWindow
 from operators.llm.per_loop import PerLoop
 from operators.llm.redis_cache import RedisClientFactory, default_client_factory, redacted_url
 
@@ -51,15 +51,13 @@ class ScriptRunner:
         on_change: Callable[[bool], None] | None = None,
     ) -> None:
         self._url, self._what = url, what
-        self._timeout, self._retry, self._clock = timeout_seconds, retry_seconds, clock
+        self._timeout = timeout_seconds
+        self._window = DownWindow(retry_seconds, clock=clock)
         self._on_change = on_change or (lambda up: None)
         factory = client_factory or default_client_factory(url, timeout_seconds)
         self._loaded = PerLoop(
             lambda: self._load(factory(), scripts), close=lambda ld: ld.client.aclose()
         )
-        self._lock = threading.Lock()
-        self._down_until: float | None = None
-        self._epoch = 0
 
     @staticmethod
     def _load(client: aioredis.Redis, scripts: Mapping[str, str]) -> _Loaded:
@@ -68,8 +66,7 @@ class ScriptRunner:
     @property
     def up(self) -> bool:
         """False between a failure and the next successful call."""
-        with self._lock:
-            return self._down_until is None
+        return self._window.up
 
     async def call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any | None:
         """The script's reply, or None while Redis is down or when this call failed."""
@@ -91,31 +88,15 @@ class ScriptRunner:
         await self._loaded.aclose()
 
     def _begin(self) -> int | None:
-        """The epoch to try Redis in, or None while down; a passed window lets one caller probe."""
-        with self._lock:
-            if self._down_until is not None:
-                now = self._clock()
-                if now < self._down_until:
-                    return None
-                self._down_until = now + self._retry
-            return self._epoch
+        return self._window.begin()
 
     def _succeeded(self, epoch: int) -> None:
-        with self._lock:
-            recovered = self._down_until is not None and epoch == self._epoch
-            if recovered:
-                self._down_until = None
-        if recovered:
+        if self._window.succeeded(epoch):
             self._on_change(True)
             log.info("Redis at %s is back; %s shared again", redacted_url(self._url), self._what)
 
     def _failed(self, exc: BaseException) -> None:
-        with self._lock:
-            went_down = self._down_until is None
-            if went_down:
-                self._epoch += 1
-            self._down_until = self._clock() + self._retry
-        if not went_down:
+        if not self._window.failed():
             log.debug("Redis still unavailable for %s (%s)", self._what, exc)
             return
         self._on_change(False)
@@ -125,5 +106,5 @@ class ScriptRunner:
             type(exc).__name__,
             exc,
             self._what,
-            self._retry,
+            self._window.retry_seconds,
         )

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import pytest
-from pydantic import BaseModel, Field
 
 from flows.settings import DEFAULT_PRICES, Settings
 from operators.llm.cache import InProcessCache
@@ -17,6 +16,7 @@ from operators.llm.pricing import PriceTable
 from operators.llm.runner import call_bound_seconds
 from operators.llm.service import DisabledService, OpenAIService, build_service
 from operators.llm.types import LLMCallError, LLMInvalidOutput, LLMUnavailable
+from tests.operators.llm.service_calls import Verdict, run
 from tests.support.fake_outputs import embed_text
 from tests.support.openai_server import CHAT_PATH, EMBEDDINGS_PATH, OpenAITestServer
 
@@ -27,23 +27,6 @@ MESSAGES = [
     {"role": "system", "content": "Classify the note."},
     {"role": "user", "content": "The box arrived crushed."},
 ]
-
-
-class Verdict(BaseModel):
-    category: Literal["none", "damaged", "weather"]
-    message_draft: str = Field(max_length=200)
-
-
-def run(service: OpenAIService, work: Callable[[], Coroutine[Any, Any, R]]) -> R:
-    """Run `work()` on a fresh loop and close that loop's client afterwards."""
-
-    async def main() -> R:
-        try:
-            return await work()
-        finally:
-            await service.aclose()
-
-    return asyncio.run(main())
 
 
 def classify(service: OpenAIService, messages: list[dict[str, str]] = MESSAGES):
