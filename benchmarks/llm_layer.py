@@ -10,7 +10,7 @@ Against the loopback OpenAI-compatible server with lognormal latency (p50 200 ms
    by concurrency. The mean latency is that of the draws the server made (its generator is
    seeded, so the benchmark draws the same numbers).
 2. Cache: a stream in which half the prompts repeat, through the operator and the service, with
-   the cache off and on (Redis), then a warm replay with a new service (empty in-process front).
+   the cache off and on (Redis), then a warm replay from Redis alone (no in-process front).
 3. Rules path: the shipments flow on the embedded surge without an endpoint (every decision from
    the rules engine) and with an endpoint whose every answer is already cached, side by side.
 
