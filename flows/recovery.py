@@ -155,7 +155,7 @@ def check_recovery(
     be used; logs a warning when the run has more workers than the store has partitions.
     """
     options = recovery_options(settings, bytewax_run_argv() if argv is None else argv)
-    if options.directory is None:
+    if not options.enabled or options.directory is None:
         return None
     partitions = partition_count(options.directory)
     if options.workers is not None and options.workers > partitions:

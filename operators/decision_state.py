@@ -52,6 +52,12 @@ class WindowsState:
         self._stuck_reported = False
         self._ended = False
 
+    @property
+    def latest_event_time(self) -> Optional[datetime]:
+        """The largest event time this shipment has seen (its clock base or last scan), if any."""
+        last = None if self._last is None else self._last.occurred_at
+        return max((t for t in (self._base, last) if t is not None), default=None)
+
     def to_state(self) -> dict[str, Any]:
         """A snapshot of plain values only (no classes of this project), safe to pickle."""
         return {

@@ -6,6 +6,8 @@ series followed by this registry, so no second HTTP server is needed.
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import Counter, Gauge
 
 RECORDS_IN = Counter("surgeflow_records_in", "Input records read, before validation.", ["flow"])
@@ -51,3 +53,59 @@ KAFKA_CONSUMER_ERRORS = Counter(
     "Kafka consumer errors that belong to no record (the consumer retries), by topic and error.",
     ["topic", "error"],
 )
+LIVE_STATE_KEYS = Gauge(
+    "surgeflow_live_state_keys",
+    "Keys holding state in a stateful step of this process (decision windows, ticket sessions).",
+    ["flow", "step"],
+)
+
+
+class LiveKeys:
+    """How many keys of one stateful step hold state in this process, mirrored in the gauge.
+
+    A step's logic calls `opened()` when Bytewax builds it (a new key, or a key restored from a
+    snapshot) and `closed()` when it returns `DISCARD`, so the count is the number of logic
+    instances alive now. It goes back towards 0 as windows close and sessions expire; a count
+    that only grows is state that is never dropped. Thread-safe (workers of one process share it).
+    """
+
+    def __init__(self, flow: str, step: str) -> None:
+        self.flow, self.step = flow, step
+        self._gauge = LIVE_STATE_KEYS.labels(flow, step)
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def opened(self) -> None:
+        with self._lock:
+            self._count += 1
+            self._gauge.set(self._count)
+
+    def closed(self) -> None:
+        with self._lock:
+            self._count -= 1
+            self._gauge.set(self._count)
+
+    @property
+    def count(self) -> int:
+        """Keys of this step holding state in this process now."""
+        return self._count
+
+
+_live: dict[tuple[str, str], LiveKeys] = {}
+_live_lock = threading.Lock()
+
+
+def live_keys(flow: str, step: str) -> LiveKeys:
+    """The process-wide `LiveKeys` of `step` in `flow` (one per pair, created on first use)."""
+    with _live_lock:
+        tracker = _live.get((flow, step))
+        if tracker is None:
+            tracker = _live[(flow, step)] = LiveKeys(flow, step)
+        return tracker
+
+
+def live_state_keys(flow: str, step: str) -> int:
+    """Keys of `step` in `flow` holding state in this process now (0 for an unknown step)."""
+    with _live_lock:
+        tracker = _live.get((flow, step))
+    return 0 if tracker is None else tracker.count

@@ -19,6 +19,7 @@ import bytewax.operators as op
 from bytewax.operators import KeyedStream, StatefulLogic
 
 from flows.settings import Settings
+from operators.metrics import LiveKeys, live_keys
 from operators.parse import bound_length
 from operators.tickets_domain import ContextTicket, ParsedTicket, Turn
 from schemas.common import utc_now
@@ -116,11 +117,22 @@ def turn_of(ticket: ParsedTicket) -> Turn:
 
 
 class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):
-    """Per-session logic: emit each message with its history, discard the state on expiry."""
+    """Per-session logic: emit each message with its history, discard the state on expiry.
 
-    def __init__(self, history: SessionHistory, now: Callable[[], datetime]) -> None:
+    It counts itself in `live` (when given) from construction until it returns `DISCARD`.
+    """
+
+    def __init__(
+        self,
+        history: SessionHistory,
+        now: Callable[[], datetime],
+        live: Optional[LiveKeys] = None,
+    ) -> None:
         self.history = history
         self.now = now
+        self._live = live
+        if live is not None:
+            live.opened()
 
     def on_item(self, value: ParsedTicket) -> tuple[Iterable[ContextTicket], bool]:
         turn = turn_of(value)
@@ -133,7 +145,7 @@ class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):
 
     def on_notify(self) -> tuple[Iterable[ContextTicket], bool]:
         if self.history.is_expired(self.now()):
-            return [], StatefulLogic.DISCARD
+            return [], self._discard()
         return [], StatefulLogic.RETAIN
 
     def notify_at(self) -> Optional[datetime]:
@@ -141,6 +153,13 @@ class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):
 
     def snapshot(self) -> SessionState:
         return self.history.snapshot()
+
+    def _discard(self) -> bool:
+        """`DISCARD`, leaving the live count once (Bytewax drops the logic after it)."""
+        if self._live is not None:
+            self._live.closed()
+            self._live = None
+        return StatefulLogic.DISCARD
 
 
 def session_history(
@@ -163,16 +182,18 @@ def session_history(
     State per session: those turns (message id, cleaned text bounded to `MAX_TURN_CHARS`,
     sent_at) and the wall time of the last message, as a small versioned dict. A session is
     discarded once `settings.session_ttl_minutes` pass without a message (a timer at the expiry
-    time), so state stays bounded however many sessions the stream opens.
+    time), so state stays bounded however many sessions the stream opens;
+    `surgeflow_live_state_keys{flow,step}` counts the sessions holding state in this process.
 
     `now` is the wall clock (timezone-aware UTC); tests inject their own.
     """
     ttl = timedelta(minutes=settings.session_ttl_minutes)
+    live = live_keys(up.stream_id.partition(".")[0], step_id)
 
     def build(resume_state: Optional[SessionState]) -> SessionLogic:
         history = SessionHistory.from_state(
             resume_state, max_messages=settings.session_max_messages, ttl=ttl
         )
-        return SessionLogic(history, now)
+        return SessionLogic(history, now, live)
 
     return op.stateful(step_id, up, build)

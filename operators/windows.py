@@ -19,6 +19,7 @@ from flows.settings import Settings
 from operators.clock import StreamClock
 from operators.decisions import Emitted, LateEvent, ShipmentWindows, WindowParams
 from operators.domain import EnrichedEvent
+from operators.metrics import LiveKeys, live_keys
 from schemas.common import utc_now
 from schemas.shipments import ShipmentDecision
 
@@ -27,14 +28,25 @@ WindowState = dict[str, Any]
 
 
 class DecisionWindowLogic(StatefulLogic[EnrichedEvent, WindowOutput, WindowState]):
-    """`StatefulLogic` for one shipment: every callback asks `now()` for the wall time."""
+    """`StatefulLogic` for one shipment: every callback asks `now()` for the wall time.
+
+    It counts itself in `live` (when given) from construction until it returns `DISCARD`.
+    """
 
     def __init__(
-        self, windows: ShipmentWindows, *, now: Callable[[], datetime], clock: StreamClock
+        self,
+        windows: ShipmentWindows,
+        *,
+        now: Callable[[], datetime],
+        clock: StreamClock,
+        live: Optional[LiveKeys] = None,
     ) -> None:
         self.windows = windows
         self._now = now
         self._clock = clock
+        self._live = live
+        if live is not None:
+            live.opened()
 
     def on_item(self, value: EnrichedEvent) -> tuple[Iterable[WindowOutput], bool]:
         return self._emit(self.windows.on_event(value, self._now()))
@@ -44,7 +56,7 @@ class DecisionWindowLogic(StatefulLogic[EnrichedEvent, WindowOutput, WindowState
 
     def on_eof(self) -> tuple[Iterable[WindowOutput], bool]:
         emitted = self.windows.on_eof(self._now(), self._clock.max_event_time)
-        return (_flatten(emitted), StatefulLogic.DISCARD)
+        return (_flatten(emitted), self._discard())
 
     def notify_at(self) -> Optional[datetime]:
         return self.windows.next_deadline()
@@ -53,8 +65,16 @@ class DecisionWindowLogic(StatefulLogic[EnrichedEvent, WindowOutput, WindowState
         return self.windows.to_state()
 
     def _emit(self, emitted: Emitted) -> tuple[Iterable[WindowOutput], bool]:
-        discard = StatefulLogic.DISCARD if self.windows.is_finished else StatefulLogic.RETAIN
-        return (_flatten(emitted), discard)
+        if self.windows.is_finished:
+            return (_flatten(emitted), self._discard())
+        return (_flatten(emitted), StatefulLogic.RETAIN)
+
+    def _discard(self) -> bool:
+        """`DISCARD`, leaving the live count once (Bytewax drops the logic after it)."""
+        if self._live is not None:
+            self._live.closed()
+            self._live = None
+        return StatefulLogic.DISCARD
 
 
 def _flatten(emitted: Emitted) -> list[WindowOutput]:
@@ -90,8 +110,12 @@ def decision_window(
     time since) passes their end by `allowed_lateness_minutes`; timers fire by wall time.
 
     State per shipment: the scans of its open windows, its last scan, its delay count, the starts
-    of its last closed windows and its event clock. It is dropped once no window is open and the
-    shipment is delivered or reported stuck, and at the end of a bounded input.
+    of its last closed windows and its event clock, as a versioned dict of plain values. It is
+    dropped once no window is open and the shipment is delivered or reported stuck, and at the
+    end of a bounded input; `surgeflow_live_state_keys{flow,step}` counts the shipments holding
+    state in this process. A key restored from a snapshot also restores its event time into
+    the stream clock, so the end-of-input stuck judgement after a resume sees the event time
+    reached before the restart.
 
     :arg step_id: Unique ID.
 
@@ -108,16 +132,21 @@ def decision_window(
     """
     stream_clock = clock if clock is not None else StreamClock(now=now)
     params = WindowParams.from_settings(settings)
+    flow, _, step = step_id.partition(".")
+    live = live_keys(flow, step or flow)
 
     def observe(item: tuple[str, EnrichedEvent]) -> tuple[str, EnrichedEvent]:
         stream_clock.observe(item[1].event.occurred_at)
         return item
 
     def build(state: Optional[WindowState]) -> DecisionWindowLogic:
-        windows = (
-            ShipmentWindows(params) if state is None else ShipmentWindows.from_state(state, params)
-        )
-        return DecisionWindowLogic(windows, now=now, clock=stream_clock)
+        if state is None:
+            windows = ShipmentWindows(params)
+        else:
+            windows = ShipmentWindows.from_state(state, params)
+            if windows.latest_event_time is not None:
+                stream_clock.observe(windows.latest_event_time)
+        return DecisionWindowLogic(windows, now=now, clock=stream_clock, live=live)
 
     observed = op.map("observe_clock", up, observe)
     outputs = op.stateful("decide", observed, build)

@@ -70,7 +70,15 @@ class ShipmentDecision(Record):
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    decision_id: Id
+    decision_id: Id = Field(
+        description="Deterministic id of the decision: a hash of shipment_id, window_start, "
+        "window_end and the kind of decision (window or stuck). A replay after a crash or a "
+        "restart emits the same decision again with the same id (delivery is at-least-once): "
+        "keep the first record per id and drop the rest. Copies agree on the decision itself "
+        "(action, reasons, risk, event_ids); decided_at and the enrichment may differ (a "
+        "replayed LLM answer comes from the cache at no cost, and a call that fell back to "
+        "the rules the first time may be answered by the LLM on the replay)."
+    )
     shipment_id: Id
     action: Action
     reasons: list[Reason] = Field(max_length=20)

@@ -62,7 +62,13 @@ class TicketResponse(Record):
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    response_id: Id
+    response_id: Id = Field(
+        description="Deterministic id of the response: a hash of session_id and message_id. A "
+        "replay after a crash or a restart, or the same message sent twice, gives the same id "
+        "(delivery is at-least-once): keep the first record per id and drop the rest. Copies "
+        "answer the same message; responded_at and the enrichment (its source, latency and "
+        "cost, and the reply when a call fell back to the rules the first time) may differ."
+    )
     session_id: Id
     message_id: Id
     channel: Channel

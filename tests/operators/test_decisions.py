@@ -296,3 +296,42 @@ def test_restore_refuses_another_window_length() -> None:
     other = WindowParams.from_settings(Settings(window_minutes=30))
     with pytest.raises(IncompatibleStateError, match="cannot change length"):
         ShipmentWindows.from_state(state, other)
+
+
+def test_state_of_a_long_lived_shipment_stays_small() -> None:
+    """A shipment scanned every 2 h for 60 days keeps the same few windows, not its history."""
+    windows = ShipmentWindows(PARAMS)
+    sizes = []
+    for n in range(60 * 12):
+        windows.on_event(event(f"E{n}", n * 120 + 10, scan_type="delay", note="x" * 200), wall(0))
+        sizes.append(len(pickle.dumps(windows.to_state())))
+    state = windows.to_state()
+    assert len(state["open"]) == 1 and len(state["closed"]) == CLOSED_WINDOWS_KEPT
+    # only the count of delays grows (an int): a few bytes over 720 scans, never a scan
+    assert max(sizes[100:]) <= max(sizes[100:110]) + 8, "the snapshot grows with the history"
+    assert max(sizes) < 2000
+
+
+def test_latest_event_time_is_the_largest_time_seen() -> None:
+    windows = ShipmentWindows(PARAMS)
+    assert windows.latest_event_time is None
+    windows.on_event(event("E1", 50), wall(0))
+    windows.on_event(event("E2", 20), wall(0))  # out of order, still within lateness
+    assert windows.latest_event_time == T0 + timedelta(minutes=50)
+    restored = ShipmentWindows.from_state(windows.to_state(), PARAMS)
+    assert restored.latest_event_time == T0 + timedelta(minutes=50)
+
+
+@pytest.mark.parametrize("scan_type", ["delivered", "arrived_hub"])
+def test_every_shipment_finishes_once_wall_time_passes_its_deadlines(scan_type: str) -> None:
+    """Delivered: its last window closes; not delivered: the stuck report. Then state can go."""
+    windows = ShipmentWindows(PARAMS)
+    windows.on_event(event("E1", 10), wall(0))
+    windows.on_event(event("E2", 100, scan_type=scan_type), wall(0))
+    assert not windows.is_finished
+    deadline = windows.next_deadline()
+    while deadline is not None and not windows.is_finished:
+        windows.on_timer(deadline)
+        deadline = windows.next_deadline()
+    assert windows.is_finished and deadline is None
+    assert windows.on_timer(WALL0 + timedelta(days=30)).decisions == []

@@ -11,6 +11,7 @@ from bytewax.operators import StatefulLogic
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows.settings import Settings
+from operators.metrics import live_state_keys
 from operators.sessions import (
     STATE_VERSION,
     SessionHistory,
@@ -193,3 +194,31 @@ def test_operator_emits_history_and_discards_expired_sessions(
     assert all(c.source.topic == "tickets.messages" for c in out)
     # S1, S2 and S1 again: the expired S1 state was discarded and rebuilt from nothing.
     assert builds == [None, None, None]
+
+
+def test_live_sessions_go_back_down_as_sessions_expire() -> None:
+    """100 sessions of two messages, then one much later: the expiry timers free the first 100
+    (the wall clock follows the messages), leaving only the last session's state."""
+    items = [
+        parsed(f"L{n}", m, T0 + timedelta(seconds=n * 10 + m)) for n in range(100) for m in (1, 2)
+    ]
+    items += [parsed("LATE", m, T0 + timedelta(hours=3, seconds=m)) for m in range(1, 6)]
+    clock = {"now": T0}
+    seen: list[int] = []
+
+    def advance_clock(t: ParsedTicket) -> ParsedTicket:
+        clock["now"] = t.message.sent_at
+        return t
+
+    flow = Dataflow("live_sessions_test")
+    ticks = op.map("clock", op.input("in", flow, TestingSource(items)), advance_clock)
+    keyed = op.key_on("key", ticks, lambda t: t.message.session_id)
+    contexts = session_history("history", keyed, settings=Settings(), now=lambda: clock["now"])
+    counted = op.inspect(
+        "count", contexts, lambda *_: seen.append(live_state_keys("live_sessions_test", "history"))
+    )
+    op.output("out", op.key_rm("unkey", counted), TestingSink([]))
+    run_main(flow)
+
+    assert max(seen) >= 100, "every session held state while it was active"
+    assert live_state_keys("live_sessions_test", "history") == 1, "only LATE is left"

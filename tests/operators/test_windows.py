@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from flows.settings import Settings
 from operators.clock import StreamClock
 from operators.decisions import LateEvent
 from operators.domain import EnrichedEvent
+from operators.metrics import live_state_keys
 from operators.windows import decision_window
 from schemas import ShipmentDecision, ShipmentEvent, SourceRef
 
@@ -34,16 +36,18 @@ def event(
     minutes: float,
     scan_type: str = "arrived_hub",
     note: Optional[str] = None,
+    *,
+    origin: datetime = T0,
 ) -> EnrichedEvent:
-    """An enriched scan of `shipment_id`, `minutes` after T0."""
+    """An enriched scan of `shipment_id`, `minutes` after `origin`."""
     scan = ShipmentEvent(
         event_id=event_id,
         shipment_id=shipment_id,
         carrier_id="CAR-A",
         hub_id="HUB-1",
         scan_type=scan_type,
-        occurred_at=T0 + timedelta(minutes=minutes),
-        shipped_at=SHIPPED,
+        occurred_at=origin + timedelta(minutes=minutes),
+        shipped_at=min(SHIPPED, origin),
         note=note,
     )
     return EnrichedEvent(
@@ -182,22 +186,30 @@ def test_resume_after_an_abort_reproduces_the_same_decisions(tmp_path: Path) -> 
 
 @dataclass
 class _HoldOpenPartition(StatefulSourcePartition[EnrichedEvent, None]):
-    """Emits its items at once, then stays open (without items) until `hold` has passed."""
+    """Emits its items (`batch` at a time; 0 = all at once), then stays open without items
+    until `hold` has passed; `probe` (if any) is called right before the end of input."""
 
     items: list[EnrichedEvent]
     hold: timedelta
     times: dict[str, datetime]
+    probe: Optional[Callable[[], None]] = None
+    batch: int = 0
+    _sent: int = 0
     _close_at: Optional[datetime] = field(default=None)
 
     def next_batch(self) -> list[EnrichedEvent]:
         now = datetime.now(UTC)
         if self._close_at is None:
-            self._close_at = now + self.hold
-            self.times["emitted"] = now
-            return self.items
+            start, self._sent = self._sent, self._sent + (self.batch or len(self.items))
+            if self._sent >= len(self.items):
+                self._close_at = now + self.hold
+                self.times["emitted"] = now
+            return self.items[start : self._sent]
         if now < self._close_at:
             return []
         self.times["eof"] = now
+        if self.probe is not None:
+            self.probe()
         raise StopIteration()
 
     def next_awake(self) -> Optional[datetime]:
@@ -214,6 +226,8 @@ class HoldOpenSource(FixedPartitionedSource[EnrichedEvent, None]):
     items: list[EnrichedEvent]
     hold: timedelta
     times: dict[str, datetime] = field(default_factory=dict)
+    probe: Optional[Callable[[], None]] = None
+    batch: int = 0
 
     def list_parts(self) -> list[str]:
         return ["only"]
@@ -221,7 +235,7 @@ class HoldOpenSource(FixedPartitionedSource[EnrichedEvent, None]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: Union[None, None]
     ) -> _HoldOpenPartition:
-        return _HoldOpenPartition(self.items, self.hold, self.times)
+        return _HoldOpenPartition(self.items, self.hold, self.times, self.probe, self.batch)
 
 
 @pytest.mark.timeout(10)
@@ -242,3 +256,57 @@ def test_stuck_timer_fires_by_wall_time_before_the_input_ends() -> None:
         ("S-Q", "end_of_input", "ok", ("Q1",), 0),
         ("S-R", "end_of_input", "ok", ("R1",), 0),
     }
+
+
+PAST = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
+"""Scans of the live-keys test are in the past, so their Bytewax timers fire as soon as due."""
+
+
+def test_live_keys_go_back_to_zero_as_windows_close_and_shipments_finish() -> None:
+    """200 shipments, half delivered and half gone quiet, under a wall clock that follows the
+    stream: their timers close every window and report the quiet ones stuck, so the live count
+    rises with the stream and falls back to the one shipment still open before the input ends."""
+    items = []
+    for n in range(200):
+        last = "delivered" if n % 2 else "arrived_hub"
+        items += [
+            event(f"S-{n}", f"S-{n}-1", 2 * n, "picked_up", origin=PAST),
+            event(f"S-{n}", f"S-{n}-2", 2 * n + 90, last, origin=PAST),
+        ]
+    items.sort(key=lambda e: e.event.occurred_at)
+    items.append(event("S-END", "END-1", 3 * 24 * 60, origin=PAST))  # 3 days later
+    clock = {"now": PAST}
+    seen: list[int] = []
+    before_eof: list[int] = []
+
+    def follow(e: EnrichedEvent) -> EnrichedEvent:
+        clock["now"] = max(clock["now"], e.event.occurred_at)
+        return e
+
+    source = HoldOpenSource(
+        items,
+        hold=timedelta(seconds=1),
+        probe=lambda: before_eof.append(live_state_keys("live_keys_test", "decide")),
+        batch=1,  # the clock follows each scan before the window step sees it
+    )
+    flow = Dataflow("live_keys_test")
+    keyed = op.key_on("key", op.map("clock", op.input("in", flow, source), follow), _shipment)
+    out = decision_window("decide", keyed, settings=Settings(), now=lambda: clock["now"])
+    counted = op.inspect(
+        "count", out.decisions, lambda *_: seen.append(live_state_keys("live_keys_test", "decide"))
+    )
+    decisions: list[Keyed] = []
+    op.output("decisions", counted, TestingSink(decisions))
+    run_main(flow)
+
+    assert max(seen) >= 100, "the windows should have held many shipments at once"
+    assert before_eof == [1], "only S-END is still open before the end of the input"
+    assert live_state_keys("live_keys_test", "decide") == 0, "the end of input drops the rest"
+    triggers = {d.trigger for _, d in decisions if d.shipment_id != "S-END"}
+    assert triggers == {"window_closed", "stuck_timer"}, "timers, not the end, closed them"
+    stuck = {d.shipment_id for _, d in decisions if d.trigger == "stuck_timer"}
+    assert stuck == {f"S-{n}" for n in range(0, 200, 2)}
+
+
+def _shipment(e: EnrichedEvent) -> str:
+    return e.event.shipment_id
