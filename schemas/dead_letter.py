@@ -55,7 +55,11 @@ class DeadLetter(Record):
     """A record that could not be processed, and why (topics `*.dlq`; key = flow key or null)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    dead_letter_id: Id
+    dead_letter_id: Id = Field(
+        description="Deterministic id of the dead letter: a hash of flow, step, source topic, "
+        "partition, offset and the raw record. A replay after a crash or a restart gives the same "
+        "id (delivery is at-least-once): keep the first record per id and drop the rest."
+    )
     flow: FlowName
     step: str = Field(min_length=1, max_length=100)
     error_type: ErrorType
