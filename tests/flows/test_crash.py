@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from flows.settings import Settings
 from operators.surge import iter_shipment_surge, iter_ticket_surge
+from operators.surge_engine import Generated
 from tests.flows.crash_runs import (
     AnswerLog,
     CrashRun,
@@ -87,31 +89,56 @@ def check_sources(outputs: dict[str, list[dict]]) -> None:
     assert any(len(copies) > 1 for copies in outputs.values()), "no output was replayed"
 
 
+@dataclass(frozen=True)
+class CrashResult:
+    run: CrashRun
+    completed: int
+    requests: int
+
+    def by_id(self, id_field: str) -> dict[str, list[dict]]:
+        return by_id((r for r in self.run.records if r.topic == self.run.output_topic), id_field)
+
+    def dead_letters(self) -> dict[str, list[dict]]:
+        return by_id(
+            (r for r in self.run.records if r.topic != self.run.output_topic), "dead_letter_id"
+        )
+
+    def summary(self, flow: str, inputs: int, outputs: int) -> str:
+        kills = [k.in_flight for k in self.run.kills]
+        return (
+            f"\n{flow}: {inputs} inputs, {outputs} outputs ({len(self.run.records)} records with "
+            f"dead letters), in flight at the kills: {kills}, {self.requests} requests, "
+            f"{self.completed} completed calls, none requested again"
+        )
+
+
+def crash(
+    flow: str, generated: list[Generated], latency_seed: int, kafka: str, redis: str, tmp: Path
+) -> CrashResult:
+    """`flow` killed three times over `generated`, against a server with heavy-tailed latency;
+    checks that no completed call was requested again."""
+    with OpenAITestServer(latency=lognormal_latency(0.3, 3.0, seed=latency_seed)) as server:
+        answers = AnswerLog(server)
+        settings = crash_settings(kafka, redis, server, flow)
+        store = init_recovery(tmp / "recovery", 4)
+        run = crash_three_times(
+            flow, settings, keyed(generated), server=server, answers=answers,
+            store=store, logs=tmp / "logs", grace=GRACE_SECONDS,
+        )  # fmt: skip
+        return CrashResult(run, check_costs(server, answers, run), server.count())
+
+
 @pytest.mark.timeout(240)
 def test_three_sigkills_lose_no_shipment_input_and_pay_no_completed_call_twice(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
     generated = list(iter_shipment_surge(seed=11, steady_events=50, burst_factor=6))
-    with OpenAITestServer(latency=lognormal_latency(0.3, 3.0, seed=3)) as server:
-        answers = AnswerLog(server)
-        settings = crash_settings(kafka_bootstrap, redis_url, server, "shipments")
-        store = init_recovery(tmp_path / "recovery", 4)
-        run = crash_three_times(
-            "shipments", settings, keyed(generated), server=server, answers=answers,
-            store=store, logs=tmp_path / "logs", grace=GRACE_SECONDS,
-        )  # fmt: skip
-        completed = check_costs(server, answers, run)
-
-    decisions = by_id((r for r in run.records if r.topic == run.output_topic), "decision_id")
-    dead = by_id((r for r in run.records if r.topic != run.output_topic), "dead_letter_id")
-    assert unaccounted_inputs(generated, run.placed, decisions, dead) == []
+    result = crash("shipments", generated, 3, kafka_bootstrap, redis_url, tmp_path)
+    decisions = result.by_id("decision_id")
+    assert unaccounted_inputs(generated, result.run.placed, decisions, result.dead_letters()) == []
     assert disagreeing_copies(decisions) == [] and events_in_two_decisions(decisions) == []
     check_sources(decisions)
-    print(
-        f"\nshipments: {len(generated)} inputs, {len(decisions)} decisions ({len(run.records)} "
-        f"records with dead letters), in flight at the kills: {[k.in_flight for k in run.kills]}, "
-        f"{server.count()} requests, {completed} completed calls, none requested again"
-    )
+    print(result.summary("shipments", len(generated), len(decisions)))
 
 
 @pytest.mark.timeout(240)
@@ -119,22 +146,8 @@ def test_three_sigkills_lose_no_ticket_and_pay_no_completed_call_twice(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
     generated = list(iter_ticket_surge(seed=13, steady_events=30, burst_factor=6))
-    with OpenAITestServer(latency=lognormal_latency(0.3, 3.0, seed=5)) as server:
-        answers = AnswerLog(server)
-        settings = crash_settings(kafka_bootstrap, redis_url, server, "tickets")
-        store = init_recovery(tmp_path / "recovery", 4)
-        run = crash_three_times(
-            "tickets", settings, keyed(generated), server=server, answers=answers,
-            store=store, logs=tmp_path / "logs", grace=GRACE_SECONDS,
-        )  # fmt: skip
-        completed = check_costs(server, answers, run)
-
-    responses = by_id((r for r in run.records if r.topic == run.output_topic), "response_id")
-    dead = by_id((r for r in run.records if r.topic != run.output_topic), "dead_letter_id")
-    assert unanswered_messages(generated, run.placed, responses, dead) == []
+    result = crash("tickets", generated, 5, kafka_bootstrap, redis_url, tmp_path)
+    responses = result.by_id("response_id")
+    assert unanswered_messages(generated, result.run.placed, responses, result.dead_letters()) == []
     check_sources(responses)
-    print(
-        f"\ntickets: {len(generated)} inputs, {len(responses)} responses ({len(run.records)} "
-        f"records with dead letters), in flight at the kills: {[k.in_flight for k in run.kills]}, "
-        f"{server.count()} requests, {completed} completed calls, none requested again"
-    )
+    print(result.summary("tickets", len(generated), len(responses)))
