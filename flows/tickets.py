@@ -21,12 +21,13 @@ from flows.settings import Settings
 from operators import io
 from operators.agents import agent_step
 from operators.enrich import enrich_with_channel
+from operators.intents import IntentIndex
 from operators.llm.service import build_service
 from operators.parse import load_products, parse_ticket
 from operators.records import OutRecord, RawRecord
 from operators.reference import ChannelReference
 from operators.respond import format_response
-from operators.route import IntentIndex, route_ticket, route_without_llm
+from operators.route import route_ticket, route_without_llm
 from operators.sessions import session_history
 from operators.surge import ticket_surge
 from operators.validate import Limits, validate

@@ -24,9 +24,9 @@ from pydantic import BaseModel, Field
 
 from flows.settings import Settings
 from operators.domain import Priority
+from operators.intents import load_intents
 from operators.llm.prompt_text import clean_and_bound_all, echoes, user_data
 from operators.llm.types import LLMError, LLMInvalidOutput, LLMService
-from operators.route import load_intents
 from operators.tickets_domain import DraftedTicket, RoutedTicket
 from schemas.enrichment import Enrichment, FallbackReason
 from schemas.tickets import Route

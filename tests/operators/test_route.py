@@ -11,15 +11,14 @@ from typing import Optional
 import pytest
 
 from flows.settings import Settings
+from operators.intents import IntentIndex, load_intents
+from operators.lexical import ROUTES
 from operators.llm.prompt_text import estimate_tokens
 from operators.llm.types import ChatResult, EmbedResult, LLMCallError, LLMError
 from operators.route import (
     ROUTER_PROMPT_VERSION,
-    ROUTES,
-    IntentIndex,
     RouteChoice,
     context_text,
-    load_intents,
     route_ticket,
     router_messages,
 )

@@ -17,7 +17,8 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from operators.llm.adaptive import AdaptiveConcurrency, RedisSharedPressure, SharedPressure
+from operators.llm.adaptive import AdaptiveConcurrency
+from operators.llm.pressure import RedisSharedPressure, SharedPressure
 from scripts.redis_server import free_port
 from tests.flows.flow_runs import embedded_settings
 
