@@ -11,6 +11,7 @@ Redis after it comes back, may add a burst of their own.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -26,12 +27,12 @@ from tests.support.openai_server import CHAT_PATH, OpenAITestServer
 
 pytestmark = pytest.mark.redis
 
-RATE = 4.0
-"""Requests per second allowed (240 per minute): fine enough that one request of jitter at the
-server is well inside the 10% tolerance of a 5-second window (20 requests, 22 allowed)."""
+RATE = 10.0
+"""Requests per second allowed (600 per minute): fine enough that the jitter of arrivals at the
+server stays inside the 10% tolerance of a 5-second window (50 requests, 55 allowed)."""
 WINDOW_SECONDS = 5.0
 TOLERANCE = 0.10
-CALLERS = 20
+CALLERS = 48
 """More callers than the limit admits within the limiter wait: the limit is the bottleneck."""
 
 
@@ -58,13 +59,15 @@ def test_request_rate_holds_through_a_redis_kill_and_an_empty_restart(
     llm_settings: Callable[..., Settings],
     redis_server: RedisServer,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="operators.llm")
     settings = llm_settings(
         redis_url=redis_server.url,
         llm_requests_per_minute=int(RATE * 60),
         llm_rate_burst_seconds=0.01,
         llm_max_limiter_wait_seconds=3.0,
-        llm_max_concurrency=32,
+        llm_max_concurrency=64,
         llm_max_retries=0,
         redis_retry_seconds=1.0,
     )
@@ -111,3 +114,11 @@ def test_request_rate_holds_through_a_redis_kill_and_an_empty_restart(
     assert shared == {"before": True, "during": False, "after": True}, shared
     assert len(arrivals) >= 0.8 * RATE * 13.0, "the load kept the limit busy"
     assert worst <= RATE * (1 + TOLERANCE), f"worst 5-s window {worst:.2f}/s against {RATE}/s"
+    # the backends' transitions are logged once each way: down (WARNING), back (INFO)
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records]
+    for down, back in [
+        ("rate limits kept per process", "rate limits shared again"),
+        ("using the in-process front only", "Redis cache at"),
+    ]:
+        assert len([m for level, m in logged if level == logging.WARNING and down in m]) == 1
+        assert [m for level, m in logged if level == logging.INFO and back in m and "back" in m]
