@@ -18,6 +18,7 @@ from operators.llm.breaker import Breakers, State
 from operators.llm.provider import endpoint_for_log
 from operators.llm.service import OpenAIService
 from operators.llm.types import BreakerOpen, LLMCallError
+from scripts.redis_server import free_port
 from tests.operators.llm.service_calls import MODEL, FakeClock, classify, run
 from tests.support.openai_server import OpenAITestServer
 
@@ -90,3 +91,30 @@ def test_endpoint_for_log_drops_credentials_query_and_fragment() -> None:
     url = "https://user:s3cret@llm.example.com:8443/v1?api-key=k3y#frag"
     assert endpoint_for_log(url) == "https://llm.example.com:8443/v1"
     assert endpoint_for_log(None) == "https://api.openai.com/v1"
+
+
+def test_a_refused_endpoint_opens_the_breaker_after_its_failures_with_one_warning(
+    llm_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="operators.llm")
+    base_url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    settings = llm_settings(
+        openai_base_url=base_url,
+        llm_breaker_failures=3,
+        llm_retry_initial_seconds=0.01,
+        llm_retry_max_seconds=0.02,
+    )
+    service = OpenAIService(settings, flow="refused")
+
+    async def work() -> list[str]:
+        reasons = []
+        for n in range(CALLS):
+            try:
+                await classify(service, f"note {n}")
+            except (LLMCallError, BreakerOpen) as exc:
+                reasons.append(exc.reason)
+        return reasons
+
+    assert run(service, work) == ["call_error"] * 3 + ["breaker_open"] * (CALLS - 3)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and base_url in warnings[0] and "connection" in warnings[0].lower()
