@@ -22,9 +22,10 @@
    410: a wrong base URL, path, key or model, or not an OpenAI-compatible server) opens it at
    once, with one ERROR naming the status and the base URL (without credentials).
 
-A call that reached the provider and failed ends with that failure even when a later attempt
-is stopped by a limit or the opened breaker: `LLMTimeout` (`timeout`) when an attempt timed
-out, else `LLMCallError` (`call_error`), never `rate_limit_wait`.
+A call that reached the provider and failed (other than with a 429) ends with that failure
+even when a later attempt is stopped by a limit or the opened breaker: `LLMTimeout`
+(`timeout`) when an attempt timed out, else `LLMCallError` (`call_error`), not
+`rate_limit_wait`.
 
 Every attempt is observed (`gen_ai_client_operation_duration_seconds`, with `error_type` on
 failures; `gen_ai_client_token_usage`); every retry counts in `surgeflow_llm_retries_total`.
@@ -271,6 +272,8 @@ class ProviderCaller:
         endpoint or credentials as wrong trips it."""
         if not (_timed_out(exc) or isinstance(exc, _PROVIDER_FAILURES)):
             return  # not the provider's answer (an unreadable body is judged by the caller)
+        if retry_reason(exc) == "rate_limited":
+            return  # a 429 is a limit: a call it sends on to wait too long is `rate_limit_wait`
         met.failure, met.uncounted = exc, True
         breaker = self._breakers[permit.model]
         status = getattr(exc, "status_code", None)
