@@ -9,7 +9,7 @@ engine instead of an LLM.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +29,10 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "text-embedding-3-small": (0.02, 0.0),
     "text-embedding-3-large": (0.13, 0.0),
 }
+
+
+Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+"""USD per 1M tokens: finite and not negative (a negative price would make a call earn money)."""
 
 
 class Settings(BaseSettings):
@@ -109,7 +113,10 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(default=2, ge=0, le=10)
     llm_max_concurrency: int = Field(default=16, ge=1, le=1024)
     llm_max_tokens: int = Field(default=300, ge=16, le=16_384)
-    llm_prices: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    llm_prices: dict[str, tuple[Price, Price]] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES),
+        description="USD per 1M tokens (input, output) by model; each >= 0",
+    )
     llm_model_fallback: Optional[str] = Field(
         default="gpt-4.1-nano",
         description="cheaper chat model used when the budget cannot pay the configured one; "

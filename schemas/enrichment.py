@@ -17,11 +17,18 @@ CallOutcome = Literal["success", "cache_hit", "merged", "fallback"]
 a cheaper model or the rules engine; `fallback_reason` says why)."""
 
 FallbackReason = Literal[
-    "disabled", "budget", "breaker_open", "rate_limit_wait", "invalid_output", "call_error"
+    "disabled",
+    "budget",
+    "breaker_open",
+    "rate_limit_wait",
+    "invalid_output",
+    "call_error",
+    "timeout",
 ]
 """Why the configured model did not answer: no endpoint configured, the flow's budget was spent,
 the circuit breaker was open, the rate limits would have waited too long, the answer did not
-validate (after one repair attempt), or the provider call failed (after its retries)."""
+validate (after one repair attempt), the provider call failed (after its retries), or the
+provider did not answer in time (an attempt timed out and no later one answered)."""
 
 
 class Enrichment(Record):

@@ -7,8 +7,14 @@ concurrency-limits AIMD does, with a slower increase:
   below `minimum`, at most once per `CUT_INTERVAL_SECONDS`, so the drops of one burst are one cut;
 - increase: `on_success` counts the successes seen while at least half the limit is in use, and
   each `limit` of them add 1 (up to `maximum`): about +1 per limit's worth of calls under load, as
-  TCP's congestion avoidance adds one segment per round trip. Successes at low load prove nothing;
+  TCP's congestion avoidance adds one segment per round trip. Successes at low load prove little,
+  except that the provider answers: once no call has been dropped for `recovery_seconds`
+  (`RECOVERY_SECONDS`), every success adds 1 whatever the load, so a limit cut by a stall or
+  an outage returns to `maximum` after the provider does, even when the load is light;
 - pause: `on_drop(retry_after)` lets no new call start before `now + retry_after`.
+
+`slot(stop=...)` lets a waiter give up early: `stop()` is checked every `STOP_POLL_SECONDS` and
+may raise (the circuit breaker opened while the call waited behind hung calls).
 
 Waiters get slots in FIFO order. With a `SharedPressure`, every cut and pause is published, and
 each `slot()` reads the shared state at most every `REFRESH_SECONDS`: a lower shared limit is
@@ -36,6 +42,10 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 0.25
 PAUSE_POLL_SECONDS = 0.1
 """Longest sleep between checks of a pause's end against the (possibly injected) clock."""
+STOP_POLL_SECONDS = 0.1
+"""How often a waiter for a slot asks its `stop` whether to give up."""
+RECOVERY_SECONDS = 5.0
+"""Time without a drop after which every success raises the limit by one, whatever the load."""
 
 
 class AdaptiveConcurrency:
@@ -52,6 +62,7 @@ class AdaptiveConcurrency:
         minimum: int,
         maximum: int,
         pressure: SharedPressure | None = None,
+        recovery_seconds: float = RECOVERY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 1 <= minimum <= maximum:
@@ -65,6 +76,8 @@ class AdaptiveConcurrency:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._pause_until = -math.inf
         self._last_cut = -math.inf
+        self._last_drop = clock()
+        self._recovery = recovery_seconds
         self._next_refresh = -math.inf
         self._resume: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -107,18 +120,27 @@ class AdaptiveConcurrency:
         return max(self._pause_until - self._clock(), 0.0)
 
     @contextlib.asynccontextmanager
-    async def slot(self, *, timeout: float) -> AsyncIterator[None]:
-        """Wait (FIFO) for a free slot outside any pause, within `timeout` (else TimeoutError)."""
+    async def slot(
+        self, *, timeout: float, stop: Callable[[], None] | None = None
+    ) -> AsyncIterator[None]:
+        """Wait (FIFO) for a free slot outside any pause, within `timeout` (else TimeoutError);
+        while waiting, `stop()` is called every `STOP_POLL_SECONDS` and may raise to give up."""
         async with asyncio.timeout(timeout):
             await self._refresh()
-            await self._acquire()
+            await self._acquire(stop)
         try:
             yield
         finally:
             self._release()
 
     def on_success(self) -> None:
-        """A call succeeded: under load, each `limit` successes raise the limit by one."""
+        """A call succeeded: under load, each `limit` successes raise the limit by one; after
+        `recovery_seconds` without a drop, every success does."""
+        if self._limit < self._maximum and self._clock() - self._last_drop >= self._recovery:
+            self._successes = 0
+            self._set_limit(self._limit + 1)
+            self._wake()
+            return
         if 2 * self._in_flight < self._limit:
             return
         self._successes += 1
@@ -131,6 +153,7 @@ class AdaptiveConcurrency:
     def on_drop(self, retry_after: float | None) -> None:
         """A call was dropped: cut by 0.9 (once per interval), pause for `retry_after` seconds."""
         now = self._clock()
+        self._last_drop = now
         if retry_after is not None and retry_after > 0:
             self._pause_until = max(self._pause_until, now + retry_after)
             self._publish(lambda p: p.publish_pause(retry_after))
@@ -153,7 +176,7 @@ class AdaptiveConcurrency:
     def _free(self) -> bool:
         return self._in_flight < self._limit and self._clock() >= self._pause_until
 
-    async def _acquire(self) -> None:
+    async def _acquire(self, stop: Callable[[], None] | None = None) -> None:
         """Take a slot now if nobody waits and one is free, else queue for one."""
         if not self._waiters and self._free():
             self._in_flight += 1
@@ -162,7 +185,14 @@ class AdaptiveConcurrency:
         self._waiters.append(waiter)
         self._wake()
         try:
-            await waiter
+            if stop is None:
+                await waiter
+            else:
+                while not waiter.done():
+                    await asyncio.wait([waiter], timeout=STOP_POLL_SECONDS)
+                    if not waiter.done():
+                        stop()
+                waiter.result()
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self._release()  # granted just as we gave up: pass the slot on
@@ -201,7 +231,7 @@ class AdaptiveConcurrency:
         if pause > 0:
             self._pause_until = max(self._pause_until, now + pause)
         if limit is not None and max(limit, self._minimum) < self._limit:
-            self._last_cut = now
+            self._last_cut = self._last_drop = now
             self._successes = 0
             self._set_limit(limit)
 

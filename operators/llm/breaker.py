@@ -11,7 +11,13 @@ probe's success closes the breaker, its failure opens it for another `reset_seco
 that ends without reaching the provider (a limit, the budget) gives the probe to the next call.
 
 Attempts check their permit again before each retry: once the breaker is open, only the probe's
-attempts reach the provider.
+attempts reach the provider, and only while it is half-open (a probe whose attempt timed out
+reopens it at once and stops). `trip` opens it at once, whatever the count: a status that no
+retry or later call can cure (a wrong base URL or API key) sends every call to the rules engine
+after the first one.
+
+Every transition is logged once, when it happens: opening at WARNING (ERROR when tripped),
+half-open, a failed probe and closing at INFO.
 
 Written here rather than taken from a library: it is a few lines of state, works the same from
 any event loop (the worker loops of one process share it; a lock guards it), keys by model, and
@@ -20,6 +26,7 @@ takes the clock as a dependency so tests step time instead of sleeping.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +36,8 @@ from enum import IntEnum
 from flows.settings import Settings
 from operators.llm.metrics import BREAKER_STATE
 from operators.llm.types import BreakerOpen
+
+log = logging.getLogger(__name__)
 
 
 class State(IntEnum):
@@ -81,14 +90,16 @@ class CircuitBreaker:
             waited = self._clock() - self._opened_at
             if self._state is State.OPEN and waited >= self._reset:
                 self._set(State.HALF_OPEN)
+                log.info("circuit breaker of %s half-open: one probe call goes through", self.model)
                 return Permit(self.model, probe=True)
         raise BreakerOpen(f"circuit breaker of {self.model} is {self.state.name.lower()}")
 
     def check(self, permit: Permit) -> None:
-        """Before another attempt: `BreakerOpen` unless closed or `permit` is the probe."""
+        """Before another attempt (or while waiting for one): `BreakerOpen` unless closed, or
+        half-open and `permit` is the probe."""
         with self._lock:
-            allowed = self._state is State.CLOSED or permit.probe
-        if not allowed:
+            state = self._state
+        if not (state is State.CLOSED or (permit.probe and state is State.HALF_OPEN)):
             raise BreakerOpen(f"circuit breaker of {self.model} opened during the call")
 
     def succeeded(self, permit: Permit) -> None:
@@ -96,17 +107,26 @@ class CircuitBreaker:
         with self._lock:
             if permit.probe or self._state is State.CLOSED:
                 self._failures = 0
+                if self._state is not State.CLOSED:
+                    log.info("circuit breaker of %s closed: the probe call answered", self.model)
                 self._set(State.CLOSED)
 
-    def failed(self, permit: Permit) -> None:
-        """The call failed after its retries: count it; open at the threshold or on the probe."""
+    def failed(self, permit: Permit, cause: str = "a provider failure") -> None:
+        """A failed call (or a timed-out attempt): count it; open at the threshold or on the
+        probe. `cause` says what failed, for the log."""
         with self._lock:
-            if permit.probe:
-                self._open()
+            if permit.probe and self._state is State.HALF_OPEN:
+                self._open(cause)
             elif self._state is State.CLOSED:
                 self._failures += 1
                 if self._failures >= self._threshold:
-                    self._open()
+                    self._open(f"{self._failures} failed calls in a row, the last: {cause}")
+
+    def trip(self, permit: Permit, cause: str) -> None:
+        """Open now, whatever the count: `cause` cannot be cured by retries or later calls."""
+        with self._lock:
+            if self._state is State.CLOSED or (permit.probe and self._state is State.HALF_OPEN):
+                self._open(cause, level=logging.ERROR)
 
     def released(self, permit: Permit) -> None:
         """The call ended without a verdict on the provider: a probe goes to the next call."""
@@ -116,7 +136,22 @@ class CircuitBreaker:
                 self._opened_at = self._clock() - self._reset
                 self._report()
 
-    def _open(self) -> None:
+    def _open(self, cause: str, *, level: int = logging.WARNING) -> None:
+        if self._state is State.HALF_OPEN:
+            log.info(
+                "circuit breaker of %s open again: the probe call failed (%s); next probe in %g s",
+                self.model,
+                cause,
+                self._reset,
+            )
+        else:
+            log.log(
+                level,
+                "circuit breaker of %s open: %s; calls go to the rules engine, next probe in %g s",
+                self.model,
+                cause,
+                self._reset,
+            )
         self._opened_at = self._clock()
         self._failures = 0
         self._set(State.OPEN)

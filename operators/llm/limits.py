@@ -12,7 +12,16 @@ plus the rate, so there is no double burst at minute boundaries.
 `RedisRateLimiter` runs both in one Lua script per call (all costs at once, `TIME` of the server as
 the clock, keys `surgeflow:v1:limit:<rate.key>` expiring a little after their `tat`). When Redis
 fails it says so (one WARNING, `surgeflow_llm_limiter_backend_up` 0, `shared` False), keeps the
-limits in a `LocalRateLimiter` for `retry_seconds`, then tries Redis again.
+limits in a `LocalRateLimiter` for `retry_seconds`, then tries Redis again (one INFO when it
+answers). A failover adds no burst of its own:
+
+- every reply of the script carries the shared `tat` of each rate (as seconds ahead of the
+  server's now), which the local limiter follows; so while Redis is down the local limiter
+  continues from the shared schedule last seen, after the reservations already queued in Redis,
+  instead of starting from a full fresh burst;
+- every reservation sends the local `tat` along: a rate missing from Redis (restarted empty) is
+  seeded with it, and the first reservation of a rate after an outage takes the later of the two,
+  so what was admitted locally meanwhile is not admitted again.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from flows.settings import Settings
 from operators.llm.metrics import LIMITER_BACKEND_UP
@@ -139,6 +148,21 @@ class LocalRateLimiter:
                 if rate.key in self._tats:
                     self._tats[rate.key] = max(self._tats[rate.key] - cost * rate.interval, now)
 
+    def ahead(self, keys: Sequence[str]) -> list[float]:
+        """How far each key's `tat` runs ahead of now, in seconds (0 for an unknown key)."""
+        with self._lock:
+            now = self._clock()
+            return [max(self._tats.get(key, now) - now, 0.0) for key in keys]
+
+    def follow(self, ahead: Mapping[str, float], *, later_only: bool) -> None:
+        """Take the `tat` of each key as `ahead` seconds from now (the shared schedule);
+        `later_only` keeps a later local `tat` (replies of concurrent calls may cross)."""
+        with self._lock:
+            now = self._clock()
+            for key, seconds in ahead.items():
+                tat = now + max(seconds, 0.0)
+                self._tats[key] = max(tat, self._tats.get(key, now)) if later_only else tat
+
 
 _PREAMBLE = """
 local t = redis.call('TIME')
@@ -149,49 +173,77 @@ local function fmt(x) return string.format('%.17g', x) end
 RESERVE_SCRIPT = (
     _PREAMBLE
     + """
--- KEYS: limit keys; ARGV: max_wait, slack, then (interval, cost, tolerance) per key
+-- KEYS: limit keys; ARGV: max_wait, slack, then (interval, cost, tolerance, local, merge) per
+-- key, where local is the caller's tat in seconds ahead of now: it seeds a missing key, and
+-- with merge 1 (the first call after an outage) the later of the two is taken.
+-- Reply: {admitted, delay, then each key's tat in seconds ahead of now}.
 local max_wait, slack = tonumber(ARGV[1]), tonumber(ARGV[2])
-local planned, worst = {}, 0
+local before, planned, admitted, worst = {}, {}, 1, 0
 for i, key in ipairs(KEYS) do
-  local interval, cost, tolerance = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]),
-    tonumber(ARGV[3 * i + 2])
-  local tat = planned[key] or tonumber(redis.call('GET', key)) or now
-  if tat < now then tat = now end
+  local at = 5 * i - 2
+  local interval, cost, tolerance = tonumber(ARGV[at]), tonumber(ARGV[at + 1]),
+    tonumber(ARGV[at + 2])
+  local seeded, merge = now + tonumber(ARGV[at + 3]), ARGV[at + 4] == '1'
+  local tat = planned[key]
+  if tat == nil then
+    tat = tonumber(redis.call('GET', key))
+    if tat == nil or (merge and seeded > tat) then tat = seeded end
+    if tat < now then tat = now end
+    before[key] = tat
+  end
   planned[key] = tat + cost * interval
   local delay = planned[key] - tolerance - now
-  if delay > max_wait + slack then return {0, fmt(delay)} end
+  if delay > max_wait + slack then
+    admitted, worst = 0, delay
+    break
+  end
   if delay > worst then worst = delay end
 end
-for key, tat in pairs(planned) do
-  redis.call('SET', key, fmt(tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+local reply = {admitted, 0}
+for i, key in ipairs(KEYS) do
+  local tat = (admitted == 1 and planned[key]) or before[key] or now
+  if admitted == 1 then
+    redis.call('SET', key, fmt(tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+  end
+  reply[i + 2] = fmt(tat - now)
 end
-if worst <= slack then worst = 0 end
-return {1, fmt(worst)}
+if admitted == 1 and worst <= slack then worst = 0 end
+reply[2] = fmt(worst)
+return reply
 """
 )
 
 REFUND_SCRIPT = (
     _PREAMBLE
     + """
--- KEYS: limit keys; ARGV: unused, unused, then (interval, cost, tolerance) per key
+-- KEYS: limit keys; ARGV: unused, unused, then (interval, cost, ...) per key, as for reserve.
+-- Reply: each key's tat in seconds ahead of now (-1 for a key Redis does not hold).
+local reply = {}
 for i, key in ipairs(KEYS) do
+  local at = 5 * i - 2
   local tat = tonumber(redis.call('GET', key))
+  reply[i] = '-1'
   if tat then
-    tat = math.max(tat - tonumber(ARGV[3 * i + 1]) * tonumber(ARGV[3 * i]), now)
+    tat = math.max(tat - tonumber(ARGV[at + 1]) * tonumber(ARGV[at]), now)
     if tat > now then
       redis.call('SET', key, fmt(tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
     else
       redis.call('DEL', key)
     end
+    reply[i] = fmt(tat - now)
   end
 end
-return 1
+return reply
 """
 )
 
 
-def _script_args(head: Sequence[float], costs: Sequence[Cost]) -> list[float]:
-    return [*head, *(v for r, c in costs for v in (r.interval, c, r.tolerance))]
+def _script_args(
+    head: Sequence[float], costs: Sequence[Cost], ahead: Sequence[float], merge: Sequence[bool]
+) -> list[float]:
+    per_key = zip(costs, ahead, merge, strict=True)
+    values = ((r.interval, c, r.tolerance, a, int(m)) for (r, c), a, m in per_key)
+    return [*head, *(v for group in values for v in group)]
 
 
 class RedisRateLimiter:
@@ -207,6 +259,8 @@ class RedisRateLimiter:
         client_factory: RedisClientFactory | None = None,
     ) -> None:
         self._local = LocalRateLimiter(clock=clock)
+        self._unsynced: set[str] = set()
+        """Keys charged or refunded in the local limiter since Redis last saw them."""
         self._redis = ScriptRunner(
             url,
             {"reserve": RESERVE_SCRIPT, "refund": REFUND_SCRIPT},
@@ -232,20 +286,36 @@ class RedisRateLimiter:
         active = active_costs(costs)
         if not active:
             return 0.0
-        keys = [KEY_PREFIX + rate.key for rate, _ in active]
-        args = _script_args([max(max_wait, 0.0), SLACK_SECONDS], active)
-        reply = await self._redis.call("reserve", keys, args)
+        reply = await self._call("reserve", active, [max(max_wait, 0.0), SLACK_SECONDS])
         if reply is None:
             return self._local.reserve_now(active, max_wait=max_wait)
+        ahead = {r.key: float(s) for (r, _), s in zip(active, reply[2:], strict=True)}
+        self._local.follow(ahead, later_only=True)
         return float(reply[1]) if int(reply[0]) else None
 
     async def refund(self, costs: Sequence[Cost]) -> None:
         active = active_costs(costs)
         if not active:
             return
-        keys = [KEY_PREFIX + rate.key for rate, _ in active]
-        if await self._redis.call("refund", keys, _script_args([0, 0], active)) is None:
+        reply = await self._call("refund", active, [0, 0])
+        if reply is None:
             self._local.refund_now(active)
+            return
+        ahead = {r.key: float(s) for (r, _), s in zip(active, reply, strict=True) if float(s) >= 0}
+        self._local.follow(ahead, later_only=False)
+
+    async def _call(self, script: str, active: Sequence[Cost], head: list[float]) -> Any | None:
+        """Run `script` for `active` with the local schedule; None (and remember the keys as
+        charged locally) when Redis is down."""
+        names = [rate.key for rate, _ in active]
+        merge = [name in self._unsynced for name in names]
+        args = _script_args(head, active, self._local.ahead(names), merge)
+        reply = await self._redis.call(script, [KEY_PREFIX + name for name in names], args)
+        if reply is None:
+            self._unsynced.update(names)
+        elif script == "reserve" and int(reply[0]):
+            self._unsynced.difference_update(n for n, m in zip(names, merge, strict=True) if m)
+        return reply
 
     async def aclose(self) -> None:
         """Close the running loop's Redis client."""

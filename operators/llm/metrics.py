@@ -42,7 +42,7 @@ RETRIES = Counter(
 FALLBACKS = Counter(
     "surgeflow_llm_fallbacks",
     "Calls sent away from the configured model, by reason (budget, breaker_open, rate_limit_wait, "
-    "invalid_output, call_error) and target (fallback_model, rules).",
+    "invalid_output, call_error, timeout) and target (fallback_model, rules).",
     ["flow", "reason", "target"],
 )
 IN_FLIGHT = Gauge(

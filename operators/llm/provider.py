@@ -11,14 +11,26 @@
    then reserves the provider's request/token limits (waiting up to the same bound), and runs
    for at most `llm_timeout_seconds`. Taking the slot first makes a request leave right after
    its limiter delay, and keeps the limiter's round trips to Redis within the concurrency
-   limit. The whole sequence is bounded by `call_bound_seconds`;
+   limit. A call waiting for a slot gives up as soon as the breaker opens. The whole sequence
+   is bounded by `call_bound_seconds`;
 4. the budget and the token limit get back what the answer's `usage` did not use, and the
    breaker hears how the call ended: an answer closes it, a provider failure after the retries
-   counts towards opening it, a call stopped by a limit or the budget says nothing.
+   counts towards opening it, a call stopped by a limit or the budget says nothing. Two
+   failures are heard at once, attempt by attempt: a timed-out attempt counts as a failed call
+   (so a hung endpoint opens the breaker one timeout after it stalls, instead of holding every
+   retry for a full timeout first), and a status no retry can cure (401, 403, 404, 405, 407,
+   410: a wrong base URL, path, key or model, or not an OpenAI-compatible server) opens it at
+   once, with one ERROR naming the status and the base URL (without credentials).
+
+A call that reached the provider and failed (other than with a 429) ends with that failure
+even when a later attempt is stopped by a limit or the opened breaker: `LLMTimeout`
+(`timeout`) when an attempt timed out, else `LLMCallError` (`call_error`), not
+`rate_limit_wait`.
 
 Every attempt is observed (`gen_ai_client_operation_duration_seconds`, with `error_type` on
 failures; `gen_ai_client_token_usage`); every retry counts in `surgeflow_llm_retries_total`.
-Provider failures become `LLMCallError`, unreadable bodies `LLMInvalidOutput`.
+Provider failures become `LLMCallError` (timeouts `LLMTimeout`), unreadable bodies
+`LLMInvalidOutput`.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
@@ -41,7 +54,13 @@ from operators.llm.per_loop import PerLoop
 from operators.llm.responses import llm_error
 from operators.llm.retry import DROP_REASONS, RetryPolicy, exception_retry_after, retry_reason
 from operators.llm.runner import call_bound_seconds
-from operators.llm.types import LLMCallError, LLMError, LLMUnavailable, RateLimitWait
+from operators.llm.types import (
+    LLMCallError,
+    LLMError,
+    LLMTimeout,
+    LLMUnavailable,
+    RateLimitWait,
+)
 
 Send = Callable[[str, int], Awaitable[Any]]
 """Sends one attempt: (model, attempt number from 0) -> the client's response."""
@@ -91,6 +110,7 @@ class ProviderCaller:
         self._concurrency = PerLoop(concurrency)
         self._clock = clock
         self._bound = call_bound_seconds(settings)
+        self._endpoint = endpoint_for_log(settings.openai_base_url)
 
     def concurrency(self) -> AdaptiveConcurrency:
         """The running loop's adaptive concurrency limit."""
@@ -131,17 +151,19 @@ class ProviderCaller:
     async def _guarded(self, request: ProviderRequest, permit: Permit) -> ProviderReply:
         """The attempts within the call bound; the breaker hears the verdict."""
         breaker = self._breakers[permit.model]
+        met = _Met()
         scope = asyncio.timeout(self._bound)
         try:
             async with scope:
                 reply = await self._policy.run(
-                    lambda attempt: self._attempt(request, permit, attempt),
+                    lambda attempt: self._attempt(request, permit, attempt, met),
                     on_retry=lambda reason, _: _count_retry(request.operation, reason),
                 )
         except BaseException as exc:
-            error = self._error(exc, scope.expired())
+            error = self._error(exc, scope.expired(), met)
             if isinstance(error, LLMCallError):
-                breaker.failed(permit)
+                if met.uncounted or met.failure is None:
+                    breaker.failed(permit, f"{error} ({self._endpoint})")
             else:
                 breaker.released(permit)
             if error is exc:
@@ -150,44 +172,60 @@ class ProviderCaller:
         breaker.succeeded(permit)
         return reply
 
-    def _error(self, exc: BaseException, expired: bool) -> BaseException:
-        """The `LLMError` a failed call raises; other exceptions (cancellation) stay as they are."""
+    def _error(self, exc: BaseException, expired: bool, met: _Met) -> BaseException:
+        """The `LLMError` a failed call raises; other exceptions (cancellation) stay as they are.
+
+        A call stopped by a limit or the breaker after one of its attempts reached the provider
+        and failed ends with that failure: its items were not sent away by a limit."""
+        if isinstance(exc, LLMUnavailable) and met.failure is not None:
+            return self._error(met.failure, False, _Met())
         if isinstance(exc, LLMError):
             return exc
-        if isinstance(exc, TimeoutError):
-            if expired:
-                return LLMCallError(f"call exceeded its bound of {self._bound:.1f} s")
-            return LLMCallError("request timed out after the allowed retries")
+        if expired:
+            return LLMTimeout(f"call exceeded its bound of {self._bound:.1f} s")
+        if _timed_out(exc):
+            return LLMTimeout(
+                f"no answer within {self._settings.llm_timeout_seconds:g} s "
+                "after the allowed retries"
+            )
         if isinstance(exc, (openai.OpenAIError, ValueError)):
             return llm_error(exc)
         return exc
 
     async def _attempt(
-        self, request: ProviderRequest, permit: Permit, attempt: int
+        self, request: ProviderRequest, permit: Permit, attempt: int, met: _Met
     ) -> ProviderReply:
         """One attempt: breaker, then a concurrency slot, then the limits, then the request."""
         model = permit.model
-        self._breakers[model].check(permit)
+        breaker = self._breakers[model]
+        breaker.check(permit)
         limiter = self.concurrency()
         wait = self._settings.llm_max_limiter_wait_seconds
         acquired = False
         try:
-            async with limiter.slot(timeout=wait):
+            async with limiter.slot(timeout=wait, stop=lambda: breaker.check(permit)):
                 acquired = True
-                return await self._limited(request, model, attempt, limiter)
+                breaker.check(permit)  # it may have opened while this call waited
+                return await self._limited(request, permit, attempt, limiter, met)
         except TimeoutError as exc:
             if acquired:
                 raise
             raise RateLimitWait(f"no concurrency slot within {wait:g} s") from exc
 
     async def _limited(
-        self, request: ProviderRequest, model: str, attempt: int, limiter: AdaptiveConcurrency
+        self,
+        request: ProviderRequest,
+        permit: Permit,
+        attempt: int,
+        limiter: AdaptiveConcurrency,
+        met: _Met,
     ) -> ProviderReply:
         """The request once the limits allow it; the token limit gets back what it did not use."""
+        model = permit.model
         reserved = await self._admission.provider(model, request.tokens_in + request.tokens_out)
         used: list[Any] = reserved
         try:
-            reply = await self._timed(request, model, attempt, limiter)
+            reply = await self._timed(request, permit, attempt, limiter, met)
             used = self._admission.provider_used(model, reply.tokens_in + reply.tokens_out)
             return reply
         except Exception as exc:
@@ -198,9 +236,16 @@ class ProviderCaller:
             await self._admission.settle(reserved, used)
 
     async def _timed(
-        self, request: ProviderRequest, model: str, attempt: int, limiter: AdaptiveConcurrency
+        self,
+        request: ProviderRequest,
+        permit: Permit,
+        attempt: int,
+        limiter: AdaptiveConcurrency,
+        met: _Met,
     ) -> ProviderReply:
-        """The request within `llm_timeout_seconds`, observed; `limiter` hears how it went."""
+        """The request within `llm_timeout_seconds`, observed; `limiter` and, for a timeout or a
+        status no retry cures, the breaker hear how it went at once."""
+        model = permit.model
         started = self._clock()
         IN_FLIGHT.inc()
         try:
@@ -210,6 +255,7 @@ class ProviderCaller:
             observe_attempt(request.operation, model, self._clock() - started, _error_type(exc))
             if retry_reason(exc) in DROP_REASONS:
                 limiter.on_drop(exception_retry_after(exc))
+            self._heard(permit, exc, met)
             raise
         finally:
             IN_FLIGHT.dec()
@@ -219,6 +265,55 @@ class ProviderCaller:
         observe_tokens(request.operation, model, tokens_in, tokens_out)
         cost = self._admission.cost(model, tokens_in, tokens_out)
         return ProviderReply(response, model, tokens_in, tokens_out, cost)
+
+    def _heard(self, permit: Permit, exc: Exception, met: _Met) -> None:
+        """Remember a failed attempt; a timeout counts toward the breaker now (a hung endpoint
+        would otherwise hold every retry for a full timeout first), and a status that marks the
+        endpoint or credentials as wrong trips it."""
+        if not (_timed_out(exc) or isinstance(exc, _PROVIDER_FAILURES)):
+            return  # not the provider's answer (an unreadable body is judged by the caller)
+        if retry_reason(exc) == "rate_limited":
+            return  # a 429 is a limit: a call it sends on to wait too long is `rate_limit_wait`
+        met.failure, met.uncounted = exc, True
+        breaker = self._breakers[permit.model]
+        status = getattr(exc, "status_code", None)
+        if _timed_out(exc):
+            met.uncounted = False
+            breaker.failed(permit, f"no answer within {self._settings.llm_timeout_seconds:g} s")
+        elif status in ENDPOINT_STATUSES:
+            met.uncounted = False
+            breaker.trip(
+                permit,
+                f"status {status} from {self._endpoint} (not retried; check OPENAI_BASE_URL, "
+                f"OPENAI_API_KEY and the model name)",
+            )
+
+
+_PROVIDER_FAILURES = (openai.APIStatusError, openai.APIConnectionError)
+
+ENDPOINT_STATUSES: frozenset[int] = frozenset({401, 403, 404, 405, 407, 410})
+"""Statuses no retry or later call can cure (wrong base URL, path, API key or model; not an
+OpenAI-compatible server): the first one opens the breaker."""
+
+
+@dataclass
+class _Met:
+    """What the attempts of one call met at the provider: the last failure, and whether the
+    breaker has yet to hear of it."""
+
+    failure: BaseException | None = None
+    uncounted: bool = False
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, (TimeoutError, openai.APITimeoutError))
+
+
+def endpoint_for_log(url: str | None) -> str:
+    """The base URL without credentials, query or fragment, for logs."""
+    parts = urlsplit(url or "https://api.openai.com/v1")
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _count_retry(operation: Operation, reason: str) -> None:

@@ -13,6 +13,7 @@ Every failure is an `LLMError` whose `reason` names why the caller has to use it
     │   ├── BudgetExhausted     budget           the flow's token/USD budget cannot pay any model
     │   └── RateLimitWait       rate_limit_wait  the limits would make the call wait too long
     ├── LLMCallError            call_error       the provider failed after the allowed retries
+    │   └── LLMTimeout          timeout          an attempt timed out and no later one answered
     └── LLMInvalidOutput        invalid_output   the answer (and its repair) did not validate
 """
 
@@ -78,6 +79,13 @@ class LLMCallError(LLMError):
     """The provider call failed after the allowed retries (status, timeout, connection)."""
 
     reason: ClassVar[FallbackReason] = "call_error"
+
+
+class LLMTimeout(LLMCallError):
+    """The provider did not answer in time: an attempt timed out (or the call's bound expired),
+    and no later attempt answered."""
+
+    reason: ClassVar[FallbackReason] = "timeout"
 
 
 class LLMInvalidOutput(LLMError):

@@ -10,6 +10,8 @@ It answers `POST /v1/chat/completions` and `POST /v1/embeddings` in the document
   sharing words get similar vectors; `encoding_format` `float` or `base64` (little-endian float32).
 - latency: `server.latency` is fixed seconds or a zero-argument callable returning seconds;
   `lognormal_latency(p50, p99)` gives the heavy-tailed distribution LLM providers show.
+- API key: with `server.api_key` set, a request without `Authorization: Bearer <api_key>` gets
+  401 `invalid_api_key`, as OpenAI answers a wrong key (None, the default, accepts any key).
 - faults: `rate_limit_next`, `fail_next`, `hang_next`, `malformed_next` (a truncated body) and
   `violate_schema_next` (a well-formed completion whose content breaks the schema) affect the next
   N requests (of one path, or of any); `fail_model(model, ...)` fails every request for a model
@@ -74,6 +76,7 @@ class OpenAITestServer(FaultPlan, RequestLog):
         self.latency = latency
         self.responder = responder
         self.keywords = dict(DEFAULT_KEYWORDS if keywords is None else keywords)
+        self.api_key: str | None = None
         FaultPlan.__init__(self)
         RequestLog.__init__(self)
         self._stopping = threading.Event()
@@ -180,6 +183,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, body: Any, fault: Fault | None) -> int:
         owner = self.owner
+        if owner.api_key is not None and self.headers.get("authorization") != (
+            f"Bearer {owner.api_key}"
+        ):
+            return self._send(401, _error("Incorrect API key provided", "invalid_api_key"))
         delay = owner._delay()
         if fault is not None and fault.kind == "hang":
             delay = max(delay, fault.seconds)

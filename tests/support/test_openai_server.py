@@ -59,3 +59,13 @@ def test_peak_in_flight_counts_concurrent_requests(openai_server: OpenAITestServ
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: _post(openai_server, body), range(4)))
     assert openai_server.peak_in_flight == 4
+
+
+def test_an_api_key_refuses_requests_without_it(openai_server: OpenAITestServer) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    assert _post(openai_server, body, authorization="Bearer anything").status_code == 200
+    openai_server.api_key = "sk-right"
+    refused = _post(openai_server, body, authorization="Bearer sk-wrong")
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    assert _post(openai_server, body).status_code == 401
+    assert _post(openai_server, body, authorization="Bearer sk-right").status_code == 200

@@ -411,3 +411,55 @@ async def close(*limiters: AdaptiveConcurrency) -> None:
         await limiter.flush()
         if isinstance(limiter.pressure, RedisSharedPressure):
             await limiter.pressure.aclose()
+
+
+def test_a_quiet_spell_after_a_cut_lets_every_success_add_one_at_any_load() -> None:
+    clock = FakeClock()
+    limiter = make(16, 1, 16, clock=clock)
+    for _ in range(6):
+        limiter.on_drop(None)
+        clock.now += 1.0  # a cut per second: 16 -> 7, as a long stall makes it
+    assert limiter.limit == 7
+
+    async def light_load(successes: int) -> None:
+        for _ in range(successes):
+            async with limiter.slot(timeout=1):
+                limiter.on_success()  # one call at a time: far below half the limit
+
+    asyncio.run(light_load(5))
+    assert limiter.limit == 7, "no growth at low load while drops are recent"
+    clock.now += 4.0  # 5 s after the last drop
+    asyncio.run(light_load(20))
+    assert limiter.limit == 16, "the limit returns to the maximum once the provider answers"
+    limiter.on_drop(None)
+    asyncio.run(light_load(5))
+    assert limiter.limit == 14, "a new drop ends the quiet spell"
+
+
+def test_a_waiter_gives_up_when_its_stop_says_so() -> None:
+    limiter = make(1, 1, 1)
+    stopped = asyncio.Event()
+
+    def stop() -> None:
+        if stopped.is_set():
+            raise RuntimeError("breaker opened")
+
+    async def scenario() -> float:
+        async with contextlib.AsyncExitStack() as stack:
+            await hold(limiter, stack, 1)
+            waiter = asyncio.create_task(_slot(limiter, stop))
+            await asyncio.sleep(0.15)
+            assert not waiter.done() and limiter.waiting == 1
+            stopped.set()
+            started = time.monotonic()
+            with pytest.raises(RuntimeError, match="breaker opened"):
+                await waiter
+            assert limiter.waiting == 0 and limiter.in_flight == 1
+            return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 1.0, "within a poll or two, not the 5 s timeout"
+
+
+async def _slot(limiter: AdaptiveConcurrency, stop: Callable[[], None]) -> None:
+    async with limiter.slot(timeout=5, stop=stop):
+        pass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from operators.llm.breaker import Breakers, CircuitBreaker, State
@@ -86,3 +88,53 @@ def test_breakers_are_per_model() -> None:
     assert breakers["model-a"].state is State.OPEN
     assert breakers["model-b"].state is State.CLOSED
     assert breakers["model-a"] is breakers["model-a"]
+
+
+def test_trip_opens_at_once_whatever_the_count() -> None:
+    clock = FakeClock()
+    b = breaker(clock, failures=100)
+    b.trip(b.admit(), "status 404 from http://127.0.0.1:1/v1")
+    assert b.state is State.OPEN
+    clock.advance(10)
+    probe = b.admit()
+    b.trip(probe, "status 404 from http://127.0.0.1:1/v1")
+    assert b.state is State.OPEN, "a tripped probe opens it again"
+
+
+def test_a_probe_stops_once_it_reopened_the_breaker() -> None:
+    clock = FakeClock()
+    b = breaker(clock, failures=1)
+    b.failed(b.admit())
+    clock.advance(10)
+    probe = b.admit()
+    b.failed(probe, "no answer within 1 s")  # its attempt timed out
+    with pytest.raises(BreakerOpen):
+        b.check(probe)
+
+
+def test_every_transition_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="operators.llm.breaker")
+    clock = FakeClock()
+    b = breaker(clock, failures=2)
+    for _ in range(2):
+        b.failed(b.admit(), "status 500")
+    for _ in range(3):
+        with pytest.raises(BreakerOpen):
+            b.admit()
+    clock.advance(10)
+    b.failed(b.admit(), "status 500")
+    clock.advance(10)
+    b.succeeded(b.admit())
+    b.succeeded(b.admit())
+    seen = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in seen] == [
+        logging.WARNING,
+        logging.INFO,
+        logging.INFO,
+        logging.INFO,
+        logging.INFO,
+    ], seen
+    opened, half, again, half_again, closed = (message for _, message in seen)
+    assert "open: 2 failed calls in a row, the last: status 500" in opened
+    assert "half-open" in half and "half-open" in half_again
+    assert "open again" in again and "closed" in closed

@@ -351,14 +351,15 @@ def test_a_stopped_redis_degrades_to_local_limits_and_comes_back(
     limiter = RedisRateLimiter(redis_server.url, retry_seconds=5, clock=clock)
     rate = Rate("outage", 3, 60.0)
 
-    async def reserve() -> float | None:
-        return await limiter.reserve([(rate, 1)], max_wait=0)
+    async def reserve(max_wait: float = 0) -> float | None:
+        return await limiter.reserve([(rate, 1)], max_wait=max_wait)
 
     async def scenario() -> None:
         assert await reserve() == 0.0 and limiter.shared and gauge() == 1
         port = redis_server.port
         redis_server.stop()
-        assert [await reserve() for _ in range(4)] == [0.0, 0.0, 0.0, None], "local limits"
+        # the local limits continue from the shared schedule: 1 of the burst of 3 was used
+        assert [await reserve() for _ in range(3)] == [0.0, 0.0, None], "local limits"
         assert not limiter.shared and gauge() == 0
         monkeypatch.setattr(scripts.redis_server, "free_port", lambda: port)
         redis_server.start()
@@ -367,7 +368,13 @@ def test_a_stopped_redis_degrades_to_local_limits_and_comes_back(
         with redis.Redis.from_url(redis_server.url) as client:
             assert "cmdstat_evalsha" not in client.info("commandstats")
         clock.now += 0.2
-        assert await reserve() == 0.0 and limiter.shared and gauge() == 1
+        # Redis came back empty: it is seeded with the local schedule (3 units, 5.1 s ago)
+        delay = await reserve(max_wait=60)
+        assert limiter.shared and gauge() == 1
+        assert delay == pytest.approx(3 * 20 - 5.1 + 20 - 60, abs=0.05)
+        with redis.Redis.from_url(redis_server.url) as client:
+            ahead = client.pttl(f"{KEY_PREFIX}outage") / 1000 - 1
+        assert ahead == pytest.approx(4 * 20 - 5.1, abs=0.1), "the seeded schedule is shared"
         await limiter.aclose()
 
     asyncio.run(scenario())
@@ -375,6 +382,58 @@ def test_a_stopped_redis_degrades_to_local_limits_and_comes_back(
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "ConnectionError" in warnings[0]
     assert [r for r in records if r.levelno == logging.INFO and "back" in r.getMessage()]
+
+
+def test_reservations_queued_in_redis_are_not_admitted_again_by_the_local_limits(
+    redis_server: RedisServer,
+) -> None:
+    clock = FakeClock()
+    limiter = RedisRateLimiter(redis_server.url, retry_seconds=60, clock=clock)
+    rate = Rate("queued", 60, 60.0, burst_seconds=1.0)  # 1 per second, one at once
+
+    async def scenario() -> list[float | None]:
+        queued = [await limiter.reserve([(rate, 1)], max_wait=10) for _ in range(5)]
+        assert queued == pytest.approx([0, 1, 2, 3, 4], abs=0.05), "queued in Redis"
+        redis_server.stop()
+        after = [await limiter.reserve([(rate, 1)], max_wait=10) for _ in range(2)]
+        await limiter.aclose()
+        return after
+
+    after = asyncio.run(scenario())
+    assert not limiter.shared
+    # a fresh local limiter would admit one at once; this one queues after the 5 in Redis
+    assert after == pytest.approx([5, 6], abs=0.05)
+
+
+def test_the_first_reservation_after_an_outage_merges_what_was_admitted_locally(
+    redis_server: RedisServer,
+) -> None:
+    clock = FakeClock()
+    limiter = RedisRateLimiter(redis_server.url, timeout_seconds=0.2, retry_seconds=1, clock=clock)
+    rate = Rate("merged", 60, 60.0, burst_seconds=1.0)
+    other = RedisRateLimiter(redis_server.url)
+
+    async def scenario() -> tuple[list[float | None], float | None]:
+        first = await limiter.reserve([(rate, 1)], max_wait=10)
+        with redis.Redis.from_url(redis_server.url) as client:
+            client.client_pause(600)  # Redis keeps its state but does not answer in time
+            local = [await limiter.reserve([(rate, 1)], max_wait=10) for _ in range(4)]
+            assert not limiter.shared
+        await asyncio.sleep(0.7)  # the pause is over
+        clock.now += 1
+        merged = await limiter.reserve([(rate, 1)], max_wait=10)
+        assert limiter.shared
+        shared = await other.reserve([(rate, 1)], max_wait=10)
+        await limiter.aclose()
+        await other.aclose()
+        return [first, *local, merged], shared
+
+    seen, shared = asyncio.run(scenario())
+    assert seen[:5] == pytest.approx([0, 1, 2, 3, 4], abs=0.05)
+    # Redis still holds only the first unit (due again by now); after 1 s on the limiter's clock
+    # the 4 admitted locally still stand, so the next unit waits 4 s, not 0
+    assert seen[5] == pytest.approx(4, abs=0.3)
+    assert shared is not None and shared == pytest.approx(seen[5] + 1, abs=0.1), "shared again"
 
 
 def test_build_limiter_picks_the_backend_from_settings() -> None:

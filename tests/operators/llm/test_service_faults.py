@@ -15,7 +15,7 @@ import pytest
 from flows.settings import Settings
 from operators.llm.breaker import Breakers, State
 from operators.llm.service import OpenAIService
-from operators.llm.types import BreakerOpen, LLMCallError, LLMInvalidOutput
+from operators.llm.types import BreakerOpen, LLMCallError, LLMInvalidOutput, LLMTimeout
 from tests.operators.llm.service_calls import (
     MODEL,
     FakeClock,
@@ -131,7 +131,7 @@ def test_hung_attempt_times_out_and_the_retry_answers(
     assert [r.retry_count for r in openai_server.requests] == [0, 1]
 
 
-def test_every_attempt_hanging_is_a_call_error_within_the_timeouts(
+def test_every_attempt_hanging_is_a_timeout_within_the_timeouts(
     openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
 ) -> None:
     openai_server.hang_next(3, seconds=5)
@@ -139,8 +139,9 @@ def test_every_attempt_hanging_is_a_call_error_within_the_timeouts(
         llm_settings(llm_timeout_seconds=0.3, llm_max_retries=1, **FAST_RETRIES)
     )
     started = time.perf_counter()
-    with pytest.raises(LLMCallError, match="timed out"):
+    with pytest.raises(LLMTimeout, match=r"no answer within 0\.3 s") as raised:
         run(service, lambda: classify(service))
+    assert raised.value.reason == "timeout" and isinstance(raised.value, LLMCallError)
     assert time.perf_counter() - started < 2 * 0.3 + 0.5
     assert openai_server.count(CHAT_PATH) == 2
 
