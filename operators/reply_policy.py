@@ -24,8 +24,8 @@ Rules (`schemas.enrichment.PolicyRule`):
   allowing a few inserted words between them and a few instruction words left out: a word
   inserted every few tokens does not break the chain, as it breaks a run of consecutive words.
 
-Base64, hex, `\\xNN` and `%NN` runs are decoded (nested up to `decode_depth`) and the decoded
-text is checked by every rule as well.
+Base64, hex, `\\xNN` and percent-encoded runs are decoded (nested up to `decode_depth`) and the
+decoded text is checked by every rule as well.
 
 What "the rules path allows" means: the caller passes its own deterministic text for the same
 case (the route's template for a ticket, the action's message for a shipment decision); a
@@ -44,6 +44,7 @@ import functools
 import json
 import re
 import unicodedata
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,7 @@ _BASE64_CHUNKS = re.compile(r"(?:[A-Za-z0-9+/=_-]{8,}\s+){1,}[A-Za-z0-9+/=_-]{4,
 _HEX_RUN = re.compile(r"(?:0x)?((?:[0-9a-fA-F]{2}){8,})")
 _HEX_SEPARATED = re.compile(r"(?:[0-9a-fA-F]{2}[\s:,-]){7,}[0-9a-fA-F]{2}")
 _ESCAPED_HEX = re.compile(r"(?:\\x[0-9a-fA-F]{2}){8,}")
-_PERCENT_HEX = re.compile(r"(?:%[0-9a-fA-F]{2}){8,}")
+_PERCENT_RUN = re.compile(r"[\w.~\-]*(?:%[0-9a-fA-F]{2}[\w.~\-]*){6,}")
 
 _DEFANGED_DOT = re.compile(
     r"\s*(?:\[\s*\.\s*\]|\(\s*\.\s*\)|\{\s*\.\s*\}|\[dot\]|\(dot\))\s*", re.I
@@ -218,9 +219,12 @@ class ReplyPolicy:
         return set.intersection(*tripped)
 
     def _findings(self, text: str, context: ReplyContext) -> Iterator[tuple[PolicyRule, str]]:
+        """The rules `text` (a `_plain` text) breaks. Links are read before lookalike letters
+        are folded, so `exаmple.com` with a Cyrillic `а` is not `example.com`."""
         link = self._bad_link(text)
         if link:
             yield "link_domain", link
+        text = text.translate(_CONFUSABLES)
         yield from self._commitments(text)
         request = self._credential_request(text)
         if request:
@@ -232,13 +236,13 @@ class ReplyPolicy:
                 break
 
     def _variants(self, text: str) -> list[str]:
-        """`text` folded, then every text decoded from its encoded runs (nested)."""
-        seen = [_fold(text)]
+        """`text` (`_plain`), then every text decoded from its encoded runs (nested)."""
+        seen = [_plain(text)]
         frontier = [text]
         for _ in range(self.terms.decode_depth):
             decoded = [d for t in frontier for d in decoded_runs(t, self.terms.decode_min_chars)]
-            frontier = [d for d in dict.fromkeys(decoded) if _fold(d) not in seen]
-            seen.extend(_fold(d) for d in frontier)
+            frontier = [d for d in dict.fromkeys(decoded) if _plain(d) not in seen]
+            seen.extend(_plain(d) for d in frontier)
             if not frontier:
                 break
         return seen
@@ -375,29 +379,25 @@ class _InstructionIndex:
 
 def content_words(text: str, filler: frozenset[str]) -> list[str]:
     """The words of `text` as the echo check compares them: folded, spaced-out letters joined
-    ("r e v e a l" → "reveal"), filler words dropped."""
-    words = _WORD.findall(_fold(text))
-    joined: list[str] = []
-    letters: list[str] = []
-    for word in [*words, ""]:
-        if len(word) == 1 and word.isalpha():
-            letters.append(word)
-            continue
-        if len(letters) >= 3:
-            joined.append("".join(letters))
-        else:
-            joined.extend(letters)
-        letters = []
-        if word:
-            joined.append(word)
-    return [w for w in joined if w not in filler]
+    ("r e v e a l" → "reveal"; words spaced out this way stay apart where more than one space
+    separated them), filler words dropped."""
+    folded = _SPACED_LETTERS.sub("", _fold(text))
+    return [w for w in _WORD.findall(folded) if w not in filler]
+
+
+_SPACED_LETTERS = re.compile(r"(?<=(?<![^\W_])[^\W_]) (?=[^\W_](?![^\W_]))")
+"""One space between two one-character words."""
+
+
+def _plain(text: str) -> str:
+    """NFKC, format characters (zero-width, bidi) dropped, casefolded."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf").casefold()
 
 
 def _fold(text: str) -> str:
-    """NFKC, format characters (zero-width, bidi) dropped, lookalike letters folded, casefolded."""
-    text = unicodedata.normalize("NFKC", text)
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
-    return text.casefold().translate(_CONFUSABLES)
+    """`_plain`, with Cyrillic and Greek lookalikes read as the Latin letters they imitate."""
+    return _plain(text).translate(_CONFUSABLES)
 
 
 def _sentences(text: str) -> list[str]:
@@ -426,12 +426,13 @@ def decoded_runs(text: str, min_chars: int = 16) -> list[str]:
     hex_runs = [m.group(1) for m in _HEX_RUN.finditer(text)]
     hex_runs += [re.sub(r"[\s:,-]", "", m.group(0)) for m in _HEX_SEPARATED.finditer(text)]
     hex_runs += [m.group(0).replace("\\x", "") for m in _ESCAPED_HEX.finditer(text)]
-    hex_runs += [m.group(0).replace("%", "") for m in _PERCENT_HEX.finditer(text)]
     for run in dict.fromkeys(hex_runs):
         try:
             found += _readable(binascii.unhexlify(run), min_chars // 2)
         except (binascii.Error, ValueError):
             continue
+    for m in _PERCENT_RUN.finditer(text):
+        found += _readable(urllib.parse.unquote_to_bytes(m.group(0)), min_chars // 2)
     return found
 
 

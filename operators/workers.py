@@ -47,7 +47,7 @@ PROMPT_VERSIONS: dict[Route, str] = {
     "shipping_delay": "shipping_delay.v2",
     "damaged_item": "damaged_item.v2",
     "account_access": "account_access.v2",
-    "billing": "billing.v2",
+    "billing": "billing.v3",
     "it_incident": "it_incident.v2",
     "general": "general.v2",
 }
@@ -102,8 +102,9 @@ TEMPLATES: dict[Route, str] = {
     ),
     "billing": (
         "Thank you for letting us know about the charge for {order}. Our billing team will check "
-        "the transaction and correct any wrong or duplicate charge; pending authorisations "
-        "usually disappear from your statement within a few business days."
+        "the transaction and correct any wrong or duplicate charge with a refund to your "
+        "original payment method; pending authorisations usually disappear from your statement "
+        "within a few business days."
     ),
     "it_incident": (
         "Your incident has been logged with the service desk. Please reply with the affected "
