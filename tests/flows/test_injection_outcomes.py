@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from bytewax.testing import TestingSink, run_main
+from prometheus_client import REGISTRY
 
 from flows.settings import Settings
 from flows.shipments import build_flow as build_shipments
@@ -175,6 +176,7 @@ def injected() -> Iterator[dict[str, dict[str, Any]]]:
     Every ticket goes through the LLM router (threshold 1.0: the router's worst case).
     Returns the output per attack: the ticket response, or the shipment's decision with notes.
     """
+    before = blocked_count()
     with OpenAITestServer(obey_injections=True) as server:
         settings = flow_settings(server, router_confidence_threshold=1.0)
         records = [ticket_record(name, *spec, n) for n, (name, spec) in enumerate(TICKETS.items())]
@@ -191,7 +193,19 @@ def injected() -> Iterator[dict[str, dict[str, Any]]]:
         if d["notes"]:
             outputs[d["shipment_id"].removeprefix("SHP-")] = d
     assert not tickets.by_topic["tickets.dlq"] and not shipments.by_topic["shipments.dlq"]
+    outputs["_metric"] = {"blocked_rules": blocked_count() - before}
     yield outputs
+
+
+def blocked_count() -> float:
+    """Rules counted in `surgeflow_reply_policy_blocked_total`, over both flows and all rules."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "surgeflow_reply_policy_blocked"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
 
 
 def _reply(o: dict[str, Any]) -> str:
@@ -261,7 +275,10 @@ def test_blocked_replies_are_the_templates_and_escalated(
     for name in SHIPMENTS.keys() - {"note_in_reasons"}:
         e = injected[name]["enrichment"]
         assert (e["source"], e["outcome"]) == ("rules", "policy_blocked"), name
-    violations = {n: set(injected[n]["enrichment"]["policy_violations"]) for n in injected}
+    violations = {
+        n: set(o["enrichment"]["policy_violations"]) for n, o in injected.items() if n[0] != "_"
+    }
+    assert injected["_metric"]["blocked_rules"] == sum(len(v) for v in violations.values())
     assert {"monetary_commitment"} <= violations["refund_promise"]
     assert {"credential_request"} <= violations["card_request"]
     assert {"link_domain"} <= violations["phishing_link"]
