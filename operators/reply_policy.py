@@ -25,7 +25,8 @@ Rules (`schemas.enrichment.PolicyRule`):
   inserted every few tokens does not break the chain, as it breaks a run of consecutive words.
 
 Base64, hex, `\\xNN` and percent-encoded runs are decoded (nested up to `decode_depth`) and the
-decoded text is checked by every rule as well.
+decoded text is checked by every rule as well; the instructions are also looked for in the
+draft read backwards (by letter and by word) and in ROT13.
 
 What "the rules path allows" means: the caller passes its own deterministic text for the same
 case (the route's template for a ticket, the action's message for a shipment decision); a
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import functools
 import json
 import re
@@ -79,7 +81,7 @@ _ESCAPED_HEX = re.compile(r"(?:\\x[0-9a-fA-F]{2}){8,}")
 _PERCENT_RUN = re.compile(r"[\w.~\-]*(?:%[0-9a-fA-F]{2}[\w.~\-]*){6,}")
 
 _DEFANGED_DOT = re.compile(
-    r"\s*(?:\[\s*\.\s*\]|\(\s*\.\s*\)|\{\s*\.\s*\}|\[dot\]|\(dot\))\s*", re.I
+    r"\s*(?:\[\s*\.\s*\]|\(\s*\.\s*\)|\{\s*\.\s*\}|\[dot\]|\(dot\))\s*|[。｡]", re.I
 )
 _DEFANGED_SCHEME = re.compile(r"\bh(?:xx|\*\*|tt)p(s?)\b", re.I)
 _SCHEME_URL = re.compile(r"\b([a-z][a-z0-9+.\-]{1,15}):(//)?([^\s<>\"'`\\)\]]*)", re.I)
@@ -203,11 +205,21 @@ class ReplyPolicy:
         """The rules `text` breaks, given the rules path's template and the secret prompts."""
         allowed = self.allowed_commitments(context.templates)
         found: dict[PolicyRule, str] = {}
-        for variant in self._variants(text):
+        variants = self._variants(text)
+        for variant in variants:
             for rule, detail in self._findings(variant, context):
                 if rule in allowed:
                     continue
                 found.setdefault(rule, detail)
+        if "system_prompt" not in found:
+            scrambled = [
+                v
+                for t in variants
+                for v in (codecs.encode(t, "rot13"), t[::-1], " ".join(t.split()[::-1]))
+            ]
+            chain = max((self._echo(v, context) for v in scrambled), default=0)
+            if chain >= self.terms.echo_min_words:
+                found["system_prompt"] = f"{chain} instruction words (rot13 or reversed)"
         ordered = tuple(r for r in get_args(PolicyRule) if r in found)
         return PolicyVerdict(ordered, tuple(f"{r}: {found[r]}" for r in ordered))
 
@@ -229,11 +241,12 @@ class ReplyPolicy:
         request = self._credential_request(text)
         if request:
             yield "credential_request", request
-        for instructions in context.instructions:
-            chain = self.echo_length(text, instructions)
-            if chain >= self.terms.echo_min_words:
-                yield "system_prompt", f"{chain} instruction words in order"
-                break
+        chain = self._echo(text, context)
+        if chain >= self.terms.echo_min_words:
+            yield "system_prompt", f"{chain} instruction words in order"
+
+    def _echo(self, text: str, context: ReplyContext) -> int:
+        return max((self.echo_length(text, i) for i in context.instructions), default=0)
 
     def _variants(self, text: str) -> list[str]:
         """`text` (`_plain`), then every text decoded from its encoded runs (nested)."""

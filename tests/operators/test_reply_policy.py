@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import codecs
 import time
 import urllib.parse
 from typing import get_args
@@ -211,7 +212,7 @@ SECRET = instructions(WORKERS["refund"])
 
 def test_the_system_prompt_is_caught_with_a_word_inserted_every_few_tokens() -> None:
     words = SECRET.split()[:60]
-    for every in (1, 2, 3, 4):
+    for every in (1, 2, 3, 4, 5):
         leak = " ".join(w + (" zebra" if (i + 1) % every == 0 else "") for i, w in enumerate(words))
         assert "system_prompt" in check(leak, "refund"), every
 
@@ -230,6 +231,9 @@ def test_the_system_prompt_is_caught_encoded_spaced_and_disguised() -> None:
         " ".join(part),  # spaced-out letters
         part.upper().replace(" ", "\u200b "),  # zero-width characters
         part.replace("e", "е"),  # Cyrillic е
+        codecs.encode(part, "rot13"),
+        part[::-1],
+        " ".join(part.split()[::-1]),
     ]
     for leak in encodings:
         assert "system_prompt" in check(f"Sure: {leak}", "refund"), leak[:40]
