@@ -28,13 +28,15 @@ Base64, hex, `\\xNN` and percent-encoded runs are decoded (nested up to `decode_
 decoded text is checked by every rule as well; the instructions are also looked for in the
 draft read backwards (by letter and by word) and in ROT13.
 
-What "the rules path allows" means: the caller passes its own deterministic text for the same
-case (the route's template for a ticket, the action's message for a shipment decision); a
-commitment rule (`monetary_commitment`, `refund_promise`) that this template text itself trips is
-allowed for the draft, any other is not. So the refund, shipping-delay and damaged-item routes may
-speak of a refund (their templates offer one once the return or loss is confirmed) and no route
-or shipment action may name an amount, approve a refund or offer compensation. `link_domain`,
-`credential_request` and `system_prompt` are never allowed.
+What "the rules path allows" means: the caller passes its own deterministic texts for the same
+case (the route's template for a ticket, and the template of the embeddings' best route when the
+LLM router chose another; the action's rules message for a shipment decision); a commitment rule
+(`monetary_commitment`, `refund_promise`) that every one of these texts trips is allowed for the
+draft, any other is not. So the refund, shipping-delay, damaged-item and billing routes may speak
+of a refund (their templates offer one once the return, the loss or the wrong charge is
+confirmed); no route and no shipment action may name an amount, approve a refund or offer
+compensation, and no shipment message may promise a refund. `link_domain`, `credential_request`
+and `system_prompt` are never allowed.
 """
 
 from __future__ import annotations
@@ -227,7 +229,10 @@ class ReplyPolicy:
         """The commitment rules every one of `templates` trips (none without templates)."""
         if not templates:
             return set()
-        tripped = [{rule for rule, _ in self._commitments(_fold(t))} for t in templates]
+        tripped = [
+            {rule for rule, _ in self._commitments(_fold(t)) if rule in COMMITMENT_RULES}
+            for t in templates
+        ]
         return set.intersection(*tripped)
 
     def _findings(self, text: str, context: ReplyContext) -> Iterator[tuple[PolicyRule, str]]:
