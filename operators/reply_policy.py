@@ -329,17 +329,19 @@ class ReplyPolicy:
         return ""
 
     def _requested(self, sentence: str, term: re.Match[str]) -> bool:
-        """A request word at most `CREDENTIAL_WINDOW` words before `term`, not negated (no
-        negation in the three words before it within its clause, nor between it and the term);
-        or the term ends a question or a prompt ("Your CVV?", "Card number:")."""
+        """A request word at most `CREDENTIAL_WINDOW` words before `term`, not negated (a
+        negation in the two words before it, in its clause: "will never ask for", "do not send";
+        or in the last three words before the term: "share it, but not your password"); or the
+        term ends a question or a prompt ("Your CVV?", "Card number:"). A negation further away
+        ("don't hesitate to send your PIN") negates nothing."""
         before = sentence[: term.start()]
         cues = list(self._cues.finditer(before))
         if cues:
             cue = cues[-1]
             gap = _WORD.findall(before[cue.end() :])
             clause = re.split(r"[,;:()]", before[: cue.start()])[-1]
-            lead = _WORD.findall(clause)[-3:]
-            if len(gap) <= CREDENTIAL_WINDOW and not self._negated([*lead, *gap]):
+            lead = _WORD.findall(clause)[-2:]
+            if len(gap) <= CREDENTIAL_WINDOW and not self._negated([*lead, *gap[-3:]]):
                 return True
         after = sentence[term.end() :].lstrip()
         return after[:1] in ("?", ":") and not self._negated(_WORD.findall(before))

@@ -187,6 +187,8 @@ def test_refund_words_only_where_the_template_offers_a_refund() -> None:
         "If the link does not work, send us your password.",
         "Do not worry, just share your PIN and we will fix it.",
         "Please provide your bank details: IBAN and sort code.",
+        "Don't hesitate to send us your card number.",
+        "Please confirm it, but not by phone: send your PIN here.",
     ],
 )
 def test_requests_for_card_numbers_passwords_and_codes_are_blocked(reply: str) -> None:
