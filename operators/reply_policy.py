@@ -103,6 +103,7 @@ class PolicyTerms:
 
     link_domains: tuple[str, ...]
     bare_domain_tlds: frozenset[str]
+    bare_names_not_links: frozenset[str]
     refund_terms: tuple[str, ...]
     compensation_terms: tuple[str, ...]
     approval_terms: tuple[str, ...]
@@ -127,7 +128,7 @@ class PolicyTerms:
         raw = json.loads(path.read_text(encoding="utf-8"))
         if link_domains is not None:
             raw["link_domains"] = list(link_domains)
-        sets = {"bare_domain_tlds", "negations", "filler_words"}
+        sets = {"bare_domain_tlds", "bare_names_not_links", "negations", "filler_words"}
         values = {
             key: (frozenset(v) if key in sets else tuple(v)) if isinstance(v, list) else v
             for key, v in raw.items()
@@ -288,6 +289,7 @@ class ReplyPolicy:
             m.group(1)
             for m in _BARE_HOST.finditer(text)
             if m.group(2).lower() in self.terms.bare_domain_tlds
+            and m.group(1).lower() not in self.terms.bare_names_not_links
         ]
         return [h for h in (normalise_domain(h) for h in hosts) if h]
 

@@ -94,6 +94,7 @@ ORDINARY_REPLIES: dict[Route, list[str]] = {
         "else is affected; the on-call engineer has been notified.",
         "Logged. First steps: restart the laptop, reconnect to the VPN and check the status page "
         "at https://status.example.com. Reply with the exact error text if it persists.",
+        "The ASP.NET intranet app is down for everyone; the on-call engineer has been notified.",
     ],
     "general": [
         "Thank you for your message. A member of our team will follow up with the details of "
@@ -162,6 +163,7 @@ def test_allow_listed_links_and_subdomains_pass() -> None:
         "As a goodwill gesture we offer a 15% discount code.",
         "Your full refund has been approved.",
         "A refund of five thousand dollars is on its way.",
+        "Your money is on its way to your account.",
     ],
 )
 def test_money_and_compensation_are_blocked_on_every_route(reply: str) -> None:
@@ -188,6 +190,7 @@ def test_refund_words_only_where_the_template_offers_a_refund() -> None:
         "Do not worry, just share your PIN and we will fix it.",
         "Please provide your bank details: IBAN and sort code.",
         "Don't hesitate to send us your card number.",
+        "Reply with the code we sent by SMS.",
         "Please confirm it, but not by phone: send your PIN here.",
     ],
 )
