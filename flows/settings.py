@@ -11,8 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DOMAIN_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+LinkDomain = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, min_length=3, max_length=253,
+        pattern=rf"^(\*\.)?{_DOMAIN_LABEL}(\.{_DOMAIN_LABEL})+$",
+    ),
+]  # fmt: skip
+"""A domain name for the reply policy's link allow-list (`*.` prefix allowed, same meaning)."""
 
 
 def _env(name: str) -> AliasChoices:
@@ -103,6 +113,19 @@ class Settings(BaseSettings):
     session_max_messages: int = Field(default=10, ge=1, le=1000)
     session_ttl_minutes: float = Field(default=30.0, gt=0)
     router_confidence_threshold: float = Field(default=0.35, ge=0.0, le=1.0)
+    router_conflict_ratio: float = Field(
+        default=0.5, gt=0.0, le=1.0,
+        description="an LLM route whose embedding weight is below this times the best route's "
+        "is flagged route_conflict",
+    )  # fmt: skip
+
+    # --- reply policy (drafted replies and messages) ---
+    reply_link_domains: Optional[list[LinkDomain]] = Field(
+        default=None,
+        max_length=1000,
+        description="domains (with their subdomains) a drafted reply or message may link to, "
+        "as JSON; unset = the list in data/reply_policy.json",
+    )
 
     # --- LLM ---
     llm_model_classify: str = "gpt-4o-mini"

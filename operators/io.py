@@ -122,13 +122,16 @@ def publish(
     """Serialise topic models to JSON `OutRecord`s keyed by the flow key and write them to `sink`.
 
     Consumes: pydantic models of `topic`'s contract; those with an `enrichment` block are counted
-    by its source in `surgeflow_enrichments_total`. Emits: nothing downstream. State: none.
+    by its source in `surgeflow_enrichments_total` (and by each reply-policy rule it broke in
+    `surgeflow_reply_policy_blocked_total`). Emits: nothing downstream. State: none.
     """
 
     def count_enrichment(_step: str, model: M) -> None:
         enrichment = getattr(model, "enrichment", None)
         if enrichment is not None:
             metrics.ENRICHMENTS.labels(flow_name, enrichment.source).inc()
+            for rule in enrichment.policy_violations:
+                metrics.POLICY_BLOCKED.labels(flow_name, rule).inc()
 
     counted_models = op.inspect("count_enrichments", up, count_enrichment)
     records = op.map("serialise", counted_models, lambda m: to_out_record(topic, key(m), m))

@@ -24,6 +24,11 @@ ENRICHMENTS = Counter(
     "Outputs enriched, by where the enrichment came from (llm, cache, rules).",
     ["flow", "source"],
 )
+POLICY_BLOCKED = Counter(
+    "surgeflow_reply_policy_blocked",
+    "Outputs whose drafted text broke the reply policy and was replaced, by rule broken.",
+    ["flow", "rule"],
+)
 KAFKA_DELIVERED = Counter(
     "surgeflow_kafka_delivered",
     "Records the Kafka broker acknowledged, by topic.",

@@ -90,7 +90,8 @@ def format_response(t: DraftedTicket, *, now: datetime) -> TicketResponse:
     """The `tickets.responses` record of a drafted message.
 
     `response_id` is derived from (session_id, message_id); `responded_at` is `now`, which must be
-    timezone-aware; `history_size` counts the earlier turns the agents saw.
+    timezone-aware; `history_size` counts the earlier turns the agents saw; `escalated` is set
+    when the reply policy replaced the drafted reply.
     """
     message = t.message
     response_id = deterministic_id(message.session_id, message.message_id)
@@ -102,9 +103,11 @@ def format_response(t: DraftedTicket, *, now: datetime) -> TicketResponse:
         route=t.route,
         route_method=t.route_method,
         confidence=t.confidence,
+        route_conflict=t.route_conflict,
         entities=t.entities,
         priority=t.priority,
         reply=format_reply(t, response_id),
+        escalated=t.enrichment.outcome == "policy_blocked",
         history_size=len(t.history),
         received_at=message.sent_at,
         responded_at=now,

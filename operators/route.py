@@ -13,6 +13,12 @@ Three methods, tried in this order when an LLM endpoint is configured:
 Confidence is the softmax weight of the best route over all route scores. A follow-up ("any
 update?") is scored together with the session's last turns, so it stays on its topic.
 
+The LLM's answer is not taken at face value: the confidence of an LLM route is the model's stated
+confidence capped by the embedding weight of the route it chose, and a choice whose embedding
+weight is below `settings.router_conflict_ratio` times the best route's is flagged
+(`route_conflict`). The embedding's best route is kept (`scored_route`) so the worker never sets a
+priority above the one that route would get.
+
 Message and history are user text: the texts embedded are bounded to
 `settings.llm_max_input_tokens` each, and the LLM fallback gets them bounded together, as JSON
 string values of its `user` message, under a fixed system prompt (`operators.llm.prompt_text`).
@@ -22,6 +28,7 @@ The intent examples are embedded once per model and index, never per message.
 from __future__ import annotations
 
 import logging
+import math
 
 from pydantic import BaseModel, Field
 
@@ -29,6 +36,7 @@ from flows.settings import Settings
 from operators.intents import IntentIndex
 from operators.lexical import (
     LEXICAL_TEMPERATURE,
+    ROUTES,
     RouteScores,
     blend,
     decide,
@@ -87,14 +95,25 @@ def route_lexically(
     )
 
 
-async def _embedding_decision(
+def route_weights(scores: RouteScores, temperature: float) -> dict[Route, float]:
+    """The softmax weight of every route (those `decide` takes its confidence from); equal
+    weights when nothing scored."""
+    top = max((scores.get(r, 0.0) for r in ROUTES), default=0.0)
+    if top <= 0.0:
+        return {r: 1.0 / len(ROUTES) for r in ROUTES}
+    raw = {r: math.exp((scores.get(r, 0.0) - top) / temperature) for r in ROUTES}
+    total = sum(raw.values())
+    return {r: w / total for r, w in raw.items()}
+
+
+async def _embedding_scores(
     t: ContextTicket,
     *,
     service: LLMService,
     index: IntentIndex,
     settings: Settings,
     spent: list[Enrichment],
-) -> tuple[Route, float]:
+) -> RouteScores:
     model = settings.llm_model_embeddings
     examples, fetched = await index.example_embeddings(service, model)
     if fetched is not None:
@@ -112,7 +131,7 @@ async def _embedding_decision(
     scores = index.embedding_scores(result.vectors[0], examples)
     if earlier:
         scores = blend(scores, index.embedding_scores(result.vectors[1], examples))
-    return decide(scores, EMBEDDING_TEMPERATURE)
+    return scores
 
 
 def router_system_prompt(index: IntentIndex) -> str:
@@ -155,9 +174,10 @@ async def _route_with_llm(
     settings: Settings,
     spent: list[Enrichment],
 ) -> RoutedTicket:
-    route, confidence = await _embedding_decision(
+    scores = await _embedding_scores(
         t, service=service, index=index, settings=settings, spent=spent
     )
+    route, confidence = decide(scores, EMBEDDING_TEMPERATURE)
     if confidence >= settings.router_confidence_threshold:
         return RoutedTicket.from_context(
             t,
@@ -175,12 +195,22 @@ async def _route_with_llm(
         key=t.message.session_id,
     )
     spent.append(answer.enrichment)
+    chosen = answer.value.route
+    weights = route_weights(scores, EMBEDDING_TEMPERATURE)
+    conflict = weights[chosen] < settings.router_conflict_ratio * weights[route]
+    if conflict:
+        logger.info(
+            "router LLM chose %s for %s against the embedding scores (%s %.2f, %s %.2f)",
+            chosen, t.message.message_id, route, weights[route], chosen, weights[chosen],
+        )  # fmt: skip
     return RoutedTicket.from_context(
         t,
-        route=answer.value.route,
+        route=chosen,
         route_method="llm",
-        confidence=answer.value.confidence,
+        confidence=min(answer.value.confidence, weights[chosen]),
         route_enrichments=tuple(spent),
+        scored_route=route,
+        route_conflict=conflict,
     )
 
 

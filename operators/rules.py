@@ -4,7 +4,8 @@ A closed decision window is judged from its scans and the shipment's history; a 
 scan for too long is judged stuck. Every rule that fires adds a signal (an action, a short reason
 and a risk score); the strongest action wins, every reason is kept, and the risk combines the
 scores as independent probabilities. Exception notes only raise the action to at least
-`notify_customer`: classifying the note and drafting the message is the LLM step's job.
+`notify_customer`: classifying the note and drafting the message is the LLM step's job. A
+reason names a note's keyword category, never its text.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import NamedTuple, Optional
 
 from flows.settings import Settings
 from operators.domain import EnrichedEvent
+from operators.llm.shipments import classify_notes
 from schemas.shipments import Action
 
 ACTION_RANK: dict[Action, int] = {
@@ -27,7 +29,6 @@ ACTION_RANK: dict[Action, int] = {
 }
 """Strength of each action; the strongest one a rule asks for wins."""
 
-NOTE_EXCERPT_CHARS = 80
 MAX_REASON_CHARS = 300
 
 
@@ -255,13 +256,16 @@ def _reroute_signals(scans: Sequence[Scan], params: RuleParams) -> list[_Signal]
 
 
 def _exception_signals(scans: Sequence[Scan]) -> list[_Signal]:
+    """An exception scan or a note notifies the customer. The reason is in our words: the
+    note's keyword category, never the note's text (it is written outside the system and stays
+    in the decision's `notes`)."""
     flagged = [scan for scan in scans if scan.scan_type == "exception" or scan.note]
     if not flagged:
         return []
     first = flagged[0]
-    excerpt = _excerpt(first.note) if first.note else "no note"
+    summary = f"note classified {classify_notes([first.note])}" if first.note else "no note"
     more = f" (+{len(flagged) - 1} more)" if len(flagged) > 1 else ""
-    reason = f"{first.scan_type} at hub {first.hub_id}: {excerpt}{more}"
+    reason = f"{first.scan_type} at hub {first.hub_id}: {summary}{more}"
     return [_Signal("notify_customer", reason, 0.4)]
 
 
@@ -270,13 +274,6 @@ def _latest_eta(scans: Sequence[Scan]) -> Optional[datetime]:
     if not with_eta:
         return None
     return max(with_eta, key=lambda scan: scan.occurred_at).eta
-
-
-def _excerpt(note: str) -> str:
-    flat = " ".join(note.split())
-    if len(flat) <= NOTE_EXCERPT_CHARS:
-        return flat
-    return flat[: NOTE_EXCERPT_CHARS - 1] + "…"
 
 
 def _bounded(reason: str) -> str:

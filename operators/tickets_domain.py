@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Optional
 
 from operators.domain import Priority
 from schemas.dead_letter import SourceRef
@@ -71,13 +71,17 @@ class RoutedTicket(ContextTicket):
     """A message with the route chosen for it.
 
     `route_enrichments` holds the provenance and cost of every LLM call the router made for this
-    message (embedding and/or chat); it is empty when the lexical scorer decided.
+    message (embedding and/or chat); it is empty when the lexical scorer decided. When the LLM
+    chose the route, `scored_route` is the route the embedding scores put first and
+    `route_conflict` says whether they clearly argued against the LLM's choice.
     """
 
     route: Route
     route_method: RouteMethod
     confidence: float
     route_enrichments: tuple[Enrichment, ...]
+    scored_route: Optional[Route] = field(default=None, kw_only=True)
+    route_conflict: bool = field(default=False, kw_only=True)
 
     @classmethod
     def from_context(
@@ -88,6 +92,8 @@ class RoutedTicket(ContextTicket):
         route_method: RouteMethod,
         confidence: float,
         route_enrichments: tuple[Enrichment, ...] = (),
+        scored_route: Optional[Route] = None,
+        route_conflict: bool = False,
     ) -> RoutedTicket:
         return cls(
             **_fields_of(context, ContextTicket),
@@ -95,6 +101,8 @@ class RoutedTicket(ContextTicket):
             route_method=route_method,
             confidence=min(1.0, max(0.0, confidence)),
             route_enrichments=route_enrichments,
+            scored_route=scored_route,
+            route_conflict=route_conflict,
         )
 
 

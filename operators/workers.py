@@ -7,8 +7,15 @@ endpoint is configured or the call fails.
 
 The message and the session's recent turns are user text: they reach the model cleaned, bounded
 to `settings.llm_max_input_tokens` together and as JSON string values of the `user` message
-(`operators.llm.prompt_text`), never inside the system prompt. A reply that repeats the system
-prompt (its role sentence or the reply rules) is discarded for the template.
+(`operators.llm.prompt_text`), never inside the system prompt.
+
+Every drafted reply passes the reply policy (`operators.reply_policy`) before it leaves: links
+only to allow-listed domains, no amounts, compensation or approved refunds, refund words only on
+routes whose own template offers a refund, no request for card numbers, passwords or codes, no
+text of the system prompt's secret part (its role sentence and the reply rules). A reply that
+breaks it is replaced by the route's template and the response is escalated (`outcome`
+`policy_blocked`, the rules in `policy_violations`). When the LLM router chose the route, the
+priority is never above the one the embedding's best route would get.
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ from pydantic import BaseModel, Field
 from flows.settings import Settings
 from operators.domain import Priority
 from operators.intents import load_intents
-from operators.llm.prompt_text import clean_and_bound_all, echoes, user_data
-from operators.llm.types import LLMError, LLMInvalidOutput, LLMService
+from operators.llm.prompt_text import clean_and_bound_all, user_data
+from operators.llm.types import LLMError, LLMService
+from operators.reply_policy import PolicyVerdict, check_reply
 from operators.tickets_domain import DraftedTicket, RoutedTicket
 from schemas.enrichment import Enrichment, FallbackReason
 from schemas.tickets import Route
@@ -39,7 +47,7 @@ PROMPT_VERSIONS: dict[Route, str] = {
     "shipping_delay": "shipping_delay.v2",
     "damaged_item": "damaged_item.v2",
     "account_access": "account_access.v2",
-    "billing": "billing.v2",
+    "billing": "billing.v3",
     "it_incident": "it_incident.v2",
     "general": "general.v2",
 }
@@ -94,8 +102,9 @@ TEMPLATES: dict[Route, str] = {
     ),
     "billing": (
         "Thank you for letting us know about the charge for {order}. Our billing team will check "
-        "the transaction and correct any wrong or duplicate charge; pending authorisations "
-        "usually disappear from your statement within a few business days."
+        "the transaction and correct any wrong or duplicate charge with a refund to your "
+        "original payment method; pending authorisations usually disappear from your statement "
+        "within a few business days."
     ),
     "it_incident": (
         "Your incident has been logged with the service desk. Please reply with the affected "
@@ -142,17 +151,34 @@ def build_workers(default_model: str) -> Mapping[Route, Worker]:
     return MappingProxyType(workers)
 
 
-def priority_of(t: RoutedTicket, worker: Worker) -> Priority:
+def priority_of(t: RoutedTicket, worker: Worker, scored: Worker | None = None) -> Priority:
     """The channel's base priority, raised by tier, route and urgency words, within the ladder.
 
     Gold and platinum customers get one step up, and platinum is never below `high`; the route's
-    `priority_boost` adds its steps (a negative boost lowers); urgency words add one step.
+    `priority_boost` adds its steps (a negative boost lowers); urgency words add one step. With
+    `scored` (the worker of the route the embedding scores put first, when the LLM router chose
+    `worker`'s route) the result is never above the priority `scored` would give: the LLM may
+    lower the priority, not raise it.
     """
+    level = _priority_level(t, worker.priority_boost)
+    if scored is not None:
+        level = min(level, _priority_level(t, scored.priority_boost))
+    return PRIORITIES[level]
+
+
+def _priority_level(t: RoutedTicket, boost: int) -> int:
     tier = t.message.customer_tier
-    steps = TIER_BOOST[tier] + worker.priority_boost + (1 if URGENCY.search(t.text) else 0)
+    steps = TIER_BOOST[tier] + boost + (1 if URGENCY.search(t.text) else 0)
     level = PRIORITIES.index(t.base_priority) + steps
     level = max(level, PRIORITIES.index(TIER_FLOOR[tier]))
-    return PRIORITIES[min(max(level, 0), len(PRIORITIES) - 1)]
+    return min(max(level, 0), len(PRIORITIES) - 1)
+
+
+def _scored_worker(t: RoutedTicket, settings: Settings) -> Worker | None:
+    """The worker of the embedding's best route when the LLM router chose another one."""
+    if t.route_method != "llm" or t.scored_route is None or t.scored_route == t.route:
+        return None
+    return build_workers(settings.llm_model_reply)[t.scored_route]
 
 
 def _order_phrase(order_ids: Sequence[str]) -> str:
@@ -167,9 +193,9 @@ def _product_phrase(products: Sequence[str]) -> str:
     return f"the {products[0]}" if products else "your item"
 
 
-def template_reply(t: RoutedTicket) -> str:
-    """The route's deterministic reply, naming the order ids and product the parser found."""
-    return TEMPLATES[t.route].format(
+def template_reply(t: RoutedTicket, *, route: Route | None = None) -> str:
+    """The route's (or `route`'s) deterministic reply, naming the order ids and product found."""
+    return TEMPLATES[route or t.route].format(
         order=_order_phrase(t.entities.order_ids), product=_product_phrase(t.entities.products)
     )
 
@@ -179,7 +205,7 @@ def system_prompt(worker: Worker) -> str:
     return f"{worker.system_prompt}\n\n{REPLY_RULES}"
 
 
-def _instructions(worker: Worker) -> str:
+def instructions(worker: Worker) -> str:
     """What a reply may not repeat: the worker's first sentence (its role) and the reply rules.
 
     The rest of a worker's prompt describes what a reply says, so a genuine reply may echo it.
@@ -223,6 +249,26 @@ def rules_enrichment(worker: Worker, fallback_reason: FallbackReason | None = No
     )
 
 
+def reply_verdict(t: RoutedTicket, reply: str, settings: Settings) -> PolicyVerdict:
+    """The reply policy's verdict on a drafted `reply` to `t`.
+
+    The rules path is the route's template (and, when the LLM router chose the route, the
+    template of the embedding's best route too: a commitment is allowed only where both offer
+    it); the secret text is the worker's role sentence and the reply rules.
+    """
+    workers = build_workers(settings.llm_model_reply)
+    templates = [template_reply(t)]
+    scored = _scored_worker(t, settings)
+    if scored is not None:
+        templates.append(template_reply(t, route=scored.route))
+    return check_reply(
+        reply,
+        templates=templates,
+        instructions=[instructions(workers[t.route])],
+        link_domains=settings.reply_link_domains,
+    )
+
+
 async def _reply_with_llm(
     t: RoutedTicket, worker: Worker, service: LLMService, settings: Settings
 ) -> tuple[str, Enrichment]:
@@ -234,23 +280,44 @@ async def _reply_with_llm(
         max_tokens=settings.llm_max_tokens,
         key=t.message.session_id,
     )
-    if echoes(answer.value.reply, _instructions(worker)):
-        raise LLMInvalidOutput("the reply repeats the system prompt")
     return answer.value.reply.strip(), answer.enrichment
 
 
-def _drafted(t: RoutedTicket, worker: Worker, reply: str, enrichment: Enrichment) -> DraftedTicket:
+def _drafted(
+    t: RoutedTicket, worker: Worker, reply: str, enrichment: Enrichment, settings: Settings
+) -> DraftedTicket:
     return DraftedTicket.from_routed(
         t,
-        priority=priority_of(t, worker),
+        priority=priority_of(t, worker, _scored_worker(t, settings)),
         reply=reply,
         enrichment=enrichment,
         prompt_version=worker.prompt_version,
     )
 
 
-def _template(t: RoutedTicket, worker: Worker, reason: FallbackReason) -> DraftedTicket:
-    return _drafted(t, worker, template_reply(t), rules_enrichment(worker, reason))
+def _template(
+    t: RoutedTicket, worker: Worker, reason: FallbackReason, settings: Settings
+) -> DraftedTicket:
+    return _drafted(t, worker, template_reply(t), rules_enrichment(worker, reason), settings)
+
+
+def _blocked(
+    t: RoutedTicket, worker: Worker, verdict: PolicyVerdict, paid: Enrichment, settings: Settings
+) -> DraftedTicket:
+    """The template in place of a reply that broke the policy; the call's cost is kept."""
+    logger.info(
+        "reply to %s replaced by the template: %s",
+        t.message.message_id, "; ".join(verdict.details),
+    )  # fmt: skip
+    enrichment = paid.model_copy(
+        update={
+            "source": "rules",
+            "outcome": "policy_blocked",
+            "fallback_reason": None,
+            "policy_violations": verdict.violations,
+        }
+    )
+    return _drafted(t, worker, template_reply(t), enrichment, settings)
 
 
 def draft_without_llm(
@@ -259,15 +326,16 @@ def draft_without_llm(
     """The worker's template reply when no endpoint is configured, else None (a call is due)."""
     if service.enabled:
         return None
-    return _template(t, build_workers(settings.llm_model_reply)[t.route], "disabled")
+    return _template(t, build_workers(settings.llm_model_reply)[t.route], "disabled", settings)
 
 
 async def draft_reply(t: RoutedTicket, *, service: LLMService, settings: Settings) -> DraftedTicket:
     """Let the route's worker set the priority and draft the reply body.
 
     With an enabled service the worker's model writes the reply (enrichment source `llm` or
-    `cache`); without one, on any `LLMError`, or when the reply is empty or repeats the system
-    prompt, the worker's template does (source `rules`, `fallback_reason` says why).
+    `cache`); without one, on any `LLMError`, or when the reply is empty, the worker's template
+    does (source `rules`, `fallback_reason` says why). A reply that breaks the reply policy is
+    replaced by the template too (source `rules`, outcome `policy_blocked`).
     """
     done = draft_without_llm(t, service=service, settings=settings)
     if done is not None:
@@ -277,7 +345,10 @@ async def draft_reply(t: RoutedTicket, *, service: LLMService, settings: Setting
         reply, enrichment = await _reply_with_llm(t, worker, service, settings)
     except LLMError as error:
         logger.debug("template reply for %s: %s", t.message.message_id, error)
-        return _template(t, worker, error.reason)
+        return _template(t, worker, error.reason, settings)
     if not reply:
-        return _template(t, worker, "invalid_output")
-    return _drafted(t, worker, reply, enrichment)
+        return _template(t, worker, "invalid_output", settings)
+    verdict = reply_verdict(t, reply, settings)
+    if not verdict.allowed:
+        return _blocked(t, worker, verdict, enrichment, settings)
+    return _drafted(t, worker, reply, enrichment, settings)

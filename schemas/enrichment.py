@@ -11,10 +11,25 @@ from schemas.common import NonNegativeFloat, NonNegativeInt, Record
 
 EnrichmentSource = Literal["llm", "cache", "rules"]
 
-CallOutcome = Literal["success", "cache_hit", "merged", "fallback"]
+CallOutcome = Literal["success", "cache_hit", "merged", "fallback", "policy_blocked"]
 """How the text was obtained: a provider call for this record (`success`), a cached answer
-(`cache_hit`), an identical call already in flight (`merged`), or a degraded path (`fallback`:
-a cheaper model or the rules engine; `fallback_reason` says why)."""
+(`cache_hit`), an identical call already in flight (`merged`), a degraded path (`fallback`:
+a cheaper model or the rules engine; `fallback_reason` says why), or the model's answer broke the
+reply policy and the rules engine's text replaced it (`policy_blocked`; `policy_violations` says
+which rules)."""
+
+PolicyRule = Literal[
+    "link_domain",
+    "monetary_commitment",
+    "refund_promise",
+    "credential_request",
+    "system_prompt",
+    "category_unsupported",
+]
+"""A rule of the reply policy (`operators.reply_policy`) a drafted text broke: a link to a domain
+not allow-listed, an amount / compensation / approved refund, a refund where the rules path
+offers none, a request for card numbers, passwords or codes, text of the system prompt, or (for
+shipments) an exception category the notes do not support."""
 
 FallbackReason = Literal[
     "disabled",
@@ -39,7 +54,9 @@ class Enrichment(Record):
     engine: no endpoint configured, or the LLM path degraded). `model` is the model that
     answered: the fallback model when the budget could not pay the configured one. `outcome`
     and `fallback_reason` (optional; absent in records written before they existed) say how and,
-    for a degraded answer, why.
+    for a degraded answer, why. An answer that broke the reply policy is replaced by the rules
+    engine's text: `source` `rules`, `outcome` `policy_blocked`, `policy_violations` the rules,
+    and model, tokens and cost those of the call that was paid for.
     """
 
     source: EnrichmentSource
@@ -51,6 +68,13 @@ class Enrichment(Record):
     latency_ms: NonNegativeFloat = 0.0
     outcome: Optional[CallOutcome] = None
     fallback_reason: Optional[FallbackReason] = None
+    policy_violations: tuple[PolicyRule, ...] = Field(
+        default=(),
+        max_length=len(PolicyRule.__args__),
+        description="The reply-policy rules the model's answer broke (outcome policy_blocked): "
+        "the text is then the rules engine's (source rules), while model, tokens and cost are "
+        "those of the blocked call. Empty otherwise.",
+    )
 
 
 def combine_enrichments(parts: Sequence[Enrichment]) -> Optional[Enrichment]:

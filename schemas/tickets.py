@@ -74,10 +74,30 @@ class TicketResponse(Record):
     channel: Channel
     route: Route
     route_method: RouteMethod
-    confidence: Probability
+    confidence: Probability = Field(
+        description="How sure the router is of the route, from its own scores: the embedding or "
+        "lexical weight of the route; for route_method llm, the model's stated confidence capped "
+        "by the embedding weight of the route it chose."
+    )
+    route_conflict: bool = Field(
+        default=False,
+        description="The LLM router chose a route the embedding scores clearly argue against "
+        "(its weight below SURGEFLOW_ROUTER_CONFLICT_RATIO times the best route's).",
+    )
     entities: Entities
-    priority: Priority
+    priority: Priority = Field(
+        description="Set by rules: the channel's base priority, customer tier, the route's "
+        "boost and urgency words. When the LLM router chose the route, never above the priority "
+        "of the route the embedding scores put first: the model may lower it, not raise it."
+    )
     reply: Text
+    escalated: bool = Field(
+        default=False,
+        description="A person should take this message over: the drafted reply broke the reply "
+        "policy and the route's template was sent instead (enrichment.outcome policy_blocked, "
+        "enrichment.policy_violations). Follows the enrichment, so copies of one response_id "
+        "may differ in it as they may in the enrichment.",
+    )
     history_size: NonNegativeInt
     received_at: UtcDatetime
     responded_at: UtcDatetime

@@ -9,7 +9,14 @@ The prompt holds only what the answer depends on (action, reasons, notes), never
 so identical situations on different shipments share one cache entry. Reasons and notes are user
 text: cleaned, bounded to `settings.llm_max_input_tokens` together and sent as JSON string values
 of the `user` message (`operators.llm.prompt_text`); the system prompt is fixed text. An answer
-must validate as `NoteAssessment`, and a draft that repeats the system prompt is discarded.
+must validate as `NoteAssessment`.
+
+A valid answer is still untrusted (notes are written outside the system): its category must be
+one the notes support (`supported_categories`: one the keyword rules find in the notes, any when
+they find none, `none`/`other` without notes), and its draft must pass the reply policy
+(`operators.reply_policy`) with the action's rules message as the rules path. An answer that
+fails either is replaced by the rules enrichment (keyword category, template message) with
+`outcome` `policy_blocked` and the broken rules in `policy_violations`.
 """
 
 from __future__ import annotations
@@ -22,9 +29,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.settings import Settings
-from operators.llm.prompt_text import bound_texts, clean_text, echoes, user_data
-from operators.llm.types import ChatResult, LLMError, LLMInvalidOutput, LLMService
-from schemas.enrichment import FallbackReason
+from operators.llm.prompt_text import bound_texts, clean_text, user_data
+from operators.llm.types import ChatResult, LLMError, LLMService
+from operators.reply_policy import check_reply
+from schemas.enrichment import FallbackReason, PolicyRule
 from schemas.shipments import Action, ExceptionCategory, ShipmentDecision, ShipmentEnrichment
 
 log = logging.getLogger(__name__)
@@ -111,6 +119,17 @@ def classify_notes(notes: Sequence[str]) -> ExceptionCategory:
     return ranked[0] if ranked else "other"
 
 
+def supported_categories(notes: Sequence[str]) -> frozenset[ExceptionCategory]:
+    """The categories an answer may give for `notes`: every category whose keyword rule matches
+    one of them; any category when notes exist but no rule matches; `none` or `other` without
+    notes."""
+    texts = [note.lower() for note in _clean_notes(notes)]
+    if not texts:
+        return frozenset({"none", "other"})
+    found = frozenset(c for c, rule in _RULES if any(rule.search(text) for text in texts))
+    return found or frozenset(_CATEGORY_TEXT)
+
+
 def rules_message(action: Action, category: ExceptionCategory) -> str:
     """The template message of an action and a category."""
     return " ".join(t for t in (_CATEGORY_TEXT[category], _ACTION_TEXT[action]) if t)
@@ -175,10 +194,41 @@ def _request(d: ShipmentDecision, settings: Settings) -> dict[str, Any]:
     )
 
 
-def _with_answer(d: ShipmentDecision, result: ChatResult[NoteAssessment]) -> ShipmentDecision:
-    """`d` enriched by a model's answer (raises `LLMInvalidOutput` if it echoes the prompt)."""
-    if echoes(result.value.message_draft, SYSTEM_PROMPT):
-        raise LLMInvalidOutput("the draft repeats the system prompt")
+def answer_violations(
+    d: ShipmentDecision, answer: NoteAssessment, settings: Settings
+) -> tuple[PolicyRule, ...]:
+    """The policy rules `answer` breaks for `d`: an unsupported category, and the reply policy
+    on its draft (the rules message of the action and the notes' category as the rules path)."""
+    unsupported: tuple[PolicyRule, ...] = ()
+    if answer.category not in supported_categories(d.notes):
+        unsupported = ("category_unsupported",)
+    verdict = check_reply(
+        answer.message_draft,
+        templates=[rules_message(d.action, classify_notes(d.notes))],
+        instructions=[SYSTEM_PROMPT],
+        link_domains=settings.reply_link_domains,
+    )
+    if verdict.violations:
+        log.info("decision %s: draft blocked: %s", d.decision_id, "; ".join(verdict.details))
+    return (*verdict.violations, *unsupported)
+
+
+def _with_answer(
+    d: ShipmentDecision, result: ChatResult[NoteAssessment], settings: Settings
+) -> ShipmentDecision:
+    """`d` enriched by a model's answer, or by the rules when the answer breaks the policy."""
+    violations = answer_violations(d, result.value, settings)
+    if violations:
+        blocked = rules_enrichment(d).model_copy(
+            update={
+                **result.enrichment.model_dump(
+                    include={"model", "tokens_in", "tokens_out", "cost_usd", "latency_ms"}
+                ),
+                "outcome": "policy_blocked",
+                "policy_violations": violations,
+            }
+        )
+        return d.model_copy(update={"enrichment": blocked})
     enrichment = ShipmentEnrichment(
         **result.enrichment.model_dump(),
         category=result.value.category,
@@ -204,10 +254,7 @@ def enrich_without_llm(
     held = service.chat_cached_now(**_request(d, settings))
     if held is None:
         return None
-    try:
-        return _with_answer(d, held)
-    except LLMError as exc:
-        return _with_rules(d, exc)
+    return _with_answer(d, held, settings)
 
 
 async def enrich_decision(
@@ -215,12 +262,14 @@ async def enrich_decision(
 ) -> ShipmentDecision:
     """`d` with its `enrichment` filled by the LLM (source llm or cache) or the rules engine.
 
-    Never raises an `LLMError`: a failed or unavailable call, an answer outside `NoteAssessment`
-    and a draft that repeats the system prompt all fall back to the rules.
+    Never raises an `LLMError`: a failed or unavailable call and an answer outside
+    `NoteAssessment` fall back to the rules; an answer that breaks the reply policy is replaced by
+    the rules enrichment (outcome `policy_blocked`).
     """
     if not needs_llm(d) or not service.enabled:
         return enrich_without_llm(d, service=service, settings=settings) or d
     try:
-        return _with_answer(d, await service.chat_structured(**_request(d, settings)))
+        result = await service.chat_structured(**_request(d, settings))
     except LLMError as exc:
         return _with_rules(d, exc)
+    return _with_answer(d, result, settings)

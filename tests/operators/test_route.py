@@ -16,10 +16,12 @@ from operators.lexical import ROUTES
 from operators.llm.prompt_text import estimate_tokens
 from operators.llm.types import ChatResult, EmbedResult, LLMCallError, LLMError
 from operators.route import (
+    EMBEDDING_TEMPERATURE,
     ROUTER_PROMPT_VERSION,
     RouteChoice,
     context_text,
     route_ticket,
+    route_weights,
     router_messages,
 )
 from operators.tickets_domain import ContextTicket, Turn
@@ -238,7 +240,8 @@ def test_low_confidence_falls_back_to_the_llm(index: IntentIndex) -> None:
     service = FakeLLMService(answer=RouteChoice(route="it_incident", confidence=0.7))
     strict = Settings(router_confidence_threshold=1.0, llm_model_route="route-model")
     routed = route(ticket("hello there"), service, index, strict)
-    assert (routed.route, routed.route_method, routed.confidence) == ("it_incident", "llm", 0.7)
+    assert (routed.route, routed.route_method) == ("it_incident", "llm")
+    assert 0.0 < routed.confidence <= 0.7
     assert service.chats[0]["model"] == "route-model"
     assert service.chats[0]["response_model"] is RouteChoice
     assert [e.prompt_version for e in routed.route_enrichments][-1] == ROUTER_PROMPT_VERSION
@@ -319,3 +322,51 @@ def test_embedded_texts_are_cleaned_and_bounded(index: IntentIndex) -> None:
     message, earlier = service.embedded[-1]
     assert message == "any update?"
     assert estimate_tokens(earlier) <= 50 and earlier.startswith("password reset password")
+
+
+def _embedding_weights(text: str, index: IntentIndex) -> dict:
+    """The embedding weights the router sees for `text` (from a service that never chats)."""
+    service = FakeLLMService()
+    examples, _ = asyncio.run(index.example_embeddings(service, SETTINGS.llm_model_embeddings))
+    vector = bag_of_words(text, service.dims)
+    return route_weights(index.embedding_scores(vector, examples), EMBEDDING_TEMPERATURE)
+
+
+def test_the_llm_route_takes_its_confidence_from_our_scores_not_its_own(
+    index: IntentIndex,
+) -> None:
+    text = "The VPN is down and my laptop cannot reach the server"
+    weights = _embedding_weights(text, index)
+    best = max(weights, key=weights.__getitem__)
+    service = FakeLLMService(answer=RouteChoice(route=best, confidence=0.99))
+    strict = Settings(router_confidence_threshold=1.0)
+    routed = route(ticket(text), service, index, strict)
+    assert (routed.route, routed.route_method, routed.route_conflict) == (best, "llm", False)
+    assert routed.confidence == pytest.approx(min(0.99, weights[best]))
+    assert routed.scored_route == best
+
+
+def test_an_llm_route_against_a_confident_embedding_is_flagged(index: IntentIndex) -> None:
+    text = "The VPN is down and my laptop cannot reach the server"
+    weights = _embedding_weights(text, index)
+    best = max(weights, key=weights.__getitem__)
+    service = FakeLLMService(answer=RouteChoice(route="refund", confidence=0.99))
+    strict = Settings(router_confidence_threshold=1.0)
+    routed = route(ticket(text), service, index, strict)
+    assert best == "it_incident" and weights["refund"] < 0.5 * weights[best]
+    assert (routed.route, routed.route_conflict, routed.scored_route) == (
+        "refund",
+        True,
+        "it_incident",
+    )
+    assert routed.confidence == pytest.approx(weights["refund"]) and routed.confidence < 0.5
+
+
+def test_an_llm_route_close_to_the_best_is_no_conflict(index: IntentIndex) -> None:
+    text = "the package"
+    weights = _embedding_weights(text, index)
+    ranked = sorted(weights, key=weights.__getitem__, reverse=True)
+    close = next(r for r in ranked[1:] if weights[r] >= 0.5 * weights[ranked[0]])
+    service = FakeLLMService(answer=RouteChoice(route=close, confidence=0.8))
+    routed = route(ticket(text), service, index, Settings(router_confidence_threshold=1.0))
+    assert (routed.route, routed.route_conflict) == (close, False)

@@ -154,20 +154,18 @@ def test_old_delays_without_a_new_one_do_not_escalate_again() -> None:
     assert verdict.action == "ok"
 
 
-def test_exception_note_notifies_and_keeps_an_excerpt() -> None:
+def test_exception_note_notifies_with_its_category_not_its_text() -> None:
     long_note = "parcel damaged in transit, " * 10
     verdict = decide_window([scan(60, scan_type="exception", note=long_note)], ShipmentHistory())
     assert verdict.action == "notify_customer"
-    (reason,) = verdict.reasons
-    assert reason.startswith("exception at hub HUB-1: parcel damaged in transit")
-    assert reason.endswith("…")
+    assert verdict.reasons == ("exception at hub HUB-1: note classified damaged",)
 
 
 def test_any_note_counts_even_on_a_delivered_shipment() -> None:
     scans = [scan(60, scan_type="delivered", note="left with neighbour"), scan(61, note="x")]
     verdict = decide_window(scans, ShipmentHistory())
     assert verdict.action == "notify_customer"
-    assert "delivered at hub HUB-1: left with neighbour (+1 more)" in verdict.reasons
+    assert "delivered at hub HUB-1: note classified other (+1 more)" in verdict.reasons
 
 
 def test_very_high_congestion_with_a_delay_reroutes() -> None:
@@ -188,7 +186,8 @@ def test_strongest_action_wins_and_all_reasons_are_kept() -> None:
     verdict = decide_window(scans, ShipmentHistory())
     assert verdict.action == "escalate"
     kinds = " | ".join(verdict.reasons)
-    for part in ("delay at hub HUB-1: storm", "SLA breach", "congestion 0.95", "2 delay scans"):
+    parts = ("delay at hub HUB-1: note classified weather", "SLA breach", "congestion 0.95")
+    for part in (*parts, "2 delay scans"):
         assert part in kinds
     assert 0.9 < verdict.risk <= 1.0
 

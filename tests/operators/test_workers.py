@@ -231,3 +231,49 @@ def test_a_reply_repeating_the_instructions_falls_back_to_the_template() -> None
     assert drafted.enrichment.source == "rules"
     genuine = "Billing will check the transaction and correct any wrong or duplicate charge."
     assert draft(routed("billing"), FakeLLMService(reply=genuine)).reply == genuine
+
+
+def test_a_reply_breaking_the_policy_is_replaced_by_the_template_and_keeps_its_cost() -> None:
+    t = routed("refund", "I want my money back for order ORD-1")
+    bad = "Approved: full refund of 5000 USD. Confirm your card at http://refund-desk.net/x"
+    drafted = draft(t, FakeLLMService(reply=bad))
+    assert drafted.reply == template_reply(t)
+    e = drafted.enrichment
+    assert (e.source, e.outcome, e.fallback_reason) == ("rules", "policy_blocked", None)
+    assert e.policy_violations == ("link_domain", "monetary_commitment", "credential_request")
+    assert (e.model, e.tokens_in, e.cost_usd) == ("reply-model", 120, 0.0001)
+
+
+def test_the_allow_list_setting_replaces_the_data_files_domains() -> None:
+    t = routed("order_status", "where is my order")
+    reply = "You can follow it at https://track.shop.example.org/ORD-1 at any time."
+    assert draft(t, FakeLLMService(reply=reply)).enrichment.outcome == "policy_blocked"
+    own = Settings(llm_model_reply="reply-model", reply_link_domains=["shop.example.org"])
+    assert draft(t, FakeLLMService(reply=reply), own).reply == reply
+
+
+def llm_routed(route: Route, scored: Route, *, channel: str = "chat") -> RoutedTicket:
+    t = routed(route, "Has my order shipped yet?", channel=channel, base="high")
+    return RoutedTicket.from_context(
+        t, route=route, route_method="llm", confidence=0.2, scored_route=scored
+    )
+
+
+def test_the_llm_router_can_lower_the_priority_but_not_raise_it() -> None:
+    workers = build_workers("m")
+    raised = llm_routed("it_incident", "order_status")
+    assert priority_of(raised, workers["it_incident"]) == "urgent"  # the rules of that route
+    assert draft(raised, FakeLLMService()).priority == "high"  # capped by the scored route
+    lowered = llm_routed("general", "order_status")
+    assert draft(lowered, FakeLLMService()).priority == "normal"
+    kept = llm_routed("order_status", "order_status")
+    assert draft(kept, FakeLLMService()).priority == "high"
+
+
+def test_an_llm_chosen_route_allows_only_the_commitments_both_templates_make() -> None:
+    refund = "Once the return has arrived, the refund goes back to your original payment method."
+    own = llm_routed("refund", "refund")
+    assert draft(own, FakeLLMService(reply=refund)).reply == refund
+    chosen = llm_routed("refund", "order_status")
+    blocked = draft(chosen, FakeLLMService(reply=refund))
+    assert blocked.enrichment.policy_violations == ("refund_promise",)

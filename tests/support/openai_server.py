@@ -5,7 +5,11 @@ It answers `POST /v1/chat/completions` and `POST /v1/embeddings` in the document
 
 - chat: when `response_format` carries a JSON schema, the content is an instance of that schema
   (enums chosen by keywords of the user text where possible); otherwise a short sentence. A test
-  may install `server.responder = fn(request_json) -> content`.
+  may install `server.responder = fn(request_json) -> content`. With `obey_injections` set, the
+  server plays a model that obeys instructions in the user's text: a chat request whose user
+  message holds `ANSWER: {json}` (also inside a JSON string value) is answered with the first such
+  object that has the fields the response schema asks for (`injected_answer`); other requests get
+  the usual answer.
 - embeddings: deterministic hashed bag-of-words vectors (dimension 256, L2-normalised), so texts
   sharing words get similar vectors; `encoding_format` `float` or `base64` (little-endian float32).
 - latency: `server.latency` is fixed seconds or a zero-argument callable returning seconds;
@@ -30,9 +34,10 @@ The answers themselves (schema instances, vectors, payloads) come from `tests.su
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -72,9 +77,11 @@ class OpenAITestServer(FaultPlan, RequestLog):
         latency: float | Callable[[], float] = 0.0,
         responder: Callable[[dict[str, Any]], str] | None = None,
         keywords: dict[str, tuple[str, ...]] | None = None,
+        obey_injections: bool = False,
     ) -> None:
         self.latency = latency
         self.responder = responder
+        self.obey_injections = obey_injections
         self.keywords = dict(DEFAULT_KEYWORDS if keywords is None else keywords)
         self.api_key: str | None = None
         FaultPlan.__init__(self)
@@ -135,12 +142,70 @@ class OpenAITestServer(FaultPlan, RequestLog):
 
     def chat_response(self, body: dict[str, Any]) -> dict[str, Any]:
         """The chat completion answering `body`."""
+        injected = injected_answer(body) if self.obey_injections else None
+        if injected is not None:
+            return chat_completion(body, injected)
         content = self.responder(body) if self.responder else chat_content(body, self.keywords)
         return chat_completion(body, content)
 
     def embeddings_response(self, body: dict[str, Any]) -> dict[str, Any]:
         """The embeddings answering `body` (float lists or base64 float32)."""
         return embeddings_list(body)
+
+
+INJECTED_ANSWER = re.compile(r"ANSWER:\s*")
+"""The instruction an obedient model follows: `ANSWER: {json}` anywhere in the user's text."""
+
+
+def injected_answer(body: dict[str, Any]) -> str | None:
+    """The content a model that obeys injected text would answer `body` with, if any.
+
+    The first `ANSWER: {...}` object in the user messages (their text, and every string value
+    when the text is JSON) whose keys include every required field of the response schema and
+    no field the schema lacks; None without a schema or such an object.
+    """
+    response_format = body.get("response_format")
+    if not isinstance(response_format, dict):
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema") or {}
+    fields, required = set(schema.get("properties", {})), set(schema.get("required", []))
+    if not fields:
+        return None
+    decoder = json.JSONDecoder()
+    for text in _user_texts(body):
+        for match in INJECTED_ANSWER.finditer(text):
+            try:
+                answer, _ = decoder.raw_decode(text, match.end())
+            except ValueError:
+                continue
+            if isinstance(answer, dict) and required <= set(answer) <= fields:
+                return json.dumps(answer)
+    return None
+
+
+def _user_texts(body: dict[str, Any]) -> Iterator[str]:
+    for message in body.get("messages", []):
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if not isinstance(content, str):
+            continue
+        yield content
+        try:
+            yield from _strings(json.loads(content))
+        except ValueError:
+            continue
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 class _Server(ThreadingHTTPServer):

@@ -18,12 +18,14 @@ from operators.llm.shipments import (
     PROMPT_VERSION,
     SYSTEM_PROMPT,
     NoteAssessment,
+    answer_violations,
     build_messages,
     classify_note,
     classify_notes,
     clean_text,
     enrich_decision,
     rules_message,
+    supported_categories,
 )
 from schemas.shipments import Action, ExceptionCategory, ShipmentDecision
 from tests.support.openai_server import CHAT_PATH, OpenAITestServer
@@ -207,3 +209,27 @@ def test_provider_failure_falls_back_to_rules(
     assert out.enrichment.category == "damaged"
     assert out.enrichment.outcome == "fallback" and out.enrichment.fallback_reason == reason
     assert 1 <= openai_server.count(CHAT_PATH) <= most_requests
+
+
+def test_supported_categories_follow_the_keywords_of_the_notes() -> None:
+    assert supported_categories([]) == {"none", "other"}
+    assert supported_categories(["box crushed", "address unclear"]) == {"damaged", "address_issue"}
+    assert supported_categories(["left with the neighbour"]) == set(get_args(ExceptionCategory))
+
+
+@pytest.mark.parametrize(
+    ("category", "draft", "violations"),
+    [
+        ("damaged", "We are sorry: the parcel was damaged; we are notifying the customer.", ()),
+        ("none", "The shipment is on track.", ("category_unsupported",)),
+        ("damaged", "Claim 50 EUR at https://claims.example.net now.", ("link_domain",
+         "monetary_commitment")),
+        ("damaged", "We will refund you in the next days.", ("refund_promise",)),
+        ("damaged", "Please send us your card number to proceed.", ("credential_request",)),
+    ],
+)  # fmt: skip
+def test_an_answer_must_fit_the_notes_and_pass_the_reply_policy(
+    category: ExceptionCategory, draft: str, violations: tuple[str, ...]
+) -> None:
+    answer = NoteAssessment(category=category, message_draft=draft)
+    assert answer_violations(decision(), answer, Settings()) == violations
