@@ -49,7 +49,10 @@ def build_flow(
     s = settings or Settings()
     check_recovery(s)
     topic = s.topic_shipments_events
-    stop = stop or on_signals(s.shutdown_grace_seconds, install=bytewax_run_argv() is not None)
+    stop = stop or on_signals(
+        s.shutdown_grace_seconds, install=bytewax_run_argv() is not None,
+        unbounded_input=source is None and s.kafka_enabled and s.kafka_tail,
+    )  # fmt: skip
     source, sink = io.endpoints(s, topic=topic, generator=shipment_surge, source=source, sink=sink)
     service = build_service(s, flow=FLOW)
     enrich_with_llm = partial(enrich_decision, service=service, settings=s)

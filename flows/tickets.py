@@ -52,7 +52,10 @@ def build_flow(
     s = settings or Settings()
     check_recovery(s)
     topic = s.topic_tickets_messages
-    stop = stop or on_signals(s.shutdown_grace_seconds, install=bytewax_run_argv() is not None)
+    stop = stop or on_signals(
+        s.shutdown_grace_seconds, install=bytewax_run_argv() is not None,
+        unbounded_input=source is None and s.kafka_enabled and s.kafka_tail,
+    )  # fmt: skip
     source, sink = io.endpoints(s, topic=topic, generator=ticket_surge, source=source, sink=sink)
     service = build_service(s, flow=FLOW)
     index = IntentIndex.from_file()

@@ -52,14 +52,23 @@ class StopSignal:
     `requested` turns true once `request` is called and stays so. `remaining()` is the time left
     for in-flight work: `grace_seconds` from the request, never below zero. The steps that settle
     in-flight work report it with `settled`, for the one line logged at exit.
+
+    `unbounded_input` says the flow's input never ends by itself (Kafka, tailing): then an end
+    of the input seen by a stateful step is a stop even when this process got no signal (another
+    process of the cluster did, and its partitions ended), so `eof_means_stop` holds.
     """
 
     def __init__(
-        self, *, grace_seconds: float, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        grace_seconds: float,
+        unbounded_input: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if grace_seconds < 0:
             raise ValueError("grace_seconds must not be negative")
         self.grace_seconds = grace_seconds
+        self.unbounded_input = unbounded_input
         self._clock = clock
         self._lock = threading.Lock()
         self._requested_at: Optional[float] = None
@@ -70,6 +79,11 @@ class StopSignal:
     @property
     def requested(self) -> bool:
         return self._requested_at is not None
+
+    @property
+    def eof_means_stop(self) -> bool:
+        """An end of the input now is a stop, not the input's end (keep state for next run)."""
+        return self.unbounded_input or self.requested
 
     def request(self, reason: str = "requested") -> bool:
         """Ask every holder to stop; True for the first request, False when already asked."""
@@ -160,6 +174,7 @@ def on_signals(
     grace_seconds: float,
     *,
     install: bool,
+    unbounded_input: bool = False,
     signals: Sequence[signal.Signals] = STOP_SIGNALS,
     exit_now: Callable[[int], None] = os._exit,
 ) -> StopSignal:
@@ -170,10 +185,11 @@ def on_signals(
     """
     global _installed
     if not install or threading.current_thread() is not threading.main_thread():
-        return StopSignal(grace_seconds=grace_seconds)
+        return StopSignal(grace_seconds=grace_seconds, unbounded_input=unbounded_input)
     with _installed_lock:
         if _installed is None:
-            handlers = _Handlers(StopSignal(grace_seconds=grace_seconds), exit_now)
+            stop = StopSignal(grace_seconds=grace_seconds, unbounded_input=unbounded_input)
+            handlers = _Handlers(stop, exit_now)
             handlers.install(signals)
             _installed = handlers
         return _installed.stop

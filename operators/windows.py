@@ -58,7 +58,7 @@ class DecisionWindowLogic(StatefulLogic[EnrichedEvent, WindowOutput, WindowState
         return self._emit(self.windows.on_timer(self._now()))
 
     def on_eof(self) -> tuple[Iterable[WindowOutput], bool]:
-        if self._stop is not None and self._stop.requested:
+        if self._stop is not None and self._stop.eof_means_stop:
             return ([], StatefulLogic.RETAIN)  # a graceful stop: the windows go on next run
         emitted = self.windows.on_eof(self._now(), self._clock.max_event_time)
         return (_flatten(emitted), self._discard())
@@ -134,7 +134,7 @@ def decision_window(
 
     :arg now: The wall clock (timezone-aware UTC).
 
-    :arg stop: A graceful stop (`operators.shutdown`): an EOF after it was requested keeps every
+    :arg stop: A graceful stop (`operators.shutdown`): an EOF it calls a stop keeps every
         shipment's windows for the next run instead of closing them as `end_of_input`.
 
     :returns: The decisions and the late events, both keyed by `shipment_id`.

@@ -107,7 +107,7 @@ class LaneLogic(StatefulBatchLogic[X, Any, LaneState]):
     Asks to be notified `poll_seconds` from `now()` while items are pending, so results leave
     without new input; waits up to `drain_seconds` for the rest on EOF; is discarded whenever
     nothing is pending. Keeps `PENDING` (items handed over and not yet emitted) up to date.
-    An EOF after `stop` was requested is a graceful stop, not the end of the input: the lane
+    An EOF that `stop` calls a stop (`eof_means_stop`) is not the end of the input: the lane
     waits for its items until the stop's deadline and keeps the unfinished ones in its snapshot.
     """
 
@@ -143,7 +143,7 @@ class LaneLogic(StatefulBatchLogic[X, Any, LaneState]):
         return self._emit(self.lane.poll)
 
     def on_eof(self) -> tuple[Iterable[Any], bool]:
-        if self.stop is not None and self.stop.requested:
+        if self.stop is not None and self.stop.eof_means_stop:
             return self._emit(self._settle)
         return self._emit(lambda: self.lane.drain(self.drain_seconds))
 
@@ -200,9 +200,10 @@ def map_async(
     numbers (`{"version": 1, "pending": [...]}`), never futures; on resume they are submitted
     again (the LLM layer's cache makes already-answered calls free). A lane with nothing pending
     is discarded; on EOF a lane waits for its items (at most the item bound) and is discarded.
-    When `stop` (an `operators.shutdown.StopSignal`) was requested, an EOF is a graceful stop
-    instead: a lane waits for its items until `stop.remaining()` runs out, emits those that
-    finished and keeps the rest in its snapshot, submitted again by the next run.
+    When `stop` (an `operators.shutdown.StopSignal`) says an EOF means a stop (it was
+    requested, or the input never ends by itself), the EOF is a graceful stop instead: a lane
+    waits for its items until `stop.remaining()` runs out, emits those that finished and keeps
+    the rest in its snapshot, submitted again by the next run.
 
     `ready(item)`, when given, answers an item on the worker thread when no call is needed (the
     rules path): a non-None answer skips the event loop but still leaves in per-key order.

@@ -236,3 +236,13 @@ def test_a_stop_keeps_the_windows_open_for_the_next_run(tmp_path: Path) -> None:
     assert any(d.trigger == "end_of_input" for _, d in second), "the kept windows closed later"
     assert decided(first) | decided(second) == decided(whole), "as if never stopped"
     assert not decided(first) & decided(second), "no decision made twice"
+
+
+def test_the_end_of_an_input_that_never_ends_by_itself_is_a_stop_elsewhere(tmp_path: Path) -> None:
+    """Kafka, tailing: its partitions end only when a process of the cluster stops, so a process
+    that got no signal keeps its windows too."""
+    stop = StopSignal(grace_seconds=1, unbounded_input=True)
+    out: list[Any] = []
+    run(window_flow(TestingSource(SCENARIO), stop, out, stop_event=""), recovery_of(tmp_path))
+    assert not stop.requested and stop.eof_means_stop
+    assert [d.decision_id for _, d in out if d.trigger == "end_of_input"] == []
