@@ -16,7 +16,7 @@ from typing import Any
 import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import Source
+from bytewax.inputs import DynamicSource, Source, StatelessSourcePartition
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
@@ -246,3 +246,34 @@ def test_the_end_of_an_input_that_never_ends_by_itself_is_a_stop_elsewhere(tmp_p
     run(window_flow(TestingSource(SCENARIO), stop, out, stop_event=""), recovery_of(tmp_path))
     assert not stop.requested and stop.eof_means_stop
     assert [d.decision_id for _, d in out if d.trigger == "end_of_input"] == []
+
+
+class _Counting(StatelessSourcePartition[int]):
+    def __init__(self) -> None:
+        self.n = 0
+
+    def next_batch(self) -> list[int]:
+        self.n += 1
+        if self.n > 1000:
+            raise StopIteration()
+        return [self.n]
+
+
+class CountingSource(DynamicSource[int]):
+    """A source without resume state: 1, 2, ... 1000 on each worker."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Counting:
+        return _Counting()
+
+
+def test_a_source_without_resume_state_ends_at_a_stop_too() -> None:
+    stop = StopSignal(grace_seconds=1)
+    out: list[int] = []
+    flow = Dataflow("stop_dynamic")
+    items = op.input("in", flow, until_stopped(CountingSource(), stop))
+    op.inspect("stop_at_5", items, stop_at(stop, lambda n: n == 5))
+    op.output("out", items, TestingSink(out))
+    run_main(flow)
+    assert out[:5] == [1, 2, 3, 4, 5] and len(out) < 1000
+    with pytest.raises(TypeError, match="not a Bytewax source"):
+        until_stopped(object(), stop)  # type: ignore[arg-type]
