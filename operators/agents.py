@@ -53,7 +53,7 @@ def agent_step(
     on `dead_letters` with the item re-serialised, `key(item)` and `source(item)`.
     Keeps: the items still in flight, per lane (see `map_async` for lanes, bounds and recovery).
     `ready(item)` answers on the worker thread the items that need no call (the rules path).
-    `stop` makes an EOF after a stop request a graceful stop (see `map_async`).
+    `stop` makes an EOF it calls a stop a graceful one: calls finish or are kept (`map_async`).
     """
     outcomes = map_async(
         "call", up, agent, key=lambda item: key(item) or "", settings=settings, ready=ready,

@@ -9,10 +9,12 @@ a bounded input:
 - `on_signals` installs handlers for SIGTERM and SIGINT that call `StopSignal.request`.
 - Sources wrapped by `operators.sources.until_stopped` end (`StopIteration`) at their next batch;
   Bytewax then snapshots each partition's position, so the next run resumes right there.
-- Every stateful step gets `on_eof`. Steps that hold a `StopSignal` tell the two ends apart:
-  a decision window keeps its open windows for the next run instead of closing them as the end of
-  the input; an async agent step waits for its calls in flight until the deadline (the signal
-  plus `grace_seconds`) and keeps what is still unfinished in its snapshot, to submit again.
+- Every stateful step gets `on_eof`. Steps that hold a `StopSignal` tell the two ends apart
+  (`eof_means_stop`: a stop was requested here, or the input never ends by itself, so another
+  process of the cluster stopped): a decision window keeps its open windows for the next run
+  instead of closing them as the end of the input; an async agent step waits for its calls in
+  flight until the deadline (the signal plus `grace_seconds`) and keeps what is still unfinished
+  in its snapshot, to submit again.
 - Bytewax writes the snapshots of that last epoch and its frontier (an input that ended is
   progress), the workers finish and `python -m bytewax.run` exits 0; one INFO line says so.
 
