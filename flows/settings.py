@@ -220,6 +220,15 @@ class Settings(BaseSettings):
         description="whole seconds old snapshots are kept for backups of the partitions",
     )
 
+    shutdown_grace_seconds: float = Field(
+        default=20.0,
+        ge=0,
+        le=3600,
+        description="on SIGTERM/SIGINT, how long in-flight LLM calls may finish before the rest "
+        "is kept in the final snapshot; the process ends at most 5 s later (keep the sum below "
+        "Kubernetes' terminationGracePeriodSeconds, 30 by default)",
+    )
+
     @model_validator(mode="after")
     def _recovery_all_or_none(self) -> Settings:
         """Refuse a half-configured recovery: Bytewax needs the directory and both intervals."""

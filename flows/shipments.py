@@ -16,7 +16,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from flows.recovery import check_recovery
+from flows.recovery import bytewax_run_argv, check_recovery
 from flows.settings import Settings
 from operators import io
 from operators.agents import agent_step
@@ -27,6 +27,8 @@ from operators.llm.service import build_service
 from operators.llm.shipments import enrich_decision, enrich_without_llm
 from operators.records import OutRecord, RawRecord
 from operators.reference import ShipmentReference
+from operators.shutdown import StopSignal, on_signals
+from operators.sources import until_stopped
 from operators.surge import shipment_surge
 from operators.validate import Limits, validate
 from operators.windows import decision_window
@@ -40,18 +42,24 @@ def build_flow(
     *,
     source: Optional[Source[RawRecord]] = None,
     sink: Optional[Sink[OutRecord]] = None,
+    stop: Optional[StopSignal] = None,
 ) -> Dataflow:
-    """The shipments dataflow; `source`/`sink` replace the configured transports (tests)."""
+    """The shipments dataflow; `source`/`sink` replace the configured transports and `stop`
+    the graceful stop that SIGTERM/SIGINT request (tests)."""
     s = settings or Settings()
     check_recovery(s)
     topic = s.topic_shipments_events
+    stop = stop or on_signals(
+        s.shutdown_grace_seconds, install=bytewax_run_argv() is not None,
+        unbounded_input=source is None and s.kafka_enabled and s.kafka_tail,
+    )  # fmt: skip
     source, sink = io.endpoints(s, topic=topic, generator=shipment_surge, source=source, sink=sink)
     service = build_service(s, flow=FLOW)
     enrich_with_llm = partial(enrich_decision, service=service, settings=s)
     enrich_at_once = partial(enrich_without_llm, service=service, settings=s)
 
     flow = Dataflow(FLOW)
-    raw = io.input_records("ingest", flow, source=source, flow_name=FLOW)
+    raw = io.input_records("ingest", flow, source=until_stopped(source, stop), flow_name=FLOW)
     events = validate(
         "validate", raw, model=ShipmentEvent, key_field="shipment_id", flow=FLOW,
         limits=Limits.from_settings(s),
@@ -60,11 +68,13 @@ def build_flow(
         "enrich_with_carrier_and_hub", events.valid, reference=ShipmentReference.load()
     )
     by_shipment = op.key_on("key_by_shipment", enriched.enriched, lambda e: e.event.shipment_id)
-    windows = decision_window("decision_window", by_shipment, settings=s, clock=StreamClock())
+    windows = decision_window(
+        "decision_window", by_shipment, settings=s, clock=StreamClock(), stop=stop
+    )
     decided = agent_step(
         "enrich_with_llm", op.key_rm("unkey_decisions", windows.decisions), enrich_with_llm,
         settings=s, flow=FLOW, key=lambda d: d.shipment_id, source=lambda _: io.derived(topic),
-        ready=enrich_at_once,
+        ready=enrich_at_once, stop=stop,
     )  # fmt: skip
     late = late_events_to_dead_letters("late_events", op.key_rm("unkey_late", windows.late))
     dead = op.merge(

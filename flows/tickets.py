@@ -16,7 +16,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from flows.recovery import check_recovery
+from flows.recovery import bytewax_run_argv, check_recovery
 from flows.settings import Settings
 from operators import io
 from operators.agents import agent_step
@@ -29,6 +29,8 @@ from operators.reference import ChannelReference
 from operators.respond import format_response
 from operators.route import route_ticket, route_without_llm
 from operators.sessions import session_history
+from operators.shutdown import StopSignal, on_signals
+from operators.sources import until_stopped
 from operators.surge import ticket_surge
 from operators.validate import Limits, validate
 from operators.workers import draft_reply, draft_without_llm
@@ -43,11 +45,17 @@ def build_flow(
     *,
     source: Optional[Source[RawRecord]] = None,
     sink: Optional[Sink[OutRecord]] = None,
+    stop: Optional[StopSignal] = None,
 ) -> Dataflow:
-    """The tickets dataflow; `source`/`sink` replace the configured transports (tests)."""
+    """The tickets dataflow; `source`/`sink` replace the configured transports and `stop`
+    the graceful stop that SIGTERM/SIGINT request (tests)."""
     s = settings or Settings()
     check_recovery(s)
     topic = s.topic_tickets_messages
+    stop = stop or on_signals(
+        s.shutdown_grace_seconds, install=bytewax_run_argv() is not None,
+        unbounded_input=source is None and s.kafka_enabled and s.kafka_tail,
+    )  # fmt: skip
     source, sink = io.endpoints(s, topic=topic, generator=ticket_surge, source=source, sink=sink)
     service = build_service(s, flow=FLOW)
     index = IntentIndex.from_file()
@@ -56,11 +64,12 @@ def build_flow(
     worker = partial(draft_reply, service=service, settings=s)
     template_worker = partial(draft_without_llm, service=service, settings=s)
     agent = dict(
-        settings=s, flow=FLOW, key=lambda t: t.message.session_id, source=lambda t: t.source
-    )
+        settings=s, flow=FLOW, key=lambda t: t.message.session_id, source=lambda t: t.source,
+        stop=stop,
+    )  # fmt: skip
 
     flow = Dataflow(FLOW)
-    raw = io.input_records("ingest", flow, source=source, flow_name=FLOW)
+    raw = io.input_records("ingest", flow, source=until_stopped(source, stop), flow_name=FLOW)
     messages = validate(
         "validate", raw, model=TicketMessage, key_field="session_id", flow=FLOW,
         limits=Limits.from_settings(s),

@@ -17,6 +17,7 @@ from bytewax.dataflow import Stream, operator
 from flows.settings import Settings
 from operators.dead_letter import dead_letter_for
 from operators.llm.operator import AsyncFailure, map_async
+from operators.shutdown import StopSignal
 from schemas.dead_letter import DeadLetter, FlowName, SourceRef
 
 X = TypeVar("X")
@@ -42,6 +43,7 @@ def agent_step(
     key: Callable[[Any], Optional[str]],
     source: Callable[[Any], SourceRef],
     ready: Optional[Callable[[X], Optional[Y]]] = None,
+    stop: Optional[StopSignal] = None,
 ) -> AgentOut[Y]:
     """Run the async `agent` on every item; what it fails on is dead-lettered, never dropped.
 
@@ -51,10 +53,12 @@ def agent_step(
     on `dead_letters` with the item re-serialised, `key(item)` and `source(item)`.
     Keeps: the items still in flight, per lane (see `map_async` for lanes, bounds and recovery).
     `ready(item)` answers on the worker thread the items that need no call (the rules path).
+    `stop` makes an EOF it calls a stop a graceful one: calls finish or are kept (`map_async`).
     """
     outcomes = map_async(
-        "call", up, agent, key=lambda item: key(item) or "", settings=settings, ready=ready
-    )
+        "call", up, agent, key=lambda item: key(item) or "", settings=settings, ready=ready,
+        stop=stop,
+    )  # fmt: skip
     split = op.branch("split", outcomes, lambda item: not isinstance(item, AsyncFailure))
 
     def to_dead_letter(failure: AsyncFailure) -> DeadLetter:

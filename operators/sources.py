@@ -1,22 +1,35 @@
-"""Embedded sources: the bundled surge generator and a JSON-lines file (Bytewax connectors).
+"""Embedded sources (the bundled surge generator, a JSON-lines file) and `until_stopped`.
 
-Both are `FixedPartitionedSource`s with one partition whose resume state is a plain position
-(records emitted, or byte offset), so recovery resumes after the last snapshot. Records are emitted
-as `RawRecord` bytes; nothing is parsed here, so a bad line becomes a dead letter downstream
-instead of crashing the input.
+The two embedded sources are `FixedPartitionedSource`s with one partition whose resume state is a
+plain position (records emitted, or byte offset), so recovery resumes after the last snapshot.
+Records are emitted as `RawRecord` bytes; nothing is parsed here, so a bad line becomes a dead
+letter downstream instead of crashing the input.
+
+`until_stopped` wraps any source so that its partitions end when a `StopSignal` is requested: the
+graceful stop (`operators.shutdown`). Bytewax snapshots a partition's position when it ends, so
+the next run resumes after the last record read.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, TypeVar
 
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.inputs import (
+    DynamicSource,
+    FixedPartitionedSource,
+    Source,
+    StatefulSourcePartition,
+    StatelessSourcePartition,
+)
 
 from operators.records import RawRecord
+from operators.shutdown import StopSignal
+
+X = TypeVar("X")
 
 RecordFactory = Callable[[], Iterator[RawRecord]]
 
@@ -157,3 +170,81 @@ class JsonLinesSource(FixedPartitionedSource[RawRecord, int]):
         return _JsonLinesPartition(
             self._path, resume_state or 0, topic=self._topic, batch_size=self._batch_size
         )
+
+
+class _StoppingPartition(StatefulSourcePartition[X, Any]):
+    """A partition that ends at its first batch after the stop was requested."""
+
+    def __init__(self, inner: StatefulSourcePartition[X, Any], stop: StopSignal) -> None:
+        self._inner = inner
+        self._stop = stop
+
+    def next_batch(self) -> Iterable[X]:
+        if self._stop.requested:
+            raise StopIteration()
+        return self._inner.next_batch()
+
+    def next_awake(self) -> Optional[datetime]:
+        # A paced partition may sleep until its next record; a stop wakes it at once.
+        return None if self._stop.requested else self._inner.next_awake()
+
+    def snapshot(self) -> Any:
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _StoppingStatelessPartition(StatelessSourcePartition[X]):
+    def __init__(self, inner: StatelessSourcePartition[X], stop: StopSignal) -> None:
+        self._inner = inner
+        self._stop = stop
+
+    def next_batch(self) -> Iterable[X]:
+        if self._stop.requested:
+            raise StopIteration()
+        return self._inner.next_batch()
+
+    def next_awake(self) -> Optional[datetime]:
+        return None if self._stop.requested else self._inner.next_awake()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _StoppingFixedSource(FixedPartitionedSource[X, Any]):
+    def __init__(self, inner: FixedPartitionedSource[X, Any], stop: StopSignal) -> None:
+        self._inner = inner
+        self._stop = stop
+
+    def list_parts(self) -> list[str]:
+        return self._inner.list_parts()
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Optional[Any]
+    ) -> _StoppingPartition[X]:
+        part = self._inner.build_part(step_id, for_part, resume_state)
+        return _StoppingPartition(part, self._stop)
+
+
+class _StoppingDynamicSource(DynamicSource[X]):
+    def __init__(self, inner: DynamicSource[X], stop: StopSignal) -> None:
+        self._inner = inner
+        self._stop = stop
+
+    def build(
+        self, step_id: str, worker_index: int, worker_count: int
+    ) -> _StoppingStatelessPartition[X]:
+        part = self._inner.build(step_id, worker_index, worker_count)
+        return _StoppingStatelessPartition(part, self._stop)
+
+
+def until_stopped(source: Source[X], stop: StopSignal) -> Source[X]:
+    """`source`, whose partitions end (`StopIteration`) at their next batch once `stop` is
+    requested, without reading more. A stateful partition's resume state is its position after
+    the last record it emitted, which Bytewax snapshots as the partition ends."""
+    if isinstance(source, FixedPartitionedSource):
+        return _StoppingFixedSource(source, stop)
+    if isinstance(source, DynamicSource):
+        return _StoppingDynamicSource(source, stop)
+    raise TypeError(f"cannot stop a {type(source).__name__}: not a Bytewax source")

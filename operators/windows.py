@@ -20,6 +20,7 @@ from operators.clock import StreamClock
 from operators.decisions import Emitted, LateEvent, ShipmentWindows, WindowParams
 from operators.domain import EnrichedEvent
 from operators.metrics import LiveKeys, live_keys
+from operators.shutdown import StopSignal
 from schemas.common import utc_now
 from schemas.shipments import ShipmentDecision
 
@@ -40,11 +41,13 @@ class DecisionWindowLogic(StatefulLogic[EnrichedEvent, WindowOutput, WindowState
         now: Callable[[], datetime],
         clock: StreamClock,
         live: Optional[LiveKeys] = None,
+        stop: Optional[StopSignal] = None,
     ) -> None:
         self.windows = windows
         self._now = now
         self._clock = clock
         self._live = live
+        self._stop = stop
         if live is not None:
             live.opened()
 
@@ -55,6 +58,8 @@ class DecisionWindowLogic(StatefulLogic[EnrichedEvent, WindowOutput, WindowState
         return self._emit(self.windows.on_timer(self._now()))
 
     def on_eof(self) -> tuple[Iterable[WindowOutput], bool]:
+        if self._stop is not None and self._stop.eof_means_stop:
+            return ([], StatefulLogic.RETAIN)  # a graceful stop: the windows go on next run
         emitted = self.windows.on_eof(self._now(), self._clock.max_event_time)
         return (_flatten(emitted), self._discard())
 
@@ -97,6 +102,7 @@ def decision_window(
     settings: Settings,
     clock: Optional[StreamClock] = None,
     now: Callable[[], datetime] = utc_now,
+    stop: Optional[StopSignal] = None,
 ) -> DecisionWindowOut:
     """Decide per shipment over tumbling event-time windows, with a stuck timer.
 
@@ -128,6 +134,9 @@ def decision_window(
 
     :arg now: The wall clock (timezone-aware UTC).
 
+    :arg stop: A graceful stop (`operators.shutdown`): an EOF it calls a stop keeps every
+        shipment's windows for the next run instead of closing them as `end_of_input`.
+
     :returns: The decisions and the late events, both keyed by `shipment_id`.
     """
     stream_clock = clock if clock is not None else StreamClock(now=now)
@@ -146,7 +155,7 @@ def decision_window(
             windows = ShipmentWindows.from_state(state, params)
             if windows.latest_event_time is not None:
                 stream_clock.observe(windows.latest_event_time)
-        return DecisionWindowLogic(windows, now=now, clock=stream_clock, live=live)
+        return DecisionWindowLogic(windows, now=now, clock=stream_clock, live=live, stop=stop)
 
     observed = op.map("observe_clock", up, observe)
     outputs = op.stateful("decide", observed, build)

@@ -156,6 +156,12 @@ class Lane(Generic[X, Y]):
                 self._finished.append(entry.seq)
         return self.poll()
 
+    def settle(self, timeout: Optional[float]) -> list[Y | AsyncFailure[X]]:
+        """Wait up to `timeout` s for every item, then emit what may leave (as `poll`); what is
+        still unfinished stays in the lane, running, for the snapshot (a graceful stop)."""
+        concurrent.futures.wait([e.future for e in self._entries.values()], timeout)
+        return self.poll()
+
     def snapshot(self) -> dict[str, Any]:
         """`{"version": 1, "pending": [(seq, item), ...]}`: the unemitted items, in order."""
         pending = [(seq, entry.item) for seq, entry in sorted(self._entries.items())]

@@ -24,6 +24,7 @@ from flows.settings import Settings
 from operators.llm.inflight import AsyncFailure, Lane, PendingBound, lane_for
 from operators.llm.metrics import PENDING
 from operators.llm.runner import RUNNER_MARGIN_SECONDS, AsyncRunner, item_bound_seconds
+from operators.shutdown import StopSignal
 from schemas.common import utc_now
 
 __all__ = ["AsyncFailure", "LaneLogic", "map_async", "worker_bound", "worker_runner"]
@@ -106,6 +107,8 @@ class LaneLogic(StatefulBatchLogic[X, Any, LaneState]):
     Asks to be notified `poll_seconds` from `now()` while items are pending, so results leave
     without new input; waits up to `drain_seconds` for the rest on EOF; is discarded whenever
     nothing is pending. Keeps `PENDING` (items handed over and not yet emitted) up to date.
+    An EOF that `stop` calls a stop (`eof_means_stop`) is not the end of the input: the lane
+    waits for its items until the stop's deadline and keeps the unfinished ones in its snapshot.
     """
 
     def __init__(
@@ -115,11 +118,13 @@ class LaneLogic(StatefulBatchLogic[X, Any, LaneState]):
         poll_seconds: float,
         drain_seconds: float,
         now: Callable[[], datetime] = utc_now,
+        stop: Optional[StopSignal] = None,
     ) -> None:
         self.lane = lane
         self.poll_every = timedelta(seconds=poll_seconds)
         self.drain_seconds = drain_seconds
         self.now = now
+        self.stop = stop
 
     def restore(self, state: LaneState) -> None:
         """Submit again the items of a snapshot (raises `IncompatibleStateError` on another
@@ -138,7 +143,17 @@ class LaneLogic(StatefulBatchLogic[X, Any, LaneState]):
         return self._emit(self.lane.poll)
 
     def on_eof(self) -> tuple[Iterable[Any], bool]:
+        if self.stop is not None and self.stop.eof_means_stop:
+            return self._emit(self._settle)
         return self._emit(lambda: self.lane.drain(self.drain_seconds))
+
+    def _settle(self) -> list[Any]:
+        """A stop: emit what finishes before the deadline, keep the rest (in the snapshot)."""
+        assert self.stop is not None
+        before = len(self.lane)
+        out = self.lane.settle(self.stop.remaining())
+        self.stop.settled(finished=before - len(self.lane), kept=len(self.lane))
+        return out
 
     def notify_at(self) -> Optional[datetime]:
         return self.now() + self.poll_every if len(self.lane) else None
@@ -167,6 +182,7 @@ def map_async(
     key: Callable[[X], str],
     settings: Settings,
     ready: Optional[Callable[[X], Optional[Y]]] = None,
+    stop: Optional[StopSignal] = None,
 ) -> Stream[Y | AsyncFailure[X]]:
     """Apply an async `fn` to every item, many at once, emitting each result when it is ready.
 
@@ -184,6 +200,10 @@ def map_async(
     numbers (`{"version": 1, "pending": [...]}`), never futures; on resume they are submitted
     again (the LLM layer's cache makes already-answered calls free). A lane with nothing pending
     is discarded; on EOF a lane waits for its items (at most the item bound) and is discarded.
+    When `stop` (an `operators.shutdown.StopSignal`) says an EOF means a stop (it was
+    requested, or the input never ends by itself), the EOF is a graceful stop instead: a lane
+    waits for its items until `stop.remaining()` runs out, emits those that finished and keeps
+    the rest in its snapshot, submitted again by the next run.
 
     `ready(item)`, when given, answers an item on the worker thread when no call is needed (the
     rules path): a non-None answer skips the event loop but still leaves in per-key order.
@@ -217,6 +237,7 @@ def map_async(
             lane,
             poll_seconds=settings.llm_poll_seconds,
             drain_seconds=bound_seconds + RUNNER_MARGIN_SECONDS,
+            stop=stop,
         )
         if resume is not None:
             logic.restore(resume)
