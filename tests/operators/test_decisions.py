@@ -10,6 +10,7 @@ import pytest
 
 from flows.settings import Settings
 from operators import decisions
+from operators.clock import Reading
 from operators.decisions import (
     CLOSED_WINDOWS_KEPT,
     STATE_VERSION,
@@ -60,8 +61,24 @@ def event(
     return EnrichedEvent(event=scan, source=SourceRef(topic="shipments.events"), **facts)
 
 
-def wall(minutes: float) -> datetime:
+def clock(minutes: float) -> datetime:
+    """The wall time `minutes` after WALL0."""
     return WALL0 + timedelta(minutes=minutes)
+
+
+def at(moment: datetime, *, catching_up: bool = False) -> Reading:
+    """The clocks at wall time `moment` of a process that started at WALL0 and never caught up
+    (unless `catching_up` now): live time = wall time since WALL0."""
+    return Reading(wall=moment, live=moment - WALL0, catching_up=catching_up)
+
+
+def wall(minutes: float) -> Reading:
+    """The clocks `minutes` after WALL0."""
+    return at(clock(minutes))
+
+
+def live(minutes: float) -> timedelta:
+    return timedelta(minutes=minutes)
 
 
 def window_id(start: datetime, shipment_id: str = "S-1") -> str:
@@ -80,29 +97,29 @@ def test_window_closes_when_a_later_event_moves_the_watermark() -> None:
     assert decision.event_ids == ["E1", "E2"]
     assert (decision.window_start, decision.window_end) == (T0, T0 + timedelta(hours=1))
     assert decision.decision_id == window_id(T0)
-    assert (decision.action, decision.decided_at, decision.enrichment) == ("ok", wall(0), None)
+    assert (decision.action, decision.decided_at, decision.enrichment) == ("ok", clock(0), None)
     assert decision.last_scan_at == T0 + timedelta(minutes=20)
 
 
 def test_window_closes_by_wall_time_at_its_deadline() -> None:
     windows = ShipmentWindows(PARAMS)
     windows.on_event(event("E1", 10), wall(0))
-    assert windows.next_deadline() == wall(65)
+    assert windows.next_deadline(wall(0)) == clock(65)
     assert windows.on_timer(wall(64)).decisions == []
     (decision,) = windows.on_timer(wall(65)).decisions
     assert decision.trigger == "window_closed"
-    assert windows.next_deadline() == wall(6 * 60)  # the stuck timer is next
+    assert windows.next_deadline(wall(0)) == clock(6 * 60)  # the stuck timer is next
     assert not windows.is_finished
 
 
 def test_watermark_follows_wall_time_and_never_goes_back() -> None:
     windows = ShipmentWindows(PARAMS)
-    assert windows.watermark(wall(0)) is None
+    assert windows.watermark(live(0)) is None
     windows.on_event(event("E1", 30), wall(0))
-    assert windows.watermark(wall(5)) == T0 + timedelta(minutes=35)
+    assert windows.watermark(live(5)) == T0 + timedelta(minutes=35)
     windows.on_event(event("E2", 32), wall(5))  # older than the watermark: no change
-    assert windows.watermark(wall(5)) == T0 + timedelta(minutes=35)
-    assert windows.watermark(wall(-10)) == T0 + timedelta(minutes=30)
+    assert windows.watermark(live(5)) == T0 + timedelta(minutes=35)
+    assert windows.watermark(live(-10)) == T0 + timedelta(minutes=30)
 
 
 def test_event_of_a_closed_window_is_late_and_never_reopens_it() -> None:
@@ -150,9 +167,9 @@ def test_full_window_sends_more_events_to_late(monkeypatch: pytest.MonkeyPatch) 
 def test_stuck_timer_fires_by_wall_time_then_state_is_finished() -> None:
     windows = ShipmentWindows(PARAMS)
     windows.on_event(event("E1", 0, scan_type="picked_up", hub_id="HUB-7"), wall(0))
-    assert windows.next_deadline() == wall(75)
+    assert windows.next_deadline(wall(0)) == clock(75)
     assert len(windows.on_timer(wall(75)).decisions) == 1
-    assert windows.next_deadline() == wall(6 * 60)
+    assert windows.next_deadline(wall(0)) == clock(6 * 60)
     (stuck,) = windows.on_timer(wall(6 * 60)).decisions
     assert (stuck.action, stuck.trigger, stuck.event_ids) == ("escalate", "stuck_timer", [])
     assert (stuck.window_start, stuck.window_end) == (T0, T0 + timedelta(hours=6))
@@ -160,7 +177,7 @@ def test_stuck_timer_fires_by_wall_time_then_state_is_finished() -> None:
     expected_id = deterministic_id("S-1", T0.isoformat(), stuck.window_end.isoformat(), "stuck")
     assert stuck.decision_id == expected_id
     assert windows.is_finished
-    assert windows.next_deadline() is None
+    assert windows.next_deadline(wall(0)) is None
     assert windows.on_timer(wall(7 * 60)).decisions == []
 
 
@@ -170,11 +187,11 @@ def test_stuck_fires_once_even_while_a_window_stays_open() -> None:
     )
     windows = ShipmentWindows(params)
     windows.on_event(event("E1", 0), wall(0))
-    assert windows.next_deadline() == WALL0 + timedelta(seconds=1)
-    (stuck,) = windows.on_timer(WALL0 + timedelta(seconds=1)).decisions
+    assert windows.next_deadline(wall(0)) == WALL0 + timedelta(seconds=1)
+    (stuck,) = windows.on_timer(at(WALL0 + timedelta(seconds=1))).decisions
     assert stuck.trigger == "stuck_timer"
     assert not windows.is_finished  # the window still has to close
-    assert windows.next_deadline() == wall(60)
+    assert windows.next_deadline(wall(0)) == clock(60)
     (closed,) = windows.on_timer(wall(60)).decisions
     assert closed.trigger == "window_closed"
     assert windows.is_finished
@@ -187,17 +204,17 @@ def test_a_gap_in_event_time_reports_stuck_before_the_new_scan_joins() -> None:
     assert [d.trigger for d in emitted.decisions] == ["window_closed", "stuck_timer"]
     assert emitted.decisions[1].window_start == T0
     assert not windows.is_finished
-    assert windows.next_deadline() == wall(1 + 60 + 15)
+    assert windows.next_deadline(wall(1)) == clock(1 + 60 + 15)
 
 
 def test_delivered_shipment_is_never_stuck_and_finishes_when_its_window_closes() -> None:
     windows = ShipmentWindows(PARAMS)
     windows.on_event(event("E1", 10, scan_type="delivered"), wall(0))
-    assert windows.next_deadline() == wall(65)
+    assert windows.next_deadline(wall(0)) == clock(65)
     (decision,) = windows.on_timer(wall(65)).decisions
     assert decision.reasons == ["delivered on time"]
     assert windows.is_finished
-    assert windows.next_deadline() is None
+    assert windows.next_deadline(wall(0)) is None
 
 
 def test_end_of_input_closes_every_window_with_the_same_ids() -> None:
@@ -257,7 +274,7 @@ def test_closed_window_record_is_bounded() -> None:
     windows = ShipmentWindows(PARAMS)
     for hour in range(12):
         windows.on_event(event(f"E{hour}", hour * 60 + 10), wall(0))
-    assert len(windows.to_state()["closed"]) == CLOSED_WINDOWS_KEPT
+    assert len(windows.to_state(live(0))["closed"]) == CLOSED_WINDOWS_KEPT
 
 
 def _plain(value: object) -> bool:
@@ -274,28 +291,28 @@ def test_state_is_plain_data_and_round_trips_through_pickle() -> None:
     windows.on_event(event("E1", 10, scan_type="delay", note="fog"), wall(0))
     windows.on_event(event("E2", 80), wall(0))
     windows.on_event(event("E3", 140), wall(0))
-    state = windows.to_state()
+    state = windows.to_state(live(0))
     assert _plain(state)
-    restored = ShipmentWindows.from_state(pickle.loads(pickle.dumps(state)), PARAMS)
-    assert restored.to_state() == state
-    assert restored.next_deadline() == windows.next_deadline()
+    restored = ShipmentWindows.from_state(pickle.loads(pickle.dumps(state)), PARAMS, live(0))
+    assert restored.to_state(live(0)) == state
+    assert restored.next_deadline(wall(0)) == windows.next_deadline(wall(0))
     original = windows.on_eof(wall(1), None).decisions
     assert restored.on_eof(wall(1), None).decisions == original
 
 
 def test_restore_refuses_another_state_version() -> None:
-    state = ShipmentWindows(PARAMS).to_state()
+    state = ShipmentWindows(PARAMS).to_state(live(0))
     with pytest.raises(IncompatibleStateError, match=f"version {STATE_VERSION + 1}"):
-        ShipmentWindows.from_state({**state, "version": STATE_VERSION + 1}, PARAMS)
+        ShipmentWindows.from_state({**state, "version": STATE_VERSION + 1}, PARAMS, live(0))
     with pytest.raises(IncompatibleStateError, match="version None"):
-        ShipmentWindows.from_state(("not", "a", "dict"), PARAMS)  # type: ignore[arg-type]
+        ShipmentWindows.from_state(("not", "a", "dict"), PARAMS, live(0))  # type: ignore[arg-type]
 
 
 def test_restore_refuses_another_window_length() -> None:
-    state = ShipmentWindows(PARAMS).to_state()
+    state = ShipmentWindows(PARAMS).to_state(live(0))
     other = WindowParams.from_settings(Settings(window_minutes=30))
     with pytest.raises(IncompatibleStateError, match="cannot change length"):
-        ShipmentWindows.from_state(state, other)
+        ShipmentWindows.from_state(state, other, live(0))
 
 
 def test_state_of_a_long_lived_shipment_stays_small() -> None:
@@ -304,8 +321,8 @@ def test_state_of_a_long_lived_shipment_stays_small() -> None:
     sizes = []
     for n in range(60 * 12):
         windows.on_event(event(f"E{n}", n * 120 + 10, scan_type="delay", note="x" * 200), wall(0))
-        sizes.append(len(pickle.dumps(windows.to_state())))
-    state = windows.to_state()
+        sizes.append(len(pickle.dumps(windows.to_state(live(0)))))
+    state = windows.to_state(live(0))
     assert len(state["open"]) == 1 and len(state["closed"]) == CLOSED_WINDOWS_KEPT
     # only the count of delays grows (an int): a few bytes over 720 scans, never a scan
     assert max(sizes[100:]) <= max(sizes[100:110]) + 8, "the snapshot grows with the history"
@@ -318,7 +335,7 @@ def test_latest_event_time_is_the_largest_time_seen() -> None:
     windows.on_event(event("E1", 50), wall(0))
     windows.on_event(event("E2", 20), wall(0))  # out of order, still within lateness
     assert windows.latest_event_time == T0 + timedelta(minutes=50)
-    restored = ShipmentWindows.from_state(windows.to_state(), PARAMS)
+    restored = ShipmentWindows.from_state(windows.to_state(live(0)), PARAMS, live(0))
     assert restored.latest_event_time == T0 + timedelta(minutes=50)
 
 
@@ -329,9 +346,9 @@ def test_every_shipment_finishes_once_wall_time_passes_its_deadlines(scan_type: 
     windows.on_event(event("E1", 10), wall(0))
     windows.on_event(event("E2", 100, scan_type=scan_type), wall(0))
     assert not windows.is_finished
-    deadline = windows.next_deadline()
+    deadline = windows.next_deadline(wall(0))
     while deadline is not None and not windows.is_finished:
-        windows.on_timer(deadline)
-        deadline = windows.next_deadline()
+        windows.on_timer(at(deadline))
+        deadline = windows.next_deadline(at(deadline))
     assert windows.is_finished and deadline is None
-    assert windows.on_timer(WALL0 + timedelta(days=30)).decisions == []
+    assert windows.on_timer(at(WALL0 + timedelta(days=30))).decisions == []
