@@ -103,11 +103,13 @@ class ShipmentWindows(WindowsState):
 
     def on_eof(self, now: Reading, stream_max_event_time: Optional[datetime]) -> Emitted:
         """End of a bounded input: close every window, then judge stuck by the stream's clock."""
-        emitted = self._close_due(now)
-        for start in sorted(self._open):
-            emitted.decisions.append(self._close_window(start, "end_of_input", now.wall))
-        if stream_max_event_time is not None and self._stuck_due(stream_max_event_time):
-            emitted.decisions.append(self._stuck_decision(now.wall))
+        watermark = self.watermark(now.live)
+        due = self._due_starts(watermark)
+        closing: list[tuple[datetime, DecisionTrigger]] = [(s, "window_closed") for s in due]
+        closing += [(s, "end_of_input") for s in sorted(self._open) if s not in due]
+        judged_by = (watermark, stream_max_event_time)
+        stuck = any(t is not None and self._stuck_due(t) for t in judged_by)
+        emitted = self._close(closing, stuck=stuck, wall=now.wall)
         self._ended = True
         return emitted
 
@@ -188,12 +190,39 @@ class ShipmentWindows(WindowsState):
         watermark = self.watermark(now.live)
         if watermark is None:
             return Emitted()
+        closing: list[tuple[datetime, DecisionTrigger]] = [
+            (start, "window_closed") for start in self._due_starts(watermark)
+        ]
+        return self._close(closing, stuck=self._stuck_due(watermark), wall=now.wall)
+
+    def _due_starts(self, watermark: Optional[datetime]) -> list[datetime]:
+        """Starts of the open windows that `watermark` closes, in order."""
+        if watermark is None:
+            return []
         reach = self._params.window + self._params.lateness
-        due = sorted(start for start in self._open if shifted(start, reach) <= watermark)
-        emitted = Emitted(decisions=[self._close_window(s, "window_closed", now.wall) for s in due])
-        if self._stuck_due(watermark):
-            emitted.decisions.append(self._stuck_decision(now.wall))
-        return emitted
+        return sorted(start for start in self._open if shifted(start, reach) <= watermark)
+
+    def _close(
+        self, closing: list[tuple[datetime, DecisionTrigger]], *, stuck: bool, wall: datetime
+    ) -> Emitted:
+        """Decide the windows `closing` (in order) and, if `stuck`, the stuck report.
+
+        Every decision is made before the state changes: an exception leaves the state as it
+        was, with every scan still in its window.
+        """
+        decisions = []
+        delays = self._delays_closed
+        for start, trigger in closing:
+            decisions.append(self._window_decision(start, trigger, wall, delays_before=delays))
+            delays += sum(1 for scan in self._open[start].scans if scan.is_delay)
+        if stuck:
+            decisions.append(self._stuck_decision(wall))
+        for start, _ in closing:
+            del self._open[start]
+            self._closed = (*self._closed, start)[-CLOSED_WINDOWS_KEPT:]
+        self._delays_closed = delays
+        self._stuck_reported = self._stuck_reported or stuck
+        return Emitted(decisions=decisions)
 
     def _stuck_armed(self) -> bool:
         return self._last is not None and self._delivered_at is None and not self._stuck_reported
@@ -212,16 +241,15 @@ class ShipmentWindows(WindowsState):
 
     # --- decisions -----------------------------------------------------------------------------
 
-    def _close_window(
-        self, start: datetime, trigger: DecisionTrigger, now: datetime
+    def _window_decision(
+        self, start: datetime, trigger: DecisionTrigger, now: datetime, *, delays_before: int
     ) -> ShipmentDecision:
-        window = self._open.pop(start)
-        self._closed = (*self._closed, start)[-CLOSED_WINDOWS_KEPT:]
+        """The decision of the open window at `start` (the state is not changed)."""
+        window = self._open[start]
         delivered_before = self._delivered_at
         if delivered_before is not None and delivered_before >= start:
             delivered_before = None
-        history = ShipmentHistory(delays_before=self._delays_closed, delivered_at=delivered_before)
-        self._delays_closed += sum(1 for scan in window.scans if scan.is_delay)
+        history = ShipmentHistory(delays_before=delays_before, delivered_at=delivered_before)
         scans = sorted(window.scans, key=lambda scan: (scan.occurred_at, scan.event_id))
         verdict = decide_window(scans, history, params=self._params.rules)
         return self._decision(
@@ -236,9 +264,9 @@ class ShipmentWindows(WindowsState):
         )
 
     def _stuck_decision(self, now: datetime) -> ShipmentDecision:
+        """The stuck report of the last scan (the state is not changed)."""
         last = self._last
         assert last is not None, "a stuck timer is only armed after a scan"
-        self._stuck_reported = True
         due = self._stuck_time(last)
         verdict = decide_stuck(last, stuck_after=self._params.stuck_after)
         return self._decision(
