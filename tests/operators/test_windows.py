@@ -19,7 +19,9 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from flows.settings import Settings
+from operators import decision_state
 from operators.clock import LiveClock, Reading, StreamClock
+from operators.decision_state import WindowsState
 from operators.decisions import LateEvent, ShipmentWindows, WindowParams
 from operators.domain import EnrichedEvent
 from operators.metrics import live_state_keys
@@ -427,3 +429,39 @@ def test_a_failing_deadline_asks_for_a_timer_now_that_drops_the_state() -> None:
     assert isinstance(letter, DeadLetter) and letter.step == "shipments.decision_window"
     assert letter.error.startswith("ValueError computing the next deadline: no deadline")
     assert "undecided: Z1" in letter.error and letter.source.topic == "shipments.events"
+
+
+def test_a_store_of_version_1_snapshots_resumes_with_its_windows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run writes its snapshots in the version-1 layout (the clock as event time and
+    wall time); the resumed run migrates every restored shipment and decides as if never
+    stopped."""
+    written_by_v2 = WindowsState.to_state
+
+    def as_version_1(self: WindowsState, live: timedelta) -> dict[str, Any]:
+        state = dict(written_by_v2(self, live))
+        watermark = state.pop("watermark")
+        return {**state, "version": 1, "clock": (watermark, datetime.now(UTC))}
+
+    migrated: list[str] = []
+
+    def counted(state: dict[str, Any]) -> dict[str, Any]:
+        migrated.append(state["shipment_id"])
+        return decision_state._v1_to_v2(state)
+
+    init_db_dir(tmp_path, 1)
+    recovery = RecoveryConfig(tmp_path)
+    items: list[Any] = [*SCENARIO[:7], TestingSource.ABORT(), *SCENARIO[7:]]
+    decisions: list[Keyed] = []
+    late: list[Keyed] = []
+    flow = build_flow(TestingSource(items), decisions, late, Settings())
+    with monkeypatch.context() as patched:
+        patched.setattr(WindowsState, "to_state", as_version_1)
+        run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
+    monkeypatch.setitem(decision_state.MIGRATIONS, 1, counted)
+    run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
+    assert set(migrated) == {"S-A", "S-B", "S-C", "S-E"}, "restored from version-1 snapshots"
+    first_time = {d.decision_id: d for _, d in decisions}
+    assert summary([(d.shipment_id, d) for d in first_time.values()]) == EXPECTED
+    assert [item.event.event.event_id for _, item in late] == ["C3"]
