@@ -20,7 +20,7 @@ from typing import Any, Optional, Union
 
 from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from flows.settings import Settings
@@ -100,7 +100,10 @@ class _CatchUp:
     def report(self, next_offset: Optional[int]) -> None:
         behind = False
         if self._threshold > 0 and next_offset is not None and self._consumer is not None:
-            _, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+            try:  # the high watermark of the last fetch: no broker round trip
+                _, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+            except KafkaException:
+                high = -1
             behind = high >= 0 and high - next_offset > self._threshold
         self._clock.report(self._part, behind)
 
