@@ -126,7 +126,9 @@ def build_flow(
     flow = Dataflow("decision_window_test")
     events = op.input("in", flow, source)
     keyed = op.key_on("key", events, lambda enriched: enriched.event.shipment_id)
-    out = decision_window("decide", keyed, settings=settings, clock=StreamClock())
+    out = decision_window(
+        "decide", keyed, settings=settings, clock=StreamClock(), live=LiveClock()
+    )  # a live clock of its own: no catch-up reported by another test's source
     op.output("decisions", out.decisions, TestingSink(decisions))
     op.output("late", out.late, TestingSink(late))
     op.output("dead", out.dead_letters, TestingSink([] if dead is None else dead))
