@@ -38,11 +38,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.dataflow]
 
 SHIPMENTS = [f"S-DOWN-{n}" for n in range(8)]
 SCAN_EVERY_SECONDS = 0.5
-LIVE_SECONDS = 4.0
-"""Scanning time between the flow being up and the kill (four snapshots at -s 1)."""
+LIVE_SECONDS = 3.0
+"""Scanning time between the flow being up and the kill (three snapshots at -s 1)."""
 BEFORE_BOUNDARY = timedelta(seconds=4)
 """Event time between the kill and the next window boundary."""
-DOWNTIME_SECONDS = 12.0
+DOWNTIME_SECONDS = 9.0
 STUCK_SECONDS = 5.0
 
 
