@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     # --- shipments decisions ---
     window_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
     allowed_lateness_minutes: int = Field(default=15, ge=0, le=24 * 60)
+    catch_up_lag_records: int = Field(
+        default=1000, ge=0,
+        description="an input partition this many records behind its end is catching up: "
+        "windows then close on event time only (no wall-time advance); 0 = never",
+    )  # fmt: skip
     stuck_after_hours: float = Field(default=6.0, gt=0, le=24 * 30)
     repeated_delay_count: int = Field(default=2, ge=1, le=100)
     sla_warning_hours: float = Field(default=4.0, ge=0)

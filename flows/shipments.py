@@ -78,8 +78,9 @@ def build_flow(
     )  # fmt: skip
     late = late_events_to_dead_letters("late_events", op.key_rm("unkey_late", windows.late))
     dead = op.merge(
-        "dead_letters", events.dead_letters, enriched.dead_letters, late, decided.dead_letters
-    )
+        "dead_letters", events.dead_letters, enriched.dead_letters, late, windows.dead_letters,
+        decided.dead_letters,
+    )  # fmt: skip
     io.publish(
         "publish_decisions", decided.results, topic=s.topic_shipments_decisions,
         key=lambda d: d.shipment_id, sink=sink, flow_name=FLOW,

@@ -1,11 +1,16 @@
-"""The per-shipment decision state machine (no Bytewax import; wall time is always passed in).
+"""The per-shipment decision state machine (no Bytewax import; the clocks are always passed in).
 
 `ShipmentWindows` holds one shipment's tumbling event-time windows, aligned to the UTC epoch. Its
-watermark works like Bytewax's `EventClock`: the largest event time seen for this shipment plus
-the wall time elapsed since it was seen, and it never goes back. A window `[s, e)` closes, with
-exactly one decision, once the watermark reaches `e + allowed lateness`. An event whose window
-has closed is reported as a `LateEvent`: it never reopens a window and changes nothing else. A
-shipment with no scan for `stuck_after` (and not delivered) gets one `escalate` decision.
+watermark is the largest event time seen for this shipment plus the live time elapsed since it
+was seen (`operators.clock.LiveClock`: wall time the flow ran with its input caught up, so neither
+downtime nor a catch-up on a backlog moves it), and it never goes back. A window `[s, e)` closes,
+with exactly one decision, once the watermark reaches `e + allowed lateness`. An event whose
+window has closed is reported as a `LateEvent`: it never reopens a window and changes nothing
+else. A shipment with no scan for `stuck_after` (and not delivered) gets one `escalate` decision.
+
+Datetime arithmetic on event times saturates at the ends of the datetime range
+(`operators.clock.shifted`): a valid scan dated in the year 9999 closes its window like any
+other instead of raising `OverflowError`.
 
 The state it keeps and its recovery snapshot (`to_state`, `from_state`) are those of its base
 `operators.decision_state.WindowsState`; `STATE_VERSION` and `IncompatibleStateError` are
@@ -19,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal, Optional
 
 from flows.settings import Settings
+from operators.clock import MAX_UTC, Reading, shifted
 from operators.decision_state import STATE_VERSION as STATE_VERSION
 from operators.decision_state import IncompatibleStateError as IncompatibleStateError
 from operators.decision_state import OpenWindow, WindowsState
@@ -52,12 +58,17 @@ class Emitted:
 
 @dataclass(frozen=True)
 class WindowParams:
-    """Window length, allowed lateness, the stuck timeout and the rule thresholds."""
+    """Window length, allowed lateness, the stuck timeout and the rule thresholds.
+
+    `catch_up_recheck` is how often a shipment with pending deadlines looks at the clock again
+    while the input is catching up (its deadlines cannot come before the catch-up ends).
+    """
 
     window: timedelta
     lateness: timedelta
     stuck_after: timedelta
     rules: RuleParams = field(default_factory=RuleParams)
+    catch_up_recheck: timedelta = timedelta(seconds=5)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WindowParams:
@@ -74,48 +85,57 @@ class ShipmentWindows(WindowsState):
 
     # --- the state machine -------------------------------------------------------------------
 
-    def on_event(self, enriched: EnrichedEvent, now: datetime) -> Emitted:
+    def on_event(self, enriched: EnrichedEvent, now: Reading) -> Emitted:
         """Add one scan: report it late, or let it move the clock, close due windows, join."""
         scan = Scan.from_event(enriched)
-        reason = self._rejection(scan, self.watermark(now))
+        reason = self._rejection(scan, self.watermark(now.live))
         if reason is not None:
             return Emitted(late=[LateEvent(enriched, reason)])
         self._shipment_id = enriched.event.shipment_id
-        self._advance_clock(scan.occurred_at, now)
+        self._advance_clock(scan.occurred_at, now.live)
         emitted = self._close_due(now)
         self._admit(scan)
         return emitted
 
-    def on_timer(self, now: datetime) -> Emitted:
-        """Close the windows and fire the stuck timer that the wall time made due."""
+    def on_timer(self, now: Reading) -> Emitted:
+        """Close the windows and fire the stuck timer that the live time made due."""
         return self._close_due(now)
 
-    def on_eof(self, now: datetime, stream_max_event_time: Optional[datetime]) -> Emitted:
+    def on_eof(self, now: Reading, stream_max_event_time: Optional[datetime]) -> Emitted:
         """End of a bounded input: close every window, then judge stuck by the stream's clock."""
-        emitted = self._close_due(now)
-        for start in sorted(self._open):
-            emitted.decisions.append(self._close_window(start, "end_of_input", now))
-        if stream_max_event_time is not None and self._stuck_due(stream_max_event_time):
-            emitted.decisions.append(self._stuck_decision(now))
+        watermark = self.watermark(now.live)
+        due = self._due_starts(watermark)
+        closing: list[tuple[datetime, DecisionTrigger]] = [(s, "window_closed") for s in due]
+        closing += [(s, "end_of_input") for s in sorted(self._open) if s not in due]
+        judged_by = (watermark, stream_max_event_time)
+        stuck = any(t is not None and self._stuck_due(t) for t in judged_by)
+        emitted = self._close(closing, stuck=stuck, wall=now.wall)
         self._ended = True
         return emitted
 
-    def watermark(self, now: datetime) -> Optional[datetime]:
-        """This shipment's event time at wall time `now`, or `None` before its first event."""
-        if self._base is None or self._base_wall is None:
-            return None
-        return self._base + max(now - self._base_wall, timedelta(0))
+    def next_deadline(self, now: Reading) -> Optional[datetime]:
+        """The wall time at which the earliest pending window close or stuck timer can be due.
 
-    def next_deadline(self) -> Optional[datetime]:
-        """The wall time of the earliest pending window close or stuck timer, if any."""
-        if self._base is None or self._base_wall is None:
+        The live time moves like the wall time unless the input is catching up; then the next
+        look is at least `catch_up_recheck` away. `None` when nothing is pending or the deadline
+        lies beyond the datetime range.
+        """
+        watermark = self.watermark(now.live)
+        if watermark is None:
             return None
-        due = [start + self._params.window + self._params.lateness for start in self._open]
+        reach = self._params.window + self._params.lateness
+        due = [shifted(start, reach) for start in self._open]
         if self._last is not None and self._stuck_armed():
-            due.append(self._last.occurred_at + self._params.stuck_after)
+            due.append(self._stuck_time(self._last))
         if not due:
             return None
-        return self._base_wall + (min(due) - self._base)
+        remaining = min(due) - watermark
+        if remaining <= timedelta(0):
+            return now.wall
+        if now.catching_up:
+            remaining = max(remaining, self._params.catch_up_recheck)
+        deadline = shifted(now.wall, remaining)
+        return None if deadline == MAX_UTC else deadline
 
     @property
     def is_finished(self) -> bool:
@@ -129,10 +149,10 @@ class ShipmentWindows(WindowsState):
     def _rejection(self, scan: Scan, watermark: Optional[datetime]) -> Optional[str]:
         """Why `scan` cannot join its window, or `None` when it can."""
         start = self._window_start(scan.occurred_at)
-        end = start + self._params.window
+        end = shifted(start, self._params.window)
         if start in self._closed:
             return f"window {start.isoformat()}/{end.isoformat()} already closed"
-        if watermark is not None and end + self._params.lateness <= watermark:
+        if watermark is not None and shifted(end, self._params.lateness) <= watermark:
             return (
                 f"event time {scan.occurred_at.isoformat()} is behind the watermark "
                 f"{watermark.isoformat()} by more than the allowed lateness"
@@ -146,11 +166,11 @@ class ShipmentWindows(WindowsState):
             return f"window {start.isoformat()} already holds {MAX_WINDOW_EVENTS} events"
         return None
 
-    def _advance_clock(self, event_time: datetime, now: datetime) -> None:
-        watermark = self.watermark(now)
+    def _advance_clock(self, event_time: datetime, live: timedelta) -> None:
+        watermark = self.watermark(live)
         if watermark is None or event_time > watermark:
             self._base = event_time
-            self._base_wall = now
+            self._base_live = live
 
     def _admit(self, scan: Scan) -> None:
         window = self._open.setdefault(self._window_start(scan.occurred_at), OpenWindow())
@@ -166,16 +186,43 @@ class ShipmentWindows(WindowsState):
             self._last = scan
             self._stuck_reported = False
 
-    def _close_due(self, now: datetime) -> Emitted:
-        watermark = self.watermark(now)
+    def _close_due(self, now: Reading) -> Emitted:
+        watermark = self.watermark(now.live)
         if watermark is None:
             return Emitted()
+        closing: list[tuple[datetime, DecisionTrigger]] = [
+            (start, "window_closed") for start in self._due_starts(watermark)
+        ]
+        return self._close(closing, stuck=self._stuck_due(watermark), wall=now.wall)
+
+    def _due_starts(self, watermark: Optional[datetime]) -> list[datetime]:
+        """Starts of the open windows that `watermark` closes, in order."""
+        if watermark is None:
+            return []
         reach = self._params.window + self._params.lateness
-        due = sorted(start for start in self._open if start + reach <= watermark)
-        emitted = Emitted(decisions=[self._close_window(s, "window_closed", now) for s in due])
-        if self._stuck_due(watermark):
-            emitted.decisions.append(self._stuck_decision(now))
-        return emitted
+        return sorted(start for start in self._open if shifted(start, reach) <= watermark)
+
+    def _close(
+        self, closing: list[tuple[datetime, DecisionTrigger]], *, stuck: bool, wall: datetime
+    ) -> Emitted:
+        """Decide the windows `closing` (in order) and, if `stuck`, the stuck report.
+
+        Every decision is made before the state changes: an exception leaves the state as it
+        was, with every scan still in its window.
+        """
+        decisions = []
+        delays = self._delays_closed
+        for start, trigger in closing:
+            decisions.append(self._window_decision(start, trigger, wall, delays_before=delays))
+            delays += sum(1 for scan in self._open[start].scans if scan.is_delay)
+        if stuck:
+            decisions.append(self._stuck_decision(wall))
+        for start, _ in closing:
+            del self._open[start]
+            self._closed = (*self._closed, start)[-CLOSED_WINDOWS_KEPT:]
+        self._delays_closed = delays
+        self._stuck_reported = self._stuck_reported or stuck
+        return Emitted(decisions=decisions)
 
     def _stuck_armed(self) -> bool:
         return self._last is not None and self._delivered_at is None and not self._stuck_reported
@@ -183,30 +230,32 @@ class ShipmentWindows(WindowsState):
     def _stuck_due(self, event_time: datetime) -> bool:
         if self._last is None or not self._stuck_armed():
             return False
-        return event_time >= self._last.occurred_at + self._params.stuck_after
+        return event_time >= self._stuck_time(self._last)
+
+    def _stuck_time(self, last: Scan) -> datetime:
+        return shifted(last.occurred_at, self._params.stuck_after)
 
     def _window_start(self, ts: datetime) -> datetime:
         window = self._params.window
-        return UTC_EPOCH + ((ts - UTC_EPOCH) // window) * window
+        return shifted(UTC_EPOCH, ((ts - UTC_EPOCH) // window) * window)
 
     # --- decisions -----------------------------------------------------------------------------
 
-    def _close_window(
-        self, start: datetime, trigger: DecisionTrigger, now: datetime
+    def _window_decision(
+        self, start: datetime, trigger: DecisionTrigger, now: datetime, *, delays_before: int
     ) -> ShipmentDecision:
-        window = self._open.pop(start)
-        self._closed = (*self._closed, start)[-CLOSED_WINDOWS_KEPT:]
+        """The decision of the open window at `start` (the state is not changed)."""
+        window = self._open[start]
         delivered_before = self._delivered_at
         if delivered_before is not None and delivered_before >= start:
             delivered_before = None
-        history = ShipmentHistory(delays_before=self._delays_closed, delivered_at=delivered_before)
-        self._delays_closed += sum(1 for scan in window.scans if scan.is_delay)
+        history = ShipmentHistory(delays_before=delays_before, delivered_at=delivered_before)
         scans = sorted(window.scans, key=lambda scan: (scan.occurred_at, scan.event_id))
         verdict = decide_window(scans, history, params=self._params.rules)
         return self._decision(
             kind="window",
             trigger=trigger,
-            bounds=(start, start + self._params.window),
+            bounds=(start, shifted(start, self._params.window)),
             verdict=verdict,
             scans=scans,
             duplicates=window.duplicates,
@@ -215,10 +264,10 @@ class ShipmentWindows(WindowsState):
         )
 
     def _stuck_decision(self, now: datetime) -> ShipmentDecision:
+        """The stuck report of the last scan (the state is not changed)."""
         last = self._last
         assert last is not None, "a stuck timer is only armed after a scan"
-        self._stuck_reported = True
-        due = last.occurred_at + self._params.stuck_after
+        due = self._stuck_time(last)
         verdict = decide_stuck(last, stuck_after=self._params.stuck_after)
         return self._decision(
             kind="stuck",

@@ -145,7 +145,7 @@ def decide_stuck(last: Scan, *, stuck_after: timedelta) -> Verdict:
     since = _fmt_time(last.occurred_at)
     quiet = f"no scan for {_hours(stuck_after):.1f} h"
     signals = [_Signal("escalate", f"stuck at hub {last.hub_id} since {since} ({quiet})", 0.7)]
-    if last.occurred_at + stuck_after > last.sla_due_at:
+    if last.sla_due_at - last.occurred_at < stuck_after:  # a difference never overflows
         signals.append(
             _Signal("escalate", f"SLA due {_fmt_time(last.sla_due_at)} passed while stuck", 0.5)
         )

@@ -7,7 +7,9 @@ are not raised: a consumer error at an offset, a key that is not UTF-8 or too lo
 and offset; a consumer error that belongs to no record (the broker is down) is logged and counted
 in `surgeflow_kafka_consumer_errors_total` while the consumer retries.
 Partition listing is bounded by `SURGEFLOW_KAFKA_TIMEOUT_SECONDS` and fails clearly when a topic
-does not exist.
+does not exist. After each batch a partition tells the process's `LiveClock` whether it is more
+than `SURGEFLOW_CATCH_UP_LAG_RECORDS` behind its end (the consumer's cached high watermark), so
+windows close on event time only while the input catches up.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from typing import Any, Optional, Union
 
 from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from flows.settings import Settings
 from operators import metrics
+from operators.clock import LiveClock, live_clock
 from operators.kafka.config import bootstrap_servers, client_config, connection_config
 from operators.kafka.topics import partitions_of
 from operators.records import RawRecord
@@ -85,18 +88,48 @@ def _has_record(item: Message) -> bool:
     return False
 
 
+class _CatchUp:
+    """Reports one partition to a `LiveClock` as behind while its lag is over `threshold`."""
+
+    def __init__(self, clock: LiveClock, for_part: str, inner: Any, threshold: int) -> None:
+        index, _, topic = for_part.partition("-")
+        self._clock, self._part, self._threshold = clock, for_part, threshold
+        self._tp = TopicPartition(topic, int(index))
+        self._consumer = getattr(inner, "_consumer", None)  # Bytewax's partition's consumer
+
+    def report(self, next_offset: Optional[int]) -> None:
+        behind = False
+        if self._threshold > 0 and next_offset is not None and self._consumer is not None:
+            try:  # the high watermark of the last fetch: no broker round trip
+                _, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+            except KafkaException:
+                high = -1
+            behind = high >= 0 and high - next_offset > self._threshold
+        self._clock.report(self._part, behind)
+
+    def close(self) -> None:
+        self._clock.report(self._part, False)
+
+
 class _RecordPartition(StatefulSourcePartition[RawRecord, Optional[int]]):
     """One Kafka partition; resumes after the last record it emitted."""
 
-    def __init__(self, inner: StatefulSourcePartition[Message, Optional[int]]) -> None:
+    def __init__(
+        self,
+        inner: StatefulSourcePartition[Message, Optional[int]],
+        catch_up: Optional[_CatchUp] = None,
+    ) -> None:
         self._inner = inner
         self._next_offset: Optional[int] = None
+        self._catch_up = catch_up
 
     def next_batch(self) -> list[RawRecord]:
         records = [to_raw_record(item) for item in self._inner.next_batch() if _has_record(item)]
         offsets = [r.offset for r in records if r.offset is not None and r.error is None]
         if offsets:
             self._next_offset = max(offsets) + 1
+        if self._catch_up is not None:
+            self._catch_up.report(self._next_offset)
         return records
 
     def next_awake(self) -> Optional[datetime]:
@@ -107,6 +140,8 @@ class _RecordPartition(StatefulSourcePartition[RawRecord, Optional[int]]):
         return self._next_offset if self._next_offset is not None else self._inner.snapshot()
 
     def close(self) -> None:
+        if self._catch_up is not None:
+            self._catch_up.close()
         self._inner.close()
 
 
@@ -114,11 +149,15 @@ class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):
     """Read `topics` from the cluster in the settings, as `RawRecord`s.
 
     `SURGEFLOW_KAFKA_TAIL=false` stops at the end of every partition (replays, batch runs, tests);
-    `SURGEFLOW_KAFKA_STARTING_OFFSET` is where a partition without resume state starts.
+    `SURGEFLOW_KAFKA_STARTING_OFFSET` is where a partition without resume state starts. Lag
+    over `SURGEFLOW_CATCH_UP_LAG_RECORDS` is reported to `clock` (this process's by default).
     """
 
-    def __init__(self, settings: Settings, topics: list[str]) -> None:
+    def __init__(
+        self, settings: Settings, topics: list[str], *, clock: Optional[LiveClock] = None
+    ) -> None:
         self._settings = settings
+        self._clock = clock if clock is not None else live_clock()
         self._topics = list(topics)
         start = OFFSET_BEGINNING if settings.kafka_starting_offset == "beginning" else OFFSET_END
         self._inner = KafkaSource(
@@ -142,4 +181,6 @@ class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: Optional[int]
     ) -> _RecordPartition:
-        return _RecordPartition(self._inner.build_part(step_id, for_part, resume_state))
+        inner = self._inner.build_part(step_id, for_part, resume_state)
+        threshold = self._settings.catch_up_lag_records
+        return _RecordPartition(inner, _CatchUp(self._clock, for_part, inner, threshold))

@@ -10,6 +10,7 @@ import pytest
 
 from flows.settings import Settings
 from operators import decisions
+from operators.clock import MAX_UTC, MIN_UTC, LiveClock, Reading, shifted
 from operators.decisions import (
     CLOSED_WINDOWS_KEPT,
     STATE_VERSION,
@@ -60,8 +61,24 @@ def event(
     return EnrichedEvent(event=scan, source=SourceRef(topic="shipments.events"), **facts)
 
 
-def wall(minutes: float) -> datetime:
+def clock(minutes: float) -> datetime:
+    """The wall time `minutes` after WALL0."""
     return WALL0 + timedelta(minutes=minutes)
+
+
+def at(moment: datetime, *, catching_up: bool = False) -> Reading:
+    """The clocks at wall time `moment` of a process that started at WALL0 and never caught up
+    (unless `catching_up` now): live time = wall time since WALL0."""
+    return Reading(wall=moment, live=moment - WALL0, catching_up=catching_up)
+
+
+def wall(minutes: float) -> Reading:
+    """The clocks `minutes` after WALL0."""
+    return at(clock(minutes))
+
+
+def live(minutes: float) -> timedelta:
+    return timedelta(minutes=minutes)
 
 
 def window_id(start: datetime, shipment_id: str = "S-1") -> str:
@@ -80,29 +97,29 @@ def test_window_closes_when_a_later_event_moves_the_watermark() -> None:
     assert decision.event_ids == ["E1", "E2"]
     assert (decision.window_start, decision.window_end) == (T0, T0 + timedelta(hours=1))
     assert decision.decision_id == window_id(T0)
-    assert (decision.action, decision.decided_at, decision.enrichment) == ("ok", wall(0), None)
+    assert (decision.action, decision.decided_at, decision.enrichment) == ("ok", clock(0), None)
     assert decision.last_scan_at == T0 + timedelta(minutes=20)
 
 
 def test_window_closes_by_wall_time_at_its_deadline() -> None:
     windows = ShipmentWindows(PARAMS)
     windows.on_event(event("E1", 10), wall(0))
-    assert windows.next_deadline() == wall(65)
+    assert windows.next_deadline(wall(0)) == clock(65)
     assert windows.on_timer(wall(64)).decisions == []
     (decision,) = windows.on_timer(wall(65)).decisions
     assert decision.trigger == "window_closed"
-    assert windows.next_deadline() == wall(6 * 60)  # the stuck timer is next
+    assert windows.next_deadline(wall(0)) == clock(6 * 60)  # the stuck timer is next
     assert not windows.is_finished
 
 
 def test_watermark_follows_wall_time_and_never_goes_back() -> None:
     windows = ShipmentWindows(PARAMS)
-    assert windows.watermark(wall(0)) is None
+    assert windows.watermark(live(0)) is None
     windows.on_event(event("E1", 30), wall(0))
-    assert windows.watermark(wall(5)) == T0 + timedelta(minutes=35)
+    assert windows.watermark(live(5)) == T0 + timedelta(minutes=35)
     windows.on_event(event("E2", 32), wall(5))  # older than the watermark: no change
-    assert windows.watermark(wall(5)) == T0 + timedelta(minutes=35)
-    assert windows.watermark(wall(-10)) == T0 + timedelta(minutes=30)
+    assert windows.watermark(live(5)) == T0 + timedelta(minutes=35)
+    assert windows.watermark(live(-10)) == T0 + timedelta(minutes=30)
 
 
 def test_event_of_a_closed_window_is_late_and_never_reopens_it() -> None:
@@ -150,9 +167,9 @@ def test_full_window_sends_more_events_to_late(monkeypatch: pytest.MonkeyPatch) 
 def test_stuck_timer_fires_by_wall_time_then_state_is_finished() -> None:
     windows = ShipmentWindows(PARAMS)
     windows.on_event(event("E1", 0, scan_type="picked_up", hub_id="HUB-7"), wall(0))
-    assert windows.next_deadline() == wall(75)
+    assert windows.next_deadline(wall(0)) == clock(75)
     assert len(windows.on_timer(wall(75)).decisions) == 1
-    assert windows.next_deadline() == wall(6 * 60)
+    assert windows.next_deadline(wall(0)) == clock(6 * 60)
     (stuck,) = windows.on_timer(wall(6 * 60)).decisions
     assert (stuck.action, stuck.trigger, stuck.event_ids) == ("escalate", "stuck_timer", [])
     assert (stuck.window_start, stuck.window_end) == (T0, T0 + timedelta(hours=6))
@@ -160,7 +177,7 @@ def test_stuck_timer_fires_by_wall_time_then_state_is_finished() -> None:
     expected_id = deterministic_id("S-1", T0.isoformat(), stuck.window_end.isoformat(), "stuck")
     assert stuck.decision_id == expected_id
     assert windows.is_finished
-    assert windows.next_deadline() is None
+    assert windows.next_deadline(wall(0)) is None
     assert windows.on_timer(wall(7 * 60)).decisions == []
 
 
@@ -170,11 +187,11 @@ def test_stuck_fires_once_even_while_a_window_stays_open() -> None:
     )
     windows = ShipmentWindows(params)
     windows.on_event(event("E1", 0), wall(0))
-    assert windows.next_deadline() == WALL0 + timedelta(seconds=1)
-    (stuck,) = windows.on_timer(WALL0 + timedelta(seconds=1)).decisions
+    assert windows.next_deadline(wall(0)) == WALL0 + timedelta(seconds=1)
+    (stuck,) = windows.on_timer(at(WALL0 + timedelta(seconds=1))).decisions
     assert stuck.trigger == "stuck_timer"
     assert not windows.is_finished  # the window still has to close
-    assert windows.next_deadline() == wall(60)
+    assert windows.next_deadline(wall(0)) == clock(60)
     (closed,) = windows.on_timer(wall(60)).decisions
     assert closed.trigger == "window_closed"
     assert windows.is_finished
@@ -187,17 +204,17 @@ def test_a_gap_in_event_time_reports_stuck_before_the_new_scan_joins() -> None:
     assert [d.trigger for d in emitted.decisions] == ["window_closed", "stuck_timer"]
     assert emitted.decisions[1].window_start == T0
     assert not windows.is_finished
-    assert windows.next_deadline() == wall(1 + 60 + 15)
+    assert windows.next_deadline(wall(1)) == clock(1 + 60 + 15)
 
 
 def test_delivered_shipment_is_never_stuck_and_finishes_when_its_window_closes() -> None:
     windows = ShipmentWindows(PARAMS)
     windows.on_event(event("E1", 10, scan_type="delivered"), wall(0))
-    assert windows.next_deadline() == wall(65)
+    assert windows.next_deadline(wall(0)) == clock(65)
     (decision,) = windows.on_timer(wall(65)).decisions
     assert decision.reasons == ["delivered on time"]
     assert windows.is_finished
-    assert windows.next_deadline() is None
+    assert windows.next_deadline(wall(0)) is None
 
 
 def test_end_of_input_closes_every_window_with_the_same_ids() -> None:
@@ -257,7 +274,7 @@ def test_closed_window_record_is_bounded() -> None:
     windows = ShipmentWindows(PARAMS)
     for hour in range(12):
         windows.on_event(event(f"E{hour}", hour * 60 + 10), wall(0))
-    assert len(windows.to_state()["closed"]) == CLOSED_WINDOWS_KEPT
+    assert len(windows.to_state(live(0))["closed"]) == CLOSED_WINDOWS_KEPT
 
 
 def _plain(value: object) -> bool:
@@ -274,28 +291,28 @@ def test_state_is_plain_data_and_round_trips_through_pickle() -> None:
     windows.on_event(event("E1", 10, scan_type="delay", note="fog"), wall(0))
     windows.on_event(event("E2", 80), wall(0))
     windows.on_event(event("E3", 140), wall(0))
-    state = windows.to_state()
+    state = windows.to_state(live(0))
     assert _plain(state)
-    restored = ShipmentWindows.from_state(pickle.loads(pickle.dumps(state)), PARAMS)
-    assert restored.to_state() == state
-    assert restored.next_deadline() == windows.next_deadline()
+    restored = ShipmentWindows.from_state(pickle.loads(pickle.dumps(state)), PARAMS, live(0))
+    assert restored.to_state(live(0)) == state
+    assert restored.next_deadline(wall(0)) == windows.next_deadline(wall(0))
     original = windows.on_eof(wall(1), None).decisions
     assert restored.on_eof(wall(1), None).decisions == original
 
 
 def test_restore_refuses_another_state_version() -> None:
-    state = ShipmentWindows(PARAMS).to_state()
+    state = ShipmentWindows(PARAMS).to_state(live(0))
     with pytest.raises(IncompatibleStateError, match=f"version {STATE_VERSION + 1}"):
-        ShipmentWindows.from_state({**state, "version": STATE_VERSION + 1}, PARAMS)
+        ShipmentWindows.from_state({**state, "version": STATE_VERSION + 1}, PARAMS, live(0))
     with pytest.raises(IncompatibleStateError, match="version None"):
-        ShipmentWindows.from_state(("not", "a", "dict"), PARAMS)  # type: ignore[arg-type]
+        ShipmentWindows.from_state(("not", "a", "dict"), PARAMS, live(0))  # type: ignore[arg-type]
 
 
 def test_restore_refuses_another_window_length() -> None:
-    state = ShipmentWindows(PARAMS).to_state()
+    state = ShipmentWindows(PARAMS).to_state(live(0))
     other = WindowParams.from_settings(Settings(window_minutes=30))
     with pytest.raises(IncompatibleStateError, match="cannot change length"):
-        ShipmentWindows.from_state(state, other)
+        ShipmentWindows.from_state(state, other, live(0))
 
 
 def test_state_of_a_long_lived_shipment_stays_small() -> None:
@@ -304,8 +321,8 @@ def test_state_of_a_long_lived_shipment_stays_small() -> None:
     sizes = []
     for n in range(60 * 12):
         windows.on_event(event(f"E{n}", n * 120 + 10, scan_type="delay", note="x" * 200), wall(0))
-        sizes.append(len(pickle.dumps(windows.to_state())))
-    state = windows.to_state()
+        sizes.append(len(pickle.dumps(windows.to_state(live(0)))))
+    state = windows.to_state(live(0))
     assert len(state["open"]) == 1 and len(state["closed"]) == CLOSED_WINDOWS_KEPT
     # only the count of delays grows (an int): a few bytes over 720 scans, never a scan
     assert max(sizes[100:]) <= max(sizes[100:110]) + 8, "the snapshot grows with the history"
@@ -318,7 +335,7 @@ def test_latest_event_time_is_the_largest_time_seen() -> None:
     windows.on_event(event("E1", 50), wall(0))
     windows.on_event(event("E2", 20), wall(0))  # out of order, still within lateness
     assert windows.latest_event_time == T0 + timedelta(minutes=50)
-    restored = ShipmentWindows.from_state(windows.to_state(), PARAMS)
+    restored = ShipmentWindows.from_state(windows.to_state(live(0)), PARAMS, live(0))
     assert restored.latest_event_time == T0 + timedelta(minutes=50)
 
 
@@ -329,9 +346,184 @@ def test_every_shipment_finishes_once_wall_time_passes_its_deadlines(scan_type: 
     windows.on_event(event("E1", 10), wall(0))
     windows.on_event(event("E2", 100, scan_type=scan_type), wall(0))
     assert not windows.is_finished
-    deadline = windows.next_deadline()
+    deadline = windows.next_deadline(wall(0))
     while deadline is not None and not windows.is_finished:
-        windows.on_timer(deadline)
-        deadline = windows.next_deadline()
+        windows.on_timer(at(deadline))
+        deadline = windows.next_deadline(at(deadline))
     assert windows.is_finished and deadline is None
-    assert windows.on_timer(WALL0 + timedelta(days=30)).decisions == []
+    assert windows.on_timer(at(WALL0 + timedelta(days=30))).decisions == []
+
+
+# --- datetime range, downtime, catch-up, state migration ----------------------------------------
+
+
+def scan_at(event_id: str, occurred_at: datetime, *, shipment_id: str = "S-X") -> EnrichedEvent:
+    """A valid enriched scan at any event time, past or future (validate never saw it)."""
+    scan = ShipmentEvent(
+        event_id=event_id,
+        shipment_id=shipment_id,
+        carrier_id="CAR-A",
+        hub_id="HUB-1",
+        scan_type="arrived_hub",
+        occurred_at=occurred_at,
+        shipped_at=occurred_at,
+    )
+    return EnrichedEvent(
+        event=scan,
+        source=SourceRef(topic="shipments.events", partition=0, offset=7),
+        carrier_name="Alpha",
+        sla_hours=48.0,
+        carrier_reliability=0.95,
+        region="eu-west",
+        hub_congestion=0.2,
+        sla_due_at=occurred_at,
+    )
+
+
+LAST_MINUTE = MAX_UTC - timedelta(seconds=30)
+FIRST_MINUTE = MIN_UTC + timedelta(seconds=30)
+
+
+@pytest.mark.parametrize("window_minutes", [60, 7])
+def test_scans_at_the_ends_of_the_datetime_range_are_decided_without_overflow(
+    window_minutes: int,
+) -> None:
+    """Window ends, deadlines and stuck times past the year 9999 (or before the year 1) hold at
+    the end of the range instead of raising `OverflowError`."""
+    params = WindowParams.from_settings(Settings(window_minutes=window_minutes))
+    latest, earliest = ShipmentWindows(params), ShipmentWindows(params)
+    assert latest.on_event(scan_at("X1", LAST_MINUTE), wall(0)).decisions == []
+    assert earliest.on_event(scan_at("Y1", FIRST_MINUTE), wall(0)).decisions == []
+    # the window's end and the stuck time hold at the end of the range, 30 s after the scan
+    assert latest.next_deadline(wall(0)) == WALL0 + timedelta(seconds=30)
+    deadline = earliest.next_deadline(wall(0))
+    assert deadline is not None and WALL0 < deadline <= clock(window_minutes + 15)
+    closed, stuck = latest.on_timer(at(WALL0 + timedelta(seconds=30))).decisions
+    assert (closed.trigger, closed.event_ids, closed.window_end) == (
+        "window_closed",
+        ["X1"],
+        MAX_UTC,
+    )
+    assert (stuck.trigger, stuck.window_end) == ("stuck_timer", MAX_UTC)
+    assert latest.is_finished and latest.next_deadline(wall(1)) is None
+    (closed,) = earliest.on_timer(at(deadline)).decisions
+    assert closed.window_start <= FIRST_MINUTE < closed.window_end and closed.event_ids == ["Y1"]
+    # a scan of today is behind the year-9999 watermark: late, not a crash
+    (late,) = latest.on_event(scan_at("X2", T0), wall(1)).late
+    assert "behind the watermark" in late.reason
+    assert earliest.on_eof(wall(2), MAX_UTC).decisions[0].trigger == "stuck_timer"
+
+
+def test_a_resumed_shipment_ignores_the_downtime() -> None:
+    """Snapshotted 5 minutes after its scan, restored two hours later by a new process (whose
+    live time starts at 0): the clock goes on from the snapshot, so the scans produced during
+    the downtime are on time and the window closes an hour of running time later."""
+    windows = ShipmentWindows(PARAMS)
+    windows.on_event(event("E1", 10), wall(0))
+    state = windows.to_state(live(5))
+    assert state["watermark"] == T0 + timedelta(minutes=15)
+    resumed_at = Reading(wall=clock(125), live=live(0))
+    restored = ShipmentWindows.from_state(pickle.loads(pickle.dumps(state)), PARAMS, live(0))
+    assert restored.watermark(live(0)) == T0 + timedelta(minutes=15)
+    assert restored.next_deadline(resumed_at) == clock(125 + 60), "not at once"
+    backlog = [event("E2", 30), event("E3", 55), event("E4", 70)]
+    emitted = [restored.on_event(e, Reading(clock(126), live(1))) for e in backlog]
+    assert all(not e.late for e in emitted), "scans of the downtime are on time"
+    (decision,) = restored.on_event(event("E5", 80), Reading(clock(126), live(1))).decisions
+    assert decision.event_ids == ["E1", "E2", "E3"]
+
+
+def test_while_the_input_catches_up_windows_close_on_event_time_only() -> None:
+    """Wall time passes while catching up (live time stands still): no timer closes the window
+    and the next look is `catch_up_recheck` away; a later scan's event time closes it; after the
+    catch-up the live time moves on from where it stood."""
+    windows = ShipmentWindows(PARAMS)
+    windows.on_event(event("E1", 10), wall(0))
+    catching_up = Reading(wall=clock(300), live=live(1), catching_up=True)
+    assert windows.on_timer(catching_up).decisions == []
+    assert windows.next_deadline(catching_up) == clock(300 + 64), "from the live time"
+    windows.on_event(event("E2", 74.95), catching_up)  # 3 s before the close
+    assert windows.next_deadline(catching_up) == clock(300) + PARAMS.catch_up_recheck
+    (decision,) = windows.on_event(event("E3", 76), catching_up).decisions
+    assert decision.event_ids == ["E1"], "closed by the scans' event time"
+    caught_up = Reading(wall=clock(302), live=live(2))
+    assert windows.on_timer(caught_up).decisions == []
+    assert windows.next_deadline(caught_up) == clock(302 + 135 - 77), "one live minute since E3"
+
+
+def test_live_clock_leaves_out_the_catch_up_and_the_time_before_it_existed() -> None:
+    now = {"t": WALL0}
+    clocks = LiveClock(now=lambda: now["t"])
+
+    def at_minute(minute: float) -> Reading:
+        now["t"] = clock(minute)
+        return clocks.read()
+
+    assert at_minute(3).live == live(3)
+    at_minute(4)
+    clocks.report("0-events", True)
+    at_minute(5)
+    clocks.report("1-events", True)
+    reading = at_minute(9)
+    assert (reading.live, reading.catching_up, reading.wall) == (live(4), True, clock(9))
+    clocks.report("0-events", False)
+    assert at_minute(10).catching_up, "partition 1 is still behind"
+    clocks.report("1-events", False)
+    assert at_minute(12) == Reading(wall=clock(12), live=live(6), catching_up=False)
+    now["t"] = clock(11)  # the wall clock stepped back
+    assert clocks.read().live == live(6)
+
+
+def test_shifted_holds_at_the_ends_of_the_range() -> None:
+    assert shifted(LAST_MINUTE, timedelta(hours=1)) == MAX_UTC
+    assert shifted(FIRST_MINUTE, -timedelta(hours=1)) == MIN_UTC
+    assert shifted(T0, timedelta(hours=1)) == T0 + timedelta(hours=1)
+
+
+def _v1_scan(event_id: str, minutes: int, scan_type: str = "arrived_hub") -> tuple:
+    return (
+        event_id,
+        T0 + timedelta(minutes=minutes),
+        scan_type,
+        "CAR-A",
+        "HUB-1",
+        "eu-west",
+        None,
+        0,
+        None,
+        0.95,
+        0.2,
+        SHIPPED + timedelta(hours=48),
+    )
+
+
+V1_STATE = {
+    "version": 1,
+    "window_seconds": 3600.0,
+    "shipment_id": "S-1",
+    "clock": (T0 + timedelta(minutes=80), datetime(2030, 1, 1, tzinfo=UTC)),
+    "open": ((T0 + timedelta(hours=1), (_v1_scan("E2", 75), _v1_scan("E3", 80)), 0),),
+    "closed": (T0,),
+    "delays_closed": 1,
+    "delivered_at": None,
+    "last": _v1_scan("E3", 80),
+    "stuck_reported": False,
+    "ended": False,
+}
+"""A snapshot as the version-1 build wrote it: E1 (a delay, at 10 min) decided in the closed
+window at T0, E2 and E3 open in the next; the clock is (event time, wall time it was seen)."""
+
+
+def test_a_version_1_snapshot_migrates_and_keeps_its_windows() -> None:
+    restored = ShipmentWindows.from_state(pickle.loads(pickle.dumps(V1_STATE)), PARAMS, live(0))
+    assert restored.pending_event_ids() == ["E2", "E3"]
+    assert restored.latest_event_time == T0 + timedelta(minutes=80)
+    assert restored.watermark(live(0)) == T0 + timedelta(minutes=80), "from the resume"
+    assert restored.next_deadline(wall(0)) == clock(55)
+    late = restored.on_event(event("E9", 30), wall(0)).late
+    assert "already closed" in late[0].reason, "the closed window stays closed"
+    (decision,) = restored.on_timer(wall(55)).decisions
+    assert decision.event_ids == ["E2", "E3"] and decision.window_start == T0 + timedelta(hours=1)
+    state = restored.to_state(live(55))
+    assert state["version"] == STATE_VERSION == 2 and "clock" not in state
+    assert state["delays_closed"] == 1 and state["closed"] == (T0, T0 + timedelta(hours=1))

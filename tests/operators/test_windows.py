@@ -1,7 +1,8 @@
-"""The decision window as a real dataflow: one worker, two workers, and a wall-time timer."""
+"""The decision window as a real dataflow: one worker, two workers, timers, and failures."""
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,16 +14,19 @@ import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.operators import StatefulLogic
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from flows.settings import Settings
-from operators.clock import StreamClock
-from operators.decisions import LateEvent
+from operators import decision_state
+from operators.clock import LiveClock, Reading, StreamClock
+from operators.decision_state import WindowsState
+from operators.decisions import LateEvent, ShipmentWindows, WindowParams
 from operators.domain import EnrichedEvent
 from operators.metrics import live_state_keys
-from operators.windows import decision_window
-from schemas import ShipmentDecision, ShipmentEvent, SourceRef
+from operators.windows import DecisionWindowLogic, Failures, decision_window
+from schemas import DeadLetter, ShipmentDecision, ShipmentEvent, SourceRef
 
 pytestmark = pytest.mark.dataflow
 
@@ -96,9 +100,8 @@ Keyed = tuple[str, Any]
 
 
 def test_stream_clock_keeps_the_max_event_time_across_threads() -> None:
-    walls = iter(T0 + timedelta(seconds=i) for i in range(10_000))
-    clock = StreamClock(now=lambda: next(walls))
-    assert clock.max_event_time is None and clock.watermark() is None
+    clock = StreamClock()
+    assert clock.max_event_time is None
     stamps = [T0 + timedelta(minutes=i) for i in range(400)]
 
     def observe_all(offset: int) -> None:
@@ -111,20 +114,24 @@ def test_stream_clock_keeps_the_max_event_time_across_threads() -> None:
     for thread in threads:
         thread.join()
     assert clock.max_event_time == stamps[-1]
-    assert clock.observed_at is not None
-    # the wall clock ticks one second per call and is not called again after the maximum
-    assert clock.watermark() == stamps[-1] + timedelta(seconds=1)
 
 
 def build_flow(
-    source: Any, decisions: list[Keyed], late: list[Keyed], settings: Settings
+    source: Any,
+    decisions: list[Keyed],
+    late: list[Keyed],
+    settings: Settings,
+    dead: Optional[list[DeadLetter]] = None,
 ) -> Dataflow:
     flow = Dataflow("decision_window_test")
     events = op.input("in", flow, source)
     keyed = op.key_on("key", events, lambda enriched: enriched.event.shipment_id)
-    out = decision_window("decide", keyed, settings=settings, clock=StreamClock())
+    out = decision_window(
+        "decide", keyed, settings=settings, clock=StreamClock(), live=LiveClock()
+    )  # a live clock of its own: no catch-up reported by another test's source
     op.output("decisions", out.decisions, TestingSink(decisions))
     op.output("late", out.late, TestingSink(late))
+    op.output("dead", out.dead_letters, TestingSink([] if dead is None else dead))
     return flow
 
 
@@ -291,7 +298,8 @@ def test_live_keys_go_back_to_zero_as_windows_close_and_shipments_finish() -> No
     )
     flow = Dataflow("live_keys_test")
     keyed = op.key_on("key", op.map("clock", op.input("in", flow, source), follow), _shipment)
-    out = decision_window("decide", keyed, settings=Settings(), now=lambda: clock["now"])
+    live = LiveClock(now=lambda: clock["now"])
+    out = decision_window("decide", keyed, settings=Settings(), live=live)
     counted = op.inspect(
         "count", out.decisions, lambda *_: seen.append(live_state_keys("live_keys_test", "decide"))
     )
@@ -310,3 +318,152 @@ def test_live_keys_go_back_to_zero_as_windows_close_and_shipments_finish() -> No
 
 def _shipment(e: EnrichedEvent) -> str:
     return e.event.shipment_id
+
+
+# --- no shipment stops the flow ------------------------------------------------------------------
+
+
+def at_time(shipment_id: str, event_id: str, occurred_at: datetime, offset: int) -> EnrichedEvent:
+    """A valid scan at any event time, fed to the window directly (validate never saw it)."""
+    scan = ShipmentEvent(
+        event_id=event_id,
+        shipment_id=shipment_id,
+        carrier_id="CAR-A",
+        hub_id="HUB-1",
+        scan_type="arrived_hub",
+        occurred_at=occurred_at,
+        shipped_at=occurred_at,
+    )
+    return EnrichedEvent(
+        event=scan,
+        source=SourceRef(topic="shipments.events", partition=0, offset=offset),
+        carrier_name="Alpha",
+        sla_hours=48.0,
+        carrier_reliability=0.95,
+        region="eu-west",
+        hub_congestion=0.2,
+        sla_due_at=occurred_at,
+    )
+
+
+def test_scans_at_the_ends_of_the_datetime_range_do_not_stop_the_flow() -> None:
+    """A schema-valid scan in the last minute of the year 9999 (and one in the year 1) used to
+    raise `OverflowError` in the window's deadline and stop the dataflow; now every shipment is
+    decided, the extreme ones included."""
+    last = datetime.max.replace(tzinfo=UTC) - timedelta(seconds=30)
+    first = datetime.min.replace(tzinfo=UTC) + timedelta(seconds=30)
+    items = [
+        event("S-A", "A1", 5),
+        at_time("S-MAX", "M1", last, offset=1),
+        event("S-A", "A2", 40),
+        at_time("S-MIN", "N1", first, offset=2),
+        event("S-A", "A3", 80),  # closes S-A's first window while the flow runs
+    ]
+    decisions: list[Keyed] = []
+    late: list[Keyed] = []
+    dead: list[DeadLetter] = []
+    run_main(build_flow(TestingSource(items), decisions, late, Settings(), dead))
+    windows = {(k, tuple(d.event_ids)) for k, d in decisions if d.trigger != "stuck_timer"}
+    assert windows == {
+        ("S-A", ("A1", "A2")),
+        ("S-A", ("A3",)),
+        ("S-MAX", ("M1",)),
+        ("S-MIN", ("N1",)),
+    }
+    assert (late, dead) == ([], [])
+    (max_window,) = [d for k, d in decisions if k == "S-MAX" and d.trigger != "stuck_timer"]
+    assert max_window.window_end == datetime.max.replace(tzinfo=UTC)
+
+
+def test_a_shipment_that_makes_the_window_raise_is_dead_lettered_and_the_flow_goes_on() -> None:
+    """A scan whose enrichment carries a naive SLA time (an upstream defect) makes the rules
+    raise `TypeError` when its window closes. The scan that closes it becomes a
+    `processing_error` dead letter naming the step and the exception; the timer that retries
+    the close fails too, so the shipment's state is dead-lettered (naming its undecided scan)
+    and dropped. Every other shipment is decided as usual."""
+    broken = event("S-BAD", "BAD1", 10)
+    naive = EnrichedEvent(**{**broken.__dict__, "sla_due_at": datetime(2026, 11, 29, 7, 0)})
+    closing = event("S-BAD", "BAD2", 80)
+    items = [*SCENARIO[:6], naive, *SCENARIO[6:10], closing, *SCENARIO[10:]]
+    decisions: list[Keyed] = []
+    late: list[Keyed] = []
+    dead: list[DeadLetter] = []
+    run_main(build_flow(TestingSource(items), decisions, late, Settings(), dead))
+    assert summary(decisions) == EXPECTED, "the other shipments are decided as before"
+    assert [item.event.event.event_id for _, item in late] == ["C3"]
+    scan_letter, state_letter = dead
+    assert (scan_letter.error_type, scan_letter.step, scan_letter.key) == (
+        "processing_error",
+        "decision_window_test.decide",
+        "S-BAD",
+    )
+    assert scan_letter.error.startswith("TypeError while adding the scan: can't subtract")
+    assert b"BAD2" in base64.b64decode(scan_letter.raw_base64)
+    assert state_letter.error_type == "processing_error" and state_letter.key == "S-BAD"
+    assert state_letter.error.startswith("TypeError in a timer: can't subtract")
+    assert "undecided: BAD1" in state_letter.error
+
+
+class _DeadlineFails(ShipmentWindows):
+    """A state machine whose deadline computation raises (a defect stands in for any bug)."""
+
+    def next_deadline(self, now: Reading) -> Optional[datetime]:
+        raise ValueError("no deadline")
+
+
+def test_a_failing_deadline_asks_for_a_timer_now_that_drops_the_state() -> None:
+    """`notify_at` cannot emit: it keeps the error and asks Bytewax to call `on_notify` at once,
+    which dead-letters the shipment's state and drops it (instead of failing forever)."""
+    wall_now = {"t": T0}
+    live = LiveClock(now=lambda: wall_now["t"])
+    failures = Failures(step="shipments.decision_window", topic="shipments.events")
+    logic = DecisionWindowLogic(
+        _DeadlineFails(WindowParams.from_settings(Settings())),
+        clock=live,
+        stream_clock=StreamClock(),
+        failures=failures,
+    )
+    emitted, keep = logic.on_item(event("S-Z", "Z1", 0))
+    assert (list(emitted), keep) == ([], StatefulLogic.RETAIN)
+    assert logic.notify_at() == T0
+    (letter,), keep = logic.on_notify()
+    assert keep == StatefulLogic.DISCARD
+    assert isinstance(letter, DeadLetter) and letter.step == "shipments.decision_window"
+    assert letter.error.startswith("ValueError computing the next deadline: no deadline")
+    assert "undecided: Z1" in letter.error and letter.source.topic == "shipments.events"
+
+
+def test_a_store_of_version_1_snapshots_resumes_with_its_windows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run writes its snapshots in the version-1 layout (the clock as event time and
+    wall time); the resumed run migrates every restored shipment and decides as if never
+    stopped."""
+    written_by_v2 = WindowsState.to_state
+
+    def as_version_1(self: WindowsState, live: timedelta) -> dict[str, Any]:
+        state = dict(written_by_v2(self, live))
+        watermark = state.pop("watermark")
+        return {**state, "version": 1, "clock": (watermark, datetime.now(UTC))}
+
+    migrated: list[str] = []
+
+    def counted(state: dict[str, Any]) -> dict[str, Any]:
+        migrated.append(state["shipment_id"])
+        return decision_state._v1_to_v2(state)
+
+    init_db_dir(tmp_path, 1)
+    recovery = RecoveryConfig(tmp_path)
+    items: list[Any] = [*SCENARIO[:7], TestingSource.ABORT(), *SCENARIO[7:]]
+    decisions: list[Keyed] = []
+    late: list[Keyed] = []
+    flow = build_flow(TestingSource(items), decisions, late, Settings())
+    with monkeypatch.context() as patched:
+        patched.setattr(WindowsState, "to_state", as_version_1)
+        run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
+    monkeypatch.setitem(decision_state.MIGRATIONS, 1, counted)
+    run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
+    assert set(migrated) == {"S-A", "S-B", "S-C", "S-E"}, "restored from version-1 snapshots"
+    first_time = {d.decision_id: d for _, d in decisions}
+    assert summary([(d.shipment_id, d) for d in first_time.values()]) == EXPECTED
+    assert [item.event.event.event_id for _, item in late] == ["C3"]
