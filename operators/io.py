@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from flows.settings import Settings
 from operators import metrics
+from operators.errors import StopsTheFlow
 from operators.kafka.sink import KafkaRecordSink
 from operators.kafka.source import KafkaRecordSource
 from operators.records import OutRecord, RawRecord, to_out_record
@@ -30,7 +31,7 @@ from schemas.dead_letter import DeadLetter, SourceRef
 M = TypeVar("M", bound=BaseModel)
 
 
-class ConfigurationError(RuntimeError):
+class ConfigurationError(RuntimeError, StopsTheFlow):
     """The settings ask for something this build cannot do; raised at flow build time."""
 
 
