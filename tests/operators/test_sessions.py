@@ -179,7 +179,7 @@ def test_operator_emits_history_and_discards_expired_sessions(
         settings=Settings(session_max_messages=2),
         now=lambda: clock["now"],
     )
-    op.output("out", op.key_rm("unkey", contexts), TestingSink(out))
+    op.output("out", op.key_rm("unkey", contexts.contexts), TestingSink(out))
     run_main(flow)
 
     seen = [(c.message.message_id, [t.message_id for t in c.history], c.replay) for c in out]
@@ -215,7 +215,9 @@ def test_live_sessions_go_back_down_as_sessions_expire() -> None:
     keyed = op.key_on("key", ticks, lambda t: t.message.session_id)
     contexts = session_history("history", keyed, settings=Settings(), now=lambda: clock["now"])
     counted = op.inspect(
-        "count", contexts, lambda *_: seen.append(live_state_keys("live_sessions_test", "history"))
+        "count",
+        contexts.contexts,
+        lambda *_: seen.append(live_state_keys("live_sessions_test", "history")),
     )
     op.output("out", op.key_rm("unkey", counted), TestingSink([]))
     run_main(flow)
