@@ -452,13 +452,12 @@ def guarded_stateful(
     `<step_id>_dead_letters`. The logic's `snapshot()` must return an independent copy (as
     Bytewax asks), since `rollback` rebuilds from the copy taken before each record.
     """
-    outputs = op.stateful(
-        step_id,
-        up,
-        lambda state: GuardedLogic(
-            _step_name(up, step_id), build, state, source=source, rollback=rollback, live=live
-        ),
-    )
+    name = f"{up._scope.parent_id}.{step_id}"  # the step's full id, as Bytewax names it
+
+    def build_guarded(state: Optional[S]) -> GuardedLogic[X, Y, S]:
+        return GuardedLogic(name, build, state, source=source, rollback=rollback, live=live)
+
+    outputs = op.stateful(step_id, up, build_guarded)
     split = op.branch(f"{step_id}_split", outputs, lambda kv: not isinstance(kv[1], StepFailure))
 
     def dead_letter(kv: tuple[str, StepFailure[X]]) -> DeadLetter:
@@ -471,9 +470,3 @@ def guarded_stateful(
 
     dead = op.map(f"{step_id}_dead_letters", split.falses, dead_letter)
     return split.trues, dead
-
-
-def _step_name(up: Stream[Any], step_id: str) -> str:
-    """The full id (`flow.step`) of a step added next to `up`."""
-    scope = up.stream_id.rsplit(".", 2)[0] if up.stream_id.count(".") >= 2 else ""
-    return f"{scope}.{step_id}" if scope else step_id
