@@ -283,7 +283,8 @@ class GuardedLogic(StatefulLogic[X, Union[Y, StepFailure[X]], S]):
       record that fails changes nothing; a key that never held state is dropped again.
     - `on_notify`/`on_eof` raising, a `notify_at` or `snapshot` that cannot be answered: the
       key's state is broken; its snapshot (when one can be taken) is the failure and the key is
-      dropped, so a failing timer cannot fire forever.
+      dropped, so a failing timer cannot fire forever (a record that comes first starts the key
+      afresh after the failure is reported).
 
     Snapshots are the inner logic's own. `live`, when given, counts guarded keys (opened when
     built, closed when dropped); inner logics built by `build` must then not count themselves.
@@ -316,8 +317,12 @@ class GuardedLogic(StatefulLogic[X, Union[Y, StepFailure[X]], S]):
     # --- callbacks ---------------------------------------------------------------------------
 
     def on_item(self, value: X) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
-        if self._broken is not None:
-            return self._give_up()
+        if self._broken is not None:  # report the broken state, then start the key afresh
+            broken, self._broken = self._broken, None
+            self._inner, self._holds_state = self._build(None), False
+            self._ask_next()
+            out, discard = self.on_item(value)
+            return [broken, *out], discard
         self._last_source = _safely(lambda: self._source(value), self._last_source)
         before = self._snapshot_or_missing() if self._rollback else _NO_SNAPSHOT
         try:

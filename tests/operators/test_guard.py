@@ -194,3 +194,12 @@ def test_flow_stopping_errors_pass_through_the_stateful_guard() -> None:
     logic = GuardedLogic("s", Broken, None, source=lambda _: SOURCE)
     with pytest.raises(MemoryError):
         logic.on_item(1)
+
+
+def test_a_record_for_a_broken_key_reports_the_state_and_starts_the_key_afresh() -> None:
+    logic = GuardedLogic("s", Counter, {"sum": 42}, source=lambda _: SOURCE)  # notify_at raises
+    out, discard = logic.on_item(5)
+    broken, five = out
+    assert isinstance(broken, StepFailure) and broken.state == {"sum": 42}
+    assert five == 5 and discard is StatefulLogic.RETAIN
+    assert logic.snapshot() == {"sum": 5}
