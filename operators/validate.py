@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from flows.settings import Settings
 from operators.domain import Valid
+from operators.guard import PASS_THROUGH, describe
 from operators.records import RawRecord
 from schemas.common import TimeBounds, utc_now
 from schemas.dead_letter import DeadLetter, ErrorType, FlowName
@@ -155,6 +156,11 @@ def parse_record(
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
         summary = f"{model.__name__} invalid: {_summarise(errors)}"
         return dead("validation_error", summary, key, errors)
+    except Exception as exc:  # a validator raised something else than a validation error
+        if isinstance(exc, PASS_THROUGH):
+            raise
+        error = f"{model.__name__} could not be validated: {describe(exc)}"
+        return dead("validation_error", error, key)
     record_key = getattr(valid, key_field)
     if raw.key is not None and raw.key != record_key:
         return dead(

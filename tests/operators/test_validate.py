@@ -5,6 +5,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import model_validator
 
 from operators.domain import Valid
 from operators.records import RawRecord
@@ -207,3 +208,15 @@ def test_delay_minutes_is_bounded() -> None:
     for value in (10**30, -1, 100_001):
         result = parse_at(with_(delay_minutes=value))
         assert isinstance(result, DeadLetter) and result.error_type == "validation_error"
+
+
+def test_a_validator_raising_another_error_is_a_validation_error_not_a_crash() -> None:
+    class Strict(ShipmentEvent):
+        @model_validator(mode="after")
+        def _overflow(self) -> ShipmentEvent:
+            raise OverflowError("date value out of range")
+
+    raw = RawRecord(value=with_(), topic="shipments.events", partition=0, offset=5)
+    result = parse_record(raw, Strict, key_field="shipment_id", flow="shipments", step="validate")
+    assert isinstance(result, DeadLetter) and result.error_type == "validation_error"
+    assert "OverflowError: date value out of range" in result.error and result.key == "SHP-1"
