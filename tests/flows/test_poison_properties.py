@@ -243,7 +243,7 @@ def id_in(value: bytes, field: str) -> Optional[str]:
         found = json.loads(value).get(field)
     except (ValueError, AttributeError):
         return None
-    return found if isinstance(found, str) else None
+    return found.strip() if isinstance(found, str) else None  # models strip whitespace
 
 
 def unaccounted(
