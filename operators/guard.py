@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, Optional, TypeVar, Union
 
@@ -309,9 +309,9 @@ class GuardedLogic(StatefulLogic[X, Union[Y, StepFailure[X]], S]):
         self._broken: Optional[StepFailure[X]] = None
         self._next: Optional[datetime] = None
         self._live = live
+        self._inner = build(state)
         if live is not None:
             live.opened()
-        self._inner = build(state)
         self._ask_next()
 
     # --- callbacks ---------------------------------------------------------------------------
@@ -320,7 +320,11 @@ class GuardedLogic(StatefulLogic[X, Union[Y, StepFailure[X]], S]):
         if self._broken is not None:  # report the broken state, then start the key afresh
             broken, self._broken = self._broken, None
             self._inner, self._holds_state = self._build(None), False
-            self._ask_next()
+            if not self._ask_next():  # not even a new state answers: the record fails too
+                again, self._broken = self._broken, None
+                assert again is not None
+                failed = replace(again, item=value, state=None)
+                return [broken, failed], self._discard()
             out, discard = self.on_item(value)
             return [broken, *out], discard
         self._last_source = _safely(lambda: self._source(value), self._last_source)

@@ -203,3 +203,15 @@ def test_a_record_for_a_broken_key_reports_the_state_and_starts_the_key_afresh()
     assert isinstance(broken, StepFailure) and broken.state == {"sum": 42}
     assert five == 5 and discard is StatefulLogic.RETAIN
     assert logic.snapshot() == {"sum": 5}
+
+
+def test_a_logic_whose_timer_never_answers_dead_letters_its_records_and_stops() -> None:
+    class NoTimer(Counter):
+        def notify_at(self) -> Optional[datetime]:
+            raise OverflowError("no timer")
+
+    logic = GuardedLogic("s", NoTimer, {"sum": 1}, source=lambda _: SOURCE)
+    out, discard = logic.on_item(7)
+    broken, failed = out
+    assert broken.state == {"sum": 1} and failed.item == 7
+    assert failed.error == "OverflowError: no timer" and discard is StatefulLogic.DISCARD
