@@ -8,10 +8,18 @@ engine instead of an LLM.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
-from pydantic import AliasChoices, Field, SecretStr, StringConstraints, model_validator
+from pydantic import (
+    AliasChoices,
+    AwareDatetime,
+    Field,
+    SecretStr,
+    StringConstraints,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DOMAIN_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -43,6 +51,10 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 
 Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 """USD per 1M tokens: finite and not negative (a negative price would make a call earn money)."""
+
+EVENT_TIME_FLOOR = datetime(1000, 1, 1, tzinfo=UTC)
+EVENT_TIME_CEILING = datetime(9000, 1, 1, tzinfo=UTC)
+"""The widest settable range of input timestamps: a millennium from each end of the calendar."""
 
 
 class Settings(BaseSettings):
@@ -101,6 +113,18 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=500, ge=1, le=100_000)
     max_record_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_json_depth: int = Field(default=32, ge=2, le=512)
+    event_time_min: AwareDatetime = Field(
+        default=datetime(2000, 1, 1, tzinfo=UTC),
+        description="earliest timestamp an input record may carry; earlier ones are dead letters",
+    )
+    event_time_max: AwareDatetime = Field(
+        default=datetime(2100, 1, 1, tzinfo=UTC),
+        description="latest timestamp an input record may carry (ETAs and SLAs included)",
+    )
+    max_future_skew_hours: float = Field(
+        default=24.0, gt=0, le=24 * 365 * 100,
+        description="how far ahead of the wall clock a record's own event time may be",
+    )  # fmt: skip
 
     # --- shipments decisions ---
     window_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
@@ -112,11 +136,11 @@ class Settings(BaseSettings):
     )  # fmt: skip
     stuck_after_hours: float = Field(default=6.0, gt=0, le=24 * 30)
     repeated_delay_count: int = Field(default=2, ge=1, le=100)
-    sla_warning_hours: float = Field(default=4.0, ge=0)
+    sla_warning_hours: float = Field(default=4.0, ge=0, le=24 * 365)
 
     # --- tickets ---
     session_max_messages: int = Field(default=10, ge=1, le=1000)
-    session_ttl_minutes: float = Field(default=30.0, gt=0)
+    session_ttl_minutes: float = Field(default=30.0, gt=0, le=365 * 24 * 60)
     router_confidence_threshold: float = Field(default=0.35, ge=0.0, le=1.0)
     router_conflict_ratio: float = Field(
         default=0.5, gt=0.0, le=1.0,
@@ -233,6 +257,17 @@ class Settings(BaseSettings):
         "is kept in the final snapshot; the process ends at most 5 s later (keep the sum below "
         "Kubernetes' terminationGracePeriodSeconds, 30 by default)",
     )
+
+    @model_validator(mode="after")
+    def _event_time_range(self) -> Settings:
+        """Refuse an empty range, or one so near the ends of the calendar that adding a window,
+        a timer or an SLA to an accepted timestamp could overflow."""
+        if not EVENT_TIME_FLOOR <= self.event_time_min < self.event_time_max <= EVENT_TIME_CEILING:
+            raise ValueError(
+                "SURGEFLOW_EVENT_TIME_MIN must be before SURGEFLOW_EVENT_TIME_MAX, both within "
+                f"{EVENT_TIME_FLOOR.date()} .. {EVENT_TIME_CEILING.date()}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _recovery_all_or_none(self) -> Settings:

@@ -1,7 +1,7 @@
 """Shipments flow, keyed by `shipment_id`.
 
 ingest → validate → enrich_with_carrier_and_hub → decision_window → enrich_with_llm → decisions;
-bad records, late scans and failed enrichments → dead letters.
+bad records, late scans, failed enrichments and records a step failed on → dead letters.
 
 Run: `python -m bytewax.run flows.shipments` (see README for settings, scaling and recovery).
 """
@@ -77,13 +77,13 @@ def build_flow(
         ready=enrich_at_once, stop=stop,
     )  # fmt: skip
     late = late_events_to_dead_letters("late_events", op.key_rm("unkey_late", windows.late))
+    unwritable = io.publish(
+        "publish_decisions", decided.results, topic=s.topic_shipments_decisions,
+        key=lambda d: d.shipment_id, sink=sink, flow_name=FLOW, source=lambda _: io.derived(topic),
+    )  # fmt: skip
     dead = op.merge(
         "dead_letters", events.dead_letters, enriched.dead_letters, late, windows.dead_letters,
-        decided.dead_letters,
-    )  # fmt: skip
-    io.publish(
-        "publish_decisions", decided.results, topic=s.topic_shipments_decisions,
-        key=lambda d: d.shipment_id, sink=sink, flow_name=FLOW,
+        decided.dead_letters, unwritable,
     )  # fmt: skip
     io.publish_dead_letters(
         "publish_dead_letters", dead, topic=s.topic_shipments_dlq, sink=sink, flow_name=FLOW

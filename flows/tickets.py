@@ -1,7 +1,7 @@
 """Tickets flow, keyed by `session_id`.
 
 ingest → validate → enrich_with_channel → parse → session_history → route → draft_reply →
-format_response → responses; bad records and failed agent calls → dead letters.
+format_response → responses; bad records, and records a step failed on, → dead letters.
 
 Run: `python -m bytewax.run flows.tickets` (see README for settings, scaling and recovery).
 """
@@ -21,6 +21,7 @@ from flows.settings import Settings
 from operators import io
 from operators.agents import agent_step
 from operators.enrich import enrich_with_channel
+from operators.guard import guarded_map
 from operators.intents import IntentIndex
 from operators.llm.service import build_service
 from operators.parse import load_products, parse_ticket
@@ -63,10 +64,9 @@ def build_flow(
     route_by_rules = partial(route_without_llm, service=service, index=index)
     worker = partial(draft_reply, service=service, settings=s)
     template_worker = partial(draft_without_llm, service=service, settings=s)
-    agent = dict(
-        settings=s, flow=FLOW, key=lambda t: t.message.session_id, source=lambda t: t.source,
-        stop=stop,
-    )  # fmt: skip
+    session_of, source_of = (lambda t: t.message.session_id), (lambda t: t.source)
+    agent = dict(settings=s, flow=FLOW, key=session_of, source=source_of, stop=stop)
+    guard = dict(flow=FLOW, key=session_of, source=source_of)
 
     flow = Dataflow(FLOW)
     raw = io.input_records("ingest", flow, source=until_stopped(source, stop), flow_name=FLOW)
@@ -77,21 +77,24 @@ def build_flow(
     enriched = enrich_with_channel(
         "enrich_with_channel", messages.valid, reference=ChannelReference.load()
     )
-    parsed = op.map("parse", enriched.enriched, partial(parse_ticket, products=load_products()))
-    by_session = op.key_on("key_by_session", parsed, lambda t: t.message.session_id)
-    in_context = op.key_rm("unkey", session_history("session_history", by_session, settings=s))
+    parse = partial(parse_ticket, products=load_products())
+    parsed = guarded_map("parse", enriched.enriched, parse, **guard)
+    by_session = op.key_on("key_by_session", parsed.results, session_of)
+    sessions = session_history("session_history", by_session, settings=s)
+    in_context = op.key_rm("unkey", sessions.contexts)
     routed = agent_step("route", in_context, router, ready=route_by_rules, **agent)
     drafted = agent_step("draft_reply", routed.results, worker, ready=template_worker, **agent)
-    responses = op.map(
-        "format_response", drafted.results, lambda t: format_response(t, now=utc_now())
+    responses = guarded_map(
+        "format_response", drafted.results, lambda t: format_response(t, now=utc_now()), **guard
     )
-    dead = op.merge(
-        "dead_letters", messages.dead_letters, enriched.dead_letters, routed.dead_letters,
-        drafted.dead_letters,
+    unwritable = io.publish(
+        "publish_responses", responses.results, topic=s.topic_tickets_responses,
+        key=lambda r: r.session_id, sink=sink, flow_name=FLOW, source=lambda _: io.derived(topic),
     )  # fmt: skip
-    io.publish(
-        "publish_responses", responses, topic=s.topic_tickets_responses,
-        key=lambda r: r.session_id, sink=sink, flow_name=FLOW,
+    dead = op.merge(
+        "dead_letters", messages.dead_letters, enriched.dead_letters, parsed.dead_letters,
+        sessions.dead_letters, routed.dead_letters, drafted.dead_letters, responses.dead_letters,
+        unwritable,
     )  # fmt: skip
     io.publish_dead_letters(
         "publish_dead_letters", dead, topic=s.topic_tickets_dlq, sink=sink, flow_name=FLOW

@@ -2,7 +2,9 @@
 
 `join_shipments` / `join_tickets` are the plain-Python cores (a batch in, enriched records and
 dead letters out); the operators run them once per Bytewax batch with `flat_map_batch`, so the
-join is columnar over hundreds of records at a time, not a dict lookup per record.
+join is columnar over hundreds of records at a time, not a dict lookup per record. The batch is
+guarded (`operators.guard`): a record the join raises on (an SLA deadline past the end of the
+calendar, say) is a `processing_error` dead letter and the rest of its batch is enriched.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import polars as pl
 from bytewax.dataflow import Stream, operator
 
 from operators.domain import EnrichedEvent, EnrichedTicket, Valid
+from operators.guard import Guarded, guarded_flat_map_batch
 from operators.reference import ChannelReference, ShipmentReference
 from schemas.dead_letter import DeadLetter
 from schemas.shipments import ShipmentEvent
@@ -124,9 +127,10 @@ class EnrichOut(Generic[E]):
     dead_letters: Stream[DeadLetter]
 
 
-def _split(up: Stream[Union[E, DeadLetter]]) -> EnrichOut[E]:
-    split = op.branch("split", up, lambda item: not isinstance(item, DeadLetter))
-    return EnrichOut(enriched=split.trues, dead_letters=split.falses)
+def _split(joined: Guarded[Union[E, DeadLetter]]) -> EnrichOut[E]:
+    split = op.branch("split", joined.results, lambda item: not isinstance(item, DeadLetter))
+    dead = op.merge("dead_letters", split.falses, joined.dead_letters)
+    return EnrichOut(enriched=split.trues, dead_letters=dead)
 
 
 @operator
@@ -136,9 +140,13 @@ def enrich_with_carrier_and_hub(
     """Join each batch of scans with the carrier SLA and hub region/congestion.
 
     Consumes: `Valid[ShipmentEvent]`. Emits: `EnrichedEvent` on `enriched`; `DeadLetter`
-    (`unknown_reference`) on `dead_letters`. State: none.
+    (`unknown_reference`, or `processing_error` for a scan the join raised on) on
+    `dead_letters`. State: none.
     """
-    joined = op.flat_map_batch("join", up, lambda b: join_shipments(b, reference, step=step_id))
+    joined = guarded_flat_map_batch(
+        "join", up, lambda b: join_shipments(b, reference, step=step_id), flow="shipments",
+        key=lambda v: v.model.shipment_id, source=lambda v: v.source,
+    )  # fmt: skip
     return _split(joined)
 
 
@@ -149,7 +157,11 @@ def enrich_with_channel(
     """Join each batch of messages with the channel's base priority and response target.
 
     Consumes: `Valid[TicketMessage]`. Emits: `EnrichedTicket` on `enriched`; `DeadLetter`
-    (`unknown_reference`) on `dead_letters`. State: none.
+    (`unknown_reference`, or `processing_error` for a message the join raised on) on
+    `dead_letters`. State: none.
     """
-    joined = op.flat_map_batch("join", up, lambda b: join_tickets(b, reference, step=step_id))
+    joined = guarded_flat_map_batch(
+        "join", up, lambda b: join_tickets(b, reference, step=step_id), flow="tickets",
+        key=lambda v: v.model.session_id, source=lambda v: v.source,
+    )  # fmt: skip
     return _split(joined)

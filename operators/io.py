@@ -20,17 +20,19 @@ from pydantic import BaseModel
 
 from flows.settings import Settings
 from operators import metrics
+from operators.errors import StopsTheFlow
+from operators.guard import describe, guarded_map
 from operators.kafka.sink import KafkaRecordSink
 from operators.kafka.source import KafkaRecordSource
 from operators.records import OutRecord, RawRecord, to_out_record
 from operators.sinks import DirectorySink, StdoutSink
 from operators.sources import GeneratorSource, JsonLinesSource
-from schemas.dead_letter import DeadLetter, SourceRef
+from schemas.dead_letter import DeadLetter, FlowName, SourceRef
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class ConfigurationError(RuntimeError):
+class ConfigurationError(RuntimeError, StopsTheFlow):
     """The settings ask for something this build cannot do; raised at flow build time."""
 
 
@@ -117,13 +119,17 @@ def publish(
     topic: str,
     key: Callable[[M], Optional[str]],
     sink: Sink[OutRecord],
-    flow_name: str,
-) -> None:
+    flow_name: FlowName,
+    source: Optional[Callable[[M], SourceRef]] = None,
+) -> Stream[DeadLetter]:
     """Serialise topic models to JSON `OutRecord`s keyed by the flow key and write them to `sink`.
 
     Consumes: pydantic models of `topic`'s contract; those with an `enrichment` block are counted
     by its source in `surgeflow_enrichments_total` (and by each reply-policy rule it broke in
-    `surgeflow_reply_policy_blocked_total`). Emits: nothing downstream. State: none.
+    `surgeflow_reply_policy_blocked_total`). Emits: a `processing_error` `DeadLetter` for
+    each model that cannot be serialised (its source is `source(model)`, by default `topic`);
+    the flow publishes them with its dead letters. A record the sink cannot write stops the
+    flow (`KafkaDeliveryError`). State: none.
     """
 
     def count_enrichment(_step: str, model: M) -> None:
@@ -134,11 +140,17 @@ def publish(
                 metrics.POLICY_BLOCKED.labels(flow_name, rule).inc()
 
     counted_models = op.inspect("count_enrichments", up, count_enrichment)
-    records = op.map("serialise", counted_models, lambda m: to_out_record(topic, key(m), m))
+    records = guarded_map(
+        "serialise", counted_models, lambda m: to_out_record(topic, key(m), m), flow=flow_name,
+        key=key, source=source or (lambda _: SourceRef(topic=topic)),
+    )  # fmt: skip
     counted = op.inspect(
-        "count_out", records, lambda _s, r: metrics.RECORDS_OUT.labels(flow_name, r.topic).inc()
+        "count_out",
+        records.results,
+        lambda _s, r: metrics.RECORDS_OUT.labels(flow_name, r.topic).inc(),
     )
     op.output("write", counted, sink)
+    return records.dead_letters
 
 
 def derived(topic: str) -> SourceRef:
@@ -146,15 +158,34 @@ def derived(topic: str) -> SourceRef:
     return SourceRef(topic=topic)
 
 
+def _serialisable(letter: DeadLetter, *, step: str, flow: FlowName) -> DeadLetter:
+    """`letter`, or when it cannot be serialised, a plain one saying so with its key and source."""
+    try:
+        letter.model_dump_json()
+        return letter
+    except Exception as exc:
+        return DeadLetter.build(
+            flow=flow,
+            step=step[:100],
+            error_type="processing_error",
+            error=f"a dead letter of step {letter.step} could not be serialised: {describe(exc)}",
+            raw=b"",
+            source=letter.source,
+            key=letter.key,
+        )
+
+
 @operator
 def publish_dead_letters(
-    step_id: str, up: Stream[DeadLetter], *, topic: str, sink: Sink[OutRecord], flow_name: str
+    step_id: str, up: Stream[DeadLetter], *, topic: str, sink: Sink[OutRecord], flow_name: FlowName
 ) -> None:
     """Count dead letters by reason (`surgeflow_dead_letters_total`) and publish them.
 
     Consumes: `DeadLetter`. The Kafka key is the flow key of the bad record when it was found.
+    A dead letter that cannot be serialised is replaced by a plain one that says so.
     """
+    letters = op.map("serialisable", up, partial(_serialisable, step=step_id, flow=flow_name))
     counted = op.inspect(
-        "count", up, lambda _s, d: metrics.DEAD_LETTERS.labels(flow_name, d.error_type).inc()
+        "count", letters, lambda _s, d: metrics.DEAD_LETTERS.labels(flow_name, d.error_type).inc()
     )
     publish("publish", counted, topic=topic, key=lambda d: d.key, sink=sink, flow_name=flow_name)

@@ -4,7 +4,10 @@
 timestamps, forgotten after `session_ttl_minutes` without a new message (wall time). Its snapshot is
 a small dict of plain values tagged with `STATE_VERSION`.
 
-`session_history` is the Bytewax operator around it, keyed by `session_id`.
+`session_history` is the Bytewax operator around it, keyed by `session_id`; it is guarded
+(`operators.guard.guarded_stateful`): a message it raises on is a `processing_error` dead letter
+and leaves its session as it was, and a session whose expiry timer raises is dead-lettered and
+dropped.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Optional
 
-import bytewax.operators as op
+from bytewax.dataflow import Stream
 from bytewax.operators import KeyedStream, StatefulLogic
 
 from flows.settings import Settings
+from operators.guard import guarded_stateful
 from operators.metrics import LiveKeys, live_keys
 from operators.parse import bound_length
 from operators.tickets_domain import ContextTicket, ParsedTicket, Turn
 from schemas.common import utc_now
+from schemas.dead_letter import DeadLetter
 
 logger = logging.getLogger(__name__)
 
@@ -162,13 +167,21 @@ class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):
         return StatefulLogic.DISCARD
 
 
+@dataclass(frozen=True)
+class SessionsOut:
+    """The two outputs of `session_history`."""
+
+    contexts: KeyedStream[ContextTicket]
+    dead_letters: Stream[DeadLetter]
+
+
 def session_history(
     step_id: str,
     up: KeyedStream[ParsedTicket],
     *,
     settings: Settings,
     now: Callable[[], datetime] = utc_now,
-) -> KeyedStream[ContextTicket]:
+) -> SessionsOut:
     """Attach each session's earlier messages to every new message.
 
     Consumes: parsed messages keyed by `session_id`.
@@ -185,15 +198,24 @@ def session_history(
     time), so state stays bounded however many sessions the stream opens;
     `surgeflow_live_state_keys{flow,step}` counts the sessions holding state in this process.
 
+    Dead letters (`dead_letters`): a `processing_error` for a message this step raised on (the
+    session keeps the state it had before it) and for a session whose timer raised (its state
+    in the dead letter, the session dropped). The stateful step keeps `step_id` and its
+    snapshots, so recovery stores of earlier versions resume.
+
     `now` is the wall clock (timezone-aware UTC); tests inject their own.
     """
     ttl = timedelta(minutes=settings.session_ttl_minutes)
-    live = live_keys(up.stream_id.partition(".")[0], step_id)
+    flow = up.stream_id.partition(".")[0]
+    live = live_keys(flow, step_id)
 
     def build(resume_state: Optional[SessionState]) -> SessionLogic:
         history = SessionHistory.from_state(
             resume_state, max_messages=settings.session_max_messages, ttl=ttl
         )
-        return SessionLogic(history, now, live)
+        return SessionLogic(history, now)  # the guard counts the live sessions
 
-    return op.stateful(step_id, up, build)
+    contexts, dead = guarded_stateful(
+        step_id, up, build, flow="tickets", source=lambda t: t.source, live=live
+    )
+    return SessionsOut(contexts=contexts, dead_letters=dead)

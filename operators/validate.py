@@ -6,7 +6,9 @@ stream into `valid` and `dead_letters`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Optional, TypeVar, Union
 
 import bytewax.operators as op
@@ -16,7 +18,9 @@ from pydantic import BaseModel, ValidationError
 
 from flows.settings import Settings
 from operators.domain import Valid
+from operators.guard import PASS_THROUGH, describe
 from operators.records import RawRecord
+from schemas.common import TimeBounds, utc_now
 from schemas.dead_letter import DeadLetter, ErrorType, FlowName
 
 M = TypeVar("M", bound=BaseModel)
@@ -26,14 +30,33 @@ _SUMMARY_ERRORS = 3
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds applied before a record reaches its model."""
+    """Bounds applied before a record reaches its model, and the range of its timestamps.
+
+    Every timestamp of a record must lie in `[earliest, latest]`, and its event time (when it
+    says it happened) must be at most `max_ahead` after the wall clock.
+    """
 
     max_bytes: int = 256 * 1024
     max_depth: int = 32
+    earliest: datetime = field(default=datetime(2000, 1, 1, tzinfo=UTC))
+    latest: datetime = field(default=datetime(2100, 1, 1, tzinfo=UTC))
+    max_ahead: timedelta = timedelta(hours=24)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
-        return cls(max_bytes=settings.max_record_bytes, max_depth=settings.max_json_depth)
+        return cls(
+            max_bytes=settings.max_record_bytes,
+            max_depth=settings.max_json_depth,
+            earliest=settings.event_time_min,
+            latest=settings.event_time_max,
+            max_ahead=timedelta(hours=settings.max_future_skew_hours),
+        )
+
+    def time_bounds(self, now: datetime) -> TimeBounds:
+        """The bounds of the timestamps of a record validated at wall time `now`."""
+        return TimeBounds(
+            earliest=self.earliest, latest=self.latest, now=now, max_ahead=self.max_ahead
+        )
 
 
 def json_depth(value: Any, bound: int) -> int:
@@ -80,8 +103,12 @@ def parse_record(
     flow: FlowName,
     step: str,
     limits: Limits = Limits(),
+    now: Optional[datetime] = None,
 ) -> Union[Valid[M], DeadLetter]:
-    """Turn one raw record into `Valid[model]` or a `DeadLetter` with a readable reason."""
+    """Turn one raw record into `Valid[model]` or a `DeadLetter` with a readable reason.
+
+    `now` is the wall clock its event time is compared with (the current time when None).
+    """
 
     def dead(
         error_type: ErrorType,
@@ -123,11 +150,17 @@ def parse_record(
     if json_depth(obj, limits.max_depth) > limits.max_depth:
         return dead("too_deep", f"JSON nested deeper than {limits.max_depth} levels", key)
     try:
-        valid = model.model_validate(obj)
+        context = limits.time_bounds(now if now is not None else utc_now()).context()
+        valid = model.model_validate(obj, context=context)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
         summary = f"{model.__name__} invalid: {_summarise(errors)}"
         return dead("validation_error", summary, key, errors)
+    except Exception as exc:  # a validator raised something else than a validation error
+        if isinstance(exc, PASS_THROUGH):
+            raise
+        error = f"{model.__name__} could not be validated: {describe(exc)}"
+        return dead("validation_error", error, key)
     record_key = getattr(valid, key_field)
     if raw.key is not None and raw.key != record_key:
         return dead(
@@ -153,18 +186,20 @@ def validate(
     key_field: str,
     flow: FlowName,
     limits: Limits = Limits(),
+    now: Callable[[], datetime] = utc_now,
 ) -> ValidateOut[M]:
     """Validate raw records against `model`; failures go to `dead_letters`, never raise.
 
     Consumes: `RawRecord`. Emits: `Valid[model]` on `valid` and `DeadLetter` (error type, readable
-    error, pydantic error list, bounded raw bytes, source coordinates) on `dead_letters`.
-    State: none.
+    error, pydantic error list, bounded raw bytes, source coordinates) on `dead_letters`; a
+    timestamp outside `limits` (its range, or an event time more than `limits.max_ahead` after
+    `now()`, the wall clock) is a `validation_error`. State: none.
     """
     parsed = op.map(
         "parse",
         up,
         lambda raw: parse_record(
-            raw, model, key_field=key_field, flow=flow, step=step_id, limits=limits
+            raw, model, key_field=key_field, flow=flow, step=step_id, limits=limits, now=now()
         ),
     )
     split = op.branch("split", parsed, lambda item: isinstance(item, Valid))

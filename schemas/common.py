@@ -3,7 +3,9 @@
 Rules every model follows:
 
 - timestamps are timezone-aware and normalised to UTC (a naive datetime is rejected,
-  because a naive datetime handed to Bytewax crashes the dataflow);
+  because a naive datetime handed to Bytewax crashes the dataflow); validated with a
+  `TimeBounds` context (as the flows' `validate` step does), every timestamp must lie in its
+  range and an `EventTime` must not be ahead of the wall clock by more than its skew;
 - every string is bounded;
 - unknown fields and unknown enum values are rejected;
 - models are frozen, so a record cannot change after it was validated.
@@ -12,21 +14,87 @@ Rules every model follows:
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
-from typing import Annotated
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Optional
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+)
 
 SCHEMA_VERSION = 1
 """Version of the topic contracts; sent as a Kafka header and stored in every output record."""
 
 
+TIME_BOUNDS = "time_bounds"
+"""Key of the `TimeBounds` in a validation context: `Model.model_validate(obj, context=...)`."""
+
+
+@dataclass(frozen=True)
+class TimeBounds:
+    """The sane range of the timestamps of an input record, checked when given as context.
+
+    Every timestamp must lie in `[earliest, latest]`; an `EventTime` (when the record says it
+    happened) must also be at most `max_ahead` after `now`, the wall clock at validation.
+    """
+
+    earliest: datetime
+    latest: datetime
+    now: Optional[datetime] = None
+    max_ahead: Optional[timedelta] = None
+
+    def context(self) -> dict[str, Any]:
+        return {TIME_BOUNDS: self}
+
+
+def _bounds_of(info: ValidationInfo) -> Optional[TimeBounds]:
+    context = info.context
+    found = context.get(TIME_BOUNDS) if isinstance(context, dict) else None
+    return found if isinstance(found, TimeBounds) else None
+
+
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("timestamp is outside the range of UTC datetimes") from None
 
 
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-"""A timezone-aware timestamp, normalised to UTC; naive timestamps are rejected."""
+def _within_bounds(value: datetime, info: ValidationInfo) -> datetime:
+    bounds = _bounds_of(info)
+    if bounds is not None and not bounds.earliest <= value <= bounds.latest:
+        raise ValueError(
+            f"{value.isoformat()} is outside the accepted range "
+            f"{bounds.earliest.isoformat()} .. {bounds.latest.isoformat()}"
+        )
+    return value
+
+
+def _not_ahead(value: datetime, info: ValidationInfo) -> datetime:
+    bounds = _bounds_of(info)
+    if bounds is None or bounds.now is None or bounds.max_ahead is None:
+        return value
+    if value - bounds.now > bounds.max_ahead:
+        raise ValueError(
+            f"{value.isoformat()} is more than {bounds.max_ahead} ahead of the wall clock "
+            f"({bounds.now.isoformat()})"
+        )
+    return value
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc), AfterValidator(_within_bounds)]
+"""A timezone-aware timestamp, normalised to UTC; naive timestamps are rejected. With a
+`TimeBounds` context it must lie in the bounds' range."""
+
+EventTime = Annotated[UtcDatetime, AfterValidator(_not_ahead)]
+"""When a record says it happened: a `UtcDatetime` that, with a `TimeBounds` context, is also at
+most `max_ahead` after the wall clock (a forecast such as an ETA is a plain `UtcDatetime`)."""
 
 Id = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from schemas.common import (
     SCHEMA_VERSION,
+    EventTime,
     Id,
     NonNegativeInt,
     Probability,
@@ -42,8 +43,8 @@ class ShipmentEvent(Record):
     carrier_id: Id
     hub_id: Id
     scan_type: ScanType
-    occurred_at: UtcDatetime
-    shipped_at: UtcDatetime
+    occurred_at: EventTime
+    shipped_at: EventTime
     eta: Optional[UtcDatetime] = None
     delay_minutes: NonNegativeInt = Field(default=0, le=100_000)
     note: Optional[Text] = None

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from schemas.common import (
     SCHEMA_VERSION,
+    EventTime,
     Id,
     NonNegativeInt,
     Probability,
@@ -43,7 +44,7 @@ class TicketMessage(Record):
     sender: ShortText
     subject: Optional[ShortText] = None
     body: str = Field(min_length=1, max_length=8000)
-    sent_at: UtcDatetime
+    sent_at: EventTime
     customer_tier: CustomerTier = "standard"
 
 

@@ -20,13 +20,14 @@ from confluent_kafka import KafkaException, Message, Producer
 
 from flows.settings import Settings
 from operators import metrics
+from operators.errors import StopsTheFlow
 from operators.kafka.config import producer_config
 from operators.records import OutRecord
 
 _SHOWN_FAILURES = 5
 
 
-class KafkaDeliveryError(RuntimeError):
+class KafkaDeliveryError(RuntimeError, StopsTheFlow):
     """Records were not acknowledged by the broker; `failures` holds (topic, key, error)."""
 
     def __init__(self, message: str, failures: list[tuple[str, Optional[str], str]]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from flows.settings import Settings
@@ -73,3 +75,39 @@ def test_sasl_credentials_reach_every_client(env: pytest.MonkeyPatch) -> None:
     assert (config["sasl.mechanism"], config["sasl.username"], config["sasl.password"]) == (
         "SCRAM-SHA-512", "flows", "kafka-secret",
     )  # fmt: skip
+
+
+def test_the_event_time_range_is_read_from_the_environment_and_checked(
+    env: pytest.MonkeyPatch,
+) -> None:
+    env.setenv("SURGEFLOW_EVENT_TIME_MIN", "2020-01-01T00:00:00Z")
+    env.setenv("SURGEFLOW_EVENT_TIME_MAX", "2030-01-01T00:00:00+02:00")
+    env.setenv("SURGEFLOW_MAX_FUTURE_SKEW_HOURS", "2")
+    settings = Settings()
+    assert settings.event_time_min == datetime(2020, 1, 1, tzinfo=UTC)
+    assert settings.event_time_max == datetime(2029, 12, 31, 22, tzinfo=UTC)
+    assert settings.max_future_skew_hours == 2
+    env.delenv("SURGEFLOW_EVENT_TIME_MIN")
+    env.delenv("SURGEFLOW_EVENT_TIME_MAX")
+    defaults = Settings()
+    assert defaults.event_time_min == datetime(2000, 1, 1, tzinfo=UTC)
+    assert defaults.event_time_max == datetime(2100, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"event_time_min": "2030-01-01T00:00:00Z", "event_time_max": "2020-01-01T00:00:00Z"},
+        {"event_time_min": "2020-01-01T00:00:00Z", "event_time_max": "2020-01-01T00:00:00Z"},
+        {"event_time_max": "9999-12-31T00:00:00Z"},  # no room left for windows, timers, SLAs
+        {"event_time_min": "0001-01-01T00:00:00Z"},
+        {"event_time_min": "2020-01-01T00:00:00"},  # naive
+        {"max_future_skew_hours": 0},
+        {"max_future_skew_hours": -1},
+        {"session_ttl_minutes": 1e12},  # would overflow the session's expiry time
+        {"sla_warning_hours": 1e12},
+    ],
+)
+def test_an_unworkable_time_setting_is_refused(change: dict) -> None:
+    with pytest.raises(ValueError):
+        Settings(_env_file=None, **change)

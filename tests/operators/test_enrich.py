@@ -3,10 +3,13 @@
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import bytewax.operators as op
 import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, TestingSource, run_main
 
 from operators.domain import EnrichedEvent, EnrichedTicket, Valid
-from operators.enrich import join_shipments, join_tickets
+from operators.enrich import enrich_with_carrier_and_hub, join_shipments, join_tickets
 from operators.reference import ChannelReference, ReferenceDataError, ShipmentReference
 from schemas import DeadLetter, ShipmentEvent, SourceRef, TicketMessage
 
@@ -114,3 +117,37 @@ def test_broken_reference_files_fail_clearly(
 def test_missing_reference_file(tmp_path: Path) -> None:
     with pytest.raises(ReferenceDataError, match="does not exist"):
         ShipmentReference.load(tmp_path)
+
+
+def test_a_scan_whose_sla_deadline_overflows_is_dead_lettered_alone(data_dir: Path) -> None:
+    """Past validation's bounds (here skipped), shipped_at + SLA is beyond the calendar: the
+    guarded operator dead-letters that scan and enriches the rest of its batch."""
+    poison = Valid(
+        model=ShipmentEvent.model_validate(
+            {
+                "event_id": "E-P",
+                "shipment_id": "S-P",
+                "carrier_id": "CAR-A",
+                "hub_id": "HUB-1",
+                "scan_type": "arrived_hub",
+                "occurred_at": "9999-12-31T23:30:00Z",
+                "shipped_at": "9999-12-31T23:00:00Z",
+            }
+        ),
+        source=SRC,
+    )
+    reference = ShipmentReference.load(data_dir)
+    with pytest.raises(OverflowError):
+        join_shipments([poison], reference, step="enrich")
+    enriched, dead = [], []
+    flow = Dataflow("enrich_test")
+    up = op.input("in", flow, TestingSource([scan(1), poison, scan(2)], batch_size=3))
+    out = enrich_with_carrier_and_hub("enrich", up, reference=reference)
+    op.output("ok", out.enriched, TestingSink(enriched))
+    op.output("dead", out.dead_letters, TestingSink(dead))
+    run_main(flow)
+    assert [e.event.event_id for e in enriched] == ["E-1", "E-2"]
+    (letter,) = dead
+    assert letter.error_type == "processing_error" and letter.key == "S-P"
+    assert "enrich_test.enrich.join" in letter.error and "OverflowError" in letter.error
+    assert letter.source == SRC

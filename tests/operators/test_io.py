@@ -8,10 +8,13 @@ from pathlib import Path
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
+from pydantic import BaseModel, field_serializer
 
+from operators.io import publish
 from operators.records import OutRecord, RawRecord
 from operators.sinks import DirectorySink, StdoutSink, read_topic
 from operators.sources import GeneratorSource, JsonLinesSource
+from schemas.dead_letter import DeadLetter, SourceRef
 
 
 def _records(n: int):
@@ -82,3 +85,38 @@ def test_stdout_sink_prints_topic_key_and_value() -> None:
         {"topic": "t", "key": 'k"1', "value": {"x": 1}},
         {"topic": "t", "key": None, "value": {}},
     ]
+
+
+class _Reading(BaseModel):
+    """A model whose JSON form cannot be written for one value (its serialiser raises)."""
+
+    key: str
+    value: float
+
+    @field_serializer("value")
+    def _value(self, value: float) -> float:
+        if value < 0:
+            raise ValueError(f"cannot write {value}")
+        return value
+
+
+def test_a_model_that_cannot_be_serialised_is_a_dead_letter_and_the_rest_are_written() -> None:
+    written: list[OutRecord] = []
+    dead: list[DeadLetter] = []
+    flow = Dataflow("publish_test")
+    models = op.input(
+        "in",
+        flow,
+        TestingSource([_Reading(key=k, value=v) for k, v in [("a", 1.0), ("b", -1.0), ("c", 2.0)]]),
+    )
+    unwritable = publish(
+        "publish", models, topic="out", key=lambda m: m.key, sink=TestingSink(written),
+        flow_name="tickets", source=lambda _: SourceRef(topic="in"),
+    )  # fmt: skip
+    op.output("dead", unwritable, TestingSink(dead))
+    run_main(flow)
+    assert [r.key for r in written] == ["a", "c"]
+    (letter,) = dead
+    assert letter.error_type == "processing_error" and letter.key == "b"
+    assert letter.step == "publish_test.publish.serialise" and "cannot write -1.0" in letter.error
+    assert letter.source == SourceRef(topic="in")

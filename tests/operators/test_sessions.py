@@ -20,6 +20,7 @@ from operators.sessions import (
 )
 from operators.tickets_domain import ContextTicket, ParsedTicket, Turn
 from schemas import Entities, SourceRef, TicketMessage
+from schemas.dead_letter import DeadLetter
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)  # in the past: Bytewax timers fire at once
 TTL = timedelta(minutes=30)
@@ -179,7 +180,7 @@ def test_operator_emits_history_and_discards_expired_sessions(
         settings=Settings(session_max_messages=2),
         now=lambda: clock["now"],
     )
-    op.output("out", op.key_rm("unkey", contexts), TestingSink(out))
+    op.output("out", op.key_rm("unkey", contexts.contexts), TestingSink(out))
     run_main(flow)
 
     seen = [(c.message.message_id, [t.message_id for t in c.history], c.replay) for c in out]
@@ -215,10 +216,43 @@ def test_live_sessions_go_back_down_as_sessions_expire() -> None:
     keyed = op.key_on("key", ticks, lambda t: t.message.session_id)
     contexts = session_history("history", keyed, settings=Settings(), now=lambda: clock["now"])
     counted = op.inspect(
-        "count", contexts, lambda *_: seen.append(live_state_keys("live_sessions_test", "history"))
+        "count",
+        contexts.contexts,
+        lambda *_: seen.append(live_state_keys("live_sessions_test", "history")),
     )
     op.output("out", op.key_rm("unkey", counted), TestingSink([]))
     run_main(flow)
 
     assert max(seen) >= 100, "every session held state while it was active"
     assert live_state_keys("live_sessions_test", "history") == 1, "only LATE is left"
+
+
+def test_a_message_the_step_raises_on_is_dead_lettered_and_its_session_goes_on() -> None:
+    """The wall clock answers a naive time for one message (the logic raises on it): that
+    message is a processing_error dead letter, the session keeps the turns it had, and the
+    other messages are emitted."""
+    items = [parsed("S1", 1, T0), parsed("S1", 2, T0), parsed("S1", 3, T0), parsed("S2", 1, T0)]
+    calls = {"n": 0}
+
+    def wall() -> datetime:
+        calls["n"] += 1
+        return datetime(2026, 11, 27, 9, 0) if calls["n"] == 2 else T0
+
+    out: list[ContextTicket] = []
+    dead: list[DeadLetter] = []
+    flow = Dataflow("sessions_guard_test")
+    keyed = op.key_on(
+        "key", op.input("in", flow, TestingSource(items)), lambda t: t.message.session_id
+    )
+    sessions = session_history("session_history", keyed, settings=Settings(), now=wall)
+    op.output("out", op.key_rm("unkey", sessions.contexts), TestingSink(out))
+    op.output("dead", sessions.dead_letters, TestingSink(dead))
+    run_main(flow)
+
+    seen = [(c.message.message_id, [t.message_id for t in c.history]) for c in out]
+    assert seen == [("S1-M1", []), ("S1-M3", ["S1-M1"]), ("S2-M1", [])]
+    (letter,) = dead
+    assert letter.error_type == "processing_error" and letter.key == "S1"
+    assert letter.step == "sessions_guard_test.session_history"
+    assert "ValueError" in letter.error and "naive" in letter.error
+    assert letter.source.topic == "tickets.messages"

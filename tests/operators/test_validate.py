@@ -2,14 +2,17 @@
 
 import base64
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import model_validator
 
 from operators.domain import Valid
 from operators.records import RawRecord
 from operators.validate import Limits, json_depth, parse_record
 from schemas import DeadLetter, ShipmentEvent, TicketMessage
-from tests.support.bad_records import SHIPMENT, SHIPMENT_BAD, TICKET_BAD
+from tests.flows.flow_runs import embedded_settings
+from tests.support.bad_records import SHIPMENT, SHIPMENT_BAD, TICKET, TICKET_BAD
 
 GOOD = SHIPMENT
 
@@ -118,3 +121,102 @@ def test_transport_errors_are_dead_lettered_before_parsing() -> None:
     )
     assert isinstance(result, DeadLetter)
     assert (result.error_type, result.error) == ("consumer_error", raw.error)
+
+
+WALL = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def parse_at(value: bytes, now: datetime = WALL, limits: Limits | None = None):
+    raw = RawRecord(value=value, topic="shipments.events", partition=0, offset=1)
+    return parse_record(
+        raw,
+        ShipmentEvent,
+        key_field="shipment_id",
+        flow="shipments",
+        step="validate",
+        limits=limits or Limits(),
+        now=now,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (
+            {"occurred_at": "9999-12-31T23:30:00Z", "shipped_at": "9999-12-31T23:00:00Z"},
+            "occurred_at",
+        ),
+        ({"occurred_at": "2101-01-01T00:00:00Z"}, "occurred_at"),
+        (
+            {"occurred_at": "0001-01-01T00:30:00Z", "shipped_at": "0001-01-01T00:00:00Z"},
+            "shipped_at",
+        ),
+        ({"shipped_at": "1999-12-31T23:59:59Z"}, "shipped_at"),
+        ({"eta": "9999-12-31T23:59:59Z"}, "eta"),
+        ({"eta": "1970-01-01T00:00:00Z"}, "eta"),
+        ({"occurred_at": "9999-12-31T23:59:59-12:00"}, "occurred_at"),  # past datetime.max in UTC
+        ({"shipped_at": "0001-01-01T00:00:00+05:00"}, "shipped_at"),  # before datetime.min in UTC
+        ({"occurred_at": "2026-11-28T12:00:01Z"}, "occurred_at"),  # over a day ahead of WALL
+    ],
+)
+def test_timestamps_outside_the_sane_range_are_validation_errors(change, field) -> None:
+    result = parse_at(with_(**change))
+    assert isinstance(result, DeadLetter), change
+    assert result.error_type == "validation_error"
+    assert field in result.error
+    assert any(e.loc == field for e in result.errors)
+
+
+def test_forecasts_may_be_ahead_of_the_wall_clock_but_event_times_only_by_the_skew() -> None:
+    ahead = with_(occurred_at="2026-11-28T11:00:00Z", eta="2027-01-15T00:00:00Z")
+    assert isinstance(parse_at(ahead), Valid)
+    tight = Limits(max_ahead=timedelta(minutes=30))
+    assert isinstance(parse_at(ahead, limits=tight), DeadLetter)
+    assert isinstance(parse_at(ahead, now=WALL + timedelta(days=1)), Valid)
+
+
+def test_the_range_is_settable() -> None:
+    limits = Limits.from_settings(
+        embedded_settings(
+            event_time_min="2026-01-01T00:00:00Z",
+            event_time_max="2027-01-01T00:00:00Z",
+            max_future_skew_hours=1,
+        )
+    )
+    assert isinstance(parse_at(with_(), limits=limits), Valid)
+    early = parse_at(with_(shipped_at="2025-12-31T23:00:00Z"), limits=limits)
+    assert isinstance(early, DeadLetter) and "2026-01-01" in early.error
+    assert isinstance(
+        parse_at(with_(occurred_at="2026-11-27T13:30:00Z"), limits=limits), DeadLetter
+    )
+
+
+@pytest.mark.parametrize(
+    "sent_at", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "2026-11-29T00:00:00Z"]
+)
+def test_ticket_times_are_bounded_too(sent_at: str) -> None:
+    value = json.dumps({**TICKET, "sent_at": sent_at}).encode()
+    raw = RawRecord(value=value, topic="tickets.messages")
+    result = parse_record(
+        raw, TicketMessage, key_field="session_id", flow="tickets", step="validate", now=WALL
+    )
+    assert isinstance(result, DeadLetter) and result.error_type == "validation_error"
+    assert "sent_at" in result.error
+
+
+def test_delay_minutes_is_bounded() -> None:
+    for value in (10**30, -1, 100_001):
+        result = parse_at(with_(delay_minutes=value))
+        assert isinstance(result, DeadLetter) and result.error_type == "validation_error"
+
+
+def test_a_validator_raising_another_error_is_a_validation_error_not_a_crash() -> None:
+    class Strict(ShipmentEvent):
+        @model_validator(mode="after")
+        def _overflow(self) -> ShipmentEvent:
+            raise OverflowError("date value out of range")
+
+    raw = RawRecord(value=with_(), topic="shipments.events", partition=0, offset=5)
+    result = parse_record(raw, Strict, key_field="shipment_id", flow="shipments", step="validate")
+    assert isinstance(result, DeadLetter) and result.error_type == "validation_error"
+    assert "OverflowError: date value out of range" in result.error and result.key == "SHP-1"
