@@ -8,11 +8,14 @@ engine instead of an LLM.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from operators.redact import MASK, is_secret_name, redacted_url
 
 
 def _env(name: str) -> AliasChoices:
@@ -49,6 +52,14 @@ class Settings(BaseSettings):
         default=None, validation_alias=_env("OPENAI_API_KEY")
     )
     openai_base_url: Optional[str] = Field(default=None, validation_alias=_env("OPENAI_BASE_URL"))
+    preflight: bool = Field(
+        default=True,
+        description="check the configured services when a flow is built; false for air-gapped "
+        "starts",
+    )
+    preflight_timeout_seconds: float = Field(
+        default=3.0, gt=0, le=60, description="bound of each preflight check (they run together)"
+    )
 
     # --- topics ---
     topic_shipments_events: str = "shipments.events"
@@ -87,6 +98,11 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=500, ge=1, le=100_000)
     max_record_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_json_depth: int = Field(default=32, ge=2, le=512)
+    dead_letter_raw: Optional[Literal["bounded", "hash", "none"]] = Field(
+        default=None,
+        description="raw input a dead letter keeps: the first 4 KiB, its sha256 and length, or "
+        "its length only; unset = the flow's default (shipments bounded, tickets hash)",
+    )
 
     # --- shipments decisions ---
     window_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
@@ -209,6 +225,17 @@ class Settings(BaseSettings):
 
     # --- observability ---
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    def __repr_args__(self) -> Iterator[tuple[Optional[str], Any]]:
+        """Fields as pydantic shows them, with credentials of URLs and secret Kafka keys masked."""
+        for name, value in super().__repr_args__():
+            if name == "openai_base_url" and value is not None:
+                yield name, redacted_url(value)
+            elif name == "kafka_config":
+                yield name, {k: MASK if is_secret_name(k) else v for k, v in value.items()}
+            else:
+                yield name, value
 
     @property
     def llm_enabled(self) -> bool:

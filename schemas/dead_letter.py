@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any, Literal, Optional
 
 from pydantic import Field
@@ -33,6 +34,28 @@ ErrorType = Literal[
 
 RAW_BOUND = 4096
 """Bytes of the raw input kept in a dead letter; the rest is cut and `raw_truncated` is set."""
+
+RawPolicy = Literal["bounded", "hash", "none"]
+"""What a dead letter keeps of its raw input: `bounded` the first RAW_BOUND bytes (and their
+sha256), `hash` the sha256 and length only, `none` the length only."""
+
+DEFAULT_RAW_POLICY: dict[str, RawPolicy] = {"shipments": "bounded", "tickets": "hash"}
+"""Per flow: ticket bodies are conversation text (PII), shipment scans are operational data."""
+
+_raw_policies: dict[str, RawPolicy] = {}
+
+
+def set_raw_policy(flow: FlowName, policy: Optional[RawPolicy]) -> None:
+    """Make `policy` (None = the flow's default) what `DeadLetter.build` keeps for `flow`.
+
+    Called once when a flow is built (from `SURGEFLOW_DEAD_LETTER_RAW`), before any worker runs.
+    """
+    _raw_policies[flow] = policy or DEFAULT_RAW_POLICY.get(flow, "bounded")
+
+
+def raw_policy(flow: str) -> RawPolicy:
+    """The raw policy of `flow`: the one set when it was built, else its default."""
+    return _raw_policies.get(flow) or DEFAULT_RAW_POLICY.get(flow, "bounded")
 
 
 class SourceRef(Record):
@@ -67,9 +90,23 @@ class DeadLetter(Record):
     errors: list[FieldError] = Field(default_factory=list, max_length=50)
     key: Optional[str] = Field(default=None, max_length=256)
     source: SourceRef
-    raw_base64: str
+    raw_base64: str = Field(
+        description="The raw input as base64: its first 4 KiB with `raw_policy` `bounded`, "
+        "empty with `hash` and `none`"
+    )
     raw_size: NonNegativeInt
-    raw_truncated: bool
+    raw_truncated: bool = Field(description="Some of the raw input is not in `raw_base64`")
+    raw_policy: RawPolicy = Field(
+        default="bounded",
+        description="What was kept of the raw input: `bounded` (first 4 KiB), `hash` (sha256 "
+        "and length) or `none` (length); records without it are `bounded`",
+    )
+    raw_sha256: Optional[str] = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Hex sha256 of the whole raw input (`bounded` and `hash`); it identifies a "
+        "record, it does not hide a short or guessable one",
+    )
     failed_at: UtcDatetime
 
     @classmethod
@@ -84,9 +121,13 @@ class DeadLetter(Record):
         source: SourceRef,
         key: Optional[str] = None,
         errors: Optional[list[dict[str, Any]]] = None,
+        keep_raw: Optional[RawPolicy] = None,
     ) -> DeadLetter:
-        """Make a dead letter with a deterministic id and the raw input bounded to RAW_BOUND."""
-        kept = raw[:RAW_BOUND]
+        """Make a dead letter with a deterministic id, keeping of `raw` what `keep_raw` says
+        (default: the flow's policy, `raw_policy(flow)`)."""
+        policy = keep_raw or raw_policy(flow)
+        kept = raw[:RAW_BOUND] if policy == "bounded" else b""
+        digest = None if policy == "none" else hashlib.sha256(raw).hexdigest()
         field_errors = [
             FieldError(
                 loc=".".join(str(p) for p in e.get("loc", ()))[:300] or "$",
@@ -108,6 +149,8 @@ class DeadLetter(Record):
             source=source,
             raw_base64=base64.b64encode(kept).decode("ascii"),
             raw_size=len(raw),
-            raw_truncated=len(raw) > RAW_BOUND,
+            raw_truncated=len(raw) > len(kept),
+            raw_policy=policy,
+            raw_sha256=digest,
             failed_at=utc_now(),
         )
