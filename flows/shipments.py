@@ -18,6 +18,7 @@ from bytewax.outputs import Sink
 
 from flows.recovery import check_recovery
 from flows.settings import Settings
+from flows.startup import preflight, prepare_process
 from operators import io
 from operators.agents import agent_step
 from operators.clock import StreamClock
@@ -43,9 +44,11 @@ def build_flow(
 ) -> Dataflow:
     """The shipments dataflow; `source`/`sink` replace the configured transports (tests)."""
     s = settings or Settings()
+    prepare_process(s, flow=FLOW)
     check_recovery(s)
     topic = s.topic_shipments_events
     source, sink = io.endpoints(s, topic=topic, generator=shipment_surge, source=source, sink=sink)
+    preflight(s, flow=FLOW, source=source, sink=sink)
     service = build_service(s, flow=FLOW)
     enrich_with_llm = partial(enrich_decision, service=service, settings=s)
     enrich_at_once = partial(enrich_without_llm, service=service, settings=s)

@@ -18,6 +18,7 @@ from bytewax.outputs import Sink
 
 from flows.recovery import check_recovery
 from flows.settings import Settings
+from flows.startup import preflight, prepare_process
 from operators import io
 from operators.agents import agent_step
 from operators.enrich import enrich_with_channel
@@ -46,9 +47,11 @@ def build_flow(
 ) -> Dataflow:
     """The tickets dataflow; `source`/`sink` replace the configured transports (tests)."""
     s = settings or Settings()
+    prepare_process(s, flow=FLOW)
     check_recovery(s)
     topic = s.topic_tickets_messages
     source, sink = io.endpoints(s, topic=topic, generator=ticket_surge, source=source, sink=sink)
+    preflight(s, flow=FLOW, source=source, sink=sink)
     service = build_service(s, flow=FLOW)
     index = IntentIndex.from_file()
     router = partial(route_ticket, service=service, index=index, settings=s)
