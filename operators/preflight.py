@@ -71,11 +71,11 @@ def check_kafka(
     """The broker in `config` answers within `timeout` and has every topic of `topics`
     (topic → its role, e.g. `input`, `output`, `dead letters`)."""
     servers = str(config.get("bootstrap.servers", "?"))
-    reasons: list[str] = []
+    reasons: list[KafkaError] = []
     quiet = {
         **config,
         "logger": _Discard(),
-        "error_cb": lambda err: reasons.append(err.str()),
+        "error_cb": reasons.append,
         "reconnect.backoff.max.ms": 500,
     }
     admin = admin_factory(quiet)
@@ -88,7 +88,7 @@ def check_kafka(
         except KafkaException as exc:
             admin.poll(0)
             if time.monotonic() >= deadline:
-                reason = reasons[-1] if reasons else _kafka_reason(exc)
+                reason = _most_telling(reasons) or _kafka_reason(exc)
                 return [
                     Finding(
                         "kafka", False, fatal=True,
@@ -114,6 +114,13 @@ def check_kafka(
         ]  # fmt: skip
     counts = ", ".join(f"{t} ({len(metadata.topics[t].partitions)})" for t in topics)
     return [Finding("kafka", True, f"Kafka at {servers} answers; topics with partitions: {counts}")]
+
+
+def _most_telling(errors: Sequence[KafkaError]) -> Optional[str]:
+    """The last error that says why (refused, unresolvable, authentication), rather than the
+    summary "1/1 brokers are down"."""
+    telling = [e for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN] or list(errors)
+    return telling[-1].str() if telling else None
 
 
 def _kafka_reason(exc: KafkaException) -> str:
