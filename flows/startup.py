@@ -18,6 +18,7 @@ from operators.kafka.config import client_config
 from operators.kafka.sink import KafkaRecordSink
 from operators.kafka.source import KafkaRecordSource
 from operators.kafka.topics import flow_topics
+from operators.llm.service import DEFAULT_API_KEY
 from operators.logs import configure_logging
 from operators.preflight import Check, Finding, check_kafka, check_llm, check_redis, run_preflight
 from schemas.dead_letter import FlowName, set_raw_policy
@@ -87,7 +88,7 @@ def preflight(
     if settings.llm_enabled:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         base = settings.openai_base_url
-        checks.append(lambda: check_llm(base, key or "not-needed", timeout=timeout))
+        checks.append(lambda: check_llm(base, key or DEFAULT_API_KEY, timeout=timeout))
         if settings.redis_url is not None:
             url = settings.redis_url.get_secret_value()
             checks.append(lambda: check_redis(url, timeout=timeout))

@@ -142,6 +142,35 @@ def test_no_secret_of_a_url_reaches_the_log() -> None:
     assert "S3cret" not in run.stderr + run.stdout  # was 2 lines with the Redis password
 
 
+BUILD_TWICE = """
+import logging, sys
+{host}
+from flows import shipments, tickets
+from tests.flows.flow_runs import embedded_settings
+for build in (tickets.build_flow, tickets.build_flow, shipments.build_flow):
+    build(embedded_settings(log_level="INFO"))
+logging.getLogger("operators.x").info("after three builds")
+print(len(logging.getLogger().handlers), type(logging.getLogger().handlers[0]).__name__)
+"""
+
+
+@pytest.mark.parametrize("host", [False, True])
+def test_logging_is_configured_once_and_a_host_keeps_its_own(host: bool) -> None:
+    setup = "logging.basicConfig(format='HOST %(message)s')" if host else ""
+    done = subprocess.run(
+        [sys.executable, "-c", BUILD_TWICE.format(host=setup)],
+        cwd=ROOT, env=flow_env(embedded_settings()), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    handlers = "1 StreamHandler" if host else "1 _FlowHandler"
+    assert done.stdout.strip() == handlers
+    [line] = [line for line in done.stderr.splitlines() if "after three builds" in line]
+    if host:  # the host's format, our level (asked for) on our loggers
+        assert line == "HOST after three builds"
+    else:  # the last flow built names the process's lines
+        assert LINE.match(line) and "[shipments -]" in line
+
+
 def test_preflight_can_be_switched_off() -> None:
     address = f"127.0.0.1:{free_port()}"
     settings = embedded_settings(openai_base_url=f"http://{address}/v1", preflight=False, **SMALL)
