@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
-from operators.logs import JsonLinesFormatter, RateLimitedLog, UtcFormatter, WorkerContext
+from flows.startup import cluster_position
+from operators.logs import (
+    JsonLinesFormatter,
+    RateLimitedLog,
+    UtcFormatter,
+    WorkerContext,
+    bind_worker,
+)
 
 
 class FakeClock:
@@ -76,3 +84,27 @@ def test_json_lines_carry_the_same_fields() -> None:
         "time": "1970-01-01T00:00:00.500+00:00", "level": "WARNING", "logger": "operators.x",
         "flow": "tickets", "worker": "-", "message": 'a "quoted" word',
     }  # fmt: skip
+
+
+def test_the_cluster_position_comes_from_the_run_flags_or_the_environment() -> None:
+    assert cluster_position(["flows.tickets", "-w", "2", "-i", "1", "-a", "x;y"], {}) == (1, 2)
+    assert cluster_position(None, {"BYTEWAX_PROCESS_ID": "3"}) == (3, 1)
+    pod = {"BYTEWAX_POD_NAME": "tickets-2", "BYTEWAX_STATEFULSET_NAME": "tickets"}
+    assert cluster_position(None, {**pod, "BYTEWAX_WORKERS_PER_PROCESS": "4"}) == (2, 4)
+    assert cluster_position(["flows.tickets"], {}) == (0, 1)
+
+
+def test_a_worker_thread_is_named_by_its_cluster_wide_index() -> None:
+    context = WorkerContext("tickets", process=1, workers_per_process=2)
+    seen: list[str] = []
+
+    def work() -> None:
+        bind_worker(3)
+        seen.append(context.worker_label())
+        bind_worker(None)
+        seen.append(context.worker_label())
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert seen == ["w3", "-"]
