@@ -78,8 +78,9 @@ def build_flow(
         key=lambda d: d.shipment_id, sink=sink, flow_name=FLOW,
     )  # fmt: skip
     io.publish_dead_letters(
-        "publish_dead_letters", dead, topic=s.topic_shipments_dlq, sink=sink, flow_name=FLOW
-    )
+        "publish_dead_letters", dead, topic=s.topic_shipments_dlq, sink=sink, flow_name=FLOW,
+        keep_raw=s.dead_letter_raw,
+    )  # fmt: skip
     return flow
 
 

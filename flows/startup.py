@@ -1,4 +1,4 @@
-"""What a flow does for its process when it is built: logging, dead-letter policy, preflight.
+"""What a flow does for its process when it is built: logging and the start-up checks.
 
 Both flows call `prepare_process` first (so that everything after it logs with timestamp, level,
 logger, flow and worker) and `preflight` once their source and sink are known. The generic parts
@@ -21,12 +21,12 @@ from operators.kafka.topics import flow_topics
 from operators.llm.service import DEFAULT_API_KEY
 from operators.logs import configure_logging
 from operators.preflight import Check, Finding, check_kafka, check_llm, check_redis, run_preflight
-from schemas.dead_letter import FlowName, set_raw_policy
+from schemas.dead_letter import FlowName
 
 
 def prepare_process(settings: Settings, *, flow: FlowName) -> None:
-    """Configure logging (`SURGEFLOW_LOG_LEVEL`, `SURGEFLOW_LOG_FORMAT`) and the raw input dead
-    letters of `flow` keep (`SURGEFLOW_DEAD_LETTER_RAW`)."""
+    """Configure logging (`SURGEFLOW_LOG_LEVEL`, `SURGEFLOW_LOG_FORMAT`) for a process that
+    runs `flow`."""
     process, workers = cluster_position(bytewax_run_argv(), os.environ)
     configure_logging(
         flow,
@@ -36,7 +36,6 @@ def prepare_process(settings: Settings, *, flow: FlowName) -> None:
         process=process,
         workers_per_process=workers,
     )
-    set_raw_policy(flow, settings.dead_letter_raw)
 
 
 def cluster_position(argv: Optional[Sequence[str]], env: Any) -> tuple[int, int]:

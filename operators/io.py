@@ -25,7 +25,7 @@ from operators.kafka.source import KafkaRecordSource
 from operators.records import OutRecord, RawRecord, to_out_record
 from operators.sinks import DirectorySink, StdoutSink
 from operators.sources import GeneratorSource, JsonLinesSource
-from schemas.dead_letter import DeadLetter, SourceRef
+from schemas.dead_letter import DeadLetter, RawPolicy, SourceRef, raw_policy
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -145,13 +145,22 @@ def derived(topic: str) -> SourceRef:
 
 @operator
 def publish_dead_letters(
-    step_id: str, up: Stream[DeadLetter], *, topic: str, sink: Sink[OutRecord], flow_name: str
+    step_id: str,
+    up: Stream[DeadLetter],
+    *,
+    topic: str,
+    sink: Sink[OutRecord],
+    flow_name: str,
+    keep_raw: Optional[RawPolicy] = None,
 ) -> None:
-    """Count dead letters by reason (`surgeflow_dead_letters_total`) and publish them.
+    """Count dead letters by reason (`surgeflow_dead_letters_total`) and publish them, keeping of
+    their raw input what `keep_raw` allows (default: the flow's, `schemas.dead_letter.raw_policy`).
 
     Consumes: `DeadLetter`. The Kafka key is the flow key of the bad record when it was found.
     """
+    policy = raw_policy(flow_name, keep_raw)
+    reduced = op.map("keep_raw", up, lambda d: d.kept(policy))
     counted = op.inspect(
-        "count", up, lambda _s, d: metrics.DEAD_LETTERS.labels(flow_name, d.error_type).inc()
+        "count", reduced, lambda _s, d: metrics.DEAD_LETTERS.labels(flow_name, d.error_type).inc()
     )
     publish("publish", counted, topic=topic, key=lambda d: d.key, sink=sink, flow_name=flow_name)

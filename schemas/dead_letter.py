@@ -36,26 +36,16 @@ RAW_BOUND = 4096
 """Bytes of the raw input kept in a dead letter; the rest is cut and `raw_truncated` is set."""
 
 RawPolicy = Literal["bounded", "hash", "none"]
-"""What a dead letter keeps of its raw input: `bounded` the first RAW_BOUND bytes (and their
-sha256), `hash` the sha256 and length only, `none` the length only."""
+"""What a dead letter keeps of its raw input: `bounded` the first RAW_BOUND bytes (and the sha256
+of all of it), `hash` the sha256 and length only, `none` the length only."""
 
 DEFAULT_RAW_POLICY: dict[str, RawPolicy] = {"shipments": "bounded", "tickets": "hash"}
 """Per flow: ticket bodies are conversation text (PII), shipment scans are operational data."""
 
-_raw_policies: dict[str, RawPolicy] = {}
 
-
-def set_raw_policy(flow: FlowName, policy: Optional[RawPolicy]) -> None:
-    """Make `policy` (None = the flow's default) what `DeadLetter.build` keeps for `flow`.
-
-    Called once when a flow is built (from `SURGEFLOW_DEAD_LETTER_RAW`), before any worker runs.
-    """
-    _raw_policies[flow] = policy or DEFAULT_RAW_POLICY.get(flow, "bounded")
-
-
-def raw_policy(flow: str) -> RawPolicy:
-    """The raw policy of `flow`: the one set when it was built, else its default."""
-    return _raw_policies.get(flow) or DEFAULT_RAW_POLICY.get(flow, "bounded")
+def raw_policy(flow: str, chosen: Optional[RawPolicy] = None) -> RawPolicy:
+    """`chosen` (`SURGEFLOW_DEAD_LETTER_RAW`), else the default of `flow`."""
+    return chosen or DEFAULT_RAW_POLICY.get(flow, "bounded")
 
 
 class SourceRef(Record):
@@ -121,13 +111,14 @@ class DeadLetter(Record):
         source: SourceRef,
         key: Optional[str] = None,
         errors: Optional[list[dict[str, Any]]] = None,
-        keep_raw: Optional[RawPolicy] = None,
+        keep_raw: RawPolicy = "bounded",
     ) -> DeadLetter:
-        """Make a dead letter with a deterministic id, keeping of `raw` what `keep_raw` says
-        (default: the flow's policy, `raw_policy(flow)`)."""
-        policy = keep_raw or raw_policy(flow)
-        kept = raw[:RAW_BOUND] if policy == "bounded" else b""
-        digest = None if policy == "none" else hashlib.sha256(raw).hexdigest()
+        """Make a dead letter with a deterministic id, keeping of `raw` what `keep_raw` says.
+
+        Flows build bounded dead letters and apply their policy where dead letters leave the
+        flow (`operators.io.publish_dead_letters`, `kept`)."""
+        kept = raw[:RAW_BOUND] if keep_raw == "bounded" else b""
+        digest = None if keep_raw == "none" else hashlib.sha256(raw).hexdigest()
         field_errors = [
             FieldError(
                 loc=".".join(str(p) for p in e.get("loc", ()))[:300] or "$",
@@ -150,7 +141,23 @@ class DeadLetter(Record):
             raw_base64=base64.b64encode(kept).decode("ascii"),
             raw_size=len(raw),
             raw_truncated=len(raw) > len(kept),
-            raw_policy=policy,
+            raw_policy=keep_raw,
             raw_sha256=digest,
             failed_at=utc_now(),
+        )
+
+    def kept(self, policy: RawPolicy) -> DeadLetter:
+        """This dead letter with no more of the raw input than `policy` allows (never more than
+        it holds: a `hash` letter stays `hash` under `bounded`)."""
+        order = {"bounded": 0, "hash": 1, "none": 2}
+        if order[policy] <= order[self.raw_policy]:
+            return self
+        digest = self.raw_sha256 if policy == "hash" else None
+        return self.model_copy(
+            update={
+                "raw_base64": "",
+                "raw_truncated": self.raw_size > 0,
+                "raw_policy": policy,
+                "raw_sha256": digest,
+            }
         )

@@ -13,6 +13,7 @@ import json
 import pytest
 
 from flows import shipments, tickets
+from schemas.dead_letter import RAW_BOUND, DeadLetter, SourceRef
 from tests.flows.kafka_runs import io_topics, kafka_settings, run_over_kafka, with_topics
 from tests.support.bad_records import SHIPMENT, TICKET
 
@@ -57,3 +58,18 @@ def test_shipments_keep_the_bounded_raw_record_by_default(kafka_bootstrap: str) 
     [letter] = [r.json() for r in run.dead_letters]
     assert base64.b64decode(letter["raw_base64"]) == bad and letter["raw_policy"] == "bounded"
     assert letter["raw_sha256"] == hashlib.sha256(bad).hexdigest()
+
+
+def test_a_policy_only_ever_removes_raw_input() -> None:
+    raw = b"x" * (RAW_BOUND + 10)
+    letter = DeadLetter.build(
+        flow="tickets", step="validate", error_type="too_large", error="too large", raw=raw,
+        source=SourceRef(topic="tickets.messages", partition=0, offset=1),
+    )  # fmt: skip
+    assert letter.raw_policy == "bounded" and len(base64.b64decode(letter.raw_base64)) == RAW_BOUND
+    hashed = letter.kept("hash")
+    assert (hashed.raw_base64, hashed.raw_sha256) == ("", hashlib.sha256(raw).hexdigest())
+    assert hashed.raw_size == len(raw) and hashed.dead_letter_id == letter.dead_letter_id
+    nothing = hashed.kept("none")
+    assert (nothing.raw_base64, nothing.raw_sha256, nothing.raw_size) == ("", None, len(raw))
+    assert nothing.kept("bounded") is nothing and letter.kept("bounded") is letter
