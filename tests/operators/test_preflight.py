@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -88,3 +90,31 @@ def test_findings_are_logged_once_each_and_fatal_ones_raise(caplog) -> None:
     assert len(raised.value.problems) == 1
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "Redis at" in warnings[0].getMessage()
+
+
+class _WebPage(BaseHTTPRequestHandler):
+    """A web server that is not an OpenAI-compatible one (a proxy's welcome page)."""
+
+    def do_GET(self) -> None:
+        body = b"<html><body>Welcome</body></html>"
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def test_a_server_that_is_not_openai_compatible_is_a_warning() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _WebPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        [finding] = check_llm(url, "not-needed", timeout=2.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not finding.ok and not finding.fatal
+    assert "like an OpenAI-compatible server" in finding.message
