@@ -118,3 +118,28 @@ def test_a_server_that_is_not_openai_compatible_is_a_warning() -> None:
         server.server_close()
     assert not finding.ok and not finding.fatal
     assert "like an OpenAI-compatible server" in finding.message
+
+
+class _KeyRefused(_WebPage):
+    """An OpenAI-compatible server that refuses the key, as the real one answers."""
+
+    def do_GET(self) -> None:
+        body = b'{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}'
+        self.send_response(401)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_refused_key_is_a_warning_that_names_the_key_not_its_value() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeyRefused)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        [finding] = check_llm(url, "sk-s3cret", timeout=2.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not finding.ok and "refused the API key (401)" in finding.message
+    assert "s3cret" not in finding.message
