@@ -124,7 +124,7 @@ class _KeyRefused(_WebPage):
     """An OpenAI-compatible server that refuses the key, as the real one answers."""
 
     def do_GET(self) -> None:
-        body = b'{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}'
+        body = b'{"error": {"message": "Incorrect API key", "type": "invalid_request_error"}}'
         self.send_response(401)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
