@@ -212,6 +212,8 @@ def _short(exc: BaseException) -> str:
 
 def run_preflight(checks: Sequence[Check], *, flow: str) -> list[Finding]:
     """Run `checks` together; log each finding; raise `PreflightError` for the fatal ones."""
+    if not checks:
+        return []
     began = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(len(checks), 1), thread_name_prefix="preflight") as ex:
         findings = [f for found in ex.map(lambda check: check(), checks) for f in found]
