@@ -17,9 +17,10 @@ or, with `fmt="json"`, one JSON object per line (`time`, `level`, `logger`, `flo
   (httpx, openai, redis) stay at WARNING so DEBUG does not print every HTTP request.
 - Worker: Bytewax runs its workers on threads that Rust's timely names `timely:work-<i>` (the
   index within the process); with the process index and workers per process given (`-i`, `-w`)
-  the line shows the cluster-wide index, as `worker_index` in Bytewax's own APIs. Lines from
-  other threads (the one that builds the flow, an LLM event loop) show `-`; a thread may name its
-  worker with `bind_worker`.
+  the line shows the cluster-wide index, as `worker_index` in Bytewax's own APIs. A process with
+  one worker runs it on the main thread, so there every main-thread line (the build included) is
+  that worker's. Lines from other threads (the one that builds the flow when there are several
+  workers, an LLM event loop) show `-`; a thread may name its worker with `bind_worker`.
 
 `RateLimitedLog` is a `log(level, msg, *args)` sink that passes one line per kind per interval and
 says how many it held back; librdkafka's log is routed through it (`operators.kafka.config`).
@@ -68,6 +69,8 @@ class WorkerContext(logging.Filter):
         if bound is not None:
             return bound
         local = _thread_worker_index()
+        if local is None and self.workers_per_process == 1 and _on_main_thread():
+            local = 0  # one worker per process: Bytewax runs it on the main thread
         if local is None:
             return "-"
         return f"w{self.process * self.workers_per_process + local}"
@@ -86,6 +89,10 @@ def bind_worker(worker_index: Optional[int]) -> None:
 
 
 _names = threading.local()
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _thread_worker_index() -> Optional[int]:

@@ -125,6 +125,7 @@ def test_json_lines_when_asked(openai_server: OpenAITestServer) -> None:
     lines = [json.loads(line) for line in run.lines]
     assert lines and all(line["flow"] == "shipments" for line in lines)
     assert {"time", "level", "logger", "worker", "message"} <= set(lines[0])
+    assert {line["worker"] for line in lines} == {"w0"}  # one worker: on the main thread
 
 
 @pytest.mark.redis
@@ -167,8 +168,8 @@ def test_logging_is_configured_once_and_a_host_keeps_its_own(host: bool) -> None
     [line] = [line for line in done.stderr.splitlines() if "after three builds" in line]
     if host:  # the host's format, our level (asked for) on our loggers
         assert line == "HOST after three builds"
-    else:  # the last flow built names the process's lines
-        assert LINE.match(line) and "[shipments -]" in line
+    else:  # the last flow built names the process's lines; one worker: the main thread
+        assert LINE.match(line) and "[shipments w0]" in line
 
 
 def test_preflight_can_be_switched_off() -> None:

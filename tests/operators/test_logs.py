@@ -68,7 +68,7 @@ def test_lines_below_the_level_are_not_counted() -> None:
 def record(message: str) -> logging.LogRecord:
     rec = logging.LogRecord("operators.x", logging.WARNING, __file__, 1, message, (), None)
     rec.created = 0.5  # 1970-01-01T00:00:00.500 UTC
-    WorkerContext("tickets").filter(rec)
+    WorkerContext("tickets", workers_per_process=2).filter(rec)  # main thread: not a worker
     return rec
 
 
@@ -108,3 +108,8 @@ def test_a_worker_thread_is_named_by_its_cluster_wide_index() -> None:
     thread.start()
     thread.join()
     assert seen == ["w3", "-"]
+
+
+def test_with_one_worker_per_process_the_main_thread_is_that_worker() -> None:
+    assert WorkerContext("tickets", process=3, workers_per_process=1).worker_label() == "w3"
+    assert WorkerContext("tickets", process=3, workers_per_process=2).worker_label() == "-"
