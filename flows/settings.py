@@ -8,9 +8,10 @@ engine instead of an LLM.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import (
     AliasChoices,
@@ -21,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from operators.redact import MASK, is_secret_name, redacted_url
 
 _DOMAIN_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
 LinkDomain = Annotated[
@@ -75,6 +78,14 @@ class Settings(BaseSettings):
         default=None, validation_alias=_env("OPENAI_API_KEY")
     )
     openai_base_url: Optional[str] = Field(default=None, validation_alias=_env("OPENAI_BASE_URL"))
+    preflight: bool = Field(
+        default=True,
+        description="check the configured services when a flow is built; false for air-gapped "
+        "starts",
+    )
+    preflight_timeout_seconds: float = Field(
+        default=3.0, gt=0, le=60, description="bound of each preflight check (they run together)"
+    )
 
     # --- topics ---
     topic_shipments_events: str = "shipments.events"
@@ -125,6 +136,11 @@ class Settings(BaseSettings):
         default=24.0, gt=0, le=24 * 365 * 100,
         description="how far ahead of the wall clock a record's own event time may be",
     )  # fmt: skip
+    dead_letter_raw: Optional[Literal["bounded", "hash", "none"]] = Field(
+        default=None,
+        description="raw input a dead letter keeps: the first 4 KiB, its sha256 and length, or "
+        "its length only; unset = the flow's default (shipments bounded, tickets hash)",
+    )
 
     # --- shipments decisions ---
     window_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
@@ -288,6 +304,17 @@ class Settings(BaseSettings):
 
     # --- observability ---
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    def __repr_args__(self) -> Iterator[tuple[Optional[str], Any]]:
+        """Fields as pydantic shows them, with credentials of URLs and secret Kafka keys masked."""
+        for name, value in super().__repr_args__():
+            if name == "openai_base_url" and value is not None:
+                yield name, redacted_url(value)
+            elif name == "kafka_config":
+                yield name, {k: MASK if is_secret_name(k) else v for k, v in value.items()}
+            else:
+                yield name, value
 
     @property
     def llm_enabled(self) -> bool:

@@ -18,6 +18,7 @@ from bytewax.outputs import Sink
 
 from flows.recovery import bytewax_run_argv, check_recovery
 from flows.settings import Settings
+from flows.startup import preflight, prepare_process
 from operators import io
 from operators.agents import agent_step
 from operators.enrich import enrich_with_channel
@@ -51,6 +52,7 @@ def build_flow(
     """The tickets dataflow; `source`/`sink` replace the configured transports and `stop`
     the graceful stop that SIGTERM/SIGINT request (tests)."""
     s = settings or Settings()
+    prepare_process(s, flow=FLOW)
     check_recovery(s)
     topic = s.topic_tickets_messages
     stop = stop or on_signals(
@@ -58,6 +60,7 @@ def build_flow(
         unbounded_input=source is None and s.kafka_enabled and s.kafka_tail,
     )  # fmt: skip
     source, sink = io.endpoints(s, topic=topic, generator=ticket_surge, source=source, sink=sink)
+    preflight(s, flow=FLOW, source=source, sink=sink)
     service = build_service(s, flow=FLOW)
     index = IntentIndex.from_file()
     router = partial(route_ticket, service=service, index=index, settings=s)
@@ -97,9 +100,15 @@ def build_flow(
         unwritable,
     )  # fmt: skip
     io.publish_dead_letters(
-        "publish_dead_letters", dead, topic=s.topic_tickets_dlq, sink=sink, flow_name=FLOW
-    )
+        "publish_dead_letters", dead, topic=s.topic_tickets_dlq, sink=sink, flow_name=FLOW,
+        keep_raw=s.dead_letter_raw,
+    )  # fmt: skip
     return flow
 
 
-flow = build_flow()
+def __getattr__(name: str) -> Dataflow:
+    """`flow`, built when Bytewax asks for it (`python -m bytewax.run flows.tickets`): importing
+    this module contacts no service and configures nothing."""
+    if name == "flow":
+        return build_flow()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,7 +27,7 @@ from operators.kafka.source import KafkaRecordSource
 from operators.records import OutRecord, RawRecord, to_out_record
 from operators.sinks import DirectorySink, StdoutSink
 from operators.sources import GeneratorSource, JsonLinesSource
-from schemas.dead_letter import DeadLetter, FlowName, SourceRef
+from schemas.dead_letter import DeadLetter, FlowName, RawPolicy, SourceRef, raw_policy
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -177,15 +177,24 @@ def _serialisable(letter: DeadLetter, *, step: str, flow: FlowName) -> DeadLette
 
 @operator
 def publish_dead_letters(
-    step_id: str, up: Stream[DeadLetter], *, topic: str, sink: Sink[OutRecord], flow_name: FlowName
+    step_id: str,
+    up: Stream[DeadLetter],
+    *,
+    topic: str,
+    sink: Sink[OutRecord],
+    flow_name: FlowName,
+    keep_raw: Optional[RawPolicy] = None,
 ) -> None:
-    """Count dead letters by reason (`surgeflow_dead_letters_total`) and publish them.
+    """Count dead letters by reason (`surgeflow_dead_letters_total`) and publish them, keeping of
+    their raw input what `keep_raw` allows (default: the flow's, `schemas.dead_letter.raw_policy`).
 
     Consumes: `DeadLetter`. The Kafka key is the flow key of the bad record when it was found.
     A dead letter that cannot be serialised is replaced by a plain one that says so.
     """
+    policy = raw_policy(flow_name, keep_raw)
     letters = op.map("serialisable", up, partial(_serialisable, step=step_id, flow=flow_name))
+    reduced = op.map("keep_raw", letters, lambda d: d.kept(policy))
     counted = op.inspect(
-        "count", letters, lambda _s, d: metrics.DEAD_LETTERS.labels(flow_name, d.error_type).inc()
+        "count", reduced, lambda _s, d: metrics.DEAD_LETTERS.labels(flow_name, d.error_type).inc()
     )
     publish("publish", counted, topic=topic, key=lambda d: d.key, sink=sink, flow_name=flow_name)

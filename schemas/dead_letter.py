@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any, Literal, Optional
 
 from pydantic import Field
@@ -33,6 +34,18 @@ ErrorType = Literal[
 
 RAW_BOUND = 4096
 """Bytes of the raw input kept in a dead letter; the rest is cut and `raw_truncated` is set."""
+
+RawPolicy = Literal["bounded", "hash", "none"]
+"""What a dead letter keeps of its raw input: `bounded` the first RAW_BOUND bytes (and the sha256
+of all of it), `hash` the sha256 and length only, `none` the length only."""
+
+DEFAULT_RAW_POLICY: dict[str, RawPolicy] = {"shipments": "bounded", "tickets": "hash"}
+"""Per flow: ticket bodies are conversation text (PII), shipment scans are operational data."""
+
+
+def raw_policy(flow: str, chosen: Optional[RawPolicy] = None) -> RawPolicy:
+    """`chosen` (`SURGEFLOW_DEAD_LETTER_RAW`), else the default of `flow`."""
+    return chosen or DEFAULT_RAW_POLICY.get(flow, "bounded")
 
 
 class SourceRef(Record):
@@ -67,9 +80,23 @@ class DeadLetter(Record):
     errors: list[FieldError] = Field(default_factory=list, max_length=50)
     key: Optional[str] = Field(default=None, max_length=256)
     source: SourceRef
-    raw_base64: str
+    raw_base64: str = Field(
+        description="The raw input as base64: its first 4 KiB with `raw_policy` `bounded`, "
+        "empty with `hash` and `none`"
+    )
     raw_size: NonNegativeInt
-    raw_truncated: bool
+    raw_truncated: bool = Field(description="Some of the raw input is not in `raw_base64`")
+    raw_policy: RawPolicy = Field(
+        default="bounded",
+        description="What was kept of the raw input: `bounded` (first 4 KiB), `hash` (sha256 "
+        "and length) or `none` (length); records without it are `bounded`",
+    )
+    raw_sha256: Optional[str] = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Hex sha256 of the whole raw input (`bounded` and `hash`); it identifies a "
+        "record, it does not hide a short or guessable one",
+    )
     failed_at: UtcDatetime
 
     @classmethod
@@ -84,9 +111,14 @@ class DeadLetter(Record):
         source: SourceRef,
         key: Optional[str] = None,
         errors: Optional[list[dict[str, Any]]] = None,
+        keep_raw: RawPolicy = "bounded",
     ) -> DeadLetter:
-        """Make a dead letter with a deterministic id and the raw input bounded to RAW_BOUND."""
-        kept = raw[:RAW_BOUND]
+        """Make a dead letter with a deterministic id, keeping of `raw` what `keep_raw` says.
+
+        Flows build bounded dead letters and apply their policy where dead letters leave the
+        flow (`operators.io.publish_dead_letters`, `kept`)."""
+        kept = raw[:RAW_BOUND] if keep_raw == "bounded" else b""
+        digest = None if keep_raw == "none" else hashlib.sha256(raw).hexdigest()
         field_errors = [
             FieldError(
                 loc=".".join(str(p) for p in e.get("loc", ()))[:300] or "$",
@@ -108,6 +140,24 @@ class DeadLetter(Record):
             source=source,
             raw_base64=base64.b64encode(kept).decode("ascii"),
             raw_size=len(raw),
-            raw_truncated=len(raw) > RAW_BOUND,
+            raw_truncated=len(raw) > len(kept),
+            raw_policy=keep_raw,
+            raw_sha256=digest,
             failed_at=utc_now(),
+        )
+
+    def kept(self, policy: RawPolicy) -> DeadLetter:
+        """This dead letter with no more of the raw input than `policy` allows (never more than
+        it holds: a `hash` letter stays `hash` under `bounded`)."""
+        order = {"bounded": 0, "hash": 1, "none": 2}
+        if order[policy] <= order[self.raw_policy]:
+            return self
+        digest = self.raw_sha256 if policy == "hash" else None
+        return self.model_copy(
+            update={
+                "raw_base64": "",
+                "raw_truncated": self.raw_size > 0,
+                "raw_policy": policy,
+                "raw_sha256": digest,
+            }
         )

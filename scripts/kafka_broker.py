@@ -306,6 +306,27 @@ class KafkaBroker:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
             self.tmp_dir = None
 
+    def stop_process(self) -> None:
+        """End java as `stop` does but keep the storage and the ports: an outage that `restart`
+        ends (clients see "Connection refused" meanwhile)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def restart(self, timeout: float = 120.0) -> None:
+        """Launch java again on the same port and storage after `stop_process`; wait until ready."""
+        if self.running():
+            raise BrokerError("the broker is running; stop_process() it first")
+        if self.tmp_dir is None:
+            raise BrokerError("the broker was never started or its storage is gone")
+        self._launch(fetch_jars(self.cache_dir), self.tmp_dir / "server.properties")
+        self._wait_ready(timeout)
+
     def running(self) -> bool:
         """Whether the java process is alive."""
         return self._proc is not None and self._proc.poll() is None

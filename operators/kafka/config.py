@@ -7,9 +7,16 @@ the sink, the topic helper and the loader cannot disagree.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flows.settings import Settings
+from operators.logs import RateLimitedLog
+
+CLIENT_LOG = RateLimitedLog(logging.getLogger("operators.kafka.librdkafka"), interval=10.0)
+"""librdkafka's log lines of every client of this process, through Python logging: one line per
+level and facility (`FAIL`, `REQTMOUT`...) every 10 s, with the count of those held back, instead
+of one line per connection attempt on stderr."""
 
 
 class KafkaNotConfigured(RuntimeError):
@@ -37,9 +44,10 @@ def connection_config(settings: Settings) -> dict[str, Any]:
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
-    """Connection properties including `bootstrap.servers` (admin clients, consumers)."""
+    """Connection properties including `bootstrap.servers` (admin clients, consumers), with
+    librdkafka's log routed through `CLIENT_LOG` (served by the clients' poll and flush)."""
     servers = ",".join(bootstrap_servers(settings))
-    return {"bootstrap.servers": servers, **connection_config(settings)}
+    return {"bootstrap.servers": servers, "logger": CLIENT_LOG, **connection_config(settings)}
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:

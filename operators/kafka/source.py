@@ -4,8 +4,12 @@ Every Kafka partition is a Bytewax input partition; its read position is the res
 Bytewax recovery snapshots (there is no consumer group, so nothing is committed to Kafka). Errors
 are not raised: a consumer error at an offset, a key that is not UTF-8 or too long becomes a
 `RawRecord` with `error` set, which `validate` turns into a dead letter with the topic, partition
-and offset; a consumer error that belongs to no record (the broker is down) is logged and counted
-in `surgeflow_kafka_consumer_errors_total` while the consumer retries.
+and offset. A consumer error that belongs to no record (the broker is down or refuses the
+connection) reaches librdkafka's error callback, not the messages: it is counted in
+`surgeflow_kafka_consumer_errors_total{topic,error}` and logged at most once per kind every 10 s
+while the consumer reconnects by itself; librdkafka's own log lines go through Python logging the
+same way (`operators.kafka.config.CLIENT_LOG`). The lag gauge (`bytewax_kafka_consumer_lag`) is
+set only when both the partition's end and the read position are known, and never below 0.
 Partition listing is bounded by `SURGEFLOW_KAFKA_TIMEOUT_SECONDS` and fails clearly when a topic
 does not exist. After each batch a partition tells the process's `LiveClock` whether it is more
 than `SURGEFLOW_CATCH_UP_LAG_RECORDS` behind its end (the consumer's cached high watermark), so
@@ -14,23 +18,35 @@ windows close on event time only while the input catches up.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Optional, Union
 
-from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import (
+    BYTEWAX_CONSUMER_LAG_GAUGE,
+    KafkaError,
+    KafkaSourceMessage,
+    _KafkaSourcePartition,
+)
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException, TopicPartition
+from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
 from flows.settings import Settings
 from operators import metrics
 from operators.clock import LiveClock, live_clock
-from operators.kafka.config import bootstrap_servers, client_config, connection_config
+from operators.kafka.config import client_config
 from operators.kafka.topics import partitions_of
+from operators.logs import RateLimitedLog
 from operators.records import RawRecord
 
 log = logging.getLogger(__name__)
+
+_ERRORS_LOG = RateLimitedLog(log, interval=10.0, kind=lambda level, msg, args: args[:2])
+"""Broker-level consumer errors: one line per topic and error code every 10 s."""
 
 MAX_KEY_CHARS = 256
 """Longest message key accepted (the flow keys are far shorter)."""
@@ -145,6 +161,47 @@ class _RecordPartition(StatefulSourcePartition[RawRecord, Optional[int]]):
         self._inner.close()
 
 
+def count_consumer_error(topic: str) -> Callable[[ConfluentKafkaError], None]:
+    """librdkafka's `error_cb` of a consumer of `topic`: count and log (rate-limited) each error.
+
+    Broker-level errors (connection refused, all brokers down, authentication) arrive here, not
+    as messages; the consumer keeps reconnecting by itself.
+    """
+
+    def on_error(err: ConfluentKafkaError) -> None:
+        code = err.name() if hasattr(err, "name") else "unknown"
+        metrics.KAFKA_CONSUMER_ERRORS.labels(topic, code).inc()
+        _ERRORS_LOG.log(
+            logging.WARNING, "Kafka consumer of %s: %s: %s (the consumer reconnects)",
+            topic, code, err.str(),
+        )  # fmt: skip
+
+    return on_error
+
+
+def consumer_lag(stats: dict[str, Any], topic: str, partition: int, position: int) -> Optional[int]:
+    """Lag of `partition` at read `position` from librdkafka statistics; None when unknown.
+
+    The partition's end (`ls_offset`, the last stable offset) is -1001 while the broker is
+    unreachable, and the position is negative before the first record (`OFFSET_BEGINNING`):
+    then the lag is unknown, not negative. A position past a stale end counts as 0.
+    """
+    part = stats.get("topics", {}).get(topic, {}).get("partitions", {}).get(str(partition))
+    end = part.get("ls_offset", -1) if isinstance(part, dict) else -1
+    if not isinstance(end, int) or end < 0 or position < 0:
+        return None
+    return max(end - position, 0)
+
+
+class _LagSafePartition(_KafkaSourcePartition):
+    """Bytewax's Kafka partition with a lag gauge that is never negative (see `consumer_lag`)."""
+
+    def _process_stats(self, json_stats: str) -> None:
+        lag = consumer_lag(json.loads(json_stats), self._topic, self._part_idx, self._offset)
+        if lag is not None:
+            BYTEWAX_CONSUMER_LAG_GAUGE.labels(**self._metrics_labels).set(lag)
+
+
 class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):
     """Read `topics` from the cluster in the settings, as `RawRecord`s.
 
@@ -159,16 +216,14 @@ class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):
         self._settings = settings
         self._clock = clock if clock is not None else live_clock()
         self._topics = list(topics)
-        start = OFFSET_BEGINNING if settings.kafka_starting_offset == "beginning" else OFFSET_END
-        self._inner = KafkaSource(
-            bootstrap_servers(settings),
-            self._topics,
-            tail=settings.kafka_tail,
-            starting_offset=start,
-            add_config={k: str(v) for k, v in connection_config(settings).items()},
-            batch_size=settings.batch_size,
-            raise_on_errors=False,
+        self._start = (
+            OFFSET_BEGINNING if settings.kafka_starting_offset == "beginning" else OFFSET_END
         )
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics this source reads."""
+        return list(self._topics)
 
     def list_parts(self) -> list[str]:
         """`<partition>-<topic>` for every partition of every topic, within the timeout."""
@@ -181,6 +236,22 @@ class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: Optional[int]
     ) -> _RecordPartition:
-        inner = self._inner.build_part(step_id, for_part, resume_state)
+        """A consumer of one partition, configured as Bytewax's `KafkaSource` configures it, plus
+        the error callback, the rate-limited log and the catch-up report to the live clock."""
+        index, topic = for_part.split("-", 1)
+        if topic not in self._topics:
+            raise ValueError(f"cannot resume partition {for_part!r}: not of topics {self._topics}")
+        config = {
+            **client_config(self._settings),
+            "group.id": "BYTEWAX_IGNORED",  # no consumer group: positions live in snapshots
+            "enable.auto.commit": "false",
+            "enable.partition.eof": str(not self._settings.kafka_tail),
+            "statistics.interval.ms": 1000,
+            "error_cb": count_consumer_error(topic),
+        }
+        inner = _LagSafePartition(
+            step_id, config, topic, int(index), self._start, resume_state,
+            self._settings.batch_size, False,
+        )  # fmt: skip
         threshold = self._settings.catch_up_lag_records
         return _RecordPartition(inner, _CatchUp(self._clock, for_part, inner, threshold))

@@ -23,7 +23,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -34,6 +33,7 @@ from operators.llm.cache import InProcessCache, PromptCache
 from operators.llm.down_window import DownWindow
 from operators.llm.per_loop import PerLoop
 from operators.metrics import CACHE_BACKEND_UP, CACHE_ERRORS, CACHE_LOOKUPS
+from operators.redact import redacted_url
 
 log = logging.getLogger(__name__)
 
@@ -264,13 +264,3 @@ def build_cache(settings: Settings) -> PromptCache:
     return InProcessCache(
         max_entries=settings.cache_max_entries, ttl_seconds=settings.cache_ttl_seconds
     )
-
-
-def redacted_url(url: str) -> str:
-    """`url` without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))

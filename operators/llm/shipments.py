@@ -238,7 +238,7 @@ def _with_answer(
 
 
 def _with_rules(d: ShipmentDecision, exc: LLMError) -> ShipmentDecision:
-    log.info("decision %s: %s (%s); using rules", d.decision_id, type(exc).__name__, exc)
+    log.debug("decision %s: %s (%s); using rules", d.decision_id, type(exc).__name__, exc)
     return d.model_copy(update={"enrichment": rules_enrichment(d, exc.reason)})
 
 

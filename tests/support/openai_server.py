@@ -20,6 +20,8 @@ It answers `POST /v1/chat/completions` and `POST /v1/embeddings` in the document
   `violate_schema_next` (a well-formed completion whose content breaks the schema) affect the next
   N requests (of one path, or of any); `fail_model(model, ...)` fails every request for a model
   until `clear_model(model)`. 429 and 5xx faults may carry `Retry-After` and `retry-after-ms`.
+- models: `GET /v1/models` lists `server.models` (what a preflight asks); it is counted in
+  `server.model_listings`, not in the request log, and takes no fault.
 - log: `server.requests` (with arrival times), `server.count(path)`, `server.retries(path)`
   (attempts marked as retries with `x-stainless-retry-count`), `server.calls(path)` (first
   attempts), `server.attempts_per_call(path)` (attempts per distinct request body, in order of
@@ -86,6 +88,8 @@ class OpenAITestServer(FaultPlan, RequestLog):
         self.api_key: str | None = None
         FaultPlan.__init__(self)
         RequestLog.__init__(self)
+        self.models = ["gpt-4o-mini", "gpt-4.1-nano", "text-embedding-3-small"]
+        self.model_listings = 0
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -223,6 +227,17 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
+    def do_GET(self) -> None:
+        if not same_path(MODELS_PATH, self.path):
+            self._send(404, _error(f"no route {self.path}", "invalid_request_error"))
+            return
+        self.owner.model_listings += 1
+        listed = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "test"}
+            for m in self.owner.models
+        ]
+        self._send(200, json.dumps({"object": "list", "data": listed}).encode())
+
     def do_POST(self) -> None:
         owner = self.owner
         length = int(self.headers.get("content-length") or 0)
@@ -286,6 +301,9 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
         return status
+
+
+MODELS_PATH = "/v1/models"
 
 
 def _error(message: str, kind: str) -> bytes:

@@ -1,0 +1,94 @@
+"""What a flow does for its process when it is built: logging and the start-up checks.
+
+Both flows call `prepare_process` first (so that everything after it logs with timestamp, level,
+logger, flow and worker) and `preflight` once their source and sink are known. The generic parts
+live in `operators.logs` and `operators.preflight`; this module maps the settings onto them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from flows.recovery import bytewax_run_argv
+from flows.settings import Settings
+from operators.kafka.config import client_config
+from operators.kafka.sink import KafkaRecordSink
+from operators.kafka.source import KafkaRecordSource
+from operators.kafka.topics import flow_topics
+from operators.llm.service import DEFAULT_API_KEY
+from operators.logs import configure_logging
+from operators.preflight import Check, Finding, check_kafka, check_llm, check_redis, run_preflight
+from schemas.dead_letter import FlowName
+
+
+def prepare_process(settings: Settings, *, flow: FlowName) -> None:
+    """Configure logging (`SURGEFLOW_LOG_LEVEL`, `SURGEFLOW_LOG_FORMAT`) for a process that
+    runs `flow`."""
+    process, workers = cluster_position(bytewax_run_argv(), os.environ)
+    configure_logging(
+        flow,
+        level=settings.log_level,
+        level_given="log_level" in settings.model_fields_set,
+        fmt=settings.log_format,
+        process=process,
+        workers_per_process=workers,
+    )
+
+
+def cluster_position(argv: Optional[Sequence[str]], env: Any) -> tuple[int, int]:
+    """(process index, workers per process) of this `bytewax.run` process: `-i`/`-w`, else
+    `BYTEWAX_PROCESS_ID` (or the stateful-set pod ordinal) and `BYTEWAX_WORKERS_PER_PROCESS`."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("-i", "--process-id", type=int)
+    parser.add_argument("-w", "--workers-per-process", type=int)
+    flags, _ = parser.parse_known_args(list(argv or []))
+    process = flags.process_id
+    if process is None and env.get("BYTEWAX_PROCESS_ID", "").isdigit():
+        process = int(env["BYTEWAX_PROCESS_ID"])
+    pod, stateful_set = env.get("BYTEWAX_POD_NAME", ""), env.get("BYTEWAX_STATEFULSET_NAME", "")
+    if process is None and stateful_set and pod.startswith(f"{stateful_set}-"):
+        ordinal = pod.removeprefix(f"{stateful_set}-")
+        process = int(ordinal) if ordinal.isdigit() else None
+    workers = flags.workers_per_process
+    if workers is None and env.get("BYTEWAX_WORKERS_PER_PROCESS", "").isdigit():
+        workers = int(env["BYTEWAX_WORKERS_PER_PROCESS"])
+    return process or 0, workers or 1
+
+
+def preflight(
+    settings: Settings,
+    *,
+    flow: FlowName,
+    source: object,
+    sink: object,
+) -> list[Finding]:
+    """Check the services this flow will use, unless `SURGEFLOW_PREFLIGHT=false`.
+
+    Kafka is checked when the flow reads (`source`) or writes (`sink`) it: the input topics, and
+    the flow's output and dead-letter topics. Raises `PreflightError` when Kafka is unreachable
+    or a topic is missing; Redis and the LLM endpoint are warned about.
+    """
+    if not settings.preflight:
+        return []
+    timeout = settings.preflight_timeout_seconds
+    topics: dict[str, str] = {}
+    if isinstance(source, KafkaRecordSource):
+        topics.update({t: "input" for t in source.topics})
+    if isinstance(sink, KafkaRecordSink):
+        _, output, dead_letters = flow_topics(settings, flow)
+        topics.update({output: "output", dead_letters: "dead letters"})
+    checks: list[Check] = []
+    if topics:
+        config = client_config(settings)
+        checks.append(lambda: check_kafka(config, topics, timeout=timeout))
+    if settings.llm_enabled:
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        base = settings.openai_base_url
+        checks.append(lambda: check_llm(base, key or DEFAULT_API_KEY, timeout=timeout))
+        if settings.redis_url is not None:
+            url = settings.redis_url.get_secret_value()
+            checks.append(lambda: check_redis(url, timeout=timeout))
+    return run_preflight(checks, flow=flow)
