@@ -3,8 +3,10 @@
 `WindowsState` is the base of `operators.decisions.ShipmentWindows`: its fields and their
 (de)serialisation, without the state machine. Only small plain data is kept (it is snapshotted
 every epoch): open windows' scans as tuples, the last scan, the delay count of closed windows, the
-starts of the last closed windows, the clock. A snapshot written with another window length, or
-by a version this build cannot migrate, is refused with `IncompatibleStateError`.
+starts of the last closed windows, the clock. Snapshots go through `WINDOW_STATE`
+(`operators.runtime.state.VersionedState`): older versions are migrated, and a snapshot of a
+version this build cannot migrate, or written with another window length, is refused with
+`IncompatibleStateError` (the flow stops; its scans are not dropped).
 
 The clock is snapshotted as the event time the shipment's watermark had reached (its latest
 event time plus the live time since), never as a wall time: a restored shipment's clock starts
@@ -23,7 +25,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Optional
 
 from operators.clock import shifted
+from operators.errors import IncompatibleStateError as IncompatibleStateError
 from operators.rules import Scan
+from operators.runtime.state import VersionedState
 
 if TYPE_CHECKING:
     from typing import Self
@@ -35,10 +39,6 @@ STATE_VERSION = 2
 and add a migration from the previous layout to `MIGRATIONS`."""
 
 
-class IncompatibleStateError(ValueError):
-    """A recovery snapshot was written by an unknown state version or another window length."""
-
-
 def _v1_to_v2(state: dict[str, Any]) -> dict[str, Any]:
     """Version 1 kept `clock = (event time, wall time)`; version 2 keeps the watermark only."""
     migrated = {k: v for k, v in state.items() if k != "clock"}
@@ -48,6 +48,9 @@ def _v1_to_v2(state: dict[str, Any]) -> dict[str, Any]:
 
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 """State version → the function that turns its snapshot into the next version's."""
+
+WINDOW_STATE = VersionedState("decision window", STATE_VERSION, MIGRATIONS)
+"""The snapshot layout of one shipment's windows; not disposable (its scans would be lost)."""
 
 
 @dataclass
@@ -97,29 +100,40 @@ class WindowsState:
     def to_state(self, live: timedelta) -> dict[str, Any]:
         """A snapshot of plain values only (no classes of this project), safe to pickle; the
         clock is the watermark at live time `live`."""
-        return {
-            "version": STATE_VERSION,
-            "window_seconds": self._params.window.total_seconds(),
-            "shipment_id": self._shipment_id,
-            "watermark": self.watermark(live),
-            "open": tuple(
-                (start, tuple(tuple(scan) for scan in window.scans), window.duplicates)
-                for start, window in sorted(self._open.items())
-            ),
-            "closed": self._closed,
-            "delays_closed": self._delays_closed,
-            "delivered_at": self._delivered_at,
-            "last": None if self._last is None else tuple(self._last),
-            "stuck_reported": self._stuck_reported,
-            "ended": self._ended,
-        }
+        return WINDOW_STATE.dump(
+            {
+                "window_seconds": self._params.window.total_seconds(),
+                "shipment_id": self._shipment_id,
+                "watermark": self.watermark(live),
+                "open": tuple(
+                    (start, tuple(tuple(scan) for scan in window.scans), window.duplicates)
+                    for start, window in sorted(self._open.items())
+                ),
+                "closed": self._closed,
+                "delays_closed": self._delays_closed,
+                "delivered_at": self._delivered_at,
+                "last": None if self._last is None else tuple(self._last),
+                "stuck_reported": self._stuck_reported,
+                "ended": self._ended,
+            }
+        )
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], params: WindowParams, live: timedelta) -> Self:
+    def from_state(
+        cls,
+        snapshot: dict[str, Any],
+        params: WindowParams,
+        live: timedelta,
+        *,
+        step: Optional[str] = None,
+    ) -> Self:
         """Rebuild from `to_state()` (older versions migrated) at live time `live`: the clock
-        goes on from the snapshot's watermark. Refuses unknown versions and other windows."""
-        state = _migrated(state)
-        _check_compatible(state, params)
+        goes on from the snapshot's watermark. Refuses, naming `step`, unknown versions and
+        other window lengths (`IncompatibleStateError`)."""
+        state = WINDOW_STATE.load(snapshot, step=step)
+        if state is None:
+            raise WINDOW_STATE.incompatible("snapshot is missing", step=step)
+        _check_window_length(state, params, step)
         windows = cls(params)
         windows._shipment_id = state["shipment_id"]
         windows._base, windows._base_live = state["watermark"], live
@@ -136,27 +150,12 @@ class WindowsState:
         return windows
 
 
-def _migrated(state: dict[str, Any]) -> dict[str, Any]:
-    """`state` brought to `STATE_VERSION` through `MIGRATIONS` (unchanged when it cannot be)."""
-    while isinstance(state, dict) and state.get("version") in MIGRATIONS:
-        if state["version"] >= STATE_VERSION:
-            break
-        state = MIGRATIONS[state["version"]](state)
-    return state
-
-
-def _check_compatible(state: dict[str, Any], params: WindowParams) -> None:
-    """Raise `IncompatibleStateError` unless `state` has this version and window length."""
-    version = state.get("version") if isinstance(state, dict) else None
-    if version != STATE_VERSION:
-        raise IncompatibleStateError(
-            f"decision window snapshot has state version {version!r}, this build reads "
-            f"versions up to {STATE_VERSION}; resume from a recovery store written by this or an "
-            "earlier version, or start with a new one"
-        )
+def _check_window_length(state: dict[str, Any], params: WindowParams, step: Optional[str]) -> None:
+    """Raise `IncompatibleStateError` unless `state` was written with this window length."""
     if state["window_seconds"] != params.window.total_seconds():
-        raise IncompatibleStateError(
-            f"decision window snapshot was written with {state['window_seconds']:.0f} s "
-            f"windows, the settings ask for {params.window.total_seconds():.0f} s; windows "
-            "cannot change length across a resume"
+        raise WINDOW_STATE.incompatible(
+            f"snapshot was written with {state['window_seconds']:.0f} s windows, the settings "
+            f"ask for {params.window.total_seconds():.0f} s; windows cannot change length across "
+            "a resume",
+            step=step,
         )

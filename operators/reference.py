@@ -11,10 +11,12 @@ from pathlib import Path
 
 import polars as pl
 
+from operators.errors import SurgeflowError
+
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
-class ReferenceDataError(ValueError):
+class ReferenceDataError(SurgeflowError, ValueError):
     """A reference file is missing, malformed or out of range."""
 
 

@@ -2,7 +2,8 @@
 
 `SessionHistory` is the pure logic (no Bytewax): the last K cleaned texts of a session with their
 timestamps, forgotten after `session_ttl_minutes` without a new message (wall time). Its snapshot is
-a small dict of plain values tagged with `STATE_VERSION`.
+a small dict of plain values tagged with `STATE_VERSION` (`SESSION_STATE`, a disposable
+`operators.runtime.state.VersionedState`: a snapshot of another version is logged and dropped).
 
 `session_history` is the Bytewax operator around it, keyed by `session_id`; it is guarded
 (`operators.guard.guarded_stateful`): a message it raises on is a `processing_error` dead letter
@@ -12,7 +13,6 @@ dropped.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,14 +25,17 @@ from flows.settings import Settings
 from operators.guard import guarded_stateful
 from operators.metrics import LiveKeys, live_keys
 from operators.parse import bound_length
+from operators.runtime.state import VersionedState
 from operators.tickets_domain import ContextTicket, ParsedTicket, Turn
 from schemas.common import utc_now
 from schemas.dead_letter import DeadLetter
 
-logger = logging.getLogger(__name__)
-
 STATE_VERSION = 1
 """Version of the snapshot layout; bump it when `SessionHistory.snapshot` changes."""
+
+SESSION_STATE = VersionedState("session history", STATE_VERSION, disposable=True)
+"""The snapshot layout of one session. Disposable: a snapshot this build cannot read costs only
+the conversation context of sessions live during an upgrade, so it is logged and dropped."""
 
 MAX_TURN_CHARS = 500
 """Characters of a message's cleaned text kept in the history, so snapshots stay small."""
@@ -58,23 +61,22 @@ class SessionHistory:
 
     @classmethod
     def from_state(
-        cls, state: Optional[SessionState], *, max_messages: int, ttl: timedelta
+        cls,
+        snapshot: Optional[SessionState],
+        *,
+        max_messages: int,
+        ttl: timedelta,
+        step: Optional[str] = None,
     ) -> SessionHistory:
         """Rebuild from a snapshot; a missing or other-version snapshot starts an empty session.
 
         An unknown version only costs the conversation context of sessions that were live
-        during an upgrade, so it is logged rather than allowed to stop the dataflow.
+        during an upgrade, so `SESSION_STATE` logs it (naming `step`) and drops it rather than
+        stop the dataflow.
         """
         history = cls(max_messages=max_messages, ttl=ttl)
+        state = SESSION_STATE.load(snapshot, step=step)
         if state is None:
-            return history
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            version = state.get("version") if isinstance(state, dict) else type(state).__name__
-            logger.warning(
-                "session state version %r is not %d; starting an empty session",
-                version,
-                STATE_VERSION,
-            )
             return history
         history.turns = [Turn(*turn) for turn in state["turns"]][-max_messages:]
         history.last_seen = state["last_seen"]
@@ -82,11 +84,12 @@ class SessionHistory:
 
     def snapshot(self) -> SessionState:
         """An independent plain-data copy of the state, for Bytewax recovery."""
-        return {
-            "version": STATE_VERSION,
-            "last_seen": self.last_seen,
-            "turns": [(t.message_id, t.text, t.sent_at) for t in self.turns],
-        }
+        return SESSION_STATE.dump(
+            {
+                "last_seen": self.last_seen,
+                "turns": [(t.message_id, t.text, t.sent_at) for t in self.turns],
+            }
+        )
 
     def expires_at(self) -> Optional[datetime]:
         """When the session is forgotten unless another message arrives; None while empty."""
@@ -209,9 +212,11 @@ def session_history(
     flow = up.stream_id.partition(".")[0]
     live = live_keys(flow, step_id)
 
+    stateful_step = f"{up._scope.parent_id}.{step_id}"  # as Bytewax names it
+
     def build(resume_state: Optional[SessionState]) -> SessionLogic:
         history = SessionHistory.from_state(
-            resume_state, max_messages=settings.session_max_messages, ttl=ttl
+            resume_state, max_messages=settings.session_max_messages, ttl=ttl, step=stateful_step
         )
         return SessionLogic(history, now)  # the guard counts the live sessions
 

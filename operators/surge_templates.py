@@ -21,12 +21,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Optional
 
+from operators.errors import SurgeflowError
+
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "data" / "templates"
 
 Texts = tuple[str, ...]
 
 
-class TemplateDataError(ValueError):
+class TemplateDataError(SurgeflowError, ValueError):
     """A template file is missing, not JSON, or not shaped as the surge generators expect."""
 
 

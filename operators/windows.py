@@ -248,11 +248,14 @@ def decision_window(
         stream_clock.observe(item[1].event.occurred_at)
         return item
 
+    decide = f"{up._scope.parent_id}.decide"  # the stateful step's id, as Bytewax names it
+
     def build(state: Optional[WindowState]) -> DecisionWindowLogic:
         if state is None:
             windows = ShipmentWindows(window_params)
         else:
-            windows = ShipmentWindows.from_state(state, window_params, live_time.read().live)
+            now = live_time.read().live
+            windows = ShipmentWindows.from_state(state, window_params, now, step=decide)
             if windows.latest_event_time is not None:
                 stream_clock.observe(windows.latest_event_time)
         return DecisionWindowLogic(

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from flows.settings import Settings
+from operators.errors import SurgeflowError
 from operators.logs import RateLimitedLog
 
 CLIENT_LOG = RateLimitedLog(logging.getLogger("operators.kafka.librdkafka"), interval=10.0)
@@ -19,7 +20,7 @@ level and facility (`FAIL`, `REQTMOUT`...) every 10 s, with the count of those h
 of one line per connection attempt on stderr."""
 
 
-class KafkaNotConfigured(RuntimeError):
+class KafkaNotConfigured(SurgeflowError, RuntimeError):
     """A Kafka client was asked for while `KAFKA_BOOTSTRAP_SERVERS` is unset."""
 
 

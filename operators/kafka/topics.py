@@ -22,13 +22,14 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from flows.settings import Settings
+from operators.errors import SurgeflowError
 from operators.kafka.config import client_config
 
 FlowChoice = Literal["shipments", "tickets", "all"]
 AdminFactory = Callable[[dict[str, Any]], AdminClient]
 
 
-class TopicNotFound(RuntimeError):
+class TopicNotFound(SurgeflowError, RuntimeError):
     """A topic does not exist on the cluster (or has no partitions)."""
 
 

@@ -20,17 +20,19 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, Optional, TypeVar
 
+from operators.errors import SurgeflowError
+
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
 
 
-class BatcherClosed(RuntimeError):
+class BatcherClosed(SurgeflowError, RuntimeError):
     """`submit` was called after `aclose`."""
 
 
-class BatchResultMismatch(RuntimeError):
+class BatchResultMismatch(SurgeflowError, RuntimeError):
     """`run` returned a different number of results than it was given items."""
 
 

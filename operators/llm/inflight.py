@@ -6,7 +6,9 @@ returns a `concurrent.futures.Future` at once. `poll` returns what has finished,
 order across keys, but never an item before an earlier item of the same key. A `PendingBound`
 shared by the lanes of a worker caps how many items are unfinished, so `submit` waits only when
 that many are. A snapshot holds the unemitted items themselves (the requests, never futures):
-restoring submits them again.
+restoring submits them again. Snapshots go through `LANE_STATE`
+(`operators.runtime.state.VersionedState`): one of a version this build cannot read stops the
+flow with `IncompatibleStateError` rather than drop the calls it holds.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Optional, TypeVar
 
+from operators.errors import IncompatibleStateError as IncompatibleStateError
+from operators.runtime.state import VersionedState
+
 log = logging.getLogger(__name__)
 
 X = TypeVar("X")
@@ -31,8 +36,8 @@ STATE_VERSION = 1
 MAX_ERROR_CHARS = 2000
 
 
-class IncompatibleStateError(ValueError):
-    """A lane snapshot was written by another state version (as in `operators.decision_state`)."""
+LANE_STATE = VersionedState("async step lane", STATE_VERSION)
+"""The snapshot layout of one lane; not disposable (its calls in flight would be lost)."""
 
 
 @dataclass(frozen=True)
@@ -165,17 +170,14 @@ class Lane(Generic[X, Y]):
     def snapshot(self) -> dict[str, Any]:
         """`{"version": 1, "pending": [(seq, item), ...]}`: the unemitted items, in order."""
         pending = [(seq, entry.item) for seq, entry in sorted(self._entries.items())]
-        return {"version": STATE_VERSION, "pending": pending}
+        return LANE_STATE.dump({"pending": pending})
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Submit again the items of a `snapshot()` (into an empty lane), keeping their order."""
-        version = state.get("version") if isinstance(state, dict) else type(state).__name__
-        if version != STATE_VERSION:
-            raise IncompatibleStateError(
-                f"async step lane snapshot has state version {version!r}, this build reads "
-                f"version {STATE_VERSION}; resume from a recovery store written by this version "
-                "or start with a new one"
-            )
+    def restore(self, snapshot: dict[str, Any], *, step: Optional[str] = None) -> None:
+        """Submit again the items of a `snapshot()` (into an empty lane), keeping their order;
+        one this build cannot read raises `IncompatibleStateError` naming `step`."""
+        state = LANE_STATE.load(snapshot, step=step)
+        if state is None:
+            return
         for seq, item in sorted(state["pending"], key=lambda pair: pair[0]):
             self._start(seq, item)
             self._next_seq = max(self._next_seq, seq + 1)

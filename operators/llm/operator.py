@@ -126,10 +126,10 @@ class LaneLogic(StatefulBatchLogic[X, Any, LaneState]):
         self.now = now
         self.stop = stop
 
-    def restore(self, state: LaneState) -> None:
-        """Submit again the items of a snapshot (raises `IncompatibleStateError` on another
-        version)."""
-        self.lane.restore(state)
+    def restore(self, state: LaneState, *, step: Optional[str] = None) -> None:
+        """Submit again the items of a snapshot (raises `IncompatibleStateError`, naming `step`,
+        on a version this build cannot read)."""
+        self.lane.restore(state, step=step)
         PENDING.inc(len(self.lane))
 
     def on_batch(self, values: list[X]) -> tuple[Iterable[Any], bool]:
@@ -226,6 +226,8 @@ def map_async(
         done.set_result(answer)
         return done
 
+    calls = f"{up._scope.parent_id}.calls"  # the stateful step's id, as Bytewax names it
+
     def build(resume: Optional[LaneState]) -> LaneLogic[X]:
         lane: Lane[X, Y] = Lane(
             submit,
@@ -240,7 +242,7 @@ def map_async(
             stop=stop,
         )
         if resume is not None:
-            logic.restore(resume)
+            logic.restore(resume, step=calls)
         return logic
 
     lanes = op.key_on("lane", up, lambda item: lane_for(key(item), settings.llm_lanes))

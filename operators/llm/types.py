@@ -25,6 +25,7 @@ from typing import ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from operators.errors import SurgeflowError
 from schemas.enrichment import Enrichment, FallbackReason
 
 T = TypeVar("T", bound=BaseModel)
@@ -40,7 +41,7 @@ class Spent:
     cost_usd: float = 0.0
 
 
-class LLMError(Exception):
+class LLMError(SurgeflowError):
     """Base of every LLM-layer failure; callers catch it and fall back to their rules engine.
 
     `reason` is the `fallback_reason` a rules enrichment made because of it should carry;

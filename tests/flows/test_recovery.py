@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from flows.recovery import RecoveryConfigurationError, check_recovery, partition
 from flows.settings import Settings
 from flows.shipments import build_flow as build_shipments
 from operators import decision_state
+from operators.errors import IncompatibleStateError
 from operators.surge import iter_shipment_surge
 from tests.flows.flow_runs import embedded_settings
 from tests.flows.kafka_runs import kafka_settings, with_topics
@@ -114,16 +116,21 @@ def test_a_store_of_another_state_version_stops_the_resumed_flow_clearly(
     flow = build_shipments(embedded_settings(), source=source, sink=TestingSink([]))
     store = RecoveryConfig(init_recovery(tmp_path / "recovery", 1))
     run_main(flow, epoch_interval=timedelta(0), recovery_config=store)
-    written = decision_state.STATE_VERSION
-    monkeypatch.setattr(decision_state, "STATE_VERSION", written + 1)
+    written = decision_state.WINDOW_STATE.version
+    newer = replace(decision_state.WINDOW_STATE, version=written + 1)  # a build reading only it
+    monkeypatch.setattr(decision_state, "WINDOW_STATE", newer)
     with pytest.raises(Exception) as stopped:
         run_main(flow, epoch_interval=timedelta(0), recovery_config=store)
-    chain = []
+    chain: list[BaseException] = []
     error: BaseException | None = stopped.value
     while error is not None:
-        chain.append(str(error))
+        chain.append(error)
         error = error.__cause__ or error.__context__
-    assert f"decision window snapshot has state version {written}" in " | ".join(chain)
+    said = " | ".join(str(error) for error in chain)
+    assert f"decision window snapshot has state version {written}" in said
+    assert "step shipments.decision_window.decide:" in said, "names the step"
+    assert f"this build reads version {written + 1}" in said
+    assert any(isinstance(error, IncompatibleStateError) for error in chain)
 
 
 # --- timers across a restart ---------------------------------------------------------------------
