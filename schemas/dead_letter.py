@@ -161,10 +161,11 @@ class DeadLetter(Record):
 def dead_letter_of(flow: str) -> type[DeadLetter]:
     """`DeadLetter` whose `flow` is `flow`: the model of that flow's dead-letter topic, so that
     its JSON Schema says which flow writes it."""
-    model: type[DeadLetter] = create_model(  # type: ignore[call-overload]
+    only: Any = Literal[flow]
+    model: type[DeadLetter] = create_model(
         "DeadLetter",
         __base__=DeadLetter,
         __doc__=DeadLetter.__doc__,
-        flow=(Literal[flow], Field(description=f"Always `{flow}`: this topic's flow")),
+        flow=(only, Field(description=f"Always `{flow}`: this topic's flow")),
     )
     return model
