@@ -4,6 +4,8 @@ ingest → validate → enrich_with_carrier_and_hub → decision_window → enri
 bad records, late scans, failed enrichments and records a step failed on → dead letters.
 
 Run: `python -m bytewax.run flows.shipments` (see README for settings, scaling and recovery).
+The spec (topics, models, surge, reference data) is `flows.registry.SHIPMENTS`; the frame around
+these steps (ingest, validate, publish, dead letters) is `operators.runtime.skeleton`.
 """
 
 from __future__ import annotations
@@ -12,30 +14,55 @@ from functools import partial
 from typing import Optional
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from flows.recovery import bytewax_run_argv, check_recovery
+from flows.registry import SHIPMENTS
 from flows.settings import Settings
-from flows.startup import preflight, prepare_process
-from operators import io
+from flows.startup import start
 from operators.agents import agent_step
 from operators.clock import StreamClock
 from operators.dead_letter import late_events_to_dead_letters
+from operators.domain import Valid
 from operators.enrich import enrich_with_carrier_and_hub
 from operators.llm.service import build_service
 from operators.llm.shipments import enrich_decision, enrich_without_llm
 from operators.records import OutRecord, RawRecord
 from operators.reference import ShipmentReference
-from operators.shutdown import StopSignal, on_signals
-from operators.sources import until_stopped
-from operators.surge import shipment_surge
-from operators.validate import Limits, validate
+from operators.runtime import skeleton
+from operators.runtime.skeleton import FlowSteps, Frame
+from operators.shutdown import StopSignal
 from operators.windows import decision_window
-from schemas.shipments import ShipmentEvent
+from schemas.shipments import ShipmentDecision, ShipmentEvent
 
-FLOW = "shipments"
+FLOW = SHIPMENTS.name
+
+
+def decide(
+    frame: Frame[ShipmentReference], events: Stream[Valid[ShipmentEvent]]
+) -> FlowSteps[ShipmentDecision]:
+    """The shipments flow's own steps, from validated scans to enriched decisions."""
+    s, stop = frame.settings, frame.stop
+    service = build_service(s, flow=FLOW)
+    enrich_with_llm = partial(enrich_decision, service=service, settings=s)
+    enrich_at_once = partial(enrich_without_llm, service=service, settings=s)
+
+    enriched = enrich_with_carrier_and_hub(
+        "enrich_with_carrier_and_hub", events, reference=frame.reference
+    )
+    by_shipment = op.key_on("key_by_shipment", enriched.enriched, lambda e: e.event.shipment_id)
+    windows = decision_window(
+        "decision_window", by_shipment, settings=s, clock=StreamClock(), stop=stop
+    )
+    decided = agent_step(
+        "enrich_with_llm", op.key_rm("unkey_decisions", windows.decisions), enrich_with_llm,
+        settings=s, flow=FLOW, key=lambda d: d.shipment_id, source=frame.derived,
+        ready=enrich_at_once, stop=stop,
+    )  # fmt: skip
+    late = late_events_to_dead_letters("late_events", op.key_rm("unkey_late", windows.late))
+    dead = (enriched.dead_letters, late, windows.dead_letters, decided.dead_letters)
+    return FlowSteps(output=decided.results, dead_letters=dead)
 
 
 def build_flow(
@@ -47,52 +74,9 @@ def build_flow(
 ) -> Dataflow:
     """The shipments dataflow; `source`/`sink` replace the configured transports and `stop`
     the graceful stop that SIGTERM/SIGINT request (tests)."""
-    s = settings or Settings()
-    prepare_process(s, flow=FLOW)
-    check_recovery(s)
-    topic = s.topic_shipments_events
-    stop = stop or on_signals(
-        s.shutdown_grace_seconds, install=bytewax_run_argv() is not None,
-        unbounded_input=source is None and s.kafka_enabled and s.kafka_tail,
-    )  # fmt: skip
-    source, sink = io.endpoints(s, topic=topic, generator=shipment_surge, source=source, sink=sink)
-    preflight(s, flow=FLOW, source=source, sink=sink)
-    service = build_service(s, flow=FLOW)
-    enrich_with_llm = partial(enrich_decision, service=service, settings=s)
-    enrich_at_once = partial(enrich_without_llm, service=service, settings=s)
-
-    flow = Dataflow(FLOW)
-    raw = io.input_records("ingest", flow, source=until_stopped(source, stop), flow_name=FLOW)
-    events = validate(
-        "validate", raw, model=ShipmentEvent, key_field="shipment_id", flow=FLOW,
-        limits=Limits.from_settings(s),
-    )  # fmt: skip
-    enriched = enrich_with_carrier_and_hub(
-        "enrich_with_carrier_and_hub", events.valid, reference=ShipmentReference.load()
+    return skeleton.build(
+        SHIPMENTS, decide, settings, start=start, source=source, sink=sink, stop=stop
     )
-    by_shipment = op.key_on("key_by_shipment", enriched.enriched, lambda e: e.event.shipment_id)
-    windows = decision_window(
-        "decision_window", by_shipment, settings=s, clock=StreamClock(), stop=stop
-    )
-    decided = agent_step(
-        "enrich_with_llm", op.key_rm("unkey_decisions", windows.decisions), enrich_with_llm,
-        settings=s, flow=FLOW, key=lambda d: d.shipment_id, source=lambda _: io.derived(topic),
-        ready=enrich_at_once, stop=stop,
-    )  # fmt: skip
-    late = late_events_to_dead_letters("late_events", op.key_rm("unkey_late", windows.late))
-    unwritable = io.publish(
-        "publish_decisions", decided.results, topic=s.topic_shipments_decisions,
-        key=lambda d: d.shipment_id, sink=sink, flow_name=FLOW, source=lambda _: io.derived(topic),
-    )  # fmt: skip
-    dead = op.merge(
-        "dead_letters", events.dead_letters, enriched.dead_letters, late, windows.dead_letters,
-        decided.dead_letters, unwritable,
-    )  # fmt: skip
-    io.publish_dead_letters(
-        "publish_dead_letters", dead, topic=s.topic_shipments_dlq, sink=sink, flow_name=FLOW,
-        keep_raw=s.dead_letter_raw,
-    )  # fmt: skip
-    return flow
 
 
 def __getattr__(name: str) -> Dataflow:

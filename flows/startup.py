@@ -1,8 +1,10 @@
-"""What a flow does for its process when it is built: logging and the start-up checks.
+"""What a flow does for its process when it is built: logging, recovery, stop, endpoints, checks.
 
-Both flows call `prepare_process` first (so that everything after it logs with timestamp, level,
-logger, flow and worker) and `preflight` once their source and sink are known. The generic parts
-live in `operators.logs` and `operators.preflight`; this module maps the settings onto them.
+`start` is what the skeleton (`operators.runtime.skeleton.build`) runs first for every flow:
+`prepare_process` (so that everything after it logs with timestamp, level, logger, flow and
+worker), the recovery check, the graceful stop, the endpoints, and `preflight` once the source and
+sink are known. The generic parts live in `operators.logs`, `operators.preflight`,
+`operators.shutdown` and `operators.io`; this module maps the settings onto them.
 """
 
 from __future__ import annotations
@@ -12,16 +14,48 @@ import os
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from flows.recovery import bytewax_run_argv
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from flows.recovery import bytewax_run_argv, check_recovery
 from flows.settings import Settings
+from operators import io
 from operators.kafka.config import client_config
 from operators.kafka.sink import KafkaRecordSink
 from operators.kafka.source import KafkaRecordSource
-from operators.kafka.topics import flow_topics
 from operators.llm.service import DEFAULT_API_KEY
 from operators.logs import configure_logging
 from operators.preflight import Check, Finding, check_kafka, check_llm, check_redis, run_preflight
+from operators.records import OutRecord, RawRecord
+from operators.runtime.flow_spec import AnySpec, FlowTopics
+from operators.runtime.skeleton import Started
+from operators.shutdown import StopSignal, on_signals
 from schemas.dead_letter import FlowName
+
+
+def start(
+    spec: AnySpec,
+    settings: Settings,
+    *,
+    source: Optional[Source[RawRecord]],
+    sink: Optional[Sink[OutRecord]],
+    stop: Optional[StopSignal],
+) -> Started:
+    """Start the process of flow `spec`: logging, the recovery check, the graceful stop that
+    SIGTERM/SIGINT request (unless `stop` is given), the endpoints (unless `source`/`sink` are
+    given: tests) and the preflight of the services they use."""
+    prepare_process(settings, flow=spec.name)
+    check_recovery(settings)
+    topics = spec.topics(settings)
+    stop = stop or on_signals(
+        settings.shutdown_grace_seconds, install=bytewax_run_argv() is not None,
+        unbounded_input=source is None and settings.kafka_enabled and settings.kafka_tail,
+    )  # fmt: skip
+    source, sink = io.endpoints(
+        settings, topic=topics.input, generator=spec.surge_records, source=source, sink=sink
+    )
+    preflight(settings, flow=spec.name, topics=topics, source=source, sink=sink)
+    return Started(source=source, sink=sink, stop=stop)
 
 
 def prepare_process(settings: Settings, *, flow: FlowName) -> None:
@@ -62,28 +96,28 @@ def preflight(
     settings: Settings,
     *,
     flow: FlowName,
+    topics: FlowTopics,
     source: object,
     sink: object,
 ) -> list[Finding]:
     """Check the services this flow will use, unless `SURGEFLOW_PREFLIGHT=false`.
 
     Kafka is checked when the flow reads (`source`) or writes (`sink`) it: the input topics, and
-    the flow's output and dead-letter topics. Raises `PreflightError` when Kafka is unreachable
+    the flow's output and dead-letter `topics`. Raises `PreflightError` when Kafka is unreachable
     or a topic is missing; Redis and the LLM endpoint are warned about.
     """
     if not settings.preflight:
         return []
     timeout = settings.preflight_timeout_seconds
-    topics: dict[str, str] = {}
+    kafka_topics: dict[str, str] = {}
     if isinstance(source, KafkaRecordSource):
-        topics.update({t: "input" for t in source.topics})
+        kafka_topics.update({t: "input" for t in source.topics})
     if isinstance(sink, KafkaRecordSink):
-        _, output, dead_letters = flow_topics(settings, flow)
-        topics.update({output: "output", dead_letters: "dead letters"})
+        kafka_topics.update({topics.output: "output", topics.dead_letters: "dead letters"})
     checks: list[Check] = []
-    if topics:
+    if kafka_topics:
         config = client_config(settings)
-        checks.append(lambda: check_kafka(config, topics, timeout=timeout))
+        checks.append(lambda: check_kafka(config, kafka_topics, timeout=timeout))
     if settings.llm_enabled:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         base = settings.openai_base_url

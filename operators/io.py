@@ -27,7 +27,7 @@ from operators.kafka.source import KafkaRecordSource
 from operators.records import OutRecord, RawRecord, to_out_record
 from operators.sinks import DirectorySink, StdoutSink
 from operators.sources import GeneratorSource, JsonLinesSource
-from schemas.dead_letter import DeadLetter, FlowName, RawPolicy, SourceRef, raw_policy
+from schemas.dead_letter import DeadLetter, FlowName, RawPolicy, SourceRef
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -183,17 +183,16 @@ def publish_dead_letters(
     topic: str,
     sink: Sink[OutRecord],
     flow_name: FlowName,
-    keep_raw: Optional[RawPolicy] = None,
+    keep_raw: RawPolicy = "bounded",
 ) -> None:
     """Count dead letters by reason (`surgeflow_dead_letters_total`) and publish them, keeping of
-    their raw input what `keep_raw` allows (default: the flow's, `schemas.dead_letter.raw_policy`).
+    their raw input what `keep_raw` allows (the skeleton passes the flow's policy).
 
     Consumes: `DeadLetter`. The Kafka key is the flow key of the bad record when it was found.
     A dead letter that cannot be serialised is replaced by a plain one that says so.
     """
-    policy = raw_policy(flow_name, keep_raw)
     letters = op.map("serialisable", up, partial(_serialisable, step=step_id, flow=flow_name))
-    reduced = op.map("keep_raw", letters, lambda d: d.kept(policy))
+    reduced = op.map("keep_raw", letters, lambda d: d.kept(keep_raw))
     counted = op.inspect(
         "count", reduced, lambda _s, d: metrics.DEAD_LETTERS.labels(flow_name, d.error_type).inc()
     )

@@ -37,9 +37,9 @@ Kinds (`Generated.kind`)
 `RawRecord.key` is the record's `shipment_id` / `session_id`, as a Kafka producer would set it;
 it is None for the records that lack one (`malformed:missing_*`).
 
-Command line: `python -m operators.surge {shipments,tickets} [--seed N] [--steady N] [--burst N]
-[--out FILE]` writes one record value per line (records that cannot be one line of UTF-8 text are
-skipped and counted on stderr).
+Command line: `python -m operators.surge FLOW [--seed N] [--steady N] [--burst N] [--out FILE]`
+writes one record value per line of a registered flow's surge (`shipments`, `tickets`: the specs of
+`flows.registry`; records that cannot be one line of UTF-8 text are skipped and counted on stderr).
 
 Layout: this module holds the public API and the command line; `operators.surge_engine` fills the
 record slots, `operators.surge_shipments` and `operators.surge_tickets` make up the shipments and
@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from operators.records import RawRecord
+from operators.runtime.flow_spec import Surged, flow_spec, flow_specs
 from operators.surge_engine import Generated, run_surge
 from operators.surge_shipments import ShipmentFlow
 from operators.surge_tickets import TicketFlow
@@ -125,7 +126,7 @@ def ticket_surge(
 # --- command line --------------------------------------------------------------------------------
 
 
-def write_jsonl(generated: Iterator[Generated], out: Any) -> tuple[Counter[str], int]:
+def write_jsonl(generated: Iterator[Surged], out: Any) -> tuple[Counter[str], int]:
     """Write each record value as one line; skip values that cannot be one line of UTF-8 text.
 
     Returns the kinds written and the number skipped (not UTF-8, empty, or holding a newline).
@@ -154,13 +155,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m operators.surge", description="Write a seeded surge as JSON lines."
     )
-    parser.add_argument("flow", choices=("shipments", "tickets"))
+    parser.add_argument("flow", choices=[n for n, s in flow_specs().items() if s.surge])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--steady", type=int, default=2000, help="events of the steady phase")
     parser.add_argument("--burst", type=int, default=10, help="burst factor (rate multiplier)")
     parser.add_argument("--out", type=Path, help="output file (default: stdout)")
     args = parser.parse_args(argv)
-    generate = iter_shipment_surge if args.flow == "shipments" else iter_ticket_surge
+    generate = flow_spec(args.flow).surge
+    if generate is None:  # not among the choices
+        parser.error(f"flow {args.flow} has no surge")
     generated = generate(seed=args.seed, steady_events=args.steady, burst_factor=args.burst)
     if args.out is None:
         kinds, skipped = write_jsonl(generated, sys.stdout.buffer)

@@ -1,12 +1,12 @@
-"""The dead-letter contract shared by `shipments.dlq` and `tickets.dlq`."""
+"""The dead-letter contract shared by every flow's dead-letter topic (`shipments.dlq`, ...)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, create_model
 
 from schemas.common import (
     SCHEMA_VERSION,
@@ -18,7 +18,9 @@ from schemas.common import (
     utc_now,
 )
 
-FlowName = Literal["shipments", "tickets"]
+FlowName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9_]*$")]
+"""A flow's name (`shipments`, `tickets`, ...: the names of `flows.registry`)."""
+
 ErrorType = Literal[
     "decode_error",  # bytes are not UTF-8
     "invalid_json",  # text is not one JSON object
@@ -37,15 +39,8 @@ RAW_BOUND = 4096
 
 RawPolicy = Literal["bounded", "hash", "none"]
 """What a dead letter keeps of its raw input: `bounded` the first RAW_BOUND bytes (and the sha256
-of all of it), `hash` the sha256 and length only, `none` the length only."""
-
-DEFAULT_RAW_POLICY: dict[str, RawPolicy] = {"shipments": "bounded", "tickets": "hash"}
-"""Per flow: ticket bodies are conversation text (PII), shipment scans are operational data."""
-
-
-def raw_policy(flow: str, chosen: Optional[RawPolicy] = None) -> RawPolicy:
-    """`chosen` (`SURGEFLOW_DEAD_LETTER_RAW`), else the default of `flow`."""
-    return chosen or DEFAULT_RAW_POLICY.get(flow, "bounded")
+of all of it), `hash` the sha256 and length only, `none` the length only. A flow's spec gives its
+default (`FlowSpec.dead_letter_raw`); `SURGEFLOW_DEAD_LETTER_RAW` wins."""
 
 
 class SourceRef(Record):
@@ -161,3 +156,16 @@ class DeadLetter(Record):
                 "raw_sha256": digest,
             }
         )
+
+
+def dead_letter_of(flow: str) -> type[DeadLetter]:
+    """`DeadLetter` whose `flow` is `flow`: the model of that flow's dead-letter topic, so that
+    its JSON Schema says which flow writes it."""
+    only: Any = Literal[flow]
+    model: type[DeadLetter] = create_model(
+        "DeadLetter",
+        __base__=DeadLetter,
+        __doc__=DeadLetter.__doc__,
+        flow=(only, Field(description=f"Always `{flow}`: this topic's flow")),
+    )
+    return model

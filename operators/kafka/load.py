@@ -5,6 +5,7 @@
 
 Records are keyed by the flow key (`shipment_id` / `session_id`) like a real producer would key
 them, sent through the same delivery-checked idempotent producer as the flows' output, in chunks.
+The flows are those of the registry (`flows.registry`, see `operators.runtime.flow_spec`).
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import orjson
 
 from flows.settings import Settings
 from operators.kafka.sink import Delivered, DeliveryCheckedProducer
 from operators.records import OutRecord, RawRecord
-from operators.surge import shipment_surge, ticket_surge
+from operators.runtime.flow_spec import AnySpec, flow_spec, flow_specs
 
 CHUNK = 5000
 
@@ -43,10 +44,10 @@ def load_records(
     return sent
 
 
-def surge_records(settings: Settings, flow: str) -> Iterator[RawRecord]:
-    """The surge the settings describe (seed, steady events, burst factor) for `flow`."""
-    generate = shipment_surge if flow == "shipments" else ticket_surge
-    return generate(
+def surge_records(settings: Settings, flow: Union[str, AnySpec]) -> Iterator[RawRecord]:
+    """The surge the settings describe (seed, steady events, burst factor) for `flow` (a spec or
+    a registered flow's name)."""
+    return flow_spec(flow).surge_records(
         seed=settings.surge_seed,
         steady_events=settings.surge_steady_events,
         burst_factor=settings.surge_burst_factor,
@@ -76,18 +77,17 @@ def _key_of(value: bytes, key_field: str) -> Optional[str]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Produce a flow's input to Kafka.")
-    parser.add_argument("flow", choices=["shipments", "tickets"])
+    parser.add_argument("flow", choices=list(flow_specs()))
     parser.add_argument("--file", type=Path, help="JSON lines to send instead of the surge")
     args = parser.parse_args(argv)
     settings = Settings()
     if not settings.kafka_enabled:
         print("KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
         return 2
-    shipments = args.flow == "shipments"
-    topic = settings.topic_shipments_events if shipments else settings.topic_tickets_messages
-    key_field = "shipment_id" if shipments else "session_id"
+    spec = flow_spec(args.flow)
+    topic = spec.topics(settings).input
     records = (
-        file_records(args.file, key_field) if args.file else surge_records(settings, args.flow)
+        file_records(args.file, spec.key_field) if args.file else surge_records(settings, spec)
     )
     started = time.perf_counter()
     sent = load_records(settings, topic, records)

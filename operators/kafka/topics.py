@@ -1,7 +1,9 @@
 """Create the flows' topics with the partition counts from the settings (Python and command).
 
-    python -m operators.kafka.topics                 # every topic of both flows
+    python -m operators.kafka.topics                 # every topic of every flow
     python -m operators.kafka.topics --flow tickets  # tickets.messages, .responses, .dlq
+
+The flows are those of the registry (`flows.registry`, see `operators.runtime.flow_spec`).
 
 Input and output topics of a flow get `SURGEFLOW_TOPIC_PARTITIONS` partitions (the same count,
 so a key's input partition and output partition have the same number) and
@@ -16,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Optional, Union
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -24,8 +26,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from flows.settings import Settings
 from operators.errors import SurgeflowError
 from operators.kafka.config import client_config
+from operators.runtime.flow_spec import AnySpec, flow_spec, flow_specs
 
-FlowChoice = Literal["shipments", "tickets", "all"]
+ALL = "all"
+"""Every registered flow."""
 AdminFactory = Callable[[dict[str, Any]], AdminClient]
 
 
@@ -42,19 +46,11 @@ class TopicState:
     partitions: int
 
 
-def flow_topics(settings: Settings, flow: FlowChoice = "all") -> list[str]:
-    """The input, output and dead-letter topics of `flow` (or of both flows)."""
-    shipments = [
-        settings.topic_shipments_events,
-        settings.topic_shipments_decisions,
-        settings.topic_shipments_dlq,
-    ]
-    tickets = [
-        settings.topic_tickets_messages,
-        settings.topic_tickets_responses,
-        settings.topic_tickets_dlq,
-    ]
-    return {"shipments": shipments, "tickets": tickets, "all": shipments + tickets}[flow]
+def flow_topics(settings: Settings, flow: Union[str, AnySpec] = ALL) -> list[str]:
+    """The input, output and dead-letter topics of `flow` (a spec or a registered flow's name),
+    or of every registered flow (`all`)."""
+    specs = flow_specs().values() if flow == ALL else [flow_spec(flow)]
+    return [topic for spec in specs for topic in spec.topics(settings)]
 
 
 def create_topics(
@@ -64,7 +60,7 @@ def create_topics(
     partitions: Optional[int] = None,
     admin_factory: AdminFactory = AdminClient,
 ) -> list[TopicState]:
-    """Create the missing `topics` (default: both flows'); report every topic's partitions."""
+    """Create the missing `topics` (default: every flow's); report every topic's partitions."""
     names = list(dict.fromkeys(topics if topics is not None else flow_topics(settings)))
     count = partitions or settings.topic_partitions
     admin = admin_factory(client_config(settings))
@@ -112,7 +108,7 @@ def _created(topic: str, future: Any, timeout: float) -> bool:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Create Surgeflow's Kafka topics.")
-    parser.add_argument("--flow", choices=["shipments", "tickets", "all"], default="all")
+    parser.add_argument("--flow", choices=[*flow_specs(), ALL], default=ALL)
     parser.add_argument("--partitions", type=int, default=None, help="default: settings")
     args = parser.parse_args(argv)
     settings = Settings()
