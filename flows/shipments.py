@@ -8,7 +8,6 @@ Run: `python -m bytewax.run flows.shipments` (see README for settings, scaling a
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Optional
 
 import bytewax.operators as op
@@ -24,8 +23,9 @@ from operators.agents import agent_step
 from operators.clock import StreamClock
 from operators.dead_letter import late_events_to_dead_letters
 from operators.enrich import enrich_with_carrier_and_hub
+from operators.llm.agent import AgentRunner
 from operators.llm.service import build_service
-from operators.llm.shipments import enrich_decision, enrich_without_llm
+from operators.llm.shipments import ShipmentAgent
 from operators.records import OutRecord, RawRecord
 from operators.reference import ShipmentReference
 from operators.shutdown import StopSignal, on_signals
@@ -58,8 +58,7 @@ def build_flow(
     source, sink = io.endpoints(s, topic=topic, generator=shipment_surge, source=source, sink=sink)
     preflight(s, flow=FLOW, source=source, sink=sink)
     service = build_service(s, flow=FLOW)
-    enrich_with_llm = partial(enrich_decision, service=service, settings=s)
-    enrich_at_once = partial(enrich_without_llm, service=service, settings=s)
+    enricher = AgentRunner(ShipmentAgent(s), service)
 
     flow = Dataflow(FLOW)
     raw = io.input_records("ingest", flow, source=until_stopped(source, stop), flow_name=FLOW)
@@ -75,9 +74,9 @@ def build_flow(
         "decision_window", by_shipment, settings=s, clock=StreamClock(), stop=stop
     )
     decided = agent_step(
-        "enrich_with_llm", op.key_rm("unkey_decisions", windows.decisions), enrich_with_llm,
+        "enrich_with_llm", op.key_rm("unkey_decisions", windows.decisions), enricher.answer,
         settings=s, flow=FLOW, key=lambda d: d.shipment_id, source=lambda _: io.derived(topic),
-        ready=enrich_at_once, stop=stop,
+        ready=enricher.answer_now, stop=stop,
     )  # fmt: skip
     late = late_events_to_dead_letters("late_events", op.key_rm("unkey_late", windows.late))
     unwritable = io.publish(
