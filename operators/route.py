@@ -1,5 +1,9 @@
 """The router of the tickets flow: pick the worker (route) for a message (plain Python).
 
+`RouterAgent` is an agent of `operators.llm.agent`: its `AgentRunner` routes a message on the
+worker thread when the examples, the message's embeddings and (below the threshold) the LLM's
+answer are all held in this process, and on the worker's event loop otherwise.
+
 Three methods, tried in this order when an LLM endpoint is configured:
 
 1. embedding: cosine similarity of the message embedding to the embeddings of every intent example

@@ -3,7 +3,8 @@
 A worker has its own system prompt, model (from `data/intents.json`, else
 `settings.llm_model_reply`), priority boost and prompt version. `draft_reply` sets the priority by
 rules and drafts the reply body with the LLM, or with the worker's deterministic template when no
-endpoint is configured or the call fails.
+endpoint is configured or the call fails. `ReplyAgent` is that step as an agent of
+`operators.llm.agent` (a reply already held in this process is served on the worker thread).
 
 The message and the session's recent turns are user text: they reach the model cleaned, bounded
 to `settings.llm_max_input_tokens` together and as JSON string values of the `user` message
