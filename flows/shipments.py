@@ -10,7 +10,6 @@ these steps (ingest, validate, publish, dead letters) is `operators.runtime.skel
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Optional
 
 import bytewax.operators as op
@@ -26,8 +25,9 @@ from operators.clock import StreamClock
 from operators.dead_letter import late_events_to_dead_letters
 from operators.domain import Valid
 from operators.enrich import enrich_with_carrier_and_hub
+from operators.llm.agent import AgentRunner
 from operators.llm.service import build_service
-from operators.llm.shipments import enrich_decision, enrich_without_llm
+from operators.llm.shipments import ShipmentAgent
 from operators.records import OutRecord, RawRecord
 from operators.reference import ShipmentReference
 from operators.runtime import skeleton
@@ -44,9 +44,7 @@ def decide(
 ) -> FlowSteps[ShipmentDecision]:
     """The shipments flow's own steps, from validated scans to enriched decisions."""
     s, stop = frame.settings, frame.stop
-    service = build_service(s, flow=FLOW)
-    enrich_with_llm = partial(enrich_decision, service=service, settings=s)
-    enrich_at_once = partial(enrich_without_llm, service=service, settings=s)
+    enricher = AgentRunner(ShipmentAgent(s), build_service(s, flow=FLOW))
 
     enriched = enrich_with_carrier_and_hub(
         "enrich_with_carrier_and_hub", events, reference=frame.reference
@@ -56,9 +54,9 @@ def decide(
         "decision_window", by_shipment, settings=s, clock=StreamClock(), stop=stop
     )
     decided = agent_step(
-        "enrich_with_llm", op.key_rm("unkey_decisions", windows.decisions), enrich_with_llm,
+        "enrich_with_llm", op.key_rm("unkey_decisions", windows.decisions), enricher.answer,
         settings=s, flow=FLOW, key=lambda d: d.shipment_id, source=frame.derived,
-        ready=enrich_at_once, stop=stop,
+        ready=enricher.answer_now, stop=stop,
     )  # fmt: skip
     late = late_events_to_dead_letters("late_events", op.key_rm("unkey_late", windows.late))
     dead = (enriched.dead_letters, late, windows.dead_letters, decided.dead_letters)

@@ -25,16 +25,17 @@ from operators.agents import agent_step
 from operators.domain import Valid
 from operators.enrich import enrich_with_channel
 from operators.guard import guarded_map
+from operators.llm.agent import AgentRunner
 from operators.llm.service import build_service
 from operators.parse import parse_ticket
 from operators.records import OutRecord, RawRecord
 from operators.respond import format_response
-from operators.route import route_ticket, route_without_llm
+from operators.route import RouterAgent
 from operators.runtime import skeleton
 from operators.runtime.skeleton import FlowSteps, Frame
 from operators.sessions import session_history
 from operators.shutdown import StopSignal
-from operators.workers import draft_reply, draft_without_llm
+from operators.workers import ReplyAgent
 from schemas.common import utc_now
 from schemas.tickets import TicketMessage, TicketResponse
 
@@ -47,10 +48,8 @@ def respond(
     """The tickets flow's own steps, from validated messages to formatted responses."""
     s, reference = frame.settings, frame.reference
     service = build_service(s, flow=FLOW)
-    router = partial(route_ticket, service=service, index=reference.intents, settings=s)
-    route_by_rules = partial(route_without_llm, service=service, index=reference.intents)
-    worker = partial(draft_reply, service=service, settings=s)
-    template_worker = partial(draft_without_llm, service=service, settings=s)
+    router = AgentRunner(RouterAgent(reference.intents, s), service)
+    worker = AgentRunner(ReplyAgent(s), service)
     session_of, source_of = (lambda t: t.message.session_id), (lambda t: t.source)
     agent = dict(settings=s, flow=FLOW, key=session_of, source=source_of, stop=frame.stop)
     guard = dict(flow=FLOW, key=session_of, source=source_of)
@@ -61,8 +60,10 @@ def respond(
     by_session = op.key_on("key_by_session", parsed.results, session_of)
     sessions = session_history("session_history", by_session, settings=s)
     in_context = op.key_rm("unkey", sessions.contexts)
-    routed = agent_step("route", in_context, router, ready=route_by_rules, **agent)
-    drafted = agent_step("draft_reply", routed.results, worker, ready=template_worker, **agent)
+    routed = agent_step("route", in_context, router.answer, ready=router.answer_now, **agent)
+    drafted = agent_step(
+        "draft_reply", routed.results, worker.answer, ready=worker.answer_now, **agent
+    )
     responses = guarded_map(
         "format_response", drafted.results, lambda t: format_response(t, now=utc_now()), **guard
     )

@@ -87,6 +87,10 @@ class IntentIndex:
         """The deterministic route and confidence of `text` (no network)."""
         return self._lexical.route(text)
 
+    def held_example_embeddings(self, model: str) -> Optional[ExampleVectors]:
+        """The examples' unit vectors by `model` if fetched already, else None."""
+        return self._embeddings.get(model)
+
     async def example_embeddings(
         self, service: LLMService, model: str
     ) -> tuple[ExampleVectors, Optional[Enrichment]]:

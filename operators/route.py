@@ -1,5 +1,9 @@
 """The router of the tickets flow: pick the worker (route) for a message (plain Python).
 
+`RouterAgent` is an agent of `operators.llm.agent`: its `AgentRunner` routes a message on the
+worker thread when the examples, the message's embeddings and (below the threshold) the LLM's
+answer are all held in this process, and on the worker's event loop otherwise.
+
 Three methods, tried in this order when an LLM endpoint is configured:
 
 1. embedding: cosine similarity of the message embedding to the embeddings of every intent example
@@ -29,11 +33,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Optional
 
 from pydantic import BaseModel, Field
 
 from flows.settings import Settings
-from operators.intents import IntentIndex
+from operators.intents import ExampleVectors, IntentIndex
 from operators.lexical import (
     LEXICAL_TEMPERATURE,
     ROUTES,
@@ -41,10 +48,18 @@ from operators.lexical import (
     blend,
     decide,
 )
+from operators.llm.agent import Agent, AgentRunner, Chat, ChatRequest, Consultation, Embed
 from operators.llm.prompt_text import clean_and_bound, clean_and_bound_all, user_data
-from operators.llm.types import LLMError, LLMInvalidOutput, LLMService, LLMUnavailable
+from operators.llm.types import (
+    ChatResult,
+    EmbedResult,
+    LLMInvalidOutput,
+    LLMService,
+    LLMUnavailable,
+    Tab,
+)
 from operators.tickets_domain import ContextTicket, RoutedTicket
-from schemas.enrichment import Enrichment
+from schemas.enrichment import Enrichment, FallbackReason
 from schemas.tickets import Route
 
 logger = logging.getLogger(__name__)
@@ -106,34 +121,6 @@ def route_weights(scores: RouteScores, temperature: float) -> dict[Route, float]
     return {r: w / total for r, w in raw.items()}
 
 
-async def _embedding_scores(
-    t: ContextTicket,
-    *,
-    service: LLMService,
-    index: IntentIndex,
-    settings: Settings,
-    spent: list[Enrichment],
-) -> RouteScores:
-    model = settings.llm_model_embeddings
-    examples, fetched = await index.example_embeddings(service, model)
-    if fetched is not None:
-        spent.append(fetched)
-    bound = settings.llm_max_input_tokens
-    message = clean_and_bound(t.text, bound)
-    earlier = clean_and_bound(context_text(t, index.lexical_scores(t.text)), bound)
-    if not message:
-        raise LLMUnavailable("the message has no text to embed")
-    texts = [message, earlier] if earlier else [message]
-    result = await service.embed(texts, model=model, key=t.message.session_id)
-    spent.append(result.enrichment)
-    if len(result.vectors) != len(texts):
-        raise LLMInvalidOutput(f"{len(result.vectors)} embeddings for {len(texts)} texts")
-    scores = index.embedding_scores(result.vectors[0], examples)
-    if earlier:
-        scores = blend(scores, index.embedding_scores(result.vectors[1], examples))
-    return scores
-
-
 def router_system_prompt(index: IntentIndex) -> str:
     """The fixed system prompt of the LLM fallback: the task, the intents, the rules."""
     intents = "\n".join(f"- {route}: {spec.description}" for route, spec in index.intents.items())
@@ -166,80 +153,122 @@ def router_messages(
     ]
 
 
-async def _route_with_llm(
-    t: ContextTicket,
-    *,
-    service: LLMService,
-    index: IntentIndex,
-    settings: Settings,
-    spent: list[Enrichment],
-) -> RoutedTicket:
-    scores = await _embedding_scores(
-        t, service=service, index=index, settings=settings, spent=spent
-    )
-    route, confidence = decide(scores, EMBEDDING_TEMPERATURE)
-    if confidence >= settings.router_confidence_threshold:
+@dataclass(frozen=True)
+class HeldExamples:
+    """The intent examples' unit vectors and what fetching them cost this ticket (None when
+    another ticket fetched them)."""
+
+    vectors: ExampleVectors
+    enrichment: Optional[Enrichment]
+
+
+@dataclass(frozen=True)
+class ExampleEmbeddings:
+    """The call for the intent examples' embeddings: fetched once per model by the index."""
+
+    index: IntentIndex
+    model: str
+
+    async def ask(self, llm: LLMService) -> HeldExamples:
+        vectors, fetched = await self.index.example_embeddings(llm, self.model)
+        return HeldExamples(vectors, fetched)
+
+    def held(self, llm: LLMService, tab: Tab) -> Optional[HeldExamples]:
+        vectors = self.index.held_example_embeddings(self.model)
+        return None if vectors is None else HeldExamples(vectors, None)
+
+
+@dataclass(frozen=True)
+class RouterAgent(Agent[ContextTicket, RoutedTicket]):
+    """The agent that routes a message (run by `operators.llm.agent.AgentRunner`): embedding,
+    then the LLM below the threshold; lexically without text, without an endpoint and on any
+    `LLMError` (keeping the enrichments of the calls that did succeed)."""
+
+    index: IntentIndex
+    settings: Settings
+    name: ClassVar[str] = "router"
+
+    def needs_call(self, item: ContextTicket) -> bool:
+        return bool(item.text)
+
+    def rules(
+        self, item: ContextTicket, reason: Optional[FallbackReason], spent: Sequence[Enrichment]
+    ) -> RoutedTicket:
+        return route_lexically(item, self.index, tuple(spent))
+
+    def consult(
+        self, item: ContextTicket, spent: Sequence[Enrichment]
+    ) -> Consultation[RoutedTicket]:
+        t, s = item, self.settings
+        examples: HeldExamples = yield ExampleEmbeddings(self.index, s.llm_model_embeddings)
+        message = clean_and_bound(t.text, s.llm_max_input_tokens)
+        earlier = clean_and_bound(
+            context_text(t, self.index.lexical_scores(t.text)), s.llm_max_input_tokens
+        )
+        if not message:
+            raise LLMUnavailable("the message has no text to embed")
+        texts = [message, earlier] if earlier else [message]
+        embedded: EmbedResult = yield Embed(texts, s.llm_model_embeddings, t.message.session_id)
+        if len(embedded.vectors) != len(texts):
+            raise LLMInvalidOutput(f"{len(embedded.vectors)} embeddings for {len(texts)} texts")
+        scores = self.index.embedding_scores(embedded.vectors[0], examples.vectors)
+        if earlier:
+            scores = blend(
+                scores, self.index.embedding_scores(embedded.vectors[1], examples.vectors)
+            )
+        route, confidence = decide(scores, EMBEDDING_TEMPERATURE)
+        if confidence >= s.router_confidence_threshold:
+            return RoutedTicket.from_context(
+                t, route=route, route_method="embedding", confidence=confidence,
+                route_enrichments=tuple(spent),
+            )  # fmt: skip
+        answer: ChatResult[RouteChoice] = yield Chat(self._request(t), RouteChoice)
+        return self._llm_route(t, answer.value, scores, route, tuple(spent))
+
+    def _request(self, t: ContextTicket) -> ChatRequest:
+        s = self.settings
+        return ChatRequest(
+            messages=router_messages(t, self.index, max_input_tokens=s.llm_max_input_tokens),
+            model=s.llm_model_route,
+            prompt_version=ROUTER_PROMPT_VERSION,
+            max_tokens=min(s.llm_max_tokens, ROUTER_MAX_TOKENS),
+            key=t.message.session_id,
+        )
+
+    def _llm_route(
+        self,
+        t: ContextTicket,
+        choice: RouteChoice,
+        scores: RouteScores,
+        scored: Route,
+        spent: tuple[Enrichment, ...],
+    ) -> RoutedTicket:
+        """The LLM's route, its confidence capped by our weight of it, flagged when it goes
+        against a clearly better scored route."""
+        chosen = choice.route
+        weights = route_weights(scores, EMBEDDING_TEMPERATURE)
+        conflict = weights[chosen] < self.settings.router_conflict_ratio * weights[scored]
+        if conflict:
+            logger.info(
+                "router LLM chose %s for %s against the embedding scores (%s %.2f, %s %.2f)",
+                chosen, t.message.message_id, scored, weights[scored], chosen, weights[chosen],
+            )  # fmt: skip
         return RoutedTicket.from_context(
             t,
-            route=route,
-            route_method="embedding",
-            confidence=confidence,
-            route_enrichments=tuple(spent),
+            route=chosen,
+            route_method="llm",
+            confidence=min(choice.confidence, weights[chosen]),
+            route_enrichments=spent,
+            scored_route=scored,
+            route_conflict=conflict,
         )
-    answer = await service.chat_structured(
-        messages=router_messages(t, index, max_input_tokens=settings.llm_max_input_tokens),
-        response_model=RouteChoice,
-        model=settings.llm_model_route,
-        prompt_version=ROUTER_PROMPT_VERSION,
-        max_tokens=min(settings.llm_max_tokens, ROUTER_MAX_TOKENS),
-        key=t.message.session_id,
-    )
-    spent.append(answer.enrichment)
-    chosen = answer.value.route
-    weights = route_weights(scores, EMBEDDING_TEMPERATURE)
-    conflict = weights[chosen] < settings.router_conflict_ratio * weights[route]
-    if conflict:
-        logger.info(
-            "router LLM chose %s for %s against the embedding scores (%s %.2f, %s %.2f)",
-            chosen, t.message.message_id, route, weights[route], chosen, weights[chosen],
-        )  # fmt: skip
-    return RoutedTicket.from_context(
-        t,
-        route=chosen,
-        route_method="llm",
-        confidence=min(answer.value.confidence, weights[chosen]),
-        route_enrichments=tuple(spent),
-        scored_route=route,
-        route_conflict=conflict,
-    )
 
-
-def route_without_llm(
-    t: ContextTicket, *, service: LLMService, index: IntentIndex
-) -> RoutedTicket | None:
-    """The lexical route when no endpoint is configured or the message has no text, else None."""
-    if not service.enabled or not t.text:
-        return route_lexically(t, index)
-    return None
+    def label(self, item: ContextTicket) -> str:
+        return f"message {item.message.message_id}"
 
 
 async def route_ticket(
     t: ContextTicket, *, service: LLMService, index: IntentIndex, settings: Settings
 ) -> RoutedTicket:
-    """Choose the route of a message: embedding, then LLM below the threshold, else lexical.
-
-    Without an enabled service (or without text to embed) the lexical scorer decides. Any
-    `LLMError` on the way falls back to the lexical scorer; the enrichments of the calls that did
-    succeed are kept.
-    """
-    done = route_without_llm(t, service=service, index=index)
-    if done is not None:
-        return done
-    spent: list[Enrichment] = []
-    try:
-        return await _route_with_llm(
-            t, service=service, index=index, settings=settings, spent=spent
-        )
-    except LLMError as error:
-        logger.debug("routing %s lexically: %s", t.message.message_id, error)
-        return route_lexically(t, index, tuple(spent))
+    """Choose the route of one message with `RouterAgent` (a flow runs an `AgentRunner`)."""
+    return await AgentRunner(RouterAgent(index, settings), service).answer(t)

@@ -3,7 +3,8 @@
 A worker has its own system prompt, model (from `data/intents.json`, else
 `settings.llm_model_reply`), priority boost and prompt version. `draft_reply` sets the priority by
 rules and drafts the reply body with the LLM, or with the worker's deterministic template when no
-endpoint is configured or the call fails.
+endpoint is configured or the call fails. `ReplyAgent` is that step as an agent of
+`operators.llm.agent` (a reply already held in this process is served on the worker thread).
 
 The message and the session's recent turns are user text: they reach the model cleaned, bounded
 to `settings.llm_max_input_tokens` together and as JSON string values of the `user` message
@@ -26,17 +27,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
+from typing import ClassVar, Optional
 
 from pydantic import BaseModel, Field
 
 from flows.settings import Settings
 from operators.domain import Priority
 from operators.intents import load_intents
+from operators.llm.agent import AgentRunner, ChatAgent, ChatRequest
 from operators.llm.prompt_text import clean_and_bound_all, user_data
-from operators.llm.types import LLMError, LLMService
+from operators.llm.types import ChatResult, LLMInvalidOutput, LLMService
 from operators.reply_policy import PolicyVerdict, check_reply
 from operators.tickets_domain import DraftedTicket, RoutedTicket
-from schemas.enrichment import Enrichment, FallbackReason
+from schemas.enrichment import Enrichment, FallbackReason, PolicyRule
 from schemas.tickets import Route
 
 logger = logging.getLogger(__name__)
@@ -269,20 +272,6 @@ def reply_verdict(t: RoutedTicket, reply: str, settings: Settings) -> PolicyVerd
     )
 
 
-async def _reply_with_llm(
-    t: RoutedTicket, worker: Worker, service: LLMService, settings: Settings
-) -> tuple[str, Enrichment]:
-    answer = await service.chat_structured(
-        messages=reply_messages(t, worker, max_input_tokens=settings.llm_max_input_tokens),
-        response_model=DraftReply,
-        model=worker.model,
-        prompt_version=worker.prompt_version,
-        max_tokens=settings.llm_max_tokens,
-        key=t.message.session_id,
-    )
-    return answer.value.reply.strip(), answer.enrichment
-
-
 def _drafted(
     t: RoutedTicket, worker: Worker, reply: str, enrichment: Enrichment, settings: Settings
 ) -> DraftedTicket:
@@ -295,60 +284,77 @@ def _drafted(
     )
 
 
-def _template(
-    t: RoutedTicket, worker: Worker, reason: FallbackReason, settings: Settings
-) -> DraftedTicket:
-    return _drafted(t, worker, template_reply(t), rules_enrichment(worker, reason), settings)
+@dataclass(frozen=True)
+class ReplyAgent(ChatAgent[RoutedTicket, DraftedTicket, DraftReply]):
+    """The route's worker as an agent (run by `operators.llm.agent.AgentRunner`): it sets the
+    priority by rules and drafts the reply with the worker's model, or with its template."""
 
+    settings: Settings
+    name: ClassVar[str] = "reply"
+    answer_model: ClassVar[type[BaseModel]] = DraftReply
 
-def _blocked(
-    t: RoutedTicket, worker: Worker, verdict: PolicyVerdict, paid: Enrichment, settings: Settings
-) -> DraftedTicket:
-    """The template in place of a reply that broke the policy; the call's cost is kept."""
-    logger.info(
-        "reply to %s replaced by the template: %s",
-        t.message.message_id, "; ".join(verdict.details),
-    )  # fmt: skip
-    enrichment = paid.model_copy(
-        update={
-            "source": "rules",
-            "outcome": "policy_blocked",
-            "fallback_reason": None,
-            "policy_violations": verdict.violations,
-        }
-    )
-    return _drafted(t, worker, template_reply(t), enrichment, settings)
+    def _worker(self, t: RoutedTicket) -> Worker:
+        return build_workers(self.settings.llm_model_reply)[t.route]
 
+    def rules(
+        self, item: RoutedTicket, reason: Optional[FallbackReason], spent: Sequence[Enrichment]
+    ) -> DraftedTicket:
+        worker = self._worker(item)
+        enrichment = rules_enrichment(worker, reason)
+        return _drafted(item, worker, template_reply(item), enrichment, self.settings)
 
-def draft_without_llm(
-    t: RoutedTicket, *, service: LLMService, settings: Settings
-) -> DraftedTicket | None:
-    """The worker's template reply when no endpoint is configured, else None (a call is due)."""
-    if service.enabled:
-        return None
-    return _template(t, build_workers(settings.llm_model_reply)[t.route], "disabled", settings)
+    def request(self, item: RoutedTicket) -> ChatRequest:
+        worker, s = self._worker(item), self.settings
+        return ChatRequest(
+            messages=reply_messages(item, worker, max_input_tokens=s.llm_max_input_tokens),
+            model=worker.model,
+            prompt_version=worker.prompt_version,
+            max_tokens=s.llm_max_tokens,
+            key=item.message.session_id,
+        )
+
+    def answer(self, item: RoutedTicket, result: ChatResult[DraftReply]) -> DraftedTicket:
+        """The drafted ticket; an empty reply is no answer (`invalid_output`)."""
+        reply = result.value.reply.strip()
+        if not reply:
+            raise LLMInvalidOutput("the reply is empty")
+        return _drafted(item, self._worker(item), reply, result.enrichment, self.settings)
+
+    def violations(self, item: RoutedTicket, output: DraftedTicket) -> tuple[PolicyRule, ...]:
+        verdict = reply_verdict(item, output.reply, self.settings)
+        if not verdict.allowed:
+            logger.info(
+                "reply to %s replaced by the template: %s",
+                item.message.message_id, "; ".join(verdict.details),
+            )  # fmt: skip
+        return verdict.violations
+
+    def blocked(
+        self, item: RoutedTicket, output: DraftedTicket, violations: tuple[PolicyRule, ...]
+    ) -> DraftedTicket:
+        """The template in place of a reply that broke the policy; the call's cost is kept."""
+        enrichment = output.enrichment.model_copy(
+            update={
+                "source": "rules",
+                "outcome": "policy_blocked",
+                "fallback_reason": None,
+                "policy_violations": violations,
+            }
+        )
+        worker = self._worker(item)
+        return _drafted(item, worker, template_reply(item), enrichment, self.settings)
+
+    def label(self, item: RoutedTicket) -> str:
+        return f"message {item.message.message_id}"
 
 
 async def draft_reply(t: RoutedTicket, *, service: LLMService, settings: Settings) -> DraftedTicket:
-    """Let the route's worker set the priority and draft the reply body.
+    """Let the route's worker set the priority and draft the reply body (one message; a flow
+    runs `ReplyAgent` with an `AgentRunner`).
 
     With an enabled service the worker's model writes the reply (enrichment source `llm` or
     `cache`); without one, on any `LLMError`, or when the reply is empty, the worker's template
     does (source `rules`, `fallback_reason` says why). A reply that breaks the reply policy is
     replaced by the template too (source `rules`, outcome `policy_blocked`).
     """
-    done = draft_without_llm(t, service=service, settings=settings)
-    if done is not None:
-        return done
-    worker = build_workers(settings.llm_model_reply)[t.route]
-    try:
-        reply, enrichment = await _reply_with_llm(t, worker, service, settings)
-    except LLMError as error:
-        logger.debug("template reply for %s: %s", t.message.message_id, error)
-        return _template(t, worker, error.reason, settings)
-    if not reply:
-        return _template(t, worker, "invalid_output", settings)
-    verdict = reply_verdict(t, reply, settings)
-    if not verdict.allowed:
-        return _blocked(t, worker, verdict, enrichment, settings)
-    return _drafted(t, worker, reply, enrichment, settings)
+    return await AgentRunner(ReplyAgent(settings), service).answer(t)

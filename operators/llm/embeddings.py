@@ -25,7 +25,7 @@ import openai
 
 from flows.settings import Settings
 from operators.llm.batching import MicroBatcher
-from operators.llm.cache import embedding_key, pack_vector, unpack_vector
+from operators.llm.cache import InProcessCache, embedding_key, pack_vector, unpack_vector
 from operators.llm.per_loop import PerLoop
 from operators.llm.pricing import PriceTable
 from operators.llm.prompt_text import estimate_tokens
@@ -104,6 +104,19 @@ class Embeddings:
             cost_usd=sum(item.cost_usd for item in sent),
             cost_saved_usd=saved + sum(item.cost_usd for item in merged),
         )
+
+    def lookup_now(
+        self, front: InProcessCache, texts: Sequence[str], model: str
+    ) -> Served[list[list[float]]] | None:
+        """`embed` from the in-process `front` only, on the calling thread (no event loop);
+        None unless it holds every text."""
+        keys = {text: embedding_key(model=model, text=text) for text in texts}
+        found = front.get_many_now(list(keys.values()), count_misses=False)
+        if len(found) < len(set(keys.values())):
+            return None
+        saved = sum(self._prices.cost(model, estimate_tokens(text)) for text in keys)
+        vectors = [unpack_vector(found[keys[text]]) for text in texts]
+        return Served(vectors, model, "cache_hit", cost_saved_usd=saved)
 
     async def _one(self, model: str, text: str, key: str) -> tuple[Embedded, bool]:
         """`text`'s embedding from its batch; joined when the same text was already in flight."""

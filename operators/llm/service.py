@@ -46,7 +46,15 @@ from operators.llm.retry import RetryPolicy
 from operators.llm.served import Served, TolerantCache, failure_record
 from operators.llm.singleflight import SingleFlight
 from operators.llm.structured import ChatSpec, StructuredChat
-from operators.llm.types import ChatResult, EmbedResult, LLMError, LLMService, LLMUnavailable, T
+from operators.llm.types import (
+    ChatResult,
+    EmbedResult,
+    LLMError,
+    LLMService,
+    LLMUnavailable,
+    T,
+    Tab,
+)
 from schemas.enrichment import Enrichment
 
 log = logging.getLogger(__name__)
@@ -177,10 +185,11 @@ class OpenAIService:
         prompt_version: str,
         max_tokens: int | None = None,
         key: str | None = None,
+        tab: Tab | None = None,
     ) -> ChatResult[T] | None:
         """The answer already in this process's cache, found on the calling thread without the
-        event loop, accounted like any hit; None when it is not there (`chat_structured` then
-        asks Redis, an identical call in flight, or the provider)."""
+        event loop, accounted like any hit (on `tab` when given); None when it is not there
+        (`chat_structured` then asks Redis, an identical call in flight, or the provider)."""
         if self._front is None:
             return None
         started = self._clock()
@@ -189,7 +198,8 @@ class OpenAIService:
         served = self._chat.lookup_now(self._front, spec)
         if served is None:
             return None
-        return ChatResult(served.value, self._finish("chat", served, prompt_version, key, started))
+        enrichment = self._finish("chat", served, prompt_version, key, started, tab)
+        return ChatResult(served.value, enrichment)
 
     async def embed(
         self, texts: Sequence[str], *, model: str, key: str | None = None
@@ -202,6 +212,26 @@ class OpenAIService:
             raise
         enrichment = self._finish("embeddings", served, EMBED_PROMPT_VERSION, key, started)
         return EmbedResult(served.value, enrichment)
+
+    def embed_cached_now(
+        self, texts: Sequence[str], *, model: str, key: str | None = None, tab: Tab | None = None
+    ) -> EmbedResult | None:
+        """Every text's vector from this process's cache, like `chat_cached_now`; None when one
+        is not there."""
+        if self._front is None:
+            return None
+        started = self._clock()
+        served = self._embeddings.lookup_now(self._front, texts, model)
+        if served is None:
+            return None
+        enrichment = self._finish("embeddings", served, EMBED_PROMPT_VERSION, key, started, tab)
+        return EmbedResult(served.value, enrichment)
+
+    def settle(self, tab: Tab) -> None:
+        """Record the calls accounted on `tab`."""
+        for record in tab.records:
+            self.ledger.record(record)
+        tab.records.clear()
 
     async def _produce(self, spec: ChatSpec[T], key: str | None, started: float) -> Served[T]:
         """The provider's answer, or that of the identical call already in flight (merged)."""
@@ -222,10 +252,15 @@ class OpenAIService:
         prompt_version: str,
         key: str | None,
         started: float,
+        tab: Tab | None = None,
     ) -> Enrichment:
-        """Account a served call and describe it for the output."""
+        """Account a served call (on `tab` when given) and describe it for the output."""
         latency = max(self._clock() - started, 0.0)
-        self.ledger.record(served.record(self.flow, operation, key, latency))
+        record = served.record(self.flow, operation, key, latency)
+        if tab is None:
+            self.ledger.record(record)
+        else:
+            tab.records.append(record)
         if served.outcome == "fallback":
             record_fallback(self.flow, served.fallback_reason or "budget", "fallback_model")
         return served.enrichment(prompt_version, latency)
@@ -272,6 +307,12 @@ class DisabledService:
         raise LLMUnavailable(DISABLED_REASON)
 
     def chat_cached_now(self, **request: Any) -> None:
+        return None
+
+    def embed_cached_now(self, texts: Sequence[str], **request: Any) -> None:
+        return None
+
+    def settle(self, tab: Tab) -> None:
         return None
 
     async def embed(

@@ -1,9 +1,12 @@
 """The shipments LLM task: classify a decision's exception notes and draft its message.
 
-`enrich_decision` fills a `ShipmentDecision`'s `enrichment` block. A decision with action `ok` and
-no notes gets the rules enrichment without any call; otherwise the LLM answers when an endpoint is
-configured, and the rules engine (keyword classification and template messages) answers when
-none is configured or the call fails (`source="rules"` makes the degradation visible).
+`ShipmentAgent` fills a `ShipmentDecision`'s `enrichment` block (an agent of
+`operators.llm.agent`, run by its `AgentRunner`; `enrich_decision` does one decision). A
+decision with action `ok` and no notes gets the rules enrichment without any call; otherwise the
+LLM answers (from this process's cache on the worker thread when it holds the answer) when an
+endpoint is configured, and the rules engine (keyword classification and template messages)
+answers when none is configured or the call fails (`source="rules"` makes the degradation
+visible).
 
 The prompt holds only what the answer depends on (action, reasons, notes), never ids or times,
 so identical situations on different shipments share one cache entry. Reasons and notes are user
@@ -24,15 +27,17 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.settings import Settings
+from operators.llm.agent import AgentRunner, ChatAgent, ChatRequest
 from operators.llm.prompt_text import bound_texts, clean_text, user_data
-from operators.llm.types import ChatResult, LLMError, LLMService
+from operators.llm.types import ChatResult, LLMService
 from operators.reply_policy import check_reply
-from schemas.enrichment import FallbackReason, PolicyRule
+from schemas.enrichment import Enrichment, FallbackReason, PolicyRule
 from schemas.shipments import Action, ExceptionCategory, ShipmentDecision, ShipmentEnrichment
 
 log = logging.getLogger(__name__)
@@ -182,20 +187,8 @@ def needs_llm(d: ShipmentDecision) -> bool:
     return d.action != "ok" or bool(_clean_notes(d.notes))
 
 
-def _request(d: ShipmentDecision, settings: Settings) -> dict[str, Any]:
-    """The `chat_structured` arguments of a decision."""
-    return dict(
-        messages=build_messages(d, max_input_tokens=settings.llm_max_input_tokens),
-        response_model=NoteAssessment,
-        model=settings.llm_model_classify,
-        prompt_version=PROMPT_VERSION,
-        max_tokens=settings.llm_max_tokens,
-        key=d.shipment_id,
-    )
-
-
 def answer_violations(
-    d: ShipmentDecision, answer: NoteAssessment, settings: Settings
+    d: ShipmentDecision, answer: NoteAssessment | ShipmentEnrichment, settings: Settings
 ) -> tuple[PolicyRule, ...]:
     """The policy rules `answer` breaks for `d`: an unsupported category, and the reply policy
     on its draft (the rules message of the action and the notes' category as the rules path)."""
@@ -213,48 +206,72 @@ def answer_violations(
     return (*verdict.violations, *unsupported)
 
 
-def _with_answer(
-    d: ShipmentDecision, result: ChatResult[NoteAssessment], settings: Settings
-) -> ShipmentDecision:
-    """`d` enriched by a model's answer, or by the rules when the answer breaks the policy."""
-    violations = answer_violations(d, result.value, settings)
-    if violations:
-        blocked = rules_enrichment(d).model_copy(
-            update={
-                **result.enrichment.model_dump(
-                    include={"model", "tokens_in", "tokens_out", "cost_usd", "latency_ms"}
-                ),
-                "outcome": "policy_blocked",
-                "policy_violations": violations,
-            }
+@dataclass(frozen=True)
+class ShipmentAgent(ChatAgent[ShipmentDecision, ShipmentDecision, NoteAssessment]):
+    """The agent that fills a decision's `enrichment` (run by `operators.llm.agent.AgentRunner`).
+
+    A decision that needs no call (`needs_llm`) and any the LLM cannot answer get the rules
+    enrichment; an answer is checked by `answer_violations` and replaced by the rules
+    enrichment (outcome `policy_blocked`) when it breaks the policy.
+    """
+
+    settings: Settings
+    name: ClassVar[str] = "shipments"
+    answer_model: ClassVar[type[BaseModel]] = NoteAssessment
+
+    def needs_call(self, item: ShipmentDecision) -> bool:
+        return needs_llm(item)
+
+    def rules(
+        self,
+        item: ShipmentDecision,
+        reason: FallbackReason | None,
+        spent: Sequence[Enrichment],
+    ) -> ShipmentDecision:
+        return item.model_copy(update={"enrichment": rules_enrichment(item, reason)})
+
+    def request(self, item: ShipmentDecision) -> ChatRequest:
+        """The prompt holds no ids, so identical situations share one cache entry."""
+        s = self.settings
+        return ChatRequest(
+            messages=build_messages(item, max_input_tokens=s.llm_max_input_tokens),
+            model=s.llm_model_classify,
+            prompt_version=PROMPT_VERSION,
+            max_tokens=s.llm_max_tokens,
+            key=item.shipment_id,
         )
-        return d.model_copy(update={"enrichment": blocked})
-    enrichment = ShipmentEnrichment(
-        **result.enrichment.model_dump(),
-        category=result.value.category,
-        message_draft=result.value.message_draft,
-    )
-    return d.model_copy(update={"enrichment": enrichment})
 
+    def answer(
+        self, item: ShipmentDecision, result: ChatResult[NoteAssessment]
+    ) -> ShipmentDecision:
+        enrichment = ShipmentEnrichment(
+            **result.enrichment.model_dump(),
+            category=result.value.category,
+            message_draft=result.value.message_draft,
+        )
+        return item.model_copy(update={"enrichment": enrichment})
 
-def _with_rules(d: ShipmentDecision, exc: LLMError) -> ShipmentDecision:
-    log.debug("decision %s: %s (%s); using rules", d.decision_id, type(exc).__name__, exc)
-    return d.model_copy(update={"enrichment": rules_enrichment(d, exc.reason)})
+    def violations(
+        self, item: ShipmentDecision, output: ShipmentDecision
+    ) -> tuple[PolicyRule, ...]:
+        assert output.enrichment is not None
+        return answer_violations(item, output.enrichment, self.settings)
 
+    def blocked(
+        self, item: ShipmentDecision, output: ShipmentDecision, violations: tuple[PolicyRule, ...]
+    ) -> ShipmentDecision:
+        """The rules enrichment with the model, tokens, cost and latency of the blocked call."""
+        assert output.enrichment is not None
+        paid = output.enrichment.model_dump(
+            include={"model", "tokens_in", "tokens_out", "cost_usd", "latency_ms"}
+        )
+        update = {**paid, "outcome": "policy_blocked", "policy_violations": violations}
+        return item.model_copy(
+            update={"enrichment": rules_enrichment(item).model_copy(update=update)}
+        )
 
-def enrich_without_llm(
-    d: ShipmentDecision, *, service: LLMService, settings: Settings
-) -> ShipmentDecision | None:
-    """`d` enriched without waiting on anything: by the rules when it needs no call or no
-    endpoint is configured, by an answer this process already holds; else None (a call is due)."""
-    if not needs_llm(d):
-        return d.model_copy(update={"enrichment": rules_enrichment(d)})
-    if not service.enabled:
-        return d.model_copy(update={"enrichment": rules_enrichment(d, "disabled")})
-    held = service.chat_cached_now(**_request(d, settings))
-    if held is None:
-        return None
-    return _with_answer(d, held, settings)
+    def label(self, item: ShipmentDecision) -> str:
+        return f"decision {item.decision_id}"
 
 
 async def enrich_decision(
@@ -264,12 +281,6 @@ async def enrich_decision(
 
     Never raises an `LLMError`: a failed or unavailable call and an answer outside
     `NoteAssessment` fall back to the rules; an answer that breaks the reply policy is replaced by
-    the rules enrichment (outcome `policy_blocked`).
+    the rules enrichment (outcome `policy_blocked`). (One decision; a flow runs an `AgentRunner`.)
     """
-    if not needs_llm(d) or not service.enabled:
-        return enrich_without_llm(d, service=service, settings=settings) or d
-    try:
-        result = await service.chat_structured(**_request(d, settings))
-    except LLMError as exc:
-        return _with_rules(d, exc)
-    return _with_answer(d, result, settings)
+    return await AgentRunner(ShipmentAgent(settings), service).answer(d)

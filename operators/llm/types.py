@@ -20,8 +20,8 @@ Every failure is an `LLMError` whose `reason` names why the caller has to use it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar, Generic, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -111,6 +111,14 @@ class EmbedResult:
     enrichment: Enrichment
 
 
+@dataclass
+class Tab:
+    """The accounting of answers served from the process, held back until `settle`: a caller
+    that needs several answers records them only once it has them all."""
+
+    records: list[Any] = field(default_factory=list)
+
+
 class LLMService(Protocol):
     """What steps may ask of the LLM layer.
 
@@ -143,13 +151,25 @@ class LLMService(Protocol):
         prompt_version: str,
         max_tokens: int | None = None,
         key: str | None = None,
+        tab: Tab | None = None,
     ) -> ChatResult[T] | None:
         """`chat_structured`'s answer if this process already holds it (no event loop, no
-        network), else None."""
+        network), else None. With a `tab` its accounting waits there for `settle`."""
         ...
 
     async def embed(
         self, texts: Sequence[str], *, model: str, key: str | None = None
     ) -> EmbedResult:
         """Embeddings for `texts` (cached per text and model)."""
+        ...
+
+    def embed_cached_now(
+        self, texts: Sequence[str], *, model: str, key: str | None = None, tab: Tab | None = None
+    ) -> EmbedResult | None:
+        """`embed`'s result if this process already holds every text's vector, else None (like
+        `chat_cached_now`)."""
+        ...
+
+    def settle(self, tab: Tab) -> None:
+        """Record the accounting held on `tab`."""
         ...

@@ -4,7 +4,8 @@ import asyncio
 import json
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Optional
 
@@ -13,20 +14,24 @@ import pytest
 from flows.settings import Settings
 from operators.intents import IntentIndex, load_intents
 from operators.lexical import ROUTES
+from operators.llm.agent import AgentRunner
 from operators.llm.prompt_text import estimate_tokens
+from operators.llm.service import OpenAIService
 from operators.llm.types import ChatResult, EmbedResult, LLMCallError, LLMError
 from operators.route import (
     EMBEDDING_TEMPERATURE,
     ROUTER_PROMPT_VERSION,
     RouteChoice,
+    RouterAgent,
     context_text,
     route_ticket,
     route_weights,
     router_messages,
 )
-from operators.tickets_domain import ContextTicket, Turn
+from operators.tickets_domain import ContextTicket, RoutedTicket, Turn
 from schemas import Enrichment, Entities, SourceRef, TicketMessage
 from schemas.tickets import Route
+from tests.support.openai_server import OpenAITestServer
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 SETTINGS = Settings(router_confidence_threshold=0.35)
@@ -370,3 +375,60 @@ def test_an_llm_route_close_to_the_best_is_no_conflict(index: IntentIndex) -> No
     service = FakeLLMService(answer=RouteChoice(route=close, confidence=0.8))
     routed = route(ticket(text), service, index, Settings(router_confidence_threshold=1.0))
     assert (routed.route, routed.route_conflict) == (close, False)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "method", "sources"),
+    [(0.0, "embedding", ["cache"]), (1.0, "llm", ["cache", "cache"])],
+)
+def test_a_route_held_in_process_is_served_on_the_worker_thread(
+    openai_server: OpenAITestServer,
+    llm_settings: Callable[..., Settings],
+    threshold: float,
+    method: str,
+    sources: list[str],
+) -> None:
+    """What the flow passes as `ready`: nothing held → None (calls are due); once routed, the
+    same message is routed again from the examples, embeddings and answer this process holds,
+    without the event loop or a request."""
+    settings = llm_settings(router_confidence_threshold=threshold)
+    service, fresh = OpenAIService(settings), IntentIndex.from_file()
+    router = AgentRunner(RouterAgent(fresh, settings), service)
+    t = ticket("I was charged twice for one order", history=["hello"])
+    assert router.answer_now(t) is None and openai_server.count() == 0
+
+    async def first_call() -> RoutedTicket:
+        try:
+            return await router.answer(t)
+        finally:
+            await service.aclose()
+
+    first = asyncio.run(first_call())
+    requests = openai_server.count()
+    held = router.answer_now(t)
+    assert held is not None and held.route_method == first.route_method == method
+    assert replace(held, route_enrichments=()) == replace(first, route_enrichments=())
+    assert [e.source for e in held.route_enrichments] == sources
+    assert all(e.outcome == "cache_hit" and e.cost_usd == 0.0 for e in held.route_enrichments)
+    assert openai_server.count() == requests
+
+
+def test_a_route_only_partly_held_is_left_to_the_event_loop_and_accounted_once(
+    openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
+) -> None:
+    settings = llm_settings(router_confidence_threshold=1.0)
+    service, fresh = OpenAIService(settings), IntentIndex.from_file()
+    t = ticket("I was charged twice for one order")
+
+    async def first_call() -> RoutedTicket:
+        try:
+            return await AgentRunner(RouterAgent(fresh, settings), service).answer(t)
+        finally:
+            await service.aclose()
+
+    asyncio.run(first_call())
+    before = service.ledger.totals_for("S-1")
+    # the embeddings are held, the chat of another model is not
+    other = RouterAgent(fresh, settings.model_copy(update={"llm_model_route": "other-model"}))
+    assert AgentRunner(other, service).answer_now(t) is None
+    assert service.ledger.totals_for("S-1") == before

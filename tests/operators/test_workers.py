@@ -3,21 +3,24 @@
 import asyncio
 import json
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Optional
 
 import pytest
 
 from flows.settings import Settings
+from operators.llm.agent import AgentRunner
 from operators.llm.prompt_text import estimate_tokens
+from operators.llm.service import OpenAIService
 from operators.llm.types import ChatResult, EmbedResult, LLMError, LLMInvalidOutput
-from operators.tickets_domain import RoutedTicket, Turn
+from operators.tickets_domain import DraftedTicket, RoutedTicket, Turn
 from operators.workers import (
     PROMPT_VERSIONS,
     REPLY_RULES,
     TEMPLATES,
     DraftReply,
+    ReplyAgent,
     build_workers,
     draft_reply,
     priority_of,
@@ -26,6 +29,7 @@ from operators.workers import (
 )
 from schemas import Enrichment, Entities, SourceRef, TicketMessage
 from schemas.tickets import Route
+from tests.support.openai_server import CHAT_PATH, OpenAITestServer
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 SETTINGS = Settings(llm_model_reply="reply-model")
@@ -277,3 +281,37 @@ def test_an_llm_chosen_route_allows_only_the_commitments_both_templates_make() -
     chosen = llm_routed("refund", "order_status")
     blocked = draft(chosen, FakeLLMService(reply=refund))
     assert blocked.enrichment.policy_violations == ("refund_promise",)
+
+
+def test_a_reply_held_in_process_is_served_on_the_worker_thread(
+    openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
+) -> None:
+    """What the flow passes as `ready`: nothing held → None (a call is due); once drafted, the
+    same message is answered from what this process holds, without the event loop or a
+    request, and passes the reply policy like any answer."""
+    settings = llm_settings()
+    service = OpenAIService(settings)
+    worker = AgentRunner(ReplyAgent(settings), service)
+    t = routed("damaged_item", "My lamp arrived broken, what now?")
+    assert worker.answer_now(t) is None and openai_server.count() == 0
+
+    async def first_call() -> DraftedTicket:
+        try:
+            return await worker.answer(t)
+        finally:
+            await service.aclose()
+
+    first = asyncio.run(first_call())
+    assert first.enrichment.source == "llm"
+    held = worker.answer_now(t)
+    assert held is not None
+    assert (held.reply, held.priority, held.prompt_version) == (
+        first.reply,
+        first.priority,
+        first.prompt_version,
+    )
+    assert (held.enrichment.source, held.enrichment.outcome) == ("cache", "cache_hit")
+    assert held.enrichment.cost_usd == 0.0
+    assert openai_server.count(CHAT_PATH) == 1
+    totals = service.ledger.totals_for("S-1")
+    assert totals is not None and totals.outcomes == {"success": 1, "cache_hit": 1}

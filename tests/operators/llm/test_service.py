@@ -15,7 +15,7 @@ from operators.llm.cache import InProcessCache
 from operators.llm.pricing import PriceTable
 from operators.llm.runner import call_bound_seconds
 from operators.llm.service import DisabledService, OpenAIService, build_service
-from operators.llm.types import LLMCallError, LLMInvalidOutput, LLMUnavailable
+from operators.llm.types import LLMCallError, LLMInvalidOutput, LLMUnavailable, Tab
 from tests.operators.llm.service_calls import Verdict, run
 from tests.support.fake_outputs import embed_text
 from tests.support.openai_server import CHAT_PATH, EMBEDDINGS_PATH, OpenAITestServer
@@ -285,3 +285,41 @@ def test_an_answer_held_in_process_is_served_on_the_calling_thread(
     assert service.chat_cached_now(**{**request, "prompt_version": "test-v2"}) is None
     assert openai_server.count(CHAT_PATH) == 1
     assert DisabledService().chat_cached_now(**request) is None
+
+
+def test_embeddings_held_in_process_are_served_on_the_calling_thread(
+    openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
+) -> None:
+    """`embed_cached_now` answers only when every text is held; its result is `embed`'s."""
+    service = OpenAIService(llm_settings())
+    texts = ["vpn is down", "printer jam", "vpn is down"]
+    assert service.embed_cached_now(texts, model=EMBED_MODEL) is None
+    first = run(service, lambda: service.embed(texts, model=EMBED_MODEL))
+    held = service.embed_cached_now(texts, model=EMBED_MODEL, key="session-1")
+    assert held is not None and held.vectors == first.vectors
+    assert (held.enrichment.source, held.enrichment.outcome) == ("cache", "cache_hit")
+    assert held.enrichment.cost_usd == 0.0
+    totals = service.ledger.totals_for("session-1")
+    assert totals is not None and totals.outcomes == {"cache_hit": 1}
+    assert totals.cost_saved_usd > 0
+    assert service.embed_cached_now([*texts, "new text"], model=EMBED_MODEL) is None
+    assert service.embed_cached_now(texts, model="other-model") is None
+    assert openai_server.count(EMBEDDINGS_PATH) == 1
+    assert DisabledService().embed_cached_now(texts, model=EMBED_MODEL) is None
+
+
+def test_answers_served_on_a_tab_are_accounted_when_it_is_settled(
+    openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
+) -> None:
+    service = OpenAIService(llm_settings())
+    run(service, lambda: classify(service))
+    request: dict[str, Any] = dict(
+        messages=MESSAGES, response_model=Verdict, model=MODEL, prompt_version="test-v1"
+    )
+    tab = Tab()
+    held = service.chat_cached_now(**request, key="shipment-2", tab=tab)
+    assert held is not None and held.enrichment.outcome == "cache_hit"
+    assert service.ledger.totals_for("shipment-2") is None and len(tab.records) == 1
+    service.settle(tab)
+    totals = service.ledger.totals_for("shipment-2")
+    assert totals is not None and totals.outcomes == {"cache_hit": 1} and tab.records == []

@@ -11,6 +11,7 @@ from typing import Any, get_args
 import pytest
 
 from flows.settings import Settings
+from operators.llm.agent import AgentRunner
 from operators.llm.prompt_text import estimate_tokens
 from operators.llm.service import DisabledService, OpenAIService
 from operators.llm.shipments import (
@@ -18,6 +19,7 @@ from operators.llm.shipments import (
     PROMPT_VERSION,
     SYSTEM_PROMPT,
     NoteAssessment,
+    ShipmentAgent,
     answer_violations,
     build_messages,
     classify_note,
@@ -233,3 +235,39 @@ def test_an_answer_must_fit_the_notes_and_pass_the_reply_policy(
 ) -> None:
     answer = NoteAssessment(category=category, message_draft=draft)
     assert answer_violations(decision(), answer, Settings()) == violations
+
+
+def test_an_answer_held_in_process_is_served_on_the_worker_thread(
+    openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
+) -> None:
+    """What the flow passes as `ready`: nothing held → None (a call is due); once answered,
+    the same situation on another shipment is served without the event loop or a request."""
+    settings = llm_settings()
+    service = OpenAIService(settings)
+    agent = AgentRunner(ShipmentAgent(settings), service)
+    assert agent.answer_now(decision()) is None
+    assert openai_server.count() == 0
+
+    async def first_call() -> ShipmentDecision:
+        try:
+            return await agent.answer(decision())
+        finally:
+            await service.aclose()
+
+    first = asyncio.run(first_call())
+    other = decision(decision_id="D-2", shipment_id="SHP-2")
+    held = agent.answer_now(other)
+    assert held is not None and held.enrichment is not None and first.enrichment is not None
+    assert (held.decision_id, held.shipment_id) == ("D-2", "SHP-2")
+    assert (held.enrichment.source, held.enrichment.outcome) == ("cache", "cache_hit")
+    assert held.enrichment.model_dump(include={"category", "message_draft", "model"}) == (
+        first.enrichment.model_dump(include={"category", "message_draft", "model"})
+    )
+    assert held.enrichment.cost_usd == 0.0
+    assert openai_server.count(CHAT_PATH) == 1
+    totals = service.ledger.totals_for("SHP-2")
+    assert totals is not None and totals.outcomes == {"cache_hit": 1}
+    ok = decision(action="ok", notes=[], reasons=["on schedule"])
+    rules = agent.answer_now(ok)
+    assert rules is not None and rules.enrichment is not None
+    assert rules.enrichment.source == "rules"
