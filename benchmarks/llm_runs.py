@@ -17,7 +17,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.operator import map_async
 from operators.llm.service import build_service
 from operators.llm.shipments import NoteAssessment

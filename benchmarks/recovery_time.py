@@ -32,7 +32,7 @@ from bytewax.inputs import StatefulSourcePartition
 from bytewax.recovery import init_db_dir
 from confluent_kafka import Producer
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.kafka.config import client_config
 from operators.kafka.source import KafkaRecordSource
 from operators.kafka.topics import create_topics, flow_topics

@@ -39,7 +39,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
 from benchmarks.report import command_line, write_section
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.metrics import live_state_keys
 from operators.records import OutRecord, RawRecord
 from operators.sources import GeneratorSource

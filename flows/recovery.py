@@ -34,8 +34,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Optional
 
-from flows.settings import Settings
-from operators.io import ConfigurationError
+from operators.config.settings import Settings
+from operators.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from flows.recovery import bytewax_run_argv, check_recovery
-from flows.settings import Settings
 from flows.startup import preflight, prepare_process
 from operators import io
 from operators.agents import agent_step
 from operators.clock import StreamClock
+from operators.config.settings import Settings
 from operators.dead_letter import late_events_to_dead_letters
 from operators.enrich import enrich_with_carrier_and_hub
 from operators.llm.service import build_service

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from flows.recovery import bytewax_run_argv
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.kafka.config import client_config
 from operators.kafka.sink import KafkaRecordSink
 from operators.kafka.source import KafkaRecordSource

@@ -17,10 +17,10 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from flows.recovery import bytewax_run_argv, check_recovery
-from flows.settings import Settings
 from flows.startup import preflight, prepare_process
 from operators import io
 from operators.agents import agent_step
+from operators.config.settings import Settings
 from operators.enrich import enrich_with_channel
 from operators.guard import guarded_map
 from operators.intents import IntentIndex

@@ -14,7 +14,7 @@ from typing import Any, Generic, Optional, TypeVar
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.dead_letter import dead_letter_for
 from operators.llm.operator import AsyncFailure, map_async
 from operators.shutdown import StopSignal

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Optional
 
-from flows.settings import Settings
 from operators.clock import MAX_UTC, Reading, shifted
+from operators.config.settings import Settings
 from operators.decision_state import STATE_VERSION as STATE_VERSION
 from operators.decision_state import IncompatibleStateError as IncompatibleStateError
 from operators.decision_state import OpenWindow, WindowsState

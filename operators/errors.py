@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class StopsTheFlow(Exception):
     """An error the flow must stop on, whatever record it was processing."""
+
+
+class ConfigurationError(RuntimeError, StopsTheFlow):
+    """The settings ask for something this build cannot do; raised at flow build time."""

@@ -18,9 +18,9 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from pydantic import BaseModel
 
-from flows.settings import Settings
 from operators import metrics
-from operators.errors import StopsTheFlow
+from operators.config.settings import Settings
+from operators.errors import ConfigurationError
 from operators.guard import describe, guarded_map
 from operators.kafka.sink import KafkaRecordSink
 from operators.kafka.source import KafkaRecordSource
@@ -30,10 +30,6 @@ from operators.sources import GeneratorSource, JsonLinesSource
 from schemas.dead_letter import DeadLetter, FlowName, RawPolicy, SourceRef, raw_policy
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class ConfigurationError(RuntimeError, StopsTheFlow):
-    """The settings ask for something this build cannot do; raised at flow build time."""
 
 
 def check_services(settings: Settings) -> None:

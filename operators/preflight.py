@@ -30,8 +30,8 @@ import redis
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from operators.io import ConfigurationError
-from operators.redact import redacted_text, redacted_url
+from operators.config.redact import redacted_text, redacted_url
+from operators.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ import math
 
 from pydantic import BaseModel, Field
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.intents import IntentIndex
 from operators.lexical import (
     LEXICAL_TEMPERATURE,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple, Optional
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.domain import EnrichedEvent
 from operators.llm.shipments import classify_notes
 from schemas.shipments import Action

@@ -21,7 +21,7 @@ from typing import Any, Optional
 from bytewax.dataflow import Stream
 from bytewax.operators import KeyedStream, StatefulLogic
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.guard import guarded_stateful
 from operators.metrics import LiveKeys, live_keys
 from operators.parse import bound_length

@@ -16,7 +16,7 @@ import orjson
 from bytewax.dataflow import Stream, operator
 from pydantic import BaseModel, ValidationError
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.domain import Valid
 from operators.guard import PASS_THROUGH, describe
 from operators.records import RawRecord

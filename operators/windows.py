@@ -18,8 +18,8 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
-from flows.settings import Settings
 from operators.clock import LiveClock, StreamClock, live_clock
+from operators.config.settings import Settings
 from operators.dead_letter import dead_letter_for
 from operators.decisions import Emitted, LateEvent, ShipmentWindows, WindowParams
 from operators.domain import EnrichedEvent

@@ -29,7 +29,7 @@ from types import MappingProxyType
 
 from pydantic import BaseModel, Field
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.domain import Priority
 from operators.intents import load_intents
 from operators.llm.prompt_text import clean_and_bound_all, user_data

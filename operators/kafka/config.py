@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.logs import RateLimitedLog
 
 CLIENT_LOG = RateLimitedLog(logging.getLogger("operators.kafka.librdkafka"), interval=10.0)

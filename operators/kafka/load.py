@@ -19,7 +19,7 @@ from typing import Optional
 
 import orjson
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.kafka.sink import Delivered, DeliveryCheckedProducer
 from operators.records import OutRecord, RawRecord
 from operators.surge import shipment_surge, ticket_surge

@@ -18,8 +18,8 @@ from typing import Any, Optional
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaException, Message, Producer
 
-from flows.settings import Settings
 from operators import metrics
+from operators.config.settings import Settings
 from operators.errors import StopsTheFlow
 from operators.kafka.config import producer_config
 from operators.records import OutRecord

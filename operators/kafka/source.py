@@ -35,9 +35,9 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException, TopicP
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
-from flows.settings import Settings
 from operators import metrics
 from operators.clock import LiveClock, live_clock
+from operators.config.settings import Settings
 from operators.kafka.config import client_config
 from operators.kafka.topics import partitions_of
 from operators.logs import RateLimitedLog

@@ -21,7 +21,7 @@ from typing import Any, Literal, Optional
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.kafka.config import client_config
 
 FlowChoice = Literal["shipments", "tickets", "all"]

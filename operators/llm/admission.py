@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.limits import Cost, RateLimiter, budget_costs, provider_costs
 from operators.llm.metrics import LIMITER_WAIT
 from operators.llm.per_loop import PerLoop

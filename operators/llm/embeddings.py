@@ -23,7 +23,7 @@ from typing import Any
 
 import openai
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.batching import MicroBatcher
 from operators.llm.cache import embedding_key, pack_vector, unpack_vector
 from operators.llm.per_loop import PerLoop

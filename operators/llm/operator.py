@@ -20,7 +20,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.inflight import AsyncFailure, Lane, PendingBound, lane_for
 from operators.llm.metrics import PENDING
 from operators.llm.runner import RUNNER_MARGIN_SECONDS, AsyncRunner, item_bound_seconds

@@ -44,7 +44,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.accounting import Operation, observe_attempt, observe_tokens
 from operators.llm.adaptive import AdaptiveConcurrency
 from operators.llm.admission import Admission, BudgetHold

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, Optional, TypeVar
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.per_loop import close_loop_clients
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import openai
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.accounting import Ledger, Operation, record_fallback
 from operators.llm.adaptive import AdaptiveConcurrency
 from operators.llm.admission import Admission

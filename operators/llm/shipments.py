@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.prompt_text import bound_texts, clean_text, user_data
 from operators.llm.types import ChatResult, LLMError, LLMService
 from operators.reply_policy import check_reply

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.kafka.topics import flow_topics
 from tests.flows.kafka_runs import Consumed
 from tests.flows.recovery_runs import (

@@ -14,7 +14,7 @@ from bytewax.testing import run_main
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.kafka.config import client_config
 from operators.kafka.topics import create_topics, flow_topics
 from operators.surge import Generated

@@ -24,7 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka.admin import AdminClient
 from pydantic import AliasChoices, SecretStr
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.kafka.config import client_config
 from operators.kafka.topics import create_topics
 from tests.flows.kafka_runs import Consumed

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.surge import iter_shipment_surge, iter_ticket_surge
 from operators.surge_engine import Generated
 from tests.flows.crash_runs import (

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.kafka.config import client_config
 from tests.flows.kafka_runs import kafka_settings, read_topic, with_topics
 from tests.flows.recovery_checks import by_id, disagreeing_copies, events_in_two_decisions

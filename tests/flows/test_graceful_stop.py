@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.kafka.topics import flow_topics
 from operators.shutdown import HARD_STOP_MARGIN_SECONDS
 from operators.surge import iter_shipment_surge, iter_ticket_surge

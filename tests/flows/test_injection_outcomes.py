@@ -24,9 +24,9 @@ import pytest
 from bytewax.testing import TestingSink, run_main
 from prometheus_client import REGISTRY
 
-from flows.settings import Settings
 from flows.shipments import build_flow as build_shipments
 from flows.tickets import build_flow as build_tickets
+from operators.config.settings import Settings
 from operators.llm.shipments import SYSTEM_PROMPT
 from operators.records import OutRecord, RawRecord
 from operators.sources import GeneratorSource

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.surge import iter_shipment_surge
 from tests.flows.kafka_runs import kafka_settings, keyed, produce_raw, with_topics
 from tests.flows.recovery_checks import (

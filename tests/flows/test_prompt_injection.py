@@ -18,7 +18,7 @@ from typing import Any, TypeVar, get_args
 
 import pytest
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.intents import IntentIndex
 from operators.llm.prompt_text import estimate_tokens
 from operators.llm.service import OpenAIService

@@ -15,9 +15,9 @@ from bytewax.recovery import RecoveryConfig
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows.recovery import RecoveryConfigurationError, check_recovery, partition_count
-from flows.settings import Settings
 from flows.shipments import build_flow as build_shipments
 from operators import decision_state
+from operators.config.settings import Settings
 from operators.surge import iter_shipment_surge
 from tests.flows.flow_runs import embedded_settings
 from tests.flows.kafka_runs import kafka_settings, with_topics

@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from flows.settings import Settings
 from operators import io
+from operators.config.settings import Settings
+from operators.errors import ConfigurationError
 from operators.kafka.config import producer_config
 from operators.kafka.sink import KafkaRecordSink
 from operators.kafka.source import KafkaRecordSource
@@ -60,7 +61,7 @@ def test_no_kafka_means_the_embedded_transports(env: pytest.MonkeyPatch) -> None
 def test_kafka_and_a_file_at_once_is_refused(env: pytest.MonkeyPatch, tmp_path) -> None:
     env.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
     env.setenv("SURGEFLOW_OUTPUT_DIR", str(tmp_path))
-    with pytest.raises(io.ConfigurationError, match="not both"):
+    with pytest.raises(ConfigurationError, match="not both"):
         io.endpoints(Settings(), topic="shipments.events", generator=shipment_surge)
 
 

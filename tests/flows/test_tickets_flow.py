@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from flows.settings import Settings
 from flows.tickets import build_flow
+from operators.config.settings import Settings
 from operators.surge import iter_ticket_surge
 from schemas import DeadLetter, TicketResponse
 from schemas.common import deterministic_id

@@ -13,8 +13,8 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from flows.settings import Settings
 from operators.agents import agent_step
+from operators.config.settings import Settings
 from schemas.dead_letter import DeadLetter, SourceRef
 
 pytestmark = pytest.mark.dataflow

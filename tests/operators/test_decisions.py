@@ -8,9 +8,9 @@ from typing import Any, Optional
 
 import pytest
 
-from flows.settings import Settings
 from operators import decisions
 from operators.clock import MAX_UTC, MIN_UTC, LiveClock, Reading, shifted
+from operators.config.settings import Settings
 from operators.decisions import (
     CLOSED_WINDOWS_KEPT,
     STATE_VERSION,

@@ -7,8 +7,8 @@ from functools import partial
 import pytest
 from prometheus_client import REGISTRY
 
-from flows.settings import Settings
 from flows.shipments import build_flow
+from operators.config.settings import Settings
 from operators.surge import iter_shipment_surge
 from tests.flows.flow_runs import run_flow
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from operators.redact import redacted_text, redacted_url
+from operators.config.redact import redacted_text, redacted_url
 from tests.flows.flow_runs import embedded_settings
 
 

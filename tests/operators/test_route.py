@@ -10,7 +10,7 @@ from typing import Optional
 
 import pytest
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.intents import IntentIndex, load_intents
 from operators.lexical import ROUTES
 from operators.llm.prompt_text import estimate_tokens

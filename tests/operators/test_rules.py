@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.domain import EnrichedEvent
 from operators.rules import (
     MAX_REASON_CHARS,

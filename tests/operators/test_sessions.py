@@ -10,7 +10,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.metrics import live_state_keys
 from operators.sessions import (
     STATE_VERSION,

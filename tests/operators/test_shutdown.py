@@ -20,8 +20,8 @@ from bytewax.inputs import DynamicSource, Source, StatelessSourcePartition
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from flows.settings import Settings
 from operators.clock import StreamClock
+from operators.config.settings import Settings
 from operators.llm.operator import AsyncFailure, map_async
 from operators.shutdown import HARD_STOP_EXIT_CODE, StopSignal, _Handlers
 from operators.sources import until_stopped

@@ -18,9 +18,9 @@ from bytewax.operators import StatefulLogic
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from flows.settings import Settings
 from operators import decision_state
 from operators.clock import LiveClock, Reading, StreamClock
+from operators.config.settings import Settings
 from operators.decision_state import WindowsState
 from operators.decisions import LateEvent, ShipmentWindows, WindowParams
 from operators.domain import EnrichedEvent

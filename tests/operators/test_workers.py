@@ -9,7 +9,7 @@ from typing import Optional
 
 import pytest
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.prompt_text import estimate_tokens
 from operators.llm.types import ChatResult, EmbedResult, LLMError, LLMInvalidOutput
 from operators.tickets_domain import RoutedTicket, Turn

@@ -20,7 +20,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from prometheus_client import REGISTRY
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.operator import AsyncFailure, map_async, worker_runner
 from operators.llm.runner import AsyncRunner
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.runner import AsyncRunner, call_bound_seconds, item_bound_seconds
 
 

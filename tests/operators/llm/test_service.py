@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from flows.settings import DEFAULT_PRICES, Settings
+from operators.config.settings import DEFAULT_PRICES, Settings
 from operators.llm.cache import InProcessCache
 from operators.llm.pricing import PriceTable
 from operators.llm.runner import call_bound_seconds

@@ -10,7 +10,7 @@ from typing import Any, get_args
 
 import pytest
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.prompt_text import estimate_tokens
 from operators.llm.service import DisabledService, OpenAIService
 from operators.llm.shipments import (

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from operators.redact import MASK, is_secret_name, redacted_url
+from operators.config.redact import MASK, is_secret_name, redacted_url
 
 _DOMAIN_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
 LinkDomain = Annotated[
