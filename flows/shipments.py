@@ -16,23 +16,23 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from flows.recovery import bytewax_run_argv, check_recovery
 from flows.startup import preflight, prepare_process
-from operators import io
-from operators.agents import agent_step
-from operators.clock import StreamClock
 from operators.config.settings import Settings
-from operators.dead_letter import late_events_to_dead_letters
-from operators.enrich import enrich_with_carrier_and_hub
+from operators.connectors import io
+from operators.connectors.sources import until_stopped
 from operators.llm.service import build_service
-from operators.llm.shipments import enrich_decision, enrich_without_llm
-from operators.records import OutRecord, RawRecord
-from operators.reference import ShipmentReference
-from operators.shutdown import StopSignal, on_signals
-from operators.sources import until_stopped
-from operators.surge import shipment_surge
-from operators.validate import Limits, validate
-from operators.windows import decision_window
+from operators.runtime.agents import agent_step
+from operators.runtime.clock import StreamClock
+from operators.runtime.records import OutRecord, RawRecord
+from operators.runtime.recovery import bytewax_run_argv, check_recovery
+from operators.runtime.shutdown import StopSignal, on_signals
+from operators.runtime.validate import Limits, validate
+from operators.shipments.agent import enrich_decision, enrich_without_llm
+from operators.shipments.enrich import enrich_with_carrier_and_hub
+from operators.shipments.late_events import late_events_to_dead_letters
+from operators.shipments.reference import ShipmentReference
+from operators.shipments.surge import shipment_surge
+from operators.shipments.windows import decision_window
 from schemas.shipments import ShipmentEvent
 
 FLOW = "shipments"

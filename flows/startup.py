@@ -2,7 +2,8 @@
 
 Both flows call `prepare_process` first (so that everything after it logs with timestamp, level,
 logger, flow and worker) and `preflight` once their source and sink are known. The generic parts
-live in `operators.logs` and `operators.preflight`; this module maps the settings onto them.
+live in `operators.runtime.logs` and `operators.runtime.preflight`; this module maps the settings
+onto them.
 """
 
 from __future__ import annotations
@@ -12,15 +13,22 @@ import os
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from flows.recovery import bytewax_run_argv
 from operators.config.settings import Settings
-from operators.kafka.config import client_config
-from operators.kafka.sink import KafkaRecordSink
-from operators.kafka.source import KafkaRecordSource
-from operators.kafka.topics import flow_topics
+from operators.connectors.kafka.config import client_config
+from operators.connectors.kafka.sink import KafkaRecordSink
+from operators.connectors.kafka.source import KafkaRecordSource
+from operators.connectors.kafka.topics import flow_topics
 from operators.llm.service import DEFAULT_API_KEY
-from operators.logs import configure_logging
-from operators.preflight import Check, Finding, check_kafka, check_llm, check_redis, run_preflight
+from operators.runtime.logs import configure_logging
+from operators.runtime.preflight import (
+    Check,
+    Finding,
+    check_kafka,
+    check_llm,
+    check_redis,
+    run_preflight,
+)
+from operators.runtime.recovery import bytewax_run_argv
 from schemas.dead_letter import FlowName
 
 

@@ -16,26 +16,26 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from flows.recovery import bytewax_run_argv, check_recovery
 from flows.startup import preflight, prepare_process
-from operators import io
-from operators.agents import agent_step
 from operators.config.settings import Settings
-from operators.enrich import enrich_with_channel
-from operators.guard import guarded_map
-from operators.intents import IntentIndex
+from operators.connectors import io
+from operators.connectors.sources import until_stopped
 from operators.llm.service import build_service
-from operators.parse import load_products, parse_ticket
-from operators.records import OutRecord, RawRecord
-from operators.reference import ChannelReference
-from operators.respond import format_response
-from operators.route import route_ticket, route_without_llm
-from operators.sessions import session_history
-from operators.shutdown import StopSignal, on_signals
-from operators.sources import until_stopped
-from operators.surge import ticket_surge
-from operators.validate import Limits, validate
-from operators.workers import draft_reply, draft_without_llm
+from operators.runtime.agents import agent_step
+from operators.runtime.guard import guarded_map
+from operators.runtime.records import OutRecord, RawRecord
+from operators.runtime.recovery import bytewax_run_argv, check_recovery
+from operators.runtime.shutdown import StopSignal, on_signals
+from operators.runtime.validate import Limits, validate
+from operators.tickets.enrich import enrich_with_channel
+from operators.tickets.intents import IntentIndex
+from operators.tickets.parse import load_products, parse_ticket
+from operators.tickets.reference import ChannelReference
+from operators.tickets.respond import format_response
+from operators.tickets.router import route_ticket, route_without_llm
+from operators.tickets.sessions import session_history
+from operators.tickets.surge import ticket_surge
+from operators.tickets.workers import draft_reply, draft_without_llm
 from schemas.common import utc_now
 from schemas.tickets import TicketMessage
 

@@ -1,7 +1,7 @@
 """The root of the errors that must stop a flow.
 
 No record can stop a flow: a step that fails on one record turns the failure into a dead letter
-(`operators.guard`). Only what no record can cause stops it, loudly: output that cannot be
+(`operators.runtime.guard`). Only what no record can cause stops it, loudly: output that cannot be
 written and configuration that cannot work. Their exception classes derive from
 `StopsTheFlow`, and the guards re-raise them instead of dead-lettering the record in hand.
 """

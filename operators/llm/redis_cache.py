@@ -32,8 +32,8 @@ from operators.config.redact import redacted_url
 from operators.config.settings import Settings
 from operators.llm.cache import InProcessCache, PromptCache
 from operators.llm.down_window import DownWindow
-from operators.llm.per_loop import PerLoop
-from operators.metrics import CACHE_BACKEND_UP, CACHE_ERRORS, CACHE_LOOKUPS
+from operators.runtime.metrics import CACHE_BACKEND_UP, CACHE_ERRORS, CACHE_LOOKUPS
+from operators.runtime.per_loop import PerLoop
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,6 @@ from operators.llm.breaker import Breakers
 from operators.llm.cache import PromptCache
 from operators.llm.embeddings import Embeddings
 from operators.llm.limits import RateLimiter, build_limiter
-from operators.llm.per_loop import PerLoop
 from operators.llm.pricing import PriceTable
 from operators.llm.provider import ProviderCaller
 from operators.llm.redis_cache import build_cache, front_of
@@ -47,6 +46,7 @@ from operators.llm.served import Served, TolerantCache, failure_record
 from operators.llm.singleflight import SingleFlight
 from operators.llm.structured import ChatSpec, StructuredChat
 from operators.llm.types import ChatResult, EmbedResult, LLMError, LLMService, LLMUnavailable, T
+from operators.runtime.per_loop import PerLoop
 from schemas.enrichment import Enrichment
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from operators.config.settings import Settings
-from operators.kafka.topics import flow_topics
+from operators.connectors.kafka.topics import flow_topics
 from tests.flows.kafka_runs import Consumed
 from tests.flows.recovery_runs import (
     FlowProcess,

@@ -13,9 +13,9 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, cluster_main, run_main
 
 from operators.config.settings import Settings
-from operators.records import OutRecord
-from operators.sources import GeneratorSource
-from operators.surge import Generated
+from operators.connectors.sources import GeneratorSource
+from operators.runtime.records import OutRecord
+from operators.surge.engine import Generated
 
 
 @dataclass

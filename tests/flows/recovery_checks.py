@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Optional
 
 from operators.config.settings import Settings
-from operators.surge import Generated
+from operators.surge.engine import Generated
 from tests.flows.kafka_runs import Consumed
 from tests.flows.recovery_runs import TopicFollower
 

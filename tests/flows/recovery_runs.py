@@ -25,8 +25,8 @@ from confluent_kafka.admin import AdminClient
 from pydantic import AliasChoices, SecretStr
 
 from operators.config.settings import Settings
-from operators.kafka.config import client_config
-from operators.kafka.topics import create_topics
+from operators.connectors.kafka.config import client_config
+from operators.connectors.kafka.topics import create_topics
 from tests.flows.kafka_runs import Consumed
 
 ROOT = Path(__file__).resolve().parents[2]

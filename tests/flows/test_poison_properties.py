@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from flows.shipments import build_flow as build_shipments
 from flows.tickets import build_flow as build_tickets
 from operators.config.settings import Settings
-from operators.records import OutRecord, RawRecord
-from operators.reference import ShipmentReference
+from operators.runtime.records import OutRecord, RawRecord
+from operators.shipments.reference import ShipmentReference
 from tests.flows.flow_runs import embedded_settings
 
 pytestmark = [pytest.mark.dataflow]

@@ -13,7 +13,7 @@ import pytest
 
 from flows.shipments import build_flow
 from operators.config.settings import Settings
-from operators.surge import iter_shipment_surge
+from operators.shipments.surge import iter_shipment_surge
 from schemas import DeadLetter, ShipmentDecision
 from tests.flows.flow_runs import FlowRun, embedded_settings, run_flow, surge_for
 

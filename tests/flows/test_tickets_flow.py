@@ -9,7 +9,7 @@ import pytest
 
 from flows.tickets import build_flow
 from operators.config.settings import Settings
-from operators.surge import iter_ticket_surge
+from operators.tickets.surge import iter_ticket_surge
 from schemas import DeadLetter, TicketResponse
 from schemas.common import deterministic_id
 from tests.flows.flow_runs import FlowRun, embedded_settings, run_flow, surge_for
