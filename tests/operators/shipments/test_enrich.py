@@ -1,4 +1,4 @@
-"""Polars joins of batches with the reference data, and reference-file checks."""
+"""Polars joins of scan batches with carriers and hubs, and reference-file checks."""
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,27 +13,10 @@ from operators.runtime.reference import ReferenceDataError
 from operators.shipments.domain import EnrichedEvent
 from operators.shipments.enrich import enrich_with_carrier_and_hub, join_shipments
 from operators.shipments.reference import ShipmentReference
-from operators.tickets.domain import EnrichedTicket
-from operators.tickets.enrich import join_tickets
-from operators.tickets.reference import ChannelReference
-from schemas import DeadLetter, ShipmentEvent, SourceRef, TicketMessage
+from schemas import DeadLetter, ShipmentEvent, SourceRef
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 SRC = SourceRef(topic="shipments.events", partition=0, offset=7)
-
-
-@pytest.fixture()
-def data_dir(tmp_path: Path) -> Path:
-    (tmp_path / "carriers.csv").write_text(
-        "carrier_id,name,sla_hours,reliability\nCAR-A,Alpha,48,0.95\nCAR-B,Beta,24,0.8\n"
-    )
-    (tmp_path / "hubs.csv").write_text(
-        "hub_id,name,region,congestion\nHUB-1,One,eu-west,0.2\nHUB-2,Two,us-east,0.9\n"
-    )
-    (tmp_path / "channels.csv").write_text(
-        "channel,base_priority,response_sla_minutes\nemail,normal,240\nchat,high,5\n"
-    )
-    return tmp_path
 
 
 def scan(i: int, carrier: str = "CAR-A", hub: str = "HUB-1") -> Valid[ShipmentEvent]:
@@ -74,28 +57,6 @@ def test_unknown_carrier_or_hub_is_dead_lettered(data_dir: Path) -> None:
 
 def test_empty_batch(data_dir: Path) -> None:
     assert join_shipments([], ShipmentReference.load(data_dir), step="j") == []
-
-
-def test_tickets_join_channel_priority(data_dir: Path) -> None:
-    ref = ChannelReference.load(data_dir)
-    msgs = [
-        Valid(
-            model=TicketMessage(
-                message_id=f"M-{c}",
-                session_id="S-1",
-                channel=c,
-                sender="a@example.com",
-                body="hi",
-                sent_at=T0,
-            ),
-            source=SRC,
-        )
-        for c in ("chat", "email", "it")
-    ]
-    out = join_tickets(msgs, ref, step="j")
-    assert isinstance(out[0], EnrichedTicket) and out[0].base_priority == "high"
-    assert isinstance(out[1], EnrichedTicket) and out[1].response_sla_minutes == 240
-    assert isinstance(out[2], DeadLetter) and "'it'" in out[2].error
 
 
 @pytest.mark.parametrize(
