@@ -40,7 +40,7 @@ from benchmarks.llm_runs import (
     rules_path_run,
 )
 from benchmarks.report import command_line, write_section
-from flows.settings import Settings
+from operators.config.settings import Settings
 from scripts.redis_server import RedisServer
 from tests.support.openai_server import OpenAITestServer, lognormal_latency
 

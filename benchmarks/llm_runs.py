@@ -17,11 +17,11 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from flows.settings import Settings
-from operators.llm.operator import map_async
+from operators.config.settings import Settings
 from operators.llm.service import build_service
-from operators.llm.shipments import NoteAssessment
 from operators.llm.types import LLMService
+from operators.runtime.async_step import map_async
+from operators.shipments.agent import NoteAssessment
 from tests.support.openai_server import OpenAITestServer, lognormal_latency
 
 PROMPT_MODEL = "gpt-4o-mini"

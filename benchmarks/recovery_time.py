@@ -32,12 +32,12 @@ from bytewax.inputs import StatefulSourcePartition
 from bytewax.recovery import init_db_dir
 from confluent_kafka import Producer
 
-from flows.settings import Settings
-from operators.kafka.config import client_config
-from operators.kafka.source import KafkaRecordSource
-from operators.kafka.topics import create_topics, flow_topics
-from operators.records import RawRecord
-from operators.surge import shipment_surge
+from operators.config.settings import Settings
+from operators.connectors.kafka.config import client_config
+from operators.connectors.kafka.source import KafkaRecordSource
+from operators.connectors.kafka.topics import create_topics, flow_topics
+from operators.runtime.records import RawRecord
+from operators.shipments.surge import shipment_surge
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_DIR = "SURGEFLOW_BENCH_STATUS_DIR"

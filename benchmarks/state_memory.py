@@ -3,7 +3,7 @@
 Run: `python -m benchmarks.state_memory [--quick]`.
 
 Memory: the shipments flow (rules path, in process, one worker, output to a null sink) reads a
-live stream of generated scans (`operators.surge_shipments` lifecycles, each scan stamped with the
+live stream of generated scans (`operators.shipments.surge` lifecycles, each scan stamped with the
 wall clock when it is made, as in production) with 1-minute windows, no lateness and a 1-minute
 stuck timer, so a shipment's state can be dropped about a minute after its last scan. It reports
 peak RSS and live state keys (`surgeflow_live_state_keys`) after a warm-up of 1.5M events (two
@@ -39,12 +39,11 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
 from benchmarks.report import command_line, write_section
-from flows.settings import Settings
-from operators.metrics import live_state_keys
-from operators.records import OutRecord, RawRecord
-from operators.sources import GeneratorSource
-from operators.surge import shipment_surge
-from operators.surge_shipments import ShipmentFlow
+from operators.config.settings import Settings
+from operators.connectors.sources import GeneratorSource
+from operators.runtime.metrics import live_state_keys
+from operators.runtime.records import OutRecord, RawRecord
+from operators.shipments.surge import ShipmentFlow, shipment_surge
 from schemas.common import utc_now
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,7 +177,7 @@ def memory_section(mode: str) -> tuple[str, dict[str, Any]]:
 
 MEMORY_SETUP = (
     f"Memory: the shipments flow in process (1 worker, rules path, null sink). *Live*: scans of "
-    f"{LIVE_POOL:,} concurrent shipments (lifecycles of `operators/surge_shipments.py`), each "
+    f"{LIVE_POOL:,} concurrent shipments (lifecycles of `operators/shipments/surge.py`), each "
     "stamped with the wall clock when it is made, as fast as the flow takes them, with "
     "`SURGEFLOW_WINDOW_MINUTES=1`, `SURGEFLOW_ALLOWED_LATENESS_MINUTES=0` and a 1-minute stuck "
     "timer, so a shipment's state goes about a minute after its last scan; figures are taken "

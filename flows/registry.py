@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from flows.settings import Settings
-from operators.intents import IntentIndex
-from operators.parse import load_products
-from operators.reference import ChannelReference, ShipmentReference
+from operators.config.settings import Settings
 from operators.runtime.flow_spec import AnySpec, FlowSpec, FlowTopics
-from operators.surge import iter_shipment_surge, iter_ticket_surge
+from operators.shipments.reference import ShipmentReference
+from operators.shipments.surge import iter_shipment_surge
+from operators.tickets.intents import IntentIndex
+from operators.tickets.parse import load_products
+from operators.tickets.reference import ChannelReference
+from operators.tickets.surge import iter_ticket_surge
 from schemas.shipments import ShipmentDecision, ShipmentEvent
 from schemas.tickets import TicketMessage, TicketResponse
 

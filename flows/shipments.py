@@ -18,22 +18,21 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from flows.registry import SHIPMENTS
-from flows.settings import Settings
 from flows.startup import start
-from operators.agents import agent_step
-from operators.clock import StreamClock
-from operators.dead_letter import late_events_to_dead_letters
-from operators.domain import Valid
-from operators.enrich import enrich_with_carrier_and_hub
+from operators.config.settings import Settings
 from operators.llm.agent import AgentRunner
 from operators.llm.service import build_service
-from operators.llm.shipments import ShipmentAgent
-from operators.records import OutRecord, RawRecord
-from operators.reference import ShipmentReference
 from operators.runtime import skeleton
+from operators.runtime.agents import agent_step
+from operators.runtime.clock import StreamClock
+from operators.runtime.records import OutRecord, RawRecord, Valid
+from operators.runtime.shutdown import StopSignal
 from operators.runtime.skeleton import FlowSteps, Frame
-from operators.shutdown import StopSignal
-from operators.windows import decision_window
+from operators.shipments.agent import ShipmentAgent
+from operators.shipments.enrich import enrich_with_carrier_and_hub
+from operators.shipments.late_events import late_events_to_dead_letters
+from operators.shipments.reference import ShipmentReference
+from operators.shipments.windows import decision_window
 from schemas.shipments import ShipmentDecision, ShipmentEvent
 
 FLOW = SHIPMENTS.name

@@ -3,8 +3,9 @@
 `start` is what the skeleton (`operators.runtime.skeleton.build`) runs first for every flow:
 `prepare_process` (so that everything after it logs with timestamp, level, logger, flow and
 worker), the recovery check, the graceful stop, the endpoints, and `preflight` once the source and
-sink are known. The generic parts live in `operators.logs`, `operators.preflight`,
-`operators.shutdown` and `operators.io`; this module maps the settings onto them.
+sink are known. The generic parts live in `operators.runtime.logs`, `operators.runtime.preflight`,
+`operators.runtime.shutdown` and
+`operators.connectors.io`; this module maps the settings onto them.
 """
 
 from __future__ import annotations
@@ -17,19 +18,26 @@ from typing import Any, Optional
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from flows.recovery import bytewax_run_argv, check_recovery
-from flows.settings import Settings
-from operators import io
-from operators.kafka.config import client_config
-from operators.kafka.sink import KafkaRecordSink
-from operators.kafka.source import KafkaRecordSource
+from operators.config.settings import Settings
+from operators.connectors import io
+from operators.connectors.kafka.config import client_config
+from operators.connectors.kafka.sink import KafkaRecordSink
+from operators.connectors.kafka.source import KafkaRecordSource
 from operators.llm.service import DEFAULT_API_KEY
-from operators.logs import configure_logging
-from operators.preflight import Check, Finding, check_kafka, check_llm, check_redis, run_preflight
-from operators.records import OutRecord, RawRecord
 from operators.runtime.flow_spec import AnySpec, FlowTopics
+from operators.runtime.logs import configure_logging
+from operators.runtime.preflight import (
+    Check,
+    Finding,
+    check_kafka,
+    check_llm,
+    check_redis,
+    run_preflight,
+)
+from operators.runtime.records import OutRecord, RawRecord
+from operators.runtime.recovery import bytewax_run_argv, check_recovery
+from operators.runtime.shutdown import StopSignal, on_signals
 from operators.runtime.skeleton import Started
-from operators.shutdown import StopSignal, on_signals
 from schemas.dead_letter import FlowName
 
 

@@ -19,23 +19,22 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from flows.registry import TICKETS, TicketReference
-from flows.settings import Settings
 from flows.startup import start
-from operators.agents import agent_step
-from operators.domain import Valid
-from operators.enrich import enrich_with_channel
-from operators.guard import guarded_map
+from operators.config.settings import Settings
 from operators.llm.agent import AgentRunner
 from operators.llm.service import build_service
-from operators.parse import parse_ticket
-from operators.records import OutRecord, RawRecord
-from operators.respond import format_response
-from operators.route import RouterAgent
 from operators.runtime import skeleton
+from operators.runtime.agents import agent_step
+from operators.runtime.guard import guarded_map
+from operators.runtime.records import OutRecord, RawRecord, Valid
+from operators.runtime.shutdown import StopSignal
 from operators.runtime.skeleton import FlowSteps, Frame
-from operators.sessions import session_history
-from operators.shutdown import StopSignal
-from operators.workers import ReplyAgent
+from operators.tickets.enrich import enrich_with_channel
+from operators.tickets.parse import parse_ticket
+from operators.tickets.respond import format_response
+from operators.tickets.router import RouterAgent
+from operators.tickets.sessions import session_history
+from operators.tickets.workers import ReplyAgent
 from schemas.common import utc_now
 from schemas.tickets import TicketMessage, TicketResponse
 

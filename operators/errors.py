@@ -5,7 +5,7 @@ the project's own failures apart from Python's and its libraries' (`except Surge
 class keeps its Python base too (`ValueError`, `RuntimeError`), so code catching those still does.
 
 No record can stop a flow: a step that fails on one record turns the failure into a dead letter
-(`operators.guard`). Only what no record can cause stops it, loudly: output that cannot be
+(`operators.runtime.guard`). Only what no record can cause stops it, loudly: output that cannot be
 written, configuration that cannot work, and recovery state this build cannot read. Their
 exception classes derive from `StopsTheFlow`, and the guards re-raise them instead of
 dead-lettering the record in hand.
@@ -32,3 +32,7 @@ class IncompatibleStateError(StopsTheFlow, ValueError):
     (`operators.runtime.state.VersionedState`). The flow stops rather than drop the state: the
     store is left as it is, so a build that reads it can resume from it.
     """
+
+
+class ConfigurationError(RuntimeError, StopsTheFlow):
+    """The settings ask for something this build cannot do; raised at flow build time."""

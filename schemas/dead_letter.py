@@ -111,7 +111,7 @@ class DeadLetter(Record):
         """Make a dead letter with a deterministic id, keeping of `raw` what `keep_raw` says.
 
         Flows build bounded dead letters and apply their policy where dead letters leave the
-        flow (`operators.io.publish_dead_letters`, `kept`)."""
+        flow (`operators.connectors.io.publish_dead_letters`, `kept`)."""
         kept = raw[:RAW_BOUND] if keep_raw == "bounded" else b""
         digest = None if keep_raw == "none" else hashlib.sha256(raw).hexdigest()
         field_errors = [

@@ -26,8 +26,8 @@ PolicyRule = Literal[
     "system_prompt",
     "category_unsupported",
 ]
-"""A rule of the reply policy (`operators.reply_policy`) a drafted text broke: a link to a domain
-not allow-listed, an amount / compensation / approved refund, a refund where the rules path
+"""A rule of the reply policy (`operators.llm.reply_policy`) a drafted text broke: a link to a
+domain not allow-listed, an amount / compensation / approved refund, a refund where the rules path
 offers none, a request for card numbers, passwords or codes, text of the system prompt, or (for
 shipments) an exception category the notes do not support."""
 

@@ -16,7 +16,7 @@ from typing import Optional
 
 from pydantic import BaseModel
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.runtime.flow_spec import AnySpec, flow_specs
 from schemas.dead_letter import dead_letter_of
 

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flows.settings import Settings  # noqa: E402
+from operators.config.settings import Settings  # noqa: E402
 
 OUT = ROOT / "out"
 SAMPLES = 5

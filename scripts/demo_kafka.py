@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT))
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
-from flows.settings import Settings  # noqa: E402
-from operators.kafka.config import client_config  # noqa: E402
-from operators.kafka.load import load_records, surge_records  # noqa: E402
-from operators.kafka.topics import create_topics, flow_topics  # noqa: E402
+from operators.config.settings import Settings  # noqa: E402
+from operators.connectors.kafka.config import client_config  # noqa: E402
+from operators.connectors.kafka.load import load_records, surge_records  # noqa: E402
+from operators.connectors.kafka.topics import create_topics, flow_topics  # noqa: E402
 from operators.llm.redis_cache import redacted_url  # noqa: E402
 from scripts.demo import print_records  # noqa: E402
 from scripts.kafka_broker import KafkaBroker  # noqa: E402

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from scripts.redis_server import RedisServer
 from tests.flows.flow_runs import embedded_settings
 from tests.support.openai_server import OpenAITestServer

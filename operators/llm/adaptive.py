@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.metrics import CONCURRENCY_LIMIT
 from operators.llm.pressure import CUT_INTERVAL_SECONDS, RedisSharedPressure, SharedPressure
 

@@ -27,13 +27,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.limits import Cost, RateLimiter, budget_costs, provider_costs
 from operators.llm.metrics import LIMITER_WAIT
-from operators.llm.per_loop import PerLoop
 from operators.llm.pricing import PriceTable
 from operators.llm.prompt_text import estimate_tokens
 from operators.llm.types import BudgetExhausted, RateLimitWait
+from operators.runtime.per_loop import PerLoop
 
 MESSAGE_OVERHEAD = 4
 """Tokens a chat message costs beyond its content (role and separators)."""

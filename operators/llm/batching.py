@@ -10,7 +10,7 @@ handed over, so several `run` calls may be in flight at once.
     vector = await batcher.submit("where is my order?")
 
 A batcher belongs to the event loop that first uses it (like an async HTTP client); keep one per
-loop (`operators.llm.per_loop.PerLoop`). Items must be hashable.
+loop (`operators.runtime.per_loop.PerLoop`). Items must be hashable.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.metrics import BREAKER_STATE
 from operators.llm.types import BreakerOpen
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import orjson
 from cachetools import TTLCache
 
-from operators.metrics import CACHE_LOOKUPS
+from operators.runtime.metrics import CACHE_LOOKUPS
 
 KEY_NAMESPACE = "surgeflow:v1"
 """Prefix of every cache key; bump the version to orphan every entry after a format change."""

@@ -23,16 +23,16 @@ from typing import Any
 
 import openai
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.batching import MicroBatcher
 from operators.llm.cache import InProcessCache, embedding_key, pack_vector, unpack_vector
-from operators.llm.per_loop import PerLoop
 from operators.llm.pricing import PriceTable
 from operators.llm.prompt_text import estimate_tokens
 from operators.llm.provider import ProviderCaller, ProviderRequest
 from operators.llm.responses import embedding_vectors, usage_tokens
 from operators.llm.served import Served, TolerantCache
 from operators.llm.singleflight import SingleFlight
+from operators.runtime.per_loop import PerLoop
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.metrics import LIMITER_BACKEND_UP
 from operators.llm.redis_cache import RedisClientFactory
 from operators.llm.redis_scripts import ScriptRunner

@@ -49,10 +49,6 @@ IN_FLIGHT = Gauge(
     "surgeflow_llm_in_flight",
     "Provider calls in flight in this process.",
 )
-PENDING = Gauge(
-    "surgeflow_llm_pending",
-    "Items handed to async agent steps and not yet emitted, in this process.",
-)
 CONCURRENCY_LIMIT = Gauge(
     "surgeflow_llm_concurrency_limit",
     "Current adaptive concurrency limit of provider calls per worker loop.",

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Mapping
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 
 log = logging.getLogger(__name__)
 

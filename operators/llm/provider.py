@@ -44,16 +44,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.accounting import Operation, observe_attempt, observe_tokens
 from operators.llm.adaptive import AdaptiveConcurrency
 from operators.llm.admission import Admission, BudgetHold
 from operators.llm.breaker import Breakers, Permit
 from operators.llm.metrics import IN_FLIGHT, RETRIES
-from operators.llm.per_loop import PerLoop
 from operators.llm.responses import llm_error
 from operators.llm.retry import DROP_REASONS, RetryPolicy, exception_retry_after, retry_reason
-from operators.llm.runner import call_bound_seconds
 from operators.llm.types import (
     LLMCallError,
     LLMError,
@@ -61,6 +59,8 @@ from operators.llm.types import (
     LLMUnavailable,
     RateLimitWait,
 )
+from operators.runtime.per_loop import PerLoop
+from operators.runtime.runner import call_bound_seconds
 
 Send = Callable[[str, int], Awaitable[Any]]
 """Sends one attempt: (model, attempt number from 0) -> the client's response."""

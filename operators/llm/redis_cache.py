@@ -28,12 +28,12 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from flows.settings import Settings
+from operators.config.redact import redacted_url
+from operators.config.settings import Settings
 from operators.llm.cache import InProcessCache, PromptCache
 from operators.llm.down_window import DownWindow
-from operators.llm.per_loop import PerLoop
-from operators.metrics import CACHE_BACKEND_UP, CACHE_ERRORS, CACHE_LOOKUPS
-from operators.redact import redacted_url
+from operators.runtime.metrics import CACHE_BACKEND_UP, CACHE_ERRORS, CACHE_LOOKUPS
+from operators.runtime.per_loop import PerLoop
 
 log = logging.getLogger(__name__)
 

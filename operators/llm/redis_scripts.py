@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from operators.llm.down_window import DownWindow
-from operators.llm.per_loop import PerLoop
 from operators.llm.redis_cache import RedisClientFactory, default_client_factory, redacted_url
+from operators.runtime.per_loop import PerLoop
 
 log = logging.getLogger(__name__)
 

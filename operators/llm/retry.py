@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeVar
 import openai
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 
 R = TypeVar("R")
 

@@ -22,8 +22,8 @@ from typing import Generic, TypeVar, cast
 from operators.llm.accounting import CallRecord, Operation, Outcome
 from operators.llm.batching import MicroBatcher
 from operators.llm.cache import PromptCache
-from operators.llm.per_loop import PerLoop
 from operators.llm.types import LLMError, LLMUnavailable
+from operators.runtime.per_loop import PerLoop
 from schemas.enrichment import CallOutcome, Enrichment, EnrichmentSource, FallbackReason
 
 log = logging.getLogger(__name__)

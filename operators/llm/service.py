@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import openai
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.accounting import Ledger, Operation, record_fallback
 from operators.llm.adaptive import AdaptiveConcurrency
 from operators.llm.admission import Admission
@@ -38,7 +38,6 @@ from operators.llm.breaker import Breakers
 from operators.llm.cache import PromptCache
 from operators.llm.embeddings import Embeddings
 from operators.llm.limits import RateLimiter, build_limiter
-from operators.llm.per_loop import PerLoop
 from operators.llm.pricing import PriceTable
 from operators.llm.provider import ProviderCaller
 from operators.llm.redis_cache import build_cache, front_of
@@ -55,6 +54,7 @@ from operators.llm.types import (
     T,
     Tab,
 )
+from operators.runtime.per_loop import PerLoop
 from schemas.enrichment import Enrichment
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ exception goes to every caller. The key is forgotten when the task ends, so a la
 afresh (by then the answer is usually in the cache).
 
 A `SingleFlight` serves one event loop (its tasks belong to that loop); keep one per loop with
-`operators.llm.per_loop.PerLoop`.
+`operators.runtime.per_loop.PerLoop`.
 """
 
 from __future__ import annotations

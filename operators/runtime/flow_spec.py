@@ -1,11 +1,12 @@
 """A flow, declared once: its name, key, topics, models, surge and reference data.
 
 A `FlowSpec` names no flow here: each flow's spec is written in `flows/registry.py` (the top
-floor), and the generic modules take a spec (`operators.kafka.topics.flow_topics`,
-`operators.kafka.load.surge_records`, `schemas.export.topic_models`, the skeleton
+floor), and the generic modules take a spec (`operators.connectors.kafka.topics.flow_topics`,
+`operators.connectors.kafka.load.surge_records`, `schemas.export.topic_models`, the skeleton
 `operators.runtime.skeleton.build`). The command lines that take a flow by name
-(`python -m operators.kafka.topics --flow tickets`, `python -m operators.kafka.load shipments`,
-`python -m operators.surge shipments`, `python -m schemas.export`) look it up in the registry
+(`python -m operators.connectors.kafka.topics --flow tickets`,
+`python -m operators.connectors.kafka.load shipments`, `python -m operators.surge shipments`,
+`python -m schemas.export`) look it up in the registry
 module, imported by its name when they run (as `bytewax.run` imports a flow module), so nothing
 below `flows/` imports `flows/`.
 """
@@ -19,8 +20,8 @@ from typing import Any, Generic, NamedTuple, Optional, Protocol, TypeVar, Union
 
 from pydantic import BaseModel
 
-from flows.settings import Settings
-from operators.records import RawRecord
+from operators.config.settings import Settings
+from operators.runtime.records import RawRecord
 from schemas.dead_letter import RawPolicy
 
 In = TypeVar("In", bound=BaseModel)

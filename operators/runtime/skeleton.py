@@ -28,14 +28,12 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from pydantic import BaseModel
 
-from flows.settings import Settings
-from operators import io
-from operators.domain import Valid
-from operators.records import OutRecord, RawRecord
+from operators.config.settings import Settings
+from operators.runtime import io
 from operators.runtime.flow_spec import AnySpec, FlowSpec, FlowTopics
-from operators.shutdown import StopSignal
-from operators.sources import until_stopped
-from operators.validate import Limits, validate
+from operators.runtime.records import OutRecord, RawRecord, Valid
+from operators.runtime.shutdown import StopSignal, until_stopped
+from operators.runtime.validate import Limits, validate
 from schemas.dead_letter import DeadLetter, SourceRef
 
 In = TypeVar("In", bound=BaseModel)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from flows.settings import Settings
-from operators.kafka.topics import flow_topics
+from operators.config.settings import Settings
+from operators.connectors.kafka.topics import flow_topics
 from tests.flows.kafka_runs import Consumed
 from tests.flows.recovery_runs import (
     FlowProcess,

@@ -12,10 +12,10 @@ from typing import Any
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, cluster_main, run_main
 
-from flows.settings import Settings
-from operators.records import OutRecord
-from operators.sources import GeneratorSource
-from operators.surge import Generated
+from operators.config.settings import Settings
+from operators.connectors.sources import GeneratorSource
+from operators.runtime.records import OutRecord
+from operators.surge.engine import Generated
 
 
 @dataclass

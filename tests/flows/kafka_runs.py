@@ -14,10 +14,10 @@ from bytewax.testing import run_main
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from flows.settings import Settings
-from operators.kafka.config import client_config
-from operators.kafka.topics import create_topics, flow_topics
-from operators.surge import Generated
+from operators.config.settings import Settings
+from operators.connectors.kafka.config import client_config
+from operators.connectors.kafka.topics import create_topics, flow_topics
+from operators.surge.engine import Generated
 from tests.flows.flow_runs import embedded_settings
 
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Optional
 
-from flows.settings import Settings
-from operators.surge import Generated
+from operators.config.settings import Settings
+from operators.surge.engine import Generated
 from tests.flows.kafka_runs import Consumed
 from tests.flows.recovery_runs import TopicFollower
 

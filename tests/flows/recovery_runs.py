@@ -24,9 +24,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka.admin import AdminClient
 from pydantic import AliasChoices, SecretStr
 
-from flows.settings import Settings
-from operators.kafka.config import client_config
-from operators.kafka.topics import create_topics
+from operators.config.settings import Settings
+from operators.connectors.kafka.config import client_config
+from operators.connectors.kafka.topics import create_topics
 from tests.flows.kafka_runs import Consumed
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.settings import Settings
-from operators.surge import iter_shipment_surge, iter_ticket_surge
-from operators.surge_engine import Generated
+from operators.config.settings import Settings
+from operators.shipments.surge import iter_shipment_surge
+from operators.surge.engine import Generated
+from operators.tickets.surge import iter_ticket_surge
 from tests.flows.crash_runs import (
     AnswerLog,
     CrashRun,

@@ -18,7 +18,9 @@ from bytewax.dataflow import Dataflow
 
 from flows.shipments import build_flow as build_shipments
 from flows.tickets import build_flow as build_tickets
-from operators.surge import Generated, iter_shipment_surge, iter_ticket_surge
+from operators.shipments.surge import iter_shipment_surge
+from operators.surge.engine import Generated
+from operators.tickets.surge import iter_ticket_surge
 from scripts.redis_server import RedisServer
 from tests.flows.kafka_runs import (
     Consumed,

@@ -7,10 +7,11 @@ from functools import partial
 
 import pytest
 
-from flows.settings import Settings
 from flows.shipments import build_flow as build_shipments
 from flows.tickets import build_flow as build_tickets
-from operators.surge import iter_shipment_surge, iter_ticket_surge
+from operators.config.settings import Settings
+from operators.shipments.surge import iter_shipment_surge
+from operators.tickets.surge import iter_ticket_surge
 from schemas import ShipmentDecision, TicketResponse
 from tests.flows.flow_runs import run_flow
 from tests.support.openai_server import CHAT_PATH, EMBEDDINGS_PATH, OpenAITestServer

@@ -17,10 +17,12 @@ import pytest
 from bytewax.dataflow import Dataflow
 from prometheus_client import REGISTRY
 
-from flows.settings import Settings
 from flows.shipments import build_flow as build_shipments
 from flows.tickets import build_flow as build_tickets
-from operators.surge import Generated, iter_shipment_surge, iter_ticket_surge
+from operators.config.settings import Settings
+from operators.shipments.surge import iter_shipment_surge
+from operators.surge.engine import Generated
+from operators.tickets.surge import iter_ticket_surge
 from scripts.redis_server import RedisServer
 from tests.flows.flow_runs import FlowRun, run_flow
 from tests.support.openai_server import OpenAITestServer

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from flows.settings import Settings
-from operators.kafka.topics import flow_topics
-from operators.shutdown import HARD_STOP_MARGIN_SECONDS
-from operators.surge import iter_shipment_surge, iter_ticket_surge
-from operators.surge_engine import Generated
+from operators.config.settings import Settings
+from operators.connectors.kafka.topics import flow_topics
+from operators.runtime.shutdown import HARD_STOP_MARGIN_SECONDS
+from operators.shipments.surge import iter_shipment_surge
+from operators.surge.engine import Generated
+from operators.tickets.surge import iter_ticket_surge
 from tests.flows.crash_runs import AnswerLog, units
 from tests.flows.kafka_runs import Consumed, kafka_settings, keyed, with_topics
 from tests.flows.recovery_checks import by_id, unaccounted_inputs, unanswered_messages

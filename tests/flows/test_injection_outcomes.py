@@ -24,14 +24,15 @@ import pytest
 from bytewax.testing import TestingSink, run_main
 from prometheus_client import REGISTRY
 
-from flows.settings import Settings
 from flows.shipments import build_flow as build_shipments
 from flows.tickets import build_flow as build_tickets
-from operators.llm.shipments import SYSTEM_PROMPT
-from operators.records import OutRecord, RawRecord
-from operators.sources import GeneratorSource
-from operators.surge import iter_shipment_surge, iter_ticket_surge
-from operators.workers import REPLY_RULES
+from operators.config.settings import Settings
+from operators.connectors.sources import GeneratorSource
+from operators.runtime.records import OutRecord, RawRecord
+from operators.shipments.agent import SYSTEM_PROMPT
+from operators.shipments.surge import iter_shipment_surge
+from operators.tickets.surge import iter_ticket_surge
+from operators.tickets.workers import REPLY_RULES
 from tests.flows.flow_runs import FlowRun, run_flow
 from tests.support.openai_server import CHAT_PATH, OpenAITestServer
 

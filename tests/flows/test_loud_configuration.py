@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from operators.kafka.topics import create_topics
+from operators.connectors.kafka.topics import create_topics
 from scripts.redis_server import free_port
 from tests.flows.flow_runs import embedded_settings
 from tests.flows.kafka_runs import kafka_settings, produce_raw
@@ -63,7 +63,7 @@ def test_an_unreachable_bootstrap_stops_the_start_within_the_bound_with_one_line
     assert run.seconds < 10, run.seconds  # preflight bound 3 s; was 11 s and 285 lines
     assert not [line for line in run.lines if line.startswith("%")], "librdkafka lines"
     naming = [line for line in run.lines if address in line]
-    assert len(naming) == 1 and naming[0].startswith("operators.preflight.PreflightError: ")
+    assert len(naming) == 1 and naming[0].startswith("operators.runtime.preflight.PreflightError: ")
     assert "did not answer within 3 s" in naming[0] and "Connection refused" in naming[0]
 
 
@@ -75,7 +75,9 @@ def test_a_missing_output_topic_stops_the_start_naming_it(kafka_bootstrap: str) 
     run = run_flow("tickets", settings)
     assert run.code != 0
     assert run.seconds < 15, run.seconds  # was 31.8 s: a delivery timeout naming no topic
-    [error] = [line for line in run.lines if line.startswith("operators.preflight.PreflightError")]
+    [error] = [
+        line for line in run.lines if line.startswith("operators.runtime.preflight.PreflightError")
+    ]
     assert f"{settings.topic_tickets_responses} (output)" in error
     assert settings.topic_tickets_dlq not in error
 
@@ -90,7 +92,7 @@ def test_a_wrong_llm_endpoint_is_one_loud_warning_at_start(
     run = run_flow("tickets", settings)
     assert run.code == 0, run.stderr[-2000:]
     warnings = run.logged("WARNING")
-    preflight = [line for line in warnings if " operators.preflight " in line]
+    preflight = [line for line in warnings if " operators.runtime.preflight " in line]
     assert len(preflight) == 1, run.stderr[-3000:]  # was 0: 219 of 220 outputs on rules, silently
     assert "LLM endpoint" in preflight[0] and base in preflight[0]
     expected = "answered 404 on /models" if where == "wrong path" else "cannot be reached"

@@ -23,11 +23,11 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.settings import Settings
 from flows.shipments import build_flow as build_shipments
 from flows.tickets import build_flow as build_tickets
-from operators.records import OutRecord, RawRecord
-from operators.reference import ShipmentReference
+from operators.config.settings import Settings
+from operators.runtime.records import OutRecord, RawRecord
+from operators.shipments.reference import ShipmentReference
 from tests.flows.flow_runs import embedded_settings
 
 pytestmark = [pytest.mark.dataflow]

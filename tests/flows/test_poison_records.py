@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from operators.records import RawRecord
-from operators.surge import Generated, iter_shipment_surge, iter_ticket_surge
+from operators.runtime.records import RawRecord
+from operators.shipments.surge import iter_shipment_surge
+from operators.surge.engine import Generated
+from operators.tickets.surge import iter_ticket_surge
 from tests.flows.kafka_runs import kafka_settings, keyed, produce_raw, with_topics
 from tests.flows.recovery_checks import (
     Outputs,

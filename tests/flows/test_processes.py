@@ -4,7 +4,7 @@
 
 Each run is `python -m bytewax.run flows.shipments` to the end of the topic, with output topics of
 its own. The one difference allowed is documented: at the end of a bounded input each process
-judges quiet shipments stuck by its own stream clock (`operators.clock`), so an end-of-input
+judges quiet shipments stuck by its own stream clock (`operators.runtime.clock`), so an end-of-input
 stuck report may differ for a shipment whose stuck time falls between the partitions' latest
 event times.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.settings import Settings
-from operators.surge import iter_shipment_surge
+from operators.config.settings import Settings
+from operators.shipments.surge import iter_shipment_surge
 from tests.flows.kafka_runs import kafka_settings, keyed, produce_raw, with_topics
 from tests.flows.recovery_checks import (
     Outputs,

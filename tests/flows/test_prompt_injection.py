@@ -18,14 +18,14 @@ from typing import Any, TypeVar, get_args
 
 import pytest
 
-from flows.settings import Settings
-from operators.intents import IntentIndex
+from operators.config.settings import Settings
 from operators.llm.prompt_text import estimate_tokens
 from operators.llm.service import OpenAIService
-from operators.llm.shipments import SYSTEM_PROMPT, classify_notes, enrich_decision, rules_message
-from operators.route import route_ticket
-from operators.tickets_domain import ContextTicket, RoutedTicket, Turn
-from operators.workers import REPLY_RULES, build_workers, draft_reply, template_reply
+from operators.shipments.agent import SYSTEM_PROMPT, classify_notes, enrich_decision, rules_message
+from operators.tickets.domain import ContextTicket, RoutedTicket, Turn
+from operators.tickets.intents import IntentIndex
+from operators.tickets.router import route_ticket
+from operators.tickets.workers import REPLY_RULES, build_workers, draft_reply, template_reply
 from schemas import Entities, ShipmentDecision, SourceRef, TicketMessage
 from schemas.shipments import ExceptionCategory
 from tests.support.openai_server import CHAT_PATH, LoggedRequest, OpenAITestServer

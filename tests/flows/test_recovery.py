@@ -15,12 +15,12 @@ import pytest
 from bytewax.recovery import RecoveryConfig
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from flows.recovery import RecoveryConfigurationError, check_recovery, partition_count
-from flows.settings import Settings
 from flows.shipments import build_flow as build_shipments
-from operators import decision_state
+from operators.config.settings import Settings
 from operators.errors import IncompatibleStateError
-from operators.surge import iter_shipment_surge
+from operators.runtime.recovery import RecoveryConfigurationError, check_recovery, partition_count
+from operators.shipments import decision_state
+from operators.shipments.surge import iter_shipment_surge
 from tests.flows.flow_runs import embedded_settings
 from tests.flows.kafka_runs import kafka_settings, with_topics
 from tests.flows.recovery_runs import (
@@ -86,7 +86,7 @@ def test_a_store_is_checked_and_mixed_stores_are_refused(
 ) -> None:
     store = init_recovery(tmp_path / "store", 3)
     flags = ["flows.shipments", "-w", "2", "-a", "h:1;h:2", "-i", "0", "-r", str(store)]
-    with caplog.at_level(logging.WARNING, logger="flows.recovery"):
+    with caplog.at_level(logging.WARNING, logger="operators.runtime.recovery"):
         options = check_recovery(embedded_settings(), [*flags, "-s", "5", "-b", "60"])
     assert options is not None and (options.snapshot_interval_seconds, options.workers) == (5, 4)
     assert "4 workers but 3 recovery partitions" in caplog.text

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from operators.surge import iter_shipment_surge
+from operators.shipments.surge import iter_shipment_surge
 from tests.flows.kafka_runs import kafka_settings, keyed, with_topics
 from tests.flows.recovery_checks import (
     Outputs,

@@ -11,9 +11,9 @@ from collections import Counter
 
 import pytest
 
-from flows.settings import Settings
 from flows.shipments import build_flow
-from operators.surge import iter_shipment_surge
+from operators.config.settings import Settings
+from operators.shipments.surge import iter_shipment_surge
 from schemas import DeadLetter, ShipmentDecision
 from tests.flows.flow_runs import FlowRun, embedded_settings, run_flow, surge_for
 

@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 
 from flows.shipments import build_flow
-from operators.kafka.topics import create_topics
-from operators.surge import iter_shipment_surge
+from operators.connectors.kafka.topics import create_topics
+from operators.shipments.surge import iter_shipment_surge
 from schemas import DeadLetter, ShipmentDecision
 from tests.flows.flow_runs import embedded_settings, run_flow, surge_for
 from tests.flows.kafka_runs import (

@@ -15,12 +15,12 @@ import pytest
 from bytewax.dataflow import Dataflow, Stream
 from pydantic import Field
 
-from flows.settings import Settings
 from flows.startup import start
-from operators.domain import Valid
-from operators.kafka.topics import create_topics, flow_topics
+from operators.config.settings import Settings
+from operators.connectors.kafka.topics import create_topics, flow_topics
 from operators.runtime import skeleton
 from operators.runtime.flow_spec import FlowSpec, FlowTopics, flow_specs, no_reference
+from operators.runtime.records import Valid
 from operators.runtime.skeleton import FlowSteps, Frame
 from schemas.common import Record
 from tests.flows.kafka_runs import kafka_settings, run_over_kafka

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from flows.settings import Settings
 from flows.tickets import build_flow
-from operators.surge import iter_ticket_surge
+from operators.config.settings import Settings
+from operators.tickets.surge import iter_ticket_surge
 from schemas import DeadLetter, TicketResponse
 from schemas.common import deterministic_id
 from tests.flows.flow_runs import FlowRun, embedded_settings, run_flow, surge_for

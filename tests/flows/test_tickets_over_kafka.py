@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from flows.tickets import build_flow
-from operators.surge import iter_ticket_surge
+from operators.tickets.surge import iter_ticket_surge
 from schemas import TicketResponse
 from tests.flows.flow_runs import embedded_settings, run_flow, surge_for
 from tests.flows.kafka_runs import (

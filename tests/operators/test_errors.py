@@ -15,7 +15,7 @@ import flows
 import operators
 import schemas
 from operators.errors import IncompatibleStateError, StopsTheFlow, SurgeflowError
-from operators.guard import PASS_THROUGH, StepFailure, guarded
+from operators.runtime.guard import PASS_THROUGH, StepFailure, guarded
 
 PACKAGES = (flows, operators, schemas)
 

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from flows.recovery import RecoveryConfigurationError, partition_count
+from operators.runtime.recovery import RecoveryConfigurationError, partition_count
 
 
 def main(directory: str) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.admission import Admission, estimate_prompt_tokens, unused
 from operators.llm.limits import LocalRateLimiter, Rate
 from operators.llm.pricing import PriceTable

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 
 import scripts.redis_server
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.service import OpenAIService
 from operators.llm.types import LLMError
 from scripts.redis_server import RedisServer

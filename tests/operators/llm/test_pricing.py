@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.pricing import PriceTable
 
 

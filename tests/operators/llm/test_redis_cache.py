@@ -18,7 +18,7 @@ import redis
 from prometheus_client import REGISTRY
 
 import scripts.redis_server
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.cache import InProcessCache
 from operators.llm.redis_cache import RedisCache, build_cache, redacted_url
 from operators.llm.service import OpenAIService

@@ -10,12 +10,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from flows.settings import DEFAULT_PRICES, Settings
+from operators.config.settings import DEFAULT_PRICES, Settings
 from operators.llm.cache import InProcessCache
 from operators.llm.pricing import PriceTable
-from operators.llm.runner import call_bound_seconds
 from operators.llm.service import DisabledService, OpenAIService, build_service
 from operators.llm.types import LLMCallError, LLMInvalidOutput, LLMUnavailable, Tab
+from operators.runtime.runner import call_bound_seconds
 from tests.operators.llm.service_calls import Verdict, run
 from tests.support.fake_outputs import embed_text
 from tests.support.openai_server import CHAT_PATH, EMBEDDINGS_PATH, OpenAITestServer

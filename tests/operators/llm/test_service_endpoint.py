@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.breaker import Breakers, State
 from operators.llm.provider import endpoint_for_log
 from operators.llm.service import OpenAIService

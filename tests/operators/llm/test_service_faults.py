@@ -12,7 +12,7 @@ from itertools import pairwise
 
 import pytest
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.breaker import Breakers, State
 from operators.llm.service import OpenAIService
 from operators.llm.types import BreakerOpen, LLMCallError, LLMInvalidOutput, LLMTimeout

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.admission import estimate_prompt_tokens
 from operators.llm.cache import canonical_json
 from operators.llm.service import OpenAIService

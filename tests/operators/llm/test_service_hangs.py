@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from flows.settings import Settings
+from operators.config.settings import Settings
 from operators.llm.breaker import State
 from operators.llm.service import OpenAIService
 from operators.llm.types import LLMError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flows.settings import Settings
-from operators.kafka.topics import flow_topics
+from operators.config.settings import Settings
+from operators.connectors.kafka.topics import flow_topics
 from operators.runtime.flow_spec import AnySpec, FlowTopics, flow_spec, flow_specs
 
 SPECS = sorted(flow_specs().values(), key=lambda s: s.name)

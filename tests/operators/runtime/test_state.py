@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from operators.decision_state import MIGRATIONS, WINDOW_STATE
-from operators.decisions import ShipmentWindows
 from operators.errors import IncompatibleStateError, StopsTheFlow, SurgeflowError
-from operators.llm.inflight import LANE_STATE
+from operators.runtime.inflight import LANE_STATE
 from operators.runtime.state import VersionedState
-from operators.sessions import SESSION_STATE, SessionHistory
-from operators.tickets_domain import Turn
-from tests.operators.llm.test_inflight import FakeWork, lane_of
-from tests.operators.test_decisions import PARAMS, T0, clock, event, live, wall
+from operators.shipments.decision_state import MIGRATIONS, WINDOW_STATE
+from operators.shipments.decisions import ShipmentWindows
+from operators.tickets.domain import Turn
+from operators.tickets.sessions import SESSION_STATE, SessionHistory
+from tests.operators.runtime.test_inflight import FakeWork, lane_of
+from tests.operators.shipments.test_decisions import PARAMS, T0, clock, event, live, wall
 
 
 def _to_v2(state: dict[str, Any]) -> dict[str, Any]:

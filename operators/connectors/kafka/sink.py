@@ -1,0 +1,173 @@
+"""Kafka output that checks every delivery: an idempotent producer, flushed per batch.
+
+Bytewax's own `KafkaSink` registers no delivery callback, so a record the broker refuses is lost
+without a trace. `KafkaRecordSink` registers one for every record, flushes at the end of each
+batch within `SURGEFLOW_KAFKA_DELIVERY_TIMEOUT_SECONDS`, and raises `KafkaDeliveryError` when any
+record was refused or is still undelivered: the dataflow stops, and on restart with recovery
+Bytewax replays from the last snapshot, so output is repeated (same ids) instead of dropped.
+The producer is idempotent (`operators.connectors.kafka.config.producer_config`), so its own
+retries never
+write a record twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Optional
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import KafkaException, Message, Producer
+
+from operators.config.settings import Settings
+from operators.connectors.kafka.config import producer_config
+from operators.errors import StopsTheFlow
+from operators.runtime import metrics
+from operators.runtime.records import OutRecord
+
+_SHOWN_FAILURES = 5
+
+
+class KafkaDeliveryError(RuntimeError, StopsTheFlow):
+    """Records were not acknowledged by the broker; `failures` holds (topic, key, error)."""
+
+    def __init__(self, message: str, failures: list[tuple[str, Optional[str], str]]) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
+Delivered = Callable[[OutRecord, Message], None]
+"""Called with each acknowledged record and the broker's message (partition, offset)."""
+
+
+class DeliveryCheckedProducer:
+    """Sends batches of `OutRecord`s and returns only when every one is acknowledged.
+
+    `producer` is injectable (any object with confluent-kafka's `produce`/`poll`/`flush`).
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        *,
+        timeout_seconds: float,
+        producer: Optional[Producer] = None,
+    ) -> None:
+        self._producer = producer if producer is not None else Producer(config)
+        self._timeout = timeout_seconds
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, client_id: str = "surgeflow"
+    ) -> DeliveryCheckedProducer:
+        """A producer configured by `producer_config`, named `client_id` in the broker's logs."""
+        config = {**producer_config(settings), "client.id": client_id}
+        return cls(config, timeout_seconds=settings.kafka_delivery_timeout_seconds)
+
+    def send(self, records: Iterable[OutRecord], on_delivered: Optional[Delivered] = None) -> int:
+        """Produce `records`, flush, and raise `KafkaDeliveryError` unless all were delivered."""
+        failures: list[tuple[str, Optional[str], str]] = []
+        deadline = time.monotonic() + self._timeout
+        sent = 0
+        for record in records:
+            callback = _callback(record, failures, on_delivered)
+            self._produce(record, callback, failures, deadline)
+            sent += 1
+        remaining = self._producer.flush(max(deadline - time.monotonic(), 0.0))
+        if remaining:
+            failures.append(("*", None, f"{remaining} records still in flight after flush"))
+        if failures:
+            raise _delivery_error(failures, sent)
+        return sent
+
+    def _produce(
+        self,
+        record: OutRecord,
+        callback: Callable[[Any, Message], None],
+        failures: list[tuple[str, Optional[str], str]],
+        deadline: float,
+    ) -> None:
+        key = None if record.key is None else record.key.encode("utf-8")
+        while True:
+            try:
+                self._producer.produce(
+                    record.topic, record.value, key, headers=list(record.headers),
+                    on_delivery=callback,
+                )  # fmt: skip
+                self._producer.poll(0)
+                return
+            except BufferError:  # local queue full: let deliveries drain, within the bound
+                if time.monotonic() >= deadline:
+                    raise _delivery_error([(record.topic, record.key, "queue full")], 0) from None
+                self._producer.poll(0.1)
+            except KafkaException as exc:  # refused before sending (size, unknown topic...)
+                failures.append((record.topic, record.key, str(exc.args[0])))
+                metrics.KAFKA_DELIVERY_FAILURES.labels(record.topic, _code(exc.args[0])).inc()
+                return
+
+    def close(self) -> None:
+        """Deliver what is queued; undelivered records raise as in `send`."""
+        remaining = self._producer.flush(self._timeout)
+        if remaining:
+            raise _delivery_error([("*", None, f"{remaining} records undelivered at close")], 0)
+
+
+def _callback(
+    record: OutRecord,
+    failures: list[tuple[str, Optional[str], str]],
+    on_delivered: Optional[Delivered],
+) -> Callable[[Any, Message], None]:
+    def delivered(err: Any, msg: Message) -> None:
+        if err is not None:
+            failures.append((record.topic, record.key, err.str()))
+            metrics.KAFKA_DELIVERY_FAILURES.labels(record.topic, _code(err)).inc()
+            return
+        metrics.KAFKA_DELIVERED.labels(record.topic).inc()
+        if on_delivered is not None:
+            on_delivered(record, msg)
+
+    return delivered
+
+
+def _code(err: Any) -> str:
+    name = getattr(err, "name", None)
+    return str(name()) if callable(name) else type(err).__name__
+
+
+def _delivery_error(
+    failures: list[tuple[str, Optional[str], str]], sent: int
+) -> KafkaDeliveryError:
+    shown = "; ".join(f"{t} key={k!r}: {e}" for t, k, e in failures[:_SHOWN_FAILURES])
+    more = len(failures) - _SHOWN_FAILURES
+    suffix = f"; and {more} more" if more > 0 else ""
+    message = f"{len(failures)} of {sent} records not delivered to Kafka: {shown}{suffix}"
+    return KafkaDeliveryError(message, failures)
+
+
+class _ProducerPartition(StatelessSinkPartition[OutRecord]):
+    def __init__(self, producer: DeliveryCheckedProducer) -> None:
+        self._producer = producer
+
+    def write_batch(self, items: list[OutRecord]) -> None:
+        self._producer.send(items)
+
+    def close(self) -> None:
+        self._producer.close()
+
+
+class KafkaRecordSink(DynamicSink[OutRecord]):
+    """Write `OutRecord`s to their topics, keyed by the flow key; one producer per worker.
+
+    Each record goes to `record.topic` with `record.key` (UTF-8) as the message key and its
+    headers (content type, schema version, schema name). Raises `KafkaDeliveryError` from the
+    batch that was not fully acknowledged.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
+        client_id = f"surgeflow-{step_id}-w{worker_index}"
+        return _ProducerPartition(
+            DeliveryCheckedProducer.from_settings(self._settings, client_id=client_id)
+        )

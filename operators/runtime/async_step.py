@@ -1,0 +1,250 @@
+"""`map_async`: run an async function on every item of a stream without ever blocking the worker.
+
+Each Bytewax worker gets one `AsyncRunner` (an event loop in a daemon thread) and one
+`PendingBound` (`settings.llm_max_pending` unfinished items), created lazily the first time the
+worker submits an item and held per worker thread outside any state, so nothing unpicklable
+reaches a snapshot. The runner is closed when its worker thread ends or the process exits.
+The lane state machine is `operators.runtime.inflight.Lane`; `LaneLogic` is its thin Bytewax
+adapter.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Future
+from datetime import datetime, timedelta
+from typing import Any, Optional, TypeVar
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+from bytewax.operators import StatefulBatchLogic
+
+from operators.config.settings import Settings
+from operators.runtime.inflight import AsyncFailure, Lane, PendingBound, lane_for
+from operators.runtime.metrics import PENDING
+from operators.runtime.runner import RUNNER_MARGIN_SECONDS, AsyncRunner, item_bound_seconds
+from operators.runtime.shutdown import StopSignal
+from schemas.common import utc_now
+
+__all__ = ["AsyncFailure", "LaneLogic", "map_async", "worker_bound", "worker_runner"]
+
+X = TypeVar("X")
+Y = TypeVar("Y")
+
+LaneState = dict[str, Any]
+"""`Lane.snapshot()`: `{"version": 1, "pending": [(seq, item), ...]}`."""
+
+
+class _WorkerLocal:
+    """One worker thread's runners (by item bound) and pending bounds (by limit)."""
+
+    def __init__(self) -> None:
+        self.runners: dict[float, AsyncRunner] = {}
+        self.bounds: dict[int, PendingBound] = {}
+        weakref.finalize(self, _close_all, self.runners)
+
+
+def _close_all(runners: dict[float, AsyncRunner]) -> None:
+    for runner in runners.values():
+        runner.close()
+    runners.clear()
+
+
+_local = threading.local()
+_by_ident: dict[int, _WorkerLocal] = {}
+_by_ident_lock = threading.Lock()
+
+
+def _worker() -> _WorkerLocal:
+    """The calling thread's `_WorkerLocal`.
+
+    Bytewax's worker threads are started by its Rust core, not by Python: their Python thread
+    state (and with it every `threading.local`) is dropped each time the worker releases the
+    GIL, so for them the holder is also kept by thread id, for the life of the process (closed
+    at exit). A thread Python started keeps it in a thread-local, closed when the thread ends.
+    """
+    found: Optional[_WorkerLocal] = getattr(_local, "worker", None)
+    if found is None:
+        if isinstance(threading.current_thread(), threading._DummyThread):
+            with _by_ident_lock:
+                found = _by_ident.get(threading.get_ident())
+                if found is None:
+                    found = _by_ident[threading.get_ident()] = _WorkerLocal()
+        else:
+            found = _WorkerLocal()
+        _local.worker = found
+    return found
+
+
+def worker_runner(settings: Settings) -> AsyncRunner:
+    """The calling thread's (worker's) runner for these settings, created on first use."""
+    runners = _worker().runners
+    bound = item_bound_seconds(settings)
+    runner = runners.get(bound)
+    if runner is None or runner.closed:
+        name = threading.current_thread().name
+        runner = runners[bound] = AsyncRunner.from_settings(settings, name=name)
+    return runner
+
+
+def worker_bound(settings: Settings) -> PendingBound:
+    """The calling thread's (worker's) bound on unfinished items, shared by all its lanes."""
+    bounds = _worker().bounds
+    limit = settings.llm_max_pending
+    if limit not in bounds:
+        bounds[limit] = PendingBound(limit)
+    return bounds[limit]
+
+
+async def _apply(fn: Callable[[X], Awaitable[Y]], item: X) -> Y:
+    return await fn(item)
+
+
+class LaneLogic(StatefulBatchLogic[X, Any, LaneState]):
+    """Bytewax face of one `Lane`: submit on `on_batch`, emit what finished on every call.
+
+    Asks to be notified `poll_seconds` from `now()` while items are pending, so results leave
+    without new input; waits up to `drain_seconds` for the rest on EOF; is discarded whenever
+    nothing is pending. Keeps `PENDING` (items handed over and not yet emitted) up to date.
+    An EOF that `stop` calls a stop (`eof_means_stop`) is not the end of the input: the lane
+    waits for its items until the stop's deadline and keeps the unfinished ones in its snapshot.
+    """
+
+    def __init__(
+        self,
+        lane: Lane[X, Any],
+        *,
+        poll_seconds: float,
+        drain_seconds: float,
+        now: Callable[[], datetime] = utc_now,
+        stop: Optional[StopSignal] = None,
+    ) -> None:
+        self.lane = lane
+        self.poll_every = timedelta(seconds=poll_seconds)
+        self.drain_seconds = drain_seconds
+        self.now = now
+        self.stop = stop
+
+    def restore(self, state: LaneState, *, step: Optional[str] = None) -> None:
+        """Submit again the items of a snapshot (raises `IncompatibleStateError`, naming `step`,
+        on a version this build cannot read)."""
+        self.lane.restore(state, step=step)
+        PENDING.inc(len(self.lane))
+
+    def on_batch(self, values: list[X]) -> tuple[Iterable[Any], bool]:
+        def submit_then_poll() -> list[Any]:
+            self.lane.submit(values)
+            return self.lane.poll()
+
+        return self._emit(submit_then_poll)
+
+    def on_notify(self) -> tuple[Iterable[Any], bool]:
+        return self._emit(self.lane.poll)
+
+    def on_eof(self) -> tuple[Iterable[Any], bool]:
+        if self.stop is not None and self.stop.eof_means_stop:
+            return self._emit(self._settle)
+        return self._emit(lambda: self.lane.drain(self.drain_seconds))
+
+    def _settle(self) -> list[Any]:
+        """A stop: emit what finishes before the deadline, keep the rest (in the snapshot)."""
+        assert self.stop is not None
+        before = len(self.lane)
+        out = self.lane.settle(self.stop.remaining())
+        self.stop.settled(finished=before - len(self.lane), kept=len(self.lane))
+        return out
+
+    def notify_at(self) -> Optional[datetime]:
+        return self.now() + self.poll_every if len(self.lane) else None
+
+    def snapshot(self) -> LaneState:
+        return self.lane.snapshot()
+
+    def _emit(self, step: Callable[[], list[Any]]) -> tuple[Iterable[Any], bool]:
+        out = self._tracked(step)
+        return out, StatefulBatchLogic.RETAIN if len(self.lane) else StatefulBatchLogic.DISCARD
+
+    def _tracked(self, step: Callable[[], list[Any]]) -> list[Any]:
+        before = len(self.lane)
+        try:
+            return step()
+        finally:
+            PENDING.inc(len(self.lane) - before)
+
+
+@operator
+def map_async(
+    step_id: str,
+    up: Stream[X],
+    fn: Callable[[X], Awaitable[Y]],
+    *,
+    key: Callable[[X], str],
+    settings: Settings,
+    ready: Optional[Callable[[X], Optional[Y]]] = None,
+    stop: Optional[StopSignal] = None,
+) -> Stream[Y | AsyncFailure[X]]:
+    """Apply an async `fn` to every item, many at once, emitting each result when it is ready.
+
+    Consumes: items `X` of `up` (any shape; `fn` and `key` get the item as it is).
+
+    Emits: `fn(item)` for every item exactly once, in completion order across keys but never
+    before an earlier item with the same `key(item)` (so a session's replies keep message
+    order). An item whose `fn` raised, or ran longer than `item_bound_seconds(settings)`, is
+    emitted as `AsyncFailure(item, error_type, error)` instead, so one bad item never stops the
+    dataflow. `fn` should turn its expected failures into data itself; `AsyncFailure` is the
+    safety net, and flows dead-letter it.
+
+    Keeps: per lane (`key(item)` hashed with CRC-32 mod `settings.llm_lanes`, so lanes spread
+    over the workers) the items not yet emitted. Its snapshot is those items and their sequence
+    numbers (`{"version": 1, "pending": [...]}`), never futures; on resume they are submitted
+    again (the LLM layer's cache makes already-answered calls free). A lane with nothing pending
+    is discarded; on EOF a lane waits for its items (at most the item bound) and is discarded.
+    When `stop` (an `operators.runtime.shutdown.StopSignal`) says an EOF means a stop (it was
+    requested, or the input never ends by itself), the EOF is a graceful stop instead: a lane
+    waits for its items until `stop.remaining()` runs out, emits those that finished and keeps
+    the rest in its snapshot, submitted again by the next run.
+
+    `ready(item)`, when given, answers an item on the worker thread when no call is needed (the
+    rules path): a non-None answer skips the event loop but still leaves in per-key order.
+
+    The worker never waits for one call: items start on the worker's `AsyncRunner` at once and
+    finished ones leave on the next batch or poll (`settings.llm_poll_seconds`). Only when
+    `settings.llm_max_pending` items of the worker are unfinished does a batch wait for one.
+    """
+    bound_seconds = item_bound_seconds(settings)
+
+    def submit(item: X) -> Future[Y]:
+        done: Future[Y] = Future()
+        try:
+            answer = ready(item) if ready is not None else None
+        except Exception as exc:
+            done.set_exception(exc)
+            return done
+        if answer is None:
+            return worker_runner(settings).submit(_apply(fn, item))
+        done.set_result(answer)
+        return done
+
+    calls = f"{up._scope.parent_id}.calls"  # the stateful step's id, as Bytewax names it
+
+    def build(resume: Optional[LaneState]) -> LaneLogic[X]:
+        lane: Lane[X, Y] = Lane(
+            submit,
+            key,
+            bound=worker_bound(settings),
+            wait_seconds=bound_seconds + RUNNER_MARGIN_SECONDS,
+        )
+        logic = LaneLogic(
+            lane,
+            poll_seconds=settings.llm_poll_seconds,
+            drain_seconds=bound_seconds + RUNNER_MARGIN_SECONDS,
+            stop=stop,
+        )
+        if resume is not None:
+            logic.restore(resume, step=calls)
+        return logic
+
+    lanes = op.key_on("lane", up, lambda item: lane_for(key(item), settings.llm_lanes))
+    return op.key_rm("unlane", op.stateful_batch("calls", lanes, build))

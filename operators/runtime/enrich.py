@@ -1,0 +1,50 @@
+"""What the enrich operators of both flows share: their two outputs and their dead letters.
+
+An enrich step joins each batch with reference data (`operators.shipments.enrich`,
+`operators.tickets.enrich`); a record whose reference is unknown becomes an `unknown_reference`
+dead letter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar, Union
+
+import bytewax.operators as op
+import orjson
+from bytewax.dataflow import Stream
+
+from operators.runtime.guard import Guarded
+from operators.runtime.records import Valid
+from schemas.dead_letter import DeadLetter
+
+E = TypeVar("E")
+
+
+def unknown_reference(item: Valid, step: str, flow: str, key: str, what: str) -> DeadLetter:
+    """An `unknown_reference` dead letter for `item`, whose reference (`what`) is not known."""
+    raw = orjson.dumps(item.model.model_dump(mode="json"))
+    return DeadLetter.build(
+        flow=flow,  # type: ignore[arg-type]
+        step=step,
+        error_type="unknown_reference",
+        error=what,
+        raw=raw,
+        source=item.source,
+        key=key,
+    )
+
+
+@dataclass(frozen=True)
+class EnrichOut(Generic[E]):
+    """The two outputs of an enrich operator."""
+
+    enriched: Stream[E]
+    dead_letters: Stream[DeadLetter]
+
+
+def split_enriched(joined: Guarded[Union[E, DeadLetter]]) -> EnrichOut[E]:
+    """Enriched records on one output; join and guard dead letters merged on the other."""
+    split = op.branch("split", joined.results, lambda item: not isinstance(item, DeadLetter))
+    dead = op.merge("dead_letters", split.falses, joined.dead_letters)
+    return EnrichOut(enriched=split.trues, dead_letters=dead)

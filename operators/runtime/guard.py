@@ -1,0 +1,481 @@
+"""Guards: a step that fails on one record dead-letters that record, and the flow goes on.
+
+Bytewax stops the whole dataflow on any exception raised in an operator. A guard catches what a
+step raises for one record and emits it as data, a `StepFailure`, which becomes a
+`processing_error` dead letter naming the step and the exception (its type and a bounded message
+with credentials masked). Only `StopsTheFlow` errors (unwritable output, broken configuration)
+and `MemoryError` pass through and stop the flow.
+
+- `guarded_map`: `op.map` whose failures are dead letters;
+- `guarded_flat_map_batch`: `op.flat_map_batch` that, when a batch fails, runs the batch again
+  one record at a time so that only the records that fail are dead-lettered;
+- `guarded_stateful`: `op.stateful` whose logic is wrapped in `GuardedLogic`: a record that
+  fails leaves the key's state as it was before it (rolled back from a snapshot), and a timer or
+  end-of-input callback that fails dead-letters the key's state and drops it. The step id and the
+  snapshots stay those of the unguarded step, so existing recovery stores resume.
+
+Each returns `Guarded(results, dead_letters)`. Nothing here names a flow.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Generic, Optional, TypeVar, Union
+
+import bytewax.operators as op
+import orjson
+from bytewax.dataflow import Stream, operator
+from bytewax.operators import KeyedStream, StatefulLogic
+from pydantic import BaseModel
+
+from operators.errors import StopsTheFlow
+from operators.runtime.metrics import LiveKeys
+from schemas.dead_letter import DeadLetter, FlowName, SourceRef
+
+logger = logging.getLogger(__name__)
+
+X = TypeVar("X")
+Y = TypeVar("Y")
+S = TypeVar("S")
+
+MAX_ERROR_CHARS = 500
+"""Characters of an exception's message kept in a dead letter."""
+
+PASS_THROUGH: tuple[type[BaseException], ...] = (StopsTheFlow, MemoryError)
+"""Errors a guard never catches: they stop the flow."""
+
+_CREDENTIALS = (
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/@\s]*@"), r"\1***@"),
+    (
+        re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key|auth)=[^&\s,;]+"),
+        r"\1=***",
+    ),
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"), "sk-***"),
+)
+_LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def describe(exc: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
+    """`Type: message` of an exception, credentials (URLs, `key=value` pairs) masked, bounded."""
+    message = str(exc)
+    for pattern, replacement in _CREDENTIALS:
+        message = pattern.sub(replacement, message)
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def raw_bytes(value: Any) -> bytes:
+    """`value` as JSON bytes for a dead letter (models by their JSON form); never raises."""
+    try:
+        if isinstance(value, BaseModel):
+            return value.model_dump_json().encode("utf-8")
+        return orjson.dumps(value, default=_jsonable)
+    except Exception:  # the dead letter must exist even when its record cannot be serialised
+        try:
+            return repr(value)[:16_384].encode("utf-8", "replace")
+        except Exception:
+            return type(value).__name__.encode("utf-8", "replace")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class StepFailure(Generic[X]):
+    """What a step raised for one record (or for a key's state), emitted in place of its result.
+
+    `item` is the record the step failed on, or None when a timer or the end of the input
+    failed; then `state` holds the key's snapshot, when one could be taken.
+    """
+
+    step: str
+    error_type: str
+    error: str
+    item: Optional[X] = None
+    state: Any = None
+    source: Optional[SourceRef] = None
+
+    @classmethod
+    def of(
+        cls,
+        step: str,
+        exc: BaseException,
+        *,
+        item: Optional[X] = None,
+        state: Any = None,
+        source: Optional[SourceRef] = None,
+    ) -> StepFailure[X]:
+        return cls(
+            step=step,
+            error_type=type(exc).__name__,
+            error=describe(exc),
+            item=item,
+            state=state,
+            source=source,
+        )
+
+
+def _passes_through(exc: BaseException) -> bool:
+    return isinstance(exc, PASS_THROUGH)
+
+
+def guarded(step: str, fn: Callable[[X], Y]) -> Callable[[X], Union[Y, StepFailure[X]]]:
+    """`fn`, returning a `StepFailure` for an item it raises on instead of raising."""
+
+    def run(item: X) -> Union[Y, StepFailure[X]]:
+        try:
+            return fn(item)
+        except Exception as exc:
+            if _passes_through(exc):
+                raise
+            return StepFailure.of(step, exc, item=item)
+
+    return run
+
+
+def _safely(fn: Callable[[], Any], default: Any) -> Any:
+    try:
+        return fn()
+    except Exception:
+        return default
+
+
+def failure_dead_letter(
+    failure: StepFailure[Any],
+    *,
+    flow: FlowName,
+    key: Optional[str],
+    source: SourceRef,
+) -> DeadLetter:
+    """The `processing_error` dead letter of a failure: the step, the error, the record (or the
+    key's state) re-serialised, and where it came from."""
+    what = "record" if failure.item is not None else "state of this key"
+    raw = raw_bytes(failure.item if failure.item is not None else failure.state)
+    return DeadLetter.build(
+        flow=flow,
+        step=failure.step[:100],
+        error_type="processing_error",
+        error=f"step {failure.step} failed on this {what}: {failure.error}",
+        raw=raw,
+        source=failure.source or source,
+        key=key,
+    )
+
+
+@dataclass(frozen=True)
+class Guarded(Generic[Y]):
+    """The two outputs of a guarded step."""
+
+    results: Stream[Y]
+    dead_letters: Stream[DeadLetter]
+
+
+def _to_dead_letters(
+    step_id: str,
+    failures: Stream[StepFailure[X]],
+    *,
+    flow: FlowName,
+    key: Callable[[X], Optional[str]],
+    source: Callable[[X], SourceRef],
+    fallback: SourceRef,
+) -> Stream[DeadLetter]:
+    def dead_letter(failure: StepFailure[X]) -> DeadLetter:
+        item = failure.item
+        return failure_dead_letter(
+            failure,
+            flow=flow,
+            key=_safely(lambda: key(item), None) if item is not None else None,
+            source=_safely(lambda: source(item), fallback) if item is not None else fallback,
+        )
+
+    return op.map(step_id, failures, dead_letter)
+
+
+def _split(
+    up: Stream[Union[Y, StepFailure[X]]],
+    *,
+    flow: FlowName,
+    key: Callable[[X], Optional[str]],
+    source: Callable[[X], SourceRef],
+    fallback: SourceRef,
+) -> Guarded[Y]:
+    split = op.branch("split", up, lambda item: not isinstance(item, StepFailure))
+    dead = _to_dead_letters(
+        "dead_letter", split.falses, flow=flow, key=key, source=source, fallback=fallback
+    )
+    return Guarded(results=split.trues, dead_letters=dead)
+
+
+@operator
+def guarded_map(
+    step_id: str,
+    up: Stream[X],
+    fn: Callable[[X], Y],
+    *,
+    flow: FlowName,
+    key: Callable[[X], Optional[str]],
+    source: Callable[[X], SourceRef],
+) -> Guarded[Y]:
+    """`op.map(fn)`; an item `fn` raises on becomes a `processing_error` dead letter.
+
+    Consumes: items `X`. Emits: `fn(item)` on `results`; for an item `fn` raised on, a
+    `DeadLetter` naming this step and the exception, with the item re-serialised, `key(item)`
+    and `source(item)`, on `dead_letters`. State: none.
+    """
+    results = op.map("map", up, guarded(step_id, fn))
+    fallback = SourceRef(topic=flow)
+    return _split(results, flow=flow, key=key, source=source, fallback=fallback)
+
+
+@operator
+def guarded_flat_map_batch(
+    step_id: str,
+    up: Stream[X],
+    fn: Callable[[list[X]], Iterable[Y]],
+    *,
+    flow: FlowName,
+    key: Callable[[X], Optional[str]],
+    source: Callable[[X], SourceRef],
+) -> Guarded[Y]:
+    """`op.flat_map_batch(fn)`; when `fn` raises on a batch, each item is run again on its own
+    and only the items it still raises on become `processing_error` dead letters.
+
+    Consumes: items `X`, a Bytewax batch at a time. Emits: what `fn` returns on `results`;
+    `DeadLetter`s on `dead_letters`. State: none.
+    """
+
+    def run(batch: list[X]) -> list[Union[Y, StepFailure[X]]]:
+        try:
+            return list(fn(batch))
+        except Exception as exc:
+            if _passes_through(exc):
+                raise
+        out: list[Union[Y, StepFailure[X]]] = []
+        for item in batch:
+            try:
+                out.extend(fn([item]))
+            except Exception as exc:
+                if _passes_through(exc):
+                    raise
+                out.append(StepFailure.of(step_id, exc, item=item))
+        return out
+
+    results = op.flat_map_batch("flat_map_batch", up, run)
+    fallback = SourceRef(topic=flow)
+    return _split(results, flow=flow, key=key, source=source, fallback=fallback)
+
+
+_NO_SNAPSHOT = object()
+
+
+class GuardedLogic(StatefulLogic[X, Union[Y, StepFailure[X]], S]):
+    """A `StatefulLogic` that turns its inner logic's exceptions into `StepFailure`s.
+
+    - `on_item` raising (or the `notify_at` asked right after it): the record is the failure;
+      the inner logic is rebuilt from the snapshot taken before the record (`rollback`), so a
+      record that fails changes nothing; a key that never held state is dropped again.
+    - `on_notify`/`on_eof` raising, a `notify_at` or `snapshot` that cannot be answered: the
+      key's state is broken; its snapshot (when one can be taken) is the failure and the key is
+      dropped, so a failing timer cannot fire forever (a record that comes first starts the key
+      afresh after the failure is reported).
+
+    Snapshots are the inner logic's own. `live`, when given, counts guarded keys (opened when
+    built, closed when dropped); inner logics built by `build` must then not count themselves.
+    """
+
+    def __init__(
+        self,
+        step: str,
+        build: Callable[[Optional[S]], StatefulLogic[X, Y, S]],
+        state: Optional[S],
+        *,
+        source: Callable[[X], SourceRef],
+        rollback: bool = True,
+        live: Optional[LiveKeys] = None,
+    ) -> None:
+        self._step = step
+        self._build = build
+        self._source = source
+        self._rollback = rollback
+        self._holds_state = state is not None
+        self._last_source: Optional[SourceRef] = None
+        self._broken: Optional[StepFailure[X]] = None
+        self._next: Optional[datetime] = None
+        self._live = live
+        self._inner = build(state)
+        if live is not None:
+            live.opened()
+        self._ask_next()
+
+    # --- callbacks ---------------------------------------------------------------------------
+
+    def on_item(self, value: X) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
+        if self._broken is not None:  # report the broken state, then start the key afresh
+            broken, self._broken = self._broken, None
+            self._inner, self._holds_state = self._build(None), False
+            if not self._ask_next():  # not even a new state answers: the record fails too
+                again, self._broken = self._broken, None
+                assert again is not None
+                failed = replace(again, item=value, state=None)
+                return [broken, failed], self._discard()
+            out, discard = self.on_item(value)
+            return [broken, *out], discard
+        self._last_source = _safely(lambda: self._source(value), self._last_source)
+        before = self._snapshot_or_missing() if self._rollback else _NO_SNAPSHOT
+        try:
+            out, discard = self._inner.on_item(value)
+            out = list(out)
+            if discard:
+                return out, self._discard()
+            self._next = self._inner.notify_at()
+        except Exception as exc:
+            if _passes_through(exc):
+                raise
+            return self._item_failed(value, exc, before)
+        self._holds_state = True
+        return out, StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
+        if self._broken is not None:
+            return self._give_up()
+        return self._callback(self._inner.on_notify, "timer")
+
+    def on_eof(self) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
+        if self._broken is not None:
+            return self._give_up()
+        return self._callback(self._inner.on_eof, "end of input")
+
+    def notify_at(self) -> Optional[datetime]:
+        return self._next
+
+    def snapshot(self) -> S:
+        try:
+            return self._inner.snapshot()
+        except Exception as exc:
+            if _passes_through(exc):
+                raise
+            logger.error("step %s could not snapshot a key's state: %s", self._step, describe(exc))
+            self._broke(exc, state=None)
+            return None  # type: ignore[return-value]  # resumes as a new key
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _callback(
+        self, call: Callable[[], tuple[Iterable[Y], bool]], what: str
+    ) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
+        try:
+            out, discard = call()
+            out = list(out)
+            if discard:
+                return out, self._discard()
+            self._next = self._inner.notify_at()
+            return out, StatefulLogic.RETAIN
+        except Exception as exc:
+            if _passes_through(exc):
+                raise
+            logger.warning("step %s: %s of a key failed: %s", self._step, what, describe(exc))
+            state = self._snapshot_or_missing()
+            self._broke(exc, state=None if state is _NO_SNAPSHOT else state)
+            return self._give_up()
+
+    def _item_failed(
+        self, value: X, exc: BaseException, before: Any
+    ) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
+        failure = StepFailure.of(self._step, exc, item=value, source=self._last_source)
+        if before is not _NO_SNAPSHOT:
+            try:
+                self._inner = self._build(before)
+            except Exception as rebuild_error:
+                if _passes_through(rebuild_error):
+                    raise
+                self._broke(rebuild_error, state=before)
+                return [failure, *self._give_up()[0]], self._discard()
+            if not self._holds_state:
+                return [failure], self._discard()
+        if not self._ask_next():
+            return [failure, *self._give_up()[0]], self._discard()
+        return [failure], StatefulLogic.RETAIN
+
+    def _ask_next(self) -> bool:
+        """Ask the inner logic for its next timer; a logic that cannot answer is broken."""
+        try:
+            self._next = self._inner.notify_at()
+            return True
+        except Exception as exc:
+            if _passes_through(exc):
+                raise
+            state = self._snapshot_or_missing()
+            self._broke(exc, state=None if state is _NO_SNAPSHOT else state)
+            return False
+
+    def _broke(self, exc: BaseException, *, state: Any) -> None:
+        if self._broken is None:
+            self._broken = StepFailure.of(self._step, exc, state=state, source=self._last_source)
+        self._next = _LONG_AGO  # fire at once: on_notify reports the failure and drops the key
+
+    def _give_up(self) -> tuple[list[StepFailure[X]], bool]:
+        failure, self._broken = self._broken, None
+        return ([failure] if failure is not None else []), self._discard()
+
+    def _snapshot_or_missing(self) -> Any:
+        try:
+            return self._inner.snapshot()
+        except Exception as exc:
+            if _passes_through(exc):
+                raise
+            return _NO_SNAPSHOT
+
+    def _discard(self) -> bool:
+        if self._live is not None:
+            self._live.closed()
+            self._live = None
+        return StatefulLogic.DISCARD
+
+
+def guarded_stateful(
+    step_id: str,
+    up: KeyedStream[X],
+    build: Callable[[Optional[S]], StatefulLogic[X, Y, S]],
+    *,
+    flow: FlowName,
+    source: Callable[[X], SourceRef],
+    rollback: bool = True,
+    live: Optional[LiveKeys] = None,
+) -> tuple[KeyedStream[Y], Stream[DeadLetter]]:
+    """`op.stateful(step_id, up, build)` with every key's logic wrapped in `GuardedLogic`.
+
+    Consumes: `(key, X)`. Emits: the logic's `(key, Y)` outputs, and a `processing_error`
+    `DeadLetter` (key = the stream key) for every record the logic raised on (the key's state
+    rolled back to before it) and for every key whose timer, end of input, `notify_at` or
+    snapshot raised (its state in the dead letter, the key dropped).
+
+    The stateful step keeps `step_id` and the inner logic's snapshots, so recovery stores written
+    by the unguarded step resume; the extra steps are named `<step_id>_split` and
+    `<step_id>_dead_letters`. The logic's `snapshot()` must return an independent copy (as
+    Bytewax asks), since `rollback` rebuilds from the copy taken before each record.
+    """
+    name = f"{up._scope.parent_id}.{step_id}"  # the step's full id, as Bytewax names it
+
+    def build_guarded(state: Optional[S]) -> GuardedLogic[X, Y, S]:
+        return GuardedLogic(name, build, state, source=source, rollback=rollback, live=live)
+
+    outputs = op.stateful(step_id, up, build_guarded)
+    split = op.branch(f"{step_id}_split", outputs, lambda kv: not isinstance(kv[1], StepFailure))
+
+    def dead_letter(kv: tuple[str, StepFailure[X]]) -> DeadLetter:
+        key, failure = kv
+        item = failure.item
+        found = _safely(lambda: source(item), None) if item is not None else None
+        return failure_dead_letter(
+            failure, flow=flow, key=key, source=found or failure.source or SourceRef(topic=flow)
+        )
+
+    dead = op.map(f"{step_id}_dead_letters", split.falses, dead_letter)
+    return split.trues, dead

@@ -1,0 +1,130 @@
+"""Where records enter and leave a flow, whatever the transport: `input_records`, `publish` and
+`publish_dead_letters` take Bytewax sources and sinks (chosen from the settings by
+`operators.connectors.io.endpoints`, or passed in by tests) and count what passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Optional, TypeVar
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream, operator
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+from pydantic import BaseModel
+
+from operators.runtime import metrics
+from operators.runtime.guard import describe, guarded_map
+from operators.runtime.records import OutRecord, RawRecord, to_out_record
+from schemas.dead_letter import DeadLetter, FlowName, RawPolicy, SourceRef
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@operator
+def input_records(
+    step_id: str,
+    flow: Dataflow,
+    *,
+    source: Source[RawRecord],
+    flow_name: str,
+) -> Stream[RawRecord]:
+    """Read `RawRecord`s from `source` and count them.
+
+    Consumes: nothing (an input). Emits: `RawRecord` (bytes plus topic/partition/offset).
+    State: the source's read position only.
+    """
+    records = op.input("read", flow, source)
+    return op.inspect(
+        "count_in", records, lambda _s, _r: metrics.RECORDS_IN.labels(flow_name).inc()
+    )
+
+
+@operator
+def publish(
+    step_id: str,
+    up: Stream[M],
+    *,
+    topic: str,
+    key: Callable[[M], Optional[str]],
+    sink: Sink[OutRecord],
+    flow_name: FlowName,
+    source: Optional[Callable[[M], SourceRef]] = None,
+) -> Stream[DeadLetter]:
+    """Serialise topic models to JSON `OutRecord`s keyed by the flow key and write them to `sink`.
+
+    Consumes: pydantic models of `topic`'s contract; those with an `enrichment` block are counted
+    by its source in `surgeflow_enrichments_total` (and by each reply-policy rule it broke in
+    `surgeflow_reply_policy_blocked_total`). Emits: a `processing_error` `DeadLetter` for
+    each model that cannot be serialised (its source is `source(model)`, by default `topic`);
+    the flow publishes them with its dead letters. A record the sink cannot write stops the
+    flow (`KafkaDeliveryError`). State: none.
+    """
+
+    def count_enrichment(_step: str, model: M) -> None:
+        enrichment = getattr(model, "enrichment", None)
+        if enrichment is not None:
+            metrics.ENRICHMENTS.labels(flow_name, enrichment.source).inc()
+            for rule in enrichment.policy_violations:
+                metrics.POLICY_BLOCKED.labels(flow_name, rule).inc()
+
+    counted_models = op.inspect("count_enrichments", up, count_enrichment)
+    records = guarded_map(
+        "serialise", counted_models, lambda m: to_out_record(topic, key(m), m), flow=flow_name,
+        key=key, source=source or (lambda _: SourceRef(topic=topic)),
+    )  # fmt: skip
+    counted = op.inspect(
+        "count_out",
+        records.results,
+        lambda _s, r: metrics.RECORDS_OUT.labels(flow_name, r.topic).inc(),
+    )
+    op.output("write", counted, sink)
+    return records.dead_letters
+
+
+def derived(topic: str) -> SourceRef:
+    """The source of a record a flow derived from its input (no single partition/offset)."""
+    return SourceRef(topic=topic)
+
+
+def _serialisable(letter: DeadLetter, *, step: str, flow: FlowName) -> DeadLetter:
+    """`letter`, or when it cannot be serialised, a plain one saying so with its key and source."""
+    try:
+        letter.model_dump_json()
+        return letter
+    except Exception as exc:
+        return DeadLetter.build(
+            flow=flow,
+            step=step[:100],
+            error_type="processing_error",
+            error=f"a dead letter of step {letter.step} could not be serialised: {describe(exc)}",
+            raw=b"",
+            source=letter.source,
+            key=letter.key,
+        )
+
+
+@operator
+def publish_dead_letters(
+    step_id: str,
+    up: Stream[DeadLetter],
+    *,
+    topic: str,
+    sink: Sink[OutRecord],
+    flow_name: FlowName,
+    keep_raw: RawPolicy = "bounded",
+) -> None:
+    """Count dead letters by reason (`surgeflow_dead_letters_total`) and publish them, keeping of
+    their raw input what `keep_raw` allows (the skeleton passes the flow's policy).
+
+    Consumes: `DeadLetter`. The Kafka key is the flow key of the bad record when it was found.
+    A dead letter that cannot be serialised is replaced by a plain one that says so.
+    """
+    letters = op.map("serialisable", up, partial(_serialisable, step=step_id, flow=flow_name))
+    reduced = op.map("keep_raw", letters, lambda d: d.kept(keep_raw))
+    counted = op.inspect(
+        "count", reduced, lambda _s, d: metrics.DEAD_LETTERS.labels(flow_name, d.error_type).inc()
+    )
+    publish("publish", counted, topic=topic, key=lambda d: d.key, sink=sink, flow_name=flow_name)

@@ -1,0 +1,122 @@
+"""Prometheus metrics of the flows (prometheus-client's default registry).
+
+Bytewax's dataflow API (`BYTEWAX_DATAFLOW_API_ENABLED`, port 3030) serves `/metrics` with its own
+series followed by this registry, so no second HTTP server is needed.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import Counter, Gauge
+
+RECORDS_IN = Counter("surgeflow_records_in", "Input records read, before validation.", ["flow"])
+RECORDS_OUT = Counter(
+    "surgeflow_records_out", "Output records written, by topic.", ["flow", "topic"]
+)
+DEAD_LETTERS = Counter(
+    "surgeflow_dead_letters",
+    "Records sent to the dead-letter topic, by reason.",
+    ["flow", "reason"],
+)
+ENRICHMENTS = Counter(
+    "surgeflow_enrichments",
+    "Outputs enriched, by where the enrichment came from (llm, cache, rules).",
+    ["flow", "source"],
+)
+POLICY_BLOCKED = Counter(
+    "surgeflow_reply_policy_blocked",
+    "Outputs whose drafted text broke the reply policy and was replaced, by rule broken.",
+    ["flow", "rule"],
+)
+KAFKA_DELIVERED = Counter(
+    "surgeflow_kafka_delivered",
+    "Records the Kafka broker acknowledged, by topic.",
+    ["topic"],
+)
+KAFKA_DELIVERY_FAILURES = Counter(
+    "surgeflow_kafka_delivery_failures",
+    "Records the Kafka producer could not deliver, by topic and error (the flow then stops).",
+    ["topic", "error"],
+)
+CACHE_LOOKUPS = Counter(
+    "surgeflow_cache_lookups",
+    "LLM cache lookups, per key, by backend (memory, redis) and result (hit, miss).",
+    ["backend", "result"],
+)
+CACHE_ERRORS = Counter(
+    "surgeflow_cache_errors",
+    "Failed round trips to the Redis cache, by operation (get, set).",
+    ["operation"],
+)
+CACHE_BACKEND_UP = Gauge(
+    "surgeflow_cache_backend_up",
+    "1 while the Redis cache answers, 0 while it is marked down (the in-process front serves).",
+)
+KAFKA_CONSUMER_ERRORS = Counter(
+    "surgeflow_kafka_consumer_errors",
+    "Kafka consumer errors that belong to no record (the consumer retries), by topic and error.",
+    ["topic", "error"],
+)
+LIVE_STATE_KEYS = Gauge(
+    "surgeflow_live_state_keys",
+    "Keys holding state in a stateful step of this process (decision windows, ticket sessions).",
+    ["flow", "step"],
+)
+
+
+class LiveKeys:
+    """How many keys of one stateful step hold state in this process, mirrored in the gauge.
+
+    A step's logic calls `opened()` when Bytewax builds it (a new key, or a key restored from a
+    snapshot) and `closed()` when it returns `DISCARD`, so the count is the number of logic
+    instances alive now. It goes back towards 0 as windows close and sessions expire; a count
+    that only grows is state that is never dropped. Thread-safe (workers of one process share it).
+    """
+
+    def __init__(self, flow: str, step: str) -> None:
+        self.flow, self.step = flow, step
+        self._gauge = LIVE_STATE_KEYS.labels(flow, step)
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def opened(self) -> None:
+        with self._lock:
+            self._count += 1
+            self._gauge.set(self._count)
+
+    def closed(self) -> None:
+        with self._lock:
+            self._count -= 1
+            self._gauge.set(self._count)
+
+    @property
+    def count(self) -> int:
+        """Keys of this step holding state in this process now."""
+        return self._count
+
+
+_live: dict[tuple[str, str], LiveKeys] = {}
+_live_lock = threading.Lock()
+
+
+def live_keys(flow: str, step: str) -> LiveKeys:
+    """The process-wide `LiveKeys` of `step` in `flow` (one per pair, created on first use)."""
+    with _live_lock:
+        tracker = _live.get((flow, step))
+        if tracker is None:
+            tracker = _live[(flow, step)] = LiveKeys(flow, step)
+        return tracker
+
+
+def live_state_keys(flow: str, step: str) -> int:
+    """Keys of `step` in `flow` holding state in this process now (0 for an unknown step)."""
+    with _live_lock:
+        tracker = _live.get((flow, step))
+    return 0 if tracker is None else tracker.count
+
+
+PENDING = Gauge(
+    "surgeflow_llm_pending",
+    "Items handed to async agent steps and not yet emitted, in this process.",
+)

@@ -1,0 +1,205 @@
+"""Validation: bytes to a topic model, or a dead letter saying why not. It never raises.
+
+`parse_record` is the plain-Python core; `validate` is the operator that runs it and splits the
+stream into `valid` and `dead_letters`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, Optional, TypeVar, Union
+
+import bytewax.operators as op
+import orjson
+from bytewax.dataflow import Stream, operator
+from pydantic import BaseModel, ValidationError
+
+from operators.config.settings import Settings
+from operators.runtime.guard import PASS_THROUGH, describe
+from operators.runtime.records import RawRecord, Valid
+from schemas.common import TimeBounds, utc_now
+from schemas.dead_letter import DeadLetter, ErrorType, FlowName
+
+M = TypeVar("M", bound=BaseModel)
+
+_SUMMARY_ERRORS = 3
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds applied before a record reaches its model, and the range of its timestamps.
+
+    Every timestamp of a record must lie in `[earliest, latest]`, and its event time (when it
+    says it happened) must be at most `max_ahead` after the wall clock.
+    """
+
+    max_bytes: int = 256 * 1024
+    max_depth: int = 32
+    earliest: datetime = field(default=datetime(2000, 1, 1, tzinfo=UTC))
+    latest: datetime = field(default=datetime(2100, 1, 1, tzinfo=UTC))
+    max_ahead: timedelta = timedelta(hours=24)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_bytes=settings.max_record_bytes,
+            max_depth=settings.max_json_depth,
+            earliest=settings.event_time_min,
+            latest=settings.event_time_max,
+            max_ahead=timedelta(hours=settings.max_future_skew_hours),
+        )
+
+    def time_bounds(self, now: datetime) -> TimeBounds:
+        """The bounds of the timestamps of a record validated at wall time `now`."""
+        return TimeBounds(
+            earliest=self.earliest, latest=self.latest, now=now, max_ahead=self.max_ahead
+        )
+
+
+def json_depth(value: Any, bound: int) -> int:
+    """Nesting depth of a parsed JSON value, counting stops once `bound` is exceeded."""
+    depth, frontier = 0, [value]
+    while frontier and depth <= bound:
+        depth += 1
+        nxt: list[Any] = []
+        for item in frontier:
+            if isinstance(item, dict):
+                nxt.extend(v for v in item.values() if isinstance(v, (dict, list)))
+            elif isinstance(item, list):
+                nxt.extend(v for v in item if isinstance(v, (dict, list)))
+        frontier = nxt
+    return depth
+
+
+def _summarise(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for e in errors[:_SUMMARY_ERRORS]:
+        loc = ".".join(str(p) for p in e.get("loc", ())) or "record"
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+    more = len(errors) - _SUMMARY_ERRORS
+    suffix = f"; and {more} more" if more > 0 else ""
+    return "; ".join(parts) + suffix
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _key_of(obj: Any, key_field: str) -> Optional[str]:
+    if isinstance(obj, dict) and isinstance(obj.get(key_field), str):
+        return obj[key_field][:256]
+    return None
+
+
+def parse_record(
+    raw: RawRecord,
+    model: type[M],
+    *,
+    key_field: str,
+    flow: FlowName,
+    step: str,
+    limits: Limits = Limits(),
+    now: Optional[datetime] = None,
+) -> Union[Valid[M], DeadLetter]:
+    """Turn one raw record into `Valid[model]` or a `DeadLetter` with a readable reason.
+
+    `now` is the wall clock its event time is compared with (the current time when None).
+    """
+
+    def dead(
+        error_type: ErrorType,
+        error: str,
+        key: Optional[str] = raw.key,
+        errors: Optional[list[dict[str, Any]]] = None,
+    ) -> DeadLetter:
+        return DeadLetter.build(
+            flow=flow,
+            step=step,
+            error_type=error_type,
+            error=error,
+            raw=raw.value,
+            source=raw.source_ref(),
+            key=key,
+            errors=errors,
+        )
+
+    if raw.error is not None:
+        return dead(raw.error_type, raw.error)
+    size = len(raw.value)
+    if size > limits.max_bytes:
+        return dead("too_large", f"record is {size} bytes, over the {limits.max_bytes}-byte limit")
+    try:
+        text = raw.value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return dead("decode_error", f"record is not valid UTF-8: {exc.reason} at byte {exc.start}")
+    if not text.strip():
+        return dead("invalid_json", "record is empty")
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc).lower() or "recursion" in str(exc).lower():
+            return dead("too_deep", f"JSON nested deeper than {limits.max_depth} levels")
+        return dead("invalid_json", f"record is not valid JSON: {exc}")
+    key = raw.key or _key_of(obj, key_field)
+    if not isinstance(obj, dict):
+        return dead("validation_error", f"expected a JSON object, got {_json_type(obj)}", key)
+    if json_depth(obj, limits.max_depth) > limits.max_depth:
+        return dead("too_deep", f"JSON nested deeper than {limits.max_depth} levels", key)
+    try:
+        context = limits.time_bounds(now if now is not None else utc_now()).context()
+        valid = model.model_validate(obj, context=context)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        summary = f"{model.__name__} invalid: {_summarise(errors)}"
+        return dead("validation_error", summary, key, errors)
+    except Exception as exc:  # a validator raised something else than a validation error
+        if isinstance(exc, PASS_THROUGH):
+            raise
+        error = f"{model.__name__} could not be validated: {describe(exc)}"
+        return dead("validation_error", error, key)
+    record_key = getattr(valid, key_field)
+    if raw.key is not None and raw.key != record_key:
+        return dead(
+            "key_mismatch", f"message key {raw.key!r} differs from {key_field} {record_key!r}", key
+        )
+    return Valid(model=valid, source=raw.source_ref())
+
+
+@dataclass(frozen=True)
+class ValidateOut(Generic[M]):
+    """The two outputs of `validate`."""
+
+    valid: Stream[Valid[M]]
+    dead_letters: Stream[DeadLetter]
+
+
+@operator
+def validate(
+    step_id: str,
+    up: Stream[RawRecord],
+    *,
+    model: type[M],
+    key_field: str,
+    flow: FlowName,
+    limits: Limits = Limits(),
+    now: Callable[[], datetime] = utc_now,
+) -> ValidateOut[M]:
+    """Validate raw records against `model`; failures go to `dead_letters`, never raise.
+
+    Consumes: `RawRecord`. Emits: `Valid[model]` on `valid` and `DeadLetter` (error type, readable
+    error, pydantic error list, bounded raw bytes, source coordinates) on `dead_letters`; a
+    timestamp outside `limits` (its range, or an event time more than `limits.max_ahead` after
+    `now()`, the wall clock) is a `validation_error`. State: none.
+    """
+    parsed = op.map(
+        "parse",
+        up,
+        lambda raw: parse_record(
+            raw, model, key_field=key_field, flow=flow, step=step_id, limits=limits, now=now()
+        ),
+    )
+    split = op.branch("split", parsed, lambda item: isinstance(item, Valid))
+    return ValidateOut(valid=split.trues, dead_letters=split.falses)

@@ -1,0 +1,2 @@
+"""The tickets domain: reference data, enrich, parse, sessions, intents, router, workers, respond,
+its surge."""

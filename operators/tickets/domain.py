@@ -1,0 +1,145 @@
+"""Plain data passed between the agents of the tickets flow (no Bytewax import).
+
+Each step adds to what the previous one produced, so every type extends the one before it:
+
+`ParsedTicket` (cleaned text, entities) → `ContextTicket` (+ the session's earlier turns) →
+`RoutedTicket` (+ route, method, confidence) → `DraftedTicket` (+ priority, reply, enrichment).
+
+All are frozen dataclasses of picklable values and keep the original `TicketMessage` and its
+`SourceRef`, so any later step can still dead-letter a record with its topic, partition and offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Literal, Optional
+
+from schemas.dead_letter import SourceRef
+from schemas.enrichment import Enrichment
+from schemas.tickets import Entities, Route, RouteMethod, TicketMessage
+
+Priority = Literal["low", "normal", "high", "urgent"]
+
+
+@dataclass(frozen=True)
+class EnrichedTicket:
+    """A support message joined with its channel's priority and response target."""
+
+    message: TicketMessage
+    source: SourceRef
+    base_priority: Priority
+    response_sla_minutes: int
+
+
+def _fields_of(record: object, kind: type) -> dict[str, Any]:
+    """The fields `kind` declares, read from `record`, as keyword arguments for a subtype."""
+    return {f.name: getattr(record, f.name) for f in fields(kind)}
+
+
+@dataclass(frozen=True)
+class ParsedTicket:
+    """A message after the input parser: cleaned text and extracted entities."""
+
+    message: TicketMessage
+    source: SourceRef
+    base_priority: Priority
+    response_sla_minutes: int
+    text: str
+    entities: Entities
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier message of a session, as the session history keeps it."""
+
+    message_id: str
+    text: str
+    sent_at: datetime
+
+
+@dataclass(frozen=True)
+class ContextTicket(ParsedTicket):
+    """A parsed message with the session's earlier turns (oldest first, this one excluded).
+
+    `replay` is set when the session still holds this `message_id` (a re-sent message); its
+    history is then the turns that precede the first delivery, so later steps reproduce that
+    delivery's output (and its deterministic ids) as long as none of those turns was evicted.
+    """
+
+    history: tuple[Turn, ...]
+    replay: bool = field(default=False, kw_only=True)
+
+    @classmethod
+    def from_parsed(
+        cls, parsed: ParsedTicket, history: tuple[Turn, ...], *, replay: bool = False
+    ) -> ContextTicket:
+        return cls(**_fields_of(parsed, ParsedTicket), history=history, replay=replay)
+
+
+@dataclass(frozen=True)
+class RoutedTicket(ContextTicket):
+    """A message with the route chosen for it.
+
+    `route_enrichments` holds the provenance and cost of every LLM call the router made for this
+    message (embedding and/or chat); it is empty when the lexical scorer decided. When the LLM
+    chose the route, `scored_route` is the route the embedding scores put first and
+    `route_conflict` says whether they clearly argued against the LLM's choice.
+    """
+
+    route: Route
+    route_method: RouteMethod
+    confidence: float
+    route_enrichments: tuple[Enrichment, ...]
+    scored_route: Optional[Route] = field(default=None, kw_only=True)
+    route_conflict: bool = field(default=False, kw_only=True)
+
+    @classmethod
+    def from_context(
+        cls,
+        context: ContextTicket,
+        *,
+        route: Route,
+        route_method: RouteMethod,
+        confidence: float,
+        route_enrichments: tuple[Enrichment, ...] = (),
+        scored_route: Optional[Route] = None,
+        route_conflict: bool = False,
+    ) -> RoutedTicket:
+        return cls(
+            **_fields_of(context, ContextTicket),
+            route=route,
+            route_method=route_method,
+            confidence=min(1.0, max(0.0, confidence)),
+            route_enrichments=route_enrichments,
+            scored_route=scored_route,
+            route_conflict=route_conflict,
+        )
+
+
+@dataclass(frozen=True)
+class DraftedTicket(RoutedTicket):
+    """A routed message with the worker's priority and drafted reply body."""
+
+    priority: Priority
+    reply: str
+    enrichment: Enrichment
+    prompt_version: str
+
+    @classmethod
+    def from_routed(
+        cls,
+        routed: RoutedTicket,
+        *,
+        priority: Priority,
+        reply: str,
+        enrichment: Enrichment,
+        prompt_version: str,
+    ) -> DraftedTicket:
+        return cls(
+            **_fields_of(routed, RoutedTicket),
+            priority=priority,
+            reply=reply,
+            enrichment=enrichment,
+            prompt_version=prompt_version,
+        )

@@ -1,0 +1,70 @@
+"""Enrichment of support messages: a polars join of each batch with the channels.
+
+`join_tickets` is the plain-Python core; `enrich_with_channel` runs it once per Bytewax batch
+(guarded, see `operators.shipments.enrich` for the pattern).
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import polars as pl
+from bytewax.dataflow import Stream, operator
+
+from operators.runtime.enrich import EnrichOut, split_enriched, unknown_reference
+from operators.runtime.guard import guarded_flat_map_batch
+from operators.runtime.records import Valid
+from operators.tickets.domain import EnrichedTicket
+from operators.tickets.reference import ChannelReference
+from schemas.dead_letter import DeadLetter
+from schemas.tickets import TicketMessage
+
+
+def join_tickets(
+    batch: list[Valid[TicketMessage]], reference: ChannelReference, *, step: str
+) -> list[Union[EnrichedTicket, DeadLetter]]:
+    """Join messages with their channel's base priority and response target."""
+    if not batch:
+        return []
+    keys = pl.DataFrame(
+        {"i": range(len(batch)), "channel": [v.model.channel for v in batch]},
+        schema={"i": pl.Int64, "channel": pl.String},
+    )
+    joined = (
+        keys.join(reference.channels, on="channel", how="left")
+        .sort("i")
+        .select("base_priority", "response_sla_minutes")
+    )
+    out: list[Union[EnrichedTicket, DeadLetter]] = []
+    for item, (priority, sla_minutes) in zip(batch, joined.iter_rows(), strict=True):
+        msg = item.model
+        if priority is None:
+            what = f"channel {msg.channel!r} is not in the reference data"
+            out.append(unknown_reference(item, step, "tickets", msg.session_id, what))
+            continue
+        out.append(
+            EnrichedTicket(
+                message=msg,
+                source=item.source,
+                base_priority=priority,
+                response_sla_minutes=sla_minutes,
+            )
+        )
+    return out
+
+
+@operator
+def enrich_with_channel(
+    step_id: str, up: Stream[Valid[TicketMessage]], *, reference: ChannelReference
+) -> EnrichOut[EnrichedTicket]:
+    """Join each batch of messages with the channel's base priority and response target.
+
+    Consumes: `Valid[TicketMessage]`. Emits: `EnrichedTicket` on `enriched`; `DeadLetter`
+    (`unknown_reference`, or `processing_error` for a message the join raised on) on
+    `dead_letters`. State: none.
+    """
+    joined = guarded_flat_map_batch(
+        "join", up, lambda b: join_tickets(b, reference, step=step_id), flow="tickets",
+        key=lambda v: v.model.session_id, source=lambda v: v.source,
+    )  # fmt: skip
+    return split_enriched(joined)

@@ -1,0 +1,212 @@
+"""The input parser of the tickets flow: clean a message and extract its entities (plain Python).
+
+`clean_text` turns an email/chat/IT body into one bounded line of what the sender wrote this
+time: HTML is reduced to text, quoted replies and signatures are cut, control characters are
+dropped and whitespace is collapsed. `extract_entities` finds order ids, email addresses and the
+names of known products (the `product` column of `data/products.csv`).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+from operators.tickets.domain import EnrichedTicket, ParsedTicket
+from schemas.tickets import Entities
+
+PRODUCTS_CSV = Path(__file__).resolve().parents[2] / "data" / "products.csv"
+MAX_TEXT_CHARS = 2000
+MAX_ENTITIES = 20  # the bound of each list in `schemas.tickets.Entities`
+
+_BLOCK_TAG = re.compile(r"<\s*(br|/p|/div|/li|/tr|/h[1-6])\b[^>]*>", re.IGNORECASE)
+_INVISIBLE_ELEMENT = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+_QUOTE_HEADER = re.compile(
+    r"^\s*(on\b.{0,300}\bwrote:|-{2,}\s*original message\s*-{2,})", re.IGNORECASE
+)
+_WRAPPED_QUOTE_HEADER = re.compile(r"^\s*on\s.+", re.IGNORECASE)
+_FORWARD_HEADER = re.compile(r"^\s*from:\s", re.IGNORECASE)
+_FORWARD_HEADER_NEXT = re.compile(r"^\s*(sent|date|to):\s", re.IGNORECASE)
+_SIGNATURE = re.compile(
+    r"^\s*(--\s*$|__+\s*$|sent from my\b|get outlook for\b)",
+    re.IGNORECASE,
+)
+_REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg)\s*:\s*)+", re.IGNORECASE)
+_ORDER_ID = re.compile(r"\bORD[-_ ]?(\d{4,12})\b", re.IGNORECASE)
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}\b")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def html_to_text(text: str) -> str:
+    """Text content of an HTML fragment: block ends become line breaks, entities are decoded."""
+    if "<" not in text and "&" not in text:
+        return text
+    text = _INVISIBLE_ELEMENT.sub(" ", text)
+    text = _BLOCK_TAG.sub("\n", text)
+    return html.unescape(_TAG.sub(" ", text))
+
+
+def _is_quote_header(line: str, next_line: str) -> bool:
+    if _QUOTE_HEADER.match(line):
+        return True
+    if _FORWARD_HEADER.match(line) and _FORWARD_HEADER_NEXT.match(next_line):
+        return True  # Outlook's "From: ... / Sent: ..." block
+    # Mail clients wrap a long "On <date>, <name> wrote:" over two lines.
+    return bool(_WRAPPED_QUOTE_HEADER.match(line)) and next_line.strip().lower().endswith("wrote:")
+
+
+def strip_quotes_and_signature(text: str) -> str:
+    """Cut quoted replies ("On ... wrote:", "> ..." lines) and everything from a signature on."""
+    lines = text.splitlines()
+    kept: list[str] = []
+    for index, line in enumerate(lines):
+        next_line = lines[index + 1] if index + 1 < len(lines) else ""
+        if _is_quote_header(line, next_line) or _SIGNATURE.match(line):
+            break
+        if not line.lstrip().startswith(">"):
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def _is_visible(ch: str) -> bool:
+    return ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf")
+
+
+def remove_control_characters(text: str) -> str:
+    """Drop control and format characters (zero-width, bidi marks); whitespace becomes spaces."""
+    return "".join(" " if ch.isspace() else ch for ch in text if _is_visible(ch))
+
+
+def bound_length(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """`text` cut to at most `limit` characters, at a word boundary when there is one nearby."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit * 0.8:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
+
+
+def collapse_whitespace(text: str) -> str:
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def clean_subject(subject: Optional[str]) -> str:
+    """The subject without "Re:"/"Fwd:" prefixes, collapsed to one line."""
+    if not subject:
+        return ""
+    return collapse_whitespace(remove_control_characters(_REPLY_PREFIX.sub("", subject)))
+
+
+def clean_text(body: str, subject: Optional[str] = None) -> str:
+    """What the sender wrote this time, as one line of at most ~2000 characters.
+
+    The subject (without reply prefixes) leads unless the body already starts with it. When the
+    body holds nothing but quoted text or a signature, the whole body is kept instead.
+    """
+    text = html_to_text(body)
+    fresh = collapse_whitespace(remove_control_characters(strip_quotes_and_signature(text)))
+    if not fresh:
+        fresh = collapse_whitespace(remove_control_characters(text.replace(">", " ")))
+    head = clean_subject(subject)
+    if head and not fresh.lower().startswith(head.lower()):
+        separator = " " if head[-1] in ".?!:" else ". "
+        fresh = f"{head}{separator}{fresh}" if fresh else head
+    return bound_length(fresh)
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))[:MAX_ENTITIES]
+
+
+def find_order_ids(text: str) -> list[str]:
+    """Order ids such as `ORD-123456` (also `ord 123456`), normalised to `ORD-<digits>`."""
+    return _unique(f"ORD-{match.group(1)}" for match in _ORDER_ID.finditer(text))
+
+
+def find_emails(text: str) -> list[str]:
+    """Email addresses, lower-cased, in order of appearance."""
+    return _unique(match.group(0).lower() for match in _EMAIL.finditer(text))
+
+
+def product_aliases(name: str) -> tuple[str, ...]:
+    """The ways a product is written: its full name and its brand part.
+
+    The brand part is the leading words that start with a capital or a digit ("AeroBlend 3000"
+    of "AeroBlend 3000 blender"), so "my AeroBlend 3000 broke" still names the product.
+    """
+    words = name.split()
+    brand: list[str] = []
+    for word in words:
+        if not (word[0].isupper() or word[0].isdigit()):
+            break
+        brand.append(word)
+    short = " ".join(brand)
+    return (name, short) if len(short) >= 4 and short != name else (name,)
+
+
+@lru_cache(maxsize=64)
+def _product_matcher(products: tuple[str, ...]) -> tuple[Optional[re.Pattern[str]], dict[str, str]]:
+    canonical: dict[str, str] = {}
+    for product in (p.strip() for p in products):
+        for alias in product_aliases(product) if product else ():
+            canonical.setdefault(alias.lower(), product)
+    if not canonical:
+        return None, canonical
+    alternatives = "|".join(re.escape(a) for a in sorted(canonical, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE), canonical
+
+
+def find_products(text: str, products: Sequence[str]) -> list[str]:
+    """Known products named in `text` (full name or brand part, any case), as listed."""
+    pattern, canonical = _product_matcher(tuple(products))
+    if pattern is None:
+        return []
+    return _unique(canonical[match.group(0).lower()] for match in pattern.finditer(text))
+
+
+@lru_cache(maxsize=8)
+def load_products(path: Path = PRODUCTS_CSV) -> tuple[str, ...]:
+    """Product names from the `product` column of a CSV file; empty when the file is absent."""
+    if not path.is_file():
+        return ()
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = csv.DictReader(handle)
+        if "product" not in (rows.fieldnames or ()):
+            return ()
+        names = ((row.get("product") or "").strip() for row in rows)
+        return tuple(dict.fromkeys(name for name in names if name))
+
+
+def extract_entities(text: str, products: Sequence[str]) -> Entities:
+    """Order ids, email addresses and known product names mentioned in `text`."""
+    return Entities(
+        order_ids=find_order_ids(text),
+        emails=find_emails(text),
+        products=find_products(text, products),
+    )
+
+
+def parse_ticket(t: EnrichedTicket, *, products: Optional[Sequence[str]] = None) -> ParsedTicket:
+    """Clean an enriched message and extract its entities.
+
+    `products` defaults to the names in `data/products.csv` (none when that file is absent).
+    """
+    message = t.message
+    text = clean_text(message.body, message.subject)
+    known = load_products() if products is None else products
+    return ParsedTicket(
+        message=message,
+        source=t.source,
+        base_priority=t.base_priority,
+        response_sla_minutes=t.response_sla_minutes,
+        text=text,
+        entities=extract_entities(text, known),
+    )

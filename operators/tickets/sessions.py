@@ -1,0 +1,227 @@
+"""Session history of the tickets flow: the last messages of each conversation, as keyed state.
+
+`SessionHistory` is the pure logic (no Bytewax): the last K cleaned texts of a session with their
+timestamps, forgotten after `session_ttl_minutes` without a new message (wall time). Its snapshot is
+a small dict of plain values tagged with `STATE_VERSION` (`SESSION_STATE`, a disposable
+`operators.runtime.state.VersionedState`: a snapshot of another version is logged and dropped).
+
+`session_history` is the Bytewax operator around it, keyed by `session_id`; it is guarded
+(`operators.runtime.guard.guarded_stateful`): a message it raises on is a `processing_error` dead
+letter
+and leaves its session as it was, and a session whose expiry timer raises is dead-lettered and
+dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Optional
+
+from bytewax.dataflow import Stream
+from bytewax.operators import KeyedStream, StatefulLogic
+
+from operators.config.settings import Settings
+from operators.runtime.guard import guarded_stateful
+from operators.runtime.metrics import LiveKeys, live_keys
+from operators.runtime.state import VersionedState
+from operators.tickets.domain import ContextTicket, ParsedTicket, Turn
+from operators.tickets.parse import bound_length
+from schemas.common import utc_now
+from schemas.dead_letter import DeadLetter
+
+STATE_VERSION = 1
+"""Version of the snapshot layout; bump it when `SessionHistory.snapshot` changes."""
+
+SESSION_STATE = VersionedState("session history", STATE_VERSION, disposable=True)
+"""The snapshot layout of one session. Disposable: a snapshot this build cannot read costs only
+the conversation context of sessions live during an upgrade, so it is logged and dropped."""
+
+MAX_TURN_CHARS = 500
+"""Characters of a message's cleaned text kept in the history, so snapshots stay small."""
+
+SessionState = dict[str, Any]
+"""`{"version": int, "last_seen": datetime | None, "turns": [(message_id, text, sent_at), ...]}`"""
+
+
+def _require_aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime {moment!r}: session times must be timezone-aware UTC")
+    return moment
+
+
+@dataclass
+class SessionHistory:
+    """The last `max_messages` turns of one session, expiring `ttl` after the last message."""
+
+    max_messages: int
+    ttl: timedelta
+    turns: list[Turn] = field(default_factory=list)
+    last_seen: Optional[datetime] = None
+
+    @classmethod
+    def from_state(
+        cls,
+        snapshot: Optional[SessionState],
+        *,
+        max_messages: int,
+        ttl: timedelta,
+        step: Optional[str] = None,
+    ) -> SessionHistory:
+        """Rebuild from a snapshot; a missing or other-version snapshot starts an empty session.
+
+        An unknown version only costs the conversation context of sessions that were live
+        during an upgrade, so `SESSION_STATE` logs it (naming `step`) and drops it rather than
+        stop the dataflow.
+        """
+        history = cls(max_messages=max_messages, ttl=ttl)
+        state = SESSION_STATE.load(snapshot, step=step)
+        if state is None:
+            return history
+        history.turns = [Turn(*turn) for turn in state["turns"]][-max_messages:]
+        history.last_seen = state["last_seen"]
+        return history
+
+    def snapshot(self) -> SessionState:
+        """An independent plain-data copy of the state, for Bytewax recovery."""
+        return SESSION_STATE.dump(
+            {
+                "last_seen": self.last_seen,
+                "turns": [(t.message_id, t.text, t.sent_at) for t in self.turns],
+            }
+        )
+
+    def expires_at(self) -> Optional[datetime]:
+        """When the session is forgotten unless another message arrives; None while empty."""
+        return None if self.last_seen is None else self.last_seen + self.ttl
+
+    def is_expired(self, now: datetime) -> bool:
+        expiry = self.expires_at()
+        return expiry is not None and _require_aware(now) >= expiry
+
+    def history_before(self, message_id: str) -> Optional[tuple[Turn, ...]]:
+        """The turns before a message this session already holds; None if it holds no such one."""
+        for position, turn in enumerate(self.turns):
+            if turn.message_id == message_id:
+                return tuple(self.turns[:position])
+        return None
+
+    def record(self, turn: Turn, now: datetime) -> tuple[Turn, ...]:
+        """Add `turn` seen at `now`; return the turns before it (none if the session expired)."""
+        if self.is_expired(now):
+            self.turns.clear()
+        before = tuple(self.turns)
+        self.turns.append(turn)
+        del self.turns[: -self.max_messages]
+        self.last_seen = _require_aware(now)
+        return before
+
+
+def turn_of(ticket: ParsedTicket) -> Turn:
+    """The history entry of a parsed message (its text bounded to `MAX_TURN_CHARS`)."""
+    message = ticket.message
+    text = bound_length(ticket.text, MAX_TURN_CHARS)
+    return Turn(message_id=message.message_id, text=text, sent_at=message.sent_at)
+
+
+class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):
+    """Per-session logic: emit each message with its history, discard the state on expiry.
+
+    It counts itself in `live` (when given) from construction until it returns `DISCARD`.
+    """
+
+    def __init__(
+        self,
+        history: SessionHistory,
+        now: Callable[[], datetime],
+        live: Optional[LiveKeys] = None,
+    ) -> None:
+        self.history = history
+        self.now = now
+        self._live = live
+        if live is not None:
+            live.opened()
+
+    def on_item(self, value: ParsedTicket) -> tuple[Iterable[ContextTicket], bool]:
+        turn = turn_of(value)
+        first_history = self.history.history_before(turn.message_id)
+        if first_history is not None:
+            replayed = ContextTicket.from_parsed(value, first_history, replay=True)
+            return [replayed], StatefulLogic.RETAIN
+        before = self.history.record(turn, self.now())
+        return [ContextTicket.from_parsed(value, before)], StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[ContextTicket], bool]:
+        if self.history.is_expired(self.now()):
+            return [], self._discard()
+        return [], StatefulLogic.RETAIN
+
+    def notify_at(self) -> Optional[datetime]:
+        return self.history.expires_at()
+
+    def snapshot(self) -> SessionState:
+        return self.history.snapshot()
+
+    def _discard(self) -> bool:
+        """`DISCARD`, leaving the live count once (Bytewax drops the logic after it)."""
+        if self._live is not None:
+            self._live.closed()
+            self._live = None
+        return StatefulLogic.DISCARD
+
+
+@dataclass(frozen=True)
+class SessionsOut:
+    """The two outputs of `session_history`."""
+
+    contexts: KeyedStream[ContextTicket]
+    dead_letters: Stream[DeadLetter]
+
+
+def session_history(
+    step_id: str,
+    up: KeyedStream[ParsedTicket],
+    *,
+    settings: Settings,
+    now: Callable[[], datetime] = utc_now,
+) -> SessionsOut:
+    """Attach each session's earlier messages to every new message.
+
+    Consumes: parsed messages keyed by `session_id`.
+
+    Emits: one `ContextTicket` per message, whose `history` holds the session's previous
+    `settings.session_max_messages` turns (oldest first), never the message itself. A message
+    whose `message_id` the session still holds (a re-sent duplicate) is not added again: it is
+    emitted with `replay=True` and the turns before its first delivery, so the flow can
+    dead-letter it or let its deterministic output ids absorb it.
+
+    State per session: those turns (message id, cleaned text bounded to `MAX_TURN_CHARS`,
+    sent_at) and the wall time of the last message, as a small versioned dict. A session is
+    discarded once `settings.session_ttl_minutes` pass without a message (a timer at the expiry
+    time), so state stays bounded however many sessions the stream opens;
+    `surgeflow_live_state_keys{flow,step}` counts the sessions holding state in this process.
+
+    Dead letters (`dead_letters`): a `processing_error` for a message this step raised on (the
+    session keeps the state it had before it) and for a session whose timer raised (its state
+    in the dead letter, the session dropped). The stateful step keeps `step_id` and its
+    snapshots, so recovery stores of earlier versions resume.
+
+    `now` is the wall clock (timezone-aware UTC); tests inject their own.
+    """
+    ttl = timedelta(minutes=settings.session_ttl_minutes)
+    flow = up.stream_id.partition(".")[0]
+    live = live_keys(flow, step_id)
+
+    stateful_step = f"{up._scope.parent_id}.{step_id}"  # as Bytewax names it
+
+    def build(resume_state: Optional[SessionState]) -> SessionLogic:
+        history = SessionHistory.from_state(
+            resume_state, max_messages=settings.session_max_messages, ttl=ttl, step=stateful_step
+        )
+        return SessionLogic(history, now)  # the guard counts the live sessions
+
+    contexts, dead = guarded_stateful(
+        step_id, up, build, flow="tickets", source=lambda t: t.source, live=live
+    )
+    return SessionsOut(contexts=contexts, dead_letters=dead)

@@ -1,0 +1,114 @@
+"""`Settings`: the variable names users set, secrets kept out of logs, transports chosen by them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from operators.config.settings import Settings
+from operators.connectors import io
+from operators.connectors.kafka.config import producer_config
+from operators.connectors.kafka.sink import KafkaRecordSink
+from operators.connectors.kafka.source import KafkaRecordSource
+from operators.connectors.sinks import StdoutSink
+from operators.connectors.sources import GeneratorSource
+from operators.errors import ConfigurationError
+from operators.shipments.surge import shipment_surge
+
+SERVICES = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL")
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """A clean environment for `Settings()` (no service or SURGEFLOW_ variable leaks in)."""
+    for name in SERVICES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(f"SURGEFLOW_{name}", raising=False)
+    return monkeypatch
+
+
+def test_services_are_read_from_their_conventional_names(env: pytest.MonkeyPatch) -> None:
+    env.setenv("KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    env.setenv("REDIS_URL", "redis://:hunter2@cache:6379/0")
+    env.setenv("OPENAI_API_KEY", "sk-test")
+    env.setenv("SURGEFLOW_KAFKA_CONFIG", '{"ssl.ca.location": "/etc/ca.pem"}')
+    settings = Settings()
+    assert settings.kafka_enabled and settings.redis_enabled and settings.llm_enabled
+    assert settings.kafka_config == {"ssl.ca.location": "/etc/ca.pem"}
+    assert producer_config(settings)["bootstrap.servers"] == "k1:9092,k2:9092"
+
+
+def test_secrets_never_show_in_a_printed_settings(env: pytest.MonkeyPatch) -> None:
+    env.setenv("REDIS_URL", "redis://:hunter2@cache:6379/0")
+    env.setenv("OPENAI_API_KEY", "sk-test")
+    env.setenv("SURGEFLOW_KAFKA_SASL_PASSWORD", "kafka-secret")
+    shown = repr(Settings()) + str(Settings().model_dump())
+    assert "hunter2" not in shown and "kafka-secret" not in shown and "sk-test" not in shown
+
+
+def test_kafka_settings_choose_the_kafka_transports(env: pytest.MonkeyPatch) -> None:
+    env.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    source, sink = io.endpoints(Settings(), topic="shipments.events", generator=shipment_surge)
+    assert isinstance(source, KafkaRecordSource) and isinstance(sink, KafkaRecordSink)
+
+
+def test_no_kafka_means_the_embedded_transports(env: pytest.MonkeyPatch) -> None:
+    source, sink = io.endpoints(Settings(), topic="shipments.events", generator=shipment_surge)
+    assert isinstance(source, GeneratorSource) and isinstance(sink, StdoutSink)
+
+
+def test_kafka_and_a_file_at_once_is_refused(env: pytest.MonkeyPatch, tmp_path) -> None:
+    env.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    env.setenv("SURGEFLOW_OUTPUT_DIR", str(tmp_path))
+    with pytest.raises(ConfigurationError, match="not both"):
+        io.endpoints(Settings(), topic="shipments.events", generator=shipment_surge)
+
+
+def test_sasl_credentials_reach_every_client(env: pytest.MonkeyPatch) -> None:
+    env.setenv("KAFKA_BOOTSTRAP_SERVERS", "k1:9093")
+    env.setenv("SURGEFLOW_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    env.setenv("SURGEFLOW_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    env.setenv("SURGEFLOW_KAFKA_SASL_USERNAME", "flows")
+    env.setenv("SURGEFLOW_KAFKA_SASL_PASSWORD", "kafka-secret")
+    config = producer_config(Settings())
+    assert config["security.protocol"] == "SASL_SSL"
+    assert (config["sasl.mechanism"], config["sasl.username"], config["sasl.password"]) == (
+        "SCRAM-SHA-512", "flows", "kafka-secret",
+    )  # fmt: skip
+
+
+def test_the_event_time_range_is_read_from_the_environment_and_checked(
+    env: pytest.MonkeyPatch,
+) -> None:
+    env.setenv("SURGEFLOW_EVENT_TIME_MIN", "2020-01-01T00:00:00Z")
+    env.setenv("SURGEFLOW_EVENT_TIME_MAX", "2030-01-01T00:00:00+02:00")
+    env.setenv("SURGEFLOW_MAX_FUTURE_SKEW_HOURS", "2")
+    settings = Settings()
+    assert settings.event_time_min == datetime(2020, 1, 1, tzinfo=UTC)
+    assert settings.event_time_max == datetime(2029, 12, 31, 22, tzinfo=UTC)
+    assert settings.max_future_skew_hours == 2
+    env.delenv("SURGEFLOW_EVENT_TIME_MIN")
+    env.delenv("SURGEFLOW_EVENT_TIME_MAX")
+    defaults = Settings()
+    assert defaults.event_time_min == datetime(2000, 1, 1, tzinfo=UTC)
+    assert defaults.event_time_max == datetime(2100, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"event_time_min": "2030-01-01T00:00:00Z", "event_time_max": "2020-01-01T00:00:00Z"},
+        {"event_time_min": "2020-01-01T00:00:00Z", "event_time_max": "2020-01-01T00:00:00Z"},
+        {"event_time_max": "9999-12-31T00:00:00Z"},  # no room left for windows, timers, SLAs
+        {"event_time_min": "0001-01-01T00:00:00Z"},
+        {"event_time_min": "2020-01-01T00:00:00"},  # naive
+        {"max_future_skew_hours": 0},
+        {"max_future_skew_hours": -1},
+        {"session_ttl_minutes": 1e12},  # would overflow the session's expiry time
+        {"sla_warning_hours": 1e12},
+    ],
+)
+def test_an_unworkable_time_setting_is_refused(change: dict) -> None:
+    with pytest.raises(ValueError):
+        Settings(_env_file=None, **change)

@@ -1,0 +1,115 @@
+"""`KafkaRecordSink` / `DeliveryCheckedProducer` against a real broker: every record acknowledged,
+keyed like Java producers, and a broker-side refusal raised instead of lost."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from operators.connectors.kafka.config import client_config, producer_config
+from operators.connectors.kafka.sink import DeliveryCheckedProducer, KafkaDeliveryError
+from operators.runtime.records import OutRecord, to_out_record
+from schemas.common import SCHEMA_VERSION
+from tests.flows.kafka_runs import kafka_settings, read_topic, with_topics
+from tests.support.bad_records import TICKET
+
+pytestmark = pytest.mark.kafka
+
+
+def java_murmur2(data: bytes) -> int:
+    """Kafka's `Utils.murmur2` (the Java producer's key hash), as a signed 32-bit int."""
+    m, h = 0x5BD1E995, (0x9747B28C ^ len(data)) & 0xFFFFFFFF
+    whole = len(data) & ~3
+    for i in range(0, whole, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = data[whole:]
+    if len(tail) == 3:
+        h ^= tail[2] << 16
+    if len(tail) >= 2:
+        h ^= tail[1] << 8
+    if tail:
+        h = ((h ^ tail[0]) * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def java_partition(key: str, partitions: int) -> int:
+    return (java_murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def test_murmur2_matches_kafkas_own_test_vectors() -> None:
+    vectors = {"21": -973932308, "foobar": -790332482, "abc": 479470107}
+    vectors["a-little-bit-long-string"] = -985981536
+    vectors["a-little-bit-longer-string"] = -1486304829
+    assert {k: java_murmur2(k.encode()) for k in vectors} == vectors
+
+
+def test_every_record_is_acknowledged_keyed_and_placed_like_java(kafka_bootstrap: str) -> None:
+    settings = with_topics(kafka_settings(kafka_bootstrap), "tickets")
+    topic = settings.topic_tickets_responses
+    keys = [f"S-{i}" for i in range(200)]
+    acknowledged: list[tuple[str, int]] = []
+    producer = DeliveryCheckedProducer.from_settings(settings)
+    records = [OutRecord(topic=topic, key=k, value=b'{"n": 1}') for k in keys]
+    sent = producer.send(records, lambda r, msg: acknowledged.append((r.key, msg.partition())))
+    assert sent == 200 and len(acknowledged) == 200
+    back = read_topic(settings, topic)
+    assert sorted(r.key.decode() for r in back) == sorted(keys)
+    for record in back:
+        assert record.partition == java_partition(record.key.decode(), settings.topic_partitions)
+    assert len({r.partition for r in back}) == settings.topic_partitions
+
+
+def test_headers_carry_content_type_and_schema_version(kafka_bootstrap: str) -> None:
+    from schemas import TicketMessage
+
+    settings = with_topics(kafka_settings(kafka_bootstrap), "tickets")
+    topic = settings.topic_tickets_messages
+    model = TicketMessage.model_validate(TICKET)
+    DeliveryCheckedProducer.from_settings(settings).send([to_out_record(topic, "S-1", model)])
+    (record,) = read_topic(settings, topic)
+    assert record.headers["content-type"] == b"application/json"
+    assert record.headers["schema-version"] == str(SCHEMA_VERSION).encode()
+    assert record.headers["schema"] == b"TicketMessage"
+    assert TicketMessage.model_validate_json(record.value) == model
+
+
+def test_a_record_the_broker_refuses_raises(kafka_bootstrap: str) -> None:
+    settings = kafka_settings(kafka_bootstrap, kafka_delivery_timeout_seconds=10.0)
+    topic = settings.topic_shipments_decisions
+    admin = AdminClient(client_config(settings))
+    small = NewTopic(topic, 1, 1, config={"max.message.bytes": "2048"})
+    admin.create_topics([small])[topic].result(10)
+    producer = DeliveryCheckedProducer.from_settings(settings)
+    fine = OutRecord(topic=topic, key="SHP-1", value=b"{}")
+    noise = base64.b64encode(os.urandom(8000))  # lz4 cannot shrink it under 2 KiB
+    too_big = OutRecord(topic=topic, key="SHP-2", value=b'"' + noise + b'"')
+    assert producer.send([fine]) == 1
+    with pytest.raises(KafkaDeliveryError) as caught:
+        producer.send([too_big])
+    assert [(t, k) for t, k, _ in caught.value.failures] == [(topic, "SHP-2")]
+    assert [r.key for r in read_topic(settings, topic)] == [b"SHP-1"]
+    assert "MSG_SIZE_TOO_LARGE" in str(caught.value) or "too large" in str(caught.value)
+
+
+def test_an_unknown_topic_raises_within_the_delivery_bound(kafka_bootstrap: str) -> None:
+    settings = kafka_settings(kafka_bootstrap, kafka_delivery_timeout_seconds=3.0)
+    producer = DeliveryCheckedProducer.from_settings(settings)
+    record = OutRecord(topic=settings.topic_tickets_dlq, key="S-1", value=b"{}")
+    with pytest.raises(KafkaDeliveryError, match="not delivered"):
+        producer.send([record])
+
+
+def test_the_producer_is_idempotent_and_waits_for_all_replicas(kafka_bootstrap: str) -> None:
+    config = producer_config(kafka_settings(kafka_bootstrap, kafka_config={"acks": "1"}))
+    assert config["enable.idempotence"] is True and config["acks"] == "all"
+    assert config["partitioner"] == "murmur2_random"

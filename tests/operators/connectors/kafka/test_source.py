@@ -1,0 +1,91 @@
+"""`KafkaRecordSource`: Kafka messages and consumer errors become `RawRecord`s, never exceptions."""
+
+from __future__ import annotations
+
+import pytest
+from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
+from bytewax.inputs import StatefulSourcePartition
+from confluent_kafka import KafkaError as ConfluentError
+from prometheus_client import REGISTRY
+
+from operators.connectors.kafka.source import KafkaRecordSource, _RecordPartition, to_raw_record
+from operators.connectors.kafka.topics import TopicNotFound
+from tests.flows.kafka_runs import kafka_settings
+
+
+def message(key=b"SHP-1", value=b"{}", offset=41, partition=2) -> KafkaSourceMessage:
+    return KafkaSourceMessage(
+        key=key, value=value, topic="shipments.events", offset=offset, partition=partition
+    )
+
+
+def test_a_message_keeps_its_bytes_key_and_coordinates() -> None:
+    raw = to_raw_record(message())
+    assert (raw.value, raw.key, raw.topic, raw.partition, raw.offset) == (
+        b"{}", "SHP-1", "shipments.events", 2, 41,
+    )  # fmt: skip
+    assert raw.error is None
+
+
+def test_a_consumer_error_carries_its_reason_and_where_it_happened() -> None:
+    err = ConfluentError(ConfluentError._MSG_TIMED_OUT, "fetch failed")
+    raw = to_raw_record(KafkaError(err, message(value=None)))
+    assert raw.error_type == "consumer_error" and "fetch failed" in raw.error
+    assert (raw.value, raw.partition, raw.offset) == (b"", 2, 41)
+
+
+def test_invalid_coordinates_are_left_out_not_negative() -> None:
+    err = ConfluentError(ConfluentError._TRANSPORT, "broker down")
+    raw = to_raw_record(KafkaError(err, message(offset=-1001, partition=-1)))
+    assert (raw.partition, raw.offset) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("key", "error_type", "words"),
+    [(b"\xff\xfe", "decode_error", "not valid UTF-8"), (b"K" * 257, "validation_error", "256")],
+)
+def test_bad_message_keys_are_marked_for_the_dead_letter_topic(key, error_type, words) -> None:
+    raw = to_raw_record(message(key=key))
+    assert raw.key is None and raw.error_type == error_type and words in raw.error
+
+
+class _Batches(StatefulSourcePartition):
+    """An inner partition that returns prepared batches (pure logic of the wrapper)."""
+
+    def __init__(self, batches: list[list]) -> None:
+        self._batches = batches
+
+    def next_batch(self) -> list:
+        return self._batches.pop(0)
+
+    def snapshot(self) -> int:
+        return -1000  # what Bytewax's own partition holds after an error event
+
+
+def test_resume_position_is_after_the_last_record_not_after_an_error() -> None:
+    err = KafkaError(ConfluentError(ConfluentError._TRANSPORT, "down"), message(offset=-1001))
+    part = _RecordPartition(_Batches([[message(offset=7), message(offset=8)], [err]]))
+    part.next_batch()
+    part.next_batch()
+    assert part.snapshot() == 9
+
+
+def test_an_error_of_no_record_is_counted_not_dead_lettered(caplog) -> None:
+    down = KafkaError(ConfluentError(ConfluentError._TRANSPORT, "down"), message(offset=-1001))
+    at_offset = KafkaError(ConfluentError(ConfluentError._BAD_MSG, "crc"), message(offset=12))
+    labels = {"topic": "shipments.events", "error": "_TRANSPORT"}
+    before = REGISTRY.get_sample_value("surgeflow_kafka_consumer_errors_total", labels) or 0
+    records = _RecordPartition(_Batches([[down, message(offset=11), at_offset]])).next_batch()
+    assert [(r.offset, r.error_type if r.error else None) for r in records] == [
+        (11, None), (12, "consumer_error"),
+    ]  # fmt: skip
+    assert REGISTRY.get_sample_value("surgeflow_kafka_consumer_errors_total", labels) == before + 1
+    assert "consumer retries" in caplog.text
+
+
+@pytest.mark.kafka
+def test_a_missing_topic_fails_clearly_at_start(kafka_bootstrap: str) -> None:
+    settings = kafka_settings(kafka_bootstrap, kafka_timeout_seconds=1.0)
+    source = KafkaRecordSource(settings, [settings.topic_shipments_events])
+    with pytest.raises(TopicNotFound, match=r"operators\.connectors\.kafka\.topics"):
+        source.list_parts()

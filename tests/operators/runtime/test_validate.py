@@ -1,0 +1,221 @@
+"""`parse_record`: every kind of bad input becomes a dead letter with a readable reason."""
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import model_validator
+
+from operators.runtime.records import RawRecord, Valid
+from operators.runtime.validate import Limits, json_depth, parse_record
+from schemas import DeadLetter, ShipmentEvent, TicketMessage
+from tests.flows.flow_runs import embedded_settings
+from tests.support.bad_records import SHIPMENT, SHIPMENT_BAD, TICKET, TICKET_BAD
+
+GOOD = SHIPMENT
+
+
+def parse(value: bytes, key: str | None = None, limits: Limits | None = None):
+    raw = RawRecord(value=value, key=key, topic="shipments.events", partition=3, offset=99)
+    return parse_record(
+        raw,
+        ShipmentEvent,
+        key_field="shipment_id",
+        flow="shipments",
+        step="validate",
+        limits=limits or Limits(),
+    )
+
+
+def with_(**change) -> bytes:
+    return json.dumps({**GOOD, **change}).encode()
+
+
+def test_valid_record_keeps_its_source() -> None:
+    result = parse(json.dumps(GOOD).encode(), key="SHP-1")
+    assert isinstance(result, Valid)
+    assert result.model.shipment_id == "SHP-1"
+    assert (result.source.topic, result.source.partition, result.source.offset) == (
+        "shipments.events",
+        3,
+        99,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SHIPMENT_BAD))
+def test_bad_input_becomes_dead_letter(name: str) -> None:
+    value, error_type, words = SHIPMENT_BAD[name]
+    result = parse(value)
+    assert isinstance(result, DeadLetter), name
+    assert result.error_type == error_type
+    assert words in result.error
+    assert result.flow == "shipments" and result.step == "validate"
+    assert (result.source.partition, result.source.offset) == (3, 99)
+    assert base64.b64decode(result.raw_base64) == value[:4096]
+    assert result.raw_size == len(value)
+
+
+def test_validation_errors_are_listed_field_by_field() -> None:
+    result = parse(with_(delay_minutes="abc", scan_type="nope"))
+    assert isinstance(result, DeadLetter)
+    assert {e.loc for e in result.errors} == {"delay_minutes", "scan_type"}
+
+
+def test_key_mismatch_is_dead_lettered() -> None:
+    result = parse(json.dumps(GOOD).encode(), key="SHP-2")
+    assert isinstance(result, DeadLetter)
+    assert result.error_type == "key_mismatch"
+    assert result.key == "SHP-2"
+
+
+def test_dead_letter_key_comes_from_the_record_when_transport_has_none() -> None:
+    result = parse(with_(scan_type="nope"))
+    assert isinstance(result, DeadLetter) and result.key == "SHP-1"
+
+
+def test_size_and_depth_limits_are_configurable() -> None:
+    assert isinstance(parse(json.dumps(GOOD).encode(), limits=Limits(max_bytes=1024)), Valid)
+    tight = parse(with_(note="z" * 2000), limits=Limits(max_bytes=1024))
+    assert isinstance(tight, DeadLetter) and tight.error_type == "too_large"
+
+
+def test_json_depth() -> None:
+    assert json_depth({"a": 1}, 10) == 1
+    assert json_depth({"a": {"b": [1, {"c": 2}]}}, 10) == 4
+    assert json_depth(json.loads("[" * 50 + "]" * 50), 10) == 11
+
+
+def test_tickets_validate_with_their_own_key_field() -> None:
+    message = {
+        "message_id": "M-1",
+        "session_id": "S-9",
+        "channel": "email",
+        "sender": "a@example.com",
+        "body": "Where is ORD-123456?",
+        "sent_at": "2026-11-27T10:00:00Z",
+    }
+    raw = RawRecord(value=json.dumps(message).encode(), key="S-9", topic="tickets.messages")
+    result = parse_record(raw, TicketMessage, key_field="session_id", flow="tickets", step="v")
+    assert isinstance(result, Valid) and result.model.session_id == "S-9"
+
+
+@pytest.mark.parametrize("name", sorted(TICKET_BAD))
+def test_bad_ticket_becomes_dead_letter(name: str) -> None:
+    value, error_type, words = TICKET_BAD[name]
+    raw = RawRecord(value=value, topic="tickets.messages", partition=1, offset=7)
+    result = parse_record(raw, TicketMessage, key_field="session_id", flow="tickets", step="v")
+    assert isinstance(result, DeadLetter), name
+    assert (result.error_type, result.source.offset) == (error_type, 7)
+    assert words in result.error
+
+
+def test_transport_errors_are_dead_lettered_before_parsing() -> None:
+    raw = RawRecord(
+        value=json.dumps(GOOD).encode(), topic="t", partition=0, offset=5,
+        error="Kafka consumer error: broker down", error_type="consumer_error",
+    )  # fmt: skip
+    result = parse_record(
+        raw, ShipmentEvent, key_field="shipment_id", flow="shipments", step="validate"
+    )
+    assert isinstance(result, DeadLetter)
+    assert (result.error_type, result.error) == ("consumer_error", raw.error)
+
+
+WALL = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def parse_at(value: bytes, now: datetime = WALL, limits: Limits | None = None):
+    raw = RawRecord(value=value, topic="shipments.events", partition=0, offset=1)
+    return parse_record(
+        raw,
+        ShipmentEvent,
+        key_field="shipment_id",
+        flow="shipments",
+        step="validate",
+        limits=limits or Limits(),
+        now=now,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (
+            {"occurred_at": "9999-12-31T23:30:00Z", "shipped_at": "9999-12-31T23:00:00Z"},
+            "occurred_at",
+        ),
+        ({"occurred_at": "2101-01-01T00:00:00Z"}, "occurred_at"),
+        (
+            {"occurred_at": "0001-01-01T00:30:00Z", "shipped_at": "0001-01-01T00:00:00Z"},
+            "shipped_at",
+        ),
+        ({"shipped_at": "1999-12-31T23:59:59Z"}, "shipped_at"),
+        ({"eta": "9999-12-31T23:59:59Z"}, "eta"),
+        ({"eta": "1970-01-01T00:00:00Z"}, "eta"),
+        ({"occurred_at": "9999-12-31T23:59:59-12:00"}, "occurred_at"),  # past datetime.max in UTC
+        ({"shipped_at": "0001-01-01T00:00:00+05:00"}, "shipped_at"),  # before datetime.min in UTC
+        ({"occurred_at": "2026-11-28T12:00:01Z"}, "occurred_at"),  # over a day ahead of WALL
+    ],
+)
+def test_timestamps_outside_the_sane_range_are_validation_errors(change, field) -> None:
+    result = parse_at(with_(**change))
+    assert isinstance(result, DeadLetter), change
+    assert result.error_type == "validation_error"
+    assert field in result.error
+    assert any(e.loc == field for e in result.errors)
+
+
+def test_forecasts_may_be_ahead_of_the_wall_clock_but_event_times_only_by_the_skew() -> None:
+    ahead = with_(occurred_at="2026-11-28T11:00:00Z", eta="2027-01-15T00:00:00Z")
+    assert isinstance(parse_at(ahead), Valid)
+    tight = Limits(max_ahead=timedelta(minutes=30))
+    assert isinstance(parse_at(ahead, limits=tight), DeadLetter)
+    assert isinstance(parse_at(ahead, now=WALL + timedelta(days=1)), Valid)
+
+
+def test_the_range_is_settable() -> None:
+    limits = Limits.from_settings(
+        embedded_settings(
+            event_time_min="2026-01-01T00:00:00Z",
+            event_time_max="2027-01-01T00:00:00Z",
+            max_future_skew_hours=1,
+        )
+    )
+    assert isinstance(parse_at(with_(), limits=limits), Valid)
+    early = parse_at(with_(shipped_at="2025-12-31T23:00:00Z"), limits=limits)
+    assert isinstance(early, DeadLetter) and "2026-01-01" in early.error
+    assert isinstance(
+        parse_at(with_(occurred_at="2026-11-27T13:30:00Z"), limits=limits), DeadLetter
+    )
+
+
+@pytest.mark.parametrize(
+    "sent_at", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "2026-11-29T00:00:00Z"]
+)
+def test_ticket_times_are_bounded_too(sent_at: str) -> None:
+    value = json.dumps({**TICKET, "sent_at": sent_at}).encode()
+    raw = RawRecord(value=value, topic="tickets.messages")
+    result = parse_record(
+        raw, TicketMessage, key_field="session_id", flow="tickets", step="validate", now=WALL
+    )
+    assert isinstance(result, DeadLetter) and result.error_type == "validation_error"
+    assert "sent_at" in result.error
+
+
+def test_delay_minutes_is_bounded() -> None:
+    for value in (10**30, -1, 100_001):
+        result = parse_at(with_(delay_minutes=value))
+        assert isinstance(result, DeadLetter) and result.error_type == "validation_error"
+
+
+def test_a_validator_raising_another_error_is_a_validation_error_not_a_crash() -> None:
+    class Strict(ShipmentEvent):
+        @model_validator(mode="after")
+        def _overflow(self) -> ShipmentEvent:
+            raise OverflowError("date value out of range")
+
+    raw = RawRecord(value=with_(), topic="shipments.events", partition=0, offset=5)
+    result = parse_record(raw, Strict, key_field="shipment_id", flow="shipments", step="validate")
+    assert isinstance(result, DeadLetter) and result.error_type == "validation_error"
+    assert "OverflowError: date value out of range" in result.error and result.key == "SHP-1"
