@@ -11,27 +11,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Generic, TypeVar, Union
+from typing import Generic, TypeGuard, TypeVar, Union, cast
 
 import bytewax.operators as op
 import orjson
 import polars as pl
 from bytewax.dataflow import Stream, operator
+from pydantic import BaseModel
 
 from operators.domain import EnrichedEvent, EnrichedTicket, Valid
 from operators.guard import Guarded, guarded_flat_map_batch
 from operators.reference import ChannelReference, ShipmentReference
-from schemas.dead_letter import DeadLetter
+from schemas.dead_letter import DeadLetter, FlowName
 from schemas.shipments import ShipmentEvent
 from schemas.tickets import TicketMessage
 
 E = TypeVar("E")
+M = TypeVar("M", bound=BaseModel)
 
 
-def _unknown_reference(item: Valid, step: str, flow: str, key: str, what: str) -> DeadLetter:
+def _unknown_reference(
+    item: Valid[M], step: str, flow: FlowName, key: str, what: str
+) -> DeadLetter:
     raw = orjson.dumps(item.model.model_dump(mode="json"))
     return DeadLetter.build(
-        flow=flow,  # type: ignore[arg-type]
+        flow=flow,
         step=step,
         error_type="unknown_reference",
         error=what,
@@ -128,8 +132,13 @@ class EnrichOut(Generic[E]):
 
 
 def _split(joined: Guarded[Union[E, DeadLetter]]) -> EnrichOut[E]:
-    split = op.branch("split", joined.results, lambda item: not isinstance(item, DeadLetter))
-    dead = op.merge("dead_letters", split.falses, joined.dead_letters)
+
+    def enriched(item: Union[E, DeadLetter]) -> TypeGuard[E]:
+        return not isinstance(item, DeadLetter)
+
+    split = op.branch("split", joined.results, enriched)
+    # A TypeGuard narrows the trues only; the falses are the rest: the dead letters.
+    dead = op.merge("dead_letters", cast(Stream[DeadLetter], split.falses), joined.dead_letters)
     return EnrichOut(enriched=split.trues, dead_letters=dead)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import openai
 
 from flows.settings import Settings
+from operators.llm.accounting import Outcome
 from operators.llm.batching import MicroBatcher
 from operators.llm.cache import embedding_key, pack_vector, unpack_vector
 from operators.llm.per_loop import PerLoop
@@ -95,7 +96,7 @@ class Embeddings:
         merged = [item for item, joined in fresh if joined]
         for text, (item, _) in zip(misses, fresh, strict=True):
             found[text] = item.vector
-        outcome = "success" if sent else "merged" if merged else "cache_hit"
+        outcome: Outcome = "success" if sent else "merged" if merged else "cache_hit"
         return Served(
             [found[text] for text in texts],
             model,

@@ -19,7 +19,8 @@ from redis.commands.core import AsyncScript
 
 from operators.llm.down_window import DownWindow
 from operators.llm.per_loop import PerLoop
-from operators.llm.redis_cache import RedisClientFactory, default_client_factory, redacted_url
+from operators.llm.redis_cache import RedisClientFactory, default_client_factory
+from operators.redact import redacted_url
 
 log = logging.getLogger(__name__)
 
