@@ -18,7 +18,7 @@ class ReferenceDataError(ValueError):
     """A reference file is missing, malformed or out of range."""
 
 
-def _read(path: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+def _read(path: Path, schema: dict[str, type[pl.DataType]]) -> pl.DataFrame:
     if not path.is_file():
         raise ReferenceDataError(f"reference file {path} does not exist")
     try:
