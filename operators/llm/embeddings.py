@@ -24,7 +24,6 @@ from typing import Any
 import openai
 
 from flows.settings import Settings
-from operators.llm.accounting import Outcome
 from operators.llm.batching import MicroBatcher
 from operators.llm.cache import embedding_key, pack_vector, unpack_vector
 from operators.llm.per_loop import PerLoop
@@ -32,7 +31,7 @@ from operators.llm.pricing import PriceTable
 from operators.llm.prompt_text import estimate_tokens
 from operators.llm.provider import ProviderCaller, ProviderRequest
 from operators.llm.responses import embedding_vectors, usage_tokens
-from operators.llm.served import Served, TolerantCache
+from operators.llm.served import Served, ServedOutcome, TolerantCache
 from operators.llm.singleflight import SingleFlight
 
 
@@ -96,7 +95,7 @@ class Embeddings:
         merged = [item for item, joined in fresh if joined]
         for text, (item, _) in zip(misses, fresh, strict=True):
             found[text] = item.vector
-        outcome: Outcome = "success" if sent else "merged" if merged else "cache_hit"
+        outcome: ServedOutcome = "success" if sent else "merged" if merged else "cache_hit"
         return Served(
             [found[text] for text in texts],
             model,
