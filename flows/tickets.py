@@ -29,6 +29,7 @@ from operators.runtime.guard import guarded_map
 from operators.runtime.records import OutRecord, RawRecord, Valid
 from operators.runtime.shutdown import StopSignal
 from operators.runtime.skeleton import FlowSteps, Frame
+from operators.tickets.domain import session_of, source_of
 from operators.tickets.enrich import enrich_with_channel
 from operators.tickets.parse import parse_ticket
 from operators.tickets.respond import format_response
@@ -49,23 +50,27 @@ def respond(
     service = build_service(s, flow=FLOW)
     router = AgentRunner(RouterAgent(reference.intents, s), service)
     worker = AgentRunner(ReplyAgent(s), service)
-    session_of, source_of = (lambda t: t.message.session_id), (lambda t: t.source)
-    agent = dict(settings=s, flow=FLOW, key=session_of, source=source_of, stop=frame.stop)
-    guard = dict(flow=FLOW, key=session_of, source=source_of)
 
     enriched = enrich_with_channel("enrich_with_channel", messages, reference=reference.channels)
     parse = partial(parse_ticket, products=reference.products)
-    parsed = guarded_map("parse", enriched.enriched, parse, **guard)
+    parsed = guarded_map(
+        "parse", enriched.enriched, parse, flow=FLOW, key=session_of, source=source_of
+    )
     by_session = op.key_on("key_by_session", parsed.results, session_of)
     sessions = session_history("session_history", by_session, settings=s)
     in_context = op.key_rm("unkey", sessions.contexts)
-    routed = agent_step("route", in_context, router.answer, ready=router.answer_now, **agent)
+    routed = agent_step(
+        "route", in_context, router.answer, ready=router.answer_now, settings=s, flow=FLOW,
+        key=session_of, source=source_of, stop=frame.stop,
+    )  # fmt: skip
     drafted = agent_step(
-        "draft_reply", routed.results, worker.answer, ready=worker.answer_now, **agent
-    )
+        "draft_reply", routed.results, worker.answer, ready=worker.answer_now, settings=s,
+        flow=FLOW, key=session_of, source=source_of, stop=frame.stop,
+    )  # fmt: skip
     responses = guarded_map(
-        "format_response", drafted.results, lambda t: format_response(t, now=utc_now()), **guard
-    )
+        "format_response", drafted.results, lambda t: format_response(t, now=utc_now()),
+        flow=FLOW, key=session_of, source=source_of,
+    )  # fmt: skip
     dead = (
         enriched.dead_letters, parsed.dead_letters, sessions.dead_letters, routed.dead_letters,
         drafted.dead_letters, responses.dead_letters,

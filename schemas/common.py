@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Final, Optional
 
 from pydantic import (
     AfterValidator,
@@ -28,7 +28,7 @@ from pydantic import (
     ValidationInfo,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 """Version of the topic contracts; sent as a Kafka header and stored in every output record."""
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, create_model
+from pydantic_core import ErrorDetails
 
 from schemas.common import (
     SCHEMA_VERSION,
@@ -105,7 +107,7 @@ class DeadLetter(Record):
         raw: bytes,
         source: SourceRef,
         key: Optional[str] = None,
-        errors: Optional[list[dict[str, Any]]] = None,
+        errors: Optional[Sequence[ErrorDetails]] = None,
         keep_raw: RawPolicy = "bounded",
     ) -> DeadLetter:
         """Make a dead letter with a deterministic id, keeping of `raw` what `keep_raw` says.

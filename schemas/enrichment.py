@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 from pydantic import Field
 
@@ -70,7 +70,7 @@ class Enrichment(Record):
     fallback_reason: Optional[FallbackReason] = None
     policy_violations: tuple[PolicyRule, ...] = Field(
         default=(),
-        max_length=len(PolicyRule.__args__),
+        max_length=len(get_args(PolicyRule)),
         description="The reply-policy rules the model's answer broke (outcome policy_blocked): "
         "the text is then the rules engine's (source rules), while model, tokens and cost are "
         "those of the blocked call. Empty otherwise.",

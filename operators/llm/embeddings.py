@@ -30,7 +30,7 @@ from operators.llm.pricing import PriceTable
 from operators.llm.prompt_text import estimate_tokens
 from operators.llm.provider import ProviderCaller, ProviderRequest
 from operators.llm.responses import embedding_vectors, usage_tokens
-from operators.llm.served import Served, TolerantCache
+from operators.llm.served import Served, ServedOutcome, TolerantCache
 from operators.llm.singleflight import SingleFlight
 from operators.runtime.per_loop import PerLoop
 
@@ -95,7 +95,7 @@ class Embeddings:
         merged = [item for item, joined in fresh if joined]
         for text, (item, _) in zip(misses, fresh, strict=True):
             found[text] = item.vector
-        outcome = "success" if sent else "merged" if merged else "cache_hit"
+        outcome: ServedOutcome = "success" if sent else "merged" if merged else "cache_hit"
         return Served(
             [found[text] for text in texts],
             model,

@@ -157,7 +157,7 @@ class RedisCache:
     async def _fetch(self, keys: list[str]) -> dict[str, bytes]:
         """The values Redis holds for `keys`; {} when Redis is down or fails (all misses)."""
         epoch = self._begin()
-        values: list[bytes | None] = []
+        values: list[bytes | str | None] = []
         if epoch is not None:
             try:
                 async with asyncio.timeout(self._timeout):
@@ -167,13 +167,14 @@ class RedisCache:
                 values = []
             else:
                 self._succeeded(epoch)
-        found = {k: bytes(v) for k, v in zip(keys, values, strict=False) if v is not None}
+        found = {k: _as_bytes(v) for k, v in zip(keys, values, strict=False) if v is not None}
         _REDIS_HITS.inc(len(found))
         _REDIS_MISSES.inc(len(keys) - len(found))
         return found
 
-    async def _mget(self, keys: list[str]) -> list[bytes | None]:
-        """One MGET, or one pipeline of MGETs of `chunk_size` keys: one round trip either way."""
+    async def _mget(self, keys: list[str]) -> list[bytes | str | None]:
+        """One MGET, or one pipeline of MGETs of `chunk_size` keys: one round trip either way
+        (values are `str` only from a client that decodes responses)."""
         client = self.client()
         chunks = [keys[i : i + self._chunk] for i in range(0, len(keys), self._chunk)]
         if len(chunks) == 1:
@@ -264,3 +265,8 @@ def build_cache(settings: Settings) -> PromptCache:
     return InProcessCache(
         max_entries=settings.cache_max_entries, ttl_seconds=settings.cache_ttl_seconds
     )
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    """A cached value as bytes, also from a client built with `decode_responses=True`."""
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)

@@ -17,8 +17,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from operators.config.redact import redacted_url
 from operators.llm.down_window import DownWindow
-from operators.llm.redis_cache import RedisClientFactory, default_client_factory, redacted_url
+from operators.llm.redis_cache import RedisClientFactory, default_client_factory
 from operators.runtime.per_loop import PerLoop
 
 log = logging.getLogger(__name__)

@@ -52,7 +52,7 @@ import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, get_args
+from typing import Any, Optional, get_args
 
 from schemas.enrichment import PolicyRule
 
@@ -129,7 +129,7 @@ class PolicyTerms:
         if link_domains is not None:
             raw["link_domains"] = list(link_domains)
         sets = {"bare_domain_tlds", "bare_names_not_links", "negations", "filler_words"}
-        values = {
+        values: dict[str, Any] = {
             key: (frozenset(v) if key in sets else tuple(v)) if isinstance(v, list) else v
             for key, v in raw.items()
         }

@@ -17,18 +17,22 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar, cast
+from typing import Generic, Literal, TypeVar
 
-from operators.llm.accounting import CallRecord, Operation, Outcome
+from operators.llm.accounting import CallRecord, Operation
 from operators.llm.batching import MicroBatcher
 from operators.llm.cache import PromptCache
 from operators.llm.types import LLMError, LLMUnavailable
 from operators.runtime.per_loop import PerLoop
-from schemas.enrichment import CallOutcome, Enrichment, EnrichmentSource, FallbackReason
+from schemas.enrichment import Enrichment, EnrichmentSource, FallbackReason
 
 log = logging.getLogger(__name__)
 
 V = TypeVar("V")
+
+ServedOutcome = Literal["success", "cache_hit", "merged", "fallback"]
+"""How a value was served: the outcomes of the ledger (`accounting.Outcome`) but `failure`, which
+serves nothing; each is also an outcome of the output's enrichment (`CallOutcome`)."""
 
 COALESCE_KEYS = 500
 """Most keys of one coalesced cache lookup or write (one Redis MGET chunk)."""
@@ -40,7 +44,7 @@ class Served(Generic[V]):
 
     value: V
     model: str
-    outcome: Outcome
+    outcome: ServedOutcome
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
@@ -72,7 +76,7 @@ class Served(Generic[V]):
             tokens_out=self.tokens_out,
             cost_usd=self.cost_usd,
             latency_ms=latency_seconds * 1000.0,
-            outcome=cast(CallOutcome, self.outcome),
+            outcome=self.outcome,
             fallback_reason=self.fallback_reason,
         )
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic
 
 import openai
+from pydantic import BaseModel
 
 from operators.llm.admission import estimate_prompt_tokens
 from operators.llm.cache import InProcessCache, canonical_json, chat_key
@@ -46,11 +47,11 @@ MAX_REPAIR_ERROR_CHARS = 1000
 
 
 @functools.lru_cache(maxsize=256)
-def _json_schema(response_model: type[Any]) -> dict[str, Any]:
+def _json_schema(response_model: type[BaseModel]) -> dict[str, Any]:
     return response_model.model_json_schema()
 
 
-def response_format(response_model: type[Any]) -> dict[str, Any]:
+def response_format(response_model: type[BaseModel]) -> dict[str, Any]:
     """The `response_format` asking for a JSON instance of `response_model`'s schema (the schema
     is generated once per model: it costs more than a cache hit)."""
     schema = _json_schema(response_model)
@@ -213,7 +214,7 @@ class StructuredChat:
         async def send(model: str, attempt: int) -> Any:
             return await self._client().chat.completions.create(
                 model=model,
-                messages=messages,  # type: ignore[arg-type]
+                messages=messages,  # type: ignore[arg-type]  # role/content dicts; openai types each role
                 extra_headers={"x-stainless-retry-count": str(attempt)},
                 **spec.parameters,
             )

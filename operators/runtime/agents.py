@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Optional, TypeVar
+from typing import Any, Generic, Optional, TypeGuard, TypeVar, Union, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -59,9 +59,15 @@ def agent_step(
         "call", up, agent, key=lambda item: key(item) or "", settings=settings, ready=ready,
         stop=stop,
     )  # fmt: skip
-    split = op.branch("split", outcomes, lambda item: not isinstance(item, AsyncFailure))
 
-    def to_dead_letter(failure: AsyncFailure) -> DeadLetter:
+    def succeeded(item: Union[Y, AsyncFailure[X]]) -> TypeGuard[Y]:
+        return not isinstance(item, AsyncFailure)
+
+    split = op.branch("split", outcomes, succeeded)
+    # A TypeGuard narrows the trues only; the falses are the rest: the failures.
+    failures = cast(Stream[AsyncFailure[X]], split.falses)
+
+    def to_dead_letter(failure: AsyncFailure[X]) -> DeadLetter:
         return dead_letter_for(
             failure.item,
             flow=flow,
@@ -72,5 +78,5 @@ def agent_step(
             key=key(failure.item),
         )
 
-    dead = op.map("dead_letter", split.falses, to_dead_letter)
+    dead = op.map("dead_letter", failures, to_dead_letter)
     return AgentOut(results=split.trues, dead_letters=dead)

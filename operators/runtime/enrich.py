@@ -8,24 +8,26 @@ dead letter.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, TypeVar, Union
+from typing import Generic, TypeGuard, TypeVar, Union, cast
 
 import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Stream
+from pydantic import BaseModel
 
 from operators.runtime.guard import Guarded
 from operators.runtime.records import Valid
-from schemas.dead_letter import DeadLetter
+from schemas.dead_letter import DeadLetter, FlowName
 
 E = TypeVar("E")
+M = TypeVar("M", bound=BaseModel)
 
 
-def unknown_reference(item: Valid, step: str, flow: str, key: str, what: str) -> DeadLetter:
+def unknown_reference(item: Valid[M], step: str, flow: FlowName, key: str, what: str) -> DeadLetter:
     """An `unknown_reference` dead letter for `item`, whose reference (`what`) is not known."""
     raw = orjson.dumps(item.model.model_dump(mode="json"))
     return DeadLetter.build(
-        flow=flow,  # type: ignore[arg-type]
+        flow=flow,
         step=step,
         error_type="unknown_reference",
         error=what,
@@ -45,6 +47,11 @@ class EnrichOut(Generic[E]):
 
 def split_enriched(joined: Guarded[Union[E, DeadLetter]]) -> EnrichOut[E]:
     """Enriched records on one output; join and guard dead letters merged on the other."""
-    split = op.branch("split", joined.results, lambda item: not isinstance(item, DeadLetter))
-    dead = op.merge("dead_letters", split.falses, joined.dead_letters)
+
+    def enriched(item: Union[E, DeadLetter]) -> TypeGuard[E]:
+        return not isinstance(item, DeadLetter)
+
+    split = op.branch("split", joined.results, enriched)
+    # A TypeGuard narrows the trues only; the falses are the rest: the dead letters.
+    dead = op.merge("dead_letters", cast(Stream[DeadLetter], split.falses), joined.dead_letters)
     return EnrichOut(enriched=split.trues, dead_letters=dead)

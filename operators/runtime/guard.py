@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Generic, Optional, TypeVar, Union
+from typing import Any, Generic, Optional, TypeGuard, TypeVar, Union, cast
 
 import bytewax.operators as op
 import orjson
@@ -206,9 +206,15 @@ def _split(
     source: Callable[[X], SourceRef],
     fallback: SourceRef,
 ) -> Guarded[Y]:
-    split = op.branch("split", up, lambda item: not isinstance(item, StepFailure))
+
+    def succeeded(item: Union[Y, StepFailure[X]]) -> TypeGuard[Y]:
+        return not isinstance(item, StepFailure)
+
+    split = op.branch("split", up, succeeded)
+    # A TypeGuard narrows the trues only; the falses are the rest: the failures.
+    failures = cast(Stream[StepFailure[X]], split.falses)
     dead = _to_dead_letters(
-        "dead_letter", split.falses, flow=flow, key=key, source=source, fallback=fallback
+        "dead_letter", failures, flow=flow, key=key, source=source, fallback=fallback
     )
     return Guarded(results=split.trues, dead_letters=dead)
 
@@ -275,7 +281,7 @@ def guarded_flat_map_batch(
 _NO_SNAPSHOT = object()
 
 
-class GuardedLogic(StatefulLogic[X, Union[Y, StepFailure[X]], S]):
+class GuardedLogic(StatefulLogic[X, Union[Y, StepFailure[X]], Optional[S]]):
     """A `StatefulLogic` that turns its inner logic's exceptions into `StepFailure`s.
 
     - `on_item` raising (or the `notify_at` asked right after it): the record is the failure;
@@ -355,7 +361,7 @@ class GuardedLogic(StatefulLogic[X, Union[Y, StepFailure[X]], S]):
     def notify_at(self) -> Optional[datetime]:
         return self._next
 
-    def snapshot(self) -> S:
+    def snapshot(self) -> Optional[S]:
         try:
             return self._inner.snapshot()
         except Exception as exc:
@@ -363,7 +369,7 @@ class GuardedLogic(StatefulLogic[X, Union[Y, StepFailure[X]], S]):
                 raise
             logger.error("step %s could not snapshot a key's state: %s", self._step, describe(exc))
             self._broke(exc, state=None)
-            return None  # type: ignore[return-value]  # resumes as a new key
+            return None  # resumes as a new key
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -467,7 +473,13 @@ def guarded_stateful(
         return GuardedLogic(name, build, state, source=source, rollback=rollback, live=live)
 
     outputs = op.stateful(step_id, up, build_guarded)
-    split = op.branch(f"{step_id}_split", outputs, lambda kv: not isinstance(kv[1], StepFailure))
+
+    def succeeded(kv: tuple[str, Union[Y, StepFailure[X]]]) -> TypeGuard[tuple[str, Y]]:
+        return not isinstance(kv[1], StepFailure)
+
+    split = op.branch(f"{step_id}_split", outputs, succeeded)
+    # A TypeGuard narrows the trues only; the falses are the rest: the keys' failures.
+    failures = cast(KeyedStream[StepFailure[X]], split.falses)
 
     def dead_letter(kv: tuple[str, StepFailure[X]]) -> DeadLetter:
         key, failure = kv
@@ -477,5 +489,5 @@ def guarded_stateful(
             failure, flow=flow, key=key, source=found or failure.source or SourceRef(topic=flow)
         )
 
-    dead = op.map(f"{step_id}_dead_letters", split.falses, dead_letter)
+    dead = op.map(f"{step_id}_dead_letters", failures, dead_letter)
     return split.trues, dead

@@ -206,7 +206,8 @@ class Lane(Generic[X, Y]):
         while queue and queue[0] in self._ready:
             seq = queue.popleft()
             self._ready.discard(seq)
-            out.append(_outcome(self._entries.pop(seq)))
+            outcome: Y | AsyncFailure[X] = _outcome(self._entries.pop(seq))
+            out.append(outcome)
         if not queue:
             del self._by_key[key]
         return out

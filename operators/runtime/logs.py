@@ -138,7 +138,7 @@ class JsonLinesFormatter(UtcFormatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
-class _FlowHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _FlowHandler(logging.StreamHandler[TextIO]):
     """The handler `configure_logging` installs; found again by its type."""
 
 

@@ -20,7 +20,7 @@ class ReferenceDataError(SurgeflowError, ValueError):
     """A reference file is missing, malformed or out of range."""
 
 
-def read_table(path: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+def read_table(path: Path, schema: dict[str, type[pl.DataType]]) -> pl.DataFrame:
     if not path.is_file():
         raise ReferenceDataError(f"reference file {path} does not exist")
     try:

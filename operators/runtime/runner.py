@@ -18,7 +18,7 @@ import logging
 import math
 import threading
 from collections.abc import Coroutine, Sequence
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, Protocol, TypeVar
 
 from operators.config.settings import Settings
 from operators.runtime.per_loop import close_loop_clients
@@ -26,6 +26,7 @@ from operators.runtime.per_loop import close_loop_clients
 log = logging.getLogger(__name__)
 
 Y = TypeVar("Y")
+Y_co = TypeVar("Y_co", covariant=True)
 
 RUNNER_MARGIN_SECONDS = 1.0
 REPAIR_ATTEMPTS = 1
@@ -172,7 +173,16 @@ class AsyncRunner:
         self.close()
 
 
-def _outcome(future: concurrent.futures.Future[Y]) -> Y | BaseException:
+class _Finished(Protocol[Y_co]):
+    """What `_outcome` reads of a future: read-only, so covariant (a `Future[Y]` is a
+    `_Finished[Y | BaseException]`, which mypy needs to solve `_outcome` in a comprehension)."""
+
+    def cancelled(self) -> bool: ...
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]: ...
+    def result(self, timeout: Optional[float] = None) -> Y_co: ...
+
+
+def _outcome(future: _Finished[Y]) -> Y | BaseException:
     if future.cancelled():
         return concurrent.futures.CancelledError("call was cancelled")
     error = future.exception()

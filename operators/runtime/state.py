@@ -80,7 +80,7 @@ class VersionedState:
                     f"gave version {migrated!r}, not {found + 1}"
                 )
             found = migrated
-        if found == self.version:
+        if found == self.version and isinstance(state, dict):
             return state
         error = self.incompatible(
             f"snapshot has state version {_found(snapshot)!r}; this build reads "

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, Optional, TypeVar, Union
+from typing import Any, Generic, Optional, TypeGuard, TypeVar, Union, cast
 
 import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Stream, operator
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from operators.config.settings import Settings
 from operators.runtime.guard import PASS_THROUGH, describe
@@ -73,7 +74,7 @@ def json_depth(value: Any, bound: int) -> int:
     return depth
 
 
-def _summarise(errors: list[dict[str, Any]]) -> str:
+def _summarise(errors: list[ErrorDetails]) -> str:
     parts = []
     for e in errors[:_SUMMARY_ERRORS]:
         loc = ".".join(str(p) for p in e.get("loc", ())) or "record"
@@ -89,9 +90,8 @@ def _json_type(value: Any) -> str:
 
 
 def _key_of(obj: Any, key_field: str) -> Optional[str]:
-    if isinstance(obj, dict) and isinstance(obj.get(key_field), str):
-        return obj[key_field][:256]
-    return None
+    value = obj.get(key_field) if isinstance(obj, dict) else None
+    return value[:256] if isinstance(value, str) else None
 
 
 def parse_record(
@@ -113,7 +113,7 @@ def parse_record(
         error_type: ErrorType,
         error: str,
         key: Optional[str] = raw.key,
-        errors: Optional[list[dict[str, Any]]] = None,
+        errors: Optional[list[ErrorDetails]] = None,
     ) -> DeadLetter:
         return DeadLetter.build(
             flow=flow,
@@ -201,5 +201,10 @@ def validate(
             raw, model, key_field=key_field, flow=flow, step=step_id, limits=limits, now=now()
         ),
     )
-    split = op.branch("split", parsed, lambda item: isinstance(item, Valid))
-    return ValidateOut(valid=split.trues, dead_letters=split.falses)
+
+    def is_valid(item: Union[Valid[M], DeadLetter]) -> TypeGuard[Valid[M]]:
+        return isinstance(item, Valid)
+
+    split = op.branch("split", parsed, is_valid)
+    # A TypeGuard narrows the trues only; the falses are the rest: the dead letters.
+    return ValidateOut(valid=split.trues, dead_letters=cast(Stream[DeadLetter], split.falses))

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import count
-from typing import Optional
+from typing import Any, Optional
 
 from operators.runtime.records import RawRecord
 from operators.shipments.reference import ShipmentReference
@@ -102,13 +102,13 @@ class ShipmentFlow:
         """Extra time an in-transit shipment already lost before the stream shows it."""
         return self.rng.choice((0.0, 0.0, self.rng.uniform(1, 12), self.rng.uniform(12, 48))) * 3600
 
-    def step(self, entity: _Shipment, at: datetime) -> tuple[dict, None, Optional[float]]:
+    def step(self, entity: _Shipment, at: datetime) -> tuple[dict[str, Any], None, Optional[float]]:
         scan = entity.scans[entity.pos]
         entity.pos += 1
         if entity.shipped_at is None:
             entity.shipped_at = at - timedelta(seconds=round(entity.shipped_before))
         shipped_at = entity.shipped_at
-        payload = {
+        payload: dict[str, Any] = {
             "event_id": self.next_id(),
             "shipment_id": entity.shipment_id,
             "carrier_id": entity.carrier_id,
@@ -128,7 +128,7 @@ class ShipmentFlow:
     def _hours(self, low: float, high: float) -> float:
         return min(MAX_GAP_HOURS, self.rng.uniform(low, high)) * 3600
 
-    def _route(self) -> list[dict]:
+    def _route(self) -> list[dict[str, Any]]:
         route = [self.rng.choice(self.hubs)]
         for _ in range(EXTRA_HUBS.pick(self.rng)):
             unused = [h for h in self.hubs if h not in route]
@@ -136,7 +136,7 @@ class ShipmentFlow:
             route.append(self.rng.choice(nearby if nearby and self.rng.random() < 0.7 else unused))
         return route
 
-    def _lifecycle(self, route: list[dict]) -> list[_Scan]:
+    def _lifecycle(self, route: list[dict[str, Any]]) -> list[_Scan]:
         """picked_up, then arrived/departed at every hub, then out for delivery and delivered."""
         scans = [_Scan(0.0, "picked_up", route[0]["hub_id"])]
         for i, hub in enumerate(route):
@@ -153,7 +153,7 @@ class ShipmentFlow:
             _Scan(self._hours(0.5, 4.0), "delivered", last),
         ]
 
-    def _add_delays(self, scans: list[_Scan], carrier: dict) -> list[_Scan]:
+    def _add_delays(self, scans: list[_Scan], carrier: dict[str, Any]) -> list[_Scan]:
         """Unreliable carriers delay more shipments, some of them several times.
 
         A delay holds the next scan back by up to the delay (within the normal scan gap).
@@ -208,12 +208,12 @@ class ShipmentFlow:
             result.append(scan.with_eta(round(eta, 2) if keep else None))
         return result
 
-    def unknown_reference(self, payload: dict) -> dict:
+    def unknown_reference(self, payload: dict[str, Any]) -> dict[str, Any]:
         if self.rng.random() < 0.5:
             return {**payload, "carrier_id": self.rng.choice(UNKNOWN_CARRIERS)}
         return {**payload, "hub_id": self.rng.choice(UNKNOWN_HUBS)}
 
-    def malformed(self, kind: str, payload: dict) -> dict:
+    def malformed(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         if kind == "wrong_type":
             return {**payload, "delay_minutes": "abc"}
         if kind == "unknown_scan_type":

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeGuard, Union, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -171,6 +171,14 @@ class DecisionWindowLogic(StatefulLogic[EnrichedEvent, WindowOutput, WindowState
         return StatefulLogic.DISCARD
 
 
+def _is_decision(item: tuple[str, WindowOutput]) -> TypeGuard[tuple[str, ShipmentDecision]]:
+    return isinstance(item[1], ShipmentDecision)
+
+
+def _is_late(item: tuple[str, WindowOutput]) -> TypeGuard[tuple[str, LateEvent]]:
+    return isinstance(item[1], LateEvent)
+
+
 def _flatten(emitted: Emitted) -> list[WindowOutput]:
     return [*emitted.decisions, *emitted.late]
 
@@ -271,7 +279,8 @@ def decision_window(
 
     observed = op.map("observe_clock", up, observe)
     outputs = op.stateful("decide", observed, build)
-    decided = op.branch("split", outputs, lambda item: isinstance(item[1], ShipmentDecision))
-    rest = op.branch("split_late", decided.falses, lambda item: isinstance(item[1], LateEvent))
-    dead = op.key_rm("unkey_dead_letters", rest.falses)
+    decided = op.branch("split", outputs, _is_decision)
+    rest = op.branch("split_late", decided.falses, _is_late)
+    # A TypeGuard narrows the trues only; what neither takes is the rest: the dead letters.
+    dead = op.key_rm("unkey_dead_letters", cast(KeyedStream[DeadLetter], rest.falses))
     return DecisionWindowOut(decisions=decided.trues, late=rest.trues, dead_letters=dead)

@@ -72,10 +72,12 @@ class SurgeFlow(Protocol):
     has_references: bool
 
     def new_entity(self) -> Any: ...
-    def step(self, entity: Any, at: datetime) -> tuple[dict, Optional[str], Optional[float]]: ...
+    def step(
+        self, entity: Any, at: datetime
+    ) -> tuple[dict[str, Any], Optional[str], Optional[float]]: ...
     def next_id(self) -> str: ...
-    def malformed(self, kind: str, payload: dict) -> dict: ...
-    def unknown_reference(self, payload: dict) -> dict: ...
+    def malformed(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]: ...
+    def unknown_reference(self, payload: dict[str, Any]) -> dict[str, Any]: ...
 
 
 def iso_utc(at: datetime) -> str:
@@ -135,7 +137,7 @@ class _Engine:
         self.due: list[tuple[float, int, Any]] = []
         self.held: list[_Held] = []
         self.serial = count()
-        self.template: Optional[dict] = None
+        self.template: Optional[dict[str, Any]] = None
         self.deck = _Deck(
             rng, (*GENERIC_MALFORMED, f"missing_{flow.key_field}", *flow.malformed_kinds)
         )
@@ -177,7 +179,7 @@ class _Engine:
             self.template = payload
             return orjson.dumps(payload), key, "valid", intent
 
-    def _scan(self, now: float) -> tuple[dict, Optional[str]]:
+    def _scan(self, now: float) -> tuple[dict[str, Any], Optional[str]]:
         """The next scan/message: of the earliest due entity, else of a new one."""
         if self.due and self.due[0][0] <= now:
             entity = heapq.heappop(self.due)[2]
@@ -190,12 +192,14 @@ class _Engine:
             heapq.heappush(self.due, (now + gap, next(self.serial), entity))
         return payload, intent
 
-    def _hold(self, emit_at: float, payload: dict, kind: str, intent: Optional[str]) -> None:
+    def _hold(
+        self, emit_at: float, payload: dict[str, Any], kind: str, intent: Optional[str]
+    ) -> None:
         key = payload[self.flow.key_field]
         held = _Held(emit_at, next(self.serial), orjson.dumps(payload), key, kind, intent)
         heapq.heappush(self.held, held)
 
-    def _malformed(self, kind: str, payload: dict) -> tuple[bytes, Optional[str]]:
+    def _malformed(self, kind: str, payload: dict[str, Any]) -> tuple[bytes, Optional[str]]:
         """The bytes of a malformed record built from a valid payload, and its Kafka key."""
         flow, key = self.flow, payload[self.flow.key_field]
         if kind in RAW_MALFORMED:
@@ -213,7 +217,7 @@ class _Engine:
             return orjson.dumps({**payload, flow.time_field: naive}), key
         return orjson.dumps(flow.malformed(kind, payload)), key
 
-    def _raw_malformed(self, kind: str, payload: dict) -> bytes:
+    def _raw_malformed(self, kind: str, payload: dict[str, Any]) -> bytes:
         """Values that are not one JSON object of UTF-8 text."""
         if kind == "broken_json":
             text = orjson.dumps(payload)

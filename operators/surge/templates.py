@@ -100,7 +100,7 @@ class _TemplateFile:
         if not isinstance(value, str) or (not blank and not value.strip()):
             raise self.error(where, f"must be a {'' if blank else 'non-blank '}string")
         if self.placeholders is not None:
-            self._check_placeholders(where, value)
+            self._check_placeholders(where, value, self.placeholders)
         return value
 
     def text_list(self, where: str, value: Any, *, blank: bool = False) -> Texts:
@@ -132,14 +132,14 @@ class _TemplateFile:
             raise self.error(key, f"lacks entries for {missing}")
         return entries
 
-    def _check_placeholders(self, where: str, value: str) -> None:
+    def _check_placeholders(self, where: str, value: str, placeholders: frozenset[str]) -> None:
         try:
             fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(value)]
         except ValueError as exc:
             raise self.error(where, f"is not a valid template ({exc}): {value!r}") from exc
         for name, spec, conversion in fields:
-            if name is not None and (name not in self.placeholders or spec or conversion):
-                known = ", ".join(f"{{{known}}}" for known in sorted(self.placeholders))
+            if name is not None and (name not in placeholders or spec or conversion):
+                known = ", ".join(f"{{{known}}}" for known in sorted(placeholders))
                 raise self.error(where, f"uses {{{name}}}; the placeholders are {known}: {value!r}")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Protocol
 
 from schemas.dead_letter import SourceRef
 from schemas.enrichment import Enrichment
@@ -143,3 +143,23 @@ class DraftedTicket(RoutedTicket):
             enrichment=enrichment,
             prompt_version=prompt_version,
         )
+
+
+class InSession(Protocol):
+    """A ticket at any step from `EnrichedTicket` on: its message and where it came from."""
+
+    @property
+    def message(self) -> TicketMessage: ...
+
+    @property
+    def source(self) -> SourceRef: ...
+
+
+def session_of(ticket: InSession) -> str:
+    """The stream key of a ticket at any step: its session."""
+    return ticket.message.session_id
+
+
+def source_of(ticket: InSession) -> SourceRef:
+    """Where a ticket at any step came from, for its dead letters."""
+    return ticket.source

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import count
-from typing import Optional
+from typing import Any, Optional
 
 from operators.runtime.records import RawRecord
 from operators.surge.engine import SURGE_START, Generated, Weighted, iso_utc, run_surge
@@ -107,7 +107,7 @@ class TicketFlow:
         session_id = f"SES-{self.tag}-{next(self.sessions):08d}"
         return _Session(session_id, channel, sender, tier, messages)
 
-    def step(self, entity: _Session, at: datetime) -> tuple[dict, str, Optional[float]]:
+    def step(self, entity: _Session, at: datetime) -> tuple[dict[str, Any], str, Optional[float]]:
         message = entity.messages[entity.pos]
         entity.pos += 1
         payload = {
@@ -245,10 +245,10 @@ class TicketFlow:
             words[i] = word[:j] + word[j + 1 :]
         return " ".join(words)
 
-    def unknown_reference(self, payload: dict) -> dict:
+    def unknown_reference(self, payload: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("tickets carry no reference ids")
 
-    def malformed(self, kind: str, payload: dict) -> dict:
+    def malformed(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         rng = self.rng
         if kind == "wrong_type":
             return {**payload, "body": rng.randrange(1000, 100_000)}

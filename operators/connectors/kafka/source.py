@@ -43,6 +43,7 @@ from operators.runtime import metrics
 from operators.runtime.clock import LiveClock, live_clock
 from operators.runtime.logs import RateLimitedLog
 from operators.runtime.records import RawRecord
+from schemas.dead_letter import ErrorType
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ def to_raw_record(item: Message) -> RawRecord:
     """A Kafka message, or a consumer error with its message, as a `RawRecord`."""
     msg = item.msg if isinstance(item, KafkaError) else item
     key, key_error = _decode_key(msg.key)
-    error, error_type = key_error, "validation_error"
+    error: Optional[str] = key_error
+    error_type: ErrorType = "validation_error"
     if key_error is not None and "UTF-8" in key_error:
         error_type = "decode_error"
     if isinstance(item, KafkaError):

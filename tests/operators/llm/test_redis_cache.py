@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 import scripts.redis_server
@@ -105,6 +106,17 @@ def test_round_trip_leaves_missing_keys_out(
     assert connect(redis_url).get(f"{ns}:a") == b"\x00\x01 binary"
     stats = reader.stats()
     assert stats == {"front_hits": 0, "redis_hits": 2, "misses": 1, "errors": 0, "available": True}
+
+
+def test_a_client_that_decodes_replies_still_gives_bytes(redis_url: str, ns: str) -> None:
+    writer = RedisCache(redis_url)
+    items = {f"{ns}:text": "réponse en texte".encode()}
+    run(writer, lambda: writer.set_many(items, ttl_seconds=60))
+    reader = RedisCache(
+        redis_url,
+        client_factory=lambda: aioredis.Redis.from_url(redis_url, decode_responses=True),
+    )
+    assert run(reader, lambda: reader.get_many([f"{ns}:text", f"{ns}:missing"])) == items
 
 
 def test_values_are_stored_with_their_ttl(
