@@ -1,4 +1,4 @@
-"""Reference data (carriers, hubs, channels) loaded from `data/` as polars DataFrames.
+"""Reference data (carriers, hubs, channels) loaded from the shipped `data/` as polars DataFrames.
 
 Each table is checked when it is loaded (columns, types, ranges, unique ids), so a broken
 reference file stops the flow at start-up with a clear message instead of mid-stream.
@@ -7,22 +7,24 @@ reference file stops the flow at start-up with a clear message instead of mid-st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 import polars as pl
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+from operators.runtime.resources import data_file
+
+DATA_DIR = data_file()
 
 
 class ReferenceDataError(ValueError):
     """A reference file is missing, malformed or out of range."""
 
 
-def _read(path: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+def _read(path: Traversable, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     if not path.is_file():
         raise ReferenceDataError(f"reference file {path} does not exist")
     try:
-        frame = pl.read_csv(path, schema_overrides=schema)
+        frame = pl.read_csv(path.read_bytes(), schema_overrides=schema)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise ReferenceDataError(f"cannot read {path}: {exc}") from exc
     missing = set(schema) - set(frame.columns)
@@ -34,12 +36,14 @@ def _read(path: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return frame
 
 
-def _check_unique(frame: pl.DataFrame, column: str, path: Path) -> None:
+def _check_unique(frame: pl.DataFrame, column: str, path: Traversable) -> None:
     if frame[column].n_unique() != frame.height:
         raise ReferenceDataError(f"{path}: {column} values are not unique")
 
 
-def _check_range(frame: pl.DataFrame, column: str, low: float, high: float, path: Path) -> None:
+def _check_range(
+    frame: pl.DataFrame, column: str, low: float, high: float, path: Traversable
+) -> None:
     bad = frame.filter((pl.col(column) < low) | (pl.col(column) > high))
     if bad.height:
         raise ReferenceDataError(f"{path}: {column} outside [{low}, {high}] in {bad.row(0)}")
@@ -54,7 +58,7 @@ class ShipmentReference:
     hubs: pl.DataFrame
 
     @classmethod
-    def load(cls, data_dir: Path = DATA_DIR) -> ShipmentReference:
+    def load(cls, data_dir: Traversable = DATA_DIR) -> ShipmentReference:
         carriers_path, hubs_path = data_dir / "carriers.csv", data_dir / "hubs.csv"
         carriers = _read(
             carriers_path,
@@ -84,7 +88,7 @@ class ChannelReference:
     channels: pl.DataFrame
 
     @classmethod
-    def load(cls, data_dir: Path = DATA_DIR) -> ChannelReference:
+    def load(cls, data_dir: Traversable = DATA_DIR) -> ChannelReference:
         path = data_dir / "channels.csv"
         channels = _read(
             path,
