@@ -53,8 +53,16 @@ class Installed:
 
 
 def _check(command: list[str | Path]) -> str:
+    # Without PYTHONPATH: a source tree on it (with the `surgeflow.egg-info` an editable install
+    # leaves there) would look to pip like the project already installed in the new venv.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     done = subprocess.run(
-        [str(part) for part in command], capture_output=True, text=True, timeout=120, check=False
+        [str(part) for part in command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
     )
     assert done.returncode == 0, f"{command} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
@@ -79,7 +87,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     venv = work / "venv"
     _check([sys.executable, "-m", "venv", "--without-pip", venv])
     python = venv / "bin" / "python"
-    _check([*pip, "--python", python, "install", "--no-deps", "--no-index", "--quiet", wheel])
+    install = ["install", "--no-deps", "--no-index", "--force-reinstall", "--quiet", wheel]
+    _check([*pip, "--python", python, *install])
     site = _check([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"])
     ours = dict.fromkeys(sysconfig.get_path(kind) for kind in ("purelib", "platlib"))
     (Path(site.strip()) / "surgeflow-test-dependencies.pth").write_text("\n".join(ours) + "\n")
