@@ -51,12 +51,13 @@ import unicodedata
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any, Optional, get_args
 
+from operators.runtime.resources import data_file
 from schemas.enrichment import PolicyRule
 
-POLICY_JSON = Path(__file__).resolve().parents[2] / "data" / "reply_policy.json"
+POLICY_JSON = data_file("reply_policy.json")
 
 COMMITMENT_RULES: tuple[PolicyRule, ...] = ("monetary_commitment", "refund_promise")
 """Rules a draft may break where its template (the rules path) breaks them too."""
@@ -122,7 +123,7 @@ class PolicyTerms:
 
     @classmethod
     def load(
-        cls, path: Path = POLICY_JSON, *, link_domains: Optional[Sequence[str]] = None
+        cls, path: Traversable = POLICY_JSON, *, link_domains: Optional[Sequence[str]] = None
     ) -> PolicyTerms:
         """The policy file; `link_domains` (when given) replaces its allow-list."""
         raw = json.loads(path.read_text(encoding="utf-8"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 import polars as pl
 
@@ -24,7 +24,7 @@ class ShipmentReference:
     hubs: pl.DataFrame
 
     @classmethod
-    def load(cls, data_dir: Path = DATA_DIR) -> ShipmentReference:
+    def load(cls, data_dir: Traversable = DATA_DIR) -> ShipmentReference:
         carriers_path, hubs_path = data_dir / "carriers.csv", data_dir / "hubs.csv"
         carriers = read_table(
             carriers_path,

@@ -1,4 +1,4 @@
-"""Template text of the surge generators, read from the JSON files in `data/templates/`.
+"""Template text of the surge generators, read from the JSON files in the shipped `data/templates/`.
 
 - `shipment_notes.json`: exception categories (weight and carrier notes each) and delay notes;
 - `ticket_messages.json`: what customers (`customer`, `chat`) and staff (`staff`) write per
@@ -18,12 +18,13 @@ import json
 import string
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any, Optional
 
 from operators.errors import SurgeflowError
+from operators.runtime.resources import data_file
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "data" / "templates"
+TEMPLATES_DIR = data_file("templates")
 
 Texts = tuple[str, ...]
 
@@ -82,7 +83,7 @@ class _TemplateFile:
     """
 
     def __init__(
-        self, path: Path, keys: tuple[str, ...], placeholders: Optional[frozenset[str]]
+        self, path: Traversable, keys: tuple[str, ...], placeholders: Optional[frozenset[str]]
     ) -> None:
         self.path, self.placeholders = path, placeholders
         self.data = _read_object(path)
@@ -143,7 +144,7 @@ class _TemplateFile:
                 raise self.error(where, f"uses {{{name}}}; the placeholders are {known}: {value!r}")
 
 
-def _read_object(path: Path) -> dict[str, Any]:
+def _read_object(path: Traversable) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -156,7 +157,7 @@ def _read_object(path: Path) -> dict[str, Any]:
 
 
 @cache
-def load_shipment_notes(directory: Path = TEMPLATES_DIR) -> ShipmentNotes:
+def load_shipment_notes(directory: Traversable = TEMPLATES_DIR) -> ShipmentNotes:
     """The carrier notes of `shipment_notes.json` (read once per directory)."""
     file = _TemplateFile(directory / "shipment_notes.json", ("exceptions", "delay_notes"), None)
     weights, notes = {}, {}
@@ -200,7 +201,9 @@ _SENDER_KEYS = ("first_names", "last_names", "mail_domains", "staff_domain")
 
 
 @cache
-def load_ticket_texts(needs: TicketTextNeeds, directory: Path = TEMPLATES_DIR) -> TicketTexts:
+def load_ticket_texts(
+    needs: TicketTextNeeds, directory: Traversable = TEMPLATES_DIR
+) -> TicketTexts:
     """The texts of the three `ticket_*.json` files (read once per directory), checked against
     the routes, channels and placeholders the ticket generator uses."""
     messages = _TemplateFile(

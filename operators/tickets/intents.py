@@ -12,17 +12,18 @@ import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Optional
 
 from pydantic import BaseModel, Field, TypeAdapter
 
 from operators.llm.types import LLMInvalidOutput, LLMService
+from operators.runtime.resources import data_file
 from operators.tickets.lexical import ROUTES, LexicalScorer, RouteScores
 from schemas.enrichment import Enrichment
 from schemas.tickets import Route
 
-INTENTS_JSON = Path(__file__).resolve().parents[2] / "data" / "intents.json"
+INTENTS_JSON = data_file("intents.json")
 
 ExampleVectors = list[tuple[Route, list[float]]]
 
@@ -44,7 +45,7 @@ class IntentSpec(BaseModel):
     worker: WorkerSpec
 
 
-def load_intents(path: Path = INTENTS_JSON) -> dict[Route, IntentSpec]:
+def load_intents(path: Traversable = INTENTS_JSON) -> dict[Route, IntentSpec]:
     """The intents file, validated: exactly one entry per route."""
     specs = TypeAdapter(list[IntentSpec]).validate_json(path.read_bytes())
     by_route = {spec.intent: spec for spec in specs}
@@ -77,7 +78,7 @@ class IntentIndex:
         self._fetches: dict[tuple[int, str], asyncio.Future[Enrichment]] = {}
 
     @classmethod
-    def from_file(cls, path: Path = INTENTS_JSON) -> IntentIndex:
+    def from_file(cls, path: Traversable = INTENTS_JSON) -> IntentIndex:
         return cls(load_intents(path))
 
     def lexical_scores(self, text: str) -> RouteScores:

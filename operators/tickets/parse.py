@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Optional
 
+from operators.runtime.resources import data_file
 from operators.tickets.domain import EnrichedTicket, ParsedTicket
 from schemas.tickets import Entities
 
-PRODUCTS_CSV = Path(__file__).resolve().parents[2] / "data" / "products.csv"
+PRODUCTS_CSV = data_file("products.csv")
 MAX_TEXT_CHARS = 2000
 MAX_ENTITIES = 20  # the bound of each list in `schemas.tickets.Entities`
 
@@ -173,16 +175,15 @@ def find_products(text: str, products: Sequence[str]) -> list[str]:
 
 
 @lru_cache(maxsize=8)
-def load_products(path: Path = PRODUCTS_CSV) -> tuple[str, ...]:
+def load_products(path: Traversable = PRODUCTS_CSV) -> tuple[str, ...]:
     """Product names from the `product` column of a CSV file; empty when the file is absent."""
     if not path.is_file():
         return ()
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = csv.DictReader(handle)
-        if "product" not in (rows.fieldnames or ()):
-            return ()
-        names = ((row.get("product") or "").strip() for row in rows)
-        return tuple(dict.fromkeys(name for name in names if name))
+    rows = csv.DictReader(io.StringIO(path.read_bytes().decode("utf-8"), newline=""))
+    if "product" not in (rows.fieldnames or ()):
+        return ()
+    names = ((row.get("product") or "").strip() for row in rows)
+    return tuple(dict.fromkeys(name for name in names if name))
 
 
 def extract_entities(text: str, products: Sequence[str]) -> Entities:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 import polars as pl
 
@@ -22,7 +22,7 @@ class ChannelReference:
     channels: pl.DataFrame
 
     @classmethod
-    def load(cls, data_dir: Path = DATA_DIR) -> ChannelReference:
+    def load(cls, data_dir: Traversable = DATA_DIR) -> ChannelReference:
         path = data_dir / "channels.csv"
         channels = read_table(
             path,

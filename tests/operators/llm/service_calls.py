@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
@@ -68,6 +69,32 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class RecordingSleep:
+    """`asyncio.sleep` that notes every pause it is asked for (a retry policy's `sleep`)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        await asyncio.sleep(seconds)
+
+
+class StandingClock(FakeClock):
+    """A `FakeClock` that notes the wall time (`time.time()`, the clock of the test server's
+    arrival times) of every reading. A limiter on it decides by the order of its reservations
+    alone, and a test measures a request's wait from the moment the limiter planned it: a wait
+    the code sleeps through, which a loaded machine can only lengthen."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        super().__init__(start)
+        self.read_at: list[float] = []
+
+    def __call__(self) -> float:
+        self.read_at.append(time.time())
+        return self.now
 
 
 def sample(name: str, **labels: str) -> float:

@@ -200,7 +200,7 @@ def test_a_pause_on_the_real_clock_lasts_retry_after() -> None:
         async with limiter.slot(timeout=2):
             return time.monotonic() - start
 
-    assert 0.29 <= asyncio.run(scenario()) < 1.0
+    assert 0.29 <= asyncio.run(scenario()) < 0.3 + 1.5  # a sleep it must do: load only lengthens it
 
 
 def test_waiters_get_slots_in_fifo_order() -> None:
@@ -327,7 +327,9 @@ def test_a_drop_on_one_instance_cuts_and_pauses_the_other(redis_url: str, scope:
         assert b.limit == 10, "b has not refreshed yet"
         clock_b.now += 0.25
         waiter = asyncio.create_task(enter(b))
-        await asyncio.sleep(0.25)
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while b.limit != 9 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)  # b reads the shared state from Redis
         assert b.limit == 9 and not waiter.done(), "b adopted the cut and obeys the pause"
         assert 29 < b.pause_remaining <= 30
         clock_b.now += 30
@@ -373,7 +375,7 @@ def test_a_shared_cut_is_news_for_the_hold_time(redis_url: str, scope: str) -> N
     async def scenario() -> list[tuple[int | None, float]]:
         seen = [await pressure.read()]
         await pressure.publish_cut(7)
-        await pressure.publish_pause(0.5)
+        await pressure.publish_pause(5.0)
         seen.append(await pressure.read())
         await asyncio.sleep(0.25)
         seen.append(await pressure.read())
@@ -382,8 +384,9 @@ def test_a_shared_cut_is_news_for_the_hold_time(redis_url: str, scope: str) -> N
 
     (nothing, pause0), (cut, pause1), (stale, pause2) = asyncio.run(scenario())
     assert nothing is None and pause0 == 0.0
-    assert cut == 7 and 0.4 < pause1 <= 0.5
-    assert stale is None and 0.1 < pause2 < 0.3
+    # the pause outlives the cut's hold; wide margins below (a busy machine only delays reads)
+    assert cut == 7 and 5.0 - 1.5 < pause1 <= 5.0
+    assert stale is None and 5.0 - 2.5 < pause2 <= 5.0 - 0.25
 
 
 def test_pressure_on_a_dead_redis_carries_on_locally(caplog: pytest.LogCaptureFixture) -> None:

@@ -13,10 +13,11 @@ import pytest
 from operators.config.settings import DEFAULT_PRICES, Settings
 from operators.llm.cache import InProcessCache
 from operators.llm.pricing import PriceTable
+from operators.llm.retry import RetryPolicy
 from operators.llm.service import DisabledService, OpenAIService, build_service
 from operators.llm.types import LLMCallError, LLMInvalidOutput, LLMUnavailable, Tab
 from operators.runtime.runner import call_bound_seconds
-from tests.operators.llm.service_calls import Verdict, run
+from tests.operators.llm.service_calls import RecordingSleep, Verdict, run
 from tests.support.fake_outputs import embed_text
 from tests.support.openai_server import CHAT_PATH, EMBEDDINGS_PATH, OpenAITestServer
 
@@ -136,10 +137,10 @@ def test_rate_limit_with_retry_after_then_success(
     openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
 ) -> None:
     openai_server.rate_limit_next(1, retry_after=0.2)
-    service = OpenAIService(llm_settings())
-    started = time.perf_counter()
+    settings, sleep = llm_settings(), RecordingSleep()
+    service = OpenAIService(settings, retry=RetryPolicy.from_settings(settings, sleep=sleep))
     result = run(service, lambda: classify(service))
-    assert time.perf_counter() - started >= 0.2
+    assert sleep.pauses == [0.2], "the retry waited what Retry-After asked"
     assert result.enrichment.source == "llm"
     assert [r.status for r in openai_server.requests] == [429, 200]
     assert (openai_server.calls(CHAT_PATH), openai_server.retries(CHAT_PATH)) == (1, 1)

@@ -17,12 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from operators.config.settings import Settings
 from operators.llm.admission import estimate_prompt_tokens
 from operators.llm.cache import canonical_json
+from operators.llm.limits import LocalRateLimiter
 from operators.llm.service import OpenAIService
 from operators.llm.structured import response_format
 from operators.llm.types import BudgetExhausted, LLMCallError, RateLimitWait
 from scripts.redis_server import RedisServer
 from tests.operators.llm.service_calls import (
     MODEL,
+    StandingClock,
     Verdict,
     classify,
     gather_outcomes,
@@ -126,10 +128,15 @@ def test_cancelled_caller_leaves_its_call_running_for_the_cache(
     service = OpenAIService(llm_settings())
 
     async def work() -> None:
+        loop, me = asyncio.get_running_loop(), asyncio.current_task()
+        deadline = loop.time() + 10.0
         task = asyncio.ensure_future(classify(service))
-        await asyncio.sleep(0.1)
+        while openai_server.count(CHAT_PATH) == 0 and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # until the call reaches the server (answered in 0.3 s)
         task.cancel()
-        await asyncio.sleep(0.4)
+        # the call goes on without its caller: wait for it (no sleep that must be long enough)
+        while any(t is not me for t in asyncio.all_tasks()) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
 
     run(service, work)
     assert run(service, lambda: classify(service)).enrichment.source == "cache"
@@ -144,7 +151,10 @@ def test_request_limit_paces_calls_and_sends_the_rest_to_the_rules(
         llm_rate_burst_seconds=0.5,  # one at once
         llm_max_limiter_wait_seconds=0.75,
     )
-    service = OpenAIService(settings, flow="rpm")
+    # The limiter's clock stands still: the three reservations are planned 0, 0.5 and 1.0 s
+    # ahead whatever the load; the third would wait over 0.75 s and goes to the rules.
+    clock = StandingClock()
+    service = OpenAIService(settings, flow="rpm", limiter=LocalRateLimiter(clock=clock))
 
     async def work():
         return await gather_outcomes(*(classify(service, f"box {i} crushed") for i in range(3)))
@@ -153,8 +163,11 @@ def test_request_limit_paces_calls_and_sends_the_rest_to_the_rules(
     assert [type(o).__name__ for o in outcomes].count("ChatResult") == 2
     denied = [o for o in outcomes if isinstance(o, RateLimitWait)]
     assert len(denied) == 1 and denied[0].reason == "rate_limit_wait"
-    first, second = sorted(r.at for r in openai_server.requests)
-    assert 0.45 <= second - first < 1.0, "the second request waited for its turn"
+    assert len(openai_server.requests) == 2
+    # Measured from the second reservation (not from the first request's arrival, which a busy
+    # machine delays): the second request is sent only after its 0.5 s, and not long after.
+    waited = max(r.at for r in openai_server.requests) - clock.read_at[1]
+    assert 0.5 - 0.01 <= waited < 0.5 + 2.0, "the second request waited for its turn"
 
 
 def test_token_limit_makes_a_call_wait_before_it_is_sent(
@@ -166,13 +179,17 @@ def test_token_limit_makes_a_call_wait_before_it_is_sent(
     settings = llm_settings(
         llm_tokens_per_minute=tpm, llm_rate_burst_seconds=60, llm_max_limiter_wait_seconds=2.0
     )
-    service = OpenAIService(settings, flow="tpm")
-    waited = sample("surgeflow_llm_limiter_wait_seconds_sum")
+    # A standing limiter clock: the first two reservations fit the burst, the third is planned
+    # 0.6 s ahead, whatever the load.
+    clock = StandingClock()
+    service = OpenAIService(settings, flow="tpm", limiter=LocalRateLimiter(clock=clock))
+    waited_before = sample("surgeflow_llm_limiter_wait_seconds_sum")
     run(service, lambda: asyncio.gather(*(classify(service, note) for note in notes)))
-    arrivals = sorted(r.at for r in openai_server.requests)
-    assert arrivals[1] - arrivals[0] < 0.3
-    assert 0.45 <= arrivals[2] - arrivals[0] < 1.5
-    assert sample("surgeflow_llm_limiter_wait_seconds_sum") - waited >= 0.45
+    assert len(openai_server.requests) == 3
+    last = max(r.at for r in openai_server.requests) - clock.read_at[2]
+    assert 0.6 - 0.01 <= last < 0.6 + 2.0, "the third call waited its 0.6 s before it was sent"
+    waited = sample("surgeflow_llm_limiter_wait_seconds_sum") - waited_before
+    assert 0.6 - 0.01 <= waited < 0.6 + 0.5, "only the third call waited"
 
 
 def test_embeddings_of_concurrent_calls_share_one_request(

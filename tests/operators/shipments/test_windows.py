@@ -249,7 +249,7 @@ class HoldOpenSource(FixedPartitionedSource[EnrichedEvent, None]):
 def test_stuck_timer_fires_by_wall_time_before_the_input_ends() -> None:
     source = HoldOpenSource(
         [event("S-Q", "Q1", 0, "picked_up"), event("S-R", "R1", 0, "delivered")],
-        hold=timedelta(seconds=2),
+        hold=timedelta(seconds=3),  # the 1 s timer has 2 s of margin before the input ends
     )
     decisions: list[Keyed] = []
     settings = Settings(stuck_after_hours=1 / 3600)

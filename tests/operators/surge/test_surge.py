@@ -15,6 +15,7 @@ from typing import get_args
 import pytest
 from pydantic import BaseModel
 
+from operators.runtime.resources import data_file
 from operators.shipments.surge import iter_shipment_surge, shipment_surge
 from operators.surge.__main__ import main
 from operators.surge.engine import SURGE_START, Generated
@@ -29,7 +30,7 @@ from schemas.shipments import ShipmentEvent
 from schemas.tickets import Route, TicketMessage
 
 ROOT = Path(__file__).resolve().parents[3]
-DATA = ROOT / "data"
+DATA = data_file()
 SCHEMA_VALID = ("valid", "duplicate", "late", "unknown_reference")
 COMMON_MALFORMED = {
     "broken_json",
@@ -381,8 +382,9 @@ def test_ticket_texts_mention_orders_products_and_emails(tickets):
 
 def _broken_templates(tmp_path: Path, name: str, change) -> Path:
     """A copy of data/templates/ with `change(data)` applied to the JSON of file `name`."""
-    for source in TEMPLATES_DIR.glob("*.json"):
-        (tmp_path / source.name).write_bytes(source.read_bytes())
+    for source in TEMPLATES_DIR.iterdir():
+        if source.name.endswith(".json"):
+            (tmp_path / source.name).write_bytes(source.read_bytes())
     path = tmp_path / name
     data = json.loads(path.read_text(encoding="utf-8"))
     change(data)
