@@ -119,7 +119,7 @@ class Admission:
         if not costs:
             return costs
         started = self._clock()
-        limit = self._settings.llm_max_limiter_wait_seconds
+        limit = self._settings.llm.max_limiter_wait_seconds
         delay = await self._reserve(costs, limit)
         if delay is None:
             raise RateLimitWait(f"limits of {model} would need a wait over {limit:g} s")

@@ -181,8 +181,8 @@ class Breakers:
         cls, settings: Settings, *, clock: Callable[[], float] = time.monotonic
     ) -> Breakers:
         return cls(
-            failures=settings.llm_breaker_failures,
-            reset_seconds=settings.llm_breaker_reset_seconds,
+            failures=settings.llm.breaker_failures,
+            reset_seconds=settings.llm.breaker_reset_seconds,
             clock=clock,
         )
 

@@ -128,8 +128,8 @@ class Embeddings:
         if found is None:
             found = batchers[model] = MicroBatcher(
                 lambda texts: self._run(model, texts),
-                max_size=self._settings.embed_batch_size,
-                max_wait=self._settings.embed_batch_wait_seconds,
+                max_size=self._settings.llm.embed_batch_size,
+                max_wait=self._settings.llm.embed_batch_wait_seconds,
                 name=f"embeddings:{model}",
             )
         return found

@@ -323,12 +323,12 @@ class RedisRateLimiter:
 
 
 def build_limiter(settings: Settings) -> RateLimiter:
-    """`RedisRateLimiter` when `settings.redis_enabled`, else a `LocalRateLimiter`."""
-    if settings.redis_url is not None and settings.redis_enabled:
+    """`RedisRateLimiter` when `settings.redis.enabled`, else a `LocalRateLimiter`."""
+    if settings.redis.url is not None and settings.redis.enabled:
         return RedisRateLimiter(
-            settings.redis_url.get_secret_value(),
-            timeout_seconds=settings.redis_timeout_seconds,
-            retry_seconds=settings.redis_retry_seconds,
+            settings.redis.url.get_secret_value(),
+            timeout_seconds=settings.redis.timeout_seconds,
+            retry_seconds=settings.redis.retry_seconds,
         )
     LIMITER_BACKEND_UP.set(0)
     return LocalRateLimiter()
@@ -337,15 +337,15 @@ def build_limiter(settings: Settings) -> RateLimiter:
 def provider_costs(settings: Settings, model: str, tokens: int) -> list[Cost]:
     """One request against `rpm:<model>` and `tokens` against `tpm:<model>`; 0 settings = none."""
     costs: list[Cost] = []
-    burst = settings.llm_rate_burst_seconds
-    if settings.llm_requests_per_minute > 0:
-        rpm = Rate(f"rpm:{model}", settings.llm_requests_per_minute, burst_seconds=burst)
+    burst = settings.llm.rate_burst_seconds
+    if settings.llm.requests_per_minute > 0:
+        rpm = Rate(f"rpm:{model}", settings.llm.requests_per_minute, burst_seconds=burst)
         costs.append((rpm, 1.0))
-    if settings.llm_tokens_per_minute > 0 and tokens > 0:
+    if settings.llm.tokens_per_minute > 0 and tokens > 0:
         # The burst always holds one request, however large, so a big request is paced, not refused.
-        one_request = tokens * 60.0 / settings.llm_tokens_per_minute
+        one_request = tokens * 60.0 / settings.llm.tokens_per_minute
         tpm = Rate(
-            f"tpm:{model}", settings.llm_tokens_per_minute, burst_seconds=max(burst, one_request)
+            f"tpm:{model}", settings.llm.tokens_per_minute, burst_seconds=max(burst, one_request)
         )
         costs.append((tpm, float(tokens)))
     return costs
@@ -354,10 +354,10 @@ def provider_costs(settings: Settings, model: str, tokens: int) -> list[Cost]:
 def budget_costs(settings: Settings, flow: str, tokens: int, cost_usd: float) -> list[Cost]:
     """`tokens` and `cost_usd` (in micro-USD) against the per-minute budgets of `flow`."""
     costs: list[Cost] = []
-    if settings.llm_budget_tokens_per_minute > 0 and tokens > 0:
-        rate = Rate(f"budget:{flow}:tokens", settings.llm_budget_tokens_per_minute)
+    if settings.llm.budget_tokens_per_minute > 0 and tokens > 0:
+        rate = Rate(f"budget:{flow}:tokens", settings.llm.budget_tokens_per_minute)
         costs.append((rate, float(tokens)))
-    if settings.llm_budget_usd_per_minute > 0 and cost_usd > 0:
-        rate = Rate(f"budget:{flow}:usd", settings.llm_budget_usd_per_minute * MICRO_USD)
+    if settings.llm.budget_usd_per_minute > 0 and cost_usd > 0:
+        rate = Rate(f"budget:{flow}:usd", settings.llm.budget_usd_per_minute * MICRO_USD)
         costs.append((rate, cost_usd * MICRO_USD))
     return costs

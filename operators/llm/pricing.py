@@ -28,7 +28,7 @@ class PriceTable:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PriceTable:
-        return cls(settings.llm_prices)
+        return cls(settings.llm.prices)
 
     def price(self, model: str) -> tuple[float, float] | None:
         """(input, output) USD per 1M tokens of `model` or of its base model; None when unknown."""

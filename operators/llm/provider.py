@@ -109,8 +109,8 @@ class ProviderCaller:
         self._policy = policy
         self._concurrency = PerLoop(concurrency)
         self._clock = clock
-        self._bound = call_bound_seconds(settings)
-        self._endpoint = endpoint_for_log(settings.openai_base_url)
+        self._bound = call_bound_seconds(settings.llm)
+        self._endpoint = endpoint_for_log(settings.llm.base_url)
 
     def concurrency(self) -> AdaptiveConcurrency:
         """The running loop's adaptive concurrency limit."""
@@ -185,7 +185,7 @@ class ProviderCaller:
             return LLMTimeout(f"call exceeded its bound of {self._bound:.1f} s")
         if _timed_out(exc):
             return LLMTimeout(
-                f"no answer within {self._settings.llm_timeout_seconds:g} s "
+                f"no answer within {self._settings.llm.timeout_seconds:g} s "
                 "after the allowed retries"
             )
         if isinstance(exc, (openai.OpenAIError, ValueError)):
@@ -200,7 +200,7 @@ class ProviderCaller:
         breaker = self._breakers[model]
         breaker.check(permit)
         limiter = self.concurrency()
-        wait = self._settings.llm_max_limiter_wait_seconds
+        wait = self._settings.llm.max_limiter_wait_seconds
         acquired = False
         try:
             async with limiter.slot(timeout=wait, stop=lambda: breaker.check(permit)):
@@ -249,7 +249,7 @@ class ProviderCaller:
         started = self._clock()
         IN_FLIGHT.inc()
         try:
-            async with asyncio.timeout(self._settings.llm_timeout_seconds):
+            async with asyncio.timeout(self._settings.llm.timeout_seconds):
                 response = await request.send(model, attempt)
         except Exception as exc:
             observe_attempt(request.operation, model, self._clock() - started, _error_type(exc))
@@ -279,7 +279,7 @@ class ProviderCaller:
         status = getattr(exc, "status_code", None)
         if _timed_out(exc):
             met.uncounted = False
-            breaker.failed(permit, f"no answer within {self._settings.llm_timeout_seconds:g} s")
+            breaker.failed(permit, f"no answer within {self._settings.llm.timeout_seconds:g} s")
         elif status in ENDPOINT_STATUSES:
             met.uncounted = False
             breaker.trip(

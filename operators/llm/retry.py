@@ -109,9 +109,9 @@ class RetryPolicy:
     @classmethod
     def from_settings(cls, settings: Settings, **dependencies: Any) -> RetryPolicy:
         return cls(
-            max_retries=settings.llm_max_retries,
-            initial_seconds=settings.llm_retry_initial_seconds,
-            max_seconds=settings.llm_retry_max_seconds,
+            max_retries=settings.llm.max_retries,
+            initial_seconds=settings.llm.retry_initial_seconds,
+            max_seconds=settings.llm.retry_max_seconds,
             **dependencies,
         )
 

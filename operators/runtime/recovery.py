@@ -81,9 +81,9 @@ class RecoveryOptions:
     @classmethod
     def from_settings(cls, settings: Settings) -> RecoveryOptions:
         return cls(
-            settings.recovery_directory,
-            settings.snapshot_interval_seconds,
-            settings.recovery_backup_interval_seconds,
+            settings.recovery.directory,
+            settings.recovery.snapshot_interval_seconds,
+            settings.recovery.backup_interval_seconds,
         )
 
     def with_command_line(self, argv: Sequence[str]) -> RecoveryOptions:

@@ -28,21 +28,21 @@ class KafkaNotConfigured(SurgeflowError, RuntimeError):
 
 def bootstrap_servers(settings: Settings) -> list[str]:
     """The `host:port` list of `KAFKA_BOOTSTRAP_SERVERS`."""
-    if not settings.kafka_bootstrap_servers:
+    if not settings.kafka.bootstrap_servers:
         raise KafkaNotConfigured("KAFKA_BOOTSTRAP_SERVERS is not set")
-    return [s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()]
+    return [s.strip() for s in settings.kafka.bootstrap_servers.split(",") if s.strip()]
 
 
 def connection_config(settings: Settings) -> dict[str, Any]:
     """Security and extra properties shared by every client (no bootstrap servers)."""
-    config: dict[str, Any] = {"security.protocol": settings.kafka_security_protocol}
-    if settings.kafka_sasl_mechanism:
-        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
-    if settings.kafka_sasl_username:
-        config["sasl.username"] = settings.kafka_sasl_username
-    if settings.kafka_sasl_password is not None:
-        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
-    config.update(settings.kafka_config)
+    config: dict[str, Any] = {"security.protocol": settings.kafka.security_protocol}
+    if settings.kafka.sasl_mechanism:
+        config["sasl.mechanism"] = settings.kafka.sasl_mechanism
+    if settings.kafka.sasl_username:
+        config["sasl.username"] = settings.kafka.sasl_username
+    if settings.kafka.sasl_password is not None:
+        config["sasl.password"] = settings.kafka.sasl_password.get_secret_value()
+    config.update(settings.kafka.config)
     return config
 
 
@@ -63,7 +63,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     Kafka Streams, Flink, Quix) would, so a flow key stays on one partition whichever client
     wrote it. Delivery is bounded by `SURGEFLOW_KAFKA_DELIVERY_TIMEOUT_SECONDS`.
     """
-    timeout_ms = int(settings.kafka_delivery_timeout_seconds * 1000)
+    timeout_ms = int(settings.kafka.delivery_timeout_seconds * 1000)
     tuning = {"linger.ms": 5, "compression.type": "lz4", "request.timeout.ms": 30_000}
     return {
         **tuning,

@@ -62,7 +62,7 @@ class DeliveryCheckedProducer:
     ) -> DeliveryCheckedProducer:
         """A producer configured by `producer_config`, named `client_id` in the broker's logs."""
         config = {**producer_config(settings), "client.id": client_id}
-        return cls(config, timeout_seconds=settings.kafka_delivery_timeout_seconds)
+        return cls(config, timeout_seconds=settings.kafka.delivery_timeout_seconds)
 
     def send(self, records: Iterable[OutRecord], on_delivered: Optional[Delivered] = None) -> int:
         """Produce `records`, flush, and raise `KafkaDeliveryError` unless all were delivered."""

@@ -34,8 +34,8 @@ def test_services_are_read_from_their_conventional_names(env: pytest.MonkeyPatch
     env.setenv("OPENAI_API_KEY", "sk-test")
     env.setenv("SURGEFLOW_KAFKA_CONFIG", '{"ssl.ca.location": "/etc/ca.pem"}')
     settings = Settings()
-    assert settings.kafka_enabled and settings.redis_enabled and settings.llm_enabled
-    assert settings.kafka_config == {"ssl.ca.location": "/etc/ca.pem"}
+    assert settings.kafka.enabled and settings.redis.enabled and settings.llm.enabled
+    assert settings.kafka.config == {"ssl.ca.location": "/etc/ca.pem"}
     assert producer_config(settings)["bootstrap.servers"] == "k1:9092,k2:9092"
 
 
@@ -85,14 +85,14 @@ def test_the_event_time_range_is_read_from_the_environment_and_checked(
     env.setenv("SURGEFLOW_EVENT_TIME_MAX", "2030-01-01T00:00:00+02:00")
     env.setenv("SURGEFLOW_MAX_FUTURE_SKEW_HOURS", "2")
     settings = Settings()
-    assert settings.event_time_min == datetime(2020, 1, 1, tzinfo=UTC)
-    assert settings.event_time_max == datetime(2029, 12, 31, 22, tzinfo=UTC)
-    assert settings.max_future_skew_hours == 2
+    assert settings.io.event_time_min == datetime(2020, 1, 1, tzinfo=UTC)
+    assert settings.io.event_time_max == datetime(2029, 12, 31, 22, tzinfo=UTC)
+    assert settings.io.max_future_skew_hours == 2
     env.delenv("SURGEFLOW_EVENT_TIME_MIN")
     env.delenv("SURGEFLOW_EVENT_TIME_MAX")
     defaults = Settings()
-    assert defaults.event_time_min == datetime(2000, 1, 1, tzinfo=UTC)
-    assert defaults.event_time_max == datetime(2100, 1, 1, tzinfo=UTC)
+    assert defaults.io.event_time_min == datetime(2000, 1, 1, tzinfo=UTC)
+    assert defaults.io.event_time_max == datetime(2100, 1, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

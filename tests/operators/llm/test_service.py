@@ -52,7 +52,7 @@ def test_structured_output_usage_and_cost(
         "type": "json_schema",
         "json_schema": {"name": "Verdict", "schema": Verdict.model_json_schema(), "strict": False},
     }
-    assert sent["max_tokens"] == llm_settings().llm_max_tokens
+    assert sent["max_tokens"] == llm_settings().llm.max_tokens
     assert openai_server.requests[0].headers["authorization"] == "Bearer not-needed"
 
 
@@ -196,7 +196,7 @@ def test_hung_server_times_out_within_the_bound(
     started = time.perf_counter()
     with pytest.raises(LLMCallError):
         run(service, lambda: classify(service))
-    assert time.perf_counter() - started < call_bound_seconds(settings) + 0.5
+    assert time.perf_counter() - started < call_bound_seconds(settings.llm) + 0.5
     assert openai_server.count(CHAT_PATH) == 2
 
 

@@ -55,7 +55,7 @@ def test_murmur2_matches_kafkas_own_test_vectors() -> None:
 
 def test_every_record_is_acknowledged_keyed_and_placed_like_java(kafka_bootstrap: str) -> None:
     settings = with_topics(kafka_settings(kafka_bootstrap), "tickets")
-    topic = settings.topic_tickets_responses
+    topic = settings.topics.tickets_responses
     keys = [f"S-{i}" for i in range(200)]
     acknowledged: list[tuple[str, int]] = []
     producer = DeliveryCheckedProducer.from_settings(settings)
@@ -65,15 +65,15 @@ def test_every_record_is_acknowledged_keyed_and_placed_like_java(kafka_bootstrap
     back = read_topic(settings, topic)
     assert sorted(r.key.decode() for r in back) == sorted(keys)
     for record in back:
-        assert record.partition == java_partition(record.key.decode(), settings.topic_partitions)
-    assert len({r.partition for r in back}) == settings.topic_partitions
+        assert record.partition == java_partition(record.key.decode(), settings.topics.partitions)
+    assert len({r.partition for r in back}) == settings.topics.partitions
 
 
 def test_headers_carry_content_type_and_schema_version(kafka_bootstrap: str) -> None:
     from schemas import TicketMessage
 
     settings = with_topics(kafka_settings(kafka_bootstrap), "tickets")
-    topic = settings.topic_tickets_messages
+    topic = settings.topics.tickets_messages
     model = TicketMessage.model_validate(TICKET)
     DeliveryCheckedProducer.from_settings(settings).send([to_out_record(topic, "S-1", model)])
     (record,) = read_topic(settings, topic)
@@ -85,7 +85,7 @@ def test_headers_carry_content_type_and_schema_version(kafka_bootstrap: str) -> 
 
 def test_a_record_the_broker_refuses_raises(kafka_bootstrap: str) -> None:
     settings = kafka_settings(kafka_bootstrap, kafka_delivery_timeout_seconds=10.0)
-    topic = settings.topic_shipments_decisions
+    topic = settings.topics.shipments_decisions
     admin = AdminClient(client_config(settings))
     small = NewTopic(topic, 1, 1, config={"max.message.bytes": "2048"})
     admin.create_topics([small])[topic].result(10)
@@ -104,7 +104,7 @@ def test_a_record_the_broker_refuses_raises(kafka_bootstrap: str) -> None:
 def test_an_unknown_topic_raises_within_the_delivery_bound(kafka_bootstrap: str) -> None:
     settings = kafka_settings(kafka_bootstrap, kafka_delivery_timeout_seconds=3.0)
     producer = DeliveryCheckedProducer.from_settings(settings)
-    record = OutRecord(topic=settings.topic_tickets_dlq, key="S-1", value=b"{}")
+    record = OutRecord(topic=settings.topics.tickets_dlq, key="S-1", value=b"{}")
     with pytest.raises(KafkaDeliveryError, match="not delivered"):
         producer.send([record])
 
