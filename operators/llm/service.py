@@ -114,19 +114,19 @@ class OpenAIService:
         self.flow = flow
         self._cache = cache if cache is not None else build_cache(settings)
         self._front = front_of(self._cache)
-        self._prices = prices or PriceTable.from_settings(settings)
+        self._prices = prices or PriceTable.from_settings(settings.llm)
         self.limiter = limiter if limiter is not None else build_limiter(settings)
-        self.breakers = breakers or Breakers.from_settings(settings)
+        self.breakers = breakers or Breakers.from_settings(settings.llm)
         self.ledger = ledger or Ledger()
         self._clock = clock
         factory = client_factory or default_client_factory(settings)
         self._clients = PerLoop(factory, close=lambda client: client.close())
         scope = pressure_scope(settings)
         self.caller = ProviderCaller(
-            settings,
-            admission=Admission(settings, flow=flow, limiter=self.limiter, prices=self._prices),
+            settings.llm,
+            admission=Admission(settings.llm, flow=flow, limiter=self.limiter, prices=self._prices),
             breakers=self.breakers,
-            policy=retry or RetryPolicy.from_settings(settings),
+            policy=retry or RetryPolicy.from_settings(settings.llm),
             concurrency=concurrency
             or (lambda: AdaptiveConcurrency.from_settings(settings, scope=scope)),
             clock=clock,
@@ -139,7 +139,11 @@ class OpenAIService:
             fallback_model=settings.llm.model_fallback or None,
         )
         self._embeddings = Embeddings(
-            settings, client=self.client, caller=self.caller, cache=tolerant, prices=self._prices
+            settings.llm,
+            client=self.client,
+            caller=self.caller,
+            cache=tolerant,
+            prices=self._prices,
         )
         self._flights: PerLoop[SingleFlight[str, Served[Any]]] = PerLoop(SingleFlight)
 

@@ -138,7 +138,7 @@ def test_rate_limit_with_retry_after_then_success(
 ) -> None:
     openai_server.rate_limit_next(1, retry_after=0.2)
     settings, sleep = llm_settings(), RecordingSleep()
-    service = OpenAIService(settings, retry=RetryPolicy.from_settings(settings, sleep=sleep))
+    service = OpenAIService(settings, retry=RetryPolicy.from_settings(settings.llm, sleep=sleep))
     result = run(service, lambda: classify(service))
     assert sleep.pauses == [0.2], "the retry waited what Retry-After asked"
     assert result.enrichment.source == "llm"
