@@ -120,7 +120,9 @@ class PacedProducer:
     """Writes surge records to `topic` at `RATE` per second, from the caller's loop."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        self._producer = Producer({**client_config(settings), "partitioner": "murmur2_random"})
+        self._producer = Producer(
+            {**client_config(settings.kafka), "partitioner": "murmur2_random"}
+        )
         self._records = shipment_surge(steady_events=50_000, burst_factor=10)
         self._topic, self._started, self.sent = topic, time.monotonic(), 0
 

@@ -124,7 +124,7 @@ def preflight(
         kafka_topics.update({topics.output: "output", topics.dead_letters: "dead letters"})
     checks: list[Check] = []
     if kafka_topics:
-        config = client_config(settings)
+        config = client_config(settings.kafka)
         checks.append(lambda: check_kafka(config, kafka_topics, timeout=timeout))
     if settings.llm.enabled:
         key = settings.llm.api_key.get_secret_value() if settings.llm.api_key else None

@@ -141,11 +141,11 @@ def run_flow(flow: Flow) -> float:
 
 def read_topics(settings: Settings, topics: list[str]) -> list[dict]:
     """Every record of `topics` to the end of each partition, as `{"topic", "key", "value"}`."""
-    metadata = AdminClient(client_config(settings)).list_topics(timeout=10).topics
+    metadata = AdminClient(client_config(settings.kafka)).list_topics(timeout=10).topics
     pending = {(t, p) for t in topics for p in metadata[t].partitions}
     consumer = Consumer(
         {
-            **client_config(settings),
+            **client_config(settings.kafka),
             "group.id": f"surgeflow-demo-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,

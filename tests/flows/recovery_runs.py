@@ -190,7 +190,9 @@ class LiveProducer(threading.Thread):
         self, settings: Settings, topic: str, messages: Sequence[Message], rate: float
     ) -> None:
         super().__init__(name="live-producer", daemon=True)
-        self._producer = Producer({**client_config(settings), "partitioner": "murmur2_random"})
+        self._producer = Producer(
+            {**client_config(settings.kafka), "partitioner": "murmur2_random"}
+        )
         self._topic, self._messages, self._rate = topic, list(messages), rate
         self._placed: dict[int, tuple[int, int]] = {}
         self._errors: list[str] = []
@@ -230,10 +232,10 @@ class TopicFollower:
     """Reads topics from the beginning and keeps reading what is added (its own consumer)."""
 
     def __init__(self, settings: Settings, topics: Sequence[str]) -> None:
-        metadata = AdminClient(client_config(settings)).list_topics(timeout=10).topics
+        metadata = AdminClient(client_config(settings.kafka)).list_topics(timeout=10).topics
         self._consumer = Consumer(
             {
-                **client_config(settings),
+                **client_config(settings.kafka),
                 "group.id": f"follower-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,

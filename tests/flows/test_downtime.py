@@ -51,7 +51,9 @@ class Scanner:
     minus `shift`, and remembers what it produced."""
 
     def __init__(self, settings: Settings) -> None:
-        self._producer = Producer({**client_config(settings), "partitioner": "murmur2_random"})
+        self._producer = Producer(
+            {**client_config(settings.kafka), "partitioner": "murmur2_random"}
+        )
         self._topic = settings.topics.shipments_events
         self.shift = timedelta(0)
         self.scans: list[dict] = []

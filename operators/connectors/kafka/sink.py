@@ -61,7 +61,7 @@ class DeliveryCheckedProducer:
         cls, settings: Settings, *, client_id: str = "surgeflow"
     ) -> DeliveryCheckedProducer:
         """A producer configured by `producer_config`, named `client_id` in the broker's logs."""
-        config = {**producer_config(settings), "client.id": client_id}
+        config = {**producer_config(settings.kafka), "client.id": client_id}
         return cls(config, timeout_seconds=settings.kafka.delivery_timeout_seconds)
 
     def send(self, records: Iterable[OutRecord], on_delivered: Optional[Delivered] = None) -> int:

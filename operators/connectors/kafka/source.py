@@ -230,7 +230,7 @@ class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):
 
     def list_parts(self) -> list[str]:
         """`<partition>-<topic>` for every partition of every topic, within the timeout."""
-        admin = AdminClient(client_config(self._settings))
+        admin = AdminClient(client_config(self._settings.kafka))
         timeout = self._settings.kafka.timeout_seconds
         return [
             f"{i}-{topic}" for topic in self._topics for i in partitions_of(admin, topic, timeout)
@@ -245,7 +245,7 @@ class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):
         if topic not in self._topics:
             raise ValueError(f"cannot resume partition {for_part!r}: not of topics {self._topics}")
         config = {
-            **client_config(self._settings),
+            **client_config(self._settings.kafka),
             "group.id": "BYTEWAX_IGNORED",  # no consumer group: positions live in snapshots
             "enable.auto.commit": "false",
             "enable.partition.eof": str(not self._settings.kafka.tail),

@@ -63,7 +63,7 @@ def create_topics(
     """Create the missing `topics` (default: every flow's); report every topic's partitions."""
     names = list(dict.fromkeys(topics if topics is not None else flow_topics(settings)))
     count = partitions or settings.topics.partitions
-    admin = admin_factory(client_config(settings))
+    admin = admin_factory(client_config(settings.kafka))
     timeout = settings.kafka.timeout_seconds
     new = [NewTopic(t, count, settings.topics.replication_factor) for t in names]
     futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)

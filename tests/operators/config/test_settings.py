@@ -39,7 +39,7 @@ def test_services_are_read_from_their_conventional_names(env: pytest.MonkeyPatch
     settings = Settings()
     assert settings.kafka.enabled and settings.redis.enabled and settings.llm.enabled
     assert settings.kafka.config == {"ssl.ca.location": "/etc/ca.pem"}
-    assert producer_config(settings)["bootstrap.servers"] == "k1:9092,k2:9092"
+    assert producer_config(settings.kafka)["bootstrap.servers"] == "k1:9092,k2:9092"
 
 
 def test_secrets_never_show_in_a_printed_settings(env: pytest.MonkeyPatch) -> None:
@@ -74,7 +74,7 @@ def test_sasl_credentials_reach_every_client(env: pytest.MonkeyPatch) -> None:
     env.setenv("SURGEFLOW_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
     env.setenv("SURGEFLOW_KAFKA_SASL_USERNAME", "flows")
     env.setenv("SURGEFLOW_KAFKA_SASL_PASSWORD", "kafka-secret")
-    config = producer_config(Settings())
+    config = producer_config(Settings().kafka)
     assert config["security.protocol"] == "SASL_SSL"
     assert (config["sasl.mechanism"], config["sasl.username"], config["sasl.password"]) == (
         "SCRAM-SHA-512", "flows", "kafka-secret",

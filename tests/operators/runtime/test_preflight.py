@@ -40,13 +40,13 @@ def test_missing_output_and_dead_letter_topics_are_named(kafka_bootstrap: str) -
         settings.topics.tickets_responses: "output",
         settings.topics.tickets_dlq: "dead letters",
     }
-    [finding] = check_kafka(client_config(settings), topics, timeout=3.0)
+    [finding] = check_kafka(client_config(settings.kafka), topics, timeout=3.0)
     assert finding.fatal
     assert f"{settings.topics.tickets_responses} (output)" in finding.message
     assert f"{settings.topics.tickets_dlq} (dead letters)" in finding.message
     assert settings.topics.tickets_messages not in finding.message
     create_topics(settings, list(topics))
-    [found] = check_kafka(client_config(settings), topics, timeout=3.0)
+    [found] = check_kafka(client_config(settings.kafka), topics, timeout=3.0)
     assert found.ok and not found.fatal
 
 

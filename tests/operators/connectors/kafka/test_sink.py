@@ -86,7 +86,7 @@ def test_headers_carry_content_type_and_schema_version(kafka_bootstrap: str) -> 
 def test_a_record_the_broker_refuses_raises(kafka_bootstrap: str) -> None:
     settings = kafka_settings(kafka_bootstrap, kafka_delivery_timeout_seconds=10.0)
     topic = settings.topics.shipments_decisions
-    admin = AdminClient(client_config(settings))
+    admin = AdminClient(client_config(settings.kafka))
     small = NewTopic(topic, 1, 1, config={"max.message.bytes": "2048"})
     admin.create_topics([small])[topic].result(10)
     producer = DeliveryCheckedProducer.from_settings(settings)
@@ -110,6 +110,6 @@ def test_an_unknown_topic_raises_within_the_delivery_bound(kafka_bootstrap: str)
 
 
 def test_the_producer_is_idempotent_and_waits_for_all_replicas(kafka_bootstrap: str) -> None:
-    config = producer_config(kafka_settings(kafka_bootstrap, kafka_config={"acks": "1"}))
+    config = producer_config(kafka_settings(kafka_bootstrap, kafka_config={"acks": "1"}).kafka)
     assert config["enable.idempotence"] is True and config["acks"] == "all"
     assert config["partitioner"] == "murmur2_random"
