@@ -53,7 +53,7 @@ def start(
     SIGTERM/SIGINT request (unless `stop` is given), the endpoints (unless `source`/`sink` are
     given: tests) and the preflight of the services they use."""
     prepare_process(settings, flow=spec.name)
-    check_recovery(settings)
+    check_recovery(settings.recovery)
     topics = spec.topics(settings)
     stop = stop or on_signals(
         settings.recovery.shutdown_grace_seconds, install=bytewax_run_argv() is not None,

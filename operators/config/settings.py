@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import InitErrorDetails
 
 from operators.config.cache import CacheSettings, RedisSettings
@@ -125,15 +125,21 @@ def _route(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _flat_loc(group: str, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    """An error's location named as the user set it: the field's flat name, then what is inside
+    """An error's location named as before the grouping: a variable with several accepted names
+    as the name that was set (`BYTEWAX_SNAPSHOT_INTERVAL`), any other setting by its flat name
     (`llm_prices.gpt-4o-mini.0`); a check of the whole group has no location, as before."""
     if not loc:
         return loc
-    variables = _GROUPS[group].variables()
-    field = next((f for f, names in variables.items() if loc[0] in (f, *names)), None)
-    if field is None:
-        return loc
-    return (variables[field][0].lower().removeprefix("surgeflow_"), *loc[1:])
+    cls = _GROUPS[group]
+    for field, variables in cls.variables().items():
+        if loc[0] == field or loc[0] in variables:
+            if (
+                isinstance(cls.model_fields[field].validation_alias, AliasChoices)
+                and loc[0] != field
+            ):
+                return loc
+            return (variables[0].lower().removeprefix("surgeflow_"), *loc[1:])
+    return loc
 
 
 def _groups(title: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -71,11 +71,11 @@ def test_recovery_settings_read_bytewax_variables_in_whole_seconds(
 def test_a_store_without_partitions_is_refused_naming_the_command(tmp_path: Path) -> None:
     flags = ["flows.shipments", "-r", str(tmp_path / "none"), "-s", "1", "-b", "0"]
     with pytest.raises(RecoveryConfigurationError, match=r"does not exist.*bytewax\.recovery"):
-        check_recovery(embedded_settings(), flags)
+        check_recovery(embedded_settings().recovery, flags)
     (tmp_path / "empty").mkdir()
     flags[2] = str(tmp_path / "empty")
     with pytest.raises(RecoveryConfigurationError) as refused:
-        check_recovery(embedded_settings(), flags)
+        check_recovery(embedded_settings().recovery, flags)
     assert f"python -m bytewax.recovery {tmp_path / 'empty'} N" in str(refused.value)
 
 
@@ -85,10 +85,10 @@ def test_a_store_is_checked_and_mixed_stores_are_refused(
     store = init_recovery(tmp_path / "store", 3)
     flags = ["flows.shipments", "-w", "2", "-a", "h:1;h:2", "-i", "0", "-r", str(store)]
     with caplog.at_level(logging.WARNING, logger="operators.runtime.recovery"):
-        options = check_recovery(embedded_settings(), [*flags, "-s", "5", "-b", "60"])
+        options = check_recovery(embedded_settings().recovery, [*flags, "-s", "5", "-b", "60"])
     assert options is not None and (options.snapshot_interval_seconds, options.workers) == (5, 4)
     assert "4 workers but 3 recovery partitions" in caplog.text
-    assert check_recovery(embedded_settings(), ["flows.shipments"]) is None
+    assert check_recovery(embedded_settings().recovery, ["flows.shipments"]) is None
     other = init_recovery(tmp_path / "other", 2)
     (other / "part-0.sqlite3").rename(store / "part-0.sqlite3")
     with pytest.raises(RecoveryConfigurationError, match="mixes partitions"):
