@@ -80,6 +80,8 @@ def endpoints(
     """
     check_services(settings)
     if settings.kafka.enabled:
-        return source or KafkaRecordSource(settings, [topic]), sink or KafkaRecordSink(settings)
+        return source or KafkaRecordSource(settings, [topic]), sink or KafkaRecordSink(
+            settings.kafka
+        )
     source = source or embedded_source(settings, topic=topic, generator=generator)
     return source, sink or embedded_sink(settings)

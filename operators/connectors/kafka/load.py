@@ -36,7 +36,7 @@ def load_records(
     on_delivered: Optional[Delivered] = None,
 ) -> int:
     """Produce `records` (value and key) to `topic`; returns how many were acknowledged."""
-    producer = DeliveryCheckedProducer.from_settings(settings)
+    producer = DeliveryCheckedProducer.from_settings(settings.kafka)
     out = (OutRecord(topic=topic, key=r.key, value=r.value) for r in records)
     sent = 0
     while chunk := list(itertools.islice(out, CHUNK)):
