@@ -106,8 +106,13 @@ def flat_names() -> dict[str, tuple[str, str]]:
     return dict(_FLAT)
 
 
+def _flat_name(variable: str) -> str:
+    """`SURGEFLOW_LLM_TIMEOUT_SECONDS` → `llm_timeout_seconds`, `REDIS_URL` → `redis_url`."""
+    return variable.lower().removeprefix("surgeflow_")
+
+
 _FLAT: dict[str, tuple[str, str]] = {
-    variables[0].lower().removeprefix("surgeflow_"): (group, field)
+    _flat_name(variables[0]): (group, field)
     for group, cls in _GROUPS.items()
     for field, variables in cls.variables().items()
 }
@@ -138,7 +143,7 @@ def _flat_loc(group: str, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
                 and loc[0] != field
             ):
                 return loc
-            return (variables[0].lower().removeprefix("surgeflow_"), *loc[1:])
+            return (_flat_name(variables[0]), *loc[1:])
     return loc
 
 
