@@ -20,7 +20,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from operators.config.settings import Settings
 from operators.llm.service import build_service
 from operators.llm.types import LLMService
-from operators.runtime.async_step import map_async
+from operators.runtime.async_step import StepParams, map_async
 from operators.shipments.agent import NoteAssessment
 from tests.support.openai_server import OpenAITestServer, lognormal_latency
 
@@ -126,7 +126,9 @@ def run_items(
         else TestingSource(keyed, batch_size=100)
     )
     up = op.input("in", flow, source)
-    results = map_async("call", up, fn, settings=settings, key=lambda x: x[0])
+    results = map_async(
+        "call", up, fn, params=StepParams.from_settings(settings.llm), key=lambda x: x[0]
+    )
     op.output("out", results, TestingSink(out))
     started = time.perf_counter()
     run_main(flow)

@@ -97,7 +97,7 @@ def tracked_flow() -> Dataflow:
 
     settings = Settings()
     status_dir = Path(os.environ[STATUS_DIR])
-    source = TrackedSource(settings, [settings.topic_shipments_events], status_dir)
+    source = TrackedSource(settings, [settings.topics.shipments_events], status_dir)
     return build_flow(settings, source=source)
 
 
@@ -120,7 +120,9 @@ class PacedProducer:
     """Writes surge records to `topic` at `RATE` per second, from the caller's loop."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        self._producer = Producer({**client_config(settings), "partitioner": "murmur2_random"})
+        self._producer = Producer(
+            {**client_config(settings.kafka), "partitioner": "murmur2_random"}
+        )
         self._records = shipment_surge(steady_events=50_000, burst_factor=10)
         self._topic, self._started, self.sent = topic, time.monotonic(), 0
 
@@ -186,8 +188,8 @@ def measure_interval(settings: Settings, interval: int, kills: int) -> list[dict
     """Kill and restart the flow `kills` times at `-s interval`; figures of each restart."""
     work = Path(tempfile.mkdtemp(prefix="surgeflow-recovery-"))
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    topics = {f: f"{prefix}.{getattr(settings, f)}" for f in _SHIPMENT_TOPICS}
-    run_settings = settings.model_copy(update=topics)
+    topics = {f: f"{prefix}.{settings.flat()[f]}" for f in _SHIPMENT_TOPICS}
+    run_settings = settings.replaced(**topics)
     create_topics(run_settings, flow_topics(run_settings, "shipments"), partitions=4)
     (work / "store").mkdir()
     init_db_dir(work / "store", 4)
@@ -216,7 +218,7 @@ _SHIPMENT_TOPICS = ("topic_shipments_events", "topic_shipments_decisions", "topi
 def recovery_section(mode: str) -> str:
     """Measure every interval; the markdown table."""
     settings = Settings()
-    if not settings.kafka_enabled:
+    if not settings.kafka.enabled:
         return "Recovery after kill -9: skipped (set KAFKA_BOOTSTRAP_SERVERS).\n"
     rows = [
         f"Recovery after kill -9 (Kafka input at {RATE:.0f} records/s, 4 partitions, "

@@ -131,7 +131,7 @@ def child(kind: str, events: int, marks: set[int]) -> None:
         settings = embedded_settings()
         steady = events // 11
         records = probed(shipment_surge(steady_events=steady, burst_factor=10), marks)
-    source = GeneratorSource(lambda: records, name=TOPIC, batch_size=settings.batch_size)
+    source = GeneratorSource(lambda: records, name=TOPIC, batch_size=settings.io.batch_size)
     run_main(build_flow(settings, source=source, sink=NullSink()))
     print(json.dumps({"end": _figures(events, 0.0)}), flush=True)
 

@@ -28,18 +28,18 @@ from schemas.tickets import TicketMessage, TicketResponse
 def shipment_topics(settings: Settings) -> FlowTopics:
     """`SURGEFLOW_TOPIC_SHIPMENTS_EVENTS`, `..._DECISIONS`, `..._DLQ`."""
     return FlowTopics(
-        settings.topic_shipments_events,
-        settings.topic_shipments_decisions,
-        settings.topic_shipments_dlq,
+        settings.topics.shipments_events,
+        settings.topics.shipments_decisions,
+        settings.topics.shipments_dlq,
     )
 
 
 def ticket_topics(settings: Settings) -> FlowTopics:
     """`SURGEFLOW_TOPIC_TICKETS_MESSAGES`, `..._RESPONSES`, `..._DLQ`."""
     return FlowTopics(
-        settings.topic_tickets_messages,
-        settings.topic_tickets_responses,
-        settings.topic_tickets_dlq,
+        settings.topics.tickets_messages,
+        settings.topics.tickets_responses,
+        settings.topics.tickets_dlq,
     )
 
 

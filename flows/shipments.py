@@ -24,11 +24,13 @@ from operators.llm.agent import AgentRunner
 from operators.llm.service import build_service
 from operators.runtime import skeleton
 from operators.runtime.agents import agent_step
+from operators.runtime.async_step import StepParams
 from operators.runtime.clock import StreamClock
 from operators.runtime.records import OutRecord, RawRecord, Valid
 from operators.runtime.shutdown import StopSignal
 from operators.runtime.skeleton import FlowSteps, Frame
 from operators.shipments.agent import ShipmentAgent
+from operators.shipments.decision_state import WindowParams
 from operators.shipments.enrich import enrich_with_carrier_and_hub
 from operators.shipments.late_events import late_events_to_dead_letters
 from operators.shipments.reference import ShipmentReference
@@ -43,18 +45,20 @@ def decide(
 ) -> FlowSteps[ShipmentDecision]:
     """The shipments flow's own steps, from validated scans to enriched decisions."""
     s, stop = frame.settings, frame.stop
-    enricher = AgentRunner(ShipmentAgent(s), build_service(s, flow=FLOW))
+    enricher = AgentRunner(ShipmentAgent(s.llm), build_service(s, flow=FLOW))
 
     enriched = enrich_with_carrier_and_hub(
         "enrich_with_carrier_and_hub", events, reference=frame.reference
     )
     by_shipment = op.key_on("key_by_shipment", enriched.enriched, lambda e: e.event.shipment_id)
     windows = decision_window(
-        "decision_window", by_shipment, settings=s, clock=StreamClock(), stop=stop
-    )
+        "decision_window", by_shipment, params=WindowParams.from_settings(s.shipments),
+        topic=frame.topics.input, clock=StreamClock(), stop=stop,
+    )  # fmt: skip
     decided = agent_step(
         "enrich_with_llm", op.key_rm("unkey_decisions", windows.decisions), enricher.answer,
-        settings=s, flow=FLOW, key=lambda d: d.shipment_id, source=frame.derived,
+        params=StepParams.from_settings(s.llm), flow=FLOW, key=lambda d: d.shipment_id,
+        source=frame.derived,
         ready=enricher.answer_now, stop=stop,
     )  # fmt: skip
     late = late_events_to_dead_letters("late_events", op.key_rm("unkey_late", windows.late))

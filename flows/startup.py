@@ -53,11 +53,11 @@ def start(
     SIGTERM/SIGINT request (unless `stop` is given), the endpoints (unless `source`/`sink` are
     given: tests) and the preflight of the services they use."""
     prepare_process(settings, flow=spec.name)
-    check_recovery(settings)
+    check_recovery(settings.recovery)
     topics = spec.topics(settings)
     stop = stop or on_signals(
-        settings.shutdown_grace_seconds, install=bytewax_run_argv() is not None,
-        unbounded_input=source is None and settings.kafka_enabled and settings.kafka_tail,
+        settings.recovery.shutdown_grace_seconds, install=bytewax_run_argv() is not None,
+        unbounded_input=source is None and settings.kafka.enabled and settings.kafka.tail,
     )  # fmt: skip
     source, sink = io.endpoints(
         settings, topic=topics.input, generator=spec.surge_records, source=source, sink=sink
@@ -72,9 +72,9 @@ def prepare_process(settings: Settings, *, flow: FlowName) -> None:
     process, workers = cluster_position(bytewax_run_argv(), os.environ)
     configure_logging(
         flow,
-        level=settings.log_level,
-        level_given="log_level" in settings.model_fields_set,
-        fmt=settings.log_format,
+        level=settings.process.log_level,
+        level_given="log_level" in settings.process.model_fields_set,
+        fmt=settings.process.log_format,
         process=process,
         workers_per_process=workers,
     )
@@ -114,9 +114,9 @@ def preflight(
     the flow's output and dead-letter `topics`. Raises `PreflightError` when Kafka is unreachable
     or a topic is missing; Redis and the LLM endpoint are warned about.
     """
-    if not settings.preflight:
+    if not settings.process.preflight:
         return []
-    timeout = settings.preflight_timeout_seconds
+    timeout = settings.process.preflight_timeout_seconds
     kafka_topics: dict[str, str] = {}
     if isinstance(source, KafkaRecordSource):
         kafka_topics.update({t: "input" for t in source.topics})
@@ -124,13 +124,13 @@ def preflight(
         kafka_topics.update({topics.output: "output", topics.dead_letters: "dead letters"})
     checks: list[Check] = []
     if kafka_topics:
-        config = client_config(settings)
+        config = client_config(settings.kafka)
         checks.append(lambda: check_kafka(config, kafka_topics, timeout=timeout))
-    if settings.llm_enabled:
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-        base = settings.openai_base_url
+    if settings.llm.enabled:
+        key = settings.llm.api_key.get_secret_value() if settings.llm.api_key else None
+        base = settings.llm.base_url
         checks.append(lambda: check_llm(base, key or DEFAULT_API_KEY, timeout=timeout))
-        if settings.redis_url is not None:
-            url = settings.redis_url.get_secret_value()
+        if settings.redis.url is not None:
+            url = settings.redis.url.get_secret_value()
             checks.append(lambda: check_redis(url, timeout=timeout))
     return run_preflight(checks, flow=flow)

@@ -25,6 +25,7 @@ from operators.llm.agent import AgentRunner
 from operators.llm.service import build_service
 from operators.runtime import skeleton
 from operators.runtime.agents import agent_step
+from operators.runtime.async_step import StepParams
 from operators.runtime.guard import guarded_map
 from operators.runtime.records import OutRecord, RawRecord, Valid
 from operators.runtime.shutdown import StopSignal
@@ -34,7 +35,7 @@ from operators.tickets.enrich import enrich_with_channel
 from operators.tickets.parse import parse_ticket
 from operators.tickets.respond import format_response
 from operators.tickets.router import RouterAgent
-from operators.tickets.sessions import session_history
+from operators.tickets.sessions import SessionParams, session_history
 from operators.tickets.workers import ReplyAgent
 from schemas.common import utc_now
 from schemas.tickets import TicketMessage, TicketResponse
@@ -48,8 +49,9 @@ def respond(
     """The tickets flow's own steps, from validated messages to formatted responses."""
     s, reference = frame.settings, frame.reference
     service = build_service(s, flow=FLOW)
-    router = AgentRunner(RouterAgent(reference.intents, s), service)
-    worker = AgentRunner(ReplyAgent(s), service)
+    router = AgentRunner(RouterAgent(reference.intents, s.llm, s.tickets), service)
+    worker = AgentRunner(ReplyAgent(s.llm), service)
+    step = StepParams.from_settings(s.llm)
 
     enriched = enrich_with_channel("enrich_with_channel", messages, reference=reference.channels)
     parse = partial(parse_ticket, products=reference.products)
@@ -57,14 +59,16 @@ def respond(
         "parse", enriched.enriched, parse, flow=FLOW, key=session_of, source=source_of
     )
     by_session = op.key_on("key_by_session", parsed.results, session_of)
-    sessions = session_history("session_history", by_session, settings=s)
+    sessions = session_history(
+        "session_history", by_session, params=SessionParams.from_settings(s.tickets)
+    )
     in_context = op.key_rm("unkey", sessions.contexts)
     routed = agent_step(
-        "route", in_context, router.answer, ready=router.answer_now, settings=s, flow=FLOW,
+        "route", in_context, router.answer, ready=router.answer_now, params=step, flow=FLOW,
         key=session_of, source=source_of, stop=frame.stop,
     )  # fmt: skip
     drafted = agent_step(
-        "draft_reply", routed.results, worker.answer, ready=worker.answer_now, settings=s,
+        "draft_reply", routed.results, worker.answer, ready=worker.answer_now, params=step,
         flow=FLOW, key=session_of, source=source_of, stop=frame.stop,
     )  # fmt: skip
     responses = guarded_map(

@@ -88,9 +88,9 @@ def main() -> int:
     started = time.perf_counter()
     settings = Settings()
     shipments, t_shipments = run_flow("shipments")
-    summarise("shipments", shipments, t_shipments, settings.topic_shipments_decisions, "action")
+    summarise("shipments", shipments, t_shipments, settings.topics.shipments_decisions, "action")
     tickets, t_tickets = run_flow("tickets")
-    summarise("tickets", tickets, t_tickets, settings.topic_tickets_responses, "route")
+    summarise("tickets", tickets, t_tickets, settings.topics.tickets_responses, "route")
     print(f"\ndemo finished in {time.perf_counter() - started:.1f}s")
     return 0
 

@@ -49,14 +49,14 @@ class Flow:
     """One flow: its settings' topic fields, its key, output id and the field counted."""
 
     name: str
-    topics: tuple[str, str, str]  # Settings fields: input, output, dead letters
+    topics: tuple[str, str, str]  # flat settings names: input, output, dead letters
     key: str
     id: str
     field: str
     stamp: str  # when the output was made: the only field a repeated answer may differ in
 
     def topic(self, settings: Settings, which: int) -> str:
-        return getattr(settings, self.topics[which])
+        return settings.flat()[self.topics[which]]
 
 
 FLOWS = [
@@ -83,8 +83,8 @@ def start_services(stack: contextlib.ExitStack) -> bool:
     """Point the environment at Kafka and Redis, starting either one that is not given;
     return whether anything was started."""
     given = Settings()
-    if given.kafka_bootstrap_servers:
-        print(f"Kafka: KAFKA_BOOTSTRAP_SERVERS={given.kafka_bootstrap_servers}")
+    if given.kafka.bootstrap_servers:
+        print(f"Kafka: KAFKA_BOOTSTRAP_SERVERS={given.kafka.bootstrap_servers}")
     else:
         broker = stack.enter_context(KafkaBroker())
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
@@ -92,13 +92,13 @@ def start_services(stack: contextlib.ExitStack) -> bool:
             f"Kafka: broker {broker.bootstrap_servers} started here (storage formatted in "
             f"{broker.format_seconds:.1f} s, ready {broker.started_in:.1f} s after launch)"
         )
-    if given.redis_url:
-        print(f"Redis: REDIS_URL={redacted_url(given.redis_url.get_secret_value())}")
+    if given.redis.url:
+        print(f"Redis: REDIS_URL={redacted_url(given.redis.url.get_secret_value())}")
     else:
         server = stack.enter_context(RedisServer())
         os.environ["REDIS_URL"] = server.url
         print(f"Redis: redis-server {server.url} started here")
-    return not (given.kafka_bootstrap_servers and given.redis_url)
+    return not (given.kafka.bootstrap_servers and given.redis.url)
 
 
 def fresh_topics() -> Settings:
@@ -107,7 +107,7 @@ def fresh_topics() -> Settings:
     prefix = f"demo-{uuid.uuid4().hex[:8]}"
     for flow in FLOWS:
         for field in flow.topics:
-            os.environ[f"SURGEFLOW_{field.upper()}"] = f"{prefix}.{getattr(base, field)}"
+            os.environ[f"SURGEFLOW_{field.upper()}"] = f"{prefix}.{base.flat()[field]}"
     os.environ["SURGEFLOW_KAFKA_TAIL"] = "false"
     settings = Settings()
     states = create_topics(settings, flow_topics(settings))
@@ -141,11 +141,11 @@ def run_flow(flow: Flow) -> float:
 
 def read_topics(settings: Settings, topics: list[str]) -> list[dict]:
     """Every record of `topics` to the end of each partition, as `{"topic", "key", "value"}`."""
-    metadata = AdminClient(client_config(settings)).list_topics(timeout=10).topics
+    metadata = AdminClient(client_config(settings.kafka)).list_topics(timeout=10).topics
     pending = {(t, p) for t in topics for p in metadata[t].partitions}
     consumer = Consumer(
         {
-            **client_config(settings),
+            **client_config(settings.kafka),
             "group.id": f"surgeflow-demo-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,

@@ -29,7 +29,7 @@ M = TypeVar("M", bound=BaseModel)
 
 def check_services(settings: Settings) -> None:
     """Refuse settings that ask for two transports at once (which one would win is a guess)."""
-    if settings.kafka_enabled and (settings.input_file or settings.output_dir):
+    if settings.kafka.enabled and (settings.io.input_file or settings.io.output_dir):
         raise ConfigurationError(
             "KAFKA_BOOTSTRAP_SERVERS and SURGEFLOW_INPUT_FILE/SURGEFLOW_OUTPUT_DIR are both set; "
             "a flow reads and writes Kafka or the embedded transports, not both: unset one"
@@ -40,26 +40,28 @@ def embedded_source(
     settings: Settings, *, topic: str, generator: Callable[..., Iterator[RawRecord]]
 ) -> Source[RawRecord]:
     """The embedded input: the JSON-lines file if one is set, else the seeded surge generator."""
-    if settings.input_file is not None:
-        if not settings.input_file.is_file():
-            raise ConfigurationError(f"SURGEFLOW_INPUT_FILE {settings.input_file} is not a file")
-        return JsonLinesSource(settings.input_file, topic=topic, batch_size=settings.batch_size)
+    if settings.io.input_file is not None:
+        if not settings.io.input_file.is_file():
+            raise ConfigurationError(f"SURGEFLOW_INPUT_FILE {settings.io.input_file} is not a file")
+        return JsonLinesSource(
+            settings.io.input_file, topic=topic, batch_size=settings.io.batch_size
+        )
     factory = partial(
         generator,
-        seed=settings.surge_seed,
-        steady_events=settings.surge_steady_events,
-        burst_factor=settings.surge_burst_factor,
+        seed=settings.surge.seed,
+        steady_events=settings.surge.steady_events,
+        burst_factor=settings.surge.burst_factor,
         topic=topic,
     )
     return GeneratorSource(
-        factory, name=topic, batch_size=settings.batch_size, rate=settings.surge_rate
+        factory, name=topic, batch_size=settings.io.batch_size, rate=settings.surge.rate
     )
 
 
 def embedded_sink(settings: Settings) -> Sink[OutRecord]:
     """The embedded output: one file per topic under SURGEFLOW_OUTPUT_DIR, else stdout."""
-    if settings.output_dir is not None:
-        return DirectorySink(settings.output_dir)
+    if settings.io.output_dir is not None:
+        return DirectorySink(settings.io.output_dir)
     return StdoutSink()
 
 
@@ -77,7 +79,9 @@ def endpoints(
     writing each record to its own topic; else the embedded source and sink.
     """
     check_services(settings)
-    if settings.kafka_enabled:
-        return source or KafkaRecordSource(settings, [topic]), sink or KafkaRecordSink(settings)
+    if settings.kafka.enabled:
+        return source or KafkaRecordSource(settings, [topic]), sink or KafkaRecordSink(
+            settings.kafka
+        )
     source = source or embedded_source(settings, topic=topic, generator=generator)
     return source, sink or embedded_sink(settings)

@@ -85,16 +85,16 @@ class AdaptiveConcurrency:
     @classmethod
     def from_settings(cls, settings: Settings, *, scope: str) -> AdaptiveConcurrency:
         """From `llm_max_concurrency` down to `llm_min_concurrency`, shared by `scope` in Redis."""
-        maximum = settings.llm_max_concurrency
+        maximum = settings.llm.max_concurrency
         pressure = None
-        if settings.redis_url is not None and settings.redis_enabled:
+        if settings.redis.url is not None and settings.redis.enabled:
             pressure = RedisSharedPressure(
-                settings.redis_url.get_secret_value(),
+                settings.redis.url.get_secret_value(),
                 scope,
-                timeout_seconds=settings.redis_timeout_seconds,
-                retry_seconds=settings.redis_retry_seconds,
+                timeout_seconds=settings.redis.timeout_seconds,
+                retry_seconds=settings.redis.retry_seconds,
             )
-        minimum = min(settings.llm_min_concurrency, maximum)
+        minimum = min(settings.llm.min_concurrency, maximum)
         return cls(initial=maximum, minimum=minimum, maximum=maximum, pressure=pressure)
 
     @property

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from operators.config.settings import Settings
+from operators.config.llm import LLMSettings
 from operators.llm.limits import Cost, RateLimiter, budget_costs, provider_costs
 from operators.llm.metrics import LIMITER_WAIT
 from operators.llm.pricing import PriceTable
@@ -76,7 +76,7 @@ class Admission:
 
     def __init__(
         self,
-        settings: Settings,
+        llm: LLMSettings,
         *,
         flow: str,
         limiter: RateLimiter,
@@ -84,7 +84,7 @@ class Admission:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._settings = settings
+        self._llm = llm
         self._flow = flow
         self._limiter = limiter
         self._prices = prices
@@ -103,7 +103,7 @@ class Admission:
     def spend(self, model: str, tokens_in: int, tokens_out: int) -> list[Cost]:
         """The budget costs of a call of `model` that used these tokens."""
         cost = self._prices.cost(model, tokens_in, tokens_out)
-        return budget_costs(self._settings, self._flow, tokens_in + tokens_out, cost)
+        return budget_costs(self._llm, self._flow, tokens_in + tokens_out, cost)
 
     async def budget(self, models: Sequence[str], tokens_in: int, tokens_out: int) -> BudgetHold:
         """Reserve the budget of the first of `models` it can pay, else `BudgetExhausted`."""
@@ -115,11 +115,11 @@ class Admission:
 
     async def provider(self, model: str, tokens: int) -> list[Cost]:
         """Reserve one request and `tokens` of `model`; wait the limiter's delay first."""
-        costs = provider_costs(self._settings, model, tokens)
+        costs = provider_costs(self._llm, model, tokens)
         if not costs:
             return costs
         started = self._clock()
-        limit = self._settings.llm_max_limiter_wait_seconds
+        limit = self._llm.max_limiter_wait_seconds
         delay = await self._reserve(costs, limit)
         if delay is None:
             raise RateLimitWait(f"limits of {model} would need a wait over {limit:g} s")
@@ -143,4 +143,4 @@ class Admission:
 
     def provider_used(self, model: str, tokens: int) -> list[Cost]:
         """The provider costs of an attempt that used `tokens` (0 = rejected before use)."""
-        return provider_costs(self._settings, model, tokens)
+        return provider_costs(self._llm, model, tokens)

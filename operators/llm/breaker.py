@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
-from operators.config.settings import Settings
+from operators.config.llm import LLMSettings
 from operators.llm.metrics import BREAKER_STATE
 from operators.llm.types import BreakerOpen
 
@@ -178,11 +178,11 @@ class Breakers:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, clock: Callable[[], float] = time.monotonic
+        cls, llm: LLMSettings, *, clock: Callable[[], float] = time.monotonic
     ) -> Breakers:
         return cls(
-            failures=settings.llm_breaker_failures,
-            reset_seconds=settings.llm_breaker_reset_seconds,
+            failures=llm.breaker_failures,
+            reset_seconds=llm.breaker_reset_seconds,
             clock=clock,
         )
 

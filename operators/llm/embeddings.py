@@ -23,7 +23,7 @@ from typing import Any
 
 import openai
 
-from operators.config.settings import Settings
+from operators.config.llm import LLMSettings
 from operators.llm.batching import MicroBatcher
 from operators.llm.cache import InProcessCache, embedding_key, pack_vector, unpack_vector
 from operators.llm.pricing import PriceTable
@@ -67,14 +67,14 @@ class Embeddings:
 
     def __init__(
         self,
-        settings: Settings,
+        llm: LLMSettings,
         *,
         client: Callable[[], openai.AsyncOpenAI],
         caller: ProviderCaller,
         cache: TolerantCache,
         prices: PriceTable,
     ) -> None:
-        self._settings = settings
+        self._llm = llm
         self._client = client
         self._caller = caller
         self._cache = cache
@@ -128,8 +128,8 @@ class Embeddings:
         if found is None:
             found = batchers[model] = MicroBatcher(
                 lambda texts: self._run(model, texts),
-                max_size=self._settings.embed_batch_size,
-                max_wait=self._settings.embed_batch_wait_seconds,
+                max_size=self._llm.embed_batch_size,
+                max_wait=self._llm.embed_batch_wait_seconds,
                 name=f"embeddings:{model}",
             )
         return found

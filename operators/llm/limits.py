@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from operators.config.llm import LLMSettings
 from operators.config.settings import Settings
 from operators.llm.metrics import LIMITER_BACKEND_UP
 from operators.llm.redis_cache import RedisClientFactory
@@ -323,41 +324,39 @@ class RedisRateLimiter:
 
 
 def build_limiter(settings: Settings) -> RateLimiter:
-    """`RedisRateLimiter` when `settings.redis_enabled`, else a `LocalRateLimiter`."""
-    if settings.redis_url is not None and settings.redis_enabled:
+    """`RedisRateLimiter` when `settings.redis.enabled`, else a `LocalRateLimiter`."""
+    if settings.redis.url is not None and settings.redis.enabled:
         return RedisRateLimiter(
-            settings.redis_url.get_secret_value(),
-            timeout_seconds=settings.redis_timeout_seconds,
-            retry_seconds=settings.redis_retry_seconds,
+            settings.redis.url.get_secret_value(),
+            timeout_seconds=settings.redis.timeout_seconds,
+            retry_seconds=settings.redis.retry_seconds,
         )
     LIMITER_BACKEND_UP.set(0)
     return LocalRateLimiter()
 
 
-def provider_costs(settings: Settings, model: str, tokens: int) -> list[Cost]:
+def provider_costs(llm: LLMSettings, model: str, tokens: int) -> list[Cost]:
     """One request against `rpm:<model>` and `tokens` against `tpm:<model>`; 0 settings = none."""
     costs: list[Cost] = []
-    burst = settings.llm_rate_burst_seconds
-    if settings.llm_requests_per_minute > 0:
-        rpm = Rate(f"rpm:{model}", settings.llm_requests_per_minute, burst_seconds=burst)
+    burst = llm.rate_burst_seconds
+    if llm.requests_per_minute > 0:
+        rpm = Rate(f"rpm:{model}", llm.requests_per_minute, burst_seconds=burst)
         costs.append((rpm, 1.0))
-    if settings.llm_tokens_per_minute > 0 and tokens > 0:
+    if llm.tokens_per_minute > 0 and tokens > 0:
         # The burst always holds one request, however large, so a big request is paced, not refused.
-        one_request = tokens * 60.0 / settings.llm_tokens_per_minute
-        tpm = Rate(
-            f"tpm:{model}", settings.llm_tokens_per_minute, burst_seconds=max(burst, one_request)
-        )
+        one_request = tokens * 60.0 / llm.tokens_per_minute
+        tpm = Rate(f"tpm:{model}", llm.tokens_per_minute, burst_seconds=max(burst, one_request))
         costs.append((tpm, float(tokens)))
     return costs
 
 
-def budget_costs(settings: Settings, flow: str, tokens: int, cost_usd: float) -> list[Cost]:
+def budget_costs(llm: LLMSettings, flow: str, tokens: int, cost_usd: float) -> list[Cost]:
     """`tokens` and `cost_usd` (in micro-USD) against the per-minute budgets of `flow`."""
     costs: list[Cost] = []
-    if settings.llm_budget_tokens_per_minute > 0 and tokens > 0:
-        rate = Rate(f"budget:{flow}:tokens", settings.llm_budget_tokens_per_minute)
+    if llm.budget_tokens_per_minute > 0 and tokens > 0:
+        rate = Rate(f"budget:{flow}:tokens", llm.budget_tokens_per_minute)
         costs.append((rate, float(tokens)))
-    if settings.llm_budget_usd_per_minute > 0 and cost_usd > 0:
-        rate = Rate(f"budget:{flow}:usd", settings.llm_budget_usd_per_minute * MICRO_USD)
+    if llm.budget_usd_per_minute > 0 and cost_usd > 0:
+        rate = Rate(f"budget:{flow}:usd", llm.budget_usd_per_minute * MICRO_USD)
         costs.append((rate, cost_usd * MICRO_USD))
     return costs

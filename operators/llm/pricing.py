@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Mapping
 
-from operators.config.settings import Settings
+from operators.config.llm import LLMSettings
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,8 @@ class PriceTable:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PriceTable:
-        return cls(settings.llm_prices)
+    def from_settings(cls, llm: LLMSettings) -> PriceTable:
+        return cls(llm.prices)
 
     def price(self, model: str) -> tuple[float, float] | None:
         """(input, output) USD per 1M tokens of `model` or of its base model; None when unknown."""

@@ -6,7 +6,7 @@ system. Before any of it reaches a model:
 - `clean_text` drops control and format characters (Unicode categories Cc and Cf: escape
   sequences, NUL, zero-width joiners and spaces, bidi overrides and isolates) and collapses
   whitespace to single spaces;
-- `bound_tokens` / `bound_texts` cut it to a token budget (`settings.llm_max_input_tokens`);
+- `bound_tokens` / `bound_texts` cut it to a token budget (`settings.llm.max_input_tokens`);
 - `user_data` serialises it as one JSON object for the `user` message, so quotes, fences or
   "instructions" inside it stay string values and never become prompt structure. System prompts
   are fixed text that never contains user text, and the answer's schema is fixed by the pydantic

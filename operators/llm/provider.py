@@ -44,7 +44,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from operators.config.settings import Settings
+from operators.config.llm import LLMSettings
 from operators.llm.accounting import Operation, observe_attempt, observe_tokens
 from operators.llm.adaptive import AdaptiveConcurrency
 from operators.llm.admission import Admission, BudgetHold
@@ -95,7 +95,7 @@ class ProviderCaller:
 
     def __init__(
         self,
-        settings: Settings,
+        llm: LLMSettings,
         *,
         admission: Admission,
         breakers: Breakers,
@@ -103,14 +103,14 @@ class ProviderCaller:
         concurrency: Callable[[], AdaptiveConcurrency],
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self._settings = settings
+        self._llm = llm
         self._admission = admission
         self._breakers = breakers
         self._policy = policy
         self._concurrency = PerLoop(concurrency)
         self._clock = clock
-        self._bound = call_bound_seconds(settings)
-        self._endpoint = endpoint_for_log(settings.openai_base_url)
+        self._bound = call_bound_seconds(llm)
+        self._endpoint = endpoint_for_log(llm.base_url)
 
     def concurrency(self) -> AdaptiveConcurrency:
         """The running loop's adaptive concurrency limit."""
@@ -185,8 +185,7 @@ class ProviderCaller:
             return LLMTimeout(f"call exceeded its bound of {self._bound:.1f} s")
         if _timed_out(exc):
             return LLMTimeout(
-                f"no answer within {self._settings.llm_timeout_seconds:g} s "
-                "after the allowed retries"
+                f"no answer within {self._llm.timeout_seconds:g} s after the allowed retries"
             )
         if isinstance(exc, (openai.OpenAIError, ValueError)):
             return llm_error(exc)
@@ -200,7 +199,7 @@ class ProviderCaller:
         breaker = self._breakers[model]
         breaker.check(permit)
         limiter = self.concurrency()
-        wait = self._settings.llm_max_limiter_wait_seconds
+        wait = self._llm.max_limiter_wait_seconds
         acquired = False
         try:
             async with limiter.slot(timeout=wait, stop=lambda: breaker.check(permit)):
@@ -249,7 +248,7 @@ class ProviderCaller:
         started = self._clock()
         IN_FLIGHT.inc()
         try:
-            async with asyncio.timeout(self._settings.llm_timeout_seconds):
+            async with asyncio.timeout(self._llm.timeout_seconds):
                 response = await request.send(model, attempt)
         except Exception as exc:
             observe_attempt(request.operation, model, self._clock() - started, _error_type(exc))
@@ -279,7 +278,7 @@ class ProviderCaller:
         status = getattr(exc, "status_code", None)
         if _timed_out(exc):
             met.uncounted = False
-            breaker.failed(permit, f"no answer within {self._settings.llm_timeout_seconds:g} s")
+            breaker.failed(permit, f"no answer within {self._llm.timeout_seconds:g} s")
         elif status in ENDPOINT_STATUSES:
             met.uncounted = False
             breaker.trip(

@@ -249,21 +249,21 @@ def shared_front(url: str, entries: int, ttl_seconds: int) -> InProcessCache:
 
 
 def build_cache(settings: Settings) -> PromptCache:
-    """`RedisCache` (with the process's front) when `settings.redis_enabled`, else an
+    """`RedisCache` (with the process's front) when `settings.redis.enabled`, else an
     `InProcessCache` of its own."""
-    if settings.redis_url is not None and settings.redis_enabled:
-        url = settings.redis_url.get_secret_value()
+    if settings.redis.url is not None and settings.redis.enabled:
+        url = settings.redis.url.get_secret_value()
         front = None
-        if settings.cache_front_entries > 0:
-            front = shared_front(url, settings.cache_front_entries, settings.cache_ttl_seconds)
+        if settings.cache.front_entries > 0:
+            front = shared_front(url, settings.cache.front_entries, settings.cache.ttl_seconds)
         return RedisCache(
             url,
             front=front,
-            timeout_seconds=settings.redis_timeout_seconds,
-            retry_seconds=settings.redis_retry_seconds,
+            timeout_seconds=settings.redis.timeout_seconds,
+            retry_seconds=settings.redis.retry_seconds,
         )
     return InProcessCache(
-        max_entries=settings.cache_max_entries, ttl_seconds=settings.cache_ttl_seconds
+        max_entries=settings.cache.max_entries, ttl_seconds=settings.cache.ttl_seconds
     )
 
 

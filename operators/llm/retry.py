@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeVar
 import openai
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 
-from operators.config.settings import Settings
+from operators.config.llm import LLMSettings
 
 R = TypeVar("R")
 
@@ -107,11 +107,11 @@ class RetryPolicy:
         self._uniform = uniform
 
     @classmethod
-    def from_settings(cls, settings: Settings, **dependencies: Any) -> RetryPolicy:
+    def from_settings(cls, llm: LLMSettings, **dependencies: Any) -> RetryPolicy:
         return cls(
-            max_retries=settings.llm_max_retries,
-            initial_seconds=settings.llm_retry_initial_seconds,
-            max_seconds=settings.llm_retry_max_seconds,
+            max_retries=llm.max_retries,
+            initial_seconds=llm.retry_initial_seconds,
+            max_seconds=llm.retry_max_seconds,
             **dependencies,
         )
 

@@ -73,13 +73,13 @@ ClientFactory = Callable[[], openai.AsyncOpenAI]
 
 def default_client_factory(settings: Settings) -> ClientFactory:
     """Builds `AsyncOpenAI` from settings: base URL, key, attempt timeout, no client retries."""
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else DEFAULT_API_KEY
+    key = settings.llm.api_key.get_secret_value() if settings.llm.api_key else DEFAULT_API_KEY
 
     def factory() -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
-            base_url=settings.openai_base_url,
+            base_url=settings.llm.base_url,
             api_key=key,
-            timeout=settings.llm_timeout_seconds,
+            timeout=settings.llm.timeout_seconds,
             max_retries=0,
         )
 
@@ -88,7 +88,7 @@ def default_client_factory(settings: Settings) -> ClientFactory:
 
 def pressure_scope(settings: Settings) -> str:
     """The scope processes share concurrency cuts in: the provider endpoint (host and port)."""
-    parts = urlsplit(settings.openai_base_url or "https://api.openai.com/v1")
+    parts = urlsplit(settings.llm.base_url or "https://api.openai.com/v1")
     return parts.netloc.rsplit("@", 1)[-1] or "openai"
 
 
@@ -114,32 +114,36 @@ class OpenAIService:
         self.flow = flow
         self._cache = cache if cache is not None else build_cache(settings)
         self._front = front_of(self._cache)
-        self._prices = prices or PriceTable.from_settings(settings)
+        self._prices = prices or PriceTable.from_settings(settings.llm)
         self.limiter = limiter if limiter is not None else build_limiter(settings)
-        self.breakers = breakers or Breakers.from_settings(settings)
+        self.breakers = breakers or Breakers.from_settings(settings.llm)
         self.ledger = ledger or Ledger()
         self._clock = clock
         factory = client_factory or default_client_factory(settings)
         self._clients = PerLoop(factory, close=lambda client: client.close())
         scope = pressure_scope(settings)
         self.caller = ProviderCaller(
-            settings,
-            admission=Admission(settings, flow=flow, limiter=self.limiter, prices=self._prices),
+            settings.llm,
+            admission=Admission(settings.llm, flow=flow, limiter=self.limiter, prices=self._prices),
             breakers=self.breakers,
-            policy=retry or RetryPolicy.from_settings(settings),
+            policy=retry or RetryPolicy.from_settings(settings.llm),
             concurrency=concurrency
             or (lambda: AdaptiveConcurrency.from_settings(settings, scope=scope)),
             clock=clock,
         )
-        tolerant = TolerantCache(self._cache, settings.cache_ttl_seconds)
+        tolerant = TolerantCache(self._cache, settings.cache.ttl_seconds)
         self._chat = StructuredChat(
             client=self.client,
             caller=self.caller,
             cache=tolerant,
-            fallback_model=settings.llm_model_fallback or None,
+            fallback_model=settings.llm.model_fallback or None,
         )
         self._embeddings = Embeddings(
-            settings, client=self.client, caller=self.caller, cache=tolerant, prices=self._prices
+            settings.llm,
+            client=self.client,
+            caller=self.caller,
+            cache=tolerant,
+            prices=self._prices,
         )
         self._flights: PerLoop[SingleFlight[str, Served[Any]]] = PerLoop(SingleFlight)
 
@@ -170,7 +174,7 @@ class OpenAIService:
         key: str | None = None,
     ) -> ChatResult[T]:
         started = self._clock()
-        limit = max_tokens or self._settings.llm_max_tokens
+        limit = max_tokens or self._settings.llm.max_tokens
         spec = ChatSpec(messages, response_model, model, prompt_version, limit)
         served = await self._chat.lookup(spec) or await self._produce(spec, key, started)
         enrichment = self._finish("chat", served, prompt_version, key, started)
@@ -193,7 +197,7 @@ class OpenAIService:
         if self._front is None:
             return None
         started = self._clock()
-        limit = max_tokens or self._settings.llm_max_tokens
+        limit = max_tokens or self._settings.llm.max_tokens
         spec = ChatSpec(messages, response_model, model, prompt_version, limit)
         served = self._chat.lookup_now(self._front, spec)
         if served is None:
@@ -324,7 +328,7 @@ class DisabledService:
 def build_service(
     settings: Settings, cache: PromptCache | None = None, *, flow: str = DEFAULT_FLOW
 ) -> LLMService:
-    """`OpenAIService` of `flow` when an endpoint is configured (`settings.llm_enabled`)."""
-    if settings.llm_enabled:
+    """`OpenAIService` of `flow` when an endpoint is configured (`settings.llm.enabled`)."""
+    if settings.llm.enabled:
         return OpenAIService(settings, flow=flow, cache=cache)
     return DisabledService()

@@ -14,8 +14,7 @@ from typing import Any, Generic, Optional, TypeGuard, TypeVar, Union, cast
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
-from operators.config.settings import Settings
-from operators.runtime.async_step import AsyncFailure, map_async
+from operators.runtime.async_step import AsyncFailure, StepParams, map_async
 from operators.runtime.dead_letter import dead_letter_for
 from operators.runtime.shutdown import StopSignal
 from schemas.dead_letter import DeadLetter, FlowName, SourceRef
@@ -38,7 +37,7 @@ def agent_step(
     up: Stream[X],
     agent: Callable[[X], Awaitable[Y]],
     *,
-    settings: Settings,
+    params: StepParams,
     flow: FlowName,
     key: Callable[[Any], Optional[str]],
     source: Callable[[Any], SourceRef],
@@ -56,7 +55,7 @@ def agent_step(
     `stop` makes an EOF it calls a stop a graceful one: calls finish or are kept (`map_async`).
     """
     outcomes = map_async(
-        "call", up, agent, key=lambda item: key(item) or "", settings=settings, ready=ready,
+        "call", up, agent, key=lambda item: key(item) or "", params=params, ready=ready,
         stop=stop,
     )  # fmt: skip
 

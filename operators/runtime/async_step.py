@@ -1,7 +1,7 @@
 """`map_async`: run an async function on every item of a stream without ever blocking the worker.
 
 Each Bytewax worker gets one `AsyncRunner` (an event loop in a daemon thread) and one
-`PendingBound` (`settings.llm_max_pending` unfinished items), created lazily the first time the
+`PendingBound` (`StepParams.max_pending` unfinished items), created lazily the first time the
 worker submits an item and held per worker thread outside any state, so nothing unpicklable
 reaches a snapshot. The runner is closed when its worker thread ends or the process exits.
 The lane state machine is `operators.runtime.inflight.Lane`; `LaneLogic` is its thin Bytewax
@@ -14,6 +14,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Optional, TypeVar
 
@@ -21,7 +22,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
-from operators.config.settings import Settings
+from operators.config.llm import LLMSettings
 from operators.runtime.inflight import AsyncFailure, Lane, PendingBound, lane_for
 from operators.runtime.metrics import PENDING
 from operators.runtime.runner import RUNNER_MARGIN_SECONDS, AsyncRunner, item_bound_seconds
@@ -78,21 +79,41 @@ def _worker() -> _WorkerLocal:
     return found
 
 
-def worker_runner(settings: Settings) -> AsyncRunner:
-    """The calling thread's (worker's) runner for these settings, created on first use."""
+@dataclass(frozen=True)
+class StepParams:
+    """What bounds an async step: its keyed `lanes`, the unfinished items a worker may hold
+    (`max_pending`), how often finished items leave without input (`poll_seconds`) and how long
+    one item may run (`item_bound_seconds`)."""
+
+    lanes: int
+    max_pending: int
+    poll_seconds: float
+    item_bound_seconds: float
+
+    @classmethod
+    def from_settings(cls, llm: LLMSettings) -> StepParams:
+        """The bounds of an agent step calling the LLM layer configured by `llm`."""
+        return cls(
+            lanes=llm.lanes, max_pending=llm.max_pending, poll_seconds=llm.poll_seconds,
+            item_bound_seconds=item_bound_seconds(llm),
+        )  # fmt: skip
+
+
+def worker_runner(bound_seconds: float) -> AsyncRunner:
+    """The calling thread's (worker's) runner bounding each item to `bound_seconds`, created
+    on first use."""
     runners = _worker().runners
-    bound = item_bound_seconds(settings)
-    runner = runners.get(bound)
+    runner = runners.get(bound_seconds)
     if runner is None or runner.closed:
         name = threading.current_thread().name
-        runner = runners[bound] = AsyncRunner.from_settings(settings, name=name)
+        runner = runners[bound_seconds] = AsyncRunner(call_timeout=bound_seconds, name=name)
     return runner
 
 
-def worker_bound(settings: Settings) -> PendingBound:
-    """The calling thread's (worker's) bound on unfinished items, shared by all its lanes."""
+def worker_bound(limit: int) -> PendingBound:
+    """The calling thread's (worker's) bound of `limit` unfinished items, shared by all its
+    lanes."""
     bounds = _worker().bounds
-    limit = settings.llm_max_pending
     if limit not in bounds:
         bounds[limit] = PendingBound(limit)
     return bounds[limit]
@@ -181,7 +202,7 @@ def map_async(
     fn: Callable[[X], Awaitable[Y]],
     *,
     key: Callable[[X], str],
-    settings: Settings,
+    params: StepParams,
     ready: Optional[Callable[[X], Optional[Y]]] = None,
     stop: Optional[StopSignal] = None,
 ) -> Stream[Y | AsyncFailure[X]]:
@@ -191,12 +212,12 @@ def map_async(
 
     Emits: `fn(item)` for every item exactly once, in completion order across keys but never
     before an earlier item with the same `key(item)` (so a session's replies keep message
-    order). An item whose `fn` raised, or ran longer than `item_bound_seconds(settings)`, is
+    order). An item whose `fn` raised, or ran longer than `params.item_bound_seconds`, is
     emitted as `AsyncFailure(item, error_type, error)` instead, so one bad item never stops the
     dataflow. `fn` should turn its expected failures into data itself; `AsyncFailure` is the
     safety net, and flows dead-letter it.
 
-    Keeps: per lane (`key(item)` hashed with CRC-32 mod `settings.llm_lanes`, so lanes spread
+    Keeps: per lane (`key(item)` hashed with CRC-32 mod `params.lanes`, so lanes spread
     over the workers) the items not yet emitted. Its snapshot is those items and their sequence
     numbers (`{"version": 1, "pending": [...]}`), never futures; on resume they are submitted
     again (the LLM layer's cache makes already-answered calls free). A lane with nothing pending
@@ -210,10 +231,10 @@ def map_async(
     rules path): a non-None answer skips the event loop but still leaves in per-key order.
 
     The worker never waits for one call: items start on the worker's `AsyncRunner` at once and
-    finished ones leave on the next batch or poll (`settings.llm_poll_seconds`). Only when
-    `settings.llm_max_pending` items of the worker are unfinished does a batch wait for one.
+    finished ones leave on the next batch or poll (`params.poll_seconds`). Only when
+    `params.max_pending` items of the worker are unfinished does a batch wait for one.
     """
-    bound_seconds = item_bound_seconds(settings)
+    bound_seconds = params.item_bound_seconds
 
     def submit(item: X) -> Future[Y]:
         done: Future[Y] = Future()
@@ -223,7 +244,7 @@ def map_async(
             done.set_exception(exc)
             return done
         if answer is None:
-            return worker_runner(settings).submit(_apply(fn, item))
+            return worker_runner(bound_seconds).submit(_apply(fn, item))
         done.set_result(answer)
         return done
 
@@ -233,12 +254,12 @@ def map_async(
         lane: Lane[X, Y] = Lane(
             submit,
             key,
-            bound=worker_bound(settings),
+            bound=worker_bound(params.max_pending),
             wait_seconds=bound_seconds + RUNNER_MARGIN_SECONDS,
         )
         logic = LaneLogic(
             lane,
-            poll_seconds=settings.llm_poll_seconds,
+            poll_seconds=params.poll_seconds,
             drain_seconds=bound_seconds + RUNNER_MARGIN_SECONDS,
             stop=stop,
         )
@@ -246,5 +267,5 @@ def map_async(
             logic.restore(resume, step=calls)
         return logic
 
-    lanes = op.key_on("lane", up, lambda item: lane_for(key(item), settings.llm_lanes))
+    lanes = op.key_on("lane", up, lambda item: lane_for(key(item), params.lanes))
     return op.key_rm("unlane", op.stateful_batch("calls", lanes, build))

@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Optional
 
-from operators.config.settings import Settings
+from operators.config.process import RecoverySettings
 from operators.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -79,11 +79,9 @@ class RecoveryOptions:
         return self.directory is not None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RecoveryOptions:
+    def from_settings(cls, recovery: RecoverySettings) -> RecoveryOptions:
         return cls(
-            settings.recovery_directory,
-            settings.snapshot_interval_seconds,
-            settings.recovery_backup_interval_seconds,
+            recovery.directory, recovery.snapshot_interval_seconds, recovery.backup_interval_seconds
         )
 
     def with_command_line(self, argv: Sequence[str]) -> RecoveryOptions:
@@ -122,9 +120,11 @@ def bytewax_run_argv() -> Optional[list[str]]:
     return sys.argv[1:]
 
 
-def recovery_options(settings: Settings, argv: Optional[Sequence[str]] = None) -> RecoveryOptions:
+def recovery_options(
+    recovery: RecoverySettings, argv: Optional[Sequence[str]] = None
+) -> RecoveryOptions:
     """The recovery this run uses: the settings, overridden by `argv` (`bytewax.run`'s flags)."""
-    options = RecoveryOptions.from_settings(settings)
+    options = RecoveryOptions.from_settings(recovery)
     return options if argv is None else options.with_command_line(argv)
 
 
@@ -247,7 +247,7 @@ def _declared_count(path: Path) -> int:
 
 
 def check_recovery(
-    settings: Settings, argv: Optional[Sequence[str]] = None
+    recovery: RecoverySettings, argv: Optional[Sequence[str]] = None
 ) -> Optional[RecoveryOptions]:
     """Check the recovery store this run uses, when it uses one; return its options.
 
@@ -255,7 +255,7 @@ def check_recovery(
     `bytewax.run`, e.g. in tests). Raises `RecoveryConfigurationError` for a store that cannot
     be used; logs a warning when the run has more workers than the store has partitions.
     """
-    options = recovery_options(settings, bytewax_run_argv() if argv is None else argv)
+    options = recovery_options(recovery, bytewax_run_argv() if argv is None else argv)
     if not options.enabled or options.directory is None:
         return None
     partitions = partition_count(options.directory)

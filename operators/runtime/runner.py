@@ -20,7 +20,7 @@ import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, Optional, Protocol, TypeVar
 
-from operators.config.settings import Settings
+from operators.config.llm import LLMSettings
 from operators.runtime.per_loop import close_loop_clients
 
 log = logging.getLogger(__name__)
@@ -33,27 +33,27 @@ REPAIR_ATTEMPTS = 1
 """Calls an item may make after its first one (one repair of an unusable answer)."""
 
 
-def call_bound_seconds(settings: Settings) -> float:
+def call_bound_seconds(llm: LLMSettings) -> float:
     """The longest one LLM call may take: every attempt at its worst, plus the waits between.
 
-    Each of the `llm_max_retries + 1` attempts may wait `llm_max_limiter_wait_seconds` twice (a
-    concurrency slot, then the request and token limits) and then run for `llm_timeout_seconds`;
-    between attempts the service waits at most `llm_retry_max_seconds` (its backoff cap, and the
+    Each of the `max_retries + 1` attempts may wait `max_limiter_wait_seconds` twice (a
+    concurrency slot, then the request and token limits) and then run for `timeout_seconds`;
+    between attempts the service waits at most `retry_max_seconds` (its backoff cap, and the
     longest Retry-After it honours).
     """
-    attempt = settings.llm_timeout_seconds + 2 * settings.llm_max_limiter_wait_seconds
-    waits = settings.llm_max_retries * settings.llm_retry_max_seconds
-    return (settings.llm_max_retries + 1) * attempt + waits
+    attempt = llm.timeout_seconds + 2 * llm.max_limiter_wait_seconds
+    waits = llm.max_retries * llm.retry_max_seconds
+    return (llm.max_retries + 1) * attempt + waits
 
 
-def item_bound_seconds(settings: Settings) -> float:
+def item_bound_seconds(llm: LLMSettings) -> float:
     """The safety-net bound of one item of an agent step, counted from the moment it starts.
 
     Its first call and one repair call (`call_bound_seconds` each), the embedding batcher's wait
     and a one-second margin, so the LLM layer's own bounds always fire first.
     """
-    calls = (1 + REPAIR_ATTEMPTS) * call_bound_seconds(settings)
-    return calls + settings.embed_batch_wait_seconds + RUNNER_MARGIN_SECONDS
+    calls = (1 + REPAIR_ATTEMPTS) * call_bound_seconds(llm)
+    return calls + llm.embed_batch_wait_seconds + RUNNER_MARGIN_SECONDS
 
 
 class AsyncRunner:
@@ -80,8 +80,8 @@ class AsyncRunner:
         self._thread.start()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, name: str = "llm") -> AsyncRunner:
-        return cls(call_timeout=item_bound_seconds(settings), name=name)
+    def from_settings(cls, llm: LLMSettings, *, name: str = "llm") -> AsyncRunner:
+        return cls(call_timeout=item_bound_seconds(llm), name=name)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

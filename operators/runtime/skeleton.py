@@ -121,7 +121,7 @@ def build(
     )
     valid = validate(
         "validate", raw, model=spec.input_model, key_field=spec.key_field, flow=spec.name,
-        limits=Limits.from_settings(s),
+        limits=Limits.from_settings(s.io),
     )  # fmt: skip
     own = steps(frame, valid.valid)
     unwritable = io.publish(
@@ -131,6 +131,6 @@ def build(
     dead = op.merge("dead_letters", valid.dead_letters, *own.dead_letters, unwritable)
     io.publish_dead_letters(
         "publish_dead_letters", dead, topic=topics.dead_letters, sink=started.sink,
-        flow_name=spec.name, keep_raw=s.dead_letter_raw or spec.dead_letter_raw,
+        flow_name=spec.name, keep_raw=s.io.dead_letter_raw or spec.dead_letter_raw,
     )  # fmt: skip
     return flow

@@ -17,7 +17,7 @@ from bytewax.dataflow import Stream, operator
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from operators.config.settings import Settings
+from operators.config.io import IOSettings
 from operators.runtime.guard import PASS_THROUGH, describe
 from operators.runtime.records import RawRecord, Valid
 from schemas.common import TimeBounds, utc_now
@@ -43,13 +43,13 @@ class Limits:
     max_ahead: timedelta = timedelta(hours=24)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
+    def from_settings(cls, io: IOSettings) -> Limits:
         return cls(
-            max_bytes=settings.max_record_bytes,
-            max_depth=settings.max_json_depth,
-            earliest=settings.event_time_min,
-            latest=settings.event_time_max,
-            max_ahead=timedelta(hours=settings.max_future_skew_hours),
+            max_bytes=io.max_record_bytes,
+            max_depth=io.max_json_depth,
+            earliest=io.event_time_min,
+            latest=io.event_time_max,
+            max_ahead=timedelta(hours=io.max_future_skew_hours),
         )
 
     def time_bounds(self, now: datetime) -> TimeBounds:

@@ -10,7 +10,7 @@ visible).
 
 The prompt holds only what the answer depends on (action, reasons, notes), never ids or times,
 so identical situations on different shipments share one cache entry. Reasons and notes are user
-text: cleaned, bounded to `settings.llm_max_input_tokens` together and sent as JSON string values
+text: cleaned, bounded to `SURGEFLOW_LLM_MAX_INPUT_TOKENS` together and sent as JSON string values
 of the `user` message (`operators.llm.prompt_text`); the system prompt is fixed text. An answer
 must validate as `NoteAssessment`.
 
@@ -32,7 +32,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from operators.config.settings import Settings
+from operators.config.llm import LLMSettings
 from operators.llm.agent import AgentRunner, ChatAgent, ChatRequest
 from operators.llm.prompt_text import bound_texts, clean_text, user_data
 from operators.llm.reply_policy import check_reply
@@ -46,7 +46,7 @@ PROMPT_VERSION = "shipments-classify-v2"
 RULES_VERSION = "shipments-rules-v1"
 MAX_NOTE_CHARS = 500
 MAX_REASON_CHARS = 300
-DEFAULT_MAX_INPUT_TOKENS = Settings.model_fields["llm_max_input_tokens"].default
+DEFAULT_MAX_INPUT_TOKENS = LLMSettings.model_fields["max_input_tokens"].default
 MAX_DRAFT_CHARS = 1200
 
 
@@ -188,7 +188,7 @@ def needs_llm(d: ShipmentDecision) -> bool:
 
 
 def answer_violations(
-    d: ShipmentDecision, answer: NoteAssessment | ShipmentEnrichment, settings: Settings
+    d: ShipmentDecision, answer: NoteAssessment | ShipmentEnrichment, llm: LLMSettings
 ) -> tuple[PolicyRule, ...]:
     """The policy rules `answer` breaks for `d`: an unsupported category, and the reply policy
     on its draft (the rules message of the action and the notes' category as the rules path)."""
@@ -199,7 +199,7 @@ def answer_violations(
         answer.message_draft,
         templates=[rules_message(d.action, classify_notes(d.notes))],
         instructions=[SYSTEM_PROMPT],
-        link_domains=settings.reply_link_domains,
+        link_domains=llm.reply_link_domains,
     )
     if verdict.violations:
         log.info("decision %s: draft blocked: %s", d.decision_id, "; ".join(verdict.details))
@@ -215,7 +215,7 @@ class ShipmentAgent(ChatAgent[ShipmentDecision, ShipmentDecision, NoteAssessment
     enrichment (outcome `policy_blocked`) when it breaks the policy.
     """
 
-    settings: Settings
+    llm: LLMSettings
     name: ClassVar[str] = "shipments"
     answer_model: ClassVar[type[BaseModel]] = NoteAssessment
 
@@ -232,12 +232,12 @@ class ShipmentAgent(ChatAgent[ShipmentDecision, ShipmentDecision, NoteAssessment
 
     def request(self, item: ShipmentDecision) -> ChatRequest:
         """The prompt holds no ids, so identical situations share one cache entry."""
-        s = self.settings
+        llm = self.llm
         return ChatRequest(
-            messages=build_messages(item, max_input_tokens=s.llm_max_input_tokens),
-            model=s.llm_model_classify,
+            messages=build_messages(item, max_input_tokens=llm.max_input_tokens),
+            model=llm.model_classify,
             prompt_version=PROMPT_VERSION,
-            max_tokens=s.llm_max_tokens,
+            max_tokens=llm.max_tokens,
             key=item.shipment_id,
         )
 
@@ -255,7 +255,7 @@ class ShipmentAgent(ChatAgent[ShipmentDecision, ShipmentDecision, NoteAssessment
         self, item: ShipmentDecision, output: ShipmentDecision
     ) -> tuple[PolicyRule, ...]:
         assert output.enrichment is not None
-        return answer_violations(item, output.enrichment, self.settings)
+        return answer_violations(item, output.enrichment, self.llm)
 
     def blocked(
         self, item: ShipmentDecision, output: ShipmentDecision, violations: tuple[PolicyRule, ...]
@@ -275,7 +275,7 @@ class ShipmentAgent(ChatAgent[ShipmentDecision, ShipmentDecision, NoteAssessment
 
 
 async def enrich_decision(
-    d: ShipmentDecision, *, service: LLMService, settings: Settings
+    d: ShipmentDecision, *, service: LLMService, llm: LLMSettings
 ) -> ShipmentDecision:
     """`d` with its `enrichment` filled by the LLM (source llm or cache) or the rules engine.
 
@@ -283,4 +283,4 @@ async def enrich_decision(
     `NoteAssessment` fall back to the rules; an answer that breaks the reply policy is replaced by
     the rules enrichment (outcome `policy_blocked`). (One decision; a flow runs an `AgentRunner`.)
     """
-    return await AgentRunner(ShipmentAgent(settings), service).answer(d)
+    return await AgentRunner(ShipmentAgent(llm), service).answer(d)

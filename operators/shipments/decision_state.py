@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Optional
 
-from operators.config.settings import Settings
+from operators.config.domains import ShipmentsSettings
 from operators.errors import IncompatibleStateError as IncompatibleStateError
 from operators.runtime.clock import shifted
 from operators.runtime.state import VersionedState
@@ -67,12 +67,12 @@ class WindowParams:
     catch_up_recheck: timedelta = timedelta(seconds=5)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> WindowParams:
+    def from_settings(cls, shipments: ShipmentsSettings) -> WindowParams:
         return cls(
-            window=timedelta(minutes=settings.window_minutes),
-            lateness=timedelta(minutes=settings.allowed_lateness_minutes),
-            stuck_after=timedelta(hours=settings.stuck_after_hours),
-            rules=RuleParams.from_settings(settings),
+            window=timedelta(minutes=shipments.window_minutes),
+            lateness=timedelta(minutes=shipments.allowed_lateness_minutes),
+            stuck_after=timedelta(hours=shipments.stuck_after_hours),
+            rules=RuleParams.from_settings(shipments),
         )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple, Optional
 
-from operators.config.settings import Settings
+from operators.config.domains import ShipmentsSettings
 from operators.shipments.agent import classify_notes
 from operators.shipments.domain import EnrichedEvent
 from schemas.shipments import Action
@@ -79,7 +79,7 @@ class Scan(NamedTuple):
 
 @dataclass(frozen=True)
 class RuleParams:
-    """Thresholds of the rules; the first two come from `Settings`."""
+    """Thresholds of the rules; the first two come from `ShipmentsSettings`."""
 
     sla_warning: timedelta = timedelta(hours=4)
     repeated_delay_count: int = 2
@@ -89,10 +89,10 @@ class RuleParams:
     large_breach: timedelta = timedelta(hours=12)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RuleParams:
+    def from_settings(cls, shipments: ShipmentsSettings) -> RuleParams:
         return cls(
-            sla_warning=timedelta(hours=settings.sla_warning_hours),
-            repeated_delay_count=settings.repeated_delay_count,
+            sla_warning=timedelta(hours=shipments.sla_warning_hours),
+            repeated_delay_count=shipments.repeated_delay_count,
         )
 
 

@@ -19,7 +19,6 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
-from operators.config.settings import Settings
 from operators.runtime.clock import LiveClock, StreamClock, live_clock
 from operators.runtime.dead_letter import dead_letter_for
 from operators.runtime.metrics import LiveKeys, live_keys
@@ -197,10 +196,10 @@ def decision_window(
     step_id: str,
     up: KeyedStream[EnrichedEvent],
     *,
-    settings: Settings,
+    params: WindowParams,
+    topic: str,
     clock: Optional[StreamClock] = None,
     live: Optional[LiveClock] = None,
-    params: Optional[WindowParams] = None,
     stop: Optional[StopSignal] = None,
 ) -> DecisionWindowOut:
     """Decide per shipment over tumbling event-time windows, with a stuck timer.
@@ -230,16 +229,16 @@ def decision_window(
 
     :arg up: Enriched scans keyed by `shipment_id`.
 
-    :arg settings: Window length, lateness, stuck timeout, rule thresholds and the input topic
-        (named by dead letters of a dropped state).
+    :arg params: Window length, lateness, stuck timeout and rule thresholds
+        (`WindowParams.from_settings`).
+
+    :arg topic: The input topic, named by dead letters of a dropped state.
 
     :arg clock: The stream's event clock, shared by the workers of this process; it tells, at
         the end of the input, whether a quiet shipment is stuck. A new one when not given.
 
     :arg live: The live clock (wall time and the catch-up signal); this process's `live_clock()`
         when not given.
-
-    :arg params: Window parameters instead of those of `settings`.
 
     :arg stop: A graceful stop (`operators.runtime.shutdown`): an EOF it calls a stop keeps every
         shipment's windows for the next run instead of closing them as `end_of_input`.
@@ -249,8 +248,7 @@ def decision_window(
     """
     stream_clock = clock if clock is not None else StreamClock()
     live_time = live if live is not None else live_clock()
-    window_params = params if params is not None else WindowParams.from_settings(settings)
-    failures = Failures(step=step_id, topic=settings.topic_shipments_events)
+    failures = Failures(step=step_id, topic=topic)
     flow, _, step = step_id.partition(".")
     live_count = live_keys(flow, step or flow)
 
@@ -262,10 +260,10 @@ def decision_window(
 
     def build(state: Optional[WindowState]) -> DecisionWindowLogic:
         if state is None:
-            windows = ShipmentWindows(window_params)
+            windows = ShipmentWindows(params)
         else:
             now = live_time.read().live
-            windows = ShipmentWindows.from_state(state, window_params, now, step=decide)
+            windows = ShipmentWindows.from_state(state, params, now, step=decide)
             if windows.latest_event_time is not None:
                 stream_clock.observe(windows.latest_event_time)
         return DecisionWindowLogic(

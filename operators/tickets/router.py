@@ -8,7 +8,7 @@ Three methods, tried in this order when an LLM endpoint is configured:
 
 1. embedding: cosine similarity of the message embedding to the embeddings of every intent example
    (`data/intents.json`); a route scores the similarity of its nearest example;
-2. llm: when the embedding decision is less confident than `settings.router_confidence_threshold`,
+2. llm: when the embedding decision is less confident than `SURGEFLOW_ROUTER_CONFIDENCE_THRESHOLD`,
    a structured chat call picks the route;
 3. lexical: a deterministic TF-IDF scorer (cosine to each route's centroid of its examples and
    description; `operators.tickets.lexical`), used when no endpoint is configured and whenever an
@@ -20,12 +20,12 @@ update?") is scored together with the session's last turns, so it stays on its t
 
 The LLM's answer is not taken at face value: the confidence of an LLM route is the model's stated
 confidence capped by the embedding weight of the route it chose, and a choice whose embedding
-weight is below `settings.router_conflict_ratio` times the best route's is flagged
+weight is below `SURGEFLOW_ROUTER_CONFLICT_RATIO` times the best route's is flagged
 (`route_conflict`). The embedding's best route is kept (`scored_route`) so the worker never sets a
 priority above the one that route would get.
 
 Message and history are user text: the texts embedded are bounded to
-`settings.llm_max_input_tokens` each, and the LLM fallback gets them bounded together, as JSON
+`settingllm.max_input_tokens` each, and the LLM fallback gets them bounded together, as JSON
 string values of its `user` message, under a fixed system prompt (`operators.llm.prompt_text`).
 The intent examples are embedded once per model and index, never per message.
 """
@@ -40,7 +40,8 @@ from typing import ClassVar, Optional
 
 from pydantic import BaseModel, Field
 
-from operators.config.settings import Settings
+from operators.config.domains import TicketsSettings
+from operators.config.llm import LLMSettings
 from operators.llm.agent import Agent, AgentRunner, Chat, ChatRequest, Consultation, Embed
 from operators.llm.prompt_text import clean_and_bound, clean_and_bound_all, user_data
 from operators.llm.types import (
@@ -186,7 +187,8 @@ class RouterAgent(Agent[ContextTicket, RoutedTicket]):
     `LLMError` (keeping the enrichments of the calls that did succeed)."""
 
     index: IntentIndex
-    settings: Settings
+    llm: LLMSettings
+    tickets: TicketsSettings
     name: ClassVar[str] = "router"
 
     def needs_call(self, item: ContextTicket) -> bool:
@@ -200,16 +202,16 @@ class RouterAgent(Agent[ContextTicket, RoutedTicket]):
     def consult(
         self, item: ContextTicket, spent: Sequence[Enrichment]
     ) -> Consultation[RoutedTicket]:
-        t, s = item, self.settings
-        examples: HeldExamples = yield ExampleEmbeddings(self.index, s.llm_model_embeddings)
-        message = clean_and_bound(t.text, s.llm_max_input_tokens)
+        t, llm = item, self.llm
+        examples: HeldExamples = yield ExampleEmbeddings(self.index, llm.model_embeddings)
+        message = clean_and_bound(t.text, llm.max_input_tokens)
         earlier = clean_and_bound(
-            context_text(t, self.index.lexical_scores(t.text)), s.llm_max_input_tokens
+            context_text(t, self.index.lexical_scores(t.text)), llm.max_input_tokens
         )
         if not message:
             raise LLMUnavailable("the message has no text to embed")
         texts = [message, earlier] if earlier else [message]
-        embedded: EmbedResult = yield Embed(texts, s.llm_model_embeddings, t.message.session_id)
+        embedded: EmbedResult = yield Embed(texts, llm.model_embeddings, t.message.session_id)
         if len(embedded.vectors) != len(texts):
             raise LLMInvalidOutput(f"{len(embedded.vectors)} embeddings for {len(texts)} texts")
         scores = self.index.embedding_scores(embedded.vectors[0], examples.vectors)
@@ -218,7 +220,7 @@ class RouterAgent(Agent[ContextTicket, RoutedTicket]):
                 scores, self.index.embedding_scores(embedded.vectors[1], examples.vectors)
             )
         route, confidence = decide(scores, EMBEDDING_TEMPERATURE)
-        if confidence >= s.router_confidence_threshold:
+        if confidence >= self.tickets.router_confidence_threshold:
             return RoutedTicket.from_context(
                 t, route=route, route_method="embedding", confidence=confidence,
                 route_enrichments=tuple(spent),
@@ -227,12 +229,12 @@ class RouterAgent(Agent[ContextTicket, RoutedTicket]):
         return self._llm_route(t, answer.value, scores, route, tuple(spent))
 
     def _request(self, t: ContextTicket) -> ChatRequest:
-        s = self.settings
+        llm = self.llm
         return ChatRequest(
-            messages=router_messages(t, self.index, max_input_tokens=s.llm_max_input_tokens),
-            model=s.llm_model_route,
+            messages=router_messages(t, self.index, max_input_tokens=llm.max_input_tokens),
+            model=llm.model_route,
             prompt_version=ROUTER_PROMPT_VERSION,
-            max_tokens=min(s.llm_max_tokens, ROUTER_MAX_TOKENS),
+            max_tokens=min(llm.max_tokens, ROUTER_MAX_TOKENS),
             key=t.message.session_id,
         )
 
@@ -248,7 +250,7 @@ class RouterAgent(Agent[ContextTicket, RoutedTicket]):
         against a clearly better scored route."""
         chosen = choice.route
         weights = route_weights(scores, EMBEDDING_TEMPERATURE)
-        conflict = weights[chosen] < self.settings.router_conflict_ratio * weights[scored]
+        conflict = weights[chosen] < self.tickets.router_conflict_ratio * weights[scored]
         if conflict:
             logger.info(
                 "router LLM chose %s for %s against the embedding scores (%s %.2f, %s %.2f)",
@@ -269,7 +271,12 @@ class RouterAgent(Agent[ContextTicket, RoutedTicket]):
 
 
 async def route_ticket(
-    t: ContextTicket, *, service: LLMService, index: IntentIndex, settings: Settings
+    t: ContextTicket,
+    *,
+    service: LLMService,
+    index: IntentIndex,
+    llm: LLMSettings,
+    tickets: TicketsSettings,
 ) -> RoutedTicket:
     """Choose the route of one message with `RouterAgent` (a flow runs an `AgentRunner`)."""
-    return await AgentRunner(RouterAgent(index, settings), service).answer(t)
+    return await AgentRunner(RouterAgent(index, llm, tickets), service).answer(t)

@@ -22,7 +22,7 @@ from typing import Any, Optional
 from bytewax.dataflow import Stream
 from bytewax.operators import KeyedStream, StatefulLogic
 
-from operators.config.settings import Settings
+from operators.config.domains import TicketsSettings
 from operators.runtime.guard import guarded_stateful
 from operators.runtime.metrics import LiveKeys, live_keys
 from operators.runtime.state import VersionedState
@@ -179,11 +179,26 @@ class SessionsOut:
     dead_letters: Stream[DeadLetter]
 
 
+@dataclass(frozen=True)
+class SessionParams:
+    """Turns of history kept per session and the idle time after which a session expires."""
+
+    max_messages: int
+    ttl: timedelta
+
+    @classmethod
+    def from_settings(cls, tickets: TicketsSettings) -> SessionParams:
+        return cls(
+            max_messages=tickets.session_max_messages,
+            ttl=timedelta(minutes=tickets.session_ttl_minutes),
+        )
+
+
 def session_history(
     step_id: str,
     up: KeyedStream[ParsedTicket],
     *,
-    settings: Settings,
+    params: SessionParams,
     now: Callable[[], datetime] = utc_now,
 ) -> SessionsOut:
     """Attach each session's earlier messages to every new message.
@@ -191,14 +206,14 @@ def session_history(
     Consumes: parsed messages keyed by `session_id`.
 
     Emits: one `ContextTicket` per message, whose `history` holds the session's previous
-    `settings.session_max_messages` turns (oldest first), never the message itself. A message
+    `SURGEFLOW_SESSION_MAX_MESSAGES` turns (oldest first), never the message itself. A message
     whose `message_id` the session still holds (a re-sent duplicate) is not added again: it is
     emitted with `replay=True` and the turns before its first delivery, so the flow can
     dead-letter it or let its deterministic output ids absorb it.
 
     State per session: those turns (message id, cleaned text bounded to `MAX_TURN_CHARS`,
     sent_at) and the wall time of the last message, as a small versioned dict. A session is
-    discarded once `settings.session_ttl_minutes` pass without a message (a timer at the expiry
+    discarded once `SURGEFLOW_SESSION_TTL_MINUTES` pass without a message (a timer at the expiry
     time), so state stays bounded however many sessions the stream opens;
     `surgeflow_live_state_keys{flow,step}` counts the sessions holding state in this process.
 
@@ -207,9 +222,9 @@ def session_history(
     in the dead letter, the session dropped). The stateful step keeps `step_id` and its
     snapshots, so recovery stores of earlier versions resume.
 
+    `params` bound the turns kept and the idle time of a session (`SessionParams.from_settings`);
     `now` is the wall clock (timezone-aware UTC); tests inject their own.
     """
-    ttl = timedelta(minutes=settings.session_ttl_minutes)
     flow = up.stream_id.partition(".")[0]
     live = live_keys(flow, step_id)
 
@@ -217,7 +232,10 @@ def session_history(
 
     def build(resume_state: Optional[SessionState]) -> SessionLogic:
         history = SessionHistory.from_state(
-            resume_state, max_messages=settings.session_max_messages, ttl=ttl, step=stateful_step
+            resume_state,
+            max_messages=params.max_messages,
+            ttl=params.ttl,
+            step=stateful_step,
         )
         return SessionLogic(history, now)  # the guard counts the live sessions
 

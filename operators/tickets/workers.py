@@ -1,13 +1,13 @@
 """The specialised workers of the tickets flow: one per route, each drafting a reply (plain Python).
 
 A worker has its own system prompt, model (from `data/intents.json`, else
-`settings.llm_model_reply`), priority boost and prompt version. `draft_reply` sets the priority by
+`SURGEFLOW_LLM_MODEL_REPLY`), priority boost and prompt version. `draft_reply` sets the priority by
 rules and drafts the reply body with the LLM, or with the worker's deterministic template when no
 endpoint is configured or the call fails. `ReplyAgent` is that step as an agent of
 `operators.llm.agent` (a reply already held in this process is served on the worker thread).
 
 The message and the session's recent turns are user text: they reach the model cleaned, bounded
-to `settings.llm_max_input_tokens` together and as JSON string values of the `user` message
+to `SURGEFLOW_LLM_MAX_INPUT_TOKENS` together and as JSON string values of the `user` message
 (`operators.llm.prompt_text`), never inside the system prompt.
 
 Every drafted reply passes the reply policy (`operators.llm.reply_policy`) before it leaves: links
@@ -31,7 +31,7 @@ from typing import ClassVar, Optional
 
 from pydantic import BaseModel, Field
 
-from operators.config.settings import Settings
+from operators.config.llm import LLMSettings
 from operators.llm.agent import AgentRunner, ChatAgent, ChatRequest
 from operators.llm.prompt_text import clean_and_bound_all, user_data
 from operators.llm.reply_policy import PolicyVerdict, check_reply
@@ -176,11 +176,11 @@ def _priority_level(t: RoutedTicket, boost: int) -> int:
     return min(max(level, 0), len(PRIORITIES) - 1)
 
 
-def _scored_worker(t: RoutedTicket, settings: Settings) -> Worker | None:
+def _scored_worker(t: RoutedTicket, llm: LLMSettings) -> Worker | None:
     """The worker of the embedding's best route when the LLM router chose another one."""
     if t.route_method != "llm" or t.scored_route is None or t.scored_route == t.route:
         return None
-    return build_workers(settings.llm_model_reply)[t.scored_route]
+    return build_workers(llm.model_reply)[t.scored_route]
 
 
 def _order_phrase(order_ids: Sequence[str]) -> str:
@@ -251,32 +251,32 @@ def rules_enrichment(worker: Worker, fallback_reason: FallbackReason | None = No
     )
 
 
-def reply_verdict(t: RoutedTicket, reply: str, settings: Settings) -> PolicyVerdict:
+def reply_verdict(t: RoutedTicket, reply: str, llm: LLMSettings) -> PolicyVerdict:
     """The reply policy's verdict on a drafted `reply` to `t`.
 
     The rules path is the route's template (and, when the LLM router chose the route, the
     template of the embedding's best route too: a commitment is allowed only where both offer
     it); the secret text is the worker's role sentence and the reply rules.
     """
-    workers = build_workers(settings.llm_model_reply)
+    workers = build_workers(llm.model_reply)
     templates = [template_reply(t)]
-    scored = _scored_worker(t, settings)
+    scored = _scored_worker(t, llm)
     if scored is not None:
         templates.append(template_reply(t, route=scored.route))
     return check_reply(
         reply,
         templates=templates,
         instructions=[instructions(workers[t.route])],
-        link_domains=settings.reply_link_domains,
+        link_domains=llm.reply_link_domains,
     )
 
 
 def _drafted(
-    t: RoutedTicket, worker: Worker, reply: str, enrichment: Enrichment, settings: Settings
+    t: RoutedTicket, worker: Worker, reply: str, enrichment: Enrichment, llm: LLMSettings
 ) -> DraftedTicket:
     return DraftedTicket.from_routed(
         t,
-        priority=priority_of(t, worker, _scored_worker(t, settings)),
+        priority=priority_of(t, worker, _scored_worker(t, llm)),
         reply=reply,
         enrichment=enrichment,
         prompt_version=worker.prompt_version,
@@ -288,27 +288,27 @@ class ReplyAgent(ChatAgent[RoutedTicket, DraftedTicket, DraftReply]):
     """The route's worker as an agent (run by `operators.llm.agent.AgentRunner`): it sets the
     priority by rules and drafts the reply with the worker's model, or with its template."""
 
-    settings: Settings
+    llm: LLMSettings
     name: ClassVar[str] = "reply"
     answer_model: ClassVar[type[BaseModel]] = DraftReply
 
     def _worker(self, t: RoutedTicket) -> Worker:
-        return build_workers(self.settings.llm_model_reply)[t.route]
+        return build_workers(self.llm.model_reply)[t.route]
 
     def rules(
         self, item: RoutedTicket, reason: Optional[FallbackReason], spent: Sequence[Enrichment]
     ) -> DraftedTicket:
         worker = self._worker(item)
         enrichment = rules_enrichment(worker, reason)
-        return _drafted(item, worker, template_reply(item), enrichment, self.settings)
+        return _drafted(item, worker, template_reply(item), enrichment, self.llm)
 
     def request(self, item: RoutedTicket) -> ChatRequest:
-        worker, s = self._worker(item), self.settings
+        worker, llm = self._worker(item), self.llm
         return ChatRequest(
-            messages=reply_messages(item, worker, max_input_tokens=s.llm_max_input_tokens),
+            messages=reply_messages(item, worker, max_input_tokens=llm.max_input_tokens),
             model=worker.model,
             prompt_version=worker.prompt_version,
-            max_tokens=s.llm_max_tokens,
+            max_tokens=llm.max_tokens,
             key=item.message.session_id,
         )
 
@@ -317,10 +317,10 @@ class ReplyAgent(ChatAgent[RoutedTicket, DraftedTicket, DraftReply]):
         reply = result.value.reply.strip()
         if not reply:
             raise LLMInvalidOutput("the reply is empty")
-        return _drafted(item, self._worker(item), reply, result.enrichment, self.settings)
+        return _drafted(item, self._worker(item), reply, result.enrichment, self.llm)
 
     def violations(self, item: RoutedTicket, output: DraftedTicket) -> tuple[PolicyRule, ...]:
-        verdict = reply_verdict(item, output.reply, self.settings)
+        verdict = reply_verdict(item, output.reply, self.llm)
         if not verdict.allowed:
             logger.info(
                 "reply to %s replaced by the template: %s",
@@ -341,13 +341,13 @@ class ReplyAgent(ChatAgent[RoutedTicket, DraftedTicket, DraftReply]):
             }
         )
         worker = self._worker(item)
-        return _drafted(item, worker, template_reply(item), enrichment, self.settings)
+        return _drafted(item, worker, template_reply(item), enrichment, self.llm)
 
     def label(self, item: RoutedTicket) -> str:
         return f"message {item.message.message_id}"
 
 
-async def draft_reply(t: RoutedTicket, *, service: LLMService, settings: Settings) -> DraftedTicket:
+async def draft_reply(t: RoutedTicket, *, service: LLMService, llm: LLMSettings) -> DraftedTicket:
     """Let the route's worker set the priority and draft the reply body (one message; a flow
     runs `ReplyAgent` with an `AgentRunner`).
 
@@ -356,4 +356,4 @@ async def draft_reply(t: RoutedTicket, *, service: LLMService, settings: Setting
     does (source `rules`, `fallback_reason` says why). A reply that breaks the reply policy is
     replaced by the template too (source `rules`, outcome `policy_blocked`).
     """
-    return await AgentRunner(ReplyAgent(settings), service).answer(t)
+    return await AgentRunner(ReplyAgent(llm), service).answer(t)

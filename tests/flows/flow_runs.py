@@ -44,9 +44,9 @@ def surge_for(
     """The labelled surge the settings describe (seed, steady events, burst factor)."""
     return partial(
         generator,
-        seed=settings.surge_seed,
-        steady_events=settings.surge_steady_events,
-        burst_factor=settings.surge_burst_factor,
+        seed=settings.surge.seed,
+        steady_events=settings.surge.steady_events,
+        burst_factor=settings.surge.burst_factor,
     )
 
 

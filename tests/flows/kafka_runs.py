@@ -72,7 +72,7 @@ def produce_raw(
 ) -> list[tuple[int, int]]:
     """Produce `(key, value)` pairs as they are (any bytes, tombstones); return (partition,
     offset) of each, in order. Keys are placed like the flows' producer places them."""
-    producer = Producer({**client_config(settings), "partitioner": "murmur2_random"})
+    producer = Producer({**client_config(settings.kafka), "partitioner": "murmur2_random"})
     placed: dict[int, tuple[int, int]] = {}
     errors: list[str] = []
 
@@ -96,11 +96,11 @@ def produce_raw(
 
 def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list[Consumed]:
     """Every record of `topic`, from the beginning to the end of each partition."""
-    admin = AdminClient(client_config(settings))
+    admin = AdminClient(client_config(settings.kafka))
     partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
     consumer = Consumer(
         {
-            **client_config(settings),
+            **client_config(settings.kafka),
             "group.id": f"reader-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,

@@ -119,9 +119,9 @@ class Outputs:
 
     @classmethod
     def read(cls, settings: Settings) -> Outputs:
-        with TopicFollower(settings, [settings.topic_shipments_decisions]) as follower:
+        with TopicFollower(settings, [settings.topics.shipments_decisions]) as follower:
             decisions = by_id(follower.read_to_end(), "decision_id")
-        with TopicFollower(settings, [settings.topic_shipments_dlq]) as follower:
+        with TopicFollower(settings, [settings.topics.shipments_dlq]) as follower:
             dead = by_id(follower.read_to_end(), "dead_letter_id")
         return cls(decisions, dead)
 

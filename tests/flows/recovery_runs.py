@@ -22,9 +22,9 @@ from typing import Any, Optional
 from bytewax.recovery import init_db_dir
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from pydantic import AliasChoices, SecretStr
+from pydantic import SecretStr
 
-from operators.config.settings import Settings
+from operators.config.settings import Settings, flat_names
 from operators.connectors.kafka.config import client_config
 from operators.connectors.kafka.topics import create_topics
 from tests.flows.kafka_runs import Consumed
@@ -41,13 +41,13 @@ Message = tuple[Optional[bytes], Optional[bytes]]
 def settings_env(settings: Settings) -> dict[str, str]:
     """The variables that give a subprocess these settings: every field not at its default."""
     env = {}
-    for name, info in Settings.model_fields.items():
-        value = getattr(settings, name)
+    for group_name, name in flat_names().values():
+        group = getattr(settings, group_name)
+        value = getattr(group, name)
+        info = type(group).model_fields[name]
         if value is None or value == info.get_default(call_default_factory=True):
             continue
-        alias = info.validation_alias
-        variable = alias.choices[0] if isinstance(alias, AliasChoices) else f"SURGEFLOW_{name}"
-        env[str(variable).upper()] = _env_value(value)
+        env[type(group).variables()[name][0]] = _env_value(value)
     return env
 
 
@@ -79,8 +79,8 @@ def with_outputs(settings: Settings, flow: str) -> Settings:
         "tickets": ("topic_tickets_responses", "topic_tickets_dlq"),
     }[flow]
     suffix = uuid.uuid4().hex[:6]
-    fresh = settings.model_copy(update={f: f"{getattr(settings, f)}.{suffix}" for f in fields})
-    create_topics(fresh, [getattr(fresh, f) for f in fields])
+    fresh = settings.replaced(**{f: f"{settings.flat()[f]}.{suffix}" for f in fields})
+    create_topics(fresh, [fresh.flat()[f] for f in fields])
     return fresh
 
 
@@ -190,7 +190,9 @@ class LiveProducer(threading.Thread):
         self, settings: Settings, topic: str, messages: Sequence[Message], rate: float
     ) -> None:
         super().__init__(name="live-producer", daemon=True)
-        self._producer = Producer({**client_config(settings), "partitioner": "murmur2_random"})
+        self._producer = Producer(
+            {**client_config(settings.kafka), "partitioner": "murmur2_random"}
+        )
         self._topic, self._messages, self._rate = topic, list(messages), rate
         self._placed: dict[int, tuple[int, int]] = {}
         self._errors: list[str] = []
@@ -230,10 +232,10 @@ class TopicFollower:
     """Reads topics from the beginning and keeps reading what is added (its own consumer)."""
 
     def __init__(self, settings: Settings, topics: Sequence[str]) -> None:
-        metadata = AdminClient(client_config(settings)).list_topics(timeout=10).topics
+        metadata = AdminClient(client_config(settings.kafka)).list_topics(timeout=10).topics
         self._consumer = Consumer(
             {
-                **client_config(settings),
+                **client_config(settings.kafka),
                 "group.id": f"follower-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,

@@ -51,8 +51,10 @@ class Scanner:
     minus `shift`, and remembers what it produced."""
 
     def __init__(self, settings: Settings) -> None:
-        self._producer = Producer({**client_config(settings), "partitioner": "murmur2_random"})
-        self._topic = settings.topic_shipments_events
+        self._producer = Producer(
+            {**client_config(settings.kafka), "partitioner": "murmur2_random"}
+        )
+        self._topic = settings.topics.shipments_events
         self.shift = timedelta(0)
         self.scans: list[dict] = []
 
@@ -104,7 +106,7 @@ def test_a_backlog_produced_while_the_flow_was_down_is_on_time_after_the_resume(
     store, logs = init_recovery(tmp_path / "recovery", 1), tmp_path / "logs"
     env = flow_env(settings)
     scanner = Scanner(settings)
-    dlq = settings.topic_shipments_dlq
+    dlq = settings.topics.shipments_dlq
 
     with TopicFollower(settings, [dlq]) as follower:
         run = start_flow("shipments", env, logs, recovery=store)
@@ -121,7 +123,7 @@ def test_a_backlog_produced_while_the_flow_was_down_is_on_time_after_the_resume(
     to_end = {**env, "SURGEFLOW_KAFKA_TAIL": "false"}
     wait_all(start_flow("shipments", to_end, logs, recovery=store), timeout=120)
 
-    decisions = by_id(read_topic(settings, settings.topic_shipments_decisions), "decision_id")
+    decisions = by_id(read_topic(settings, settings.topics.shipments_decisions), "decision_id")
     dead = by_id(read_topic(settings, dlq), "dead_letter_id")
     kinds = Counter(copies[0]["error_type"] for copies in dead.values())
     triggers = Counter(copies[0]["trigger"] for copies in decisions.values())

@@ -46,7 +46,7 @@ from tests.support.openai_server import OpenAITestServer, lognormal_latency
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.dataflow]
 
-STOP_BOUND_SECONDS = Settings().shutdown_grace_seconds + HARD_STOP_MARGIN_SECONDS
+STOP_BOUND_SECONDS = Settings().recovery.shutdown_grace_seconds + HARD_STOP_MARGIN_SECONDS
 
 
 def stop_settings(bootstrap: str, redis: str, server: OpenAITestServer, flow: str) -> Settings:

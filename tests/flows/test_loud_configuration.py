@@ -70,16 +70,16 @@ def test_an_unreachable_bootstrap_stops_the_start_within_the_bound_with_one_line
 @pytest.mark.kafka
 def test_a_missing_output_topic_stops_the_start_naming_it(kafka_bootstrap: str) -> None:
     settings = kafka_settings(kafka_bootstrap)
-    create_topics(settings, [settings.topic_tickets_messages, settings.topic_tickets_dlq])
-    produce_raw(settings, settings.topic_tickets_messages, [(b"S-1", b"{}")])
+    create_topics(settings, [settings.topics.tickets_messages, settings.topics.tickets_dlq])
+    produce_raw(settings, settings.topics.tickets_messages, [(b"S-1", b"{}")])
     run = run_flow("tickets", settings)
     assert run.code != 0
     assert run.seconds < 15, run.seconds  # was 31.8 s: a delivery timeout naming no topic
     [error] = [
         line for line in run.lines if line.startswith("operators.runtime.preflight.PreflightError")
     ]
-    assert f"{settings.topic_tickets_responses} (output)" in error
-    assert settings.topic_tickets_dlq not in error
+    assert f"{settings.topics.tickets_responses} (output)" in error
+    assert settings.topics.tickets_dlq not in error
 
 
 @pytest.mark.parametrize("where", ["wrong path", "refused"])

@@ -266,8 +266,8 @@ def unaccounted(
 @given(values=batches(shipment_scan))
 def test_no_scan_stops_the_shipments_flow(values: tuple[bytes, ...]) -> None:
     by_topic, s = run(build_shipments, list(values), "shipments.events")
-    dead = by_topic.get(s.topic_shipments_dlq, [])
-    decisions = by_topic.get(s.topic_shipments_decisions, [])
+    dead = by_topic.get(s.topics.shipments_dlq, [])
+    decisions = by_topic.get(s.topics.shipments_decisions, [])
     assert not [d for d in dead if d["error_type"] == "processing_error"], dead
     assert unaccounted(list(values), "event_id", decisions, lambda d: d["event_ids"], dead) == []
 
@@ -276,8 +276,8 @@ def test_no_scan_stops_the_shipments_flow(values: tuple[bytes, ...]) -> None:
 @given(values=batches(ticket_message))
 def test_no_message_stops_the_tickets_flow(values: tuple[bytes, ...]) -> None:
     by_topic, s = run(build_tickets, list(values), "tickets.messages")
-    dead = by_topic.get(s.topic_tickets_dlq, [])
-    responses = by_topic.get(s.topic_tickets_responses, [])
+    dead = by_topic.get(s.topics.tickets_dlq, [])
+    responses = by_topic.get(s.topics.tickets_responses, [])
     assert not [d for d in dead if d["error_type"] == "processing_error"], dead
     wrong = unaccounted(list(values), "message_id", responses, lambda r: [r["message_id"]], dead)
     assert wrong == []

@@ -98,7 +98,7 @@ def test_poison_scans_are_dead_lettered_and_every_other_key_is_decided(
         poison.append(as_generated(name, scan, key))
     half = len(surge) // 2
     generated = surge[:half] + poison + surge[half:]
-    placed = produce_raw(settings, settings.topic_shipments_events, keyed(generated))
+    placed = produce_raw(settings, settings.topics.shipments_events, keyed(generated))
 
     (process,) = start_flow("shipments", flow_env(settings), tmp_path / "logs")
     code = process.wait(120)
@@ -136,15 +136,15 @@ def test_poison_messages_are_dead_lettered_and_every_other_message_answered(
     ]
     half = len(surge) // 2
     generated = surge[:half] + poison + surge[half:]
-    placed = produce_raw(settings, settings.topic_tickets_messages, keyed(generated))
+    placed = produce_raw(settings, settings.topics.tickets_messages, keyed(generated))
 
     (process,) = start_flow("tickets", flow_env(settings), tmp_path / "logs")
     code = process.wait(120)
     assert code == 0, f"the flow exited with {code}:\n{process.log_tail()}"
 
-    with TopicFollower(settings, [settings.topic_tickets_responses]) as follower:
+    with TopicFollower(settings, [settings.topics.tickets_responses]) as follower:
         responses = by_id(follower.read_to_end(), "response_id")
-    with TopicFollower(settings, [settings.topic_tickets_dlq]) as follower:
+    with TopicFollower(settings, [settings.topics.tickets_dlq]) as follower:
         dead = by_id(follower.read_to_end(), "dead_letter_id")
     assert unanswered_messages(generated, placed, responses, dead) == []
     assert_poison_dead_lettered(generated, placed, dead)

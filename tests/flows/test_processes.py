@@ -45,7 +45,7 @@ def test_two_processes_and_two_workers_write_what_one_process_writes(
 ) -> None:
     settings = with_topics(kafka_settings(kafka_bootstrap), "shipments")
     generated = list(iter_shipment_surge(seed=17, steady_events=100, burst_factor=6))
-    placed = produce_raw(settings, settings.topic_shipments_events, keyed(generated))
+    placed = produce_raw(settings, settings.topics.shipments_events, keyed(generated))
     assert len({partition for partition, _ in placed}) == 4
 
     logs = tmp_path / "logs"

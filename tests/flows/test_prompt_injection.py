@@ -107,11 +107,11 @@ def with_service(settings: Settings, call: Callable[[OpenAIService], Awaitable[X
 
 
 def enrich(settings: Settings, d: ShipmentDecision) -> ShipmentDecision:
-    return with_service(settings, lambda s: enrich_decision(d, service=s, settings=settings))
+    return with_service(settings, lambda s: enrich_decision(d, service=s, llm=settings.llm))
 
 
 def reply(settings: Settings, t: RoutedTicket):
-    return with_service(settings, lambda s: draft_reply(t, service=s, settings=settings))
+    return with_service(settings, lambda s: draft_reply(t, service=s, llm=settings.llm))
 
 
 def chat_requests(server: OpenAITestServer) -> list[LoggedRequest]:
@@ -203,7 +203,7 @@ def test_an_oversize_note_gives_a_prompt_within_the_input_budget(
     notes = [("包裹破损" * 1000)[:4000] for _ in range(17)] + [INJECTION * 20]
     d = decision(notes)  # a valid record of over 200 KB
     size = len(d.model_dump_json().encode())
-    assert 200_000 < size <= Settings().max_record_bytes
+    assert 200_000 < size <= Settings().io.max_record_bytes
     settings = llm_settings(llm_max_input_tokens=400)
     enrich(settings, d)
     (request,) = chat_requests(openai_server)
@@ -223,7 +223,7 @@ def test_an_injected_ticket_reaches_the_worker_model_only_as_user_data(
     drafted = reply(llm_settings(), t)
     assert drafted.enrichment.source == "llm"
     (request,) = chat_requests(openai_server)
-    worker = build_workers(llm_settings().llm_model_reply)["damaged_item"]
+    worker = build_workers(llm_settings().llm.model_reply)["damaged_item"]
     system = request.body["messages"][0]
     assert system == {"role": "system", "content": f"{worker.system_prompt}\n\n{REPLY_RULES}"}
     assert roles_holding(request, "Ignore previous instructions") == ["user"]
@@ -288,7 +288,10 @@ def test_an_injected_ticket_cannot_pick_its_route_through_the_llm_router(
     t = context(TICKET_INJECTION)
     index = IntentIndex.from_file()
     routed_ = with_service(
-        settings, lambda s: route_ticket(t, service=s, index=index, settings=settings)
+        settings,
+        lambda s: route_ticket(
+            t, service=s, index=index, llm=settings.llm, tickets=settings.tickets
+        ),
     )
     assert (routed_.route, routed_.route_method) == (index.lexical(t.text)[0], "lexical")
     request = chat_requests(openai_server)[0]

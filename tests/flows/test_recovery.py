@@ -37,21 +37,21 @@ from tests.flows.recovery_runs import (
 @pytest.mark.parametrize(
     "given",
     [
-        {"recovery_directory": "/tmp/r"},
-        {"recovery_directory": "/tmp/r", "snapshot_interval_seconds": 5},
-        {"snapshot_interval_seconds": 5, "recovery_backup_interval_seconds": 0},
+        {"bytewax_recovery_directory": "/tmp/r"},
+        {"bytewax_recovery_directory": "/tmp/r", "bytewax_snapshot_interval": 5},
+        {"bytewax_snapshot_interval": 5, "bytewax_recovery_backup_interval": 0},
     ],
 )
 def test_recovery_settings_are_all_three_or_none(given: dict) -> None:
     with pytest.raises(ValueError, match="all three of BYTEWAX_RECOVERY_DIRECTORY"):
         embedded_settings(**given)
     full = {
-        "recovery_directory": "/tmp/r",
-        "snapshot_interval_seconds": 5,
-        "recovery_backup_interval_seconds": 0,
+        "bytewax_recovery_directory": "/tmp/r",
+        "bytewax_snapshot_interval": 5,
+        "bytewax_recovery_backup_interval": 0,
     }
-    assert embedded_settings(**full).recovery_directory == Path("/tmp/r")
-    assert embedded_settings().recovery_directory is None
+    assert embedded_settings(**full).recovery.directory == Path("/tmp/r")
+    assert embedded_settings().recovery.directory is None
 
 
 def test_recovery_settings_read_bytewax_variables_in_whole_seconds(
@@ -61,10 +61,8 @@ def test_recovery_settings_read_bytewax_variables_in_whole_seconds(
     monkeypatch.setenv("BYTEWAX_SNAPSHOT_INTERVAL", "30")
     monkeypatch.setenv("BYTEWAX_RECOVERY_BACKUP_INTERVAL", "0")
     settings = Settings(_env_file=None)
-    assert (settings.snapshot_interval_seconds, settings.recovery_backup_interval_seconds) == (
-        30,
-        0,
-    )
+    recovery = settings.recovery
+    assert (recovery.snapshot_interval_seconds, recovery.backup_interval_seconds) == (30, 0)
     monkeypatch.setenv("BYTEWAX_SNAPSHOT_INTERVAL", "1.5")  # `bytewax.run` would refuse it too
     with pytest.raises(ValueError, match="BYTEWAX_SNAPSHOT_INTERVAL"):
         Settings(_env_file=None)
@@ -73,11 +71,11 @@ def test_recovery_settings_read_bytewax_variables_in_whole_seconds(
 def test_a_store_without_partitions_is_refused_naming_the_command(tmp_path: Path) -> None:
     flags = ["flows.shipments", "-r", str(tmp_path / "none"), "-s", "1", "-b", "0"]
     with pytest.raises(RecoveryConfigurationError, match=r"does not exist.*bytewax\.recovery"):
-        check_recovery(embedded_settings(), flags)
+        check_recovery(embedded_settings().recovery, flags)
     (tmp_path / "empty").mkdir()
     flags[2] = str(tmp_path / "empty")
     with pytest.raises(RecoveryConfigurationError) as refused:
-        check_recovery(embedded_settings(), flags)
+        check_recovery(embedded_settings().recovery, flags)
     assert f"python -m bytewax.recovery {tmp_path / 'empty'} N" in str(refused.value)
 
 
@@ -87,10 +85,10 @@ def test_a_store_is_checked_and_mixed_stores_are_refused(
     store = init_recovery(tmp_path / "store", 3)
     flags = ["flows.shipments", "-w", "2", "-a", "h:1;h:2", "-i", "0", "-r", str(store)]
     with caplog.at_level(logging.WARNING, logger="operators.runtime.recovery"):
-        options = check_recovery(embedded_settings(), [*flags, "-s", "5", "-b", "60"])
+        options = check_recovery(embedded_settings().recovery, [*flags, "-s", "5", "-b", "60"])
     assert options is not None and (options.snapshot_interval_seconds, options.workers) == (5, 4)
     assert "4 workers but 3 recovery partitions" in caplog.text
-    assert check_recovery(embedded_settings(), ["flows.shipments"]) is None
+    assert check_recovery(embedded_settings().recovery, ["flows.shipments"]) is None
     other = init_recovery(tmp_path / "other", 2)
     (other / "part-0.sqlite3").rename(store / "part-0.sqlite3")
     with pytest.raises(RecoveryConfigurationError, match="mixes partitions"):
@@ -173,14 +171,14 @@ def test_a_stuck_timer_pending_at_the_kill_fires_after_the_restart(
     env = flow_env(settings)
     now = time.time()
     messages = [(b"S-TIMER", scan("S-TIMER", 1, now - 7200)), (b"S-TIMER", scan("S-TIMER", 2, now))]
-    out_topic = settings.topic_shipments_decisions
+    out_topic = settings.topics.shipments_decisions
 
     def triggers(records: list) -> list[str]:
         return [r.json()["trigger"] for r in records if r.topic == out_topic]
 
     with TopicFollower(settings, [out_topic]) as follower:
         run = start_flow("shipments", env, logs, recovery=store)
-        LiveProducer(settings, settings.topic_shipments_events, messages, rate=100).start()
+        LiveProducer(settings, settings.topics.shipments_events, messages, rate=100).start()
         follower.wait_for(lambda r: "window_closed" in triggers(r), timeout=60, running=run)
         time.sleep(2.5)  # two snapshots at -s 1
         killed_at = time.time()

@@ -50,8 +50,8 @@ def test_a_run_stopped_mid_stream_resumes_with_another_process_count(
         tmp_path / "logs",
         flow_env(settings),
     )
-    producer = LiveProducer(settings, settings.topic_shipments_events, keyed(generated), rate=40.0)
-    out_topic = settings.topic_shipments_decisions
+    producer = LiveProducer(settings, settings.topics.shipments_events, keyed(generated), rate=40.0)
+    out_topic = settings.topics.shipments_decisions
 
     producer.start()
     run = start_flow("shipments", env, logs, processes=before, recovery=store)
@@ -65,9 +65,7 @@ def test_a_run_stopped_mid_stream_resumes_with_another_process_count(
     wait_all(start_flow("shipments", to_end, logs, processes=after, recovery=store), timeout=120)
     resumed = Outputs.read(settings)
 
-    reference_settings = with_outputs(
-        settings.model_copy(update={"kafka_tail": False}), "shipments"
-    )
+    reference_settings = with_outputs(settings.replaced(kafka_tail=False), "shipments")
     wait_all(start_flow("shipments", flow_env(reference_settings), logs), timeout=120)
     reference = Outputs.read(reference_settings)
 

@@ -82,7 +82,7 @@ def test_output_is_keyed_and_partitioned_by_shipment(surge_run) -> None:
         assert record.headers["schema"] == b"ShipmentDecision"
     for record in run.dead_letters:
         letter = DeadLetter.model_validate_json(record.value)
-        assert letter.source.topic == run.settings.topic_shipments_events
+        assert letter.source.topic == run.settings.topics.shipments_events
         assert record.key == (None if letter.key is None else letter.key.encode())
 
 
@@ -116,8 +116,8 @@ def test_output_the_broker_cannot_take_stops_the_flow_loudly(kafka_bootstrap: st
     # preflight off: the start-up check would refuse the missing topic before any output; this
     # is the run-time path (a topic deleted or refusing writes while the flow runs)
     update = {"kafka_delivery_timeout_seconds": 3.0, "preflight": False}
-    settings = settings.model_copy(update=update)
-    create_topics(settings, [settings.topic_shipments_events, settings.topic_shipments_dlq])
+    settings = settings.replaced(**update)
+    create_topics(settings, [settings.topics.shipments_events, settings.topics.shipments_dlq])
     generated = keyed(surge_for(iter_shipment_surge, settings)())
     with pytest.raises(Exception) as caught:  # Bytewax re-raises the sink's error
         run_over_kafka(

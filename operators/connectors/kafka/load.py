@@ -36,7 +36,7 @@ def load_records(
     on_delivered: Optional[Delivered] = None,
 ) -> int:
     """Produce `records` (value and key) to `topic`; returns how many were acknowledged."""
-    producer = DeliveryCheckedProducer.from_settings(settings)
+    producer = DeliveryCheckedProducer.from_settings(settings.kafka)
     out = (OutRecord(topic=topic, key=r.key, value=r.value) for r in records)
     sent = 0
     while chunk := list(itertools.islice(out, CHUNK)):
@@ -48,9 +48,9 @@ def surge_records(settings: Settings, flow: Union[str, AnySpec]) -> Iterator[Raw
     """The surge the settings describe (seed, steady events, burst factor) for `flow` (a spec or
     a registered flow's name)."""
     return flow_spec(flow).surge_records(
-        seed=settings.surge_seed,
-        steady_events=settings.surge_steady_events,
-        burst_factor=settings.surge_burst_factor,
+        seed=settings.surge.seed,
+        steady_events=settings.surge.steady_events,
+        burst_factor=settings.surge.burst_factor,
     )
 
 
@@ -81,7 +81,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--file", type=Path, help="JSON lines to send instead of the surge")
     args = parser.parse_args(argv)
     settings = Settings()
-    if not settings.kafka_enabled:
+    if not settings.kafka.enabled:
         print("KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
         return 2
     spec = flow_spec(args.flow)

@@ -19,7 +19,7 @@ from typing import Any, Optional
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaException, Message, Producer
 
-from operators.config.settings import Settings
+from operators.config.kafka import KafkaSettings
 from operators.connectors.kafka.config import producer_config
 from operators.errors import StopsTheFlow
 from operators.runtime import metrics
@@ -58,11 +58,11 @@ class DeliveryCheckedProducer:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, client_id: str = "surgeflow"
+        cls, kafka: KafkaSettings, *, client_id: str = "surgeflow"
     ) -> DeliveryCheckedProducer:
         """A producer configured by `producer_config`, named `client_id` in the broker's logs."""
-        config = {**producer_config(settings), "client.id": client_id}
-        return cls(config, timeout_seconds=settings.kafka_delivery_timeout_seconds)
+        config = {**producer_config(kafka), "client.id": client_id}
+        return cls(config, timeout_seconds=kafka.delivery_timeout_seconds)
 
     def send(self, records: Iterable[OutRecord], on_delivered: Optional[Delivered] = None) -> int:
         """Produce `records`, flush, and raise `KafkaDeliveryError` unless all were delivered."""
@@ -163,11 +163,11 @@ class KafkaRecordSink(DynamicSink[OutRecord]):
     batch that was not fully acknowledged.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._kafka = kafka
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
         client_id = f"surgeflow-{step_id}-w{worker_index}"
         return _ProducerPartition(
-            DeliveryCheckedProducer.from_settings(self._settings, client_id=client_id)
+            DeliveryCheckedProducer.from_settings(self._kafka, client_id=client_id)
         )

@@ -220,7 +220,7 @@ class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):
         self._clock = clock if clock is not None else live_clock()
         self._topics = list(topics)
         self._start = (
-            OFFSET_BEGINNING if settings.kafka_starting_offset == "beginning" else OFFSET_END
+            OFFSET_BEGINNING if settings.kafka.starting_offset == "beginning" else OFFSET_END
         )
 
     @property
@@ -230,8 +230,8 @@ class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):
 
     def list_parts(self) -> list[str]:
         """`<partition>-<topic>` for every partition of every topic, within the timeout."""
-        admin = AdminClient(client_config(self._settings))
-        timeout = self._settings.kafka_timeout_seconds
+        admin = AdminClient(client_config(self._settings.kafka))
+        timeout = self._settings.kafka.timeout_seconds
         return [
             f"{i}-{topic}" for topic in self._topics for i in partitions_of(admin, topic, timeout)
         ]
@@ -245,16 +245,16 @@ class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):
         if topic not in self._topics:
             raise ValueError(f"cannot resume partition {for_part!r}: not of topics {self._topics}")
         config = {
-            **client_config(self._settings),
+            **client_config(self._settings.kafka),
             "group.id": "BYTEWAX_IGNORED",  # no consumer group: positions live in snapshots
             "enable.auto.commit": "false",
-            "enable.partition.eof": str(not self._settings.kafka_tail),
+            "enable.partition.eof": str(not self._settings.kafka.tail),
             "statistics.interval.ms": 1000,
             "error_cb": count_consumer_error(topic),
         }
         inner = _LagSafePartition(
             step_id, config, topic, int(index), self._start, resume_state,
-            self._settings.batch_size, False,
+            self._settings.io.batch_size, False,
         )  # fmt: skip
-        threshold = self._settings.catch_up_lag_records
+        threshold = self._settings.shipments.catch_up_lag_records
         return _RecordPartition(inner, _CatchUp(self._clock, for_part, inner, threshold))

@@ -62,10 +62,10 @@ def create_topics(
 ) -> list[TopicState]:
     """Create the missing `topics` (default: every flow's); report every topic's partitions."""
     names = list(dict.fromkeys(topics if topics is not None else flow_topics(settings)))
-    count = partitions or settings.topic_partitions
-    admin = admin_factory(client_config(settings))
-    timeout = settings.kafka_timeout_seconds
-    new = [NewTopic(t, count, settings.topic_replication_factor) for t in names]
+    count = partitions or settings.topics.partitions
+    admin = admin_factory(client_config(settings.kafka))
+    timeout = settings.kafka.timeout_seconds
+    new = [NewTopic(t, count, settings.topics.replication_factor) for t in names]
     futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     created = {t for t, future in futures.items() if _created(t, future, timeout)}
     return [
@@ -112,7 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--partitions", type=int, default=None, help="default: settings")
     args = parser.parse_args(argv)
     settings = Settings()
-    if not settings.kafka_enabled:
+    if not settings.kafka.enabled:
         print("KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
         return 2
     topics = flow_topics(settings, args.flow)

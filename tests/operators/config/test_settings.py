@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from operators.config.settings import Settings
+from operators.config.settings import Settings, flat_names
 from operators.connectors import io
 from operators.connectors.kafka.config import producer_config
 from operators.connectors.kafka.sink import KafkaRecordSink
@@ -34,9 +37,9 @@ def test_services_are_read_from_their_conventional_names(env: pytest.MonkeyPatch
     env.setenv("OPENAI_API_KEY", "sk-test")
     env.setenv("SURGEFLOW_KAFKA_CONFIG", '{"ssl.ca.location": "/etc/ca.pem"}')
     settings = Settings()
-    assert settings.kafka_enabled and settings.redis_enabled and settings.llm_enabled
-    assert settings.kafka_config == {"ssl.ca.location": "/etc/ca.pem"}
-    assert producer_config(settings)["bootstrap.servers"] == "k1:9092,k2:9092"
+    assert settings.kafka.enabled and settings.redis.enabled and settings.llm.enabled
+    assert settings.kafka.config == {"ssl.ca.location": "/etc/ca.pem"}
+    assert producer_config(settings.kafka)["bootstrap.servers"] == "k1:9092,k2:9092"
 
 
 def test_secrets_never_show_in_a_printed_settings(env: pytest.MonkeyPatch) -> None:
@@ -71,7 +74,7 @@ def test_sasl_credentials_reach_every_client(env: pytest.MonkeyPatch) -> None:
     env.setenv("SURGEFLOW_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
     env.setenv("SURGEFLOW_KAFKA_SASL_USERNAME", "flows")
     env.setenv("SURGEFLOW_KAFKA_SASL_PASSWORD", "kafka-secret")
-    config = producer_config(Settings())
+    config = producer_config(Settings().kafka)
     assert config["security.protocol"] == "SASL_SSL"
     assert (config["sasl.mechanism"], config["sasl.username"], config["sasl.password"]) == (
         "SCRAM-SHA-512", "flows", "kafka-secret",
@@ -85,14 +88,14 @@ def test_the_event_time_range_is_read_from_the_environment_and_checked(
     env.setenv("SURGEFLOW_EVENT_TIME_MAX", "2030-01-01T00:00:00+02:00")
     env.setenv("SURGEFLOW_MAX_FUTURE_SKEW_HOURS", "2")
     settings = Settings()
-    assert settings.event_time_min == datetime(2020, 1, 1, tzinfo=UTC)
-    assert settings.event_time_max == datetime(2029, 12, 31, 22, tzinfo=UTC)
-    assert settings.max_future_skew_hours == 2
+    assert settings.io.event_time_min == datetime(2020, 1, 1, tzinfo=UTC)
+    assert settings.io.event_time_max == datetime(2029, 12, 31, 22, tzinfo=UTC)
+    assert settings.io.max_future_skew_hours == 2
     env.delenv("SURGEFLOW_EVENT_TIME_MIN")
     env.delenv("SURGEFLOW_EVENT_TIME_MAX")
     defaults = Settings()
-    assert defaults.event_time_min == datetime(2000, 1, 1, tzinfo=UTC)
-    assert defaults.event_time_max == datetime(2100, 1, 1, tzinfo=UTC)
+    assert defaults.io.event_time_min == datetime(2000, 1, 1, tzinfo=UTC)
+    assert defaults.io.event_time_max == datetime(2100, 1, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -112,3 +115,85 @@ def test_the_event_time_range_is_read_from_the_environment_and_checked(
 def test_an_unworkable_time_setting_is_refused(change: dict) -> None:
     with pytest.raises(ValueError):
         Settings(_env_file=None, **change)
+
+
+# --- the README's configuration table is the contract -------------------------------------------
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+SAMPLES = {  # values not derivable from the default alone
+    "SURGEFLOW_KAFKA_CONFIG": '{"linger.ms": "5"}',
+    "SURGEFLOW_LLM_PRICES": '{"gpt-4o-mini": [1.0, 2.0]}',
+    "SURGEFLOW_REPLY_LINK_DOMAINS": '["example.org"]',
+    "SURGEFLOW_EVENT_TIME_MIN": "2001-01-01T00:00:00Z",
+    "SURGEFLOW_EVENT_TIME_MAX": "2099-01-01T00:00:00Z",
+    "SURGEFLOW_DEAD_LETTER_RAW": "none",
+    "SURGEFLOW_INPUT_FILE": "/tmp/in.jsonl",
+    "SURGEFLOW_OUTPUT_DIR": "/tmp/out",
+    "BYTEWAX_RECOVERY_DIRECTORY": "/tmp/recovery",
+    "BYTEWAX_SNAPSHOT_INTERVAL": "7",
+    "BYTEWAX_RECOVERY_BACKUP_INTERVAL": "3",
+}
+
+
+def readme_variables() -> list[str]:
+    """The variables of the README's configuration table, in order."""
+    section = README.read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", section, flags=re.MULTILINE)
+
+
+def documented() -> dict[str, tuple[str, str]]:
+    """Every variable a settings group reads (all its accepted names) → (group, field)."""
+    return {
+        variable: (group, field)
+        for group, field in flat_names().values()
+        for variable in type(getattr(Settings(), group)).variables()[field]
+    }
+
+
+def sample(variable: str, default: Any) -> str:
+    """A valid value of `variable` other than its default."""
+    if variable in SAMPLES:
+        return SAMPLES[variable]
+    if isinstance(default, bool):
+        return "false" if default else "true"
+    if isinstance(default, (int, float)):
+        return str(default + 1 if isinstance(default, int) else round(default + 0.5, 3))
+    if default in ("INFO", "text", "beginning", "PLAINTEXT"):
+        return {"INFO": "DEBUG", "text": "json", "beginning": "end", "PLAINTEXT": "SSL"}[default]
+    return f"custom-{default or variable.lower()}"
+
+
+def test_every_readme_variable_reaches_its_group_and_every_setting_has_a_row(
+    env: pytest.MonkeyPatch,
+) -> None:
+    names = documented()
+    listed = readme_variables()
+    assert len(listed) == len(set(listed)), "a variable has two rows"
+    assert set(listed) <= set(names), f"not read by the settings: {set(listed) - set(names)}"
+    primary = {type(getattr(Settings(), g)).variables()[f][0] for g, f in flat_names().values()}
+    assert primary <= set(listed), f"no README row: {sorted(primary - set(listed))}"
+    defaults = Settings(_env_file=None)
+    for variable in listed:
+        group, field = names[variable]
+        env.setenv(variable, sample(variable, getattr(getattr(defaults, group), field)))
+    given = Settings(_env_file=None)
+    for variable in listed:
+        group, field = names[variable]
+        value, default = (getattr(getattr(s, group), field) for s in (given, defaults))
+        assert value != default, f"{variable} did not reach settings.{group}.{field}"
+
+
+def test_flat_keywords_are_the_variable_names_and_reach_the_same_fields() -> None:
+    settings = Settings(
+        _env_file=None, llm_timeout_seconds=2, redis_url=None, window_minutes=30,
+        bytewax_recovery_directory="/tmp/r", bytewax_snapshot_interval=5,
+        bytewax_recovery_backup_interval=0,
+    )  # fmt: skip
+    assert settings.llm.timeout_seconds == 2 and settings.redis.url is None
+    assert settings.shipments.window_minutes == 30 and settings.recovery.directory == Path("/tmp/r")
+    assert settings.replaced(window_minutes=90).shipments.window_minutes == 90
+    assert settings.flat()["llm_timeout_seconds"] == 2
+    with pytest.raises(TypeError, match="unknown settings llm_timeout"):
+        Settings(llm_timeout=2)
+    with pytest.raises(ValueError, match="llm_timeout_seconds"):
+        Settings(_env_file=None, llm_timeout_seconds=-1)

@@ -22,7 +22,7 @@ def admission(clock: FakeClock, slept: list[float] | None = None, **settings: ob
         clock.advance(seconds)
 
     return Admission(
-        Settings(**settings),  # type: ignore[arg-type]
+        Settings(**settings).llm,
         flow="admission-test",
         limiter=LocalRateLimiter(clock=clock),
         prices=PRICES,

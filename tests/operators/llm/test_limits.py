@@ -452,15 +452,15 @@ def test_provider_and_budget_costs_follow_the_settings() -> None:
         llm_budget_usd_per_minute=0.5,
         llm_rate_burst_seconds=2.0,
     )
-    assert provider_costs(settings, "gpt-4o-mini", 700) == [
+    assert provider_costs(settings.llm, "gpt-4o-mini", 700) == [
         (Rate("rpm:gpt-4o-mini", 500, burst_seconds=2.0), 1.0),
         (Rate("tpm:gpt-4o-mini", 90_000, burst_seconds=2.0), 700.0),
     ]
-    tokens, usd = budget_costs(settings, "shipments", 700, 0.000125)
+    tokens, usd = budget_costs(settings.llm, "shipments", 700, 0.000125)
     assert tokens == (Rate("budget:shipments:tokens", 20_000), 700.0)
     assert usd[0] == Rate("budget:shipments:usd", 500_000) and usd[1] == pytest.approx(125.0)
     off = embedded_settings()
-    assert provider_costs(off, "m", 700) == [] and budget_costs(off, "f", 700, 0.1) == []
+    assert provider_costs(off.llm, "m", 700) == [] and budget_costs(off.llm, "f", 700, 0.1) == []
 
 
 def test_a_short_burst_admits_its_share_then_paces(backend: Backend, ns: str) -> None:

@@ -30,6 +30,6 @@ def test_a_negative_or_non_finite_price_is_refused_at_load(
 
 def test_prices_of_zero_and_above_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SURGEFLOW_LLM_PRICES", '{"local-model": [0, 0], "gpt-4o": [2.5, 10]}')
-    table = PriceTable.from_settings(Settings())
+    table = PriceTable.from_settings(Settings().llm)
     assert table.cost("local-model", 1000, 1000) == 0.0
     assert table.cost("gpt-4o", 1_000_000, 100_000) == pytest.approx(3.5)

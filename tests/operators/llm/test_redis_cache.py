@@ -311,7 +311,7 @@ def test_build_cache_picks_the_backend_from_settings() -> None:
     )
     remote = build_cache(settings)
     assert isinstance(remote, RedisCache) and isinstance(remote.front, InProcessCache)
-    assert remote.front.ttl_seconds == settings.cache_ttl_seconds
+    assert remote.front.ttl_seconds == settings.cache.ttl_seconds
     no_front = build_cache(embedded_settings(redis_url=closed_url(), cache_front_entries=0))
     assert isinstance(no_front, RedisCache) and no_front.front is None
 

@@ -52,7 +52,7 @@ def test_structured_output_usage_and_cost(
         "type": "json_schema",
         "json_schema": {"name": "Verdict", "schema": Verdict.model_json_schema(), "strict": False},
     }
-    assert sent["max_tokens"] == llm_settings().llm_max_tokens
+    assert sent["max_tokens"] == llm_settings().llm.max_tokens
     assert openai_server.requests[0].headers["authorization"] == "Bearer not-needed"
 
 
@@ -138,7 +138,7 @@ def test_rate_limit_with_retry_after_then_success(
 ) -> None:
     openai_server.rate_limit_next(1, retry_after=0.2)
     settings, sleep = llm_settings(), RecordingSleep()
-    service = OpenAIService(settings, retry=RetryPolicy.from_settings(settings, sleep=sleep))
+    service = OpenAIService(settings, retry=RetryPolicy.from_settings(settings.llm, sleep=sleep))
     result = run(service, lambda: classify(service))
     assert sleep.pauses == [0.2], "the retry waited what Retry-After asked"
     assert result.enrichment.source == "llm"
@@ -196,7 +196,7 @@ def test_hung_server_times_out_within_the_bound(
     started = time.perf_counter()
     with pytest.raises(LLMCallError):
         run(service, lambda: classify(service))
-    assert time.perf_counter() - started < call_bound_seconds(settings) + 0.5
+    assert time.perf_counter() - started < call_bound_seconds(settings.llm) + 0.5
     assert openai_server.count(CHAT_PATH) == 2
 
 

@@ -54,7 +54,7 @@ def test_an_endpoint_that_refuses_every_call_opens_the_breaker_once_and_says_so_
     caplog.set_level(logging.DEBUG, logger="operators.llm")
     settings = misconfigured(case, openai_server, llm_settings)
     clock = FakeClock()
-    breakers = Breakers.from_settings(settings, clock=clock)
+    breakers = Breakers.from_settings(settings.llm, clock=clock)
     service = OpenAIService(settings, flow="misconfigured", breakers=breakers)
 
     async def work() -> list[str]:
@@ -78,8 +78,7 @@ def test_an_endpoint_that_refuses_every_call_opens_the_breaker_once_and_says_so_
     assert breakers[MODEL].state is State.OPEN
     assert len(errors) == 1, errors
     assert (
-        f"status {status}" in errors[0]
-        and endpoint_for_log(settings.openai_base_url) in (errors[0])
+        f"status {status}" in errors[0] and endpoint_for_log(settings.llm.base_url) in (errors[0])
     )
     info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert any("half-open" in m for m in info) and any("open again" in m for m in info)

@@ -36,7 +36,7 @@ def test_rate_limit_storm_is_paced_by_retry_after_and_cuts_concurrency(
     openai_server.rate_limit_next(2, retry_after=0.3)
     settings = llm_settings(llm_max_retries=2, llm_retry_max_seconds=1.0, llm_max_concurrency=20)
     sleep = RecordingSleep()
-    retry = RetryPolicy.from_settings(settings, sleep=sleep)
+    retry = RetryPolicy.from_settings(settings.llm, sleep=sleep)
     service = OpenAIService(settings, flow="storm", retry=retry)
     retried = sample("surgeflow_llm_retries_total", operation="chat", reason="rate_limited")
 

@@ -43,7 +43,7 @@ def test_a_hung_endpoint_opens_the_breaker_and_the_limit_recovers_after_it(
         llm_max_limiter_wait_seconds=10.0,
     )
     service = OpenAIService(settings, flow="hung")
-    bound = TIMEOUT + settings.llm_retry_max_seconds + MARGIN
+    bound = TIMEOUT + settings.llm.retry_max_seconds + MARGIN
 
     async def timed(note: str) -> tuple[float, str]:
         started = time.perf_counter()
@@ -65,7 +65,7 @@ def test_a_hung_endpoint_opens_the_breaker_and_the_limit_recovers_after_it(
         seen["cut_to"] = concurrency.limit
 
         openai_server.clear_faults()  # the endpoint answers again
-        await asyncio.sleep(settings.llm_breaker_reset_seconds)
+        await asyncio.sleep(settings.llm.breaker_reset_seconds)
         limits, outcomes = [], []
         deadline = time.monotonic() + 10.0
         n = 0

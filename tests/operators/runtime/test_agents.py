@@ -15,6 +15,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from operators.config.settings import Settings
 from operators.runtime.agents import agent_step
+from operators.runtime.async_step import StepParams
 from schemas.dead_letter import DeadLetter, SourceRef
 
 pytestmark = pytest.mark.dataflow
@@ -37,7 +38,7 @@ def run(items: list[Message], agent: Any) -> tuple[list[Any], list[DeadLetter]]:
     flow = Dataflow("agent_step_test")
     up = op.input("in", flow, TestingSource(items, batch_size=len(items)))
     out = agent_step(
-        "draft_reply", up, agent, settings=SETTINGS, flow="tickets",
+        "draft_reply", up, agent, params=StepParams.from_settings(SETTINGS.llm), flow="tickets",
         key=lambda m: m.session, source=lambda _: SOURCE,
     )  # fmt: skip
     op.output("results", out.results, TestingSink(results))

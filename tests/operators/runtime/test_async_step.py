@@ -21,7 +21,7 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from prometheus_client import REGISTRY
 
 from operators.config.settings import Settings
-from operators.runtime.async_step import AsyncFailure, map_async, worker_runner
+from operators.runtime.async_step import AsyncFailure, StepParams, map_async, worker_runner
 from operators.runtime.runner import AsyncRunner
 
 pytestmark = pytest.mark.dataflow
@@ -33,6 +33,7 @@ SETTINGS = Settings(
     llm_poll_seconds=0.005,
     llm_lanes=4,
 )  # item bound: 2 × 1 s + 0.01 s + 1 s
+STEP = StepParams.from_settings(SETTINGS.llm)
 
 Item = tuple[str, int]
 
@@ -48,7 +49,7 @@ def build(
     up = op.input("in", flow, source)
     if seen is not None:
         up = op.map("seen", up, lambda item: seen.append(item) or item)
-    results = map_async("llm", up, fn, key=key_of, settings=SETTINGS, ready=ready)
+    results = map_async("llm", up, fn, key=key_of, params=STEP, ready=ready)
     op.output("out", results, TestingSink(out))
     return flow
 
@@ -223,7 +224,7 @@ def test_results_leave_while_the_source_is_idle() -> None:
 
 
 def test_an_item_that_outruns_its_bound_fails_with_timeout_error() -> None:
-    settings = SETTINGS.model_copy(update={"llm_timeout_seconds": 0.05})  # item bound ≈ 1.1 s
+    settings = SETTINGS.replaced(llm_timeout_seconds=0.05)  # item bound ≈ 1.1 s
 
     async def hang(item: Item) -> str:
         if item == ("a", 1):
@@ -233,7 +234,11 @@ def test_an_item_that_outruns_its_bound_fails_with_timeout_error() -> None:
     out: list[Any] = []
     flow = Dataflow("map_async_timeout")
     up = op.input("in", flow, TestingSource([("a", 1), ("a", 2), ("b", 1)], batch_size=3))
-    op.output("out", map_async("llm", up, hang, key=key_of, settings=settings), TestingSink(out))
+    op.output(
+        "out",
+        map_async("llm", up, hang, key=key_of, params=StepParams.from_settings(settings.llm)),
+        TestingSink(out),
+    )
     run_main(flow)
     assert out[0] == "b1"
     assert isinstance(out[1], AsyncFailure) and out[1].error_type == "TimeoutError"
@@ -268,10 +273,10 @@ def test_an_item_in_flight_at_an_abort_is_emitted_after_resume(tmp_path: Path) -
 
 
 def test_the_runner_is_per_worker_thread() -> None:
-    here = worker_runner(SETTINGS)
-    assert worker_runner(SETTINGS) is here
+    here = worker_runner(STEP.item_bound_seconds)
+    assert worker_runner(STEP.item_bound_seconds) is here
     other: list[AsyncRunner] = []
-    thread = threading.Thread(target=lambda: other.append(worker_runner(SETTINGS)))
+    thread = threading.Thread(target=lambda: other.append(worker_runner(STEP.item_bound_seconds)))
     thread.start()
     thread.join()
     assert other[0] is not here

@@ -34,19 +34,19 @@ def test_an_unreachable_broker_is_one_fatal_finding_within_the_bound() -> None:
 @pytest.mark.kafka
 def test_missing_output_and_dead_letter_topics_are_named(kafka_bootstrap: str) -> None:
     settings = kafka_settings(kafka_bootstrap)
-    create_topics(settings, [settings.topic_tickets_messages])
+    create_topics(settings, [settings.topics.tickets_messages])
     topics = {
-        settings.topic_tickets_messages: "input",
-        settings.topic_tickets_responses: "output",
-        settings.topic_tickets_dlq: "dead letters",
+        settings.topics.tickets_messages: "input",
+        settings.topics.tickets_responses: "output",
+        settings.topics.tickets_dlq: "dead letters",
     }
-    [finding] = check_kafka(client_config(settings), topics, timeout=3.0)
+    [finding] = check_kafka(client_config(settings.kafka), topics, timeout=3.0)
     assert finding.fatal
-    assert f"{settings.topic_tickets_responses} (output)" in finding.message
-    assert f"{settings.topic_tickets_dlq} (dead letters)" in finding.message
-    assert settings.topic_tickets_messages not in finding.message
+    assert f"{settings.topics.tickets_responses} (output)" in finding.message
+    assert f"{settings.topics.tickets_dlq} (dead letters)" in finding.message
+    assert settings.topics.tickets_messages not in finding.message
     create_topics(settings, list(topics))
-    [found] = check_kafka(client_config(settings), topics, timeout=3.0)
+    [found] = check_kafka(client_config(settings.kafka), topics, timeout=3.0)
     assert found.ok and not found.fatal
 
 

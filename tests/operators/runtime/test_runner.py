@@ -121,17 +121,17 @@ def test_call_bound_covers_every_attempt_its_waits_and_the_longest_pauses() -> N
         llm_retry_max_seconds=1.5,
     )
     pauses = 3 * 1.5  # a Retry-After up to the backoff cap is honoured before every retry
-    assert call_bound_seconds(settings) == pytest.approx(4 * (10.0 + 2 * 2.0) + pauses)
+    assert call_bound_seconds(settings.llm) == pytest.approx(4 * (10.0 + 2 * 2.0) + pauses)
 
 
 def test_item_bound_allows_one_repair_call_and_the_embedding_wait() -> None:
     settings = Settings(llm_timeout_seconds=5.0, llm_max_retries=0, embed_batch_wait_seconds=0.25)
-    call = call_bound_seconds(settings)
-    assert item_bound_seconds(settings) == pytest.approx(2 * call + 0.25 + 1.0)
+    call = call_bound_seconds(settings.llm)
+    assert item_bound_seconds(settings.llm) == pytest.approx(2 * call + 0.25 + 1.0)
 
 
 def test_from_settings_bounds_items_and_sets_no_concurrency_limit() -> None:
     settings = Settings(llm_timeout_seconds=3.0, llm_max_retries=1)
-    with AsyncRunner.from_settings(settings) as runner:
-        assert runner.call_timeout == item_bound_seconds(settings)
+    with AsyncRunner.from_settings(settings.llm) as runner:
+        assert runner.call_timeout == item_bound_seconds(settings.llm)
         assert runner.max_concurrency is None

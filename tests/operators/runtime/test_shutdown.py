@@ -21,9 +21,10 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from operators.config.settings import Settings
-from operators.runtime.async_step import AsyncFailure, map_async
+from operators.runtime.async_step import AsyncFailure, StepParams, map_async
 from operators.runtime.clock import StreamClock
 from operators.runtime.shutdown import HARD_STOP_EXIT_CODE, StopSignal, _Handlers, until_stopped
+from operators.shipments.decision_state import WindowParams
 from operators.shipments.windows import decision_window
 from schemas import ShipmentDecision
 from tests.operators.shipments.test_windows import SCENARIO
@@ -31,6 +32,8 @@ from tests.operators.shipments.test_windows import SCENARIO
 pytestmark = pytest.mark.dataflow
 
 SETTINGS = Settings(llm_timeout_seconds=1.0, llm_max_retries=0, llm_poll_seconds=0.005)
+STEP = StepParams.from_settings(SETTINGS.llm)
+WINDOWS = WindowParams.from_settings(Settings().shipments)
 
 
 class Ticks:
@@ -144,7 +147,7 @@ def async_flow(
     flow = Dataflow("stop_async")
     items = op.input("in", flow, until_stopped(source, stop))
     op.inspect("stop_at_3", items, stop_at(stop, lambda item: item[1] == 3))
-    done = map_async("llm", items, fn, key=lambda item: item[0], settings=SETTINGS, stop=stop)
+    done = map_async("llm", items, fn, key=lambda item: item[0], params=STEP, stop=stop)
     op.output("out", done, TestingSink(out))
     return flow
 
@@ -204,7 +207,9 @@ def window_flow(
     events = op.input("in", flow, until_stopped(source, stop))
     op.inspect("stop_at", events, stop_at(stop, lambda e: e.event.event_id == stop_event))
     keyed = op.key_on("key", events, lambda enriched: enriched.event.shipment_id)
-    windows = decision_window("decide", keyed, settings=Settings(), clock=StreamClock(), stop=stop)
+    windows = decision_window(
+        "decide", keyed, params=WINDOWS, topic="shipments.events", clock=StreamClock(), stop=stop
+    )
     op.output("decisions", windows.decisions, TestingSink(out))
     return flow
 

@@ -180,7 +180,7 @@ def test_the_range_is_settable() -> None:
             event_time_min="2026-01-01T00:00:00Z",
             event_time_max="2027-01-01T00:00:00Z",
             max_future_skew_hours=1,
-        )
+        ).io
     )
     assert isinstance(parse_at(with_(), limits=limits), Valid)
     early = parse_at(with_(shipped_at="2025-12-31T23:00:00Z"), limits=limits)

@@ -135,7 +135,7 @@ def test_clean_text_is_reexported_and_bounds_and_collapses() -> None:
 
 def test_disabled_service_gives_rules(llm_settings: Callable[..., Settings]) -> None:
     out = asyncio.run(
-        enrich_decision(decision(), service=DisabledService(), settings=llm_settings())
+        enrich_decision(decision(), service=DisabledService(), llm=llm_settings().llm)
     )
     e = out.enrichment
     assert e is not None
@@ -149,7 +149,7 @@ def test_ok_without_notes_makes_no_call(
 ) -> None:
     service = OpenAIService(llm_settings())
     d = decision(action="ok", notes=[], reasons=["on schedule"])
-    out = asyncio.run(enrich_decision(d, service=service, settings=llm_settings()))
+    out = asyncio.run(enrich_decision(d, service=service, llm=llm_settings().llm))
     assert out.enrichment is not None and out.enrichment.source == "rules"
     assert out.enrichment.category == "none"
     assert openai_server.count() == 0
@@ -162,9 +162,9 @@ def test_llm_then_cache_for_the_same_situation(
     service = OpenAIService(settings)
 
     async def both() -> tuple[ShipmentDecision, ShipmentDecision]:
-        first = await enrich_decision(decision(), service=service, settings=settings)
+        first = await enrich_decision(decision(), service=service, llm=settings.llm)
         other = decision(decision_id="D-2", shipment_id="SHP-2")
-        second = await enrich_decision(other, service=service, settings=settings)
+        second = await enrich_decision(other, service=service, llm=settings.llm)
         await service.aclose()
         return first, second
 
@@ -172,7 +172,7 @@ def test_llm_then_cache_for_the_same_situation(
     assert first.enrichment is not None and second.enrichment is not None
     assert first.enrichment.source == "llm" and first.enrichment.category == "damaged"
     assert first.enrichment.prompt_version == PROMPT_VERSION
-    assert first.enrichment.model == settings.llm_model_classify
+    assert first.enrichment.model == settings.llm.model_classify
     assert first.enrichment.tokens_in > 0 and first.enrichment.cost_usd > 0
     assert second.enrichment.source == "cache" and second.enrichment.cost_usd == 0.0
     assert second.enrichment.message_draft == first.enrichment.message_draft
@@ -202,7 +202,7 @@ def test_provider_failure_falls_back_to_rules(
 
     async def once() -> ShipmentDecision:
         try:
-            return await enrich_decision(decision(), service=service, settings=settings)
+            return await enrich_decision(decision(), service=service, llm=settings.llm)
         finally:
             await service.aclose()
 
@@ -234,7 +234,7 @@ def test_an_answer_must_fit_the_notes_and_pass_the_reply_policy(
     category: ExceptionCategory, draft: str, violations: tuple[str, ...]
 ) -> None:
     answer = NoteAssessment(category=category, message_draft=draft)
-    assert answer_violations(decision(), answer, Settings()) == violations
+    assert answer_violations(decision(), answer, Settings().llm) == violations
 
 
 def test_an_answer_held_in_process_is_served_on_the_worker_thread(
@@ -244,7 +244,7 @@ def test_an_answer_held_in_process_is_served_on_the_worker_thread(
     the same situation on another shipment is served without the event loop or a request."""
     settings = llm_settings()
     service = OpenAIService(settings)
-    agent = AgentRunner(ShipmentAgent(settings), service)
+    agent = AgentRunner(ShipmentAgent(settings.llm), service)
     assert agent.answer_now(decision()) is None
     assert openai_server.count() == 0
 

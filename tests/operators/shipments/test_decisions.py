@@ -25,7 +25,9 @@ from schemas import ShipmentEvent, SourceRef, deterministic_id
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 WALL0 = datetime(2030, 1, 1, tzinfo=UTC)
 SHIPPED = T0 - timedelta(hours=1)
-PARAMS = WindowParams.from_settings(Settings())  # 60 min windows, 15 min lateness, stuck 6 h
+PARAMS = WindowParams.from_settings(
+    Settings().shipments
+)  # 60 min windows, 15 min lateness, stuck 6 h
 
 
 def event(
@@ -262,7 +264,7 @@ def test_decision_takes_facts_from_the_latest_event_and_keeps_notes() -> None:
 
 
 def test_windows_align_to_the_utc_epoch() -> None:
-    params = WindowParams.from_settings(Settings(window_minutes=90))
+    params = WindowParams.from_settings(Settings(window_minutes=90).shipments)
     windows = ShipmentWindows(params)
     windows.on_event(event("E1", 10), wall(0))
     (decision,) = windows.on_eof(wall(1), None).decisions
@@ -310,7 +312,7 @@ def test_restore_refuses_another_state_version() -> None:
 
 def test_restore_refuses_another_window_length() -> None:
     state = ShipmentWindows(PARAMS).to_state(live(0))
-    other = WindowParams.from_settings(Settings(window_minutes=30))
+    other = WindowParams.from_settings(Settings(window_minutes=30).shipments)
     with pytest.raises(IncompatibleStateError, match="cannot change length"):
         ShipmentWindows.from_state(state, other, live(0))
 
@@ -390,7 +392,7 @@ def test_scans_at_the_ends_of_the_datetime_range_are_decided_without_overflow(
 ) -> None:
     """Window ends, deadlines and stuck times past the year 9999 (or before the year 1) hold at
     the end of the range instead of raising `OverflowError`."""
-    params = WindowParams.from_settings(Settings(window_minutes=window_minutes))
+    params = WindowParams.from_settings(Settings(window_minutes=window_minutes).shipments)
     latest, earliest = ShipmentWindows(params), ShipmentWindows(params)
     assert latest.on_event(scan_at("X1", LAST_MINUTE), wall(0)).decisions == []
     assert earliest.on_event(scan_at("Y1", FIRST_MINUTE), wall(0)).decisions == []

@@ -219,6 +219,8 @@ def test_reasons_are_bounded() -> None:
 
 
 def test_params_from_settings() -> None:
-    params = RuleParams.from_settings(Settings(sla_warning_hours=2, repeated_delay_count=3))
+    params = RuleParams.from_settings(
+        Settings(sla_warning_hours=2, repeated_delay_count=3).shipments
+    )
     assert params.sla_warning == timedelta(hours=2)
     assert params.repeated_delay_count == 3

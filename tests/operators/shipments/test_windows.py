@@ -34,6 +34,14 @@ T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 SHIPPED = T0 - timedelta(hours=1)
 
 
+def window_options(settings: Settings) -> dict[str, Any]:
+    """`decision_window`'s parameters as the shipments flow builds them from `settings`."""
+    return {
+        "params": WindowParams.from_settings(settings.shipments),
+        "topic": settings.topics.shipments_events,
+    }
+
+
 def event(
     shipment_id: str,
     event_id: str,
@@ -127,7 +135,7 @@ def build_flow(
     events = op.input("in", flow, source)
     keyed = op.key_on("key", events, lambda enriched: enriched.event.shipment_id)
     out = decision_window(
-        "decide", keyed, settings=settings, clock=StreamClock(), live=LiveClock()
+        "decide", keyed, **window_options(settings), clock=StreamClock(), live=LiveClock()
     )  # a live clock of its own: no catch-up reported by another test's source
     op.output("decisions", out.decisions, TestingSink(decisions))
     op.output("late", out.late, TestingSink(late))
@@ -299,7 +307,7 @@ def test_live_keys_go_back_to_zero_as_windows_close_and_shipments_finish() -> No
     flow = Dataflow("live_keys_test")
     keyed = op.key_on("key", op.map("clock", op.input("in", flow, source), follow), _shipment)
     live = LiveClock(now=lambda: clock["now"])
-    out = decision_window("decide", keyed, settings=Settings(), live=live)
+    out = decision_window("decide", keyed, **window_options(Settings()), live=live)
     counted = op.inspect(
         "count", out.decisions, lambda *_: seen.append(live_state_keys("live_keys_test", "decide"))
     )
@@ -418,7 +426,7 @@ def test_a_failing_deadline_asks_for_a_timer_now_that_drops_the_state() -> None:
     live = LiveClock(now=lambda: wall_now["t"])
     failures = Failures(step="shipments.decision_window", topic="shipments.events")
     logic = DecisionWindowLogic(
-        _DeadlineFails(WindowParams.from_settings(Settings())),
+        _DeadlineFails(WindowParams.from_settings(Settings().shipments)),
         clock=live,
         stream_clock=StreamClock(),
         failures=failures,

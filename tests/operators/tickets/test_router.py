@@ -160,7 +160,9 @@ def index() -> IntentIndex:
 
 
 def route(t: ContextTicket, service: FakeLLMService, index: IntentIndex, settings=SETTINGS):
-    return asyncio.run(route_ticket(t, service=service, index=index, settings=settings))
+    return asyncio.run(
+        route_ticket(t, service=service, index=index, llm=settings.llm, tickets=settings.tickets)
+    )
 
 
 def test_intents_file_has_one_entry_per_route_with_enough_varied_examples() -> None:
@@ -225,7 +227,7 @@ def test_embedding_route_above_threshold(index: IntentIndex) -> None:
     service = FakeLLMService()
     routed = route(ticket("my password reset email never arrives"), service, index)
     assert (routed.route, routed.route_method) == ("account_access", "embedding")
-    assert routed.confidence >= SETTINGS.router_confidence_threshold
+    assert routed.confidence >= SETTINGS.tickets.router_confidence_threshold
     assert service.chats == []
     # the examples (fetched once) and the message were embedded, both accounted
     assert len(service.embedded) == 2 and len(routed.route_enrichments) == 2
@@ -280,7 +282,10 @@ def test_concurrent_first_tickets_share_one_fetch_of_the_example_embeddings() ->
 
     async def route_all() -> list:
         jobs = (
-            route_ticket(ticket(t), service=service, index=fresh, settings=SETTINGS) for t in texts
+            route_ticket(
+                ticket(t), service=service, index=fresh, llm=SETTINGS.llm, tickets=SETTINGS.tickets
+            )
+            for t in texts
         )
         return await asyncio.gather(*jobs)
 
@@ -332,7 +337,7 @@ def test_embedded_texts_are_cleaned_and_bounded(index: IntentIndex) -> None:
 def _embedding_weights(text: str, index: IntentIndex) -> dict:
     """The embedding weights the router sees for `text` (from a service that never chats)."""
     service = FakeLLMService()
-    examples, _ = asyncio.run(index.example_embeddings(service, SETTINGS.llm_model_embeddings))
+    examples, _ = asyncio.run(index.example_embeddings(service, SETTINGS.llm.model_embeddings))
     vector = bag_of_words(text, service.dims)
     return route_weights(index.embedding_scores(vector, examples), EMBEDDING_TEMPERATURE)
 
@@ -393,7 +398,7 @@ def test_a_route_held_in_process_is_served_on_the_worker_thread(
     without the event loop or a request."""
     settings = llm_settings(router_confidence_threshold=threshold)
     service, fresh = OpenAIService(settings), IntentIndex.from_file()
-    router = AgentRunner(RouterAgent(fresh, settings), service)
+    router = AgentRunner(RouterAgent(fresh, settings.llm, settings.tickets), service)
     t = ticket("I was charged twice for one order", history=["hello"])
     assert router.answer_now(t) is None and openai_server.count() == 0
 
@@ -422,13 +427,17 @@ def test_a_route_only_partly_held_is_left_to_the_event_loop_and_accounted_once(
 
     async def first_call() -> RoutedTicket:
         try:
-            return await AgentRunner(RouterAgent(fresh, settings), service).answer(t)
+            return await AgentRunner(
+                RouterAgent(fresh, settings.llm, settings.tickets), service
+            ).answer(t)
         finally:
             await service.aclose()
 
     asyncio.run(first_call())
     before = service.ledger.totals_for("S-1")
     # the embeddings are held, the chat of another model is not
-    other = RouterAgent(fresh, settings.model_copy(update={"llm_model_route": "other-model"}))
+    other = RouterAgent(
+        fresh, settings.llm.model_copy(update={"model_route": "other-model"}), settings.tickets
+    )
     assert AgentRunner(other, service).answer_now(t) is None
     assert service.ledger.totals_for("S-1") == before

@@ -17,6 +17,7 @@ from operators.tickets.sessions import (
     STATE_VERSION,
     SessionHistory,
     SessionLogic,
+    SessionParams,
     session_history,
 )
 from schemas import Entities, SourceRef, TicketMessage
@@ -24,6 +25,8 @@ from schemas.dead_letter import DeadLetter
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)  # in the past: Bytewax timers fire at once
 TTL = timedelta(minutes=30)
+
+PARAMS = SessionParams.from_settings(Settings().tickets)
 
 
 def parsed(session: str, n: int, at: datetime) -> ParsedTicket:
@@ -177,7 +180,7 @@ def test_operator_emits_history_and_discards_expired_sessions(
     contexts = session_history(
         "session_history",
         keyed,
-        settings=Settings(session_max_messages=2),
+        params=SessionParams.from_settings(Settings(session_max_messages=2).tickets),
         now=lambda: clock["now"],
     )
     op.output("out", op.key_rm("unkey", contexts.contexts), TestingSink(out))
@@ -214,7 +217,7 @@ def test_live_sessions_go_back_down_as_sessions_expire() -> None:
     flow = Dataflow("live_sessions_test")
     ticks = op.map("clock", op.input("in", flow, TestingSource(items)), advance_clock)
     keyed = op.key_on("key", ticks, lambda t: t.message.session_id)
-    contexts = session_history("history", keyed, settings=Settings(), now=lambda: clock["now"])
+    contexts = session_history("history", keyed, params=PARAMS, now=lambda: clock["now"])
     counted = op.inspect(
         "count",
         contexts.contexts,
@@ -244,7 +247,7 @@ def test_a_message_the_step_raises_on_is_dead_lettered_and_its_session_goes_on()
     keyed = op.key_on(
         "key", op.input("in", flow, TestingSource(items)), lambda t: t.message.session_id
     )
-    sessions = session_history("session_history", keyed, settings=Settings(), now=wall)
+    sessions = session_history("session_history", keyed, params=PARAMS, now=wall)
     op.output("out", op.key_rm("unkey", sessions.contexts), TestingSink(out))
     op.output("dead", sessions.dead_letters, TestingSink(dead))
     run_main(flow)

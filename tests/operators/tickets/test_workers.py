@@ -108,7 +108,7 @@ def routed(
 
 
 def draft(t: RoutedTicket, service: FakeLLMService, settings: Settings = SETTINGS):
-    return asyncio.run(draft_reply(t, service=service, settings=settings))
+    return asyncio.run(draft_reply(t, service=service, llm=settings.llm))
 
 
 def test_one_worker_per_route_with_its_model_prompt_and_version() -> None:
@@ -179,7 +179,7 @@ def test_llm_reply_uses_the_workers_prompt_model_and_version() -> None:
     call = service.chats[0]
     assert call["response_model"] is DraftReply
     assert call["prompt_version"] == PROMPT_VERSIONS["damaged_item"]
-    assert call["max_tokens"] == SETTINGS.llm_max_tokens
+    assert call["max_tokens"] == SETTINGS.llm.max_tokens
     system, user = call["messages"]
     assert system["content"].startswith(build_workers("reply-model")["damaged_item"].system_prompt)
     assert json.loads(user["content"])["message"] == "The lamp arrived broken"
@@ -291,7 +291,7 @@ def test_a_reply_held_in_process_is_served_on_the_worker_thread(
     request, and passes the reply policy like any answer."""
     settings = llm_settings()
     service = OpenAIService(settings)
-    worker = AgentRunner(ReplyAgent(settings), service)
+    worker = AgentRunner(ReplyAgent(settings.llm), service)
     t = routed("damaged_item", "My lamp arrived broken, what now?")
     assert worker.answer_now(t) is None and openai_server.count() == 0
 

@@ -15,6 +15,7 @@ from bytewax.testing import TestingSink, run_main
 from operators.connectors.kafka.source import KafkaRecordSource
 from operators.runtime.clock import LiveClock
 from operators.runtime.validate import validate
+from operators.shipments.decision_state import WindowParams
 from operators.shipments.domain import EnrichedEvent
 from operators.shipments.enrich import enrich_with_carrier_and_hub
 from operators.shipments.reference import ShipmentReference
@@ -34,7 +35,7 @@ def test_a_partition_far_behind_its_end_pauses_the_live_clock_until_it_catches_u
     0 never reports a catch-up."""
     settings = kafka_settings(kafka_bootstrap, batch_size=10, catch_up_lag_records=threshold)
     with_topics(settings, "shipments")
-    topic = settings.topic_shipments_events
+    topic = settings.topics.shipments_events
     ((partition, _), *_) = produce_raw(settings, topic, [(b"S-1", b"{}")] * 100)
     walls = {"now": datetime(2030, 1, 1, tzinfo=UTC)}
     clock = LiveClock(now=lambda: walls["now"])
@@ -88,7 +89,7 @@ def test_a_slow_catch_up_closes_windows_on_event_time_only(
         allowed_lateness_minutes=0,
     )
     with_topics(settings, "shipments")
-    topic = settings.topic_shipments_events
+    topic = settings.topics.shipments_events
     boundary = (datetime.now(UTC) - timedelta(minutes=10)).replace(second=0, microsecond=0)
     first = boundary - timedelta(seconds=1)
     scans = [
@@ -108,7 +109,10 @@ def test_a_slow_catch_up_closes_windows_on_event_time_only(
     )
     slow = op.map("slow", enriched.enriched, _slowly)
     keyed = op.key_on("key", slow, lambda e: e.event.shipment_id)
-    windows = decision_window("decide", keyed, settings=settings, live=live)
+    windows = decision_window(
+        "decide", keyed, params=WindowParams.from_settings(settings.shipments),
+        topic=settings.topics.shipments_events, live=live,
+    )  # fmt: skip
     decisions: list = []
     late: list = []
     op.output("decisions", windows.decisions, TestingSink(decisions))

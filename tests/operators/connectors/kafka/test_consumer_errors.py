@@ -40,7 +40,7 @@ def test_a_broker_outage_is_counted_and_the_lag_never_goes_negative(capfd, caplo
     caplog.set_level(logging.INFO, logger="operators.connectors.kafka")
     with KafkaBroker() as broker:
         settings = kafka_settings(broker.bootstrap_servers, kafka_tail=True)
-        topic = settings.topic_shipments_events
+        topic = settings.topics.shipments_events
         create_topics(settings, [topic], partitions=1)
         produce_raw(settings, topic, [(b"SHP-1", b"%d" % i) for i in range(20)])
         part = KafkaRecordSource(settings, [topic]).build_part(STEP, f"0-{topic}", None)

@@ -20,7 +20,7 @@ SAMPLES = Path(__file__).resolve().parents[4] / "data" / "samples"
 
 def test_the_surge_lands_keyed_by_shipment(kafka_bootstrap: str) -> None:
     settings = kafka_settings(kafka_bootstrap, surge_steady_events=30)
-    topic = settings.topic_shipments_events
+    topic = settings.topics.shipments_events
     create_topics(settings, [topic])
     expected = list(surge_records(settings, "shipments"))
     assert load_records(settings, topic, iter(expected)) == len(expected)
@@ -32,7 +32,7 @@ def test_the_surge_lands_keyed_by_shipment(kafka_bootstrap: str) -> None:
 
 def test_a_file_lands_line_by_line_through_the_command(kafka_bootstrap: str, tmp_path) -> None:
     settings = kafka_settings(kafka_bootstrap)
-    topic = settings.topic_tickets_messages
+    topic = settings.topics.tickets_messages
     create_topics(settings, [topic])
     lines = SAMPLES / "tickets.sample.jsonl"
     env = {

@@ -55,27 +55,27 @@ def test_murmur2_matches_kafkas_own_test_vectors() -> None:
 
 def test_every_record_is_acknowledged_keyed_and_placed_like_java(kafka_bootstrap: str) -> None:
     settings = with_topics(kafka_settings(kafka_bootstrap), "tickets")
-    topic = settings.topic_tickets_responses
+    topic = settings.topics.tickets_responses
     keys = [f"S-{i}" for i in range(200)]
     acknowledged: list[tuple[str, int]] = []
-    producer = DeliveryCheckedProducer.from_settings(settings)
+    producer = DeliveryCheckedProducer.from_settings(settings.kafka)
     records = [OutRecord(topic=topic, key=k, value=b'{"n": 1}') for k in keys]
     sent = producer.send(records, lambda r, msg: acknowledged.append((r.key, msg.partition())))
     assert sent == 200 and len(acknowledged) == 200
     back = read_topic(settings, topic)
     assert sorted(r.key.decode() for r in back) == sorted(keys)
     for record in back:
-        assert record.partition == java_partition(record.key.decode(), settings.topic_partitions)
-    assert len({r.partition for r in back}) == settings.topic_partitions
+        assert record.partition == java_partition(record.key.decode(), settings.topics.partitions)
+    assert len({r.partition for r in back}) == settings.topics.partitions
 
 
 def test_headers_carry_content_type_and_schema_version(kafka_bootstrap: str) -> None:
     from schemas import TicketMessage
 
     settings = with_topics(kafka_settings(kafka_bootstrap), "tickets")
-    topic = settings.topic_tickets_messages
+    topic = settings.topics.tickets_messages
     model = TicketMessage.model_validate(TICKET)
-    DeliveryCheckedProducer.from_settings(settings).send([to_out_record(topic, "S-1", model)])
+    DeliveryCheckedProducer.from_settings(settings.kafka).send([to_out_record(topic, "S-1", model)])
     (record,) = read_topic(settings, topic)
     assert record.headers["content-type"] == b"application/json"
     assert record.headers["schema-version"] == str(SCHEMA_VERSION).encode()
@@ -85,11 +85,11 @@ def test_headers_carry_content_type_and_schema_version(kafka_bootstrap: str) -> 
 
 def test_a_record_the_broker_refuses_raises(kafka_bootstrap: str) -> None:
     settings = kafka_settings(kafka_bootstrap, kafka_delivery_timeout_seconds=10.0)
-    topic = settings.topic_shipments_decisions
-    admin = AdminClient(client_config(settings))
+    topic = settings.topics.shipments_decisions
+    admin = AdminClient(client_config(settings.kafka))
     small = NewTopic(topic, 1, 1, config={"max.message.bytes": "2048"})
     admin.create_topics([small])[topic].result(10)
-    producer = DeliveryCheckedProducer.from_settings(settings)
+    producer = DeliveryCheckedProducer.from_settings(settings.kafka)
     fine = OutRecord(topic=topic, key="SHP-1", value=b"{}")
     noise = base64.b64encode(os.urandom(8000))  # lz4 cannot shrink it under 2 KiB
     too_big = OutRecord(topic=topic, key="SHP-2", value=b'"' + noise + b'"')
@@ -103,13 +103,13 @@ def test_a_record_the_broker_refuses_raises(kafka_bootstrap: str) -> None:
 
 def test_an_unknown_topic_raises_within_the_delivery_bound(kafka_bootstrap: str) -> None:
     settings = kafka_settings(kafka_bootstrap, kafka_delivery_timeout_seconds=3.0)
-    producer = DeliveryCheckedProducer.from_settings(settings)
-    record = OutRecord(topic=settings.topic_tickets_dlq, key="S-1", value=b"{}")
+    producer = DeliveryCheckedProducer.from_settings(settings.kafka)
+    record = OutRecord(topic=settings.topics.tickets_dlq, key="S-1", value=b"{}")
     with pytest.raises(KafkaDeliveryError, match="not delivered"):
         producer.send([record])
 
 
 def test_the_producer_is_idempotent_and_waits_for_all_replicas(kafka_bootstrap: str) -> None:
-    config = producer_config(kafka_settings(kafka_bootstrap, kafka_config={"acks": "1"}))
+    config = producer_config(kafka_settings(kafka_bootstrap, kafka_config={"acks": "1"}).kafka)
     assert config["enable.idempotence"] is True and config["acks"] == "all"
     assert config["partitioner"] == "murmur2_random"

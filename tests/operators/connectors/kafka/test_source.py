@@ -86,6 +86,6 @@ def test_an_error_of_no_record_is_counted_not_dead_lettered(caplog) -> None:
 @pytest.mark.kafka
 def test_a_missing_topic_fails_clearly_at_start(kafka_bootstrap: str) -> None:
     settings = kafka_settings(kafka_bootstrap, kafka_timeout_seconds=1.0)
-    source = KafkaRecordSource(settings, [settings.topic_shipments_events])
+    source = KafkaRecordSource(settings, [settings.topics.shipments_events])
     with pytest.raises(TopicNotFound, match=r"operators\.connectors\.kafka\.topics"):
         source.list_parts()

@@ -27,7 +27,7 @@ def test_flow_topics_name_input_output_and_dead_letters(kafka_bootstrap: str) ->
     assert flow_topics(settings, "all") == flow_topics(settings, "shipments") + flow_topics(
         settings, "tickets"
     )
-    assert flow_topics(settings, "tickets")[2] == settings.topic_tickets_dlq
+    assert flow_topics(settings, "tickets")[2] == settings.topics.tickets_dlq
 
 
 def test_the_command_creates_a_flows_topics(kafka_bootstrap: str) -> None:
@@ -35,9 +35,9 @@ def test_the_command_creates_a_flows_topics(kafka_bootstrap: str) -> None:
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "SURGEFLOW_TOPIC_TICKETS_MESSAGES": settings.topic_tickets_messages,
-        "SURGEFLOW_TOPIC_TICKETS_RESPONSES": settings.topic_tickets_responses,
-        "SURGEFLOW_TOPIC_TICKETS_DLQ": settings.topic_tickets_dlq,
+        "SURGEFLOW_TOPIC_TICKETS_MESSAGES": settings.topics.tickets_messages,
+        "SURGEFLOW_TOPIC_TICKETS_RESPONSES": settings.topics.tickets_responses,
+        "SURGEFLOW_TOPIC_TICKETS_DLQ": settings.topics.tickets_dlq,
         "SURGEFLOW_TOPIC_PARTITIONS": "2",
     }
     command = [sys.executable, "-m", "operators.connectors.kafka.topics", "--flow", "tickets"]

@@ -1,0 +1,146 @@
+"""LLM settings: the endpoint, models, limits, breaker, budgets, concurrency, embeddings, prices
+and the reply policy's link allow-list (`SURGEFLOW_LLM_*`, `OPENAI_*`, `SURGEFLOW_EMBED_*`,
+`SURGEFLOW_REPLY_LINK_DOMAINS`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any, Optional
+
+from pydantic import Field, SecretStr, StringConstraints
+from pydantic_settings import SettingsConfigDict
+
+from operators.config.group import SettingsGroup, conventional
+from operators.config.redact import redacted_url
+
+_DOMAIN_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+LinkDomain = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, min_length=3, max_length=253,
+        pattern=rf"^(\*\.)?{_DOMAIN_LABEL}(\.{_DOMAIN_LABEL})+$",
+    ),
+]  # fmt: skip
+"""A domain name for the reply policy's link allow-list (`*.` prefix allowed, same meaning)."""
+
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    # USD per 1M tokens: (input, output)
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "text-embedding-3-small": (0.02, 0.0),
+    "text-embedding-3-large": (0.13, 0.0),
+}
+
+Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+"""USD per 1M tokens: finite and not negative (a negative price would make a call earn money)."""
+
+
+class LLMSettings(SettingsGroup):
+    """The OpenAI-compatible endpoint and everything that bounds the calls made to it."""
+
+    model_config = SettingsConfigDict(env_prefix="SURGEFLOW_LLM_")
+
+    # --- endpoint (unset = the rules engine) ---
+    api_key: Optional[SecretStr] = Field(
+        default=None, validation_alias=conventional("OPENAI_API_KEY")
+    )
+    base_url: Optional[str] = Field(default=None, validation_alias=conventional("OPENAI_BASE_URL"))
+
+    # --- models and prices ---
+    model_classify: str = "gpt-4o-mini"
+    model_route: str = "gpt-4o-mini"
+    model_reply: str = "gpt-4o-mini"
+    model_embeddings: str = "text-embedding-3-small"
+    model_fallback: Optional[str] = Field(
+        default="gpt-4.1-nano",
+        description="cheaper chat model used when the budget cannot pay the configured one; "
+        "empty = go straight to the rules engine",
+    )
+    prices: dict[str, tuple[Price, Price]] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES),
+        description="USD per 1M tokens (input, output) by model; each >= 0",
+    )
+
+    # --- one call ---
+    timeout_seconds: float = Field(default=20.0, gt=0, le=600)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    retry_initial_seconds: float = Field(default=0.5, ge=0, le=60)
+    retry_max_seconds: float = Field(default=8.0, ge=0, le=600)
+    max_tokens: int = Field(default=300, ge=16, le=16_384)
+    max_input_tokens: int = Field(
+        default=1000, ge=16, le=100_000, description="bound on user text in one prompt"
+    )
+
+    # --- concurrency (per worker) ---
+    max_concurrency: int = Field(default=16, ge=1, le=1024)
+    min_concurrency: int = Field(default=1, ge=1, le=1024)
+    max_pending: int = Field(
+        default=512, ge=1, le=1_000_000,
+        description="calls queued or in flight per worker before the worker waits for one to "
+        "end; keep below concurrency x max limiter wait / mean latency, or queued calls outwait "
+        "the limiter wait and go to the rules engine",
+    )  # fmt: skip
+    lanes: int = Field(
+        default=64, ge=1, le=65_536, description="keyed lanes of each async agent step"
+    )
+    poll_seconds: float = Field(
+        default=0.02, gt=0, le=5, description="how often finished calls are emitted without input"
+    )
+
+    # --- shared limits, breaker, budgets ---
+    requests_per_minute: int = Field(
+        default=0, ge=0, description="per model, shared by every process through Redis; 0 = none"
+    )
+    tokens_per_minute: int = Field(
+        default=0, ge=0, description="per model, prompt + max_tokens reserved; 0 = none"
+    )
+    rate_burst_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="requests/tokens per minute admitted in one burst"
+    )
+    max_limiter_wait_seconds: float = Field(
+        default=30.0, ge=0, le=600, description="longest wait for the rate limits before fallback"
+    )
+    breaker_failures: int = Field(
+        default=5, ge=1, le=10_000, description="consecutive failed calls that open the breaker"
+    )
+    breaker_reset_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="time open before one probe call is let through"
+    )
+    budget_tokens_per_minute: int = Field(
+        default=0, ge=0, description="per flow, reserved before each call; 0 = none"
+    )
+    budget_usd_per_minute: float = Field(
+        default=0.0, ge=0, description="per flow, reserved before each call; 0 = none"
+    )
+
+    # --- embeddings ---
+    embed_batch_size: int = Field(
+        default=256, ge=1, le=2048, validation_alias="SURGEFLOW_EMBED_BATCH_SIZE"
+    )
+    embed_batch_wait_seconds: float = Field(
+        default=0.01, ge=0, le=5, validation_alias="SURGEFLOW_EMBED_BATCH_WAIT_SECONDS"
+    )
+
+    # --- reply policy (drafted replies and messages) ---
+    reply_link_domains: Optional[list[LinkDomain]] = Field(
+        default=None,
+        max_length=1000,
+        validation_alias="SURGEFLOW_REPLY_LINK_DOMAINS",
+        description="domains (with their subdomains) a drafted reply or message may link to, "
+        "as JSON; unset = the list in data/reply_policy.json",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """An OpenAI-compatible endpoint is configured (base URL or API key)."""
+        return bool(self.base_url or self.api_key)
+
+    def __repr_args__(self) -> Iterator[tuple[Optional[str], Any]]:
+        """Fields as pydantic shows them, with the credentials of the base URL masked."""
+        for name, value in super().__repr_args__():
+            if name == "base_url" and value is not None:
+                yield name, redacted_url(value)
+            else:
+                yield name, value
