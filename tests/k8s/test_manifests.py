@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 from cloudcoil.models.prometheus_operator import v1 as prometheus_v1
 from kubernetes_validate.utils import latest_version
 
@@ -307,3 +308,15 @@ def test_network_policy_ports(rendered: list[dict[str, Any]]) -> None:
     assert monitor["podMetricsEndpoints"] == [
         {"port": "api", "path": "/metrics", "interval": "30s"}
     ]
+
+
+def test_every_prometheus_operator_object_in_k8s_is_valid() -> None:
+    """The PodMonitor of the base, and the PrometheusRule of k8s/monitoring (applied once per
+    namespace, not through the overlays: two overlays would make two copies of every alert)."""
+    found = []
+    for path in sorted(K8S.rglob("*.yaml")):
+        for obj in yaml.safe_load_all(path.read_text()):
+            if isinstance(obj, dict) and obj.get("kind") in CRD_MODELS:
+                validate(obj)
+                found.append(obj["kind"])
+    assert "PodMonitor" in found
