@@ -1,4 +1,4 @@
-"""The pod environment runs: the rendered StatefulSet of the shipments overlay, started on this
+"""The pod environment runs: the rendered StatefulSet of each overlay, started on this
 machine the way its pods start, against the real broker.
 
 Each "pod" gets the container's own command and env (ConfigMap included), `BYTEWAX_POD_NAME =
@@ -12,6 +12,7 @@ new input with nothing lost. So a manifest naming a wrong variable, path, port o
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -22,11 +23,13 @@ from typing import Any
 
 import pytest
 
+from operators.config.settings import Settings
 from operators.shipments.surge import iter_shipment_surge
-from tests.flows.kafka_runs import kafka_settings, keyed, produce_raw, with_topics
-from tests.flows.recovery_checks import Outputs, unaccounted_inputs
-from tests.flows.recovery_runs import FlowProcess, flow_env, free_ports, wait_all
-from tests.k8s.manifests import K8S, ROOT, container, env_values, one, render
+from operators.tickets.surge import iter_ticket_surge
+from tests.flows.kafka_runs import io_topics, kafka_settings, keyed, produce_raw, with_topics
+from tests.flows.recovery_checks import by_id, unaccounted_inputs
+from tests.flows.recovery_runs import FlowProcess, TopicFollower, flow_env, free_ports, wait_all
+from tests.k8s.manifests import FLOWS, K8S, ROOT, container, env_values, one, render
 
 pytestmark = [pytest.mark.kafka, pytest.mark.dataflow]
 
@@ -120,33 +123,55 @@ def start_pods(
     return started
 
 
+def outputs(settings: Settings, flow: str) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+    """The flow's outputs and dead letters, each grouped by id."""
+    topics = settings.topics
+    out_topic, id_field, dlq = {
+        "shipments": (topics.shipments_decisions, "decision_id", topics.shipments_dlq),
+        "tickets": (topics.tickets_responses, "response_id", topics.tickets_dlq),
+    }[flow]
+    with TopicFollower(settings, [out_topic]) as follower:
+        out = by_id(follower.read_to_end(), id_field)
+    with TopicFollower(settings, [dlq]) as follower:
+        dead = by_id(follower.read_to_end(), "dead_letter_id")
+    return out, dead
+
+
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("flow", FLOWS)
 def test_the_pods_form_a_cluster_decide_and_resume_with_another_size(
-    kafka_bootstrap: str, tmp_path: Path
+    flow: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    rendered = render(K8S / "overlays" / "shipments")
+    rendered = render(K8S / "overlays" / flow)
     replicas = one(rendered, "StatefulSet")["spec"]["replicas"]
     assert replicas == 2
-    settings = with_topics(kafka_settings(kafka_bootstrap, kafka_tail=False), "shipments")
+    settings = with_topics(kafka_settings(kafka_bootstrap, kafka_tail=False), flow)
     base_env = {**flow_env(settings), "SURGEFLOW_KAFKA_TAIL": "false"}
-    generated = list(iter_shipment_surge(seed=31, steady_events=40, burst_factor=3))
+    surge = iter_shipment_surge if flow == "shipments" else iter_ticket_surge
+    generated = list(surge(seed=31, steady_events=40, burst_factor=3))
     half = len(generated) // 2
-    topic = settings.topics.shipments_events
+    topic = io_topics(settings, flow)[0]
     volumes = tmp_path / "volumes"  # the claim and the emptyDirs, shared by the two starts
 
     placed = produce_raw(settings, topic, keyed(generated[:half]))
     wait_all(start_pods(rendered, base_env, volumes, tmp_path / "logs"), timeout=120)
-    first = Outputs.read(settings)
+    first, first_dead = outputs(settings, flow)
+    assert first, "the cluster decided nothing"
     # bytewax wrote its dataflow.json on the API cache volume (read-only root filesystem)
     assert (volumes / "api-cache" / "dataflow.json").exists()
-    assert first.decisions, "the cluster decided nothing"
 
     placed += produce_raw(settings, topic, keyed(generated[half:]))
     resized = with_replicas(rendered, 1)
     wait_all(start_pods(resized, base_env, volumes, tmp_path / "logs"), timeout=120)
-    both = Outputs.read(settings)
-    assert unaccounted_inputs(generated, placed, both.decisions, both.dead) == []
-    # resumed, not restarted: the second start did not decide the first half again
-    assert len(both.decisions) > len(first.decisions)
-    again = [i for i, copies in both.decisions.items() if i in first.decisions and len(copies) > 1]
-    assert len(again) < len(first.decisions)
+    both, dead = outputs(settings, flow)
+    if flow == "shipments":
+        assert unaccounted_inputs(generated, placed, both, dead) == []
+    else:  # one response per message (a duplicate message is answered once)
+        messages = {json.loads(g.record.value or b"")["message_id"] for g in generated}
+        answered = {copies[0]["message_id"] for copies in both.values()}
+        assert (answered, dead) == (messages, {})
+        assert not first_dead
+    # resumed, not restarted: the second start did not answer the first half again
+    assert len(both) > len(first)
+    again = [i for i, copies in both.items() if i in first and len(copies) > 1]
+    assert len(again) < len(first)
