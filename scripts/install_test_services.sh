@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite runs for real, one line of output per service:
 #   - redis-server from Debian (apt-get) when it is not on PATH;
-#   - the Kafka broker jars from Maven Central (scripts/kafka_broker.py fetch, cached in .cache/kafka).
+#   - the Kafka broker jars from Maven Central (scripts/kafka_broker.py fetch, cached in .cache/kafka);
+#   - kustomize (tests/k8s render k8s/): `kubectl kustomize` when kubectl is on PATH, else a
+#     kustomize built with Go from the module proxy into .cache/bin (about a minute, once).
 # Usage: bash scripts/install_test_services.sh [PYTHON]   (default python3; Java 17+ and Maven needed)
 # Cheap when everything is present: no apt-get and no mvn run.
 set -euo pipefail
@@ -42,5 +44,23 @@ fetch_kafka() {
     echo "kafka broker jars: $libs"
 }
 
+# v5.5.0 is the kustomize of kubectl 1.32 and builds with the Go of Debian 12 backports and later.
+kustomize_version=v5.5.0
+
+install_kustomize() {
+    local cached="$here/../.cache/bin/kustomize"
+    if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
+        echo "kustomize: kubectl kustomize ($(command -v kubectl))"
+        return
+    fi
+    if [ ! -x "$cached" ]; then
+        mkdir -p "$(dirname "$cached")"
+        GOBIN=$(cd "$(dirname "$cached")" && pwd) GOFLAGS=-mod=mod \
+            go install "sigs.k8s.io/kustomize/kustomize/v5@$kustomize_version" >/dev/null
+    fi
+    echo "kustomize: $(cd "$(dirname "$cached")" && pwd)/kustomize ($kustomize_version)"
+}
+
 install_redis
 fetch_kafka
+install_kustomize
