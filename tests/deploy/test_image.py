@@ -261,7 +261,7 @@ def test_waxctl_deploy_runs_the_flow_file_alone(image: Image, name: str) -> None
     recovery_env = {
         "BYTEWAX_RECOVERY_DIRECTORY": str(recovery),
         "BYTEWAX_SNAPSHOT_INTERVAL": "30",
-        "BYTEWAX_RECOVERY_BACKUP_INTERVAL": "0",
+        "BYTEWAX_RECOVERY_BACKUP_INTERVAL": "30",  # the chart's defaults
     }
 
     def chart(script: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -283,6 +283,8 @@ def test_waxctl_deploy_runs_the_flow_file_alone(image: Image, name: str) -> None
 
     done = chart(
         "entrypoint.sh",
+        RUST_LOG="librdkafka=debug,rdkafka::client=debug",
+        RUST_BACKTRACE="full",
         PYTHONUNBUFFERED="1",
         BYTEWAX_PYTHON_FILE_PATH=str(flow_dir / f"{name}.py"),
         BYTEWAX_WORKDIR=str(flow_dir),
@@ -293,6 +295,8 @@ def test_waxctl_deploy_runs_the_flow_file_alone(image: Image, name: str) -> None
         BYTEWAX_HOSTFILE_PATH=str(etc / "hostfile.txt"),
         BYTEWAX_STATEFULSET_NAME=name,
         BYTEWAX_DATAFLOW_API_PORT=str(_free_port()),
+        BYTEWAX_DATAFLOW_API_CACHE_PATH=str(pod / "api-cache"),
+        BYTEWAX_OTLP_URL="http://shipments-opentelemetry-collector:4317",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     main = _records(done.stdout, name)
