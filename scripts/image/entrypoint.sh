@@ -13,8 +13,10 @@ fi
 status=0
 python -m bytewax.run "$BYTEWAX_PYTHON_FILE_PATH" || status=$?
 echo "process ended with status $status; kept alive (BYTEWAX_KEEP_CONTAINER_ALIVE=true)" >&2
-trap 'exit "$status"' TERM INT
+sleeper=
+trap 'kill $sleeper 2>/dev/null; exit "$status"' TERM INT
 while :; do
     sleep 3600 &
-    wait $! || true
+    sleeper=$!
+    wait $sleeper || true
 done

@@ -21,10 +21,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,3 +309,47 @@ def test_waxctl_deploy_runs_the_flow_file_alone(image: Image, name: str) -> None
     with closing(sqlite3.connect(recovery / "part-0.sqlite3")) as store:
         ((snapshots,),) = store.execute("SELECT count(*) FROM snaps").fetchall()
     assert snapshots > 0
+
+
+def test_keep_alive_holds_the_container_after_the_flow_ends_and_keeps_its_status(
+    image: Image,
+) -> None:
+    """`BYTEWAX_KEEP_CONTAINER_ALIVE=true` (`waxctl --keep-alive`): the script outlives the flow
+    (here one whose file is missing) and exits with the flow's status on SIGTERM."""
+    workdir = image.work / "keep-alive"
+    workdir.mkdir()
+    shutil.copy2(ROOT / "scripts" / "image" / "entrypoint.sh", workdir / "entrypoint.sh")
+    env = image.env(
+        BYTEWAX_KEEP_CONTAINER_ALIVE="true",
+        BYTEWAX_WORKDIR=str(workdir),
+        BYTEWAX_PYTHON_FILE_PATH=str(workdir / "missing.py"),
+    )
+    process = subprocess.Popen(
+        ["sh", "./entrypoint.sh"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        lines = []
+        for line in process.stderr:
+            lines.append(line)
+            if "kept alive" in line:
+                break
+        assert "process ended with status 1" in lines[-1], "".join(lines)
+        assert process.poll() is None
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert children  # the sleep it waits on
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 1
+        deadline = time.monotonic() + 5
+        while any(Path(f"/proc/{child}").exists() for child in children):
+            assert time.monotonic() < deadline, f"left running: {children}"
+            time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
