@@ -21,7 +21,12 @@ COPY flows ./flows
 RUN pip wheel --wheel-dir /wheels --only-binary :all: .
 
 # Final stage: a venv in /venv from those wheels (no compiler, no network, no wheels left).
+# /bin/sh is bash: the chart's command `sh -c "sh ./entrypoint.sh"` runs as PID 1, and dash
+# would stay there, where SIGTERM without a handler is dropped; bash execs it, so SIGTERM from
+# Kubernetes reaches the flow (graceful stop, final snapshot).
 FROM ${PYTHON_IMAGE}
+# hadolint ignore=DL4005
+RUN ln -sf bash /bin/sh
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     --mount=type=bind,source=scripts/image/install.sh,target=/tmp/install.sh \
     sh /tmp/install.sh /wheels /venv \

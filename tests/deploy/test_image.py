@@ -118,7 +118,8 @@ def test_the_final_stage_runs_the_flows_as_uid_65532_without_build_tools() -> No
     assert json.loads(final.one("ENTRYPOINT")) == ["python", "-m", "bytewax.run"]
     assert json.loads(final.one("CMD")) == ["flows.shipments"]
     assert final.one("WORKDIR") == "/bytewax"
-    run = final.one("RUN")
+    shell, run = final.all("RUN")
+    assert shell == "ln -sf bash /bin/sh"  # see test_sigterm_from_kubernetes_reaches_the_flow
     assert "source=scripts/image/install.sh,target=/tmp/install.sh" in run
     assert "from=build,source=/wheels,target=/wheels" in run
     assert "sh /tmp/install.sh /wheels /venv" in run
@@ -349,6 +350,39 @@ def test_keep_alive_holds_the_container_after_the_flow_ends_and_keeps_its_status
         while any(Path(f"/proc/{child}").exists() for child in children):
             assert time.monotonic() < deadline, f"left running: {children}"
             time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_sigterm_from_kubernetes_reaches_the_flow(image: Image) -> None:
+    """The chart's container command, `sh -c "sh ./entrypoint.sh"`, is PID 1, and a signal
+    without a handler is dropped for PID 1. With the image's `/bin/sh` (bash, a `sh` first on
+    PATH here) both shells exec, so the flow's Python is that process and gets the SIGTERM."""
+    workdir = image.work / "signals"
+    shell_bin = workdir / "bin"
+    shell_bin.mkdir(parents=True)
+    bash = shutil.which("bash")
+    assert bash is not None
+    (shell_bin / "sh").symlink_to(bash)
+    shutil.copy2(ROOT / "scripts" / "image" / "entrypoint.sh", workdir / "entrypoint.sh")
+    flow = workdir / "sleeper.py"
+    flow.write_text("import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(60)\n")
+    env = image.env(BYTEWAX_WORKDIR=str(workdir), BYTEWAX_PYTHON_FILE_PATH=str(flow))
+    env["PATH"] = f"{shell_bin}:{env['PATH']}"
+    process = subprocess.Popen(
+        [str(shell_bin / "sh"), "-c", "sh ./entrypoint.sh"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert int(process.stdout.readline()) == process.pid
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == -signal.SIGTERM
     finally:
         if process.poll() is None:
             process.kill()
