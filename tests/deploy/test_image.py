@@ -17,6 +17,7 @@ wheel (`tests/support/wheel.py`, as the wheel test builds it) and its dependenci
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -27,18 +28,23 @@ import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from bytewax.recovery import init_db_dir
 
+from operators.config.settings import Settings
+from operators.runtime.shutdown import HARD_STOP_MARGIN_SECONDS
+from tests.flows.kafka_runs import kafka_settings, with_topics
+from tests.flows.recovery_runs import settings_env
 from tests.support.wheel import ROOT, build_wheel, check
 
 pytestmark = pytest.mark.install
 
 MAIN_TOPIC = {"shipments": "shipments.decisions", "tickets": "tickets.responses"}
 UID = "65532"
+STOP_BOUND_SECONDS = Settings().recovery.shutdown_grace_seconds + HARD_STOP_MARGIN_SECONDS
 
 
 @dataclass
@@ -307,7 +313,7 @@ def test_waxctl_deploy_runs_the_flow_file_alone(image: Image, name: str) -> None
     assert all(r["key"] for r in main)
     # Only the flow file was there to import beside the venv; the state went to the store.
     assert sorted(p.name for p in flow_dir.iterdir() if p.name != "__pycache__") == [f"{name}.py"]
-    with closing(sqlite3.connect(recovery / "part-0.sqlite3")) as store:
+    with contextlib.closing(sqlite3.connect(recovery / "part-0.sqlite3")) as store:
         ((snapshots,),) = store.execute("SELECT count(*) FROM snaps").fetchall()
     assert snapshots > 0
 
@@ -342,8 +348,11 @@ def test_keep_alive_holds_the_container_after_the_flow_ends_and_keeps_its_status
                 break
         assert "process ended with status 1" in lines[-1], "".join(lines)
         assert process.poll() is None
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-        assert children  # the sleep it waits on
+        listing = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        deadline = time.monotonic() + 5
+        while not (children := listing.read_text().split()):  # the sleep it waits on
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 1
         deadline = time.monotonic() + 5
@@ -387,3 +396,70 @@ def test_sigterm_from_kubernetes_reaches_the_flow(image: Image) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler for `signum` (SigCgt in /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+@pytest.mark.kafka
+def test_sigterm_to_the_charts_command_stops_a_tailing_flow_gracefully(
+    image: Image, kafka_bootstrap: str
+) -> None:
+    """The shipments file, run by the chart's command under the image's shell, tailing topics of
+    its own on the real broker with a recovery store: SIGTERM to the container's PID 1 gives the
+    graceful stop (exit 0, the stop line), not a kill."""
+    settings = with_topics(kafka_settings(kafka_bootstrap, kafka_tail=True), "shipments")
+    pod = image.work / "graceful"
+    workdir, flow_dir, shell_bin, recovery = (
+        pod / "bytewax", pod / "var" / "bytewax", pod / "bin", pod / "recovery",
+    )  # fmt: skip
+    for folder in (workdir, flow_dir, shell_bin, recovery):
+        folder.mkdir(parents=True)
+    bash = shutil.which("bash")
+    assert bash is not None
+    (shell_bin / "sh").symlink_to(bash)
+    shutil.copy2(ROOT / "scripts" / "image" / "entrypoint.sh", workdir / "entrypoint.sh")
+    shutil.copy2(ROOT / "flows" / "shipments.py", flow_dir / "shipments.py")
+    (pod / "hostfile.txt").write_text(f"127.0.0.1:{_free_port()}\n")
+    init_db_dir(recovery, 1)
+    env = image.env(
+        **settings_env(settings),
+        BYTEWAX_PYTHON_FILE_PATH=str(flow_dir / "shipments.py"),
+        BYTEWAX_WORKDIR=str(flow_dir),
+        BYTEWAX_POD_NAME="shipments-0",
+        BYTEWAX_STATEFULSET_NAME="shipments",
+        BYTEWAX_HOSTFILE_PATH=str(pod / "hostfile.txt"),
+        BYTEWAX_RECOVERY_DIRECTORY=str(recovery),
+        BYTEWAX_SNAPSHOT_INTERVAL="30",
+        BYTEWAX_RECOVERY_BACKUP_INTERVAL="30",
+    )
+    env["PATH"] = f"{shell_bin}:{env['PATH']}"
+    stderr = pod / "stderr.txt"
+    with stderr.open("w") as errors:
+        process = subprocess.Popen(
+            [str(shell_bin / "sh"), "-c", "sh ./entrypoint.sh"],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            start_new_session=True,  # its own group: nothing left running if the test fails
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not _catches(process.pid, signal.SIGTERM):  # the flow's stop handler is in place
+            assert process.poll() is None, stderr.read_text()[-3000:]
+            assert time.monotonic() < deadline, stderr.read_text()[-3000:]
+            time.sleep(0.1)
+        time.sleep(1)  # tailing the empty topic
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=STOP_BOUND_SECONDS) == 0, stderr.read_text()[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert stderr.read_text().count("stopped on SIGTERM") == 1, stderr.read_text()[-3000:]
