@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.wheel import ROOT, build_wheel, check
+
 pytestmark = pytest.mark.install
 
-ROOT = Path(__file__).resolve().parent.parent
-PROJECT_FILES = ("pyproject.toml", "README.md", "flows", "operators", "schemas", "data")
 PACKAGES = ("flows", "operators", "schemas", "data")
 MAIN_TOPIC = {"shipments": "shipments.decisions", "tickets": "tickets.responses"}
 
@@ -52,44 +51,17 @@ class Installed:
         )
 
 
-def _check(command: list[str | Path]) -> str:
-    # Without PYTHONPATH: a source tree on it (with the `surgeflow.egg-info` an editable install
-    # leaves there) would look to pip like the project already installed in the new venv.
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    done = subprocess.run(
-        [str(part) for part in command],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-    assert done.returncode == 0, f"{command} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     work = tmp_path_factory.mktemp("wheel")
-    source = work / "source"
-    source.mkdir()
-    for name in PROJECT_FILES:
-        origin = ROOT / name
-        if origin.is_dir():
-            ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-            shutil.copytree(origin, source / name, ignore=ignore)
-        else:
-            shutil.copy2(origin, source / name)
-    wheels = work / "wheels"
+    wheel = build_wheel(work)
     pip = [sys.executable, "-m", "pip"]
-    _check([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", wheels, source])
-    (wheel,) = wheels.glob("surgeflow-*.whl")
     venv = work / "venv"
-    _check([sys.executable, "-m", "venv", "--without-pip", venv])
+    check([sys.executable, "-m", "venv", "--without-pip", venv])
     python = venv / "bin" / "python"
     install = ["install", "--no-deps", "--no-index", "--force-reinstall", "--quiet", wheel]
-    _check([*pip, "--python", python, *install])
-    site = _check([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"])
+    check([*pip, "--python", python, *install])
+    site = check([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"])
     ours = dict.fromkeys(sysconfig.get_path(kind) for kind in ("purelib", "platlib"))
     (Path(site.strip()) / "surgeflow-test-dependencies.pth").write_text("\n".join(ours) + "\n")
     empty_dir = work / "elsewhere"
