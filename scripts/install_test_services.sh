@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite runs for real, one line of output per service:
 #   - redis-server from Debian (apt-get) when it is not on PATH;
+#   - prometheus and promtool from Debian (apt-get) when either is not on PATH;
 #   - the Kafka broker jars from Maven Central (scripts/kafka_broker.py fetch, cached in .cache/kafka).
 # Usage: bash scripts/install_test_services.sh [PYTHON]   (default python3; Java 17+ and Maven needed)
 # Cheap when everything is present: no apt-get and no mvn run.
@@ -36,6 +37,22 @@ install_redis() {
     echo "redis-server: $(command -v redis-server) (${version%% sha=*})"
 }
 
+# Prometheus (its own block): the observability tests scrape a flow with a real server and run
+# `promtool check rules` / `promtool test rules` over k8s/monitoring.
+install_prometheus() {
+    local version
+    if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+        if ! apt_install prometheus >/dev/null 2>&1; then
+            as_root apt-get update -qq >/dev/null
+            apt_install prometheus >/dev/null
+        fi
+        # The package starts a system service on 0.0.0.0:9090; the tests start their own on 127.0.0.1.
+        as_root sh -c 'command -v systemctl >/dev/null 2>&1 && systemctl disable --now prometheus prometheus-node-exporter' >/dev/null 2>&1 || true
+    fi
+    version=$(prometheus --version 2>&1 | head -n 1)
+    echo "prometheus: $(command -v prometheus), promtool: $(command -v promtool) (${version})"
+}
+
 fetch_kafka() {
     local libs
     libs=$("$python" "$here/kafka_broker.py" fetch)
@@ -43,4 +60,5 @@ fetch_kafka() {
 }
 
 install_redis
+install_prometheus
 fetch_kafka
