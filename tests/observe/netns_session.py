@@ -1,0 +1,104 @@
+"""Runs inside a network namespace of its own (`unshare -rn`, see `observed_flows` in
+tests/conftest.py): loopback up, the OpenAI test server, both flows with Bytewax's dataflow API
+(which binds 0.0.0.0:<port>, so only this namespace's loopback sees it), and a Prometheus that
+scrapes them every second.
+
+Protocol on stdout, one JSON object a line: first `{"at": T, ...}` once both flows have ended,
+T being the last moment Prometheus had scraped both while they ran (queries are evaluated at T,
+since the series go stale when the targets stop); then one answer per PromQL line read from stdin:
+`{"result": [...]}` or `{"error": "..."}`. Ends at EOF on stdin.
+
+    python -m tests.observe.netns_session WORKDIR
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from scripts.prometheus_server import PrometheusServer, PrometheusServerError
+from tests.flows.flow_runs import embedded_settings
+from tests.flows.recovery_runs import ROOT, flow_env, free_ports
+from tests.support.openai_server import OpenAITestServer
+
+FLOWS = ("shipments", "tickets")
+RUN_SECONDS = 120
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def run_flows(work: Path, llm: OpenAITestServer) -> dict[str, Any]:
+    ports = dict(zip(FLOWS, free_ports(len(FLOWS)), strict=True))
+    prometheus = PrometheusServer([f"127.0.0.1:{port}" for port in ports.values()])
+    prometheus.start()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for flow, port in ports.items():
+        settings = embedded_settings(
+            surge_steady_events=100,
+            surge_rate=60.0,
+            output_dir=work / flow / "out",
+            openai_base_url=llm.base_url,
+            openai_api_key="test-key",
+        )
+        cache = work / flow / "api"
+        cache.mkdir(parents=True)
+        env = flow_env(
+            settings,
+            BYTEWAX_DATAFLOW_API_ENABLED="true",
+            BYTEWAX_DATAFLOW_API_PORT=str(port),
+            BYTEWAX_DATAFLOW_API_CACHE_PATH=str(cache),
+        )
+        log = (work / f"{flow}.log").open("wb")
+        procs[flow] = subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", f"flows.{flow}"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    at = 0.0
+    deadline = time.monotonic() + RUN_SECONDS
+    while any(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
+        now = time.time()
+        if all(p.poll() is None for p in procs.values()):
+            try:
+                up = prometheus.query("sum(up) == 2", at=now)
+            except PrometheusServerError:
+                up = []
+            if up:
+                at = now
+        time.sleep(0.5)
+    codes = {}
+    for flow, proc in procs.items():
+        if proc.poll() is None:
+            proc.kill()
+        codes[flow] = proc.wait()
+    return {"at": at, "codes": codes, "prometheus": prometheus}
+
+
+def main() -> None:
+    work = Path(sys.argv[1])
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    with OpenAITestServer() as llm:
+        ran = run_flows(work, llm)
+        prometheus: PrometheusServer = ran.pop("prometheus")
+        try:
+            emit({**ran, "llm_requests": len(llm.requests)})
+            for line in sys.stdin:
+                promql = line.strip()
+                try:
+                    emit({"result": prometheus.query(promql, at=ran["at"])})
+                except PrometheusServerError as error:
+                    emit({"error": str(error)})
+        finally:
+            prometheus.stop()
+
+
+if __name__ == "__main__":
+    os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    main()
