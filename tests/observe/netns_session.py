@@ -1,7 +1,7 @@
 """Runs inside a network namespace of its own (`unshare -rn`, see `observed_flows` in
 tests/conftest.py): loopback up, the OpenAI test server, both flows with Bytewax's dataflow API
 (which binds 0.0.0.0:<port>, so only this namespace's loopback sees it), and a Prometheus that
-scrapes them every second.
+scrapes them every second. The flows snapshot every second to recovery stores of their own.
 
 Protocol on stdout, one JSON object a line: first `{"at": T, ...}` once both flows have ended,
 T being the last moment Prometheus had scraped both while they ran (queries are evaluated at T,
@@ -23,11 +23,12 @@ from typing import Any
 
 from scripts.prometheus_server import PrometheusServer, PrometheusServerError
 from tests.flows.flow_runs import embedded_settings
-from tests.flows.recovery_runs import ROOT, flow_env, free_ports
+from tests.flows.recovery_runs import ROOT, flow_env, free_ports, init_recovery
 from tests.support.openai_server import OpenAITestServer
 
 FLOWS = ("shipments", "tickets")
 RUN_SECONDS = 120
+FAILING_MODEL = "gpt-4.1-mini"
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -57,8 +58,10 @@ def run_flows(work: Path, llm: OpenAITestServer) -> dict[str, Any]:
             BYTEWAX_DATAFLOW_API_CACHE_PATH=str(cache),
         )
         log = (work / f"{flow}.log").open("wb")
+        recovery = init_recovery(work / flow / "recovery", 1)
+        recovery_args = ["-r", str(recovery), "-s", "1", "-b", "0"]
         procs[flow] = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", f"flows.{flow}"],
+            [sys.executable, "-m", "bytewax.run", f"flows.{flow}", *recovery_args],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     at = 0.0
@@ -85,6 +88,9 @@ def main() -> None:
     work = Path(sys.argv[1])
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     with OpenAITestServer() as llm:
+        # One model the tickets flow calls fails throughout: its breaker opens and its calls
+        # fall back, so those series carry data too.
+        llm.fail_model(FAILING_MODEL, status=503)
         ran = run_flows(work, llm)
         prometheus: PrometheusServer = ran.pop("prometheus")
         try:
