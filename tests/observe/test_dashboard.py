@@ -7,7 +7,6 @@ packaged for this machine, so the JSON model is checked by its queries and its s
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,6 @@ ROWS = {
     "Throughput and lag", "Decisions and responses", "Dead letters", "LLM", "Redis backends",
     "State and recovery",
 }  # fmt: skip
-NEEDS_KAFKA = {"bytewax_kafka_consumer_lag"}
-"""Series only Bytewax's Kafka source exports; the namespace run reads the embedded surge."""
 
 
 def load() -> dict[str, Any]:
@@ -64,12 +61,11 @@ def test_the_flow_variable_lists_both_flows(observed_flows: ObservedFlows) -> No
 def test_every_panel_query_parses_and_returns_data(
     observed_flows: ObservedFlows, panel: str, expr: str
 ) -> None:
-    for flow in (".+", "tickets"):
+    answered = []
+    for flow in (".+", "shipments", "tickets"):  # All, then each flow alone
         query = substitute(expr, flow)
         result = observed_flows.query(query)  # fails with Prometheus's error if it does not parse
-        names = set(re.findall(r"[a-z_]+(?=[{\[ )])", expr)) & NEEDS_KAFKA
-        if names:
-            assert result == [], query
-            continue
-        assert result, f"{panel}: no data for {query}"
-        assert all(r["value"][1] != "NaN" for r in result), (panel, query, result)
+        if any(r["value"][1] != "NaN" for r in result):  # NaN alone: a ratio of nothing
+            answered.append(flow)
+    assert ".+" in answered, f"{panel}: no data for {substitute(expr, '.+')}"
+    assert len(answered) >= 2, f"{panel}: no data for either flow alone"

@@ -1,6 +1,7 @@
 """A real Prometheus scrapes both flows' `/metrics` (Bytewax's dataflow API) and answers for what
 they did through its HTTP API: records in and out, dead letters by reason, LLM calls, tokens and
-cost (the loopback OpenAI test server), cache lookups, live state keys, Bytewax's own series.
+cost (the loopback OpenAI test server), cache lookups, consumer lag (shipments reads a real
+broker's topic), live state keys, Bytewax's own series.
 The run happens in a network namespace (`observed_flows` in tests/conftest.py), so the API's
 0.0.0.0 bind reaches nothing beyond that namespace's loopback.
 """
@@ -70,3 +71,21 @@ def test_a_metric_that_does_not_exist_returns_nothing_and_bad_promql_fails(
         assert "parse error" in str(error)
     else:
         raise AssertionError("a query that does not parse was answered")
+
+
+def test_the_concurrency_limit_has_a_series_per_flow_and_loop(
+    observed_flows: ObservedFlows,
+) -> None:
+    result = observed_flows.query("surgeflow_llm_concurrency_limit")
+    assert {r["metric"]["flow"] for r in result} == {"shipments", "tickets"}
+    assert all(r["metric"]["loop"] for r in result)
+    assert all(float(r["value"][1]) >= 1 for r in result)
+
+
+def test_consumer_lag_per_partition_of_the_real_broker(observed_flows: ObservedFlows) -> None:
+    result = observed_flows.query("max_over_time(bytewax_kafka_consumer_lag[5m])")
+    assert result, "the Kafka source exported no lag"
+    assert {r["metric"]["step_id"] for r in result} == {"shipments.ingest.read"}
+    assert all(r["metric"]["topic"].endswith("shipments.events") for r in result)
+    assert len({r["metric"]["partition"] for r in result}) >= 1
+    assert all(float(r["value"][1]) >= 0 for r in result)  # never negative (see the source)
