@@ -15,6 +15,7 @@ prints its URL.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import shutil
 import socket
@@ -102,6 +103,7 @@ class PrometheusServer:
         args += ["--web.enable-lifecycle", "--log.level=warn"]
         with (self._dir / "prometheus.log").open("wb") as log:
             self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        atexit.register(self.stop)
         self._wait_ready(timeout)
         return self
 

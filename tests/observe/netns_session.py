@@ -57,6 +57,17 @@ def run_flows(work: Path, llm: OpenAITestServer, bootstrap: str) -> dict[str, An
     ports = dict(zip(FLOWS, free_ports(len(FLOWS)), strict=True))
     prometheus = PrometheusServer([f"127.0.0.1:{port}" for port in ports.values()])
     prometheus.start()
+    try:
+        return scrape(work, llm, bootstrap, ports, prometheus)
+    except BaseException:
+        prometheus.stop()
+        raise
+
+
+def scrape(
+    work: Path, llm: OpenAITestServer, bootstrap: str, ports: dict[str, int],
+    prometheus: PrometheusServer,
+) -> dict[str, Any]:  # fmt: skip
     procs: dict[str, subprocess.Popen[bytes]] = {}
     kafka = shipments_over_kafka(bootstrap, llm)
     messages = keyed(surge_for(iter_shipment_surge, kafka)())
