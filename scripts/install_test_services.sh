@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite runs for real, one line of output per service:
 #   - redis-server from Debian (apt-get) when it is not on PATH;
+#   - prometheus and promtool from Debian (apt-get) when either is not on PATH;
 #   - the Kafka broker jars from Maven Central (scripts/kafka_broker.py fetch, cached in .cache/kafka);
 #   - kustomize (tests/k8s render k8s/): `kubectl kustomize` when kubectl is on PATH, else a
 #     kustomize built with Go from the module proxy into .cache/bin (about a minute, once).
@@ -38,6 +39,22 @@ install_redis() {
     echo "redis-server: $(command -v redis-server) (${version%% sha=*})"
 }
 
+# Prometheus (its own block): the observability tests scrape a flow with a real server and run
+# `promtool check rules` / `promtool test rules` over k8s/monitoring.
+install_prometheus() {
+    local version
+    if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+        if ! apt_install prometheus >/dev/null 2>&1; then
+            as_root apt-get update -qq >/dev/null
+            apt_install prometheus >/dev/null
+        fi
+        # The package starts a system service on 0.0.0.0:9090; the tests start their own on 127.0.0.1.
+        as_root sh -c 'command -v systemctl >/dev/null 2>&1 && systemctl disable --now prometheus prometheus-node-exporter' >/dev/null 2>&1 || true
+    fi
+    version=$(prometheus --version 2>&1 | head -n 1)
+    echo "prometheus: $(command -v prometheus), promtool: $(command -v promtool) (${version})"
+}
+
 fetch_kafka() {
     local libs
     libs=$("$python" "$here/kafka_broker.py" fetch)
@@ -62,5 +79,6 @@ install_kustomize() {
 }
 
 install_redis
+install_prometheus
 fetch_kafka
 install_kustomize

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -38,6 +39,8 @@ from operators.llm.metrics import CONCURRENCY_LIMIT
 from operators.llm.pressure import CUT_INTERVAL_SECONDS, RedisSharedPressure, SharedPressure
 
 log = logging.getLogger(__name__)
+
+_LOOP_IDS = itertools.count()
 
 REFRESH_SECONDS = 0.25
 PAUSE_POLL_SECONDS = 0.1
@@ -64,11 +67,16 @@ class AdaptiveConcurrency:
         pressure: SharedPressure | None = None,
         recovery_seconds: float = RECOVERY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        flow: str = "",
     ) -> None:
         if not 1 <= minimum <= maximum:
             raise ValueError(f"need 1 <= minimum <= maximum, got {minimum} and {maximum}")
         self._minimum, self._maximum = minimum, maximum
         self._pressure, self._clock = pressure, clock
+        self.metric_labels = {"flow": flow, "loop": str(next(_LOOP_IDS))}
+        """Labels of this loop's `surgeflow_llm_concurrency_limit` series (`loop`: a number
+        per instance in this process, so one per worker event loop)."""
+        self._gauge = CONCURRENCY_LIMIT.labels(**self.metric_labels)
         self._limit = 0
         self._set_limit(initial)
         self._in_flight = 0
@@ -83,7 +91,9 @@ class AdaptiveConcurrency:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, scope: str) -> AdaptiveConcurrency:
+    def from_settings(
+        cls, settings: Settings, *, scope: str, flow: str = ""
+    ) -> AdaptiveConcurrency:
         """From `llm_max_concurrency` down to `llm_min_concurrency`, shared by `scope` in Redis."""
         maximum = settings.llm.max_concurrency
         pressure = None
@@ -95,7 +105,7 @@ class AdaptiveConcurrency:
                 retry_seconds=settings.redis.retry_seconds,
             )
         minimum = min(settings.llm.min_concurrency, maximum)
-        return cls(initial=maximum, minimum=minimum, maximum=maximum, pressure=pressure)
+        return cls(initial=maximum, minimum=minimum, maximum=maximum, pressure=pressure, flow=flow)
 
     @property
     def limit(self) -> int:
@@ -171,7 +181,7 @@ class AdaptiveConcurrency:
 
     def _set_limit(self, limit: int) -> None:
         self._limit = min(max(limit, self._minimum), self._maximum)
-        CONCURRENCY_LIMIT.set(self._limit)
+        self._gauge.set(self._limit)
 
     def _free(self) -> bool:
         return self._in_flight < self._limit and self._clock() >= self._pause_until

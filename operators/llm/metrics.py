@@ -51,7 +51,8 @@ IN_FLIGHT = Gauge(
 )
 CONCURRENCY_LIMIT = Gauge(
     "surgeflow_llm_concurrency_limit",
-    "Current adaptive concurrency limit of provider calls per worker loop.",
+    "Current adaptive concurrency limit of provider calls, one series per worker event loop.",
+    ["flow", "loop"],
 )
 LIMITER_WAIT = Histogram(
     "surgeflow_llm_limiter_wait_seconds",

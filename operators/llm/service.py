@@ -128,7 +128,7 @@ class OpenAIService:
             breakers=self.breakers,
             policy=retry or RetryPolicy.from_settings(settings.llm),
             concurrency=concurrency
-            or (lambda: AdaptiveConcurrency.from_settings(settings, scope=scope)),
+            or (lambda: AdaptiveConcurrency.from_settings(settings, scope=scope, flow=flow)),
             clock=clock,
         )
         tolerant = TolerantCache(self._cache, settings.cache.ttl_seconds)

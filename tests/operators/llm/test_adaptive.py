@@ -104,7 +104,11 @@ def test_a_drop_cuts_by_a_tenth_once_per_interval() -> None:
     clock.now += 0.01
     limiter.on_drop(None)
     assert limiter.limit == 16
-    assert REGISTRY.get_sample_value("surgeflow_llm_concurrency_limit") == 16
+    labels = limiter.metric_labels
+    assert REGISTRY.get_sample_value("surgeflow_llm_concurrency_limit", labels) == 16
+    other = make(initial=20, maximum=20, clock=clock)
+    assert other.metric_labels["loop"] != labels["loop"], "one series per loop"
+    assert REGISTRY.get_sample_value("surgeflow_llm_concurrency_limit", labels) == 16
 
 
 def test_cuts_stop_at_the_minimum() -> None:

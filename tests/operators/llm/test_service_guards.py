@@ -277,4 +277,5 @@ def test_metrics_are_exposed_in_the_default_registry(
     assert labels("surgeflow_llm_retries", operation="chat", reason="server_error")
     assert labels("surgeflow_llm_cost_usd", flow="metrics", gen_ai_request_model=MODEL)
     assert labels("surgeflow_llm_cost_saved_usd", flow="metrics", gen_ai_request_model=MODEL)
-    assert labels("surgeflow_llm_concurrency_limit") and labels("surgeflow_llm_in_flight")
+    assert labels("surgeflow_llm_concurrency_limit", flow="metrics")
+    assert labels("surgeflow_llm_in_flight")
