@@ -256,6 +256,12 @@ class KubeApiServer:
             raise KubeApiServerError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
         return done
 
+    def version(self) -> str:
+        """The server's `gitVersion`, as `kubectl version` reads it."""
+        done = self.kubectl("version", "-o", "json")
+        server: dict[str, str] = json.loads(done.stdout)["serverVersion"]
+        return f"kube-apiserver {server['gitVersion']}"
+
     def log_tail(self, lines: int = 30) -> str:
         if self._dir is None:
             return ""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 import yaml
 
 from scripts.kube_apiserver import KubeApiServer, KubeApiServerError
+from tests.conftest import SERVICES
 from tests.k8s.crds import all_crds
 from tests.k8s.manifests import FLOWS, K8S, one, render
 
@@ -29,7 +31,11 @@ DRY_RUN = "serverside-applied (server dry run)"
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[KubeApiServer]:
+    started = time.monotonic()
     with KubeApiServer() as server:
+        ready = time.monotonic() - started
+        SERVICES["kube-apiserver"] = f"{server.version()} on {server.url}, ready in {ready:.1f} s"
+
         server.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(all_crds()))
         for definition in all_crds():
             server.kubectl(
