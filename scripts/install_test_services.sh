@@ -4,7 +4,11 @@
 #   - prometheus and promtool from Debian (apt-get) when either is not on PATH;
 #   - the Kafka broker jars from Maven Central (scripts/kafka_broker.py fetch, cached in .cache/kafka);
 #   - kustomize (tests/k8s render k8s/): `kubectl kustomize` when kubectl is on PATH, else a
-#     kustomize built with Go from the module proxy into .cache/bin (about a minute, once).
+#     kustomize built with Go from the module proxy into .cache/bin (about a minute, once);
+#   - a Kubernetes API server (tests/k8s/test_api_server.py): etcd from Debian (etcd-server) and
+#     kube-apiserver built with Go from the k8s.io/kubernetes module into .cache/bin (about 10
+#     minutes on 2 cores, once; scripts/kube_apiserver.py), plus kubectl the same way when none
+#     is on PATH.
 # Usage: bash scripts/install_test_services.sh [PYTHON]   (default python3; Java 17+ and Maven needed)
 # Cheap when everything is present: no apt-get and no mvn run.
 set -euo pipefail
@@ -78,7 +82,22 @@ install_kustomize() {
     echo "kustomize: $(cd "$(dirname "$cached")" && pwd)/kustomize ($kustomize_version)"
 }
 
+# etcd (Debian) and kube-apiserver (built once, cached): a real API server for tests/k8s.
+install_kube_apiserver() {
+    if ! command -v etcd >/dev/null 2>&1; then
+        if ! apt_install etcd-server >/dev/null 2>&1; then
+            as_root apt-get update -qq >/dev/null
+            apt_install etcd-server >/dev/null
+        fi
+        # The package may start a system etcd on 127.0.0.1:2379; the tests start their own.
+        as_root sh -c 'command -v systemctl >/dev/null 2>&1 && systemctl disable --now etcd' >/dev/null 2>&1 || true
+    fi
+    echo "etcd: $(command -v etcd) ($(etcd --version | head -n 1))"
+    "$python" "$here/kube_apiserver.py" build --kubectl | sed 's/^/kube-apiserver: /'
+}
+
 install_redis
 install_prometheus
 fetch_kafka
 install_kustomize
+install_kube_apiserver
