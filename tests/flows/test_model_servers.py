@@ -157,8 +157,8 @@ def test_shipments_classify_on_llama_cpp_loses_nothing(llama: LlamaCppServer) ->
     reasons = Counter(
         (d.enrichment.source, d.enrichment.fallback_reason) for d in decisions if d.enrichment
     )
-    asked = [d for d in decisions if d.enrichment and d.enrichment.model == TINY_ALIAS]
-    assert asked, reasons
-    # every answer the server gave was judged here: valid (llm) or invalid_output, never an error
+    answered = reasons[("llm", None)] + reasons[("rules", "invalid_output")]
+    assert answered > 0, reasons  # the server was asked and every answer judged here
+    # valid (llm) or invalid_output (nonsense that fits the grammar): never an error
     assert not {r for _, r in reasons} & {"call_error", "timeout", "breaker_open"}, reasons
     assert llama.running
