@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Optional
 
 from bytewax.inputs import Source
@@ -127,9 +128,8 @@ def preflight(
         config = client_config(settings.kafka)
         checks.append(lambda: check_kafka(config, kafka_topics, timeout=timeout))
     if settings.llm.enabled:
-        key = settings.llm.api_key.get_secret_value() if settings.llm.api_key else None
-        base = settings.llm.base_url
-        checks.append(lambda: check_llm(base, key or DEFAULT_API_KEY, timeout=timeout))
+        for base, key in settings.llm.endpoints():  # each distinct endpoint once
+            checks.append(partial(check_llm, base, key or DEFAULT_API_KEY, timeout=timeout))
         if settings.redis.url is not None:
             url = settings.redis.url.get_secret_value()
             checks.append(lambda: check_redis(url, timeout=timeout))

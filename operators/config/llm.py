@@ -5,7 +5,8 @@ and the reply policy's link allow-list (`SURGEFLOW_LLM_*`, `OPENAI_*`, `SURGEFLO
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any, Optional
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, SecretStr, StringConstraints
 from pydantic_settings import SettingsConfigDict
@@ -33,6 +34,38 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "text-embedding-3-large": (0.13, 0.0),
 }
 
+StructuredOutput = Literal["json_schema", "json_object_schema", "json_object", "none"]
+"""How a server is asked for a JSON answer of a schema (the server's dialect):
+
+- `json_schema`: OpenAI's `response_format: {"type": "json_schema", "json_schema": {...}}`;
+- `json_object_schema`: `{"type": "json_object", "schema": {...}}` (llama.cpp's server);
+- `json_object`: `{"type": "json_object"}`, the schema in the prompt;
+- `none`: no `response_format`, the schema in the prompt.
+
+Whatever the dialect, the answer is parsed and validated against the full schema here."""
+
+Task = Literal["classify", "route", "reply", "embeddings"]
+"""What a call is for; each task may have its own endpoint (`SURGEFLOW_LLM_<TASK>_BASE_URL`)."""
+
+TASKS: tuple[Task, ...] = ("classify", "route", "reply", "embeddings")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one task's calls go: an OpenAI-compatible base URL (None = OpenAI's), its key, and
+    the structured-output dialect its server speaks."""
+
+    base_url: Optional[str]
+    api_key: Optional[SecretStr]
+    structured_output: StructuredOutput
+
+    def __repr__(self) -> str:
+        url = redacted_url(self.base_url) if self.base_url else None
+        key = "**********" if self.api_key else None
+        dialect = self.structured_output
+        return f"Endpoint(base_url={url!r}, api_key={key!r}, structured_output={dialect!r})"
+
+
 Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 """USD per 1M tokens: finite and not negative (a negative price would make a call earn money)."""
 
@@ -47,12 +80,35 @@ class LLMSettings(SettingsGroup):
         default=None, validation_alias=conventional("OPENAI_API_KEY")
     )
     base_url: Optional[str] = Field(default=None, validation_alias=conventional("OPENAI_BASE_URL"))
+    structured_output: StructuredOutput = Field(
+        default="json_schema",
+        description="how the endpoint is asked for JSON of a schema: json_schema (OpenAI), "
+        "json_object_schema (llama.cpp), json_object or none (schema in the prompt)",
+    )
+
+    # --- per-task endpoints (each unset part falls back to the shared endpoint above) ---
+    classify_base_url: Optional[str] = None
+    classify_api_key: Optional[SecretStr] = None
+    classify_structured_output: Optional[StructuredOutput] = None
+    route_base_url: Optional[str] = None
+    route_api_key: Optional[SecretStr] = None
+    route_structured_output: Optional[StructuredOutput] = None
+    reply_base_url: Optional[str] = None
+    reply_api_key: Optional[SecretStr] = None
+    reply_structured_output: Optional[StructuredOutput] = None
+    embeddings_base_url: Optional[str] = None
+    embeddings_api_key: Optional[SecretStr] = None
 
     # --- models and prices ---
     model_classify: str = "gpt-4o-mini"
     model_route: str = "gpt-4o-mini"
     model_reply: str = "gpt-4o-mini"
     model_embeddings: str = "text-embedding-3-small"
+    route_models: dict[str, str] = Field(
+        default_factory=dict,
+        description="chat model per ticket route, as JSON; overrides data/intents.json's "
+        "worker models (a route not listed keeps its own, else model_reply)",
+    )
     model_fallback: Optional[str] = Field(
         default="gpt-4.1-nano",
         description="cheaper chat model used when the budget cannot pay the configured one; "
@@ -134,13 +190,37 @@ class LLMSettings(SettingsGroup):
 
     @property
     def enabled(self) -> bool:
-        """An OpenAI-compatible endpoint is configured (base URL or API key)."""
-        return bool(self.base_url or self.api_key)
+        """An OpenAI-compatible endpoint is configured (base URL or API key), shared or for a
+        task."""
+        return any(self.endpoint(task) is not None for task in TASKS)
+
+    def endpoint(self, task: Task) -> Optional[Endpoint]:
+        """Where `task`'s calls go: its own base URL/key/dialect, each part falling back to the
+        shared one; None when neither configures an endpoint (the task uses the rules)."""
+        base_url = getattr(self, f"{task}_base_url") or self.base_url
+        api_key = getattr(self, f"{task}_api_key") or self.api_key
+        if not (base_url or api_key):
+            return None
+        dialect = getattr(self, f"{task}_structured_output", None) or self.structured_output
+        return Endpoint(base_url, api_key, dialect)
+
+    def endpoints(self) -> list[tuple[Optional[str], Optional[str]]]:
+        """Each distinct (base URL, API key) some task uses, in task order (for start-up
+        checks); the key as plain text."""
+        found: list[tuple[Optional[str], Optional[str]]] = []
+        for task in TASKS:
+            endpoint = self.endpoint(task)
+            if endpoint is None:
+                continue
+            key = endpoint.api_key.get_secret_value() if endpoint.api_key else None
+            if (endpoint.base_url, key) not in found:
+                found.append((endpoint.base_url, key))
+        return found
 
     def __repr_args__(self) -> Iterator[tuple[Optional[str], Any]]:
         """Fields as pydantic shows them, with the credentials of the base URL masked."""
         for name, value in super().__repr_args__():
-            if name == "base_url" and value is not None:
+            if name is not None and name.endswith("base_url") and value is not None:
                 yield name, redacted_url(value)
             else:
                 yield name, value

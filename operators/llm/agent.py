@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Generic, Optional, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from operators.config.llm import Task
 from operators.llm.types import ChatResult, EmbedResult, LLMError, LLMService, Tab
 from schemas.enrichment import Enrichment, FallbackReason, PolicyRule
 
@@ -80,6 +81,8 @@ class ChatRequest:
     prompt_version: str
     max_tokens: Optional[int] = None
     key: Optional[str] = None
+    task: Optional[Task] = None
+    """Which endpoint answers it (`classify`, `route`, `reply`; None = the shared one)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ class Chat(Generic[A]):
         r = self.request
         return dict(
             messages=r.messages, response_model=self.answer_model, model=r.model,
-            prompt_version=r.prompt_version, max_tokens=r.max_tokens, key=r.key,
+            prompt_version=r.prompt_version, max_tokens=r.max_tokens, key=r.key, task=r.task,
         )  # fmt: skip
 
     def ask(self, llm: LLMService) -> Awaitable[ChatResult[A]]:

@@ -73,9 +73,11 @@ class Embeddings:
         caller: ProviderCaller,
         cache: TolerantCache,
         prices: PriceTable,
+        endpoint: str | None = None,
     ) -> None:
         self._llm = llm
         self._client = client
+        self._endpoint = endpoint
         self._caller = caller
         self._cache = cache
         self._prices = prices
@@ -153,6 +155,7 @@ class Embeddings:
                 tokens_out=0,
                 send=send,
                 usage=lambda response: (usage_tokens(response, "prompt_tokens"), 0),
+                endpoint=self._endpoint,
             )
         )
         vectors = embedding_vectors(reply.response, len(texts))

@@ -20,7 +20,9 @@
    (so a hung endpoint opens the breaker one timeout after it stalls, instead of holding every
    retry for a full timeout first), and a status no retry can cure (401, 403, 404, 405, 407,
    410: a wrong base URL, path, key or model, or not an OpenAI-compatible server) opens it at
-   once, with one ERROR naming the status and the base URL (without credentials).
+   once, with one ERROR naming the status and the base URL (without credentials); so does a
+   status whose text says the request is unsupported (a response-format dialect this server
+   does not speak), with the server's text.
 
 A call that reached the provider and failed (other than with a 429) ends with that failure
 even when a later attempt is stopped by a limit or the opened breaker: `LLMTimeout`
@@ -45,13 +47,20 @@ from urllib.parse import urlsplit, urlunsplit
 import openai
 
 from operators.config.llm import LLMSettings
+from operators.config.redact import redacted_text
 from operators.llm.accounting import Operation, observe_attempt, observe_tokens
 from operators.llm.adaptive import AdaptiveConcurrency
 from operators.llm.admission import Admission, BudgetHold
 from operators.llm.breaker import Breakers, Permit
 from operators.llm.metrics import IN_FLIGHT, RETRIES
 from operators.llm.responses import llm_error
-from operators.llm.retry import DROP_REASONS, RetryPolicy, exception_retry_after, retry_reason
+from operators.llm.retry import (
+    DROP_REASONS,
+    RetryPolicy,
+    exception_retry_after,
+    retry_reason,
+    unsupported_request,
+)
 from operators.llm.types import (
     LLMCallError,
     LLMError,
@@ -77,6 +86,8 @@ class ProviderRequest:
     send: Send
     usage: Callable[[Any], tuple[int, int]]
     fallback_models: tuple[str, ...] = ()
+    endpoint: str | None = None
+    """The base URL it goes to, for logs (None: the shared `OPENAI_BASE_URL`)."""
 
 
 @dataclass(frozen=True)
@@ -254,7 +265,7 @@ class ProviderCaller:
             observe_attempt(request.operation, model, self._clock() - started, _error_type(exc))
             if retry_reason(exc) in DROP_REASONS:
                 limiter.on_drop(exception_retry_after(exc))
-            self._heard(permit, exc, met)
+            self._heard(permit, exc, met, request)
             raise
         finally:
             IN_FLIGHT.dec()
@@ -265,7 +276,7 @@ class ProviderCaller:
         cost = self._admission.cost(model, tokens_in, tokens_out)
         return ProviderReply(response, model, tokens_in, tokens_out, cost)
 
-    def _heard(self, permit: Permit, exc: Exception, met: _Met) -> None:
+    def _heard(self, permit: Permit, exc: Exception, met: _Met, request: ProviderRequest) -> None:
         """Remember a failed attempt; a timeout counts toward the breaker now (a hung endpoint
         would otherwise hold every retry for a full timeout first), and a status that marks the
         endpoint or credentials as wrong trips it."""
@@ -274,6 +285,7 @@ class ProviderCaller:
         if retry_reason(exc) == "rate_limited":
             return  # a 429 is a limit: a call it sends on to wait too long is `rate_limit_wait`
         met.failure, met.uncounted = exc, True
+        endpoint = endpoint_for_log(request.endpoint) if request.endpoint else self._endpoint
         breaker = self._breakers[permit.model]
         status = getattr(exc, "status_code", None)
         if _timed_out(exc):
@@ -283,8 +295,16 @@ class ProviderCaller:
             met.uncounted = False
             breaker.trip(
                 permit,
-                f"status {status} from {self._endpoint} (not retried; check OPENAI_BASE_URL, "
+                f"status {status} from {endpoint} (not retried; check OPENAI_BASE_URL, "
                 f"OPENAI_API_KEY and the model name)",
+            )
+        elif (text := unsupported_request(exc)) is not None:
+            met.uncounted = False
+            breaker.trip(
+                permit,
+                f"status {status} from {endpoint}: the server does not support the "
+                f"request (not retried; check SURGEFLOW_LLM_STRUCTURED_OUTPUT for its dialect): "
+                f"{redacted_text(text)}",
             )
 
 

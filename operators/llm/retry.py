@@ -5,7 +5,9 @@ attempt passes the circuit breaker, the request/token limits and the concurrency
 a call makes at most `llm_max_retries + 1` attempts (never the product of two retry loops).
 
 Retried: 429 (`rate_limited`), timeouts and 408 (`timeout`), 409 and >= 500 (`server_error`) and
-connection failures (`connection`); a provider's `x-should-retry` header overrides. The pause
+connection failures (`connection`); a provider's `x-should-retry` header overrides. Never
+retried: a status whose text says the request itself is unsupported (`unsupported_request`:
+a response format or parameter this server does not take), whatever the status. The pause
 before retry n (1, 2, ...) is `Retry-After` when the provider sent one (`retry-after-ms`, else
 `Retry-After` in seconds or as an HTTP date), else full jitter: uniform in
 [0, min(llm_retry_max_seconds, llm_retry_initial_seconds * 2**(n-1))]. A provider asking for a
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeVar
@@ -35,13 +38,38 @@ DROP_REASONS: frozenset[str] = frozenset({"rate_limited", "timeout", "server_err
 """Failures that tell the adaptive concurrency limit to shrink (the provider is overloaded)."""
 
 
+UNSUPPORTED_STATUSES: frozenset[int] = frozenset({400, 415, 422, 500, 501})
+UNSUPPORTED_WORDS = re.compile(
+    r"response_format|json_schema|json_object|not supported|unsupported|not implemented|"
+    r"input should be|unrecognized request argument|extra inputs are not permitted",
+    re.IGNORECASE,
+)
+MAX_SERVER_TEXT = 300
+
+
+def unsupported_request(exc: BaseException) -> str | None:
+    """The server's text when `exc` says the request itself is not supported (a parameter or
+    dialect this server does not take, e.g. llama.cpp's 500 "Input should be 'text' or
+    'json_object'" for a `json_schema` response format), else None. Such a failure is not
+    retried: every attempt and every later call would fail the same way."""
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in UNSUPPORTED_STATUSES:
+        return None
+    text = f"{exc.message} {exc.body if exc.body is not None else ''}"
+    if UNSUPPORTED_WORDS.search(text) is None:
+        return None
+    return " ".join(text.split())[:MAX_SERVER_TEXT]
+
+
 def retry_reason(exc: BaseException) -> RetryReason | None:
-    """Why `exc` is worth another attempt, or None when it is not (4xx, invalid output, ...)."""
+    """Why `exc` is worth another attempt, or None when it is not (4xx, a request the server
+    does not support, invalid output, ...)."""
     if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
         return "timeout"
     if isinstance(exc, openai.APIConnectionError):
         return "connection"
     if not isinstance(exc, openai.APIStatusError):
+        return None
+    if unsupported_request(exc) is not None:
         return None
     should = exc.response.headers.get("x-should-retry")
     if should == "false":

@@ -12,12 +12,16 @@
   adaptive concurrency limit (`adaptive`), per-attempt timeouts and retries (`retry`);
 - `accounting.Ledger`: tokens, cost, latency and outcome of every call, totals per flow and key.
 
-The `openai` client is built with `max_retries=0`: retries are the layer's own, so every attempt
-passes the guards and a call makes at most `llm_max_retries + 1` requests. One client per event
-loop (in a flow: one per worker), created lazily. Every dependency can be injected (clients,
-cache, limiter, breakers, ledger, retry policy with its sleep and random source, concurrency,
-clock); by default they are built from the settings. Failures are `LLMError`s whose `reason`
-tells the caller why it has to use its rules engine (`operators.llm.types`).
+Each task (`classify`, `route`, `reply`, `embeddings`) goes to its endpoint
+(`settings.llm.endpoint(task)`: its own base URL, key and structured-output dialect, each falling
+back to the shared `OPENAI_*` endpoint); a call of a task without an endpoint raises
+`LLMUnavailable`. The `openai` client is built with `max_retries=0`: retries are the layer's own,
+so every attempt passes the guards and a call makes at most `llm_max_retries + 1` requests. One
+client per endpoint and event loop (in a flow: per worker), created lazily. Every dependency
+can be injected (clients, cache, limiter, breakers, ledger, retry policy with its sleep and
+random source, concurrency, clock); by default they are built from the settings. Failures are
+`LLMError`s whose `reason` tells the caller why it has to use its rules engine
+(`operators.llm.types`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from urllib.parse import urlsplit
 
 import openai
 
+from operators.config.llm import TASKS, Endpoint, Task
 from operators.config.settings import Settings
 from operators.llm.accounting import Ledger, Operation, record_fallback
 from operators.llm.adaptive import AdaptiveConcurrency
@@ -71,19 +76,22 @@ DEFAULT_API_KEY = "not-needed"
 ClientFactory = Callable[[], openai.AsyncOpenAI]
 
 
-def default_client_factory(settings: Settings) -> ClientFactory:
-    """Builds `AsyncOpenAI` from settings: base URL, key, attempt timeout, no client retries."""
-    key = settings.llm.api_key.get_secret_value() if settings.llm.api_key else DEFAULT_API_KEY
+def endpoint_client_factory(endpoint: Endpoint, timeout_seconds: float) -> ClientFactory:
+    """Builds `AsyncOpenAI` for `endpoint`: base URL, key, attempt timeout, no client retries."""
+    key = endpoint.api_key.get_secret_value() if endpoint.api_key else DEFAULT_API_KEY
 
     def factory() -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
-            base_url=settings.llm.base_url,
-            api_key=key,
-            timeout=settings.llm.timeout_seconds,
-            max_retries=0,
+            base_url=endpoint.base_url, api_key=key, timeout=timeout_seconds, max_retries=0
         )
 
     return factory
+
+
+def default_client_factory(settings: Settings) -> ClientFactory:
+    """Builds `AsyncOpenAI` for the shared endpoint (`OPENAI_BASE_URL`, `OPENAI_API_KEY`)."""
+    shared = Endpoint(settings.llm.base_url, settings.llm.api_key, settings.llm.structured_output)
+    return endpoint_client_factory(shared, settings.llm.timeout_seconds)
 
 
 def pressure_scope(settings: Settings) -> str:
@@ -119,8 +127,15 @@ class OpenAIService:
         self.breakers = breakers or Breakers.from_settings(settings.llm)
         self.ledger = ledger or Ledger()
         self._clock = clock
-        factory = client_factory or default_client_factory(settings)
-        self._clients = PerLoop(factory, close=lambda client: client.close())
+        self._client_factory = client_factory
+        self._shared = Endpoint(
+            settings.llm.base_url, settings.llm.api_key, settings.llm.structured_output
+        )
+        self._endpoints: dict[Task | None, Endpoint | None] = {
+            task: settings.llm.endpoint(task) for task in TASKS
+        }
+        self._endpoints[None] = self._shared if settings.llm.enabled else None
+        self._clients: dict[Endpoint, PerLoop[openai.AsyncOpenAI]] = {}
         scope = pressure_scope(settings)
         self.caller = ProviderCaller(
             settings.llm,
@@ -131,18 +146,14 @@ class OpenAIService:
             or (lambda: AdaptiveConcurrency.from_settings(settings, scope=scope, flow=flow)),
             clock=clock,
         )
-        tolerant = TolerantCache(self._cache, settings.cache.ttl_seconds)
-        self._chat = StructuredChat(
-            client=self.client,
-            caller=self.caller,
-            cache=tolerant,
-            fallback_model=settings.llm.model_fallback or None,
-        )
+        self._tolerant = TolerantCache(self._cache, settings.cache.ttl_seconds)
+        self._chats: dict[Task | None, StructuredChat] = {}
         self._embeddings = Embeddings(
             settings.llm,
-            client=self.client,
+            client=lambda: self.client("embeddings"),
+            endpoint=(settings.llm.endpoint("embeddings") or self._shared).base_url,
             caller=self.caller,
-            cache=tolerant,
+            cache=self._tolerant,
             prices=self._prices,
         )
         self._flights: PerLoop[SingleFlight[str, Served[Any]]] = PerLoop(SingleFlight)
@@ -155,13 +166,54 @@ class OpenAIService:
     def cache(self) -> PromptCache:
         return self._cache
 
-    def client(self) -> openai.AsyncOpenAI:
-        """The client of the running event loop, created on first use."""
-        return self._clients.get()
+    def endpoint(self, task: Task | None = None) -> Endpoint:
+        """Where `task`'s calls go (None: the shared endpoint); `LLMUnavailable` when nowhere."""
+        endpoint = self._endpoints[task]
+        if endpoint is None:
+            raise LLMUnavailable(f"no OpenAI-compatible endpoint is configured for {task}")
+        return endpoint
+
+    def client(self, task: Task | None = None) -> openai.AsyncOpenAI:
+        """The client of `task`'s endpoint on the running event loop, created on first use."""
+        endpoint = self.endpoint(task)
+        clients = self._clients.get(endpoint)
+        if clients is None:
+            factory = self._client_factory or endpoint_client_factory(
+                endpoint, self._settings.llm.timeout_seconds
+            )
+            clients = self._clients[endpoint] = PerLoop(factory, close=lambda c: c.close())
+        return clients.get()
 
     async def aclose(self) -> None:
-        """Close the running loop's client (its connection pool)."""
-        await self._clients.aclose()
+        """Close the running loop's clients (their connection pools)."""
+        for clients in list(self._clients.values()):
+            await clients.aclose()
+
+    def _chat(self, task: Task | None) -> StructuredChat:
+        chat = self._chats.get(task)
+        if chat is None:
+            self.endpoint(task)  # LLMUnavailable before anything is built for nowhere
+            chat = self._chats[task] = StructuredChat(
+                client=lambda: self.client(task),
+                caller=self.caller,
+                cache=self._tolerant,
+                fallback_model=self._settings.llm.model_fallback or None,
+                endpoint=self.endpoint(task).base_url,
+            )
+        return chat
+
+    def _spec(
+        self,
+        task: Task | None,
+        messages: list[dict[str, str]],
+        response_model: type[T],
+        model: str,
+        prompt_version: str,
+        max_tokens: int | None,
+    ) -> ChatSpec[T]:
+        limit = max_tokens or self._settings.llm.max_tokens
+        dialect = self.endpoint(task).structured_output
+        return ChatSpec(messages, response_model, model, prompt_version, limit, dialect)
 
     async def chat_structured(
         self,
@@ -172,11 +224,12 @@ class OpenAIService:
         prompt_version: str,
         max_tokens: int | None = None,
         key: str | None = None,
+        task: Task | None = None,
     ) -> ChatResult[T]:
         started = self._clock()
-        limit = max_tokens or self._settings.llm.max_tokens
-        spec = ChatSpec(messages, response_model, model, prompt_version, limit)
-        served = await self._chat.lookup(spec) or await self._produce(spec, key, started)
+        spec = self._spec(task, messages, response_model, model, prompt_version, max_tokens)
+        chat = self._chat(task)
+        served = await chat.lookup(spec) or await self._produce(chat, spec, key, started)
         enrichment = self._finish("chat", served, prompt_version, key, started)
         return ChatResult(served.value, enrichment)
 
@@ -190,16 +243,16 @@ class OpenAIService:
         max_tokens: int | None = None,
         key: str | None = None,
         tab: Tab | None = None,
+        task: Task | None = None,
     ) -> ChatResult[T] | None:
         """The answer already in this process's cache, found on the calling thread without the
         event loop, accounted like any hit (on `tab` when given); None when it is not there
         (`chat_structured` then asks Redis, an identical call in flight, or the provider)."""
-        if self._front is None:
+        if self._front is None or self._endpoints[task] is None:
             return None
         started = self._clock()
-        limit = max_tokens or self._settings.llm.max_tokens
-        spec = ChatSpec(messages, response_model, model, prompt_version, limit)
-        served = self._chat.lookup_now(self._front, spec)
+        spec = self._spec(task, messages, response_model, model, prompt_version, max_tokens)
+        served = self._chat(task).lookup_now(self._front, spec)
         if served is None:
             return None
         enrichment = self._finish("chat", served, prompt_version, key, started, tab)
@@ -210,6 +263,7 @@ class OpenAIService:
     ) -> EmbedResult:
         started = self._clock()
         try:
+            self.endpoint("embeddings")
             served = await self._embeddings.embed(texts, model)
         except LLMError as exc:
             self._failed("embeddings", model, exc, key, started, joined=False)
@@ -222,7 +276,7 @@ class OpenAIService:
     ) -> EmbedResult | None:
         """Every text's vector from this process's cache, like `chat_cached_now`; None when one
         is not there."""
-        if self._front is None:
+        if self._front is None or self._endpoints["embeddings"] is None:
             return None
         started = self._clock()
         served = self._embeddings.lookup_now(self._front, texts, model)
@@ -237,13 +291,15 @@ class OpenAIService:
             self.ledger.record(record)
         tab.records.clear()
 
-    async def _produce(self, spec: ChatSpec[T], key: str | None, started: float) -> Served[T]:
+    async def _produce(
+        self, chat: StructuredChat, spec: ChatSpec[T], key: str | None, started: float
+    ) -> Served[T]:
         """The provider's answer, or that of the identical call already in flight (merged)."""
         flight = self._flights.get()
         request_key = spec.key()
         joined = request_key in flight
         try:
-            served, _ = await flight.run(request_key, lambda: self._chat.produce(spec))
+            served, _ = await flight.run(request_key, lambda: chat.produce(spec))
         except LLMError as exc:
             self._failed("chat", spec.model, exc, key, started, joined)
             raise
@@ -307,6 +363,7 @@ class DisabledService:
         prompt_version: str,
         max_tokens: int | None = None,
         key: str | None = None,
+        task: Task | None = None,
     ) -> ChatResult[T]:
         raise LLMUnavailable(DISABLED_REASON)
 

@@ -25,6 +25,7 @@ from typing import Any, Generic
 import openai
 from pydantic import BaseModel
 
+from operators.config.llm import StructuredOutput
 from operators.llm.admission import estimate_prompt_tokens
 from operators.llm.cache import InProcessCache, canonical_json, chat_key
 from operators.llm.provider import ProviderCaller, ProviderReply, ProviderRequest
@@ -46,45 +47,103 @@ MAX_REPAIR_ANSWER_CHARS = 4000
 MAX_REPAIR_ERROR_CHARS = 1000
 
 
+SCHEMA_INSTRUCTION = (
+    "Answer with only a JSON object, no other text, that is valid against this JSON Schema:\n"
+    "{schema}"
+)
+MAX_SERVER_ITEMS = 16
+"""`maxItems` above this is left out of the schema sent to a server (validated here instead)."""
+
+
 @functools.lru_cache(maxsize=256)
 def _json_schema(response_model: type[BaseModel]) -> dict[str, Any]:
     return response_model.model_json_schema()
 
 
-def response_format(response_model: type[BaseModel]) -> dict[str, Any]:
-    """The `response_format` asking for a JSON instance of `response_model`'s schema (the schema
-    is generated once per model: it costs more than a cache hit)."""
-    schema = _json_schema(response_model)
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": response_model.__name__, "schema": schema, "strict": False},
-    }
+def server_schema(schema: Any) -> Any:
+    """`schema` without the bounds that blow up a server's grammar (`maxLength`, a large
+    `maxItems`): a server that compiles a schema into a grammar expands each bounded repetition
+    into rules, and llama.cpp's server dies on a `maxLength` of 1200. The answer is still
+    validated against the full schema here."""
+    if isinstance(schema, dict):
+        return {
+            key: server_schema(value)
+            for key, value in schema.items()
+            if key != "maxLength"
+            and not (key == "maxItems" and isinstance(value, int) and value > MAX_SERVER_ITEMS)
+        }
+    if isinstance(schema, list):
+        return [server_schema(item) for item in schema]
+    return schema
+
+
+@functools.lru_cache(maxsize=256)
+def _server_schema(response_model: type[BaseModel]) -> dict[str, Any]:
+    sent: dict[str, Any] = server_schema(_json_schema(response_model))
+    return sent
+
+
+def response_format(
+    response_model: type[BaseModel], dialect: StructuredOutput = "json_schema"
+) -> dict[str, Any] | None:
+    """The `response_format` asking for a JSON instance of `response_model`'s schema in the
+    server's `dialect` (None for `none`); the schema is generated once per model."""
+    schema = _server_schema(response_model)
+    if dialect == "json_schema":
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": response_model.__name__, "schema": schema, "strict": False},
+        }
+    if dialect == "json_object_schema":
+        return {"type": "json_object", "schema": schema}
+    if dialect == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+def with_schema_instruction(
+    messages: list[dict[str, str]], response_model: type[BaseModel]
+) -> list[dict[str, str]]:
+    """`messages` with the schema spelled out in the system turn, for servers that take no schema
+    in `response_format` (dialects `json_object` and `none`)."""
+    schema = canonical_json(_server_schema(response_model))
+    instruction = SCHEMA_INSTRUCTION.format(schema=schema)
+    if messages and messages[0].get("role") == "system":
+        first = {**messages[0], "content": f"{messages[0]['content']}\n\n{instruction}"}
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": instruction}, *messages]
 
 
 @dataclass(frozen=True)
 class ChatSpec(Generic[T]):
-    """One structured chat request as the caller asked it."""
+    """One structured chat request as the caller asked it, and the dialect its server speaks."""
 
     messages: list[dict[str, str]]
     response_model: type[T]
     model: str
     prompt_version: str
     max_tokens: int
+    dialect: StructuredOutput = "json_schema"
     parameters: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
-        parameters = {
-            "max_tokens": self.max_tokens,
-            "temperature": 0,
-            "response_format": response_format(self.response_model),
-        }
+        parameters: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": 0}
+        sent_format = response_format(self.response_model, self.dialect)
+        if sent_format is not None:
+            parameters["response_format"] = sent_format
         object.__setattr__(self, "parameters", parameters)
+
+    def sent(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """`messages` as sent: with the schema in the prompt when the dialect carries none."""
+        if self.dialect in ("json_object", "none"):
+            return with_schema_instruction(messages, self.response_model)
+        return messages
 
     def key(self, model: str | None = None, messages: list[dict[str, str]] | None = None) -> str:
         """The cache key of this request, or of it sent to `model` with `messages`."""
         return chat_key(
             model=model or self.model,
-            messages=self.messages if messages is None else messages,
+            messages=self.sent(self.messages if messages is None else messages),
             parameters=self.parameters,
             prompt_version=self.prompt_version,
         )
@@ -123,8 +182,10 @@ class StructuredChat:
         caller: ProviderCaller,
         cache: TolerantCache,
         fallback_model: str | None = None,
+        endpoint: str | None = None,
     ) -> None:
         self._client = client
+        self._endpoint = endpoint
         self._caller = caller
         self._cache = cache
         self._fallback = fallback_model
@@ -208,13 +269,14 @@ class StructuredChat:
         return _Draft(reply, value, content, answered_by)
 
     def _request(self, spec: ChatSpec[T], messages: list[dict[str, str]]) -> ProviderRequest:
-        schema = canonical_json(spec.parameters["response_format"])
+        schema = canonical_json(spec.parameters.get("response_format") or {})
         fallbacks = (self._fallback,) if self._fallback else ()
+        sent = spec.sent(messages)
 
         async def send(model: str, attempt: int) -> Any:
             return await self._client().chat.completions.create(
                 model=model,
-                messages=messages,  # type: ignore[arg-type]  # role/content dicts; openai types each role
+                messages=sent,  # type: ignore[arg-type]  # role/content dicts; openai types each role
                 extra_headers={"x-stainless-retry-count": str(attempt)},
                 **spec.parameters,
             )
@@ -222,7 +284,7 @@ class StructuredChat:
         return ProviderRequest(
             operation="chat",
             model=spec.model,
-            tokens_in=estimate_prompt_tokens(messages, schema),
+            tokens_in=estimate_prompt_tokens(sent, schema),
             tokens_out=spec.max_tokens,
             send=send,
             usage=lambda r: (
@@ -230,6 +292,7 @@ class StructuredChat:
                 usage_tokens(r, "completion_tokens"),
             ),
             fallback_models=fallbacks,
+            endpoint=self._endpoint,
         )
 
 

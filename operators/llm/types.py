@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from operators.config.llm import Task
 from operators.errors import SurgeflowError
 from schemas.enrichment import Enrichment, FallbackReason
 
@@ -123,7 +124,9 @@ class LLMService(Protocol):
     """What steps may ask of the LLM layer.
 
     `key` (optional) names what the call is for (a shipment id, a ticket session); the service's
-    accounting keeps totals per key.
+    accounting keeps totals per key. `task` (optional) picks the endpoint of a chat call
+    (`classify`, `route`, `reply`; None = the shared one); embeddings go to the `embeddings`
+    endpoint.
     """
 
     @property
@@ -138,6 +141,7 @@ class LLMService(Protocol):
         prompt_version: str,
         max_tokens: int | None = None,
         key: str | None = None,
+        task: Task | None = None,
     ) -> ChatResult[T]:
         """One chat completion whose JSON answer is validated into `response_model`."""
         ...
@@ -152,6 +156,7 @@ class LLMService(Protocol):
         max_tokens: int | None = None,
         key: str | None = None,
         tab: Tab | None = None,
+        task: Task | None = None,
     ) -> ChatResult[T] | None:
         """`chat_structured`'s answer if this process already holds it (no event loop, no
         network), else None. With a `tab` its accounting waits there for `settle`."""

@@ -239,6 +239,7 @@ class ShipmentAgent(ChatAgent[ShipmentDecision, ShipmentDecision, NoteAssessment
             prompt_version=PROMPT_VERSION,
             max_tokens=llm.max_tokens,
             key=item.shipment_id,
+            task="classify",
         )
 
     def answer(

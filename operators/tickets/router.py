@@ -236,6 +236,7 @@ class RouterAgent(Agent[ContextTicket, RoutedTicket]):
             prompt_version=ROUTER_PROMPT_VERSION,
             max_tokens=min(llm.max_tokens, ROUTER_MAX_TOKENS),
             key=t.message.session_id,
+            task="route",
         )
 
     def _llm_route(

@@ -32,6 +32,7 @@ from typing import ClassVar, Optional
 from pydantic import BaseModel, Field
 
 from operators.config.llm import LLMSettings
+from operators.errors import ConfigurationError
 from operators.llm.agent import AgentRunner, ChatAgent, ChatRequest
 from operators.llm.prompt_text import clean_and_bound_all, user_data
 from operators.llm.reply_policy import PolicyVerdict, check_reply
@@ -138,19 +139,35 @@ class DraftReply(BaseModel):
 
 
 @lru_cache(maxsize=8)
-def build_workers(default_model: str) -> Mapping[Route, Worker]:
-    """One worker per route from `data/intents.json`; `default_model` where none is named."""
+def build_workers(
+    default_model: str, route_models: tuple[tuple[str, str], ...] = ()
+) -> Mapping[Route, Worker]:
+    """One worker per route from `data/intents.json`: its model is `route_models`' entry for the
+    route (`SURGEFLOW_LLM_ROUTE_MODELS`), else the one the file names, else `default_model`."""
+    intents = load_intents()
+    overrides = dict(route_models)
+    unknown = sorted(set(overrides) - set(intents))
+    if unknown:
+        raise ConfigurationError(
+            f"SURGEFLOW_LLM_ROUTE_MODELS names routes that do not exist: {', '.join(unknown)} "
+            f"(routes: {', '.join(sorted(intents))})"
+        )
     workers = {
         route: Worker(
             route=route,
-            model=spec.worker.model or default_model,
+            model=overrides.get(route) or spec.worker.model or default_model,
             priority_boost=spec.worker.priority_boost,
             system_prompt=spec.worker.system_prompt,
             prompt_version=PROMPT_VERSIONS[route],
         )
-        for route, spec in load_intents().items()
+        for route, spec in intents.items()
     }
     return MappingProxyType(workers)
+
+
+def workers_of(llm: LLMSettings) -> Mapping[Route, Worker]:
+    """The workers with the models `llm` gives them."""
+    return build_workers(llm.model_reply, tuple(sorted(llm.route_models.items())))
 
 
 def priority_of(t: RoutedTicket, worker: Worker, scored: Worker | None = None) -> Priority:
@@ -180,7 +197,7 @@ def _scored_worker(t: RoutedTicket, llm: LLMSettings) -> Worker | None:
     """The worker of the embedding's best route when the LLM router chose another one."""
     if t.route_method != "llm" or t.scored_route is None or t.scored_route == t.route:
         return None
-    return build_workers(llm.model_reply)[t.scored_route]
+    return workers_of(llm)[t.scored_route]
 
 
 def _order_phrase(order_ids: Sequence[str]) -> str:
@@ -258,7 +275,7 @@ def reply_verdict(t: RoutedTicket, reply: str, llm: LLMSettings) -> PolicyVerdic
     template of the embedding's best route too: a commitment is allowed only where both offer
     it); the secret text is the worker's role sentence and the reply rules.
     """
-    workers = build_workers(llm.model_reply)
+    workers = workers_of(llm)
     templates = [template_reply(t)]
     scored = _scored_worker(t, llm)
     if scored is not None:
@@ -292,8 +309,11 @@ class ReplyAgent(ChatAgent[RoutedTicket, DraftedTicket, DraftReply]):
     name: ClassVar[str] = "reply"
     answer_model: ClassVar[type[BaseModel]] = DraftReply
 
+    def __post_init__(self) -> None:
+        workers_of(self.llm)  # a route model for a route that does not exist stops the start
+
     def _worker(self, t: RoutedTicket) -> Worker:
-        return build_workers(self.llm.model_reply)[t.route]
+        return workers_of(self.llm)[t.route]
 
     def rules(
         self, item: RoutedTicket, reason: Optional[FallbackReason], spent: Sequence[Enrichment]
@@ -310,6 +330,7 @@ class ReplyAgent(ChatAgent[RoutedTicket, DraftedTicket, DraftReply]):
             prompt_version=worker.prompt_version,
             max_tokens=llm.max_tokens,
             key=item.message.session_id,
+            task="reply",
         )
 
     def answer(self, item: RoutedTicket, result: ChatResult[DraftReply]) -> DraftedTicket:

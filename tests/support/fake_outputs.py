@@ -1,6 +1,7 @@
 """What `tests.support.openai_server.OpenAITestServer` answers, as JSON-ready values.
 
-- chat: `chat_content` is an instance of the request's JSON schema when `response_format` carries
+- chat: `chat_content` is an instance of the request's JSON schema (`request_schema`: in any
+  structured-output dialect) when `response_format` carries
   one (enums chosen by keywords of the user text where possible), otherwise a short sentence;
   `chat_completion` wraps a content in a chat completion with `usage`.
 - embeddings: `embed_text` is a deterministic hashed bag-of-words vector (dimension 256,
@@ -42,7 +43,7 @@ DEFAULT_KEYWORDS: dict[str, tuple[str, ...]] = {
 
 def chat_content(body: dict[str, Any], keywords: dict[str, tuple[str, ...]]) -> str:
     """The content answering a chat request: a JSON instance of its schema, or a sentence."""
-    schema = _json_schema(body.get("response_format"))
+    schema = request_schema(body)
     user_text = " ".join(
         str(m.get("content", "")) for m in body.get("messages", []) if m.get("role") == "user"
     ).lower()
@@ -169,10 +170,28 @@ class SchemaInstanceMaker:
         return None
 
 
-def _json_schema(response_format: Any) -> dict[str, Any] | None:
-    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
-        return None
-    schema = (response_format.get("json_schema") or {}).get("schema")
+PROMPT_SCHEMA = re.compile(r"JSON Schema:\s*(\{.*\})\s*$", re.DOTALL)
+"""Where a prompt spells out the schema (`operators.llm.structured.SCHEMA_INSTRUCTION`)."""
+
+
+def request_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema a chat request asks its answer to follow, in whichever dialect it is
+    asked: OpenAI's `json_schema` response format, llama.cpp's `json_object` with `schema`, or
+    spelled out at the end of the system prompt (`json_object` without schema, or none)."""
+    response_format = body.get("response_format")
+    schema: Any = None
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+    elif isinstance(response_format, dict) and "schema" in response_format:
+        schema = response_format.get("schema")
+    else:
+        system = [m for m in body.get("messages", []) if m.get("role") == "system"]
+        found = PROMPT_SCHEMA.search(str(system[0].get("content", ""))) if system else None
+        if found is not None:
+            try:
+                schema = json.loads(found.group(1))
+            except ValueError:
+                schema = None
     return schema if isinstance(schema, dict) else None
 
 

@@ -14,6 +14,9 @@ It answers `POST /v1/chat/completions` and `POST /v1/embeddings` in the document
   sharing words get similar vectors; `encoding_format` `float` or `base64` (little-endian float32).
 - latency: `server.latency` is fixed seconds or a zero-argument callable returning seconds;
   `lognormal_latency(p50, p99)` gives the heavy-tailed distribution LLM providers show.
+- dialects: with `server.response_formats` set (e.g. `{"text", "json_object"}`), a chat
+  request with another `response_format` type gets 500 and the text llama.cpp's server sends;
+  the schema of an answer is read from any dialect (`fake_outputs.request_schema`).
 - API key: with `server.api_key` set, a request without `Authorization: Bearer <api_key>` gets
   401 `invalid_api_key`, as OpenAI answers a wrong key (None, the default, accepts any key).
 - faults: `rate_limit_next`, `fail_next`, `hang_next`, `malformed_next` (a truncated body) and
@@ -86,6 +89,7 @@ class OpenAITestServer(FaultPlan, RequestLog):
         self.obey_injections = obey_injections
         self.keywords = dict(DEFAULT_KEYWORDS if keywords is None else keywords)
         self.api_key: str | None = None
+        self.response_formats: frozenset[str] | None = None
         FaultPlan.__init__(self)
         RequestLog.__init__(self)
         self.models = ["gpt-4o-mini", "gpt-4.1-nano", "text-embedding-3-small"]
@@ -151,6 +155,21 @@ class OpenAITestServer(FaultPlan, RequestLog):
             return chat_completion(body, injected)
         content = self.responder(body) if self.responder else chat_content(body, self.keywords)
         return chat_completion(body, content)
+
+    def refused_format(self, body: dict[str, Any]) -> str | None:
+        """With `response_formats` set, the text a server that takes only those
+        `response_format` types answers another with (500, as llama.cpp's server does)."""
+        response_format = body.get("response_format")
+        if self.response_formats is None or not isinstance(response_format, dict):
+            return None
+        kind = response_format.get("type")
+        if kind in self.response_formats:
+            return None
+        allowed = " or ".join(f"'{k}'" for k in sorted(self.response_formats))
+        return (
+            f"[{{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+            f"'msg': \"Input should be {allowed}\", 'input': '{kind}'}}]"
+        )
 
     def embeddings_response(self, body: dict[str, Any]) -> dict[str, Any]:
         """The embeddings answering `body` (float lists or base64 float32)."""
@@ -282,6 +301,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, json.dumps(chat_completion(body, fault.content)).encode())
         if not isinstance(body, dict):
             return self._send(400, _error("body is not a JSON object", "invalid_request_error"))
+        refused = owner.refused_format(body)
+        if refused is not None and same_path(CHAT_PATH, self.path):
+            return self._send(500, _error(refused, "server_error"))
         if same_path(CHAT_PATH, self.path):
             return self._send(200, json.dumps(owner.chat_response(body)).encode())
         if same_path(EMBEDDINGS_PATH, self.path):

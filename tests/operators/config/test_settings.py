@@ -132,6 +132,11 @@ SAMPLES = {  # values not derivable from the default alone
     "BYTEWAX_RECOVERY_DIRECTORY": "/tmp/recovery",
     "BYTEWAX_SNAPSHOT_INTERVAL": "7",
     "BYTEWAX_RECOVERY_BACKUP_INTERVAL": "3",
+    "SURGEFLOW_LLM_ROUTE_MODELS": '{"refund": "gpt-4o"}',
+    "SURGEFLOW_LLM_STRUCTURED_OUTPUT": "json_object_schema",
+    "SURGEFLOW_LLM_CLASSIFY_STRUCTURED_OUTPUT": "json_object",
+    "SURGEFLOW_LLM_ROUTE_STRUCTURED_OUTPUT": "none",
+    "SURGEFLOW_LLM_REPLY_STRUCTURED_OUTPUT": "json_schema",
 }
 
 

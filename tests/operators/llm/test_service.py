@@ -15,6 +15,7 @@ from operators.llm.cache import InProcessCache
 from operators.llm.pricing import PriceTable
 from operators.llm.retry import RetryPolicy
 from operators.llm.service import DisabledService, OpenAIService, build_service
+from operators.llm.structured import server_schema
 from operators.llm.types import LLMCallError, LLMInvalidOutput, LLMUnavailable, Tab
 from operators.runtime.runner import call_bound_seconds
 from tests.operators.llm.service_calls import RecordingSleep, Verdict, run
@@ -50,7 +51,11 @@ def test_structured_output_usage_and_cost(
     sent = openai_server.requests[0].body
     assert sent["response_format"] == {
         "type": "json_schema",
-        "json_schema": {"name": "Verdict", "schema": Verdict.model_json_schema(), "strict": False},
+        "json_schema": {
+            "name": "Verdict",
+            "schema": server_schema(Verdict.model_json_schema()),
+            "strict": False,
+        },
     }
     assert sent["max_tokens"] == llm_settings().llm.max_tokens
     assert openai_server.requests[0].headers["authorization"] == "Bearer not-needed"

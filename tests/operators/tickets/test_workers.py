@@ -10,6 +10,7 @@ from typing import Optional
 import pytest
 
 from operators.config.settings import Settings
+from operators.errors import ConfigurationError
 from operators.llm.agent import AgentRunner
 from operators.llm.prompt_text import estimate_tokens
 from operators.llm.service import OpenAIService
@@ -26,6 +27,7 @@ from operators.tickets.workers import (
     priority_of,
     reply_messages,
     template_reply,
+    workers_of,
 )
 from schemas import Enrichment, Entities, SourceRef, TicketMessage
 from schemas.tickets import Route
@@ -109,6 +111,18 @@ def routed(
 
 def draft(t: RoutedTicket, service: FakeLLMService, settings: Settings = SETTINGS):
     return asyncio.run(draft_reply(t, service=service, llm=settings.llm))
+
+
+def test_route_models_from_settings_override_the_intents_file() -> None:
+    assert build_workers("reply-model")["it_incident"].model == "gpt-4.1-mini"  # the file's own
+    overrides = {"refund": "big-model", "it_incident": "local-model"}
+    llm = Settings(llm_model_reply="reply-model", llm_route_models=overrides).llm
+    workers = workers_of(llm)
+    assert {route: workers[route].model for route in overrides} == overrides
+    assert {w.model for r, w in workers.items() if r not in overrides} == {"reply-model"}
+    wrong = Settings(llm_route_models={"refunds": "big-model"}).llm
+    with pytest.raises(ConfigurationError, match="refunds"):
+        ReplyAgent(wrong)
 
 
 def test_one_worker_per_route_with_its_model_prompt_and_version() -> None:
