@@ -49,6 +49,10 @@ Task = Literal["classify", "route", "reply", "embeddings"]
 
 TASKS: tuple[Task, ...] = ("classify", "route", "reply", "embeddings")
 
+EmbeddingRole = Literal["query", "passage"]
+"""What a text is to its embedding model: a query (a message to route) or a passage (an intent
+example). Models trained with roles (e5: "query: " / "passage: ") need to be told."""
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -98,6 +102,16 @@ class LLMSettings(SettingsGroup):
     reply_structured_output: Optional[StructuredOutput] = None
     embeddings_base_url: Optional[str] = None
     embeddings_api_key: Optional[SecretStr] = None
+    embeddings_query_prefix: str = Field(
+        default="", max_length=64,
+        description="put before each text embedded as a query (a ticket message), e.g. "
+        "'query: ' for e5 models",
+    )  # fmt: skip
+    embeddings_passage_prefix: str = Field(
+        default="", max_length=64,
+        description="put before each text embedded as a passage (an intent example); e5 models "
+        "compare messages with examples best with 'query: ' on both sides",
+    )  # fmt: skip
 
     # --- models and prices ---
     model_classify: str = "gpt-4o-mini"

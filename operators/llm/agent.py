@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Generic, Optional, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from operators.config.llm import Task
+from operators.config.llm import EmbeddingRole, Task
 from operators.llm.types import ChatResult, EmbedResult, LLMError, LLMService, Tab
 from schemas.enrichment import Enrichment, FallbackReason, PolicyRule
 
@@ -113,12 +113,15 @@ class Embed:
     texts: Sequence[str]
     model: str
     key: Optional[str] = None
+    role: EmbeddingRole = "query"
 
     def ask(self, llm: LLMService) -> Awaitable[EmbedResult]:
-        return llm.embed(self.texts, model=self.model, key=self.key)
+        return llm.embed(self.texts, model=self.model, key=self.key, role=self.role)
 
     def held(self, llm: LLMService, tab: Tab) -> Optional[EmbedResult]:
-        return llm.embed_cached_now(self.texts, model=self.model, key=self.key, tab=tab)
+        return llm.embed_cached_now(
+            self.texts, model=self.model, key=self.key, tab=tab, role=self.role
+        )
 
 
 class Agent(ABC, Generic[X, Y]):

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import openai
 
-from operators.config.llm import TASKS, Endpoint, Task
+from operators.config.llm import TASKS, EmbeddingRole, Endpoint, Task
 from operators.config.settings import Settings
 from operators.llm.accounting import Ledger, Operation, record_fallback
 from operators.llm.adaptive import AdaptiveConcurrency
@@ -258,13 +258,25 @@ class OpenAIService:
         enrichment = self._finish("chat", served, prompt_version, key, started, tab)
         return ChatResult(served.value, enrichment)
 
+    def _with_role(self, texts: Sequence[str], role: EmbeddingRole) -> list[str]:
+        """`texts` as sent: with the role's prefix (`SURGEFLOW_LLM_EMBEDDINGS_*_PREFIX`), so the
+        cache keeps a vector per text, model and role."""
+        llm = self._settings.llm
+        prefix = llm.embeddings_query_prefix if role == "query" else llm.embeddings_passage_prefix
+        return [prefix + text for text in texts] if prefix else list(texts)
+
     async def embed(
-        self, texts: Sequence[str], *, model: str, key: str | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        key: str | None = None,
+        role: EmbeddingRole = "query",
     ) -> EmbedResult:
         started = self._clock()
         try:
             self.endpoint("embeddings")
-            served = await self._embeddings.embed(texts, model)
+            served = await self._embeddings.embed(self._with_role(texts, role), model)
         except LLMError as exc:
             self._failed("embeddings", model, exc, key, started, joined=False)
             raise
@@ -272,14 +284,20 @@ class OpenAIService:
         return EmbedResult(served.value, enrichment)
 
     def embed_cached_now(
-        self, texts: Sequence[str], *, model: str, key: str | None = None, tab: Tab | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        key: str | None = None,
+        tab: Tab | None = None,
+        role: EmbeddingRole = "query",
     ) -> EmbedResult | None:
         """Every text's vector from this process's cache, like `chat_cached_now`; None when one
         is not there."""
         if self._front is None or self._endpoints["embeddings"] is None:
             return None
         started = self._clock()
-        served = self._embeddings.lookup_now(self._front, texts, model)
+        served = self._embeddings.lookup_now(self._front, self._with_role(texts, role), model)
         if served is None:
             return None
         enrichment = self._finish("embeddings", served, EMBED_PROMPT_VERSION, key, started, tab)
@@ -377,7 +395,12 @@ class DisabledService:
         return None
 
     async def embed(
-        self, texts: Sequence[str], *, model: str, key: str | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        key: str | None = None,
+        role: EmbeddingRole = "query",
     ) -> EmbedResult:
         raise LLMUnavailable(DISABLED_REASON)
 

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from operators.config.llm import Task
+from operators.config.llm import EmbeddingRole, Task
 from operators.errors import SurgeflowError
 from schemas.enrichment import Enrichment, FallbackReason
 
@@ -163,13 +163,24 @@ class LLMService(Protocol):
         ...
 
     async def embed(
-        self, texts: Sequence[str], *, model: str, key: str | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        key: str | None = None,
+        role: EmbeddingRole = "query",
     ) -> EmbedResult:
-        """Embeddings for `texts` (cached per text and model)."""
+        """Embeddings for `texts` as `role` (cached per text, model and role)."""
         ...
 
     def embed_cached_now(
-        self, texts: Sequence[str], *, model: str, key: str | None = None, tab: Tab | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        key: str | None = None,
+        tab: Tab | None = None,
+        role: EmbeddingRole = "query",
     ) -> EmbedResult | None:
         """`embed`'s result if this process already holds every text's vector, else None (like
         `chat_cached_now`)."""

@@ -116,7 +116,8 @@ class IntentIndex:
         return self._embeddings[model], enrichment if started_here else None
 
     async def _fetch(self, service: LLMService, model: str) -> Enrichment:
-        result = await service.embed([e.text for e in self.examples], model=model)
+        texts = [e.text for e in self.examples]
+        result = await service.embed(texts, model=model, role="passage")
         if len(result.vectors) != len(self.examples):
             raise LLMInvalidOutput("embedding count differs from the number of intent examples")
         pairs = zip(self.examples, result.vectors, strict=True)

@@ -174,3 +174,27 @@ def test_a_task_without_any_endpoint_goes_to_the_rules(
     vectors = run(service, lambda: embed(service)).vectors
     assert len(vectors) == 1 and len(vectors[0]) > 0
     assert [r.path for r in openai_server.requests] == [EMBEDDINGS_PATH]
+
+
+def test_embedding_roles_reach_the_server_as_prefixes_and_are_cached_apart(
+    openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
+) -> None:
+    """e5-style models: a message as "query: ...", an intent example as "passage: ..."."""
+    settings = llm_settings(
+        llm_embeddings_query_prefix="query: ", llm_embeddings_passage_prefix="passage: "
+    )
+    service = OpenAIService(settings)
+
+    async def work() -> tuple[Any, Any, Any]:
+        query = await service.embed(["my parcel is late"], model="text-embedding-3-small")
+        passage = await service.embed(
+            ["my parcel is late"], model="text-embedding-3-small", role="passage"
+        )
+        again = await service.embed(["my parcel is late"], model="text-embedding-3-small")
+        return query, passage, again
+
+    query, passage, again = run(service, work)
+    sent = [text for r in openai_server.requests for text in r.body["input"]]
+    assert sent == ["query: my parcel is late", "passage: my parcel is late"]
+    assert query.vectors != passage.vectors  # the server embedded two different texts
+    assert again.vectors == query.vectors and again.enrichment.source == "cache"

@@ -117,7 +117,7 @@ class FakeLLMService:
         return self._enabled
 
     async def embed(
-        self, texts: Sequence[str], *, model: str, key: str | None = None
+        self, texts: Sequence[str], *, model: str, key: str | None = None, role: str = "query"
     ) -> EmbedResult:
         self.embedded.append(list(texts))
         is_message = len(texts) <= 2  # the message (and its context), not the intent examples

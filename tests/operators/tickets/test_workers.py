@@ -64,7 +64,7 @@ class FakeLLMService:
         return ChatResult(value=kwargs["response_model"](reply=self.reply), enrichment=enrichment)
 
     async def embed(
-        self, texts: Sequence[str], *, model: str, key: str | None = None
+        self, texts: Sequence[str], *, model: str, key: str | None = None, role: str = "query"
     ) -> EmbedResult:
         raise AssertionError("workers do not embed")
 
