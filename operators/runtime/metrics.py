@@ -172,7 +172,9 @@ class OutputCount(Generic[M]):
     counter: Counter
     label: str
     label_of: Callable[[M], str]
-    _children: dict[str, Children[Counter]] = field(default_factory=dict, compare=False)
+    _children: dict[str, Children[Counter]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def children(self, flow: str) -> Children[Counter]:
         """The counter's children of `flow`, by label value (resolved once each)."""
