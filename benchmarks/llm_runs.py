@@ -127,8 +127,9 @@ def run_items(
     )
     up = op.input("in", flow, source)
     results = map_async(
-        "call", up, fn, params=StepParams.from_settings(settings.llm), key=lambda x: x[0]
-    )
+        "call", up, fn, params=StepParams.from_settings(settings.llm), key=lambda x: x[0],
+        flow="benchmark",
+    )  # fmt: skip
     op.output("out", results, TestingSink(out))
     started = time.perf_counter()
     run_main(flow)

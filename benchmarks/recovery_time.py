@@ -83,7 +83,7 @@ class TrackedSource(KafkaRecordSource):
     """`KafkaRecordSource` whose partitions report positions to `<dir>/<pid>-<part>.json`."""
 
     def __init__(self, settings: Settings, topics: list[str], status_dir: Path) -> None:
-        super().__init__(settings, topics)
+        super().__init__(settings, topics, flow="shipments")
         self._dir = status_dir
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _Tracked:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from operators.config.settings import Settings
 from operators.runtime.flow_spec import AnySpec, FlowSpec, FlowTopics
+from operators.runtime.metrics import OutputCount, output_count
 from operators.shipments.reference import ShipmentReference
 from operators.shipments.surge import iter_shipment_surge
 from operators.tickets.intents import IntentIndex
@@ -56,6 +57,19 @@ class TicketReference:
         return cls(ChannelReference.load(), IntentIndex.from_file(), load_products())
 
 
+DECISIONS: OutputCount[ShipmentDecision] = output_count(
+    "surgeflow_decisions",
+    "Shipment decisions published, by action (ok, expedite, reroute, notify_customer, escalate).",
+    "action",
+    lambda decision: decision.action,
+)
+RESPONSES: OutputCount[TicketResponse] = output_count(
+    "surgeflow_responses",
+    "Ticket responses published, by route (the worker the router chose).",
+    "route",
+    lambda response: response.route,
+)
+
 SHIPMENTS: FlowSpec[ShipmentEvent, ShipmentDecision, ShipmentReference] = FlowSpec(
     name="shipments",
     key_field="shipment_id",
@@ -66,6 +80,7 @@ SHIPMENTS: FlowSpec[ShipmentEvent, ShipmentDecision, ShipmentReference] = FlowSp
     reference=ShipmentReference.load,
     surge=iter_shipment_surge,
     dead_letter_raw="bounded",  # scans are operational data
+    output_count=DECISIONS,
 )
 
 TICKETS: FlowSpec[TicketMessage, TicketResponse, TicketReference] = FlowSpec(
@@ -78,6 +93,7 @@ TICKETS: FlowSpec[TicketMessage, TicketResponse, TicketReference] = FlowSpec(
     reference=TicketReference.load,
     surge=iter_ticket_surge,
     dead_letter_raw="hash",  # ticket bodies are conversation text (PII)
+    output_count=RESPONSES,
 )
 
 SPECS: Mapping[str, AnySpec] = {spec.name: spec for spec in (SHIPMENTS, TICKETS)}

@@ -61,8 +61,9 @@ def start(
         unbounded_input=source is None and settings.kafka.enabled and settings.kafka.tail,
     )  # fmt: skip
     source, sink = io.endpoints(
-        settings, topic=topics.input, generator=spec.surge_records, source=source, sink=sink
-    )
+        settings, flow=spec.name, topic=topics.input, generator=spec.surge_records,
+        source=source, sink=sink,
+    )  # fmt: skip
     preflight(settings, flow=spec.name, topics=topics, source=source, sink=sink)
     return Started(source=source, sink=sink, stop=stop)
 

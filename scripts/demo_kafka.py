@@ -120,7 +120,7 @@ def load(settings: Settings, flow: Flow) -> int:
     """Produce the seeded surge onto the flow's input topic; return how many records."""
     topic = flow.topic(settings, 0)
     started = time.perf_counter()
-    sent = load_records(settings, topic, surge_records(settings, flow.name))
+    sent = load_records(settings, topic, surge_records(settings, flow.name), flow=flow.name)
     print(f"  loaded {sent} records onto {topic} in {time.perf_counter() - started:.1f} s")
     return sent
 

@@ -68,6 +68,7 @@ def embedded_sink(settings: Settings) -> Sink[OutRecord]:
 def endpoints(
     settings: Settings,
     *,
+    flow: str,
     topic: str,
     generator: Callable[..., Iterator[RawRecord]],
     source: Optional[Source[RawRecord]] = None,
@@ -76,12 +77,13 @@ def endpoints(
     """A flow's input and output: the ones given (tests), else those the settings configure.
 
     With `KAFKA_BOOTSTRAP_SERVERS` set: the flow's input `topic` and a delivery-checked producer
-    writing each record to its own topic; else the embedded source and sink.
+    writing each record to its own topic; else the embedded source and sink. The Kafka ones
+    count their errors and deliveries under `flow`.
     """
     check_services(settings)
     if settings.kafka.enabled:
-        return source or KafkaRecordSource(settings, [topic]), sink or KafkaRecordSink(
-            settings.kafka
+        return source or KafkaRecordSource(settings, [topic], flow=flow), sink or KafkaRecordSink(
+            settings.kafka, flow=flow
         )
     source = source or embedded_source(settings, topic=topic, generator=generator)
     return source, sink or embedded_sink(settings)

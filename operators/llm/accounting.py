@@ -32,6 +32,7 @@ from operators.llm.metrics import (
     PROVIDER,
     TOKEN_USAGE,
 )
+from operators.runtime.metrics import Children
 
 Outcome = Literal["success", "cache_hit", "merged", "fallback", "failure"]
 Operation = Literal["chat", "embeddings"]
@@ -146,39 +147,40 @@ def _merge(into: Totals, other: Totals) -> None:
     into.outcomes.update(other.outcomes)
 
 
+# Every call counts in these: their children are resolved once per label set, not per call.
+_CALLS = Children(CALLS)
+_COST = Children(COST)
+_COST_SAVED = Children(COST_SAVED)
+_FALLBACKS = Children(FALLBACKS)
+_DURATION = Children(OPERATION_DURATION)
+_TOKENS = Children(TOKEN_USAGE)
+
+
 def _export(record: CallRecord) -> None:
-    CALLS.labels(flow=record.flow, operation=record.operation, outcome=record.outcome).inc()
+    _CALLS(record.flow, record.operation, record.outcome).inc()
     if record.cost_usd > 0:
-        COST.labels(flow=record.flow, gen_ai_request_model=record.model).inc(record.cost_usd)
+        _COST(record.flow, record.model).inc(record.cost_usd)
     if record.cost_saved_usd > 0:
-        saved = COST_SAVED.labels(flow=record.flow, gen_ai_request_model=record.model)
-        saved.inc(record.cost_saved_usd)
+        _COST_SAVED(record.flow, record.model).inc(record.cost_saved_usd)
 
 
 def record_fallback(flow: str, reason: str, target: Literal["fallback_model", "rules"]) -> None:
     """Count a call sent away from its configured model (`surgeflow_llm_fallbacks_total`)."""
-    FALLBACKS.labels(flow=flow, reason=reason, target=target).inc()
+    _FALLBACKS(flow, reason, target).inc()
 
 
 def observe_attempt(
-    operation: Operation, model: str, seconds: float, error_type: str | None = None
+    flow: str, operation: Operation, model: str, seconds: float, error_type: str | None = None
 ) -> None:
-    """One provider attempt's duration; `error_type` names the failure (empty on success)."""
-    OPERATION_DURATION.labels(
-        gen_ai_operation_name=operation,
-        gen_ai_provider_name=PROVIDER,
-        gen_ai_request_model=model,
-        error_type=error_type or "",
-    ).observe(max(seconds, 0.0))
+    """One provider attempt's duration for `flow`; `error_type` names the failure (empty on
+    success)."""
+    _DURATION(flow, operation, PROVIDER, model, error_type or "").observe(max(seconds, 0.0))
 
 
-def observe_tokens(operation: Operation, model: str, tokens_in: int, tokens_out: int) -> None:
-    """One provider answer's token usage (output only for chat)."""
-    labels = {
-        "gen_ai_operation_name": operation,
-        "gen_ai_provider_name": PROVIDER,
-        "gen_ai_request_model": model,
-    }
-    TOKEN_USAGE.labels(**labels, gen_ai_token_type="input").observe(tokens_in)
+def observe_tokens(
+    flow: str, operation: Operation, model: str, tokens_in: int, tokens_out: int
+) -> None:
+    """One provider answer's token usage for `flow` (output only for chat)."""
+    _TOKENS(flow, operation, PROVIDER, model, "input").observe(tokens_in)
     if operation == "chat":
-        TOKEN_USAGE.labels(**labels, gen_ai_token_type="output").observe(tokens_out)
+        _TOKENS(flow, operation, PROVIDER, model, "output").observe(tokens_out)

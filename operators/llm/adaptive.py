@@ -67,7 +67,7 @@ class AdaptiveConcurrency:
         pressure: SharedPressure | None = None,
         recovery_seconds: float = RECOVERY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
-        flow: str = "",
+        flow: str,
     ) -> None:
         if not 1 <= minimum <= maximum:
             raise ValueError(f"need 1 <= minimum <= maximum, got {minimum} and {maximum}")
@@ -91,9 +91,7 @@ class AdaptiveConcurrency:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, *, scope: str, flow: str = ""
-    ) -> AdaptiveConcurrency:
+    def from_settings(cls, settings: Settings, *, scope: str, flow: str) -> AdaptiveConcurrency:
         """From `llm_max_concurrency` down to `llm_min_concurrency`, shared by `scope` in Redis."""
         maximum = settings.llm.max_concurrency
         pressure = None

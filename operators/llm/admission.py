@@ -86,11 +86,17 @@ class Admission:
     ) -> None:
         self._llm = llm
         self._flow = flow
+        self._waited = LIMITER_WAIT.labels(flow)
         self._limiter = limiter
         self._prices = prices
         self._sleep = sleep
         self._clock = clock
         self._round_trips = PerLoop(lambda: asyncio.Semaphore(LIMITER_ROUND_TRIPS))
+
+    @property
+    def flow(self) -> str:
+        """The flow whose budgets this admission keeps."""
+        return self._flow
 
     @property
     def limiter(self) -> RateLimiter:
@@ -125,7 +131,7 @@ class Admission:
             raise RateLimitWait(f"limits of {model} would need a wait over {limit:g} s")
         if delay > 0:
             await self._sleep(delay)
-        LIMITER_WAIT.observe(max(self._clock() - started, 0.0))
+        self._waited.observe(max(self._clock() - started, 0.0))
         return costs
 
     async def settle(self, reserved: Sequence[Cost], used: Sequence[Cost]) -> None:

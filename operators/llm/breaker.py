@@ -63,11 +63,13 @@ class CircuitBreaker:
         self,
         model: str,
         *,
+        flow: str,
         failures: int,
         reset_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.model = model
+        self._gauge = BREAKER_STATE.labels(flow, model)
         self._threshold = max(failures, 1)
         self._reset = reset_seconds
         self._clock = clock
@@ -161,15 +163,22 @@ class CircuitBreaker:
         self._report()
 
     def _report(self) -> None:
-        BREAKER_STATE.labels(gen_ai_request_model=self.model).set(int(self._state))
+        self._gauge.set(int(self._state))
 
 
 class Breakers:
-    """One `CircuitBreaker` per model, made on first use with the settings' thresholds."""
+    """One `CircuitBreaker` per model, made on first use with the settings' thresholds; their
+    states are reported under `flow`."""
 
     def __init__(
-        self, *, failures: int, reset_seconds: float, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        flow: str,
+        failures: int,
+        reset_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._flow = flow
         self._failures = failures
         self._reset = reset_seconds
         self._clock = clock
@@ -178,9 +187,10 @@ class Breakers:
 
     @classmethod
     def from_settings(
-        cls, llm: LLMSettings, *, clock: Callable[[], float] = time.monotonic
+        cls, llm: LLMSettings, *, flow: str, clock: Callable[[], float] = time.monotonic
     ) -> Breakers:
         return cls(
+            flow=flow,
             failures=llm.breaker_failures,
             reset_seconds=llm.breaker_reset_seconds,
             clock=clock,
@@ -191,6 +201,7 @@ class Breakers:
             found = self._by_model.get(model)
             if found is None:
                 found = self._by_model[model] = CircuitBreaker(
-                    model, failures=self._failures, reset_seconds=self._reset, clock=self._clock
-                )
+                    model, flow=self._flow, failures=self._failures, reset_seconds=self._reset,
+                    clock=self._clock,
+                )  # fmt: skip
             return found

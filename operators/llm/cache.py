@@ -77,10 +77,6 @@ def unpack_vector(raw: bytes) -> list[float]:
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
-_MEMORY_HITS = CACHE_LOOKUPS.labels(backend="memory", result="hit")
-_MEMORY_MISSES = CACHE_LOOKUPS.labels(backend="memory", result="miss")
-
-
 class PromptCache(Protocol):
     """What the LLM layer needs from a cache: batched lookups and batched writes with a TTL."""
 
@@ -99,12 +95,14 @@ class InProcessCache:
     The `TTLCache` evicts least-recently-used entries beyond `max_entries` and drops entries
     older than `ttl_seconds`; a shorter TTL given to `set_many` is kept with the entry and checked
     on read. `max_entries=0` disables storage. `hits` and `misses` count key lookups, which are
-    also counted in `surgeflow_cache_lookups_total{backend="memory"}`.
+    also counted in `surgeflow_cache_lookups_total{backend="memory"}` under `flow` (the flow
+    whose service looks keys up here).
     """
 
     def __init__(
         self,
         *,
+        flow: str,
         max_entries: int = 50_000,
         ttl_seconds: float = 7 * 24 * 3600,
         clock: Callable[[], float] = time.monotonic,
@@ -118,6 +116,8 @@ class InProcessCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self._hits = CACHE_LOOKUPS.labels(flow, "memory", "hit")
+        self._misses = CACHE_LOOKUPS.labels(flow, "memory", "miss")
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         return self.get_many_now(keys)
@@ -141,9 +141,9 @@ class InProcessCache:
             self.misses += len(keys) - len(found)
             if not count_misses:
                 self.misses -= len(keys) - len(found)
-        _MEMORY_HITS.inc(len(found))
+        self._hits.inc(len(found))
         if count_misses:
-            _MEMORY_MISSES.inc(len(keys) - len(found))
+            self._misses.inc(len(keys) - len(found))
         return found
 
     def set_many_now(self, items: Mapping[str, bytes], ttl_seconds: float) -> None:

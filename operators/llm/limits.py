@@ -248,12 +248,14 @@ def _script_args(
 
 
 class RedisRateLimiter:
-    """GCRA in one Lua script on Redis for all costs at once, with a `LocalRateLimiter` fallback."""
+    """GCRA in one Lua script on Redis for all costs at once, with a `LocalRateLimiter` fallback.
+    `surgeflow_llm_limiter_backend_up{flow}` says which of the two holds `flow`'s limits."""
 
     def __init__(
         self,
         url: str,
         *,
+        flow: str,
         timeout_seconds: float = 0.5,
         retry_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
@@ -262,6 +264,7 @@ class RedisRateLimiter:
         self._local = LocalRateLimiter(clock=clock)
         self._unsynced: set[str] = set()
         """Keys charged or refunded in the local limiter since Redis last saw them."""
+        backend_up = LIMITER_BACKEND_UP.labels(flow)
         self._redis = ScriptRunner(
             url,
             {"reserve": RESERVE_SCRIPT, "refund": REFUND_SCRIPT},
@@ -270,9 +273,9 @@ class RedisRateLimiter:
             retry_seconds=retry_seconds,
             clock=clock,
             client_factory=client_factory,
-            on_change=lambda up: LIMITER_BACKEND_UP.set(1 if up else 0),
+            on_change=lambda up: backend_up.set(1 if up else 0),
         )
-        LIMITER_BACKEND_UP.set(1)
+        backend_up.set(1)
 
     @property
     def shared(self) -> bool:
@@ -323,15 +326,17 @@ class RedisRateLimiter:
         await self._redis.aclose()
 
 
-def build_limiter(settings: Settings) -> RateLimiter:
-    """`RedisRateLimiter` when `settings.redis.enabled`, else a `LocalRateLimiter`."""
+def build_limiter(settings: Settings, *, flow: str) -> RateLimiter:
+    """`flow`'s limiter: `RedisRateLimiter` when `settings.redis.enabled`, else a
+    `LocalRateLimiter`."""
     if settings.redis.url is not None and settings.redis.enabled:
         return RedisRateLimiter(
             settings.redis.url.get_secret_value(),
+            flow=flow,
             timeout_seconds=settings.redis.timeout_seconds,
             retry_seconds=settings.redis.retry_seconds,
         )
-    LIMITER_BACKEND_UP.set(0)
+    LIMITER_BACKEND_UP.labels(flow).set(0)
     return LocalRateLimiter()
 
 

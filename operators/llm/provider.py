@@ -68,6 +68,7 @@ from operators.llm.types import (
     LLMUnavailable,
     RateLimitWait,
 )
+from operators.runtime.metrics import Children
 from operators.runtime.per_loop import PerLoop
 from operators.runtime.runner import call_bound_seconds
 
@@ -122,6 +123,9 @@ class ProviderCaller:
         self._clock = clock
         self._bound = call_bound_seconds(llm)
         self._endpoint = endpoint_for_log(llm.base_url)
+        self._flow = admission.flow
+        self._in_flight = IN_FLIGHT.labels(self._flow)
+        self._retries = Children(RETRIES, self._flow)
 
     def concurrency(self) -> AdaptiveConcurrency:
         """The running loop's adaptive concurrency limit."""
@@ -168,7 +172,7 @@ class ProviderCaller:
             async with scope:
                 reply = await self._policy.run(
                     lambda attempt: self._attempt(request, permit, attempt, met),
-                    on_retry=lambda reason, _: _count_retry(request.operation, reason),
+                    on_retry=lambda reason, _: self._retries(request.operation, reason).inc(),
                 )
         except BaseException as exc:
             error = self._error(exc, scope.expired(), met)
@@ -257,22 +261,23 @@ class ProviderCaller:
         status no retry cures, the breaker hear how it went at once."""
         model = permit.model
         started = self._clock()
-        IN_FLIGHT.inc()
+        self._in_flight.inc()
         try:
             async with asyncio.timeout(self._llm.timeout_seconds):
                 response = await request.send(model, attempt)
         except Exception as exc:
-            observe_attempt(request.operation, model, self._clock() - started, _error_type(exc))
+            seconds = self._clock() - started
+            observe_attempt(self._flow, request.operation, model, seconds, _error_type(exc))
             if retry_reason(exc) in DROP_REASONS:
                 limiter.on_drop(exception_retry_after(exc))
             self._heard(permit, exc, met, request)
             raise
         finally:
-            IN_FLIGHT.dec()
-        observe_attempt(request.operation, model, self._clock() - started)
+            self._in_flight.dec()
+        observe_attempt(self._flow, request.operation, model, self._clock() - started)
         limiter.on_success()
         tokens_in, tokens_out = request.usage(response)
-        observe_tokens(request.operation, model, tokens_in, tokens_out)
+        observe_tokens(self._flow, request.operation, model, tokens_in, tokens_out)
         cost = self._admission.cost(model, tokens_in, tokens_out)
         return ProviderReply(response, model, tokens_in, tokens_out, cost)
 
@@ -333,10 +338,6 @@ def endpoint_for_log(url: str | None) -> str:
     parts = urlsplit(url or "https://api.openai.com/v1")
     host = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def _count_retry(operation: Operation, reason: str) -> None:
-    RETRIES.labels(operation=operation, reason=reason).inc()
 
 
 def _error_type(exc: BaseException) -> str:

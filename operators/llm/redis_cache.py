@@ -32,7 +32,7 @@ from operators.config.redact import redacted_url
 from operators.config.settings import Settings
 from operators.llm.cache import InProcessCache, PromptCache
 from operators.llm.down_window import DownWindow
-from operators.runtime.metrics import CACHE_BACKEND_UP, CACHE_ERRORS, CACHE_LOOKUPS
+from operators.runtime.metrics import CACHE_BACKEND_UP, CACHE_ERRORS, CACHE_LOOKUPS, Children
 from operators.runtime.per_loop import PerLoop
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,6 @@ MGET_CHUNK = 500
 """Keys per MGET; a larger lookup sends several MGETs in one pipeline (one round trip)."""
 
 RedisClientFactory = Callable[[], aioredis.Redis]
-
-_REDIS_HITS = CACHE_LOOKUPS.labels(backend="redis", result="hit")
-_REDIS_MISSES = CACHE_LOOKUPS.labels(backend="redis", result="miss")
 
 
 MAX_CONNECTIONS = 32
@@ -77,13 +74,15 @@ class RedisCache:
 
     Consumes the keys and values of the LLM layer; keeps them in Redis with the TTL given to
     `set_many`, and in `front` (when given) for at most the front's own TTL. Instance counters
-    (`stats()`) and the `surgeflow_cache_*` metrics record hits, misses and failed round trips.
+    (`stats()`) and the `surgeflow_cache_*` metrics (under `flow`) record hits, misses and failed
+    round trips.
     """
 
     def __init__(
         self,
         url: str,
         *,
+        flow: str,
         front: InProcessCache | None = None,
         timeout_seconds: float = 0.5,
         retry_seconds: float = 5.0,
@@ -100,7 +99,11 @@ class RedisCache:
         self._clients = PerLoop(self._factory, close=lambda client: client.aclose())
         self._lock = threading.Lock()
         self._counts = {"front_hits": 0, "redis_hits": 0, "misses": 0, "errors": 0}
-        CACHE_BACKEND_UP.set(1)
+        self._hits = CACHE_LOOKUPS.labels(flow, "redis", "hit")
+        self._misses = CACHE_LOOKUPS.labels(flow, "redis", "miss")
+        self._errors = Children(CACHE_ERRORS, flow)
+        self._up = CACHE_BACKEND_UP.labels(flow)
+        self._up.set(1)
 
     @property
     def front(self) -> InProcessCache | None:
@@ -168,8 +171,8 @@ class RedisCache:
             else:
                 self._succeeded(epoch)
         found = {k: _as_bytes(v) for k, v in zip(keys, values, strict=False) if v is not None}
-        _REDIS_HITS.inc(len(found))
-        _REDIS_MISSES.inc(len(keys) - len(found))
+        self._hits.inc(len(found))
+        self._misses.inc(len(keys) - len(found))
         return found
 
     async def _mget(self, keys: list[str]) -> list[bytes | str | None]:
@@ -199,15 +202,15 @@ class RedisCache:
     def _succeeded(self, epoch: int) -> None:
         """A round trip begun in `epoch` worked: Redis is back if it was down since then."""
         if self._window.succeeded(epoch):
-            CACHE_BACKEND_UP.set(1)
+            self._up.set(1)
             log.info("Redis cache at %s is back; using it again", redacted_url(self._url))
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         """Count the failure and mark Redis down for `retry_seconds` (one warning per outage)."""
-        CACHE_ERRORS.labels(operation=operation).inc()
+        self._errors(operation).inc()
         self._count(errors=1)
         went_down = self._window.failed()
-        CACHE_BACKEND_UP.set(0)
+        self._up.set(0)
         reason = f"{type(exc).__name__}: {exc}"
         if went_down:
             log.warning(
@@ -233,37 +236,42 @@ def front_of(cache: PromptCache) -> InProcessCache | None:
     return cache.front if isinstance(cache, RedisCache) else None
 
 
-_fronts: dict[tuple[str, int, int], InProcessCache] = {}
+_fronts: dict[tuple[str, str, int, int], InProcessCache] = {}
 _fronts_lock = threading.Lock()
 
 
-def shared_front(url: str, entries: int, ttl_seconds: int) -> InProcessCache:
-    """The process's front cache of the Redis at `url`: one per process, so every service (and
-    every flow rebuilt in the process) sees the answers already fetched from that Redis."""
+def shared_front(url: str, entries: int, ttl_seconds: int, *, flow: str) -> InProcessCache:
+    """The process's front cache of the Redis at `url` for `flow`: one per flow and process, so
+    every service of the flow (and the flow rebuilt in the process) sees the answers already
+    fetched from that Redis, and its lookups count under the flow."""
     with _fronts_lock:
-        front = _fronts.get((url, entries, ttl_seconds))
+        front = _fronts.get((url, flow, entries, ttl_seconds))
         if front is None:
-            front = InProcessCache(max_entries=entries, ttl_seconds=ttl_seconds)
-            _fronts[(url, entries, ttl_seconds)] = front
+            front = InProcessCache(flow=flow, max_entries=entries, ttl_seconds=ttl_seconds)
+            _fronts[(url, flow, entries, ttl_seconds)] = front
         return front
 
 
-def build_cache(settings: Settings) -> PromptCache:
-    """`RedisCache` (with the process's front) when `settings.redis.enabled`, else an
-    `InProcessCache` of its own."""
+def build_cache(settings: Settings, *, flow: str) -> PromptCache:
+    """`flow`'s cache: `RedisCache` (with the process's front) when `settings.redis.enabled`,
+    else an `InProcessCache` of its own (and `surgeflow_cache_backend_up{flow}` 0)."""
     if settings.redis.url is not None and settings.redis.enabled:
         url = settings.redis.url.get_secret_value()
         front = None
         if settings.cache.front_entries > 0:
-            front = shared_front(url, settings.cache.front_entries, settings.cache.ttl_seconds)
+            front = shared_front(
+                url, settings.cache.front_entries, settings.cache.ttl_seconds, flow=flow
+            )
         return RedisCache(
             url,
+            flow=flow,
             front=front,
             timeout_seconds=settings.redis.timeout_seconds,
             retry_seconds=settings.redis.retry_seconds,
         )
+    CACHE_BACKEND_UP.labels(flow).set(0)  # no Redis configured: 0 throughout, as the limiter
     return InProcessCache(
-        max_entries=settings.cache.max_entries, ttl_seconds=settings.cache.ttl_seconds
+        flow=flow, max_entries=settings.cache.max_entries, ttl_seconds=settings.cache.ttl_seconds
     )
 
 

@@ -120,11 +120,11 @@ class OpenAIService:
     ) -> None:
         self._settings = settings
         self.flow = flow
-        self._cache = cache if cache is not None else build_cache(settings)
+        self._cache = cache if cache is not None else build_cache(settings, flow=flow)
         self._front = front_of(self._cache)
         self._prices = prices or PriceTable.from_settings(settings.llm)
-        self.limiter = limiter if limiter is not None else build_limiter(settings)
-        self.breakers = breakers or Breakers.from_settings(settings.llm)
+        self.limiter = limiter if limiter is not None else build_limiter(settings, flow=flow)
+        self.breakers = breakers or Breakers.from_settings(settings.llm, flow=flow)
         self.ledger = ledger or Ledger()
         self._clock = clock
         self._client_factory = client_factory

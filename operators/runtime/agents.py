@@ -56,7 +56,7 @@ def agent_step(
     """
     outcomes = map_async(
         "call", up, agent, key=lambda item: key(item) or "", params=params, ready=ready,
-        stop=stop,
+        stop=stop, flow=flow,
     )  # fmt: skip
 
     def succeeded(item: Union[Y, AsyncFailure[X]]) -> TypeGuard[Y]:

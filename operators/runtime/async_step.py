@@ -128,7 +128,8 @@ class LaneLogic(StatefulBatchLogic[X, Any, LaneState]):
 
     Asks to be notified `poll_seconds` from `now()` while items are pending, so results leave
     without new input; waits up to `drain_seconds` for the rest on EOF; is discarded whenever
-    nothing is pending. Keeps `PENDING` (items handed over and not yet emitted) up to date.
+    nothing is pending. Keeps `PENDING` (items handed over and not yet emitted) of `flow` up
+    to date.
     An EOF that `stop` calls a stop (`eof_means_stop`) is not the end of the input: the lane
     waits for its items until the stop's deadline and keeps the unfinished ones in its snapshot.
     """
@@ -141,8 +142,10 @@ class LaneLogic(StatefulBatchLogic[X, Any, LaneState]):
         drain_seconds: float,
         now: Callable[[], datetime] = utc_now,
         stop: Optional[StopSignal] = None,
+        flow: str,
     ) -> None:
         self.lane = lane
+        self.pending = PENDING.labels(flow)
         self.poll_every = timedelta(seconds=poll_seconds)
         self.drain_seconds = drain_seconds
         self.now = now
@@ -152,7 +155,7 @@ class LaneLogic(StatefulBatchLogic[X, Any, LaneState]):
         """Submit again the items of a snapshot (raises `IncompatibleStateError`, naming `step`,
         on a version this build cannot read)."""
         self.lane.restore(state, step=step)
-        PENDING.inc(len(self.lane))
+        self.pending.inc(len(self.lane))
 
     def on_batch(self, values: list[X]) -> tuple[Iterable[Any], bool]:
         def submit_then_poll() -> list[Any]:
@@ -192,7 +195,7 @@ class LaneLogic(StatefulBatchLogic[X, Any, LaneState]):
         try:
             return step()
         finally:
-            PENDING.inc(len(self.lane) - before)
+            self.pending.inc(len(self.lane) - before)
 
 
 @operator
@@ -205,6 +208,7 @@ def map_async(
     params: StepParams,
     ready: Optional[Callable[[X], Optional[Y]]] = None,
     stop: Optional[StopSignal] = None,
+    flow: str,
 ) -> Stream[Y | AsyncFailure[X]]:
     """Apply an async `fn` to every item, many at once, emitting each result when it is ready.
 
@@ -233,6 +237,7 @@ def map_async(
     The worker never waits for one call: items start on the worker's `AsyncRunner` at once and
     finished ones leave on the next batch or poll (`params.poll_seconds`). Only when
     `params.max_pending` items of the worker are unfinished does a batch wait for one.
+    Items handed over and not yet emitted count in `surgeflow_llm_pending{flow}`.
     """
     bound_seconds = params.item_bound_seconds
 
@@ -262,6 +267,7 @@ def map_async(
             poll_seconds=params.poll_seconds,
             drain_seconds=bound_seconds + RUNNER_MARGIN_SECONDS,
             stop=stop,
+            flow=flow,
         )
         if resume is not None:
             logic.restore(resume, step=calls)

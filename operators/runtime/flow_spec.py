@@ -21,6 +21,7 @@ from typing import Any, Generic, NamedTuple, Optional, Protocol, TypeVar, Union
 from pydantic import BaseModel
 
 from operators.config.settings import Settings
+from operators.runtime.metrics import OutputCount
 from operators.runtime.records import RawRecord
 from schemas.dead_letter import RawPolicy
 
@@ -78,7 +79,9 @@ class FlowSpec(Generic[In, Out, Ref]):
     - `surge`: the seeded surge generator of its input (the embedded source), if it has one;
     - `reference`: loads its reference data, once per build, for its own steps;
     - `dead_letter_raw`: what its dead letters keep of their raw input unless
-      `SURGEFLOW_DEAD_LETTER_RAW` says otherwise.
+      `SURGEFLOW_DEAD_LETTER_RAW` says otherwise;
+    - `output_count`: the counter of its outputs by one of their fields (`surgeflow_decisions_total`
+      by action), counted as each output is published; none when not given.
     """
 
     name: str
@@ -90,6 +93,7 @@ class FlowSpec(Generic[In, Out, Ref]):
     reference: Callable[[], Ref]
     surge: Optional[Surge] = None
     dead_letter_raw: RawPolicy = "bounded"
+    output_count: Optional[OutputCount[Out]] = None
 
     def surge_records(self, **options: Any) -> Iterator[RawRecord]:
         """The records of `surge` (same keyword arguments); none for a flow without a surge."""

@@ -37,9 +37,8 @@ def input_records(
     State: the source's read position only.
     """
     records = op.input("read", flow, source)
-    return op.inspect(
-        "count_in", records, lambda _s, _r: metrics.RECORDS_IN.labels(flow_name).inc()
-    )
+    counted = metrics.RECORDS_IN.labels(flow_name)
+    return op.inspect("count_in", records, lambda _s, _r: counted.inc())
 
 
 @operator
@@ -52,6 +51,7 @@ def publish(
     sink: Sink[OutRecord],
     flow_name: FlowName,
     source: Optional[Callable[[M], SourceRef]] = None,
+    count: Optional[metrics.OutputCount[M]] = None,
 ) -> Stream[DeadLetter]:
     """Serialise topic models to JSON `OutRecord`s keyed by the flow key and write them to `sink`.
 
@@ -60,26 +60,33 @@ def publish(
     `surgeflow_reply_policy_blocked_total`). Emits: a `processing_error` `DeadLetter` for
     each model that cannot be serialised (its source is `source(model)`, by default `topic`);
     the flow publishes them with its dead letters. A record the sink cannot write stops the
-    flow (`KafkaDeliveryError`). State: none.
+    flow (`KafkaDeliveryError`). `count`, when given, counts each serialised model by one of its
+    fields (the flow's `surgeflow_decisions_total{action}` and the like). State: none.
     """
+    enrichments = metrics.Children(metrics.ENRICHMENTS, flow_name)
+    blocked = metrics.Children(metrics.POLICY_BLOCKED, flow_name)
+    records_out = metrics.Children(metrics.RECORDS_OUT, flow_name)
+    by_label = count.children(flow_name) if count is not None else None
 
     def count_enrichment(_step: str, model: M) -> None:
         enrichment = getattr(model, "enrichment", None)
         if enrichment is not None:
-            metrics.ENRICHMENTS.labels(flow_name, enrichment.source).inc()
+            enrichments(enrichment.source).inc()
             for rule in enrichment.policy_violations:
-                metrics.POLICY_BLOCKED.labels(flow_name, rule).inc()
+                blocked(rule).inc()
+
+    def serialise(model: M) -> OutRecord:
+        record = to_out_record(topic, key(model), model)
+        if by_label is not None and count is not None:
+            by_label(count.label_of(model)).inc()
+        return record
 
     counted_models = op.inspect("count_enrichments", up, count_enrichment)
     records = guarded_map(
-        "serialise", counted_models, lambda m: to_out_record(topic, key(m), m), flow=flow_name,
+        "serialise", counted_models, serialise, flow=flow_name,
         key=key, source=source or (lambda _: SourceRef(topic=topic)),
     )  # fmt: skip
-    counted = op.inspect(
-        "count_out",
-        records.results,
-        lambda _s, r: metrics.RECORDS_OUT.labels(flow_name, r.topic).inc(),
-    )
+    counted = op.inspect("count_out", records.results, lambda _s, r: records_out(r.topic).inc())
     op.output("write", counted, sink)
     return records.dead_letters
 
@@ -124,7 +131,6 @@ def publish_dead_letters(
     """
     letters = op.map("serialisable", up, partial(_serialisable, step=step_id, flow=flow_name))
     reduced = op.map("keep_raw", letters, lambda d: d.kept(keep_raw))
-    counted = op.inspect(
-        "count", reduced, lambda _s, d: metrics.DEAD_LETTERS.labels(flow_name, d.error_type).inc()
-    )
+    by_reason = metrics.Children(metrics.DEAD_LETTERS, flow_name)
+    counted = op.inspect("count", reduced, lambda _s, d: by_reason(d.error_type).inc())
     publish("publish", counted, topic=topic, key=lambda d: d.key, sink=sink, flow_name=flow_name)

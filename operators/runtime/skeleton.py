@@ -126,7 +126,7 @@ def build(
     own = steps(frame, valid.valid)
     unwritable = io.publish(
         f"publish_{spec.output_name}", own.output, topic=topics.output, key=spec.key_of,
-        sink=started.sink, flow_name=spec.name, source=frame.derived,
+        sink=started.sink, flow_name=spec.name, source=frame.derived, count=spec.output_count,
     )  # fmt: skip
     dead = op.merge("dead_letters", valid.dead_letters, *own.dead_letters, unwritable)
     io.publish_dead_letters(

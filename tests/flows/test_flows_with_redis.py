@@ -65,12 +65,17 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def cache_samples() -> dict[str, float]:
+def cache_samples(flow: str) -> dict[str, float]:
+    """The cache series of `flow` (each counts under the flow whose service looked up)."""
     return {
-        "get_errors": sample("surgeflow_cache_errors_total", operation="get"),
-        "set_errors": sample("surgeflow_cache_errors_total", operation="set"),
-        "redis_hits": sample("surgeflow_cache_lookups_total", backend="redis", result="hit"),
-        "redis_misses": sample("surgeflow_cache_lookups_total", backend="redis", result="miss"),
+        "get_errors": sample("surgeflow_cache_errors_total", flow=flow, operation="get"),
+        "set_errors": sample("surgeflow_cache_errors_total", flow=flow, operation="set"),
+        "redis_hits": sample(
+            "surgeflow_cache_lookups_total", flow=flow, backend="redis", result="hit"
+        ),
+        "redis_misses": sample(
+            "surgeflow_cache_lookups_total", flow=flow, backend="redis", result="miss"
+        ),
     }
 
 
@@ -109,7 +114,7 @@ def test_a_second_run_is_answered_by_redis_alone(
         redis_url=redis_server.url, kafka_bootstrap_servers=None, cache_front_entries=0
     )  # no in-process front: the process's front would answer the second run by itself
     generated = partial(case.surge, seed=3, steady_events=60, burst_factor=4)
-    redis_before = cache_samples()["redis_hits"]
+    redis_before = cache_samples(name)["redis_hits"]
 
     first = run_flow(case.build, settings, generated)
     after_first = openai_server.count()
@@ -117,7 +122,7 @@ def test_a_second_run_is_answered_by_redis_alone(
 
     assert after_first > 0
     assert openai_server.count() == after_first, "the second run made requests"
-    assert cache_samples()["redis_hits"] > redis_before
+    assert cache_samples(name)["redis_hits"] > redis_before
     one, two = by_id(first, case), by_id(second, case)
     assert one and one.keys() == two.keys()
     assert len(first.by_topic[case.dlq]) == len(second.by_topic[case.dlq])
@@ -146,7 +151,7 @@ def test_redis_stopped_mid_run_costs_only_cache_hits(
     )
     generated = partial(case.surge, seed=4, steady_events=60, burst_factor=4)
     openai_server.latency = case.latency
-    before = cache_samples()
+    before = cache_samples(name)
     done, stopped_at = threading.Event(), []
 
     def stop_redis_once_calls_are_made() -> None:
@@ -168,10 +173,10 @@ def test_redis_stopped_mid_run_costs_only_cache_hits(
     assert openai_server.count() > stopped_at[0], "the run went on after Redis stopped"
     assert accounted(run, case, list(generated())) == len(list(generated()))
     assert all(set(sources(o)) <= {"llm", "cache", "rules"} for o in run.by_topic[case.topic])
-    after = cache_samples()
+    after = cache_samples(name)
     errors = after["get_errors"] - before["get_errors"] + after["set_errors"] - before["set_errors"]
     assert errors > 0
     assert after["redis_misses"] > before["redis_misses"]
-    assert sample("surgeflow_cache_backend_up") == 0
+    assert sample("surgeflow_cache_backend_up", flow=name) == 0
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == LOGGER]
     assert len(warnings) == 1 and "Redis cache" in warnings[0].getMessage(), "one line per outage"

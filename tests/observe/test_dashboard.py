@@ -6,7 +6,9 @@ packaged for this machine, so the JSON model is checked by its queries and its s
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,12 @@ from tests.conftest import ObservedFlows
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "k8s" / "grafana" / "surgeflow.json"
 ROWS = {
-    "Throughput and lag", "Decisions and responses", "Dead letters", "LLM", "Redis backends",
-    "State and recovery",
+    "Throughput and lag", "Decisions by action, responses by route", "Dead letters", "LLM",
+    "Redis backends", "State and recovery",
 }  # fmt: skip
+SELECTOR = re.compile(r"\b((?:surgeflow|gen_ai)_[a-z_]+)(\{[^}]*\})?")
+"""A selector of one of the flows' own series (all carry `flow`), with its braces if any."""
+GROUPING = re.compile(r"\b(?:by|on|without|ignoring|group_left|group_right)\s*\([^)]*\)")
 
 
 def load() -> dict[str, Any]:
@@ -50,6 +55,26 @@ def test_the_model_has_a_row_per_concern_and_a_flow_variable() -> None:
     assert variables["flow"]["query"]["query"] == "label_values(surgeflow_records_in_total, flow)"
     for _, expr in targets():
         assert "$flow" in expr, expr  # every panel follows the chosen flow
+
+
+def test_every_selector_of_the_flows_series_filters_on_the_flow_variable() -> None:
+    """Every Surgeflow and GenAI series carries `flow`, so each selector of one filters on it
+    directly (Bytewax's series by their `step_id`, the process's through a Surgeflow series)."""
+    for panel, expr in targets():
+        for name, braces in SELECTOR.findall(GROUPING.sub("", expr)):
+            assert 'flow=~"$flow"' in braces, f"{panel}: {name}{braces} does not filter on $flow"
+        assert "bytewax_" not in expr or 'step_id=~"($flow)' in expr, f"{panel}: {expr}"
+
+
+def test_the_decisions_row_counts_decisions_by_action_and_responses_by_route() -> None:
+    model = load()
+    panels = model["panels"]
+    start = next(i for i, p in enumerate(panels) if p["title"].startswith("Decisions by action"))
+    row = list(itertools.takewhile(lambda p: p["type"] != "row", panels[start + 1 :]))
+    exprs = " ".join(t["expr"] for p in row for t in p["targets"])
+    assert "sum by (flow, action) (rate(surgeflow_decisions_total" in exprs
+    assert "sum by (flow, route) (rate(surgeflow_responses_total" in exprs
+    assert "surgeflow_records_out_total" not in exprs  # not the stand-in by topic
 
 
 def test_the_flow_variable_lists_both_flows(observed_flows: ObservedFlows) -> None:

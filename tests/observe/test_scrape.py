@@ -1,7 +1,8 @@
 """A real Prometheus scrapes both flows' `/metrics` (Bytewax's dataflow API) and answers for what
 they did through its HTTP API: records in and out, dead letters by reason, LLM calls, tokens and
-cost (the loopback OpenAI test server), cache lookups, consumer lag (shipments reads a real
-broker's topic), live state keys, Bytewax's own series.
+cost (the loopback OpenAI test server), cache lookups, consumer lag (both flows read a real
+broker's topics), live state keys, Bytewax's own series; that every Surgeflow series names its
+flow; and that decisions by action and responses by route equal what the output topics hold.
 The run happens in a network namespace (`observed_flows` in tests/conftest.py), so the API's
 0.0.0.0 bind reaches nothing beyond that namespace's loopback.
 """
@@ -85,7 +86,70 @@ def test_the_concurrency_limit_has_a_series_per_flow_and_loop(
 def test_consumer_lag_per_partition_of_the_real_broker(observed_flows: ObservedFlows) -> None:
     result = observed_flows.query("max_over_time(bytewax_kafka_consumer_lag[5m])")
     assert result, "the Kafka source exported no lag"
-    assert {r["metric"]["step_id"] for r in result} == {"shipments.ingest.read"}
-    assert all(r["metric"]["topic"].endswith("shipments.events") for r in result)
+    assert {r["metric"]["step_id"] for r in result} == {
+        "shipments.ingest.read",
+        "tickets.ingest.read",
+    }
+    for r in result:  # each flow reads its own input topic
+        flow = r["metric"]["step_id"].split(".")[0]
+        assert r["metric"]["topic"].endswith(
+            f"{flow}.events" if flow == "shipments" else f"{flow}.messages"
+        )
     assert len({r["metric"]["partition"] for r in result}) >= 1
     assert all(float(r["value"][1]) >= 0 for r in result)  # never negative (see the source)
+
+
+FLOWS = {"shipments", "tickets"}
+ONCE_UNLABELLED = {
+    "surgeflow_kafka_delivered_total", "surgeflow_cache_lookups_total",
+    "surgeflow_cache_backend_up", "surgeflow_llm_retries_total", "surgeflow_llm_in_flight",
+    "surgeflow_llm_pending", "surgeflow_llm_limiter_wait_seconds_count",
+    "surgeflow_llm_limiter_backend_up", "surgeflow_llm_breaker_state",
+    "gen_ai_client_operation_duration_seconds_count", "gen_ai_client_token_usage_count",
+}  # fmt: skip
+"""Series that had no `flow` before every Surgeflow metric got one; each appears in the run."""
+
+
+def test_every_surgeflow_series_carries_the_flow_that_counted_it(
+    observed_flows: ObservedFlows,
+) -> None:
+    """Every series of the flows' own registry, whatever its name, names one of the two flows;
+    so a metric added without `flow` (or given an empty or default one) fails here."""
+    series = observed_flows.query('{__name__=~"surgeflow_.+|gen_ai_.+"}')
+    names = {r["metric"]["__name__"] for r in series}
+    assert len(names) >= 25, sorted(names)
+    unlabelled = sorted(
+        f"{r['metric']['__name__']}{r['metric']}"
+        for r in series
+        if r["metric"].get("flow") not in FLOWS
+    )
+    assert not unlabelled, unlabelled
+    assert names >= ONCE_UNLABELLED, sorted(ONCE_UNLABELLED - names)
+    by_flow = {flow: {r["metric"]["__name__"] for r in series if r["metric"]["flow"] == flow}
+               for flow in FLOWS}  # fmt: skip
+    assert "surgeflow_decisions_total" in by_flow["shipments"] - by_flow["tickets"]
+    assert "surgeflow_responses_total" in by_flow["tickets"] - by_flow["shipments"]
+
+
+def test_outputs_by_action_and_route_equal_the_records_on_the_output_topics(
+    observed_flows: ObservedFlows,
+) -> None:
+    """`surgeflow_decisions_total{action}` and `surgeflow_responses_total{route}`, as scraped,
+    against the decisions and responses read back from the output topics at the same moment."""
+    outputs = observed_flows.run["outputs"]
+    for flow, metric, label, values in (
+        ("shipments", "surgeflow_decisions_total", "action",
+         {"ok", "expedite", "reroute", "notify_customer", "escalate"}),
+        ("tickets", "surgeflow_responses_total", "route", None),
+    ):  # fmt: skip
+        result = observed_flows.query(f'sum by ({label}) ({metric}{{flow="{flow}"}})')
+        scraped = {r["metric"][label]: round(float(r["value"][1])) for r in result}
+        on_topic = outputs[flow]
+        assert sum(on_topic.values()) > 0, (flow, on_topic)
+        assert scraped == on_topic, (flow, scraped, on_topic)
+        assert values is None or set(scraped) <= values, scraped
+        assert len(scraped) >= 2, scraped  # the surge leads to more than one action / route
+        out = observed_flows.value(
+            f'sum(surgeflow_records_out_total{{flow="{flow}", topic!~".*dlq"}})'
+        )
+        assert out == sum(scraped.values()), (flow, out, scraped)

@@ -34,7 +34,7 @@ async def hammer(limiter: RedisRateLimiter, rate: Rate, seconds: float) -> dict[
 
 
 async def main(args: argparse.Namespace) -> None:
-    limiter = RedisRateLimiter(args.url, timeout_seconds=2.0)
+    limiter = RedisRateLimiter(args.url, flow="test", timeout_seconds=2.0)
     warmup = Rate(f"{args.key}:warmup", 1e9, 1.0)
     await limiter.reserve([(warmup, 1)], max_wait=0)
     print("ready", flush=True)

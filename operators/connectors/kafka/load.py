@@ -33,10 +33,12 @@ def load_records(
     topic: str,
     records: Iterable[RawRecord],
     *,
+    flow: str,
     on_delivered: Optional[Delivered] = None,
 ) -> int:
-    """Produce `records` (value and key) to `topic`; returns how many were acknowledged."""
-    producer = DeliveryCheckedProducer.from_settings(settings.kafka)
+    """Produce `records` (value and key) of `flow`'s input to `topic`; returns how many were
+    acknowledged."""
+    producer = DeliveryCheckedProducer.from_settings(settings.kafka, flow=flow)
     out = (OutRecord(topic=topic, key=r.key, value=r.value) for r in records)
     sent = 0
     while chunk := list(itertools.islice(out, CHUNK)):
@@ -90,7 +92,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         file_records(args.file, spec.key_field) if args.file else surge_records(settings, spec)
     )
     started = time.perf_counter()
-    sent = load_records(settings, topic, records)
+    sent = load_records(settings, topic, records, flow=spec.name)
     print(f"produced {sent} records to {topic} in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -44,25 +44,29 @@ class DeliveryCheckedProducer:
     """Sends batches of `OutRecord`s and returns only when every one is acknowledged.
 
     `producer` is injectable (any object with confluent-kafka's `produce`/`poll`/`flush`).
+    Deliveries and failures are counted under `flow` (the flow whose records these are).
     """
 
     def __init__(
         self,
         config: dict[str, Any],
         *,
+        flow: str,
         timeout_seconds: float,
         producer: Optional[Producer] = None,
     ) -> None:
         self._producer = producer if producer is not None else Producer(config)
         self._timeout = timeout_seconds
+        self._delivered = metrics.Children(metrics.KAFKA_DELIVERED, flow)
+        self._failed = metrics.Children(metrics.KAFKA_DELIVERY_FAILURES, flow)
 
     @classmethod
     def from_settings(
-        cls, kafka: KafkaSettings, *, client_id: str = "surgeflow"
+        cls, kafka: KafkaSettings, *, flow: str, client_id: str = "surgeflow"
     ) -> DeliveryCheckedProducer:
         """A producer configured by `producer_config`, named `client_id` in the broker's logs."""
         config = {**producer_config(kafka), "client.id": client_id}
-        return cls(config, timeout_seconds=kafka.delivery_timeout_seconds)
+        return cls(config, flow=flow, timeout_seconds=kafka.delivery_timeout_seconds)
 
     def send(self, records: Iterable[OutRecord], on_delivered: Optional[Delivered] = None) -> int:
         """Produce `records`, flush, and raise `KafkaDeliveryError` unless all were delivered."""
@@ -70,7 +74,7 @@ class DeliveryCheckedProducer:
         deadline = time.monotonic() + self._timeout
         sent = 0
         for record in records:
-            callback = _callback(record, failures, on_delivered)
+            callback = self._callback(record, failures, on_delivered)
             self._produce(record, callback, failures, deadline)
             sent += 1
         remaining = self._producer.flush(max(deadline - time.monotonic(), 0.0))
@@ -102,7 +106,7 @@ class DeliveryCheckedProducer:
                 self._producer.poll(0.1)
             except KafkaException as exc:  # refused before sending (size, unknown topic...)
                 failures.append((record.topic, record.key, str(exc.args[0])))
-                metrics.KAFKA_DELIVERY_FAILURES.labels(record.topic, _code(exc.args[0])).inc()
+                self._failed(record.topic, _code(exc.args[0])).inc()
                 return
 
     def close(self) -> None:
@@ -111,22 +115,22 @@ class DeliveryCheckedProducer:
         if remaining:
             raise _delivery_error([("*", None, f"{remaining} records undelivered at close")], 0)
 
+    def _callback(
+        self,
+        record: OutRecord,
+        failures: list[tuple[str, Optional[str], str]],
+        on_delivered: Optional[Delivered],
+    ) -> Callable[[Any, Message], None]:
+        def delivered(err: Any, msg: Message) -> None:
+            if err is not None:
+                failures.append((record.topic, record.key, err.str()))
+                self._failed(record.topic, _code(err)).inc()
+                return
+            self._delivered(record.topic).inc()
+            if on_delivered is not None:
+                on_delivered(record, msg)
 
-def _callback(
-    record: OutRecord,
-    failures: list[tuple[str, Optional[str], str]],
-    on_delivered: Optional[Delivered],
-) -> Callable[[Any, Message], None]:
-    def delivered(err: Any, msg: Message) -> None:
-        if err is not None:
-            failures.append((record.topic, record.key, err.str()))
-            metrics.KAFKA_DELIVERY_FAILURES.labels(record.topic, _code(err)).inc()
-            return
-        metrics.KAFKA_DELIVERED.labels(record.topic).inc()
-        if on_delivered is not None:
-            on_delivered(record, msg)
-
-    return delivered
+        return delivered
 
 
 def _code(err: Any) -> str:
@@ -163,11 +167,12 @@ class KafkaRecordSink(DynamicSink[OutRecord]):
     batch that was not fully acknowledged.
     """
 
-    def __init__(self, kafka: KafkaSettings) -> None:
+    def __init__(self, kafka: KafkaSettings, *, flow: str) -> None:
         self._kafka = kafka
+        self._flow = flow
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
         client_id = f"surgeflow-{step_id}-w{worker_index}"
         return _ProducerPartition(
-            DeliveryCheckedProducer.from_settings(self._kafka, client_id=client_id)
+            DeliveryCheckedProducer.from_settings(self._kafka, flow=self._flow, client_id=client_id)
         )

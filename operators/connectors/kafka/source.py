@@ -35,6 +35,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
+from prometheus_client import Counter
 
 from operators.config.settings import Settings
 from operators.connectors.kafka.config import client_config
@@ -93,7 +94,7 @@ def _non_negative(value: Optional[int]) -> Optional[int]:
     return value if value is not None and value >= 0 else None
 
 
-def _has_record(item: Message) -> bool:
+def _has_record(item: Message, errors: metrics.Children[Counter]) -> bool:
     """False for a consumer error that belongs to no record (broker down, transport failure).
 
     Such errors are logged and counted, not dead-lettered: there is no record to send, and the
@@ -102,7 +103,7 @@ def _has_record(item: Message) -> bool:
     if not isinstance(item, KafkaError) or _non_negative(item.msg.offset) is not None:
         return True
     code = item.err.name() if hasattr(item.err, "name") else "unknown"
-    metrics.KAFKA_CONSUMER_ERRORS.labels(item.msg.topic or "unknown", code).inc()
+    errors(item.msg.topic or "unknown", code).inc()
     log.warning("Kafka consumer error (the consumer retries): %s", item.err.str())
     return False
 
@@ -131,19 +132,23 @@ class _CatchUp:
 
 
 class _RecordPartition(StatefulSourcePartition[RawRecord, Optional[int]]):
-    """One Kafka partition; resumes after the last record it emitted."""
+    """One Kafka partition of `flow`'s input; resumes after the last record it emitted."""
 
     def __init__(
         self,
         inner: StatefulSourcePartition[Message, Optional[int]],
         catch_up: Optional[_CatchUp] = None,
+        *,
+        flow: str,
     ) -> None:
         self._inner = inner
+        self._errors = metrics.Children(metrics.KAFKA_CONSUMER_ERRORS, flow)
         self._next_offset: Optional[int] = None
         self._catch_up = catch_up
 
     def next_batch(self) -> list[RawRecord]:
-        records = [to_raw_record(item) for item in self._inner.next_batch() if _has_record(item)]
+        batch = self._inner.next_batch()
+        records = [to_raw_record(item) for item in batch if _has_record(item, self._errors)]
         offsets = [r.offset for r in records if r.offset is not None and r.error is None]
         if offsets:
             self._next_offset = max(offsets) + 1
@@ -164,16 +169,19 @@ class _RecordPartition(StatefulSourcePartition[RawRecord, Optional[int]]):
         self._inner.close()
 
 
-def count_consumer_error(topic: str) -> Callable[[ConfluentKafkaError], None]:
-    """librdkafka's `error_cb` of a consumer of `topic`: count and log (rate-limited) each error.
+def count_consumer_error(topic: str, *, flow: str) -> Callable[[ConfluentKafkaError], None]:
+    """librdkafka's `error_cb` of `flow`'s consumer of `topic`: count and log (rate-limited) each
+    error.
 
     Broker-level errors (connection refused, all brokers down, authentication) arrive here, not
     as messages; the consumer keeps reconnecting by itself.
     """
 
+    errors = metrics.Children(metrics.KAFKA_CONSUMER_ERRORS, flow, topic)
+
     def on_error(err: ConfluentKafkaError) -> None:
         code = err.name() if hasattr(err, "name") else "unknown"
-        metrics.KAFKA_CONSUMER_ERRORS.labels(topic, code).inc()
+        errors(code).inc()
         _ERRORS_LOG.log(
             logging.WARNING, "Kafka consumer of %s: %s: %s (the consumer reconnects)",
             topic, code, err.str(),
@@ -211,12 +219,19 @@ class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):
     `SURGEFLOW_KAFKA_TAIL=false` stops at the end of every partition (replays, batch runs, tests);
     `SURGEFLOW_KAFKA_STARTING_OFFSET` is where a partition without resume state starts. Lag
     over `SURGEFLOW_CATCH_UP_LAG_RECORDS` is reported to `clock` (this process's by default).
+    Consumer errors are counted under `flow`, the flow reading the topics.
     """
 
     def __init__(
-        self, settings: Settings, topics: list[str], *, clock: Optional[LiveClock] = None
+        self,
+        settings: Settings,
+        topics: list[str],
+        *,
+        flow: str,
+        clock: Optional[LiveClock] = None,
     ) -> None:
         self._settings = settings
+        self._flow = flow
         self._clock = clock if clock is not None else live_clock()
         self._topics = list(topics)
         self._start = (
@@ -250,11 +265,12 @@ class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):
             "enable.auto.commit": "false",
             "enable.partition.eof": str(not self._settings.kafka.tail),
             "statistics.interval.ms": 1000,
-            "error_cb": count_consumer_error(topic),
+            "error_cb": count_consumer_error(topic, flow=self._flow),
         }
         inner = _LagSafePartition(
             step_id, config, topic, int(index), self._start, resume_state,
             self._settings.io.batch_size, False,
         )  # fmt: skip
         threshold = self._settings.shipments.catch_up_lag_records
-        return _RecordPartition(inner, _CatchUp(self._clock, for_part, inner, threshold))
+        catch_up = _CatchUp(self._clock, for_part, inner, threshold)
+        return _RecordPartition(inner, catch_up, flow=self._flow)

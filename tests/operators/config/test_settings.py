@@ -52,12 +52,16 @@ def test_secrets_never_show_in_a_printed_settings(env: pytest.MonkeyPatch) -> No
 
 def test_kafka_settings_choose_the_kafka_transports(env: pytest.MonkeyPatch) -> None:
     env.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
-    source, sink = io.endpoints(Settings(), topic="shipments.events", generator=shipment_surge)
+    source, sink = io.endpoints(
+        Settings(), flow="shipments", topic="shipments.events", generator=shipment_surge
+    )
     assert isinstance(source, KafkaRecordSource) and isinstance(sink, KafkaRecordSink)
 
 
 def test_no_kafka_means_the_embedded_transports(env: pytest.MonkeyPatch) -> None:
-    source, sink = io.endpoints(Settings(), topic="shipments.events", generator=shipment_surge)
+    source, sink = io.endpoints(
+        Settings(), flow="shipments", topic="shipments.events", generator=shipment_surge
+    )
     assert isinstance(source, GeneratorSource) and isinstance(sink, StdoutSink)
 
 
@@ -65,7 +69,9 @@ def test_kafka_and_a_file_at_once_is_refused(env: pytest.MonkeyPatch, tmp_path) 
     env.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
     env.setenv("SURGEFLOW_OUTPUT_DIR", str(tmp_path))
     with pytest.raises(ConfigurationError, match="not both"):
-        io.endpoints(Settings(), topic="shipments.events", generator=shipment_surge)
+        io.endpoints(
+            Settings(), flow="shipments", topic="shipments.events", generator=shipment_surge
+        )
 
 
 def test_sasl_credentials_reach_every_client(env: pytest.MonkeyPatch) -> None:

@@ -66,8 +66,9 @@ def make(
 ) -> AdaptiveConcurrency:
     """An `AdaptiveConcurrency` from 10 down to 1 unless told otherwise."""
     return AdaptiveConcurrency(
-        initial=initial, minimum=minimum, maximum=maximum, clock=clock, pressure=pressure
-    )
+        initial=initial, minimum=minimum, maximum=maximum, clock=clock, pressure=pressure,
+        flow="test",
+    )  # fmt: skip
 
 
 async def hold(limiter: AdaptiveConcurrency, stack: contextlib.AsyncExitStack, n: int) -> None:
@@ -309,10 +310,12 @@ def test_cuts_and_pauses_are_published() -> None:
 
 def test_from_settings() -> None:
     settings = embedded_settings(llm_max_concurrency=8, llm_min_concurrency=3)
-    limiter = AdaptiveConcurrency.from_settings(settings, scope="shipments")
+    limiter = AdaptiveConcurrency.from_settings(settings, scope="shipments", flow="test")
     assert limiter.limit == 8 and limiter.pressure is None
     url = f"redis://127.0.0.1:{free_port()}/0"
-    shared = AdaptiveConcurrency.from_settings(embedded_settings(redis_url=url), scope="tickets")
+    shared = AdaptiveConcurrency.from_settings(
+        embedded_settings(redis_url=url), scope="tickets", flow="test"
+    )
     assert isinstance(shared.pressure, RedisSharedPressure)
     assert shared.pressure.key == "surgeflow:v1:pressure:tickets"
 

@@ -12,7 +12,9 @@ from tests.operators.llm.service_calls import FakeClock, sample
 
 
 def breaker(clock: FakeClock, failures: int = 3, reset: float = 10.0) -> CircuitBreaker:
-    return CircuitBreaker("breaker-test-model", failures=failures, reset_seconds=reset, clock=clock)
+    return CircuitBreaker(
+        "breaker-test-model", flow="test", failures=failures, reset_seconds=reset, clock=clock
+    )
 
 
 def test_opens_after_consecutive_failures_only() -> None:
@@ -29,7 +31,12 @@ def test_opens_after_consecutive_failures_only() -> None:
     with pytest.raises(BreakerOpen) as raised:
         b.admit()
     assert isinstance(raised.value, LLMUnavailable) and raised.value.reason == "breaker_open"
-    assert sample("surgeflow_llm_breaker_state", gen_ai_request_model="breaker-test-model") == 2
+    assert (
+        sample(
+            "surgeflow_llm_breaker_state", flow="test", gen_ai_request_model="breaker-test-model"
+        )
+        == 2
+    )
 
 
 def test_half_open_lets_one_probe_through_and_its_success_closes() -> None:
@@ -83,7 +90,7 @@ def test_attempts_of_calls_admitted_before_the_breaker_opened_stop() -> None:
 
 
 def test_breakers_are_per_model() -> None:
-    breakers = Breakers(failures=1, reset_seconds=5, clock=FakeClock())
+    breakers = Breakers(flow="test", failures=1, reset_seconds=5, clock=FakeClock())
     breakers["model-a"].failed(breakers["model-a"].admit())
     assert breakers["model-a"].state is State.OPEN
     assert breakers["model-b"].state is State.CLOSED

@@ -71,7 +71,7 @@ def test_message_order_matters() -> None:
 
 
 def test_round_trip_and_counters() -> None:
-    cache = InProcessCache(max_entries=10, ttl_seconds=60)
+    cache = InProcessCache(flow="test", max_entries=10, ttl_seconds=60)
 
     async def scenario() -> tuple[dict[str, bytes], dict[str, bytes]]:
         await cache.set_many({"a": b"1", "b": b"2"}, ttl_seconds=60)
@@ -85,7 +85,7 @@ def test_round_trip_and_counters() -> None:
 
 def test_cache_ttl_expires_entries() -> None:
     clock = FakeClock()
-    cache = InProcessCache(max_entries=10, ttl_seconds=100, clock=clock)
+    cache = InProcessCache(flow="test", max_entries=10, ttl_seconds=100, clock=clock)
     cache.set_many_now({"long": b"x"}, ttl_seconds=1000)
     cache.set_many_now({"short": b"y"}, ttl_seconds=10)
     clock.now += 11
@@ -95,21 +95,21 @@ def test_cache_ttl_expires_entries() -> None:
 
 
 def test_entries_are_bounded() -> None:
-    cache = InProcessCache(max_entries=3, ttl_seconds=60)
+    cache = InProcessCache(flow="test", max_entries=3, ttl_seconds=60)
     cache.set_many_now({f"k{i}": b"v" for i in range(10)}, ttl_seconds=60)
     assert len(cache) == 3
     assert cache.get_many_now(["k9"]) == {"k9": b"v"}
 
 
 def test_zero_entries_disables_storage() -> None:
-    cache = InProcessCache(max_entries=0, ttl_seconds=60)
+    cache = InProcessCache(flow="test", max_entries=0, ttl_seconds=60)
     cache.set_many_now({"a": b"1"}, ttl_seconds=60)
     assert cache.get_many_now(["a"]) == {}
     assert len(cache) == 0
 
 
 def test_clear_drops_entries_and_counters() -> None:
-    cache = InProcessCache(max_entries=5, ttl_seconds=60)
+    cache = InProcessCache(flow="test", max_entries=5, ttl_seconds=60)
     cache.set_many_now({"a": b"1"}, ttl_seconds=60)
     cache.get_many_now(["a", "b"])
     cache.clear()
@@ -117,7 +117,7 @@ def test_clear_drops_entries_and_counters() -> None:
 
 
 def test_concurrent_use_from_threads_is_consistent() -> None:
-    cache = InProcessCache(max_entries=1000, ttl_seconds=60)
+    cache = InProcessCache(flow="test", max_entries=1000, ttl_seconds=60)
     errors: list[BaseException] = []
 
     def work(worker: int) -> None:

@@ -83,7 +83,7 @@ def local_backend() -> Backend:
 
 
 def redis_backend(url: str) -> Backend:
-    return Backend(RedisRateLimiter(url), asyncio.sleep)
+    return Backend(RedisRateLimiter(url, flow="test"), asyncio.sleep)
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def backend(request: pytest.FixtureRequest, redis_url: str) -> Backend:
 
 
 def gauge() -> float | None:
-    return REGISTRY.get_sample_value("surgeflow_llm_limiter_backend_up")
+    return REGISTRY.get_sample_value("surgeflow_llm_limiter_backend_up", {"flow": "test"})
 
 
 def test_a_full_burst_passes_at_once_then_one_interval_per_unit(backend: Backend, ns: str) -> None:
@@ -248,7 +248,7 @@ def test_local_and_redis_agree_on_a_sequence(redis_url: str, ns: str) -> None:
 
 
 def test_redis_keys_expire_a_little_after_their_arrival_time(redis_url: str, ns: str) -> None:
-    limiter, rate = RedisRateLimiter(redis_url), Rate(f"{ns}:tpm", 10, 60.0)
+    limiter, rate = RedisRateLimiter(redis_url, flow="test"), Rate(f"{ns}:tpm", 10, 60.0)
     key = f"surgeflow:v1:limit:{ns}:tpm"
 
     async def scenario() -> None:
@@ -269,7 +269,7 @@ def test_redis_keys_expire_a_little_after_their_arrival_time(redis_url: str, ns:
 
 
 def test_a_reservation_is_one_script_call(redis_server: RedisServer) -> None:
-    limiter = RedisRateLimiter(redis_server.url)
+    limiter = RedisRateLimiter(redis_server.url, flow="test")
     costs: list[Cost] = [(Rate("x:rpm", 10), 1.0), (Rate("x:tpm", 1e5), 500.0), (Rate("y", 3), 1)]
 
     async def scenario() -> None:
@@ -348,7 +348,7 @@ def test_a_stopped_redis_degrades_to_local_limits_and_comes_back(
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
     clock = FakeClock()
-    limiter = RedisRateLimiter(redis_server.url, retry_seconds=5, clock=clock)
+    limiter = RedisRateLimiter(redis_server.url, flow="test", retry_seconds=5, clock=clock)
     rate = Rate("outage", 3, 60.0)
 
     async def reserve(max_wait: float = 0) -> float | None:
@@ -388,7 +388,7 @@ def test_reservations_queued_in_redis_are_not_admitted_again_by_the_local_limits
     redis_server: RedisServer,
 ) -> None:
     clock = FakeClock()
-    limiter = RedisRateLimiter(redis_server.url, retry_seconds=60, clock=clock)
+    limiter = RedisRateLimiter(redis_server.url, flow="test", retry_seconds=60, clock=clock)
     rate = Rate("queued", 60, 60.0, burst_seconds=1.0)  # 1 per second, one at once
 
     async def scenario() -> list[float | None]:
@@ -409,9 +409,11 @@ def test_the_first_reservation_after_an_outage_merges_what_was_admitted_locally(
     redis_server: RedisServer,
 ) -> None:
     clock = FakeClock()
-    limiter = RedisRateLimiter(redis_server.url, timeout_seconds=0.2, retry_seconds=1, clock=clock)
+    limiter = RedisRateLimiter(
+        redis_server.url, flow="test", timeout_seconds=0.2, retry_seconds=1, clock=clock
+    )
     rate = Rate("merged", 60, 60.0, burst_seconds=1.0)
-    other = RedisRateLimiter(redis_server.url)
+    other = RedisRateLimiter(redis_server.url, flow="test")
 
     async def scenario() -> tuple[list[float | None], float | None]:
         first = await limiter.reserve([(rate, 1)], max_wait=10)
@@ -437,10 +439,10 @@ def test_the_first_reservation_after_an_outage_merges_what_was_admitted_locally(
 
 
 def test_build_limiter_picks_the_backend_from_settings() -> None:
-    local = build_limiter(embedded_settings())
+    local = build_limiter(embedded_settings(), flow="test")
     assert isinstance(local, LocalRateLimiter) and not local.shared and gauge() == 0
     url = f"redis://127.0.0.1:{free_port()}/0"
-    remote = build_limiter(embedded_settings(redis_url=url))
+    remote = build_limiter(embedded_settings(redis_url=url), flow="test")
     assert isinstance(remote, RedisRateLimiter) and remote.shared and gauge() == 1
 
 

@@ -59,7 +59,7 @@ def sample(name: str, **labels: str) -> float:
 
 
 def front(entries: int = 100) -> InProcessCache:
-    return InProcessCache(max_entries=entries, ttl_seconds=600)
+    return InProcessCache(flow="test", max_entries=entries, ttl_seconds=600)
 
 
 def closed_url() -> str:
@@ -98,7 +98,7 @@ def ns(redis_url: str, connect: Callable[[str], redis.Redis]) -> Iterator[str]:
 def test_round_trip_leaves_missing_keys_out(
     redis_url: str, ns: str, connect: Callable[[str], redis.Redis]
 ) -> None:
-    writer, reader = RedisCache(redis_url), RedisCache(redis_url)
+    writer, reader = RedisCache(redis_url, flow="test"), RedisCache(redis_url, flow="test")
     items = {f"{ns}:a": b"\x00\x01 binary", f"{ns}:b": b"2"}
     run(writer, lambda: writer.set_many(items, ttl_seconds=60))
     found = run(reader, lambda: reader.get_many([f"{ns}:a", f"{ns}:b", f"{ns}:missing"]))
@@ -109,11 +109,12 @@ def test_round_trip_leaves_missing_keys_out(
 
 
 def test_a_client_that_decodes_replies_still_gives_bytes(redis_url: str, ns: str) -> None:
-    writer = RedisCache(redis_url)
+    writer = RedisCache(redis_url, flow="test")
     items = {f"{ns}:text": "réponse en texte".encode()}
     run(writer, lambda: writer.set_many(items, ttl_seconds=60))
     reader = RedisCache(
         redis_url,
+        flow="test",
         client_factory=lambda: aioredis.Redis.from_url(redis_url, decode_responses=True),
     )
     assert run(reader, lambda: reader.get_many([f"{ns}:text", f"{ns}:missing"])) == items
@@ -122,7 +123,7 @@ def test_a_client_that_decodes_replies_still_gives_bytes(redis_url: str, ns: str
 def test_values_are_stored_with_their_ttl(
     redis_url: str, ns: str, connect: Callable[[str], redis.Redis]
 ) -> None:
-    cache = RedisCache(redis_url)
+    cache = RedisCache(redis_url, flow="test")
     run(cache, lambda: cache.set_many({f"{ns}:t": b"v"}, ttl_seconds=120))
     client = connect(redis_url)
     assert 110 <= client.ttl(f"{ns}:t") <= 120
@@ -133,7 +134,7 @@ def test_a_batch_is_one_mget_and_one_pipeline_of_sets(
     redis_server: RedisServer, connect: Callable[[str], redis.Redis]
 ) -> None:
     client = connect(redis_server.url)
-    cache = RedisCache(redis_server.url, chunk_size=500)
+    cache = RedisCache(redis_server.url, flow="test", chunk_size=500)
     keys = [f"surgeflow:v1:chat:{i:04d}" for i in range(1200)]
 
     def calls(command: str) -> int:
@@ -155,7 +156,7 @@ def test_only_keys_missed_by_the_front_go_to_redis(
     redis_server: RedisServer, connect: Callable[[str], redis.Redis]
 ) -> None:
     client = connect(redis_server.url)
-    cache = RedisCache(redis_server.url, front=front())
+    cache = RedisCache(redis_server.url, flow="test", front=front())
     client.set("surgeflow:v1:chat:in-redis", b"r")
     run(cache, lambda: cache.set_many({"surgeflow:v1:chat:in-front": b"f"}, ttl_seconds=60))
     client.config_set("slowlog-log-slower-than", 0)
@@ -173,7 +174,7 @@ def test_only_keys_missed_by_the_front_go_to_redis(
 
 
 def test_front_answers_while_redis_is_stopped(redis_server: RedisServer) -> None:
-    cache = RedisCache(redis_server.url, front=front())
+    cache = RedisCache(redis_server.url, flow="test", front=front())
     run(cache, lambda: cache.set_many({"surgeflow:v1:chat:k": b"v"}, ttl_seconds=60))
     redis_server.stop()
     assert run(cache, lambda: cache.get_many(["surgeflow:v1:chat:k"])) == {
@@ -187,8 +188,11 @@ def test_a_stopped_redis_degrades_to_the_front_without_raising(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     clock = FakeClock()
-    cache = RedisCache(redis_server.url, front=front(), retry_seconds=30, clock=clock)
-    errors = {op: sample("surgeflow_cache_errors_total", operation=op) for op in ("get", "set")}
+    cache = RedisCache(redis_server.url, flow="test", front=front(), retry_seconds=30, clock=clock)
+    errors = {
+        op: sample("surgeflow_cache_errors_total", flow="test", operation=op)
+        for op in ("get", "set")
+    }
     run(cache, lambda: cache.set_many({"surgeflow:v1:chat:old": b"o"}, ttl_seconds=60))
     redis_server.stop()
 
@@ -201,9 +205,9 @@ def test_a_stopped_redis_degrades_to_the_front_without_raising(
 
     first, second = run(cache, while_down)
     assert first == {"surgeflow:v1:chat:old": b"o"} and second == {"surgeflow:v1:chat:new": b"n"}
-    assert sample("surgeflow_cache_errors_total", operation="set") - errors["set"] == 1
-    assert sample("surgeflow_cache_errors_total", operation="get") - errors["get"] == 1
-    assert sample("surgeflow_cache_backend_up") == 0
+    assert sample("surgeflow_cache_errors_total", flow="test", operation="set") - errors["set"] == 1
+    assert sample("surgeflow_cache_errors_total", flow="test", operation="get") - errors["get"] == 1
+    assert sample("surgeflow_cache_backend_up", flow="test") == 0
     stats = cache.stats()
     assert stats["errors"] == 2 and stats["misses"] == 2 and not stats["available"]
     warnings = messages(caplog, logging.WARNING)
@@ -212,7 +216,7 @@ def test_a_stopped_redis_degrades_to_the_front_without_raising(
 
 def test_no_redis_attempt_within_the_down_window() -> None:
     clock = FakeClock()
-    cache = RedisCache(closed_url(), retry_seconds=10, clock=clock)
+    cache = RedisCache(closed_url(), flow="test", retry_seconds=10, clock=clock)
 
     async def scenario() -> list[int]:
         errors = []
@@ -235,7 +239,7 @@ def test_recovers_when_redis_comes_back(
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
     port, clock = free_port(), FakeClock()
-    cache = RedisCache(f"redis://127.0.0.1:{port}/0", retry_seconds=5, clock=clock)
+    cache = RedisCache(f"redis://127.0.0.1:{port}/0", flow="test", retry_seconds=5, clock=clock)
     monkeypatch.setattr(scripts.redis_server, "free_port", lambda: port)
     key = "surgeflow:v1:chat:k"
 
@@ -251,13 +255,13 @@ def test_recovers_when_redis_comes_back(
 
     assert run(cache, scenario) == [{}, {}, {key: b"back"}]
     assert cache.available and cache.stats()["errors"] == 1
-    assert sample("surgeflow_cache_backend_up") == 1
+    assert sample("surgeflow_cache_backend_up", flow="test") == 1
     assert len(messages(caplog, logging.WARNING)) == 1
     assert [m for m in messages(caplog, logging.INFO) if "is back" in m]
 
 
 def test_one_cache_serves_two_event_loops(redis_url: str, ns: str) -> None:
-    cache = RedisCache(redis_url, front=front(10))
+    cache = RedisCache(redis_url, flow="test", front=front(10))
     barrier = threading.Barrier(2)
     results: dict[int, list[dict[str, bytes]]] = {}
 
@@ -284,12 +288,15 @@ def test_one_cache_serves_two_event_loops(redis_url: str, ns: str) -> None:
 def test_lookups_are_counted_per_key_by_backend(redis_url: str, ns: str) -> None:
     def lookups() -> dict[tuple[str, str], float]:
         return {
-            (b, r): sample("surgeflow_cache_lookups_total", backend=b, result=r)
+            (b, r): sample("surgeflow_cache_lookups_total", flow="test", backend=b, result=r)
             for b in ("memory", "redis")
             for r in ("hit", "miss")
         }
 
-    writer, cache = RedisCache(redis_url), RedisCache(redis_url, front=front())
+    writer, cache = (
+        RedisCache(redis_url, flow="test"),
+        RedisCache(redis_url, flow="test", front=front()),
+    )
     run(writer, lambda: writer.set_many({f"{ns}:r": b"1"}, ttl_seconds=60))
     run(cache, lambda: cache.set_many({f"{ns}:f": b"2"}, ttl_seconds=60))
     before = lookups()
@@ -304,15 +311,17 @@ def test_lookups_are_counted_per_key_by_backend(redis_url: str, ns: str) -> None
 
 
 def test_build_cache_picks_the_backend_from_settings() -> None:
-    local = build_cache(embedded_settings(cache_max_entries=123))
+    local = build_cache(embedded_settings(cache_max_entries=123), flow="test")
     assert isinstance(local, InProcessCache) and not isinstance(local, RedisCache)
     settings = embedded_settings(
         redis_url=closed_url(), cache_front_entries=50, redis_retry_seconds=3
     )
-    remote = build_cache(settings)
+    remote = build_cache(settings, flow="test")
     assert isinstance(remote, RedisCache) and isinstance(remote.front, InProcessCache)
     assert remote.front.ttl_seconds == settings.cache.ttl_seconds
-    no_front = build_cache(embedded_settings(redis_url=closed_url(), cache_front_entries=0))
+    no_front = build_cache(
+        embedded_settings(redis_url=closed_url(), cache_front_entries=0), flow="test"
+    )
     assert isinstance(no_front, RedisCache) and no_front.front is None
 
 

@@ -227,7 +227,7 @@ def test_failing_cache_degrades_to_uncached_calls(
 def test_shared_cache_serves_a_second_service(
     openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
 ) -> None:
-    cache = InProcessCache(max_entries=100, ttl_seconds=60)
+    cache = InProcessCache(flow="test", max_entries=100, ttl_seconds=60)
     first, second = (
         OpenAIService(llm_settings(), cache=cache),
         OpenAIService(llm_settings(), cache=cache),

@@ -54,7 +54,7 @@ def test_an_endpoint_that_refuses_every_call_opens_the_breaker_once_and_says_so_
     caplog.set_level(logging.DEBUG, logger="operators.llm")
     settings = misconfigured(case, openai_server, llm_settings)
     clock = FakeClock()
-    breakers = Breakers.from_settings(settings.llm, clock=clock)
+    breakers = Breakers.from_settings(settings.llm, flow="test", clock=clock)
     service = OpenAIService(settings, flow="misconfigured", breakers=breakers)
 
     async def work() -> list[str]:

@@ -38,7 +38,9 @@ def test_rate_limit_storm_is_paced_by_retry_after_and_cuts_concurrency(
     sleep = RecordingSleep()
     retry = RetryPolicy.from_settings(settings.llm, sleep=sleep)
     service = OpenAIService(settings, flow="storm", retry=retry)
-    retried = sample("surgeflow_llm_retries_total", operation="chat", reason="rate_limited")
+    retried = sample(
+        "surgeflow_llm_retries_total", flow="storm", operation="chat", reason="rate_limited"
+    )
 
     async def work():
         result = await classify(service)
@@ -51,9 +53,9 @@ def test_rate_limit_storm_is_paced_by_retry_after_and_cuts_concurrency(
     assert [r.retry_count for r in log] == [0, 1, 2]
     assert sleep.pauses == [0.3, 0.3], "each retry waited what Retry-After asked"
     assert limit < 20, "a 429 cuts the concurrency limit"
-    assert sample("surgeflow_llm_retries_total", operation="chat", reason="rate_limited") == (
-        retried + 2
-    )
+    assert sample(
+        "surgeflow_llm_retries_total", flow="storm", operation="chat", reason="rate_limited"
+    ) == (retried + 2)
 
 
 def test_rate_limit_storm_longer_than_the_retries_falls_back(
@@ -98,6 +100,7 @@ def test_server_error_burst_within_the_retries_succeeds(
     service = OpenAIService(llm_settings(llm_max_retries=2, **FAST_RETRIES))
     failed = sample(
         "gen_ai_client_operation_duration_seconds_count",
+        flow="default",
         gen_ai_operation_name="chat",
         gen_ai_provider_name="openai",
         gen_ai_request_model=MODEL,
@@ -109,6 +112,7 @@ def test_server_error_burst_within_the_retries_succeeds(
     assert (
         sample(
             "gen_ai_client_operation_duration_seconds_count",
+            flow="default",
             gen_ai_operation_name="chat",
             gen_ai_provider_name="openai",
             gen_ai_request_model=MODEL,
@@ -125,13 +129,17 @@ def test_hung_attempt_times_out_and_the_retry_answers(
     service = OpenAIService(
         llm_settings(llm_timeout_seconds=0.3, llm_max_retries=1, **FAST_RETRIES)
     )
-    timeouts = sample("surgeflow_llm_retries_total", operation="chat", reason="timeout")
+    timeouts = sample(
+        "surgeflow_llm_retries_total", flow="default", operation="chat", reason="timeout"
+    )
     started = time.perf_counter()
     result = run(service, lambda: classify(service))
     elapsed = time.perf_counter() - started
     assert result.enrichment.source == "llm"
     assert elapsed < 0.3 + 2.0, "given up at its timeout, not at the end of the 5 s hang"
-    retried = sample("surgeflow_llm_retries_total", operation="chat", reason="timeout")
+    retried = sample(
+        "surgeflow_llm_retries_total", flow="default", operation="chat", reason="timeout"
+    )
     assert retried == timeouts + 1, "retried because the first attempt timed out"
     assert [r.retry_count for r in openai_server.requests] == [0, 1]
 
@@ -207,8 +215,8 @@ def test_breaker_opens_after_failed_calls_and_half_opens_to_probe(
 ) -> None:
     clock = FakeClock()
     settings = llm_settings(llm_max_retries=0, llm_breaker_failures=2)
-    breakers = Breakers(failures=2, reset_seconds=30, clock=clock)
-    service = OpenAIService(settings, breakers=breakers)
+    breakers = Breakers(flow="breaker", failures=2, reset_seconds=30, clock=clock)
+    service = OpenAIService(settings, flow="breaker", breakers=breakers)
     openai_server.fail_model(MODEL, status=500)
 
     async def work() -> None:
@@ -219,7 +227,9 @@ def test_breaker_opens_after_failed_calls_and_half_opens_to_probe(
         with pytest.raises(BreakerOpen):
             await classify(service, "three")
         assert openai_server.count(CHAT_PATH) == 2, "an open breaker sends nothing"
-        assert sample("surgeflow_llm_breaker_state", gen_ai_request_model=MODEL) == 2
+        assert (
+            sample("surgeflow_llm_breaker_state", flow="breaker", gen_ai_request_model=MODEL) == 2
+        )
 
         clock.advance(30)
         openai_server.clear_model(MODEL)
@@ -238,8 +248,8 @@ def test_failed_probe_opens_the_breaker_again(
     openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
 ) -> None:
     clock = FakeClock()
-    breakers = Breakers(failures=1, reset_seconds=10, clock=clock)
-    service = OpenAIService(llm_settings(llm_max_retries=0), breakers=breakers)
+    breakers = Breakers(flow="breaker", failures=1, reset_seconds=10, clock=clock)
+    service = OpenAIService(llm_settings(llm_max_retries=0), flow="breaker", breakers=breakers)
     openai_server.fail_model(MODEL, status=503)
 
     async def work() -> None:

@@ -183,12 +183,12 @@ def test_token_limit_makes_a_call_wait_before_it_is_sent(
     # 0.6 s ahead, whatever the load.
     clock = StandingClock()
     service = OpenAIService(settings, flow="tpm", limiter=LocalRateLimiter(clock=clock))
-    waited_before = sample("surgeflow_llm_limiter_wait_seconds_sum")
+    waited_before = sample("surgeflow_llm_limiter_wait_seconds_sum", flow="tpm")
     run(service, lambda: asyncio.gather(*(classify(service, note) for note in notes)))
     assert len(openai_server.requests) == 3
     last = max(r.at for r in openai_server.requests) - clock.read_at[2]
     assert 0.6 - 0.01 <= last < 0.6 + 2.0, "the third call waited its 0.6 s before it was sent"
-    waited = sample("surgeflow_llm_limiter_wait_seconds_sum") - waited_before
+    waited = sample("surgeflow_llm_limiter_wait_seconds_sum", flow="tpm") - waited_before
     assert 0.6 - 0.01 <= waited < 0.6 + 0.5, "only the third call waited"
 
 
@@ -266,16 +266,20 @@ def test_metrics_are_exposed_in_the_default_registry(
         found = [s.labels for s in families[family].samples]
         return [s for s in found if all(s.get(k) == v for k, v in wanted.items())]
 
-    chat = {"gen_ai_operation_name": "chat", "gen_ai_request_model": MODEL}
+    chat = {"flow": "metrics", "gen_ai_operation_name": "chat", "gen_ai_request_model": MODEL}
     assert labels("gen_ai_client_operation_duration_seconds", **chat, error_type="500")
     assert labels("gen_ai_client_operation_duration_seconds", **chat, error_type="")
     assert labels("gen_ai_client_token_usage", **chat, gen_ai_token_type="output")
-    assert labels("gen_ai_client_token_usage", gen_ai_operation_name="embeddings")
+    assert labels("gen_ai_client_token_usage", flow="metrics", gen_ai_operation_name="embeddings")
     assert labels("surgeflow_llm_calls", flow="metrics", operation="chat", outcome="success")
     assert labels("surgeflow_llm_calls", flow="metrics", operation="chat", outcome="cache_hit")
     assert labels("surgeflow_llm_calls", flow="metrics", operation="embeddings")
-    assert labels("surgeflow_llm_retries", operation="chat", reason="server_error")
+    assert labels("surgeflow_llm_retries", flow="metrics", operation="chat", reason="server_error")
     assert labels("surgeflow_llm_cost_usd", flow="metrics", gen_ai_request_model=MODEL)
     assert labels("surgeflow_llm_cost_saved_usd", flow="metrics", gen_ai_request_model=MODEL)
     assert labels("surgeflow_llm_concurrency_limit", flow="metrics")
-    assert labels("surgeflow_llm_in_flight")
+    assert labels("surgeflow_llm_in_flight", flow="metrics")
+    assert labels("surgeflow_llm_limiter_wait_seconds", flow="metrics")
+    assert labels("surgeflow_llm_limiter_backend_up", flow="metrics")
+    assert labels("surgeflow_llm_breaker_state", flow="metrics", gen_ai_request_model=MODEL)
+    assert labels("surgeflow_cache_lookups", flow="metrics", backend="memory", result="hit")

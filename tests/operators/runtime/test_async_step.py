@@ -49,7 +49,7 @@ def build(
     up = op.input("in", flow, source)
     if seen is not None:
         up = op.map("seen", up, lambda item: seen.append(item) or item)
-    results = map_async("llm", up, fn, key=key_of, params=STEP, ready=ready)
+    results = map_async("llm", up, fn, key=key_of, params=STEP, ready=ready, flow="test")
     op.output("out", results, TestingSink(out))
     return flow
 
@@ -121,10 +121,10 @@ def test_every_item_comes_out_exactly_once_in_per_key_order() -> None:
         return name(item)
 
     out: list[Any] = []
-    pending_before = REGISTRY.get_sample_value("surgeflow_llm_pending")
+    pending_before = REGISTRY.get_sample_value("surgeflow_llm_pending", {"flow": "test"}) or 0.0
     run_main(build(TestingSource(items, batch_size=7), jittered, out))
     assert sorted(out) == sorted(name(item) for item in items)
-    assert REGISTRY.get_sample_value("surgeflow_llm_pending") == pending_before
+    assert REGISTRY.get_sample_value("surgeflow_llm_pending", {"flow": "test"}) == pending_before
     for key in ("k0", "k1", "k2"):
         assert [o for o in out if o.startswith(key)] == [name(i) for i in items if i[0] == key]
 
@@ -236,7 +236,9 @@ def test_an_item_that_outruns_its_bound_fails_with_timeout_error() -> None:
     up = op.input("in", flow, TestingSource([("a", 1), ("a", 2), ("b", 1)], batch_size=3))
     op.output(
         "out",
-        map_async("llm", up, hang, key=key_of, params=StepParams.from_settings(settings.llm)),
+        map_async(
+            "llm", up, hang, key=key_of, params=StepParams.from_settings(settings.llm), flow="test"
+        ),
         TestingSink(out),
     )
     run_main(flow)

@@ -7,9 +7,12 @@ from functools import partial
 import pytest
 from prometheus_client import REGISTRY
 
+from flows import tickets
 from flows.shipments import build_flow
 from operators.config.settings import Settings
+from operators.runtime.metrics import RECORDS_OUT, Children
 from operators.shipments.surge import iter_shipment_surge
+from operators.tickets.surge import iter_ticket_surge
 from tests.flows.flow_runs import run_flow
 
 pytestmark = pytest.mark.dataflow
@@ -37,3 +40,39 @@ def test_shipments_flow_updates_its_counters(settings: Settings) -> None:
     invalid = sum(d["error_type"] == "validation_error" for d in run.by_topic["shipments.dlq"])
     dead = sample("surgeflow_dead_letters_total", flow="shipments", reason="validation_error")
     assert dead - before["dead"] == invalid > 0
+
+
+def actions(flow: str, metric: str, label: str, values: set[str]) -> dict[str, float]:
+    return {v: sample(metric, flow=flow, **{label: v}) for v in values}
+
+
+def test_decisions_are_counted_by_action_and_responses_by_route(settings: Settings) -> None:
+    """The spec's output count: each published output once, under its own action / route."""
+    for build, surge, topic, metric, label in (
+        (build_flow, iter_shipment_surge, "shipments.decisions", "surgeflow_decisions_total",
+         "action"),
+        (tickets.build_flow, iter_ticket_surge, "tickets.responses", "surgeflow_responses_total",
+         "route"),
+    ):  # fmt: skip
+        flow = topic.split(".")[0]
+        generated = partial(surge, seed=6, steady_events=60, burst_factor=4)
+        values = {str(o[label]) for o in run_flow(build, settings, generated).by_topic[topic]}
+        before = actions(flow, metric, label, values)
+        run = run_flow(build, settings, generated)
+        outputs = run.by_topic[topic]
+        assert len(values) >= 2, values
+        for value in values:
+            expected = sum(str(o[label]) == value for o in outputs)
+            assert sample(metric, flow=flow, **{label: value}) - before[value] == expected > 0
+
+
+def test_children_are_the_metrics_own_children_resolved_once() -> None:
+    out = Children(RECORDS_OUT, "children-test")
+    child = out("a.topic")
+    assert child is RECORDS_OUT.labels("children-test", "a.topic")
+    assert out("a.topic") is child and out("b.topic") is not child
+    before = sample("surgeflow_records_out_total", flow="children-test", topic="a.topic")
+    child.inc(3)
+    assert (
+        sample("surgeflow_records_out_total", flow="children-test", topic="a.topic") == before + 3
+    )

@@ -147,7 +147,9 @@ def async_flow(
     flow = Dataflow("stop_async")
     items = op.input("in", flow, until_stopped(source, stop))
     op.inspect("stop_at_3", items, stop_at(stop, lambda item: item[1] == 3))
-    done = map_async("llm", items, fn, key=lambda item: item[0], params=STEP, stop=stop)
+    done = map_async(
+        "llm", items, fn, key=lambda item: item[0], params=STEP, stop=stop, flow="test"
+    )
     op.output("out", done, TestingSink(out))
     return flow
 

@@ -39,7 +39,7 @@ def test_a_partition_far_behind_its_end_pauses_the_live_clock_until_it_catches_u
     ((partition, _), *_) = produce_raw(settings, topic, [(b"S-1", b"{}")] * 100)
     walls = {"now": datetime(2030, 1, 1, tzinfo=UTC)}
     clock = LiveClock(now=lambda: walls["now"])
-    source = KafkaRecordSource(settings, [topic], clock=clock)
+    source = KafkaRecordSource(settings, [topic], flow="test", clock=clock)
     part = source.build_part("in", f"{partition}-{topic}", None)
     states: list[bool] = []  # catching up after each call, one wall minute apart
     seen: list[tuple[int, bool]] = []
@@ -100,7 +100,7 @@ def test_a_slow_catch_up_closes_windows_on_event_time_only(
     produce_raw(settings, topic, scans)
     live = LiveClock()
     flow = Dataflow("catch_up_test")
-    raw = op.input("in", flow, KafkaRecordSource(settings, [topic], clock=live))
+    raw = op.input("in", flow, KafkaRecordSource(settings, [topic], flow="test", clock=live))
     valid = validate(
         "validate", raw, model=ShipmentEvent, key_field="shipment_id", flow="shipments"
     )

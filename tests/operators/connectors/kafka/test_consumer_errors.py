@@ -43,7 +43,9 @@ def test_a_broker_outage_is_counted_and_the_lag_never_goes_negative(capfd, caplo
         topic = settings.topics.shipments_events
         create_topics(settings, [topic], partitions=1)
         produce_raw(settings, topic, [(b"SHP-1", b"%d" % i) for i in range(20)])
-        part = KafkaRecordSource(settings, [topic]).build_part(STEP, f"0-{topic}", None)
+        part = KafkaRecordSource(settings, [topic], flow="test").build_part(
+            STEP, f"0-{topic}", None
+        )
         lags: list[float] = []
 
         def read(until: int, seconds: float, at_least: float = 1.5) -> int:

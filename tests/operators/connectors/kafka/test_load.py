@@ -23,7 +23,7 @@ def test_the_surge_lands_keyed_by_shipment(kafka_bootstrap: str) -> None:
     topic = settings.topics.shipments_events
     create_topics(settings, [topic])
     expected = list(surge_records(settings, "shipments"))
-    assert load_records(settings, topic, iter(expected)) == len(expected)
+    assert load_records(settings, topic, iter(expected), flow="test") == len(expected)
     back = read_topic(settings, topic)
     assert sorted(r.value for r in back) == sorted(r.value for r in expected)
     keys = {r.value: r.key for r in back}

@@ -58,7 +58,7 @@ def test_every_record_is_acknowledged_keyed_and_placed_like_java(kafka_bootstrap
     topic = settings.topics.tickets_responses
     keys = [f"S-{i}" for i in range(200)]
     acknowledged: list[tuple[str, int]] = []
-    producer = DeliveryCheckedProducer.from_settings(settings.kafka)
+    producer = DeliveryCheckedProducer.from_settings(settings.kafka, flow="test")
     records = [OutRecord(topic=topic, key=k, value=b'{"n": 1}') for k in keys]
     sent = producer.send(records, lambda r, msg: acknowledged.append((r.key, msg.partition())))
     assert sent == 200 and len(acknowledged) == 200
@@ -75,7 +75,9 @@ def test_headers_carry_content_type_and_schema_version(kafka_bootstrap: str) -> 
     settings = with_topics(kafka_settings(kafka_bootstrap), "tickets")
     topic = settings.topics.tickets_messages
     model = TicketMessage.model_validate(TICKET)
-    DeliveryCheckedProducer.from_settings(settings.kafka).send([to_out_record(topic, "S-1", model)])
+    DeliveryCheckedProducer.from_settings(settings.kafka, flow="test").send(
+        [to_out_record(topic, "S-1", model)]
+    )
     (record,) = read_topic(settings, topic)
     assert record.headers["content-type"] == b"application/json"
     assert record.headers["schema-version"] == str(SCHEMA_VERSION).encode()
@@ -89,7 +91,7 @@ def test_a_record_the_broker_refuses_raises(kafka_bootstrap: str) -> None:
     admin = AdminClient(client_config(settings.kafka))
     small = NewTopic(topic, 1, 1, config={"max.message.bytes": "2048"})
     admin.create_topics([small])[topic].result(10)
-    producer = DeliveryCheckedProducer.from_settings(settings.kafka)
+    producer = DeliveryCheckedProducer.from_settings(settings.kafka, flow="test")
     fine = OutRecord(topic=topic, key="SHP-1", value=b"{}")
     noise = base64.b64encode(os.urandom(8000))  # lz4 cannot shrink it under 2 KiB
     too_big = OutRecord(topic=topic, key="SHP-2", value=b'"' + noise + b'"')
@@ -103,7 +105,7 @@ def test_a_record_the_broker_refuses_raises(kafka_bootstrap: str) -> None:
 
 def test_an_unknown_topic_raises_within_the_delivery_bound(kafka_bootstrap: str) -> None:
     settings = kafka_settings(kafka_bootstrap, kafka_delivery_timeout_seconds=3.0)
-    producer = DeliveryCheckedProducer.from_settings(settings.kafka)
+    producer = DeliveryCheckedProducer.from_settings(settings.kafka, flow="test")
     record = OutRecord(topic=settings.topics.tickets_dlq, key="S-1", value=b"{}")
     with pytest.raises(KafkaDeliveryError, match="not delivered"):
         producer.send([record])

@@ -64,7 +64,7 @@ class _Batches(StatefulSourcePartition):
 
 def test_resume_position_is_after_the_last_record_not_after_an_error() -> None:
     err = KafkaError(ConfluentError(ConfluentError._TRANSPORT, "down"), message(offset=-1001))
-    part = _RecordPartition(_Batches([[message(offset=7), message(offset=8)], [err]]))
+    part = _RecordPartition(_Batches([[message(offset=7), message(offset=8)], [err]]), flow="test")
     part.next_batch()
     part.next_batch()
     assert part.snapshot() == 9
@@ -73,9 +73,11 @@ def test_resume_position_is_after_the_last_record_not_after_an_error() -> None:
 def test_an_error_of_no_record_is_counted_not_dead_lettered(caplog) -> None:
     down = KafkaError(ConfluentError(ConfluentError._TRANSPORT, "down"), message(offset=-1001))
     at_offset = KafkaError(ConfluentError(ConfluentError._BAD_MSG, "crc"), message(offset=12))
-    labels = {"topic": "shipments.events", "error": "_TRANSPORT"}
+    labels = {"flow": "test", "topic": "shipments.events", "error": "_TRANSPORT"}
     before = REGISTRY.get_sample_value("surgeflow_kafka_consumer_errors_total", labels) or 0
-    records = _RecordPartition(_Batches([[down, message(offset=11), at_offset]])).next_batch()
+    records = _RecordPartition(
+        _Batches([[down, message(offset=11), at_offset]]), flow="test"
+    ).next_batch()
     assert [(r.offset, r.error_type if r.error else None) for r in records] == [
         (11, None), (12, "consumer_error"),
     ]  # fmt: skip
@@ -86,6 +88,6 @@ def test_an_error_of_no_record_is_counted_not_dead_lettered(caplog) -> None:
 @pytest.mark.kafka
 def test_a_missing_topic_fails_clearly_at_start(kafka_bootstrap: str) -> None:
     settings = kafka_settings(kafka_bootstrap, kafka_timeout_seconds=1.0)
-    source = KafkaRecordSource(settings, [settings.topics.shipments_events])
+    source = KafkaRecordSource(settings, [settings.topics.shipments_events], flow="shipments")
     with pytest.raises(TopicNotFound, match=r"operators\.connectors\.kafka\.topics"):
         source.list_parts()
