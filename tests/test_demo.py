@@ -6,9 +6,12 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.terminal import ESCAPE, plain, run_on_pipes, run_on_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,3 +42,26 @@ def test_make_demo_prints_decisions_and_responses() -> None:
     lines = (ROOT / "out" / "shipments.jsonl").read_text().splitlines()
     first = json.loads(lines[0])
     assert first["topic"] == "shipments.decisions" and first["value"]["decision_id"]
+
+
+def _counts(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("by ")]
+
+
+def test_the_demo_on_a_terminal_shows_a_bar_per_flow_and_prints_the_same_counts() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SURGEFLOW_", "OPENAI_"))}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env.pop("REDIS_URL", None)
+    env |= {"SURGEFLOW_SURGE_STEADY_EVENTS": "50", "SURGEFLOW_SURGE_BURST_FACTOR": "3"}
+    env |= {"PYTHONPATH": str(ROOT), "TERM": "xterm-256color"}
+    command = [sys.executable, str(ROOT / "scripts" / "demo.py")]
+    code, screen = run_on_terminal(command, env, timeout=120)
+    shown = plain(screen)
+    assert code == 0, shown[-3000:]
+    assert ESCAPE.search(screen)
+    for name in ("shipments", "tickets"):
+        assert re.search(rf"flows\.{name} .* (\d+)/\1 records out", shown)
+    code, out, err = run_on_pipes(command, env, timeout=120)
+    assert code == 0, err[-2000:]
+    assert b"\x1b" not in out + err and b"\r" not in out + err
+    assert _counts(out.decode()) == _counts(shown) != []

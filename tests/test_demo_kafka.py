@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.terminal import ESCAPE, plain, run_on_pipes, run_on_terminal
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.demo, pytest.mark.kafka]
@@ -54,3 +56,32 @@ def test_demo_kafka_runs_both_flows_through_kafka(kafka_bootstrap: str, redis_ur
     # A message sent twice is answered twice under one response_id; nothing else repeats.
     assert re.search(r"ids unique: (yes|no .*the same answer again)", tickets)
     assert "demo-kafka finished in" in out
+    assert "\x1b" not in out + done.stderr and "\r" not in out + done.stderr  # no bar on a pipe
+
+
+def _counts(text: str) -> list[str]:
+    """The count lines of both flows, without the run's topic prefix."""
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("by ")]
+    return [re.sub(r"demo-[0-9a-f]{8}\.", "", line) for line in lines]
+
+
+def test_demo_kafka_on_a_terminal_shows_bars_and_prints_the_same_counts(
+    kafka_bootstrap: str, redis_url: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SURGEFLOW_", "OPENAI_"))}
+    env |= {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "REDIS_URL": redis_url}
+    env |= {"SURGEFLOW_SURGE_STEADY_EVENTS": "50", "SURGEFLOW_SURGE_BURST_FACTOR": "3"}
+    env |= {"PYTHONPATH": str(ROOT), "TERM": "xterm-256color"}
+    command = [sys.executable, str(ROOT / "scripts" / "demo_kafka.py")]
+    code, screen = run_on_terminal(command, env, timeout=120)
+    shown = plain(screen)
+    assert code == 0, shown[-3000:]
+    assert ESCAPE.search(screen)
+    assert re.search(r"producing .* 200/200 records", shown)
+    for name in ("shipments", "tickets"):
+        assert re.search(rf"flows\.{name} .* (\d+)/\1 records out", shown)
+    assert re.search(r"reading back .* (\d+)/\1 records", shown)
+    code, out, err = run_on_pipes(command, env, timeout=120)
+    assert code == 0, err[-2000:]
+    assert b"\x1b" not in out + err
+    assert _counts(out.decode()) == _counts(shown) != []

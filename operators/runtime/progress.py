@@ -9,8 +9,8 @@ and neither `--no-progress` (`add_flag`) nor `SURGEFLOW_NO_PROGRESS` (any value 
 `false` or `no`) turns it off. Otherwise `progress` yields a bar that does nothing: no control
 characters reach a pipe, a file or a CI log, and the commands' plain summary lines are printed
 either way. While a bar is up, `print` to stderr (and to stdout when stdout is the same kind of
-terminal) appears above it; output of child processes that write to the terminal themselves does
-not, so commands keep a bar only around work that prints through this process.
+terminal) appears above it. A child process would write to the terminal past the bar, so
+`run_counting` runs one with its stdout and stderr passed through this process while a bar is up.
 
 Generic: it names no flow, and `rich` is imported only when a bar is drawn.
 """
@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Optional, TextIO
+from typing import IO, TYPE_CHECKING, Any, Optional, TextIO
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -58,8 +61,13 @@ class Bar:
     """One bar: `advance` by a number of units, `total` when it becomes known. This base class
     draws nothing (the bar of a pipe, a file, or `--no-progress`)."""
 
+    drawn = False
+
     def advance(self, amount: float = 1) -> None:
         """`amount` more units done."""
+
+    def completed(self, amount: float) -> None:
+        """`amount` units done in all."""
 
     def total(self, total: Optional[float]) -> None:
         """The number of units of the whole job (None: not known)."""
@@ -69,12 +77,17 @@ class Bar:
 
 
 class _RichBar(Bar):
+    drawn = True
+
     def __init__(self, progress: Progress, task: TaskID) -> None:
         self._progress = progress
         self._task = task
 
     def advance(self, amount: float = 1) -> None:
         self._progress.advance(self._task, amount)
+
+    def completed(self, amount: float) -> None:
+        self._progress.update(self._task, completed=amount)
 
     def total(self, total: Optional[float]) -> None:
         self._progress.update(self._task, total=total)
@@ -93,13 +106,67 @@ def progress(
     stream: Optional[TextIO] = None,
 ) -> Iterator[Bar]:
     """A bar labelled `description` counting `unit`s up to `total` (None: a count with no end),
-    drawn while the block runs if `wanted`, left on screen at its final count afterwards."""
+    drawn while the block runs if `wanted`, left on screen at its final count afterwards (a full
+    bar, when the block ends without an error)."""
     stream = sys.stderr if stream is None else stream
     if not wanted(off=off, stream=stream):
         yield Bar()
         return
     with _rich_progress(stream, unit) as shown:
-        yield _RichBar(shown, shown.add_task(description, total=total))
+        task = shown.add_task(description, total=total)
+        yield _RichBar(shown, task)
+        if shown.tasks[0].total is None:  # a count with no end ends as a full bar
+            shown.update(task, total=shown.tasks[0].completed)
+
+
+def run_counting(
+    command: Sequence[str],
+    bar: Bar,
+    count: Callable[[], float],
+    *,
+    timeout: Optional[float] = None,
+    every: float = 0.25,
+    **popen: Any,
+) -> int:
+    """Run `command` to its end (keyword arguments as for `subprocess.Popen`) and return its exit
+    code, moving `bar` to `count()` every `every` seconds and once at the end (`count` is not
+    called when the bar is not drawn). While `bar` is
+    drawn, the child's stdout and stderr (those not given in `popen`) come through this process,
+    line by line above the bar; otherwise the child inherits them as usual. Past `timeout`
+    seconds the child is killed and `subprocess.TimeoutExpired` raised."""
+    passed = [name for name in ("stdout", "stderr") if bar.drawn and name not in popen]
+    popen |= dict.fromkeys(passed, subprocess.PIPE)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with subprocess.Popen(command, **popen) as child:
+        pumps = [
+            threading.Thread(
+                target=_pump, args=(getattr(child, name), getattr(sys, name)), daemon=True
+            )
+            for name in passed
+        ]
+        for pump in pumps:
+            pump.start()
+        while True:
+            try:
+                child.wait(every)
+                break
+            except subprocess.TimeoutExpired:
+                if bar.drawn:
+                    bar.completed(count())
+                if deadline is not None and time.monotonic() > deadline:
+                    child.kill()
+                    raise subprocess.TimeoutExpired(list(command), timeout or 0.0) from None
+        for pump in pumps:
+            pump.join()
+        if bar.drawn:
+            bar.completed(count())
+        return child.returncode
+
+
+def _pump(source: IO[bytes], sink: TextIO) -> None:
+    for line in iter(source.readline, b""):
+        sink.write(line.decode("utf-8", "replace"))
+        sink.flush()
 
 
 @contextmanager
