@@ -43,6 +43,15 @@ def add_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def off_by_flag(args: argparse.Namespace) -> bool:
+    """Whether `--no-progress` was given; if so, `SURGEFLOW_NO_PROGRESS=1` is set too, so no later
+    bar of this process, nor any of its child processes, is drawn."""
+    if getattr(args, "no_progress", False):
+        os.environ[ENV] = "1"
+        return True
+    return False
+
+
 def wanted(*, off: bool = False, stream: Optional[TextIO] = None) -> bool:
     """Whether a bar is drawn on `stream` (default stderr): a terminal, not `TERM=dumb`, and not
     turned off by `off` or the environment."""
@@ -104,15 +113,17 @@ def progress(
     unit: str = "records",
     off: bool = False,
     stream: Optional[TextIO] = None,
+    refresh: float = 8.0,
 ) -> Iterator[Bar]:
     """A bar labelled `description` counting `unit`s up to `total` (None: a count with no end),
     drawn while the block runs if `wanted`, left on screen at its final count afterwards (a full
-    bar, when the block ends without an error)."""
+    bar, when the block ends without an error). It is redrawn `refresh` times a second by a
+    thread of its own (benchmarks that time work in this process ask for 1)."""
     stream = sys.stderr if stream is None else stream
     if not wanted(off=off, stream=stream):
         yield Bar()
         return
-    with _rich_progress(stream, unit) as shown:
+    with _rich_progress(stream, unit, refresh) as shown:
         task = shown.add_task(description, total=total)
         yield _RichBar(shown, task)
         if shown.tasks[0].total is None:  # a count with no end ends as a full bar
@@ -170,7 +181,7 @@ def _pump(source: IO[bytes], sink: TextIO) -> None:
 
 
 @contextmanager
-def _rich_progress(stream: TextIO, unit: str) -> Iterator[Progress]:
+def _rich_progress(stream: TextIO, unit: str, refresh: float) -> Iterator[Progress]:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -185,11 +196,13 @@ def _rich_progress(stream: TextIO, unit: str) -> Iterator[Progress]:
     from rich.text import Text
 
     class Rate(ProgressColumn):
-        """Units per second, once there is a rate."""
+        """Units per second, once there is one of at least 1 (runs that take seconds each show
+        none: their elapsed and remaining times say it)."""
 
         def render(self, task: Task) -> Text:
             speed = task.finished_speed or task.speed
-            return Text("" if speed is None else f"{speed:,.0f}/s", style="progress.data")
+            shown = "" if speed is None or speed < 1 else f"{speed:,.0f}/s"
+            return Text(shown, style="progress.data")
 
     columns: list[Any] = [
         TextColumn("[progress.description]{task.description}"),
@@ -206,6 +219,7 @@ def _rich_progress(stream: TextIO, unit: str) -> Iterator[Progress]:
     with Progress(
         *columns,
         console=Console(file=stream),
+        refresh_per_second=refresh,
         redirect_stdout=same_terminal,
         redirect_stderr=stream is sys.stderr,
     ) as shown:
