@@ -151,7 +151,8 @@ class PacedProducer:
 def start(env: dict[str, str], store: Path, interval: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "bytewax.run", "benchmarks.recovery_time:tracked_flow()"]
     command += ["-r", str(store), "-s", str(interval), "-b", "0"]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    # its log comes through this process while a bar is drawn (above the bar, not across it)
+    return progress.popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
 
 
 def kill_and_restart(

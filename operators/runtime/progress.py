@@ -130,6 +130,36 @@ def progress(
             shown.update(task, total=shown.tasks[0].completed)
 
 
+class Child(subprocess.Popen[bytes]):
+    """A child process started by `popen`; `pumps` pass its output through (none: inherited)."""
+
+    pumps: list[threading.Thread]
+
+    def join_output(self) -> None:
+        """Wait until what the ended child wrote has been passed through."""
+        for pump in self.pumps:
+            pump.join()
+
+
+def popen(command: Sequence[str], *, through: Optional[bool] = None, **options: Any) -> Child:
+    """`subprocess.Popen(command, **options)`, but while bars are drawn (`through`, by default
+    `wanted()`) the child's stdout and stderr (those not given in `options`) come through this
+    process line by line, so they print above a bar instead of across it. Otherwise the child
+    inherits them as usual."""
+    if through is None:
+        through = wanted()
+    passed = [name for name in ("stdout", "stderr") if through and name not in options]
+    options |= dict.fromkeys(passed, subprocess.PIPE)
+    child = Child(list(command), **options)
+    child.pumps = [
+        threading.Thread(target=_pump, args=(getattr(child, n), getattr(sys, n)), daemon=True)
+        for n in passed
+    ]
+    for pump in child.pumps:
+        pump.start()
+    return child
+
+
 def run_counting(
     command: Sequence[str],
     bar: Bar,
@@ -137,26 +167,14 @@ def run_counting(
     *,
     timeout: Optional[float] = None,
     every: float = 0.25,
-    **popen: Any,
+    **options: Any,
 ) -> int:
-    """Run `command` to its end (keyword arguments as for `subprocess.Popen`) and return its exit
-    code, moving `bar` to `count()` every `every` seconds and once at the end (`count` is not
-    called when the bar is not drawn). While `bar` is
-    drawn, the child's stdout and stderr (those not given in `popen`) come through this process,
-    line by line above the bar; otherwise the child inherits them as usual. Past `timeout`
-    seconds the child is killed and `subprocess.TimeoutExpired` raised."""
-    passed = [name for name in ("stdout", "stderr") if bar.drawn and name not in popen]
-    popen |= dict.fromkeys(passed, subprocess.PIPE)
+    """Run `command` to its end (`popen`, passing its output through while `bar` is drawn) and
+    return its exit code, moving `bar` to `count()` every `every` seconds and once at the end
+    (`count` is not called when the bar is not drawn). Past `timeout` seconds the child is
+    killed and `subprocess.TimeoutExpired` raised."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    with subprocess.Popen(command, **popen) as child:
-        pumps = [
-            threading.Thread(
-                target=_pump, args=(getattr(child, name), getattr(sys, name)), daemon=True
-            )
-            for name in passed
-        ]
-        for pump in pumps:
-            pump.start()
+    with popen(command, through=bar.drawn, **options) as child:
         while True:
             try:
                 child.wait(every)
@@ -167,8 +185,7 @@ def run_counting(
                 if deadline is not None and time.monotonic() > deadline:
                     child.kill()
                     raise subprocess.TimeoutExpired(list(command), timeout or 0.0) from None
-        for pump in pumps:
-            pump.join()
+        child.join_output()
         if bar.drawn:
             bar.completed(count())
         return child.returncode

@@ -67,3 +67,10 @@ def run_on_pipes(
 def plain(text: bytes) -> str:
     """`text` without control sequences and carriage returns, decoded."""
     return ESCAPE.sub(b"", text).replace(b"\r", b"").decode("utf-8", "replace")
+
+
+def screen_lines(text: bytes) -> list[str]:
+    """The lines as they stay on the screen: of each line only what follows its last carriage
+    return (a bar redrawn in place leaves its last drawing), without control sequences."""
+    lines = text.replace(b"\r\n", b"\n").split(b"\n")
+    return [ESCAPE.sub(b"", line.split(b"\r")[-1]).decode("utf-8", "replace") for line in lines]

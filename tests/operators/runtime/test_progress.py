@@ -11,7 +11,13 @@ from collections.abc import Iterator
 import pytest
 
 from operators.runtime.progress import ENV, progress, wanted
-from tests.support.terminal import ESCAPE, plain, run_on_pipes, run_on_terminal
+from tests.support.terminal import (
+    ESCAPE,
+    plain,
+    run_on_pipes,
+    run_on_terminal,
+    screen_lines,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
 
@@ -110,3 +116,40 @@ def test_the_quiet_path_does_not_import_rich(env: dict[str, str]) -> None:
     check += "assert 'rich' not in sys.modules, 'rich imported'"
     done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, check=False)
     assert done.returncode == 0, done.stderr.decode()
+
+
+# A child process that writes to stdout and stderr, under a bar counting a file's lines.
+CHILD = textwrap.dedent(
+    """
+    import pathlib, sys
+    from operators.runtime.progress import progress, run_counting
+    out = pathlib.Path(sys.argv[1])
+    write = "import sys, time\\nfor i in range(3):\\n    print(i, flush=True); time.sleep(0.1)\\n"
+    write += "print('child log line', file=sys.stderr)"
+    with out.open("wb") as sink, progress("child", unit="lines") as bar:
+        code = run_counting(
+            [sys.executable, "-c", write], bar, lambda: len(out.read_bytes().splitlines()),
+            stdout=sink, every=0.05,
+        )
+    print(f"child exited with {code}")
+    """
+)
+
+
+def test_a_child_under_a_bar_writes_above_it_and_its_count_ends_the_bar(
+    env: dict[str, str], tmp_path
+) -> None:
+    out = tmp_path / "child.out"
+    code, screen = run_on_terminal([sys.executable, "-c", CHILD, str(out)], env)
+    shown = plain(screen)
+    assert code == 0, shown
+    # a line of its own, passed through above the bar (not written across it)
+    assert "child log line" in screen_lines(screen)
+    assert "3/3 lines" in shown  # the count of an open-ended bar ends as its total
+    assert shown.rstrip().endswith("child exited with 0")
+    assert out.read_bytes() == b"0\n1\n2\n"
+
+    code, stdout, stderr = run_on_pipes([sys.executable, "-c", CHILD, str(out)], env)
+    assert code == 0
+    assert (stdout, stderr) == (b"child exited with 0\n", b"child log line\n")
+    assert out.read_bytes() == b"0\n1\n2\n"
