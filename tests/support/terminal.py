@@ -74,3 +74,20 @@ def screen_lines(text: bytes) -> list[str]:
     return (a bar redrawn in place leaves its last drawing), without control sequences."""
     lines = text.replace(b"\r\n", b"\n").split(b"\n")
     return [ESCAPE.sub(b"", line.split(b"\r")[-1]).decode("utf-8", "replace") for line in lines]
+
+
+def run_drawing(command: Sequence[str], env: dict[str, str], *, timeout: float = 300.0) -> str:
+    """Run `command` on a terminal (`TERM=xterm-256color`, no `SURGEFLOW_NO_PROGRESS`), check it
+    exits 0 and draws (control sequences reach the terminal); return what it wrote, `plain`."""
+    env = {k: v for k, v in env.items() if k != "SURGEFLOW_NO_PROGRESS"}
+    code, screen = run_on_terminal(command, {**env, "TERM": "xterm-256color"}, timeout=timeout)
+    shown = plain(screen)
+    assert code == 0, shown[-3000:]
+    assert ESCAPE.search(screen), f"no control sequence: nothing drawn\n{shown[-3000:]}"
+    return shown
+
+
+def count_labels(text: str) -> list[str]:
+    """What each count line of a demo summary counts (`by topic`, `dead letters by reason`...)."""
+    lines = [line.strip() for line in text.splitlines()]
+    return [line.split(":")[0] for line in lines if line.startswith(("by ", "dead letters by"))]
