@@ -118,7 +118,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running:
-                raise self.error(f"{self._binary} exited: {self.log_tail()}")
+                tail = self.log_tail()
+                self.stop()
+                raise self.error(f"{self._binary} exited: {tail}")
             if self.ready():
                 return
             time.sleep(self.poll_seconds)
