@@ -158,8 +158,8 @@ def run_in_foreground(server: ServerProcess, variable: str) -> None:
     """The `run` command of a server script: start `server`, print `<variable>=<its url>`, and
     keep it until it exits or Ctrl-C."""
     with server:
-        print(f"{variable}={server.url}", flush=True)
-        try:
+        try:  # a Ctrl-C right after the line is printed still stops the server cleanly
+            print(f"{variable}={server.url}", flush=True)
             while server.running:
                 time.sleep(1)
         except KeyboardInterrupt:

@@ -73,5 +73,5 @@ def test_the_run_command_prints_the_url_and_stops_at_ctrl_c(script: str) -> None
         port = int(line.rsplit(":", 1)[1].split("/")[0])
         assert answers(port)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(20) == 0
+        assert proc.wait(20) == 0, proc.stderr.read() if proc.stderr else ""
     assert not answers(port)
