@@ -14,7 +14,8 @@ Against the loopback OpenAI-compatible server with lognormal latency (p50 200 ms
 3. Rules path: the shipments flow on the embedded surge without an endpoint (every decision from
    the rules engine) and with an endpoint whose every answer is already cached, side by side.
 
-Prints every figure and writes the "llm-layer" section of docs/BENCHMARKS.md.
+Prints every figure and writes the "llm-layer" section of docs/BENCHMARKS.md. On a terminal a bar
+per part counts its runs (`--no-progress` turns them off; piped, there are none).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from benchmarks.llm_runs import (
 )
 from benchmarks.report import command_line, write_section
 from operators.config.settings import Settings
+from operators.runtime import progress
 from scripts.redis_server import RedisServer
 from tests.support.openai_server import OpenAITestServer, lognormal_latency
 
@@ -113,23 +115,25 @@ def throughput(scenario: Scenario, quick: bool) -> list[dict[str, Any]]:
             lambda s: operator_run(s, scenario.calls, scenario.concurrency, scenario.rpm),
         ),
     ]
-    for name, calls, run in ways:
-        srv = server()
-        try:
-            elapsed = run(srv)
-            made = srv.count()
-        finally:
-            srv.stop()
-        mean = mean_of_draws(made)
-        achieved = calls / elapsed
-        ceiling = scenario.ceiling(mean)
-        rows.append(
-            dict(way=name, calls=calls, seconds=elapsed, per_s=achieved, mean_latency=mean,
-                 ceiling=ceiling, ratio=achieved / ceiling)
-        )  # fmt: skip
-        print(f"  {name:28s} {calls:5d} calls {elapsed:7.2f} s {achieved:7.1f}/s "
-              f"mean latency {mean * 1000:5.0f} ms ceiling {ceiling:6.1f}/s "
-              f"ratio {achieved / ceiling:5.2f}")  # fmt: skip
+    with progress.progress(scenario.name, total=len(ways), unit="runs", refresh=1) as bar:
+        for name, calls, run in ways:
+            srv = server()
+            try:
+                elapsed = run(srv)
+                made = srv.count()
+            finally:
+                srv.stop()
+            mean = mean_of_draws(made)
+            achieved = calls / elapsed
+            ceiling = scenario.ceiling(mean)
+            rows.append(
+                dict(way=name, calls=calls, seconds=elapsed, per_s=achieved, mean_latency=mean,
+                     ceiling=ceiling, ratio=achieved / ceiling)
+            )  # fmt: skip
+            print(f"  {name:28s} {calls:5d} calls {elapsed:7.2f} s {achieved:7.1f}/s "
+                  f"mean latency {mean * 1000:5.0f} ms ceiling {ceiling:6.1f}/s "
+                  f"ratio {achieved / ceiling:5.2f}")  # fmt: skip
+            bar.advance()
     return rows
 
 
@@ -161,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    progress.add_flag(parser)
     args = parser.parse_args(argv)
+    progress.off_by_flag(args)
     random.seed(SEED)
     scale = 0.25 if args.quick else 1.0
     scenarios = [

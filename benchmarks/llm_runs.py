@@ -20,6 +20,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from operators.config.settings import Settings
 from operators.llm.service import build_service
 from operators.llm.types import LLMService
+from operators.runtime import progress
 from operators.runtime.async_step import StepParams, map_async
 from operators.shipments.agent import NoteAssessment
 from tests.support.openai_server import OpenAITestServer, lognormal_latency
@@ -184,11 +185,12 @@ def cache_stream(redis_url: str, *, quick: bool) -> tuple[str, list[Verdict]]:
         on = llm_settings(srv.base_url, redis_url=redis_url, **base)
         cold = llm_settings(srv.base_url, redis_url=redis_url, cache_front_entries=0, **base)
         paced = dict(interval=0.05)
-        rows = [
-            _summary("cache off", srv, *run_items(off, stream, nonce, **paced)),
-            _summary("cache on (Redis)", srv, *run_items(on, stream, nonce, **paced)),
-            _summary("warm replay, Redis only", srv, *run_items(cold, stream, nonce, **paced)),
-        ]
+        runs = {"cache off": off, "cache on (Redis)": on, "warm replay, Redis only": cold}
+        rows = []
+        with progress.progress("cache", total=len(runs), unit="runs", refresh=1) as bar:
+            for label, settings in runs.items():
+                rows.append(_summary(label, srv, *run_items(settings, stream, nonce, **paced)))
+                bar.advance()
     finally:
         srv.stop()
     md = [
@@ -238,14 +240,18 @@ def rules_path_run(redis_url: str, *, quick: bool) -> tuple[str, list[Verdict]]:
                 redis_url=redis_url, openai_base_url=srv.base_url, **common
             ),
         }
-        _shipments_seconds(variants["LLM path, every answer cached"])  # warm the cache
-        srv.reset()
-        times: dict[str, list[float]] = {label: [] for label in variants}
-        records = 0
-        for _ in range(rounds):
-            for label, settings in variants.items():
-                seconds, records = _shipments_seconds(settings)
-                times[label].append(seconds)
+        total = 1 + rounds * len(variants)
+        with progress.progress("rules path", total=total, unit="runs", refresh=1) as bar:
+            _shipments_seconds(variants["LLM path, every answer cached"])  # warm the cache
+            bar.advance()
+            srv.reset()
+            times: dict[str, list[float]] = {label: [] for label in variants}
+            records = 0
+            for _ in range(rounds):
+                for label, settings in variants.items():
+                    seconds, records = _shipments_seconds(settings)
+                    times[label].append(seconds)
+                    bar.advance()
         calls = srv.count()
     finally:
         srv.stop()

@@ -36,6 +36,7 @@ from operators.config.settings import Settings
 from operators.connectors.kafka.config import client_config
 from operators.connectors.kafka.source import KafkaRecordSource
 from operators.connectors.kafka.topics import create_topics, flow_topics
+from operators.runtime import progress
 from operators.runtime.records import RawRecord
 from operators.shipments.surge import shipment_surge
 
@@ -150,7 +151,8 @@ class PacedProducer:
 def start(env: dict[str, str], store: Path, interval: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "bytewax.run", "benchmarks.recovery_time:tracked_flow()"]
     command += ["-r", str(store), "-s", str(interval), "-b", "0"]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    # its log comes through this process while a bar is drawn (above the bar, not across it)
+    return progress.popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
 
 
 def kill_and_restart(
@@ -184,8 +186,11 @@ def kill_and_restart(
     }
 
 
-def measure_interval(settings: Settings, interval: int, kills: int) -> list[dict[str, float]]:
-    """Kill and restart the flow `kills` times at `-s interval`; figures of each restart."""
+def measure_interval(
+    settings: Settings, interval: int, kills: int, bar: Optional[progress.Bar] = None
+) -> list[dict[str, float]]:
+    """Kill and restart the flow `kills` times at `-s interval`; figures of each restart (`bar`
+    advances by one a restart)."""
     work = Path(tempfile.mkdtemp(prefix="surgeflow-recovery-"))
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     topics = {f: f"{prefix}.{settings.flat()[f]}" for f in _SHIPMENT_TOPICS}
@@ -205,6 +210,8 @@ def measure_interval(settings: Settings, interval: int, kills: int) -> list[dict
             producer.run_for(random.uniform(interval, 2 * interval + 2))
             proc, figures = kill_and_restart(proc, producer, env, work / "store", interval)
             results.append(figures)
+            if bar is not None:
+                bar.advance()
     finally:
         proc.kill()
         producer.close()
@@ -231,8 +238,10 @@ def recovery_section(mode: str) -> str:
         "restart to caught up, s (mean, max) |",
         "| ---: | ---: | ---: | ---: |",
     ]
-    for interval in INTERVALS:
-        runs = measure_interval(settings, interval, KILLS[mode])
+    total = len(INTERVALS) * KILLS[mode]
+    with progress.progress("kill -9 and restart", total=total, unit="restarts") as bar:
+        measured = [measure_interval(settings, i, KILLS[mode], bar) for i in INTERVALS]
+    for interval, runs in zip(INTERVALS, measured, strict=True):
         replayed = [r["replayed"] for r in runs]
         caught = [r["caught_up_s"] for r in runs]
         first = statistics.mean(r["first_read_s"] for r in runs)

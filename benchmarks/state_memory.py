@@ -18,7 +18,8 @@ time from the restart to caught-up and the events replayed, at `-s 1` and `-s 5`
 
 Every measurement runs in a child process of its own, so peak RSS is that run's. `--quick` uses
 small sizes to check the program works (its memory figures are not at steady state). Figures go
-to stdout and to docs/BENCHMARKS.md (section `state-memory`).
+to stdout and to docs/BENCHMARKS.md (section `state-memory`). On a terminal, bars count the runs
+and the restarts (`--no-progress` turns them off; piped, there are none).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from bytewax.testing import run_main
 from benchmarks.report import command_line, write_section
 from operators.config.settings import Settings
 from operators.connectors.sources import GeneratorSource
+from operators.runtime import progress
 from operators.runtime.metrics import live_state_keys
 from operators.runtime.records import OutRecord, RawRecord
 from operators.shipments.surge import ShipmentFlow, shipment_surge
@@ -149,11 +151,14 @@ def measure(kind: str, events: int, marks: list[int]) -> list[dict[str, Any]]:
 def memory_section(mode: str) -> tuple[str, dict[str, Any]]:
     """Run the live and the replay measurements; their markdown and figures."""
     warmup, (small, large) = WARMUP[mode], SIZES[mode]
-    live = measure("live", warmup + large, [warmup, warmup + small, warmup + large])
+    replay_events = REPLAY_EVENTS[mode]
+    with progress.progress("memory", total=2, unit="runs") as bar:
+        live = measure("live", warmup + large, [warmup, warmup + small, warmup + large])
+        bar.advance()
+        replay = measure("replay", replay_events, [replay_events // 4, replay_events])
+        bar.advance()
     at = {row["events"] - warmup: row for row in live if "events" in row}
     growth = (at[large]["peak_rss_mb"] - at[small]["peak_rss_mb"]) / at[small]["peak_rss_mb"]
-    replay_events = REPLAY_EVENTS[mode]
-    replay = measure("replay", replay_events, [replay_events // 4, replay_events])
     rows = [
         "| stream | events | peak RSS MB | RSS MB | live state keys | events/s |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
@@ -198,7 +203,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--child", choices=("live", "replay"), help=argparse.SUPPRESS)
     parser.add_argument("--events", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--marks", default="", help=argparse.SUPPRESS)
+    progress.add_flag(parser)
     args = parser.parse_args(argv)
+    progress.off_by_flag(args)
     if args.child:
         child(args.child, args.events, {int(m) for m in args.marks.split(",") if m})
         return 0

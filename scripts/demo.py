@@ -4,13 +4,17 @@ Each flow runs as `python -m bytewax.run flows.<name>` (the command a user runs)
 bundled seeded surge and writing JSON lines to stdout; this script keeps that output in
 `out/<name>.jsonl`, prints sample records and the counts per topic, action, route and source.
 Any environment setting (SURGEFLOW_*, OPENAI_BASE_URL, ...) is passed through.
+
+On a terminal a bar counts each flow's records out as they are written (`--no-progress` or
+`SURGEFLOW_NO_PROGRESS=1` turns it off; piped or redirected, there is none and the output is the
+same plain lines).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -20,27 +24,49 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from operators.config.settings import Settings  # noqa: E402
+from operators.runtime import progress  # noqa: E402
 
 OUT = ROOT / "out"
 SAMPLES = 5
 
 
-def run_flow(name: str) -> tuple[list[dict], float]:
+class LineCount:
+    """The lines a growing file holds so far, read on from where the last call stopped."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._read = 0
+        self._lines = 0
+
+    def __call__(self) -> int:
+        with self._path.open("rb") as grown:
+            grown.seek(self._read)
+            chunk = grown.read()
+        self._read += len(chunk)
+        self._lines += chunk.count(b"\n")
+        return self._lines
+
+
+def run_flow(name: str, *, no_progress: bool = False) -> tuple[list[dict], float]:
     """Run one flow to completion; return its output lines and the wall time it took."""
     OUT.mkdir(exist_ok=True)
     target = OUT / f"{name}.jsonl"
     started = time.perf_counter()
-    with target.open("wb") as out:
-        done = subprocess.run(
+    with (
+        target.open("wb") as out,
+        progress.progress(f"flows.{name}", unit="records out", off=no_progress) as bar,
+    ):
+        code = progress.run_counting(
             [sys.executable, "-m", "bytewax.run", f"flows.{name}"],
+            bar,
+            LineCount(target),
             cwd=ROOT,
             stdout=out,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
-            check=False,
         )
     elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"flows.{name} exited with {done.returncode}")
+    if code != 0:
+        sys.exit(f"flows.{name} exited with {code}")
     lines = [json.loads(line) for line in target.read_text().splitlines() if line.strip()]
     return lines, elapsed
 
@@ -84,12 +110,15 @@ def print_records(lines: list[dict], main_topic: str, field: str) -> None:
     print_counts("dead letters by reason", Counter(d["error_type"] for d in dead))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    progress.add_flag(parser)
+    args = parser.parse_args(argv)
     started = time.perf_counter()
     settings = Settings()
-    shipments, t_shipments = run_flow("shipments")
+    shipments, t_shipments = run_flow("shipments", no_progress=args.no_progress)
     summarise("shipments", shipments, t_shipments, settings.topics.shipments_decisions, "action")
-    tickets, t_tickets = run_flow("tickets")
+    tickets, t_tickets = run_flow("tickets", no_progress=args.no_progress)
     summarise("tickets", tickets, t_tickets, settings.topics.tickets_responses, "route")
     print(f"\ndemo finished in {time.perf_counter() - started:.1f}s")
     return 0

@@ -8,10 +8,16 @@ flow the seeded surge is produced to the input topic, `python -m bytewax.run flo
 runs with `SURGEFLOW_KAFKA_TAIL=false` (it stops at the end of the topic), and the output and
 dead-letter topics are read back and summarised. Any other setting (SURGEFLOW_SURGE_*,
 OPENAI_BASE_URL, ...) is passed through.
+
+On a terminal, bars count the records produced, each flow's records out (outputs and dead
+letters, from the topics' end offsets) and the records read back (`--no-progress` or
+`SURGEFLOW_NO_PROGRESS=1` turns them off; piped or redirected there are none, and the plain lines
+are the same).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -32,9 +38,14 @@ from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from operators.config.settings import Settings  # noqa: E402
 from operators.connectors.kafka.config import client_config  # noqa: E402
-from operators.connectors.kafka.load import load_records, surge_records  # noqa: E402
+from operators.connectors.kafka.load import (  # noqa: E402
+    load_with_progress,
+    surge_records,
+    surge_size,
+)
 from operators.connectors.kafka.topics import create_topics, flow_topics  # noqa: E402
 from operators.llm.redis_cache import redacted_url  # noqa: E402
+from operators.runtime import progress  # noqa: E402
 from scripts.demo import print_records  # noqa: E402
 from scripts.kafka_broker import KafkaBroker  # noqa: E402
 from scripts.redis_server import RedisServer  # noqa: E402
@@ -116,30 +127,65 @@ def fresh_topics() -> Settings:
     return settings
 
 
-def load(settings: Settings, flow: Flow) -> int:
+def load(settings: Settings, flow: Flow, *, no_progress: bool = False) -> int:
     """Produce the seeded surge onto the flow's input topic; return how many records."""
     topic = flow.topic(settings, 0)
     started = time.perf_counter()
-    sent = load_records(settings, topic, surge_records(settings, flow.name), flow=flow.name)
+    records, total = surge_records(settings, flow.name), surge_size(settings, flow.name)
+    sent = load_with_progress(
+        settings, topic, records, flow=flow.name, total=total, off=no_progress
+    )
     print(f"  loaded {sent} records onto {topic} in {time.perf_counter() - started:.1f} s")
     return sent
 
 
-def run_flow(flow: Flow) -> float:
+class EndOffsets:
+    """The records on some topics so far: the sum of their partitions' end offsets (the topics
+    are new, so they start at 0). The consumer that asks is made at the first call."""
+
+    def __init__(self, settings: Settings, topics: list[str]) -> None:
+        self._settings = settings
+        self._topics = topics
+        self._consumer: Consumer | None = None
+
+    def __call__(self) -> int:
+        if self._consumer is None:
+            self._consumer = Consumer(
+                {**client_config(self._settings.kafka), "group.id": f"demo-{uuid.uuid4().hex}"}
+            )
+        metadata = self._consumer.list_topics(timeout=5).topics
+        return sum(
+            self._consumer.get_watermark_offsets(TopicPartition(t, p), timeout=5)[1]
+            for t in self._topics
+            for p in metadata[t].partitions
+        )
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+
+
+def run_flow(flow: Flow, settings: Settings, *, no_progress: bool = False) -> float:
     """Run the flow as a user would, to the end of its input topic; return the wall time."""
     cmd = [sys.executable, "-m", "bytewax.run", f"flows.{flow.name}", "-w", str(WORKERS)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = EndOffsets(settings, [flow.topic(settings, 1), flow.topic(settings, 2)])
     started = time.perf_counter()
     try:
-        done = subprocess.run(cmd, cwd=ROOT, env=env, timeout=FLOW_TIMEOUT_SECONDS, check=False)
+        with progress.progress(f"flows.{flow.name}", unit="records out", off=no_progress) as bar:
+            code = progress.run_counting(
+                cmd, bar, out, cwd=ROOT, env=env, timeout=FLOW_TIMEOUT_SECONDS, every=0.5
+            )
     except subprocess.TimeoutExpired:
         sys.exit(f"flows.{flow.name} did not finish within {FLOW_TIMEOUT_SECONDS} s")
-    if done.returncode != 0:
-        sys.exit(f"flows.{flow.name} failed: exit code {done.returncode} (its log is above)")
+    finally:
+        out.close()
+    if code != 0:
+        sys.exit(f"flows.{flow.name} failed: exit code {code} (its log is above)")
     return time.perf_counter() - started
 
 
-def read_topics(settings: Settings, topics: list[str]) -> list[dict]:
+def read_topics(settings: Settings, topics: list[str], *, no_progress: bool = False) -> list[dict]:
     """Every record of `topics` to the end of each partition, as `{"topic", "key", "value"}`."""
     metadata = AdminClient(client_config(settings.kafka)).list_topics(timeout=10).topics
     pending = {(t, p) for t in topics for p in metadata[t].partitions}
@@ -156,14 +202,19 @@ def read_topics(settings: Settings, topics: list[str]) -> list[dict]:
     lines: list[dict] = []
     deadline = time.monotonic() + READ_TIMEOUT_SECONDS
     try:
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.1):
-                if msg.error() is None:
-                    lines.append(_line(msg))
-                elif msg.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard((msg.topic(), msg.partition()))
-                else:
-                    sys.exit(f"reading {msg.topic()} failed: {msg.error().str()}")
+        with progress.progress("reading back", off=no_progress) as bar:
+            if bar.drawn:
+                ends = [consumer.get_watermark_offsets(TopicPartition(t, p)) for t, p in pending]
+                bar.total(sum(high - low for low, high in ends))
+            while pending and time.monotonic() < deadline:
+                for msg in consumer.consume(1000, 0.1):
+                    if msg.error() is None:
+                        lines.append(_line(msg))
+                    elif msg.error().code() == KafkaError._PARTITION_EOF:
+                        pending.discard((msg.topic(), msg.partition()))
+                    else:
+                        sys.exit(f"reading {msg.topic()} failed: {msg.error().str()}")
+                bar.completed(len(lines))
     finally:
         consumer.close()
     if pending:
@@ -197,11 +248,13 @@ def ids_line(flow: Flow, outputs: list[dict]) -> str:
     )
 
 
-def summarise(flow: Flow, settings: Settings, records_in: int, elapsed: float) -> None:
+def summarise(
+    flow: Flow, settings: Settings, records_in: int, elapsed: float, *, no_progress: bool = False
+) -> None:
     """Read the flow's output and dead-letter topics back and print what came out."""
     output, dlq = flow.topic(settings, 1), flow.topic(settings, 2)
     reading = time.perf_counter()
-    lines = read_topics(settings, [output, dlq])
+    lines = read_topics(settings, [output, dlq], no_progress=no_progress)
     read_in = time.perf_counter() - reading
     outputs = [line for line in lines if line["topic"] == output]
     dead = len(lines) - len(outputs)
@@ -217,16 +270,19 @@ def summarise(flow: Flow, settings: Settings, records_in: int, elapsed: float) -
     print(f"  Kafka key = {flow.key}: {verdict} ({keyed} of {len(outputs)} outputs)")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    progress.add_flag(parser)
+    quiet = parser.parse_args(argv).no_progress
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         started_here = start_services(stack)
         settings = fresh_topics()
         for flow in FLOWS:
             print(f"\n== flows.{flow.name} over Kafka")
-            records_in = load(settings, flow)
-            elapsed = run_flow(flow)
-            summarise(flow, settings, records_in, elapsed)
+            records_in = load(settings, flow, no_progress=quiet)
+            elapsed = run_flow(flow, settings, no_progress=quiet)
+            summarise(flow, settings, records_in, elapsed, no_progress=quiet)
         stopping = time.perf_counter()
     if started_here:
         print(f"\nservices started here stopped in {time.perf_counter() - stopping:.1f} s")

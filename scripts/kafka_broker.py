@@ -33,7 +33,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,13 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as `python scripts/kafka_broker.py`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from scripts.server_process import free_ports, terminate  # noqa: E402
+
+__all__ = ["BrokerError", "KafkaBroker", "broker_properties", "free_ports", "new_cluster_id"]
+
 POM = REPO_ROOT / "scripts" / "kafka" / "pom.xml"
 DEFAULT_CACHE = REPO_ROOT / ".cache" / "kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
@@ -110,15 +116,6 @@ def new_cluster_id() -> str:
         cid = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
         if not cid.startswith("-"):  # a leading dash would read as an option (as Kafka's Uuid)
             return cid
-
-
-def free_ports(count: int = 2) -> list[int]:
-    """Ports that the kernel reports free on 127.0.0.1 (all held open together, so distinct)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
 
 
 def broker_properties(port: int, controller_port: int, log_dir: Path | str) -> str:
@@ -295,13 +292,8 @@ class KafkaBroker:
         """SIGTERM, then SIGKILL after 20 s; delete the temp dir. Safe to call twice."""
         atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            terminate(proc, STOP_GRACE_SECONDS)
         if self.tmp_dir is not None:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
             self.tmp_dir = None
@@ -309,14 +301,8 @@ class KafkaBroker:
     def stop_process(self) -> None:
         """End java as `stop` does but keep the storage and the ports: an outage that `restart`
         ends (clients see "Connection refused" meanwhile)."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if self._proc is not None:
+            terminate(self._proc, STOP_GRACE_SECONDS)
 
     def restart(self, timeout: float = 120.0) -> None:
         """Launch java again on the same port and storage after `stop_process`; wait until ready."""

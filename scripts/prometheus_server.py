@@ -6,7 +6,8 @@ runs.
 
 A static scrape config (job `surgeflow`, a short scrape interval) and a temporary storage
 directory, removed by `stop()`; ready when `/-/ready` answers 200. The `prometheus` binary comes
-from Debian's package (`scripts/install_test_services.sh`).
+from Debian's package (`scripts/install_test_services.sh`); starting, waiting and stopping are
+`scripts/server_process.py`'s.
 
 CLI: `python scripts/prometheus_server.py run 127.0.0.1:3030 ...` starts one in the foreground and
 prints its URL.
@@ -15,32 +16,26 @@ prints its URL.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
+if __package__ in (None, ""):  # run as `python scripts/prometheus_server.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scripts.server_process import ServerProcess, free_port, run_in_foreground
+
+__all__ = ["PrometheusServer", "PrometheusServerError", "free_port", "scrape_config"]
+
 JOB = "surgeflow"
 
 
 class PrometheusServerError(RuntimeError):
     """`prometheus` is missing, did not start, or a query failed."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def scrape_config(targets: list[str], scrape_interval: str) -> str:
@@ -60,8 +55,11 @@ def scrape_config(targets: list[str], scrape_interval: str) -> str:
     return json.dumps(config, indent=2)
 
 
-class PrometheusServer:
+class PrometheusServer(ServerProcess):
     """One `prometheus` process on loopback scraping `targets`; `url` is its HTTP address."""
+
+    binary, package, error = "prometheus", "prometheus", PrometheusServerError
+    start_timeout, stop_grace, poll_seconds = 30.0, 10.0, 0.1
 
     def __init__(
         self,
@@ -71,56 +69,28 @@ class PrometheusServer:
         binary: str = "prometheus",
         port: Optional[int] = None,
     ) -> None:
+        super().__init__(binary=binary, port=port)
         self._targets = targets
         self._interval = scrape_interval
-        self._binary = binary
-        self._process: Optional[subprocess.Popen[bytes]] = None
-        self._dir: Optional[Path] = None
-        self.port = port or 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def start(self, timeout: float = 30.0) -> PrometheusServer:
-        """Start the server and wait until `/-/ready` answers."""
-        path = shutil.which(self._binary)
-        if path is None:
-            raise PrometheusServerError(
-                f"{self._binary} not found; install Debian's prometheus package "
-                "(scripts/install_test_services.sh does)"
-            )
-        self._dir = Path(tempfile.mkdtemp(prefix="surgeflow-prometheus-"))
-        config = self._dir / "prometheus.yml"
+    def command(self, path: str, folder: Path) -> list[str]:
+        config = folder / "prometheus.yml"
         config.write_text(scrape_config(self._targets, self._interval))
-        self.port = self.port or free_port()
         args = [path, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{self.port}"]
-        args += [f"--storage.tsdb.path={self._dir / 'data'}", "--storage.tsdb.retention.time=1d"]
-        args += ["--web.enable-lifecycle", "--log.level=warn"]
-        with (self._dir / "prometheus.log").open("wb") as log:
-            self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        atexit.register(self.stop)
-        self._wait_ready(timeout)
-        return self
+        args += [f"--storage.tsdb.path={folder / 'data'}", "--storage.tsdb.retention.time=1d"]
+        return [*args, "--web.enable-lifecycle", "--log.level=warn"]
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise PrometheusServerError(f"prometheus exited: {self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise PrometheusServerError(f"prometheus not ready after {timeout} s")
+    def ready(self) -> bool:
+        """`/-/ready` answers 200."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
 
     def api(self, endpoint: str, **params: str) -> Any:
         """`GET /api/v1/<endpoint>`; the `data` of a success, else `PrometheusServerError` with
@@ -144,34 +114,6 @@ class PrometheusServer:
         result: list[dict[str, Any]] = data["result"]
         return result
 
-    def log_tail(self, lines: int = 20) -> str:
-        if self._dir is None:
-            return ""
-        log = self._dir / "prometheus.log"
-        return (
-            "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
-        )
-
-    def stop(self) -> None:
-        if self._process is not None:
-            if self._process.poll() is None:
-                self._process.terminate()
-                try:
-                    self._process.wait(10)
-                except subprocess.TimeoutExpired:
-                    self._process.kill()
-                    self._process.wait()
-            self._process = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -180,13 +122,9 @@ def main() -> None:
     run.add_argument("targets", nargs="+", help="host:port of each /metrics to scrape")
     run.add_argument("--scrape-interval", default="5s")
     args = parser.parse_args()
-    with PrometheusServer(args.targets, scrape_interval=args.scrape_interval) as server:
-        print(f"PROMETHEUS_URL={server.url}", flush=True)
-        try:
-            while server.running:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+    run_in_foreground(
+        PrometheusServer(args.targets, scrape_interval=args.scrape_interval), "PROMETHEUS_URL"
+    )
 
 
 if __name__ == "__main__":

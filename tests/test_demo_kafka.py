@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.terminal import count_labels, run_drawing, run_on_pipes
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.demo, pytest.mark.kafka]
@@ -54,3 +56,32 @@ def test_demo_kafka_runs_both_flows_through_kafka(kafka_bootstrap: str, redis_ur
     # A message sent twice is answered twice under one response_id; nothing else repeats.
     assert re.search(r"ids unique: (yes|no .*the same answer again)", tickets)
     assert "demo-kafka finished in" in out
+    assert "\x1b" not in out + done.stderr and "\r" not in out + done.stderr  # no bar on a pipe
+
+
+def test_demo_kafka_on_a_terminal_shows_bars_and_prints_the_same_lines(
+    kafka_bootstrap: str, redis_url: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SURGEFLOW_", "OPENAI_"))}
+    env |= {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "REDIS_URL": redis_url}
+    env |= {"SURGEFLOW_SURGE_STEADY_EVENTS": "50", "SURGEFLOW_SURGE_BURST_FACTOR": "3"}
+    env |= {"PYTHONPATH": str(ROOT)}
+    command = [sys.executable, str(ROOT / "scripts" / "demo_kafka.py")]
+    shown = run_drawing(command, env)
+    assert shown.count("producing") >= 2 and re.search(r"producing .* 200/200 records", shown)
+    for name in ("shipments", "tickets"):
+        section = shown.split(f"== flows.{name} over Kafka")[1].split("\n== ")[0]
+        # the bar's last count is what the flow wrote: its outputs and dead letters
+        out = [int(n) for n in re.findall(rf"flows\.{name} .* (\d+)/\1 records out", section)]
+        outputs = _count(r"records in -> (\d+) outputs", section)
+        dead = _count(r"outputs \+ (\d+) dead letters", section)
+        assert out and out[-1] == outputs + dead
+        assert re.search(rf"reading back .* {outputs + dead}/{outputs + dead} records", section)
+    code, piped, err = run_on_pipes(command, env, timeout=300)
+    assert code == 0, err[-2000:]
+    assert b"\x1b" not in piped + err
+    assert count_labels(piped.decode()) == count_labels(shown) != []
+    # with two workers, which records arrive late depends on the interleaving: the counts differ
+    assert re.findall(r"loaded \d+ records", piped.decode()) == re.findall(
+        r"loaded \d+ records", shown
+    )

@@ -40,6 +40,8 @@ it is None for the records that lack one (`malformed:missing_*`).
 Command line: `python -m operators.surge FLOW [--seed N] [--steady N] [--burst N] [--out FILE]`
 writes one record value per line of a registered flow's surge (`shipments`, `tickets`: the specs of
 `flows.registry`; records that cannot be one line of UTF-8 text are skipped and counted on stderr).
+On a terminal, stderr shows a bar of the records generated against the total (`--no-progress` or
+`SURGEFLOW_NO_PROGRESS=1` turns it off; redirected or piped, there is none).
 
 Layout: this module holds the command line; `operators.surge.engine` fills the record slots,
 `operators.shipments.surge` and `operators.tickets.surge` make up the shipments and sessions (and
@@ -56,25 +58,35 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
+from operators.runtime import progress
 from operators.runtime.flow_spec import Surged, flow_spec, flow_specs
+
+_EVERY = 1000  # records between two moves of the bar
 
 # --- command line --------------------------------------------------------------------------------
 
 
-def write_jsonl(generated: Iterator[Surged], out: Any) -> tuple[Counter[str], int]:
+def write_jsonl(
+    generated: Iterator[Surged], out: Any, bar: Optional[progress.Bar] = None
+) -> tuple[Counter[str], int]:
     """Write each record value as one line; skip values that cannot be one line of UTF-8 text.
 
     Returns the kinds written and the number skipped (not UTF-8, empty, or holding a newline).
+    `bar` is advanced by the records generated (written or skipped).
     """
     kinds: Counter[str] = Counter()
     skipped = 0
-    for item in generated:
+    for count, item in enumerate(generated, start=1):
+        if bar is not None and count % _EVERY == 0:
+            bar.advance(_EVERY)
         value = item.record.value
         if not value or b"\n" in value or b"\r" in value or not _is_utf8(value):
             skipped += 1
             continue
         out.write(value + b"\n")
         kinds[item.kind] += 1
+    if bar is not None:
+        bar.advance((kinds.total() + skipped) % _EVERY)
     return kinds, skipped
 
 
@@ -95,17 +107,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--steady", type=int, default=2000, help="events of the steady phase")
     parser.add_argument("--burst", type=int, default=10, help="burst factor (rate multiplier)")
     parser.add_argument("--out", type=Path, help="output file (default: stdout)")
+    progress.add_flag(parser)
     args = parser.parse_args(argv)
     generate = flow_spec(args.flow).surge
     if generate is None:  # not among the choices
         parser.error(f"flow {args.flow} has no surge")
     generated = generate(seed=args.seed, steady_events=args.steady, burst_factor=args.burst)
-    if args.out is None:
-        kinds, skipped = write_jsonl(generated, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
-    else:
-        with args.out.open("wb") as out:
-            kinds, skipped = write_jsonl(generated, out)
+    total = args.steady * (1 + args.burst)  # the engine's exact count
+    with progress.progress("generating", total=total, unit="records", off=args.no_progress) as bar:
+        if args.out is None:
+            kinds, skipped = write_jsonl(generated, sys.stdout.buffer, bar)
+            sys.stdout.buffer.flush()
+        else:
+            with args.out.open("wb") as out:
+                kinds, skipped = write_jsonl(generated, out, bar)
     summary = ", ".join(f"{kind}={n}" for kind, n in sorted(kinds.items()))
     print(f"wrote {kinds.total()} records ({summary})", file=sys.stderr)
     print(f"skipped {skipped} records that are not one line of UTF-8 text", file=sys.stderr)

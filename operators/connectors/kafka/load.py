@@ -3,6 +3,10 @@
     python -m operators.connectors.kafka.load shipments                  # the surge of the settings
     python -m operators.connectors.kafka.load tickets --file msgs.jsonl  # one record value per line
 
+On a terminal a bar counts the records acknowledged against the total (`--no-progress` or
+`SURGEFLOW_NO_PROGRESS=1` turns it off; piped or redirected, there is none); the last line is
+the same either way: `produced N records to TOPIC in S s`.
+
 Records are keyed by the flow key (`shipment_id` / `session_id`) like a real producer would key
 them, sent through the same delivery-checked idempotent producer as the flows' output, in chunks.
 The flows are those of the registry (`flows.registry`, see `operators.runtime.flow_spec`).
@@ -14,7 +18,7 @@ import argparse
 import itertools
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Optional, Union
 
@@ -22,6 +26,7 @@ import orjson
 
 from operators.config.settings import Settings
 from operators.connectors.kafka.sink import Delivered, DeliveryCheckedProducer
+from operators.runtime import progress
 from operators.runtime.flow_spec import AnySpec, flow_spec, flow_specs
 from operators.runtime.records import OutRecord, RawRecord
 
@@ -35,15 +40,36 @@ def load_records(
     *,
     flow: str,
     on_delivered: Optional[Delivered] = None,
+    on_chunk: Optional[Callable[[int], None]] = None,
 ) -> int:
     """Produce `records` (value and key) of `flow`'s input to `topic`; returns how many were
-    acknowledged."""
+    acknowledged.
+
+    `on_chunk` is called with the count of each chunk once all of it is acknowledged."""
     producer = DeliveryCheckedProducer.from_settings(settings.kafka, flow=flow)
     out = (OutRecord(topic=topic, key=r.key, value=r.value) for r in records)
     sent = 0
     while chunk := list(itertools.islice(out, CHUNK)):
-        sent += producer.send(chunk, on_delivered)
+        done = producer.send(chunk, on_delivered)
+        sent += done
+        if on_chunk is not None:
+            on_chunk(done)
     return sent
+
+
+def load_with_progress(
+    settings: Settings,
+    topic: str,
+    records: Iterable[RawRecord],
+    *,
+    flow: str,
+    total: Optional[int] = None,
+    off: bool = False,
+) -> int:
+    """`load_records` under a bar of the records acknowledged (`operators.runtime.progress`:
+    drawn only on a terminal)."""
+    with progress.progress("producing", total=total, off=off) as bar:
+        return load_records(settings, topic, records, flow=flow, on_chunk=bar.advance)
 
 
 def surge_records(settings: Settings, flow: Union[str, AnySpec]) -> Iterator[RawRecord]:
@@ -54,6 +80,20 @@ def surge_records(settings: Settings, flow: Union[str, AnySpec]) -> Iterator[Raw
         steady_events=settings.surge.steady_events,
         burst_factor=settings.surge.burst_factor,
     )
+
+
+def surge_size(settings: Settings, flow: Union[str, AnySpec]) -> Optional[int]:
+    """How many records `surge_records` yields: `steady_events * (1 + burst_factor)` (see
+    `operators.surge`); None for a flow without a surge."""
+    if flow_spec(flow).surge is None:
+        return None
+    return settings.surge.steady_events * (1 + settings.surge.burst_factor)
+
+
+def file_lines(path: Path) -> int:
+    """How many records `file_records` yields from `path` (its non-blank lines)."""
+    with path.open("rb") as lines:
+        return sum(1 for line in lines if line.strip())
 
 
 def file_records(path: Path, key_field: str) -> Iterator[RawRecord]:
@@ -81,6 +121,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Produce a flow's input to Kafka.")
     parser.add_argument("flow", choices=list(flow_specs()))
     parser.add_argument("--file", type=Path, help="JSON lines to send instead of the surge")
+    progress.add_flag(parser)
     args = parser.parse_args(argv)
     settings = Settings()
     if not settings.kafka.enabled:
@@ -88,11 +129,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     spec = flow_spec(args.flow)
     topic = spec.topics(settings).input
-    records = (
-        file_records(args.file, spec.key_field) if args.file else surge_records(settings, spec)
-    )
+    if args.file:
+        shown = progress.wanted(off=args.no_progress)  # counting the lines is a pass of its own
+        records = file_records(args.file, spec.key_field)
+        total = file_lines(args.file) if shown else None
+    else:
+        records, total = surge_records(settings, spec), surge_size(settings, spec)
     started = time.perf_counter()
-    sent = load_records(settings, topic, records, flow=spec.name)
+    sent = load_with_progress(
+        settings, topic, records, flow=spec.name, total=total, off=args.no_progress
+    )
     print(f"produced {sent} records to {topic} in {time.perf_counter() - started:.1f} s")
     return 0
 

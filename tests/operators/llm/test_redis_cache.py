@@ -18,7 +18,6 @@ import redis
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-import scripts.redis_server
 from operators.config.settings import Settings
 from operators.llm.cache import InProcessCache
 from operators.llm.redis_cache import RedisCache, build_cache, redacted_url
@@ -233,19 +232,17 @@ def test_no_redis_attempt_within_the_down_window() -> None:
 
 
 def test_recovers_when_redis_comes_back(
-    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     connect: Callable[[str], redis.Redis],
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
     port, clock = free_port(), FakeClock()
     cache = RedisCache(f"redis://127.0.0.1:{port}/0", flow="test", retry_seconds=5, clock=clock)
-    monkeypatch.setattr(scripts.redis_server, "free_port", lambda: port)
     key = "surgeflow:v1:chat:k"
 
     async def scenario() -> list[dict[str, bytes]]:
         seen = [await cache.get_many([key])]
-        with RedisServer() as server:  # the same URL now answers
+        with RedisServer(port=port) as server:  # the same URL now answers
             connect(server.url).set(key, b"back")
             seen.append(await cache.get_many([key]))  # still within the down window
             clock.now += 5
