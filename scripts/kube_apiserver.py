@@ -29,15 +29,20 @@ import json
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Optional
+
+if __package__ in (None, ""):  # run as `python scripts/kube_apiserver.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scripts.server_process import free_ports, terminate
 
 VERSION = "v1.37.2"
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,14 +52,6 @@ TOKEN_USER = "surgeflow-admin"
 
 class KubeApiServerError(RuntimeError):
     """A part is missing, the build failed, or the server did not become ready."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def staging_version(version: str) -> str:
@@ -167,7 +164,7 @@ class KubeApiServer:
         self._kubectl = self._kubectl or kubectl_binary()
         self._dir = Path(tempfile.mkdtemp(prefix="surgeflow-kube-"))
         atexit.register(self.stop)
-        client, peer = free_port(), free_port()
+        client, peer, self.port = free_ports(3)
         with (self._dir / "etcd.log").open("wb") as log:
             self._etcd = subprocess.Popen(
                 [etcd, "--name", "surgeflow", "--data-dir", str(self._dir / "etcd"),
@@ -187,7 +184,6 @@ class KubeApiServer:
         tokens = self._dir / "tokens.csv"
         tokens.write_text(f"{self.token},{TOKEN_USER},{TOKEN_USER},system:masters\n")
         tokens.chmod(0o600)
-        self.port = free_port()
         with (self._dir / "kube-apiserver.log").open("wb") as log:
             self._server = subprocess.Popen(
                 [str(self._apiserver),
@@ -274,13 +270,8 @@ class KubeApiServer:
 
     def stop(self) -> None:
         for process in (self._server, self._etcd):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            if process is not None:
+                terminate(process, 15.0)
         self._server = self._etcd = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)

