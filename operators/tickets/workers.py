@@ -239,9 +239,11 @@ def reply_messages(
     ]
 
 
+@lru_cache(maxsize=256)
 def rules_enrichment(worker: Worker, fallback_reason: FallbackReason | None = None) -> Enrichment:
     """Provenance of a template reply: no model, no tokens, no cost (`outcome` fallback and the
-    reason when the template stands in for the model)."""
+    reason when the template stands in for the model). One frozen record per worker and reason,
+    shared by every reply it stands for."""
     return Enrichment(
         source="rules",
         model=None,
