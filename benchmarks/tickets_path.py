@@ -146,6 +146,72 @@ def flow_cmd(workers: int) -> list[str]:
     return [PYTHON, "-m", "bytewax.run", "flows.tickets", "-w", str(workers)]
 
 
+DOMAIN_LOOP = """
+import sys, time
+from datetime import timedelta
+from flows.registry import TicketReference
+from operators.config.settings import Settings
+from operators.tickets.domain import EnrichedTicket
+from operators.tickets.parse import parse_ticket
+from operators.tickets.respond import format_response
+from operators.tickets.router import RouterAgent
+from operators.tickets.sessions import SessionHistory, SessionLogic
+from operators.tickets.workers import ReplyAgent
+from schemas.common import utc_now
+from schemas.dead_letter import SourceRef
+from schemas.tickets import TicketMessage
+
+settings = Settings(_env_file=None)
+reference = TicketReference.load()
+router = RouterAgent(reference.intents, settings.llm, settings.tickets)
+worker = ReplyAgent(settings.llm)
+channels = {row[0]: row[1:] for row in reference.channels.channels.iter_rows()}
+messages = []
+for line in open(sys.argv[1], "rb"):
+    try:
+        messages.append(TicketMessage.model_validate_json(line))
+    except Exception:
+        pass
+sessions = {}
+ttl = timedelta(minutes=settings.tickets.session_ttl_minutes)
+started = time.process_time()
+done = 0
+for offset, message in enumerate(messages):
+    if message.channel not in channels:
+        continue
+    priority, sla = channels[message.channel]
+    source = SourceRef(topic="tickets.messages", partition=0, offset=offset)
+    parsed = parse_ticket(
+        EnrichedTicket(message, source, priority, sla), products=reference.products
+    )
+    logic = sessions.get(message.session_id)
+    if logic is None:
+        history = SessionHistory(max_messages=settings.tickets.session_max_messages, ttl=ttl)
+        logic = sessions[message.session_id] = SessionLogic(history, utc_now)
+    (context,), _ = logic.on_item(parsed)
+    routed = router.rules(context, None, ())
+    drafted = worker.rules(routed, None, ())
+    format_response(drafted, now=utc_now()).model_dump_json()
+    done += 1
+cpu = time.process_time() - started
+print(done, cpu)
+"""
+"""The domain code of the rules path on its own, no Bytewax and no validation of the input (a
+loop such as a hand-written consumer would run): validated messages → channel → parse →
+session → lexical route → template reply → formatted response → JSON. Prints the messages
+done and the CPU seconds of the loop."""
+
+
+def run_domain(tree: Tree, source: Path) -> tuple[float, float, int]:
+    env = base_env() | {"PYTHONPATH": str(tree.path)}
+    done = subprocess.run(
+        [PYTHON, "-c", DOMAIN_LOOP, str(source)], cwd=tree.path, env=env, check=True,
+        capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS,
+    )  # fmt: skip
+    count, cpu = done.stdout.split()
+    return float(cpu), float(cpu), int(count)
+
+
 def run_file(tree: Tree, source: Path, work: Path, workers: int) -> tuple[float, float, int]:
     out = work / f"out-{uuid.uuid4().hex[:8]}"
     env = base_env() | {
@@ -281,12 +347,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, help="interleaved rounds")
     parser.add_argument("--against", default="main", help="git ref of the base tree")
     parser.add_argument("--workers", type=int, default=1, help="bytewax workers (-w)")
-    parser.add_argument("--transport", choices=("both", "file", "kafka"), default="both")
+    parser.add_argument(
+        "--transport", choices=("all", "domain", "file", "kafka"), default="all",
+        help="domain: the domain code in a plain loop; file, kafka: the flow",
+    )  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="py-spy each tree once")
     args = parser.parse_args(argv)
     size, rounds = SIZES["quick" if args.quick else "full"]
     size, rounds = args.records or size, args.rounds or rounds
-    transports = ("file", "kafka") if args.transport == "both" else (args.transport,)
+    every = ("domain", "file", "kafka")
+    transports = every if args.transport == "all" else (args.transport,)
 
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tickets-bench-")))
@@ -310,12 +380,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             order = trees if round_no % 2 == 0 else trees[::-1]
             for transport in transports:
                 for tree in order:
-                    if transport == "file":
+                    idle_cpu = idle[tree.name]
+                    if transport == "domain":
+                        wall, cpu, outputs = run_domain(tree, source)
+                        idle_cpu = 0.0
+                    elif transport == "file":
                         wall, cpu, outputs = run_file(tree, source, work, args.workers)
                     else:
                         assert kafka is not None
                         wall, cpu, outputs = kafka.run(tree, args.workers)
-                    run = Run(tree.name, transport, records, outputs, wall, cpu - idle[tree.name])
+                    run = Run(tree.name, transport, records, outputs, wall, cpu - idle_cpu)
                     runs.append(run)
                     print(
                         f"round {round_no + 1}/{rounds} {transport:5} {tree.name}: "
@@ -325,9 +399,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     )
         profiles = {t.name: profile(t, source, work, args.workers) for t in trees if args.profile}
 
-    body = report(runs, trees, records, args, profiles)
+    body = report(runs, trees, records, args, profiles, rounds)
     print(body)
-    if bad := [r for r in runs if r.outputs != runs[0].outputs]:
+    firsts = {r.transport: r.outputs for r in reversed(runs)}
+    if bad := [r for r in runs if r.outputs != firsts[r.transport]]:
         print(f"OUTPUT COUNTS DIFFER: {bad}")
         return 1
     path = write_section(
@@ -344,13 +419,17 @@ def report(
     records: int,
     args: argparse.Namespace,
     profiles: dict[str, list[tuple[str, float]]],
+    rounds: int,
 ) -> str:
     lines = [
         f"{records} surge messages per run through `python -m bytewax.run flows.tickets -w "
         f"{args.workers}` with no LLM endpoint (lexical router, reply templates); head = "
-        f"{trees[0].revision}, base = {trees[1].revision}; {args.rounds or len(runs) // 4 or 1} "
-        "interleaved rounds. Records/s counts the whole process (start-up included); CPU µs per "
-        "record is the process's user + system CPU less that of a run on an empty input.",
+        f"{trees[0].revision}, base = {trees[1].revision}; {rounds} interleaved rounds. "
+        "`domain` is the domain code alone in a plain loop (parse, session, lexical route, "
+        "template reply, response and its JSON; CPU of the loop, no Bytewax, no input "
+        "validation); `file` and `kafka` are the flow. Records/s of the flow counts the whole "
+        "process (start-up included); its CPU µs per record is the process's user + system CPU "
+        "less that of a run on an empty input.",
         "",
         "| transport | tree | records/s (median) | CPU µs/record (median) | outputs |",
         "| --- | --- | ---: | ---: | ---: |",

@@ -41,6 +41,7 @@ _SIGNATURE = re.compile(
 )
 _REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg)\s*:\s*)+", re.IGNORECASE)
 _ORDER_ID = re.compile(r"\bORD[-_ ]?(\d{4,12})\b", re.IGNORECASE)
+_ORDER_ID_LOWER = re.compile(r"\bord[-_ ]?(\d{4,12})\b")  # for lower-cased ASCII text
 _WORD_RUN = re.compile(r"\w+")
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}\b")
 
@@ -152,9 +153,11 @@ def find_order_ids(text: str, lowered: Optional[str] = None) -> list[str]:
     `lowered` is `_lower_ascii(text)` when the caller has it.
     """
     lowered = _lower_ascii(text) if lowered is None else lowered
-    if lowered is not None and "ord" not in lowered:
+    if lowered is None:
+        return _unique(f"ORD-{match.group(1)}" for match in _ORDER_ID.finditer(text))
+    if "ord" not in lowered:
         return []
-    return _unique(f"ORD-{match.group(1)}" for match in _ORDER_ID.finditer(text))
+    return _unique(f"ORD-{match.group(1)}" for match in _ORDER_ID_LOWER.finditer(lowered))
 
 
 def find_emails(text: str) -> list[str]:
@@ -263,11 +266,15 @@ def load_products(path: Traversable = PRODUCTS_CSV) -> tuple[str, ...]:
 def extract_entities(text: str, products: Sequence[str]) -> Entities:
     """Order ids, email addresses and known product names mentioned in `text`."""
     lowered = _lower_ascii(text)
-    return Entities(
-        order_ids=find_order_ids(text, lowered),
-        emails=find_emails(text),
-        products=find_products(text, products, lowered),
-    )
+    order_ids = find_order_ids(text, lowered)
+    emails = find_emails(text)
+    found = find_products(text, products, lowered)
+    if not (order_ids or emails or found):
+        return _NO_ENTITIES  # frozen: one record serves every message that names nothing
+    return Entities(order_ids=order_ids, emails=emails, products=found)
+
+
+_NO_ENTITIES = Entities()
 
 
 def parse_ticket(t: EnrichedTicket, *, products: Optional[Sequence[str]] = None) -> ParsedTicket:

@@ -63,6 +63,29 @@ URGENCY = re.compile(
     r"(is|are|went|goes) down)\b",
     re.IGNORECASE,
 )
+_URGENCY_HINTS = (
+    "urgent",
+    "asap",
+    "a.s.a.p",
+    "emergency",
+    "immediately",
+    "critical",
+    "outage",
+    "down",
+)
+"""A text `URGENCY` matches holds one of these (lower-cased, when it is ASCII)."""
+
+
+def is_urgent(text: str) -> bool:
+    """Whether `text` has an urgency word (`URGENCY`); ASCII text without any of the words'
+    letters in sequence is ruled out without trying the pattern."""
+    if text.isascii():
+        lowered = text.lower()
+        if not any(hint in lowered for hint in _URGENCY_HINTS):
+            return False
+    return URGENCY.search(text) is not None
+
+
 MAX_REPLY_CHARS = 1200
 HISTORY_TURNS_IN_PROMPT = 3
 
@@ -170,7 +193,7 @@ def priority_of(t: RoutedTicket, worker: Worker, scored: Worker | None = None) -
 
 def _priority_level(t: RoutedTicket, boost: int) -> int:
     tier = t.message.customer_tier
-    steps = TIER_BOOST[tier] + boost + (1 if URGENCY.search(t.text) else 0)
+    steps = TIER_BOOST[tier] + boost + (1 if is_urgent(t.text) else 0)
     level = PRIORITIES.index(t.base_priority) + steps
     level = max(level, PRIORITIES.index(TIER_FLOOR[tier]))
     return min(max(level, 0), len(PRIORITIES) - 1)
