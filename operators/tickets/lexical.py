@@ -126,12 +126,14 @@ def _dot(a: Vector, b: Vector) -> float:
 
 def decide(scores: RouteScores, temperature: float) -> tuple[Route, float]:
     """The best route and its softmax weight; `general` at 1/len(routes) when nothing scored."""
-    best = max(ROUTES, key=lambda route: scores.get(route, 0.0))
-    if scores.get(best, 0.0) <= 0.0:
+    values = [scores.get(route, 0.0) for route in ROUTES]
+    top = max(values)
+    position = values.index(top)  # the first best route, as `max(ROUTES, key=...)` picks
+    if top <= 0.0:
         return FALLBACK_ROUTE, 1.0 / len(ROUTES)
-    top = scores[best]
-    weights = {r: math.exp((scores.get(r, 0.0) - top) / temperature) for r in ROUTES}
-    return best, weights[best] / sum(weights.values())
+    exp = math.exp
+    weights = [exp((value - top) / temperature) for value in values]
+    return ROUTES[position], weights[position] / sum(weights)
 
 
 def blend(

@@ -64,14 +64,20 @@ def _is_quote_header(line: str, next_line: str) -> bool:
     return bool(_WRAPPED_QUOTE_HEADER.match(line)) and next_line.strip().lower().endswith("wrote:")
 
 
+_HEADER_STARTS = frozenset("oO-fF_sS\u017fgG")
+"""The first characters (after leading whitespace) of a line a quote header or signature
+pattern can match: `on`, `-`, `from:`, `_`, `sent`, `get` in any case (`ſ` folds to `s`)."""
+
+
 def strip_quotes_and_signature(text: str) -> str:
     """Cut quoted replies ("On ... wrote:", "> ..." lines) and everything from a signature on."""
     lines = text.splitlines()
     kept: list[str] = []
     for index, line in enumerate(lines):
-        next_line = lines[index + 1] if index + 1 < len(lines) else ""
-        if _is_quote_header(line, next_line) or _SIGNATURE.match(line):
-            break
+        if line.lstrip()[:1] in _HEADER_STARTS:  # else none of the patterns can match
+            next_line = lines[index + 1] if index + 1 < len(lines) else ""
+            if _is_quote_header(line, next_line) or _SIGNATURE.match(line):
+                break
         if not line.lstrip().startswith(">"):
             kept.append(line)
     return "\n".join(kept)

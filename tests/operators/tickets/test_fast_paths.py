@@ -72,6 +72,42 @@ def reference_products(text: str, products: Sequence[str]) -> list[str]:
     return _unique([canonical[m.group(0).lower()] for m in pattern.finditer(text)])
 
 
+_BLOCK_PATTERNS = (
+    re.compile(r"^\s*(on\b.{0,300}\bwrote:|-{2,}\s*original message\s*-{2,})", re.IGNORECASE),
+    re.compile(r"^\s*on\s.+", re.IGNORECASE),
+    re.compile(r"^\s*from:\s", re.IGNORECASE),
+    re.compile(r"^\s*(sent|date|to):\s", re.IGNORECASE),
+    re.compile(r"^\s*(--\s*$|__+\s*$|sent from my\b|get outlook for\b)", re.IGNORECASE),
+)
+
+
+def reference_strip_quotes_and_signature(text: str) -> str:
+    quote, wrapped, forward, forward_next, signature = _BLOCK_PATTERNS
+    lines = text.splitlines()
+    kept: list[str] = []
+    for index, line in enumerate(lines):
+        next_line = lines[index + 1] if index + 1 < len(lines) else ""
+        header = (
+            bool(quote.match(line))
+            or bool(forward.match(line) and forward_next.match(next_line))
+            or (bool(wrapped.match(line)) and next_line.strip().lower().endswith("wrote:"))
+        )
+        if header or signature.match(line):
+            break
+        if not line.lstrip().startswith(">"):
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def reference_decide(scores: RouteScores, temperature: float) -> tuple[str, float]:
+    best = max(ROUTES, key=lambda route: scores.get(route, 0.0))
+    if scores.get(best, 0.0) <= 0.0:
+        return "general", 1.0 / len(ROUTES)
+    top = scores[best]
+    weights = {r: math.exp((scores.get(r, 0.0) - top) / temperature) for r in ROUTES}
+    return best, weights[best] / sum(weights.values())
+
+
 def reference_terms(text: str) -> list[str]:
     plain = _IDENTIFIERS.sub(" ", text).lower().replace("'", "")
     words = [stem(w) for w in _WORD.findall(plain) if w not in lexical._STOP_WORDS]
@@ -102,7 +138,10 @@ PIECES = [
     "jane.doe@example.com", "a@b", "@", "AeroBlend 3000", "aeroblend 3000 blender",
     "Trailrunner X2 shoes", "trailrunner", "URGENT", "asap", "a.s.a.p", "is down", "went down",
     "outages", "critical", "refund", "my", "the", "package", "delayed", "charged twice", "it's",
-    "wrote:", "\t", "\n", "\x0b", "\x1c", "\x00", "\x7f", "\u200b", "\u202e", "\xa0", "\u2028",
+    "wrote:", "On Monday, Jane wrote:", "On Mon", "-----Original Message-----", "From: a",
+    "Sent: b", "To: c", "--", "__", "Sent from my phone", "\u017fent from my", "Get Outlook for",
+    "> quoted", "\r\n",
+    "\t", "\n", "\x0b", "\x1c", "\x00", "\x7f", "\u200b", "\u202e", "\xa0", "\u2028",
     "é", "É", "\u212a", "\u017f", "\u0130", "ı", "ß", "—", "…", "_", "-", ".", ",", "'", "(", ")",
 ]  # fmt: skip
 texts = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=4)), max_size=30).map(
@@ -114,9 +153,17 @@ texts = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=4)), max_si
 @given(texts)
 @example("Re: ORD-123456 is DOWN asap\u212a")
 @example("AeroBlend 3000 blender and the aeroblend 3000, x2")
+@example("thanks\n\u017fent from my phone")
+@example("see below\n  On Mon, 3 Nov 2026, Jane\n wrote:\n> old")
+@example("x\nFrom: Jane\nSent: Monday\nold text")
+@example("x\n-----Original Message-----\nold")
+@example("x\n__\nsig")
+@example("x\n --  \nsig")
+@example("x\nget outlook FOR ios")
 def test_parser_shortcuts_match_the_plain_code(text: str) -> None:
     assert parse.remove_control_characters(text) == reference_remove_control_characters(text)
     assert parse.collapse_whitespace(text) == reference_collapse_whitespace(text)
+    assert parse.strip_quotes_and_signature(text) == reference_strip_quotes_and_signature(text)
     assert parse.find_order_ids(text) == reference_order_ids(text)
     assert parse.find_emails(text) == reference_emails(text)
     assert parse.find_products(text, PRODUCTS) == reference_products(text, PRODUCTS)
@@ -143,6 +190,24 @@ URGENT_WORDS = [
     "urgent", "Urgently", "ASAP", "A.S.A.P", "emergency", "IMMEDIATELY", "critical", "outage",
     "Outages", "is down", "are down", "WENT down", "goes Down",
 ]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(ROUTES),
+        st.one_of(
+            st.just(0),
+            st.sampled_from([0.0, 0.3, 0.30000000000000004, 1.0, -0.2]),
+            st.floats(min_value=-1, max_value=2, allow_nan=False),
+        ),
+    ),
+    st.sampled_from([lexical.LEXICAL_TEMPERATURE, 0.05]),
+)
+def test_decide_matches_the_plain_code(scores: RouteScores, temperature: float) -> None:
+    route, confidence = lexical.decide(scores, temperature)
+    expected_route, expected_confidence = reference_decide(scores, temperature)
+    assert (route, repr(confidence)) == (expected_route, repr(expected_confidence))
 
 
 @settings(max_examples=300, deadline=None)
