@@ -316,11 +316,14 @@ def profile(tree: Tree, source: Path, work: Path, workers: int) -> list[tuple[st
 
 def shares(raw: str, top: int = 14) -> list[tuple[str, float]]:
     """Inclusive share of the samples per function of the project (`operators/`, `flows/`,
-    `schemas/`) and of pydantic, from py-spy's raw (collapsed stack) output."""
+    `schemas/`) and of pydantic, from py-spy's raw (collapsed stack) output; the samples of
+    the start-up (importing and building the flow) are left out."""
     counts: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, n = line.rpartition(" ")
+        if "_locate_dataflow" in stack or "importlib" in stack:
+            continue
         total += int(n)
         seen = set()
         for frame in stack.split(";"):
@@ -453,7 +456,8 @@ def report(
                 f"(records per CPU-second ×{1 / per_cpu:.2f})"
             )
     for tree, top in profiles.items():
-        lines += ["", f"py-spy, {tree} (inclusive share of samples, file run):", ""]
+        title = f"py-spy, {tree} (inclusive share of the samples after start-up, file run):"
+        lines += ["", title, ""]
         lines += [f"- {share:4.1f}% `{name}`" for name, share in top]
     return "\n".join(lines) + "\n"
 
