@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import resource
 import statistics
 import subprocess
@@ -314,10 +313,24 @@ def profile(tree: Tree, source: Path, work: Path, workers: int) -> list[tuple[st
     return shares(raw.read_text(encoding="utf-8"))
 
 
-def shares(raw: str, top: int = 14) -> list[tuple[str, float]]:
-    """Inclusive share of the samples per function of the project (`operators/`, `flows/`,
-    `schemas/`) and of pydantic, from py-spy's raw (collapsed stack) output; the samples of
-    the start-up (importing and building the flow) are left out."""
+PROFILE_ITEMS = {
+    "validate (runtime: bytes → TicketMessage)": "validate.<locals>.<lambda> (operators/runtime/",
+    "enrich_with_channel (polars join)": "join_tickets (operators/tickets/",
+    "parse (clean text, entities)": "parse_ticket (operators/tickets/",
+    "session_history (state, turns)": "SessionLogic.on_item (operators/tickets/",
+    "route: lexical router": "route_lexically (operators/tickets/",
+    "draft_reply: priority and template": "ReplyAgent.rules (operators/tickets/",
+    "agent steps' lanes (runtime; both steps, the two agents included)": "LaneLogic.on_batch (",
+    "format_response": "format_response (operators/tickets/",
+    "publish (runtime: model_dump_json, out record)": "publish.<locals>",
+    "pydantic (everywhere)": "(pydantic/",
+}
+"""What the profile table reports: a name and the frame text that marks its samples."""
+
+
+def shares(raw: str) -> list[tuple[str, float]]:
+    """Inclusive share of the samples after start-up (importing and building the flow is left
+    out) of each of `PROFILE_ITEMS`, from py-spy's raw (collapsed stack) output."""
     counts: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
@@ -325,13 +338,10 @@ def shares(raw: str, top: int = 14) -> list[tuple[str, float]]:
         if "_locate_dataflow" in stack or "importlib" in stack:
             continue
         total += int(n)
-        seen = set()
-        for frame in stack.split(";"):
-            name = re.sub(r":\d+\)$", ")", frame.strip())
-            if re.search(r"\((operators|flows|schemas)/|pydantic/main", name) and name not in seen:
-                seen.add(name)
-                counts[name] += int(n)
-    return [(name, 100.0 * n / total) for name, n in counts.most_common(top)] if total else []
+        for item, mark in PROFILE_ITEMS.items():
+            if mark in stack:
+                counts[item] += int(n)
+    return [(item, 100.0 * counts[item] / total) for item in PROFILE_ITEMS] if total else []
 
 
 def median_ratio(runs: list[Run], transport: str, value: str) -> Optional[float]:
@@ -455,10 +465,19 @@ def report(
                 f"- {transport}: records/s ×{speed:.2f}; CPU per record ×{per_cpu:.2f} "
                 f"(records per CPU-second ×{1 / per_cpu:.2f})"
             )
-    for tree, top in profiles.items():
-        title = f"py-spy, {tree} (inclusive share of the samples after start-up, file run):"
-        lines += ["", title, ""]
-        lines += [f"- {share:4.1f}% `{name}`" for name, share in top]
+    if profiles:
+        lines += [
+            "",
+            "py-spy (one file run of each tree, 200 samples/s): inclusive share of the samples "
+            "after start-up. The shares are of each run's own total; the CPU figures above say "
+            "how the totals compare.",
+            "",
+            "| part of the path | base | head |",
+            "| --- | ---: | ---: |",
+        ]
+        base, head = dict(profiles.get("base", [])), dict(profiles.get("head", []))
+        for item in PROFILE_ITEMS:
+            lines.append(f"| {item} | {base.get(item, 0.0):.1f}% | {head.get(item, 0.0):.1f}% |")
     return "\n".join(lines) + "\n"
 
 
