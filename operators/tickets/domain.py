@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, Literal, Optional, Protocol
+from typing import Any, Literal, Optional, Protocol, TypeVar
 
 from schemas.dead_letter import SourceRef
 from schemas.enrichment import Enrichment
 from schemas.tickets import Entities, Route, RouteMethod, TicketMessage
 
 Priority = Literal["low", "normal", "high", "urgent"]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,30 @@ class EnrichedTicket:
     response_sla_minutes: int
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _extended(record: object, kind: type, cls: type[_T], **more: Any) -> _T:
+    """A `cls` (a subtype of `kind`) holding the `kind` fields of `record` and `more`.
+
+    The generated `__init__` of a frozen dataclass sets each field through `object.__setattr__`;
+    when `record` is exactly a `kind`, its attributes are copied in one step instead (the same
+    instance dict, pickled and compared the same way).
+    """
+    if type(record) is not kind:
+        return cls(**_fields_of(record, kind), **more)
+    extended = object.__new__(cls)
+    extended.__dict__.update(record.__dict__)
+    extended.__dict__.update(more)
+    return extended
+
+
 def _fields_of(record: object, kind: type) -> dict[str, Any]:
     """The fields `kind` declares, read from `record`, as keyword arguments for a subtype."""
-    return {f.name: getattr(record, f.name) for f in fields(kind)}
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(kind))
+    return {name: getattr(record, name) for name in names}
 
 
 @dataclass(frozen=True)
@@ -74,7 +96,7 @@ class ContextTicket(ParsedTicket):
     def from_parsed(
         cls, parsed: ParsedTicket, history: tuple[Turn, ...], *, replay: bool = False
     ) -> ContextTicket:
-        return cls(**_fields_of(parsed, ParsedTicket), history=history, replay=replay)
+        return _extended(parsed, ParsedTicket, cls, history=history, replay=replay)
 
 
 @dataclass(frozen=True)
@@ -106,8 +128,10 @@ class RoutedTicket(ContextTicket):
         scored_route: Optional[Route] = None,
         route_conflict: bool = False,
     ) -> RoutedTicket:
-        return cls(
-            **_fields_of(context, ContextTicket),
+        return _extended(
+            context,
+            ContextTicket,
+            cls,
             route=route,
             route_method=route_method,
             confidence=min(1.0, max(0.0, confidence)),
@@ -136,8 +160,10 @@ class DraftedTicket(RoutedTicket):
         enrichment: Enrichment,
         prompt_version: str,
     ) -> DraftedTicket:
-        return cls(
-            **_fields_of(routed, RoutedTicket),
+        return _extended(
+            routed,
+            RoutedTicket,
+            cls,
             priority=priority,
             reply=reply,
             enrichment=enrichment,

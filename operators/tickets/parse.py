@@ -41,8 +41,9 @@ _SIGNATURE = re.compile(
 )
 _REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg)\s*:\s*)+", re.IGNORECASE)
 _ORDER_ID = re.compile(r"\bORD[-_ ]?(\d{4,12})\b", re.IGNORECASE)
+_ORDER_ID_LOWER = re.compile(r"\bord[-_ ]?(\d{4,12})\b")  # for lower-cased ASCII text
+_WORD_RUN = re.compile(r"\w+")
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}\b")
-_WHITESPACE = re.compile(r"\s+")
 
 
 def html_to_text(text: str) -> str:
@@ -63,14 +64,20 @@ def _is_quote_header(line: str, next_line: str) -> bool:
     return bool(_WRAPPED_QUOTE_HEADER.match(line)) and next_line.strip().lower().endswith("wrote:")
 
 
+_HEADER_STARTS = frozenset("oO-fF_sS\u017fgG")
+"""The first characters (after leading whitespace) of a line a quote header or signature
+pattern can match: `on`, `-`, `from:`, `_`, `sent`, `get` in any case (`ſ` folds to `s`)."""
+
+
 def strip_quotes_and_signature(text: str) -> str:
     """Cut quoted replies ("On ... wrote:", "> ..." lines) and everything from a signature on."""
     lines = text.splitlines()
     kept: list[str] = []
     for index, line in enumerate(lines):
-        next_line = lines[index + 1] if index + 1 < len(lines) else ""
-        if _is_quote_header(line, next_line) or _SIGNATURE.match(line):
-            break
+        if line.lstrip()[:1] in _HEADER_STARTS:  # else none of the patterns can match
+            next_line = lines[index + 1] if index + 1 < len(lines) else ""
+            if _is_quote_header(line, next_line) or _SIGNATURE.match(line):
+                break
         if not line.lstrip().startswith(">"):
             kept.append(line)
     return "\n".join(kept)
@@ -80,8 +87,18 @@ def _is_visible(ch: str) -> bool:
     return ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf")
 
 
+_ASCII_VISIBLE = {
+    code: (" " if chr(code).isspace() else None)
+    for code in range(128)
+    if chr(code).isspace() or not _is_visible(chr(code))
+}
+"""`str.translate` table of the ASCII characters `remove_control_characters` changes."""
+
+
 def remove_control_characters(text: str) -> str:
     """Drop control and format characters (zero-width, bidi marks); whitespace becomes spaces."""
+    if text.isascii():
+        return text.translate(_ASCII_VISIBLE)
     return "".join(" " if ch.isspace() else ch for ch in text if _is_visible(ch))
 
 
@@ -97,7 +114,9 @@ def bound_length(text: str, limit: int = MAX_TEXT_CHARS) -> str:
 
 
 def collapse_whitespace(text: str) -> str:
-    return _WHITESPACE.sub(" ", text).strip()
+    """Runs of whitespace as one space, none at the ends (`str.split` and `\\s` agree on what
+    whitespace is)."""
+    return " ".join(text.split())
 
 
 def clean_subject(subject: Optional[str]) -> str:
@@ -128,13 +147,29 @@ def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))[:MAX_ENTITIES]
 
 
-def find_order_ids(text: str) -> list[str]:
-    """Order ids such as `ORD-123456` (also `ord 123456`), normalised to `ORD-<digits>`."""
-    return _unique(f"ORD-{match.group(1)}" for match in _ORDER_ID.finditer(text))
+def _lower_ascii(text: str) -> Optional[str]:
+    """`text` in lower case when it is ASCII (where that is what `re.IGNORECASE` compares),
+    else None: the substring checks below may rule a pattern out only for ASCII text."""
+    return text.lower() if text.isascii() else None
+
+
+def find_order_ids(text: str, lowered: Optional[str] = None) -> list[str]:
+    """Order ids such as `ORD-123456` (also `ord 123456`), normalised to `ORD-<digits>`.
+
+    `lowered` is `_lower_ascii(text)` when the caller has it.
+    """
+    lowered = _lower_ascii(text) if lowered is None else lowered
+    if lowered is None:
+        return _unique(f"ORD-{match.group(1)}" for match in _ORDER_ID.finditer(text))
+    if "ord" not in lowered:
+        return []
+    return _unique(f"ORD-{match.group(1)}" for match in _ORDER_ID_LOWER.finditer(lowered))
 
 
 def find_emails(text: str) -> list[str]:
     """Email addresses, lower-cased, in order of appearance."""
+    if "@" not in text:
+        return []
     return _unique(match.group(0).lower() for match in _EMAIL.finditer(text))
 
 
@@ -154,23 +189,71 @@ def product_aliases(name: str) -> tuple[str, ...]:
     return (name, short) if len(short) >= 4 and short != name else (name,)
 
 
+def _alias_pattern(aliases: Iterable[str]) -> re.Pattern[str]:
+    alternatives = "|".join(re.escape(a) for a in sorted(aliases, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+class _ProductMatcher:
+    """The products' aliases as one pattern (longest alias first), and a quick way past it.
+
+    Most texts name no product, and a pattern of every alias is slow to try at every position.
+    An alias starts with a word it can only match as a whole run of word characters (`\\w+`),
+    so in ASCII text only the aliases whose first word is one of the lower-cased text's runs can
+    match, and the pattern of just those (same order) finds the same matches; none → no product.
+    Aliases whose first word has other characters are always tried.
+    """
+
+    def __init__(self, products: tuple[str, ...]) -> None:
+        self.canonical: dict[str, str] = {}
+        for product in (p.strip() for p in products):
+            for alias in product_aliases(product) if product else ():
+                self.canonical.setdefault(alias.lower(), product)
+        self.pattern = _alias_pattern(self.canonical) if self.canonical else None
+        self._by_word: dict[str, list[str]] = {}
+        self._always: list[str] = []  # aliases the ASCII shortcut cannot judge
+        for alias in self.canonical:
+            first = alias.split()[0] if alias.split() else ""
+            if alias.isascii() and _WORD_RUN.fullmatch(first):
+                self._by_word.setdefault(first, []).append(alias)
+            else:
+                self._always.append(alias)
+        self._first_words = frozenset(self._by_word)
+        self._narrowed: dict[frozenset[str], re.Pattern[str]] = {}
+
+    def pattern_for(self, lowered: Optional[str]) -> Optional[re.Pattern[str]]:
+        """The pattern to search a text with (`lowered`: `_lower_ascii` of it); None when no
+        product can match."""
+        if lowered is None or self.pattern is None:
+            return self.pattern
+        words = self._first_words.intersection(_WORD_RUN.findall(lowered))
+        if not words and not self._always:
+            return None
+        pattern = self._narrowed.get(words)
+        if pattern is None:
+            chosen = set(self._always).union(*(self._by_word[w] for w in words))
+            pattern = _alias_pattern(a for a in self.canonical if a in chosen)
+            if len(self._narrowed) < 4096:
+                self._narrowed[words] = pattern
+        return pattern
+
+
 @lru_cache(maxsize=64)
-def _product_matcher(products: tuple[str, ...]) -> tuple[Optional[re.Pattern[str]], dict[str, str]]:
-    canonical: dict[str, str] = {}
-    for product in (p.strip() for p in products):
-        for alias in product_aliases(product) if product else ():
-            canonical.setdefault(alias.lower(), product)
-    if not canonical:
-        return None, canonical
-    alternatives = "|".join(re.escape(a) for a in sorted(canonical, key=len, reverse=True))
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE), canonical
+def _product_matcher(products: tuple[str, ...]) -> _ProductMatcher:
+    return _ProductMatcher(products)
 
 
-def find_products(text: str, products: Sequence[str]) -> list[str]:
-    """Known products named in `text` (full name or brand part, any case), as listed."""
-    pattern, canonical = _product_matcher(tuple(products))
+def find_products(text: str, products: Sequence[str], lowered: Optional[str] = None) -> list[str]:
+    """Known products named in `text` (full name or brand part, any case), as listed.
+
+    `lowered` is `_lower_ascii(text)` when the caller has it.
+    """
+    matcher = _product_matcher(tuple(products))
+    lowered = _lower_ascii(text) if lowered is None else lowered
+    pattern = matcher.pattern_for(lowered)
     if pattern is None:
         return []
+    canonical = matcher.canonical
     return _unique(canonical[match.group(0).lower()] for match in pattern.finditer(text))
 
 
@@ -188,11 +271,16 @@ def load_products(path: Traversable = PRODUCTS_CSV) -> tuple[str, ...]:
 
 def extract_entities(text: str, products: Sequence[str]) -> Entities:
     """Order ids, email addresses and known product names mentioned in `text`."""
-    return Entities(
-        order_ids=find_order_ids(text),
-        emails=find_emails(text),
-        products=find_products(text, products),
-    )
+    lowered = _lower_ascii(text)
+    order_ids = find_order_ids(text, lowered)
+    emails = find_emails(text)
+    found = find_products(text, products, lowered)
+    if not (order_ids or emails or found):
+        return _NO_ENTITIES  # frozen: one record serves every message that names nothing
+    return Entities(order_ids=order_ids, emails=emails, products=found)
+
+
+_NO_ENTITIES = Entities()
 
 
 def parse_ticket(t: EnrichedTicket, *, products: Optional[Sequence[str]] = None) -> ParsedTicket:

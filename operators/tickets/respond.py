@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Optional
 
 from operators.tickets.domain import DraftedTicket
@@ -30,6 +31,7 @@ _NAME_PARTS = re.compile(r"[._+\-\s]+")
 _SENTENCE_END = re.compile(r"[.!?](?=\s)")
 
 
+@lru_cache(maxsize=4096)  # a session's sender writes again
 def first_name(sender: str) -> Optional[str]:
     """A first name to greet by: from "Jane Doe", "Jane Doe <j@x.com>" or "jane.doe@x.com"."""
     name = _ANGLE_ADDRESS.sub(" ", sender).strip().strip('"')

@@ -64,6 +64,29 @@ URGENCY = re.compile(
     r"(is|are|went|goes) down)\b",
     re.IGNORECASE,
 )
+_URGENCY_HINTS = (
+    "urgent",
+    "asap",
+    "a.s.a.p",
+    "emergency",
+    "immediately",
+    "critical",
+    "outage",
+    "down",
+)
+"""A text `URGENCY` matches holds one of these (lower-cased, when it is ASCII)."""
+
+
+def is_urgent(text: str) -> bool:
+    """Whether `text` has an urgency word (`URGENCY`); ASCII text without any of the words'
+    letters in sequence is ruled out without trying the pattern."""
+    if text.isascii():
+        lowered = text.lower()
+        if not any(hint in lowered for hint in _URGENCY_HINTS):
+            return False
+    return URGENCY.search(text) is not None
+
+
 MAX_REPLY_CHARS = 1200
 HISTORY_TURNS_IN_PROMPT = 3
 
@@ -187,7 +210,7 @@ def priority_of(t: RoutedTicket, worker: Worker, scored: Worker | None = None) -
 
 def _priority_level(t: RoutedTicket, boost: int) -> int:
     tier = t.message.customer_tier
-    steps = TIER_BOOST[tier] + boost + (1 if URGENCY.search(t.text) else 0)
+    steps = TIER_BOOST[tier] + boost + (1 if is_urgent(t.text) else 0)
     level = PRIORITIES.index(t.base_priority) + steps
     level = max(level, PRIORITIES.index(TIER_FLOOR[tier]))
     return min(max(level, 0), len(PRIORITIES) - 1)
@@ -256,9 +279,11 @@ def reply_messages(
     ]
 
 
+@lru_cache(maxsize=256)
 def rules_enrichment(worker: Worker, fallback_reason: FallbackReason | None = None) -> Enrichment:
     """Provenance of a template reply: no model, no tokens, no cost (`outcome` fallback and the
-    reason when the template stands in for the model)."""
+    reason when the template stands in for the model). One frozen record per worker and reason,
+    shared by every reply it stands for."""
     return Enrichment(
         source="rules",
         model=None,

@@ -1,0 +1,26 @@
+"""The tickets flow's rules path answers exactly as pinned (`tests.flows.tickets_pinned`)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from tests.flows.tickets_pinned import PINNED, pinned_lines, run_pinned
+
+
+def test_outputs_match_the_pinned_file() -> None:
+    expected = PINNED.read_text(encoding="utf-8").splitlines()
+    got = pinned_lines(run_pinned())
+    assert len(got) == len(expected)
+    missing = sorted(set(expected) - set(got))
+    assert not missing, f"{len(missing)} outputs differ, first: {missing[:3]}"
+    assert got == expected
+
+
+def test_the_pinned_file_covers_every_route_and_dead_letters() -> None:
+    """The pin is worth something: many routes, follow-ups with history, and dead letters."""
+    lines = [json.loads(line) for line in PINNED.read_text(encoding="utf-8").splitlines()]
+    routes = Counter(line["route"] for line in lines if "route" in line)
+    assert len(routes) == 8
+    assert any(line.get("history", 0) > 0 for line in lines)
+    assert any(line["topic"] == "dlq" for line in lines)

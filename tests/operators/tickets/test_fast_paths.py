@@ -1,0 +1,238 @@
+"""The shortcuts of the tickets rules path give exactly what the plain code gives.
+
+The parser, the lexical scorer and the urgency check rule patterns out before trying them, walk a
+term table instead of taking a cosine per route, and keep memos. Each `reference_*` below is the
+plain code they replaced, kept here as the specification; hypothesis compares the two on texts
+mixed from the characters and words that matter (order ids, emails, numbers, product names,
+urgency words, control and format characters, non-ASCII letters that fold to ASCII ones).
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from operators.tickets import lexical, parse, workers
+from operators.tickets.intents import IntentIndex
+from operators.tickets.lexical import ROUTES, LexicalScorer, RouteScores, stem
+from operators.tickets.parse import load_products, product_aliases
+
+PRODUCTS = load_products()
+INDEX = IntentIndex.from_file()
+
+# --- the plain code (as it was before the shortcuts) ------------------------------------------
+
+_WHITESPACE = re.compile(r"\s+")
+_ORDER_ID = re.compile(r"\bORD[-_ ]?(\d{4,12})\b", re.IGNORECASE)
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}\b")
+_IDENTIFIERS = re.compile(r"\bORD[-_ ]?\d+\b|\S+@\S+|\b\d+(?:[.,]\d+)?\b", re.IGNORECASE)
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def reference_remove_control_characters(text: str) -> str:
+    def visible(ch: str) -> bool:
+        return ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf")
+
+    return "".join(" " if ch.isspace() else ch for ch in text if visible(ch))
+
+
+def reference_collapse_whitespace(text: str) -> str:
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def _unique(values: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(values))[:20]
+
+
+def reference_order_ids(text: str) -> list[str]:
+    return _unique([f"ORD-{m.group(1)}" for m in _ORDER_ID.finditer(text)])
+
+
+def reference_emails(text: str) -> list[str]:
+    return _unique([m.group(0).lower() for m in _EMAIL.finditer(text)])
+
+
+def reference_products(text: str, products: Sequence[str]) -> list[str]:
+    canonical: dict[str, str] = {}
+    for product in (p.strip() for p in products):
+        for alias in product_aliases(product) if product else ():
+            canonical.setdefault(alias.lower(), product)
+    if not canonical:
+        return []
+    alternatives = "|".join(re.escape(a) for a in sorted(canonical, key=len, reverse=True))
+    pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+    return _unique([canonical[m.group(0).lower()] for m in pattern.finditer(text)])
+
+
+_BLOCK_PATTERNS = (
+    re.compile(r"^\s*(on\b.{0,300}\bwrote:|-{2,}\s*original message\s*-{2,})", re.IGNORECASE),
+    re.compile(r"^\s*on\s.+", re.IGNORECASE),
+    re.compile(r"^\s*from:\s", re.IGNORECASE),
+    re.compile(r"^\s*(sent|date|to):\s", re.IGNORECASE),
+    re.compile(r"^\s*(--\s*$|__+\s*$|sent from my\b|get outlook for\b)", re.IGNORECASE),
+)
+
+
+def reference_strip_quotes_and_signature(text: str) -> str:
+    quote, wrapped, forward, forward_next, signature = _BLOCK_PATTERNS
+    lines = text.splitlines()
+    kept: list[str] = []
+    for index, line in enumerate(lines):
+        next_line = lines[index + 1] if index + 1 < len(lines) else ""
+        header = (
+            bool(quote.match(line))
+            or bool(forward.match(line) and forward_next.match(next_line))
+            or (bool(wrapped.match(line)) and next_line.strip().lower().endswith("wrote:"))
+        )
+        if header or signature.match(line):
+            break
+        if not line.lstrip().startswith(">"):
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def reference_decide(scores: RouteScores, temperature: float) -> tuple[str, float]:
+    best = max(ROUTES, key=lambda route: scores.get(route, 0.0))
+    if scores.get(best, 0.0) <= 0.0:
+        return "general", 1.0 / len(ROUTES)
+    top = scores[best]
+    weights = {r: math.exp((scores.get(r, 0.0) - top) / temperature) for r in ROUTES}
+    return best, weights[best] / sum(weights.values())
+
+
+def reference_terms(text: str) -> list[str]:
+    plain = _IDENTIFIERS.sub(" ", text).lower().replace("'", "")
+    words = [stem(w) for w in _WORD.findall(plain) if w not in lexical._STOP_WORDS]
+    return words + [f"{a}_{b}" for a, b in itertools.pairwise(words)]
+
+
+def _normalise(vector: dict[str, float]) -> dict[str, float]:
+    norm = math.sqrt(sum(v * v for v in vector.values()))
+    return {k: v / norm for k, v in vector.items()} if norm else {}
+
+
+def _dot(a: dict[str, float], b: dict[str, float]) -> float:
+    small, large = (a, b) if len(a) <= len(b) else (b, a)
+    return sum(v * large.get(k, 0.0) for k, v in small.items())
+
+
+def reference_scores(scorer: LexicalScorer, text: str) -> RouteScores:
+    idf = scorer._idf
+    counts = Counter(t for t in reference_terms(text) if t in idf)
+    query = _normalise({t: (1 + math.log(c)) * idf[t] for t, c in counts.items()})
+    return {route: _dot(query, c) for route, c in scorer._centroids.items()}
+
+
+# --- texts ------------------------------------------------------------------------------------
+
+PIECES = [
+    "ORD-482913", "ord 123456", "Ord_99999", "ORD12", "order", "ord", "12", "3.5", "4,000", "x2",
+    "jane.doe@example.com", "a@b", "@", "AeroBlend 3000", "aeroblend 3000 blender",
+    "Trailrunner X2 shoes", "trailrunner", "URGENT", "asap", "a.s.a.p", "is down", "went down",
+    "outages", "critical", "refund", "my", "the", "package", "delayed", "charged twice", "it's",
+    "wrote:", "On Monday, Jane wrote:", "On Mon", "-----Original Message-----", "From: a",
+    "Sent: b", "To: c", "--", "__", "Sent from my phone", "\u017fent from my", "Get Outlook for",
+    "> quoted", "\r\n",
+    "\t", "\n", "\x0b", "\x1c", "\x00", "\x7f", "\u200b", "\u202e", "\xa0", "\u2028",
+    "é", "É", "\u212a", "\u017f", "\u0130", "ı", "ß", "—", "…", "_", "-", ".", ",", "'", "(", ")",
+]  # fmt: skip
+texts = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=4)), max_size=30).map(
+    lambda parts: " ".join(parts) if len(parts) % 2 else "".join(parts)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(texts)
+@example("Re: ORD-123456 is DOWN asap\u212a")
+@example("AeroBlend 3000 blender and the aeroblend 3000, x2")
+@example("thanks\n\u017fent from my phone")
+@example("see below\n  On Mon, 3 Nov 2026, Jane\n wrote:\n> old")
+@example("x\nFrom: Jane\nSent: Monday\nold text")
+@example("x\n-----Original Message-----\nold")
+@example("x\n__\nsig")
+@example("x\n --  \nsig")
+@example("x\nget outlook FOR ios")
+def test_parser_shortcuts_match_the_plain_code(text: str) -> None:
+    assert parse.remove_control_characters(text) == reference_remove_control_characters(text)
+    assert parse.collapse_whitespace(text) == reference_collapse_whitespace(text)
+    assert parse.strip_quotes_and_signature(text) == reference_strip_quotes_and_signature(text)
+    assert parse.find_order_ids(text) == reference_order_ids(text)
+    assert parse.find_emails(text) == reference_emails(text)
+    assert parse.find_products(text, PRODUCTS) == reference_products(text, PRODUCTS)
+    entities = parse.extract_entities(text, PRODUCTS)
+    assert entities.order_ids == reference_order_ids(text)
+    assert entities.products == reference_products(text, PRODUCTS)
+
+
+@settings(max_examples=400, deadline=None)
+@given(texts)
+@example("ORD-1 12.5@x.com 3,5 it's")
+def test_lexical_shortcuts_match_the_plain_code_to_the_bit(text: str) -> None:
+    assert lexical.terms(text) == reference_terms(text)
+    scorer = INDEX._lexical
+    expected = reference_scores(scorer, text)
+    for _ in range(2):  # computed, then from the memo
+        got = scorer.scores(text)
+        assert list(got) == list(ROUTES)
+        # the same floats to the last bit (a route nothing scored may be 0 or 0.0 in either)
+        assert [repr(float(got[r])) for r in ROUTES] == [repr(float(expected[r])) for r in ROUTES]
+
+
+URGENT_WORDS = [
+    "urgent", "Urgently", "ASAP", "A.S.A.P", "emergency", "IMMEDIATELY", "critical", "outage",
+    "Outages", "is down", "are down", "WENT down", "goes Down",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(ROUTES),
+        st.one_of(
+            st.just(0),
+            st.sampled_from([0.0, 0.3, 0.30000000000000004, 1.0, -0.2]),
+            st.floats(min_value=-1, max_value=2, allow_nan=False),
+        ),
+    ),
+    st.sampled_from([lexical.LEXICAL_TEMPERATURE, 0.05]),
+)
+def test_decide_matches_the_plain_code(scores: RouteScores, temperature: float) -> None:
+    route, confidence = lexical.decide(scores, temperature)
+    expected_route, expected_confidence = reference_decide(scores, temperature)
+    assert (route, repr(confidence)) == (expected_route, repr(expected_confidence))
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts)
+def test_urgency_shortcut_matches_the_pattern(text: str) -> None:
+    assert workers.is_urgent(text) == (workers.URGENCY.search(text) is not None)
+
+
+def test_every_urgency_word_is_still_found() -> None:
+    for word in URGENT_WORDS:
+        for text in (word, f"the VPN: {word}!", f"x{word}"):
+            assert workers.is_urgent(text) == (workers.URGENCY.search(text) is not None), text
+        assert workers.is_urgent(f"please, {word} now")
+
+
+def test_the_score_memo_is_bounded() -> None:
+    scorer = LexicalScorer(INDEX.intents)
+    for n in range(LexicalScorer.SCORE_CACHE + 10):
+        scorer.scores(f"parcel {n} late")
+    assert len(scorer._scores) <= LexicalScorer.SCORE_CACHE
+
+
+def test_html_entities_still_decode_before_cleaning() -> None:
+    """The translate table works on the text after HTML is reduced (unchanged order)."""
+    body = "<p>Hello&nbsp;there\x00</p><div>ORD-123456</div>"
+    assert parse.clean_text(body) == reference_collapse_whitespace(
+        reference_remove_control_characters(html.unescape("Hello&nbsp;there\x00 ORD-123456"))
+    )
