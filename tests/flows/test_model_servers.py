@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
@@ -142,6 +143,10 @@ def test_the_full_schema_kills_llama_cpp_which_is_why_it_is_not_sent(
             response_format={"type": "json_object",  # type: ignore[typeddict-item]
                              "schema": NoteAssessment.model_json_schema()},
         )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while llama.running and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not llama.running, "the server outlived a maxLength of 1200"
 
 
 def test_shipments_classify_on_llama_cpp_loses_nothing(llama: LlamaCppServer) -> None:
