@@ -338,6 +338,8 @@ def run_plan(args: argparse.Namespace) -> int:
         workers_per_process=args.workers_per_process,
         cpu_headroom=args.cpu_headroom,
     )
+    if figures.per_process_rate <= 0:
+        raise SystemExit("the figures hold no sustained ramp step: no rate per process to plan on")
     result = plan(figures, request)
     if args.json:
         print(json.dumps(result.to_json(), indent=1, default=str))

@@ -16,9 +16,12 @@ from .run import RunResult, Sample
 LATENCY_WINDOW = 5
 """Samples (seconds) of outputs over which a latency percentile of the time series is taken."""
 SUSTAIN_GROWTH = 0.05
-"""A step is sustainable when the backlog grows by at most this share of the step's input over
-the step's second half and ends below `SUSTAIN_SECONDS` of input."""
+SUSTAIN_JITTER_SECONDS = 2.0
 SUSTAIN_SECONDS = 10.0
+"""A step is sustainable when the mean backlog of its second half exceeds that of its first half
+by at most `SUSTAIN_GROWTH` of the step's input or `SUSTAIN_JITTER_SECONDS` of input (LLM calls
+in flight come and go with the latency), whichever is more, and the backlog ends below
+`SUSTAIN_SECONDS` of input."""
 CACHED = ("cache_hit", "merged")
 
 
@@ -142,12 +145,13 @@ def step_rows(run: RunResult) -> list[StepRow]:
         if len(inside) < 2:
             continue
         first, last = inside[0], inside[-1]
-        half = inside[len(inside) // 2]
+        middle = len(inside) // 2
+        early, late = inside[:middle], inside[middle:]
         seconds = last.t - first.t
         per_min = 60.0 / seconds
         input_rate = (last.appended - first.appended) / seconds
-        growth = backlog(last) - backlog(half)
-        half_input = last.appended - half.appended
+        growth = sum(map(backlog, late)) / len(late) - sum(map(backlog, early)) / len(early)
+        step_input = last.appended - first.appended
         n_calls = calls(last) - calls(first)
         fallbacks = {
             r: (last.scraped["fallbacks"].get(r, 0.0) - first.scraped["fallbacks"].get(r, 0.0))
@@ -185,7 +189,8 @@ def step_rows(run: RunResult) -> list[StepRow]:
                 rss_mb=max(s.rss_bytes for s in inside) / 2**20,
                 cpu_cores=(last.cpu_seconds - first.cpu_seconds) / seconds,
                 sustainable=(
-                    growth <= SUSTAIN_GROWTH * max(half_input, 1)
+                    growth
+                    <= max(SUSTAIN_GROWTH * step_input, SUSTAIN_JITTER_SECONDS * input_rate, 1.0)
                     and backlog(last) <= SUSTAIN_SECONDS * max(input_rate, 1.0)
                 ),
             )

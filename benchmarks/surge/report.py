@@ -34,8 +34,9 @@ HEADER = (
     "*backlog* is lag plus the items the flow's LLM steps hold (read, not yet emitted: "
     "`surgeflow_llm_pending`); *latency* is from the broker timestamp of the input record that "
     "produced an output (a ticket's message; for a shipment decision, the scan that closed its "
-    "window) to the output's; a step is *sustainable* when the backlog grew by at most 5% of the "
-    "step's input over its second half and ended below 10 s of input. Cost is the price table's "
+    "window) to the output's; a step is *held* (sustainable) when the mean backlog of its second "
+    "half exceeded that of its first half by at most 5% of the step's input or 2 s of input, "
+    "whichever is more, and the backlog ended below 10 s of input. Cost is the price table's "
     "(`SURGEFLOW_LLM_PRICES`) for the tokens the test server reports; *without the cache* adds "
     "what the cache and merged calls saved (`surgeflow_llm_cost_saved_usd_total`).\n"
 )
@@ -185,9 +186,11 @@ def flow_section(
         "| --- | ---: |",
     ]
     for processes, rate in sorted(by_scale.items()):
+        scale_rows = [r for r in rows if r.processes == processes]
+        bound = "at least " if scale_rows and all(r.sustainable for r in scale_rows) else ""
         summary.append(
             f"| sustainable input, {processes} process{'es' if processes > 1 else ''} | "
-            f"{rate:,.1f} events/s ({rate / processes:,.1f} per process) |"
+            f"{bound}{rate:,.1f} events/s ({rate / processes:,.1f} per process) |"
         )
     drain = _fmt(replay.drain_seconds, ".0f", none="not within the run")
     summary.append(f"| drain time of the bundled surge after its burst | {drain} s |")
@@ -215,8 +218,9 @@ def flow_section(
         "",
         "### Surge replay",
         "",
-        f"Steady {replay.steady_rate:g} events/s, burst {replay.burst_rate:g} events/s (shaded), "
-        f"then cool-down at the steady rate; one process. {replay.inputs:,} input records, "
+        f"Steady {replay.steady_rate:.1f} events/s, burst {replay.burst_rate:.1f} events/s "
+        "(shaded), then cool-down at the steady rate; one process. "
+        f"{replay.inputs:,} input records, "
         f"{replay.outputs:,} outputs. The backlog peaked at {replay.peak_backlog:,.0f} "
         f"(Kafka lag {replay.peak_lag:,.0f}) and was back to its steady level {drain} s after the "
         f"burst ended; latency p50 {_fmt(replay.p50)} s, p99 {_fmt(replay.p99)} s, worst 5-second "
