@@ -55,7 +55,7 @@ QUICK: dict[str, Any] = {
     "step_seconds": 5.0,
     "replay_seconds": 6.0,
     "cooldown_seconds": 2.0,
-    "drain_limit": 20.0,
+    "drain_limit": 40.0,
 }
 QUICK_FLOW: dict[str, dict[str, Any]] = {
     "shipments": {"base_rate": 20.0, "replay_steady": 60},

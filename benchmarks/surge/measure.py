@@ -158,9 +158,10 @@ def _parse_time(text: Any) -> Optional[datetime]:
     if not isinstance(text, str):
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return parsed if parsed.tzinfo is not None else None  # a naive time is a dead letter
 
 
 SETTLE = 3.0
@@ -260,9 +261,13 @@ class Latencies:
             scans.times.append(occurred)
             scans.ats.append(at)
 
-    def _pair(self) -> None:
-        """Pair the outputs written more than `SETTLE` s ago (their inputs have been read)."""
-        settled = time.time() - SETTLE
+    def flush(self) -> None:
+        """Pair every output read so far (at the end of a run, once the inputs are read)."""
+        self._pair(settle=0.0)
+
+    def _pair(self, settle: float = SETTLE) -> None:
+        """Pair the outputs written more than `settle` s ago (their inputs have been read)."""
+        settled = time.time() - settle
         waiting = []
         for at, value in self._waiting:
             if at > settled:

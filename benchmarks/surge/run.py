@@ -93,7 +93,7 @@ class Sample:
     rss_bytes: int
     cpu_seconds: float
     outputs_read: int
-    latencies: list[float] = field(default_factory=list)  # of outputs written since the last sample
+    latencies: list[float] = field(default_factory=list)  # of outputs written in this second
 
 
 @dataclass
@@ -295,10 +295,9 @@ def measure(
             if generator.poll() is not None:
                 raise RuntimeError(f"the generator ended ({generator.returncode}) at its start")
             time.sleep(0.05)
-        started = time.monotonic()
+        started, started_wall = time.monotonic(), time.time()
         generator_end: Optional[float] = None
         total = sum(seconds for _, seconds in phases)
-        paired = 0
         drained = False
         while True:
             next_at = started + (len(samples) + 1) * interval
@@ -309,8 +308,6 @@ def measure(
             appended = offsets.appended(topics[0])
             scraped = running.scrape()
             rss, cpu = running.stats()
-            new = [lat for _, lat in latencies.pairs[paired:]]
-            paired = len(latencies.pairs)
             t = time.monotonic() - started
             samples.append(
                 Sample(
@@ -324,7 +321,6 @@ def measure(
                     rss_bytes=rss,
                     cpu_seconds=cpu,
                     outputs_read=latencies.outputs,
-                    latencies=new,
                 )
             )
             if progress is not None:
@@ -341,6 +337,10 @@ def measure(
                 if t - generator_end > drain_limit:
                     break
         latencies.poll(0.5)
+        latencies.flush()
+        for at, latency in latencies.pairs:  # each latency goes with the second it was written in
+            index = min(max(int((at - started_wall) / interval), 0), len(samples) - 1)
+            samples[index].latencies.append(latency)
         return RunResult(
             flow=flow,
             processes=processes,

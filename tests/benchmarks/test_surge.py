@@ -60,6 +60,7 @@ def test_a_quick_run_writes_a_consistent_report(
     assert set(replay["sources"]) <= {"llm", "cache", "rules"}
     assert replay["burst_rate"] == pytest.approx(10 * replay["steady_rate"])
     assert replay["cost"] > 0  # the LLM path was taken against the test server
+    assert replay["p50"] is not None and replay["p99"] >= replay["p50"]  # outputs were paired
     assert data["plan"]["calls_per_event"] > 0
 
     report = (tmp_path / "SURGE.md").read_text()
