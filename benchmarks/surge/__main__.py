@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -35,8 +36,6 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Optional
-
-from benchmarks.report import command_line
 
 from .analysis import replay_figures, step_rows, sustainable_rate
 from .plan import Request, format_plan, load_figures, plan
@@ -46,7 +45,7 @@ from .run import ROOT, Endpoint, FlowConfig, RunResult, llm_endpoint, measure
 FLOWS = ("shipments", "tickets")
 DEFAULTS: dict[str, dict[str, Any]] = {
     # full run: 2 ramps of 6 steps × 25 s, a 100 s replay + 20 s cool-down, drains: ~10 minutes
-    "shipments": {"base_rate": 50.0, "replay_steady": 2000},
+    "shipments": {"base_rate": 150.0, "replay_steady": 2000},
     "tickets": {"base_rate": 4.0, "replay_steady": 200},
 }
 QUICK: dict[str, Any] = {
@@ -310,7 +309,7 @@ def run_flow(args: argparse.Namespace) -> int:
     )
     block = flow_section(
         flow,
-        command_line(),
+        shlex.join(["python", "-m", "benchmarks.surge", *sys.argv[1:]]),
         setup,
         ramps,
         rows,

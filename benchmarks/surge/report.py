@@ -38,7 +38,9 @@ HEADER = (
     "half exceeded that of its first half by at most 5% of the step's input or 2 s of input, "
     "whichever is more, and the backlog ended below 10 s of input. Cost is the price table's "
     "(`SURGEFLOW_LLM_PRICES`) for the tokens the test server reports; *without the cache* adds "
-    "what the cache and merged calls saved (`surgeflow_llm_cost_saved_usd_total`).\n"
+    "what the cache and merged calls saved (`surgeflow_llm_cost_saved_usd_total`). *out/s* "
+    "counts outputs and dead letters: a shipments decision covers a window of scans, so it is "
+    "below the input rate while windows are open; a ticket message gets one response.\n"
 )
 COLORS = {1: "tab:blue", 2: "tab:orange", 3: "tab:green", 4: "tab:red"}
 
@@ -245,6 +247,8 @@ def write_report(path: Path, flow: str, block: str) -> None:
     import re
 
     text = path.read_text(encoding="utf-8") if path.exists() else HEADER
+    first = text.find("<!-- begin ")
+    text = HEADER + ("\n" + text[first:] if first >= 0 else "")  # the header as this build has it
     pattern = re.compile(rf"<!-- begin {flow} -->.*?<!-- end {flow} -->\n?", re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text)
