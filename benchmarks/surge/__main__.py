@@ -46,7 +46,7 @@ FLOWS = ("shipments", "tickets")
 DEFAULTS: dict[str, dict[str, Any]] = {
     # full run: 2 ramps of 6 steps × 25 s, a 100 s replay + 20 s cool-down, drains: ~10 minutes
     "shipments": {"base_rate": 150.0, "replay_steady": 2000},
-    "tickets": {"base_rate": 4.0, "replay_steady": 200},
+    "tickets": {"base_rate": 4.0, "replay_steady": 100},
 }
 QUICK: dict[str, Any] = {
     "processes": "1",
@@ -55,6 +55,7 @@ QUICK: dict[str, Any] = {
     "replay_seconds": 6.0,
     "cooldown_seconds": 2.0,
     "drain_limit": 40.0,
+    "replay_drain_limit": 40.0,
 }
 QUICK_FLOW: dict[str, dict[str, Any]] = {
     "shipments": {"base_rate": 20.0, "replay_steady": 60},
@@ -104,7 +105,8 @@ def flow_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replay-steady", type=int, help="steady events of the replayed surge")
     parser.add_argument("--replay-seconds", type=float, help="wall time of steady + burst")
     parser.add_argument("--cooldown-seconds", type=float)
-    parser.add_argument("--drain-limit", type=float, help="seconds to wait for a drain")
+    parser.add_argument("--drain-limit", type=float, help="seconds a ramp waits for a drain")
+    parser.add_argument("--replay-drain-limit", type=float, help="seconds the replay waits")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--latency-p50", type=float, default=0.4)
     parser.add_argument("--latency-p99", type=float, default=4.0)
@@ -126,6 +128,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         "replay_seconds": 100.0,
         "cooldown_seconds": 20.0,
         "drain_limit": 45.0,
+        "replay_drain_limit": 120.0,
         **DEFAULTS[args.flow],
     }
     if args.quick:
@@ -207,7 +210,7 @@ def run_flow(args: argparse.Namespace) -> int:
             seed=7,
             steady=c["replay_steady"],
             burst=10,
-            drain_limit=c["drain_limit"],
+            drain_limit=c["replay_drain_limit"],
             **common,
         )
     elapsed = time.monotonic() - started

@@ -194,8 +194,14 @@ def flow_section(
             f"| sustainable input, {processes} process{'es' if processes > 1 else ''} | "
             f"{bound}{rate:,.1f} events/s ({rate / processes:,.1f} per process) |"
         )
-    drain = _fmt(replay.drain_seconds, ".0f", none="not within the run")
-    summary.append(f"| drain time of the bundled surge after its burst | {drain} s |")
+    seconds = replay.drain_seconds
+    drain = "not within the run" if seconds is None else f"{seconds:.0f} s"
+    drained = (
+        f"was back to its steady level {seconds:.0f} s after the burst ended"
+        if seconds is not None
+        else "was not back to its steady level by the end of the run"
+    )
+    summary.append(f"| drain time of the bundled surge after its burst | {drain} |")
     outputs = max(replay.outputs, 1)
     summary.append(
         f"| cost per 1,000 {'decisions' if flow == 'shipments' else 'responses'}, with the cache | "
@@ -224,8 +230,8 @@ def flow_section(
         "(shaded), then cool-down at the steady rate; one process. "
         f"{replay.inputs:,} input records, "
         f"{replay.outputs:,} outputs. The backlog peaked at {replay.peak_backlog:,.0f} "
-        f"(Kafka lag {replay.peak_lag:,.0f}) and was back to its steady level {drain} s after the "
-        f"burst ended; latency p50 {_fmt(replay.p50)} s, p99 {_fmt(replay.p99)} s, worst 5-second "
+        f"(Kafka lag {replay.peak_lag:,.0f}) and {drained};"
+        f" latency p50 {_fmt(replay.p50)} s, p99 {_fmt(replay.p99)} s, worst 5-second "
         f"p99 {_fmt(replay.peak_p99)} s. Where the outputs' text came from: "
         f"{shares(replay.sources)}; fallbacks by reason: {shares(replay.reasons)}.",
         "",
