@@ -59,6 +59,7 @@ class Series:
     t: list[float] = field(default_factory=list)
     input_rate: list[float] = field(default_factory=list)
     output_rate: list[float] = field(default_factory=list)
+    dead_rate: list[float] = field(default_factory=list)
     lag: list[float] = field(default_factory=list)
     pending: list[float] = field(default_factory=list)
     p50: list[Optional[float]] = field(default_factory=list)
@@ -79,6 +80,7 @@ def series(run: RunResult) -> Series:
         out.t.append(b.t)
         out.input_rate.append(_rate(a, b, lambda s: s.appended))
         out.output_rate.append(_rate(a, b, lambda s: s.written + s.dead))
+        out.dead_rate.append(_rate(a, b, lambda s: s.dead))
         out.lag.append(max(b.appended - b.scraped["records_in"], 0.0))
         out.pending.append(b.scraped.get("pending", 0.0))
         recent = samples[max(index - LATENCY_WINDOW + 1, 0) : index + 1]
@@ -103,6 +105,7 @@ class StepRow:
     target_rate: float
     input_rate: float
     output_rate: float
+    dead_rate: float
     backlog_start: float
     backlog_end: float
     backlog_peak: float
@@ -165,6 +168,7 @@ def step_rows(run: RunResult) -> list[StepRow]:
                 target_rate=target,
                 input_rate=input_rate,
                 output_rate=(last.written + last.dead - first.written - first.dead) / seconds,
+                dead_rate=(last.dead - first.dead) / seconds,
                 backlog_start=backlog(first),
                 backlog_end=backlog(last),
                 backlog_peak=max(backlog(s) for s in inside),

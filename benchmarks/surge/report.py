@@ -58,12 +58,22 @@ def plot_runs(
     """Four panels over time: rates, backlog, latency percentiles, LLM calls and fallbacks."""
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex=True)
     (rates, lag), (lat, llm) = axes
+    top = 0.0
     for run in runs:
         s = series(run)
         color = COLORS.get(run.processes, "tab:gray")
         label = f"{run.processes} process{'es' if run.processes > 1 else ''}"
         rates.plot(s.t, s.input_rate, color=color, alpha=0.45, label=f"input, {label}")
         rates.plot(s.t, s.output_rate, color=color, linestyle="--", label=f"output, {label}")
+        if any(s.dead_rate):
+            rates.plot(
+                s.t,
+                s.dead_rate,
+                color=color,
+                linestyle=":",
+                label=f"of which dead letters, {label}",
+            )
+        top = max(top, *s.input_rate, 1.0)
         lag.plot(
             s.t,
             [a + b for a, b in zip(s.lag, s.pending, strict=True)],
@@ -92,6 +102,7 @@ def plot_runs(
                     label=f"fallback {reason}/s, {label}",
                 )
     rates.set_ylabel("records/s")
+    rates.set_ylim(0, top * 1.6)  # a burst of output after a stall would flatten the ramp
     rates.set_title("input vs output rate")
     lag.set_ylabel("records")
     lag.set_title("backlog (lag + LLM pending) and Kafka lag")
@@ -141,16 +152,17 @@ def plot_cost(path: Path, title: str, rows: list[StepRow], replay: Replay) -> No
 
 def ramp_table(rows: list[StepRow]) -> str:
     out = [
-        "| processes | target/s | in/s | out/s | backlog end (peak) | lag peak | p50 s | p99 s | "
-        "LLM calls/s | cache hits | fallbacks/min | tokens/min | $/min | $/1k events "
-        "(no cache) | RSS MB | CPU cores | held |",
+        "| processes | target/s | in/s | out/s (dead letters) | backlog end (peak) | lag peak | "
+        "p50 s | p99 s | LLM calls/s | cache hits | fallbacks/min | tokens/min | $/min | "
+        "$/1k events (no cache) | RSS MB | CPU cores | held |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | "
         "---: | ---: | ---: | ---: | :---: |",
     ]
     for r in rows:
         fallbacks = ", ".join(f"{k} {v:.0f}" for k, v in r.fallbacks.items()) or "0"
         out.append(
-            f"| {r.processes} | {r.target_rate:g} | {r.input_rate:.1f} | {r.output_rate:.1f} | "
+            f"| {r.processes} | {r.target_rate:g} | {r.input_rate:.1f} | {r.output_rate:.1f} "
+            f"({r.dead_rate:.1f}) | "
             f"{r.backlog_end:,.0f} ({r.backlog_peak:,.0f}) | {r.lag_peak:,.0f} | {_fmt(r.p50)} | "
             f"{_fmt(r.p99)} | {r.llm_calls_per_s:.1f} | {_fmt(r.cache_hit_ratio, '.0%')} | "
             f"{fallbacks} | {r.tokens_per_min:,.0f} | {r.cost_per_min:.4f} | "
