@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -370,6 +371,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     planner.add_argument("--cpu-headroom", type=float, default=0.7)
     planner.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    # stopped by a signal, the runs still stop what they started (flows, generator, servers)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.command == "plan":
         return run_plan(args)
     return run_flow(args)

@@ -7,13 +7,15 @@ The figures are those a benchmark run wrote to `docs/surge/<flow>.json`: the sus
 of one process, provider calls, tokens and cost per input event (with the cache as it was). Each
 resource gets a capacity in events/s at the planned deployment:
 
-- CPU: processes × the measured events/s per process (at `--cpu-headroom` of it);
+- processes: processes × the measured events/s per process (at `--cpu-headroom` of it), whatever
+  bound the process in the benchmark (its CPU, or its one worker loop's LLM concurrency and
+  pending items at the benchmark's latency: the report says how busy its CPU was);
 - LLM concurrency: worker loops × `SURGEFLOW_LLM_MAX_CONCURRENCY` ÷ mean latency ÷ calls per event
   (the mean of the lognormal of the given p50 and p99);
 - LLM rate limit: requests per minute ÷ 60 ÷ calls per event;
 - budget: USD per minute ÷ 60 ÷ cost per event.
 
-Processes and workers are added until CPU and concurrency hold the peak; the rate limit and the
+Processes and workers are added until they and the concurrency hold the peak; the rate limit and the
 budget are fixed, so past them the share of events beyond their capacity is answered by the rules
 engine (or the fallback model). The resource that binds is the one used most.
 """
@@ -108,10 +110,10 @@ def plan(figures: Figures, request: Request) -> Plan:
     per_event = figures.calls_per_event
     resources = [
         Resource(
-            "CPU (processes)",
+            "processes",
             processes * per_process,
             peak,
-            f"{processes} × {figures.per_process_rate:,.0f} events/s measured, "
+            f"{processes} × {figures.per_process_rate:,.0f} events/s measured per process, "
             f"at {request.cpu_headroom:.0%}",
         ),
         Resource(

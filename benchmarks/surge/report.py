@@ -202,9 +202,16 @@ def flow_section(
     for processes, rate in sorted(by_scale.items()):
         scale_rows = [r for r in rows if r.processes == processes]
         bound = "at least " if scale_rows and all(r.sustainable for r in scale_rows) else ""
+        broke = next((r for r in scale_rows if not r.sustainable), None)
+        where = (
+            f"; not held at {broke.target_rate:g}/s, with {broke.cpu_cores / processes:.2f} "
+            "CPU cores busy per process"
+            if broke is not None
+            else ""
+        )
         summary.append(
             f"| sustainable input, {processes} process{'es' if processes > 1 else ''} | "
-            f"{bound}{rate:,.1f} events/s ({rate / processes:,.1f} per process) |"
+            f"{bound}{rate:,.1f} events/s ({rate / processes:,.1f} per process{where}) |"
         )
     seconds = replay.drain_seconds
     drain = "not within the run" if seconds is None else f"{seconds:.0f} s"

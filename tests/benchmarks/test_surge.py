@@ -93,12 +93,12 @@ def test_the_plan_binds_on_the_resource_the_peak_exhausts_first() -> None:
     poor = plan(FIGURES, Request(peak_rate=100, llm_rpm=1_000_000, budget_usd_per_minute=0.06))
     assert poor.binds == "budget"
     assert poor.llm_share == pytest.approx(0.05)
-    # no fixed limit: processes are added until the CPU holds the peak, and it binds
+    # no fixed limit: processes are added until they hold the peak, and they bind
     free = plan(FIGURES, Request(peak_rate=100))
-    assert free.binds == "CPU (processes)"
+    assert free.binds == "processes"
     assert free.processes == 8  # 100 / (20 × 0.7) rounded up
     assert free.partitions >= free.processes and free.llm_share == 1.0
-    # a slow provider: the concurrency of 16 calls per loop needs more loops than the CPU does
+    # a slow provider: the concurrency of 16 calls per loop needs more loops than the rate does
     slow = plan(FIGURES, Request(peak_rate=100, latency_p50=8.0, latency_p99=20.0))
     assert slow.binds == "LLM concurrency"
     assert slow.processes > free.processes
