@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,13 +20,16 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
+from confluent_kafka.admin import AdminClient
+
 from operators.config.settings import Settings
+from operators.connectors.kafka.config import client_config
 from operators.connectors.kafka.topics import create_topics
 
 from .measure import Latencies, Offsets, Scraped, proc_stats, scrape
@@ -257,6 +261,14 @@ def fresh_topics(settings: Settings, flow: str, partitions: int) -> tuple[str, s
     return topics  # type: ignore[return-value]
 
 
+def delete_topics(settings: Settings, topics: tuple[str, ...]) -> None:
+    """Delete a run's own topics (best effort: the figures are already taken)."""
+    admin = AdminClient(client_config(settings.kafka))
+    for future in admin.delete_topics(list(topics), operation_timeout=10).values():
+        with suppress(Exception):  # a topic left behind costs disk, not a wrong figure
+            future.result(15)
+
+
 def measure(
     flow: str,
     *,
@@ -360,6 +372,8 @@ def measure(
         running.stop()
         offsets.close()
         latencies.close()
+        delete_topics(settings, topics)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _settled(samples: list[Sample], seconds: int = 3) -> bool:
