@@ -23,6 +23,8 @@ It answers `POST /v1/chat/completions` and `POST /v1/embeddings` in the document
   `violate_schema_next` (a well-formed completion whose content breaks the schema) affect the next
   N requests (of one path, or of any); `fail_model(model, ...)` fails every request for a model
   until `clear_model(model)`. 429 and 5xx faults may carry `Retry-After` and `retry-after-ms`.
+- load: `server.limits`, a `ProviderLimits`, answers 429 (with `Retry-After`) past a
+  requests-per-minute limit and a share of requests with 5xx, as a provider under load does.
 - models: `GET /v1/models` lists `server.models` (what a preflight asks); it is counted in
   `server.model_listings`, not in the request log, and takes no fault.
 - log: `server.requests` (with arrival times), `server.count(path)`, `server.retries(path)`
@@ -58,6 +60,7 @@ from tests.support.server_state import (
     Fault,
     FaultPlan,
     LoggedRequest,
+    ProviderLimits,
     RequestLog,
     lognormal_latency,
     same_path,
@@ -69,6 +72,7 @@ __all__ = [
     "Fault",
     "LoggedRequest",
     "OpenAITestServer",
+    "ProviderLimits",
     "lognormal_latency",
 ]
 
@@ -90,6 +94,7 @@ class OpenAITestServer(FaultPlan, RequestLog):
         self.keywords = dict(DEFAULT_KEYWORDS if keywords is None else keywords)
         self.api_key: str | None = None
         self.response_formats: frozenset[str] | None = None
+        self.limits: ProviderLimits | None = None
         FaultPlan.__init__(self)
         RequestLog.__init__(self)
         self.models = ["gpt-4o-mini", "gpt-4.1-nano", "text-embedding-3-small"]
@@ -267,6 +272,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         retry_count = int(self.headers.get("x-stainless-retry-count") or 0)
         fault = owner._take_fault(self.path, body)
+        if fault is None and owner.limits is not None and self.path != MODELS_PATH:
+            fault = owner.limits.take()
         entry = LoggedRequest(
             path=self.path,
             body=body,
@@ -286,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
             f"Bearer {owner.api_key}"
         ):
             return self._send(401, _error("Incorrect API key provided", "invalid_api_key"))
-        delay = owner._delay()
+        delay = 0.0 if fault is not None and fault.immediate else owner._delay()
         if fault is not None and fault.kind == "hang":
             delay = max(delay, fault.seconds)
         if delay > 0 and owner._stopping.wait(delay):
@@ -331,3 +338,33 @@ MODELS_PATH = "/v1/models"
 def _error(message: str, kind: str) -> bytes:
     error = {"message": message, "type": kind, "param": None, "code": kind}
     return json.dumps({"error": error}).encode()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tests.support.openai_server [--p50 S] [--p99 S] [--rpm N] [--error-rate X]`:
+    serve until SIGTERM or SIGINT, printing the base URL as the first line of stdout."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m tests.support.openai_server")
+    parser.add_argument("--p50", type=float, default=0.4, help="median latency, seconds")
+    parser.add_argument("--p99", type=float, default=4.0, help="99th percentile latency, seconds")
+    parser.add_argument("--rpm", type=int, default=0, help="requests per minute; 0 = no limit")
+    parser.add_argument("--error-rate", type=float, default=0.0, help="share answered with 500")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    latency = lognormal_latency(args.p50, args.p99, seed=args.seed) if args.p50 > 0 else 0.0
+    server = OpenAITestServer(latency=latency)
+    server.limits = ProviderLimits(
+        requests_per_minute=args.rpm, error_rate=args.error_rate, seed=args.seed
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with server:
+        print(server.base_url, flush=True)
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -51,6 +51,7 @@ class Fault:
     seconds: float = 0.0
     path: str | None = None
     content: str = ""
+    immediate: bool = False  # answered at once, without the server's latency (a 429 of a limit)
 
     def headers(self) -> dict[str, str]:
         """The `Retry-After` / `retry-after-ms` headers of a status fault."""
@@ -60,6 +61,64 @@ class Fault:
         if self.retry_after_ms is not None:
             headers["retry-after-ms"] = f"{self.retry_after_ms:g}"
         return headers
+
+
+class ProviderLimits:
+    """What a provider does under load, for every request without an injected fault (thread-safe).
+
+    - `requests_per_minute`: a request arriving when `requests_per_minute` requests were admitted
+      in the last 60 s gets 429 at once, with `Retry-After` (whole seconds, rounded up) and
+      `retry-after-ms` saying when the oldest of them leaves the window; 0 = no limit. Refused
+      requests do not count against the limit.
+    - `error_rate`: the share of admitted requests answered with `error_status` (500) after the
+      usual latency; drawn from a generator seeded with `seed`.
+
+    `refused` and `failed` count what was refused by the limit and failed by the error rate.
+    """
+
+    def __init__(
+        self,
+        *,
+        requests_per_minute: int = 0,
+        error_rate: float = 0.0,
+        error_status: int = 500,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if requests_per_minute < 0 or not 0.0 <= error_rate <= 1.0:
+            raise ValueError("need requests_per_minute >= 0 and 0 <= error_rate <= 1")
+        self.requests_per_minute = requests_per_minute
+        self.error_rate = error_rate
+        self.error_status = error_status
+        self._rng = random.Random(seed)
+        self._clock = clock
+        self._admitted: deque[float] = deque()
+        self._lock = threading.Lock()
+        self.refused = 0
+        self.failed = 0
+
+    def take(self) -> Fault | None:
+        """The fault this request gets from the limits, or None for a normal answer."""
+        with self._lock:
+            now = self._clock()
+            if self.requests_per_minute:
+                while self._admitted and self._admitted[0] <= now - 60.0:
+                    self._admitted.popleft()
+                if len(self._admitted) >= self.requests_per_minute:
+                    self.refused += 1
+                    wait = max(self._admitted[0] + 60.0 - now, 0.001)
+                    return Fault(
+                        "status",
+                        status=429,
+                        retry_after=float(math.ceil(wait)),
+                        retry_after_ms=round(wait * 1000.0, 1),
+                        immediate=True,
+                    )
+                self._admitted.append(now)
+            if self.error_rate and self._rng.random() < self.error_rate:
+                self.failed += 1
+                return Fault("status", status=self.error_status)
+        return None
 
 
 @dataclass

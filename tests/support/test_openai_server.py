@@ -9,7 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 import pytest
 
-from tests.support.openai_server import CHAT_PATH, OpenAITestServer, lognormal_latency
+from tests.support.openai_server import (
+    CHAT_PATH,
+    OpenAITestServer,
+    ProviderLimits,
+    lognormal_latency,
+)
 
 
 def test_lognormal_latency_has_the_asked_median_and_tail() -> None:
@@ -95,3 +100,41 @@ def test_an_obeying_server_answers_with_the_injected_json_that_fits_the_schema()
         }
     with OpenAITestServer() as server:  # not obeying: the usual schema instance
         assert "obeyed" not in _post(server, body).json()["choices"][0]["message"]["content"]
+
+
+def test_provider_limits_refuse_past_the_requests_per_minute_with_retry_after() -> None:
+    now = [1000.0]
+    limits = ProviderLimits(requests_per_minute=3, clock=lambda: now[0])
+    assert [limits.take() for _ in range(3)] == [None, None, None]
+    now[0] += 20.5
+    refused = limits.take()
+    assert refused is not None and refused.status == 429 and refused.immediate
+    assert refused.headers() == {"retry-after": "40", "retry-after-ms": "39500"}
+    now[0] += 39.5  # the first three leave the window together
+    assert limits.take() is None
+    assert limits.refused == 1
+
+
+def test_provider_limits_fail_the_asked_share_of_requests() -> None:
+    limits = ProviderLimits(error_rate=0.1, seed=3)
+    faults = [limits.take() for _ in range(20_000)]
+    failed = [f for f in faults if f is not None]
+    assert {f.status for f in failed} == {500}
+    assert len(failed) == limits.failed
+    assert 0.09 < len(failed) / len(faults) < 0.11
+
+
+def test_the_server_answers_429_at_once_and_5xx_from_its_limits(
+    openai_server: OpenAITestServer,
+) -> None:
+    openai_server.latency = 30.0  # a limited request must not wait for it
+    openai_server.limits = ProviderLimits(requests_per_minute=1)
+    assert openai_server.limits.take() is None  # the minute's one request is taken
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    limited = _post(openai_server, body)
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) == 60
+    openai_server.latency = 0.0
+    openai_server.limits = ProviderLimits(error_rate=1.0)
+    assert _post(openai_server, body).status_code == 500
+    assert openai_server.limits.failed == 1
