@@ -65,6 +65,8 @@ class Emitted:
 class ShipmentWindows(WindowsState):
     """One shipment's open decision windows, event clock and stuck timer."""
 
+    __slots__ = ()
+
     # --- the state machine -------------------------------------------------------------------
 
     def on_event(self, enriched: EnrichedEvent, now: Reading) -> Emitted:
@@ -155,7 +157,10 @@ class ShipmentWindows(WindowsState):
             self._base_live = live
 
     def _admit(self, scan: Scan) -> None:
-        window = self._open.setdefault(self._window_start(scan.occurred_at), OpenWindow())
+        start = self._window_start(scan.occurred_at)
+        window = self._open.get(start)
+        if window is None:
+            window = self._open[start] = OpenWindow()
         if any(kept.event_id == scan.event_id for kept in window.scans):
             window.duplicates += 1
             return
