@@ -73,6 +73,46 @@ cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
 print(json.dumps({"events": len(records), "wall": wall, "cpu": cpu, "written": written[0]}))
 """
 
+MEMORY_CHILD = r"""
+import json, pickle, sys
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.testing import run_main
+from operators.config.settings import Settings
+from operators.connectors.sources import GeneratorSource
+from operators.runtime.metrics import live_state_keys
+from operators.runtime.records import RawRecord
+from flows.shipments import build_flow
+
+class Part(StatelessSinkPartition):
+    def write_batch(self, items):
+        pass
+class Null(DynamicSink):
+    def build(self, step_id, worker_index, worker_count):
+        return Part()
+
+with open(sys.argv[1], "rb") as f:
+    pairs = pickle.load(f)
+records = [RawRecord(v, k, "shipments.events", offset=i) for i, (k, v) in enumerate(pairs)]
+marks = {len(records) // 4, len(records) - 500}
+
+def probed():
+    for n, record in enumerate(records, 1):
+        yield record
+        if n in marks:
+            with open("/proc/self/statm") as statm:
+                rss = int(statm.read().split()[1]) * 4096
+            keys = live_state_keys("shipments", "decision_window")
+            print(json.dumps({"events": n, "rss": rss, "keys": keys}), flush=True)
+
+settings = Settings(_env_file=None, kafka_bootstrap_servers=None, redis_url=None,
+                    openai_api_key=None, openai_base_url=None)
+source = GeneratorSource(probed, name="shipments.events", batch_size=settings.io.batch_size)
+run_main(build_flow(settings, source=source, sink=Null()))
+"""
+"""The bundled surge replayed as fast as possible keeps every shipment's state until the input
+ends (the wall clock hardly moves): RSS and live keys at a quarter and at the end of the input
+give the RSS per live key (the slope), without the input, which is in memory from the start."""
+
 
 def generate(events: int, path: Path) -> int:
     """Write `events` surge records (key, value) to `path`; the count written."""
@@ -102,6 +142,21 @@ def run_memory(tree: Path, data: Path) -> dict[str, Any]:
         sys.exit(f"memory run of {tree} failed:\n{done.stderr[-3000:]}")
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
+
+
+def run_key_memory(tree: Path, data: Path) -> dict[str, Any]:
+    """RSS per live shipment key of `tree`'s flow on the records in `data` (`MEMORY_CHILD`)."""
+    env = _env(tree)
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, str(data)], cwd=tree, env=env, capture_output=True,
+        text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        sys.exit(f"memory-per-key run of {tree} failed:\n{done.stderr[-3000:]}")
+    first, last = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
+    per_key = (last["rss"] - first["rss"]) / max(last["keys"] - first["keys"], 1)
+    return {"keys": last["keys"], "rss_mb": last["rss"] / 2**20, "per_key": per_key}
 
 
 class Broker:
@@ -227,6 +282,39 @@ def rounds(
     return rows, medians
 
 
+def key_memory(events: int, trees: list[tuple[str, Path]], rounds_: int) -> list[str]:
+    """Interleaved runs of `run_key_memory`; markdown rows of the medians."""
+    found: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in trees}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "records.pickle"
+        count = generate(events, data)
+        for r in range(min(rounds_, 3)):
+            for label, tree in trees:
+                figures = run_key_memory(tree, data)
+                found[label].append(figures)
+                print(
+                    f"key memory round {r + 1} {label}: {figures['keys']:,} live keys, "
+                    f"{figures['per_key']:,.0f} B RSS per key, {figures['rss_mb']:.0f} MB",
+                    flush=True,
+                )
+    rows = [
+        f"Memory per live key: {count:,} surge records in process, every shipment kept to the "
+        "end of the input; RSS growth from a quarter to the end of the input divided by the "
+        "live keys added (medians of interleaved runs).",
+        "",
+        "| tree | live keys at the end | RSS MB at the end | RSS bytes per live key |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for label, _ in trees:
+        runs = found[label]
+        rows.append(
+            f"| {label} | {statistics.median(x['keys'] for x in runs):,.0f} | "
+            f"{statistics.median(x['rss_mb'] for x in runs):,.0f} | "
+            f"{statistics.median(x['per_key'] for x in runs):,.0f} |"
+        )
+    return rows
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.rules_path")
     parser.add_argument("--quick", action="store_true", help="small input; no section written")
@@ -234,6 +322,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--kafka", action="store_true", help="also over KAFKA_BOOTSTRAP_SERVERS")
     parser.add_argument("--no-memory", action="store_true", help="skip the in-process runs")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--key-memory", type=int, default=0, metavar="EVENTS",
+        help="also measure RSS per live key on this many surge events (e.g. 220000)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
     trees = [("baseline", args.baseline.resolve())] if args.baseline else []
@@ -259,6 +351,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             broker = Broker(bootstrap, data)
             found, summary["kafka"] = rounds("kafka", args.rounds, trees, broker.run)
             rows += found
+    if args.key_memory:
+        rows += ["", *key_memory(args.key_memory, trees, args.rounds)]
     body = "\n".join(
         [
             f"The shipments rules path, 1 worker, {count:,} records of the bundled surge; "
