@@ -44,6 +44,10 @@ MAX_WINDOW_EVENTS = 1000
 MAX_NOTES = 20
 MAX_REASONS = 20
 UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_SHARED_STARTS = 4096
+_STARTS: dict[datetime, datetime] = {}
+"""Window starts handed out, each kept once (equal datetimes are interchangeable); cleared when
+it holds `MAX_SHARED_STARTS`."""
 
 
 @dataclass(frozen=True)
@@ -224,7 +228,12 @@ class ShipmentWindows(WindowsState):
 
     def _window_start(self, ts: datetime) -> datetime:
         window = self._params.window
-        return shifted(UTC_EPOCH, ((ts - UTC_EPOCH) // window) * window)
+        start = shifted(UTC_EPOCH, ((ts - UTC_EPOCH) // window) * window)
+        # Live shipments share few window starts: keep one object of each, not one per shipment.
+        shared = _STARTS.setdefault(start, start)
+        if len(_STARTS) > MAX_SHARED_STARTS:
+            _STARTS.clear()
+        return shared
 
     # --- decisions -----------------------------------------------------------------------------
 
