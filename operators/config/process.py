@@ -71,3 +71,8 @@ class ProcessSettings(SettingsGroup):
     preflight_timeout_seconds: float = Field(
         default=3.0, gt=0, le=60, description="bound of each preflight check (they run together)"
     )
+    gc_tuning: bool = Field(
+        default=True,
+        description="freeze what start-up allocated and collect the young generation less often "
+        "(`operators.runtime.gc_policy`); false keeps Python's default collector settings",
+    )

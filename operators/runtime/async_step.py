@@ -232,7 +232,8 @@ def map_async(
     the rest in its snapshot, submitted again by the next run.
 
     `ready(item)`, when given, answers an item on the worker thread when no call is needed (the
-    rules path): a non-None answer skips the event loop but still leaves in per-key order.
+    rules path): a non-None answer skips the event loop, the future and the pending bound (see
+    `Lane`) but still leaves in per-key order.
 
     The worker never waits for one call: items start on the worker's `AsyncRunner` at once and
     finished ones leave on the next batch or poll (`params.poll_seconds`). Only when
@@ -242,16 +243,7 @@ def map_async(
     bound_seconds = params.item_bound_seconds
 
     def submit(item: X) -> Future[Y]:
-        done: Future[Y] = Future()
-        try:
-            answer = ready(item) if ready is not None else None
-        except Exception as exc:
-            done.set_exception(exc)
-            return done
-        if answer is None:
-            return worker_runner(bound_seconds).submit(_apply(fn, item))
-        done.set_result(answer)
-        return done
+        return worker_runner(bound_seconds).submit(_apply(fn, item))
 
     calls = f"{up._scope.parent_id}.calls"  # the stateful step's id, as Bytewax names it
 
@@ -261,6 +253,7 @@ def map_async(
             key,
             bound=worker_bound(params.max_pending),
             wait_seconds=bound_seconds + RUNNER_MARGIN_SECONDS,
+            ready=ready,
         )
         logic = LaneLogic(
             lane,

@@ -2,7 +2,9 @@
 
 Plain Python, no Bytewax: `operators.runtime.async_step.map_async` wraps a `Lane` per lane key in a
 `StatefulBatchLogic`. A lane hands every item to a `submit` callable that starts the work and
-returns a `concurrent.futures.Future` at once. `poll` returns what has finished, in completion
+returns a `concurrent.futures.Future` at once, unless its `ready` callable answers the item on
+the spot (the rules path: no future, no lock, no slot of the bound, when no earlier item of its
+key is still in the lane). `poll` returns what has finished, in completion
 order across keys, but never an item before an earlier item of the same key. A `PendingBound`
 shared by the lanes of a worker caps how many items are unfinished, so `submit` waits only when
 that many are. A snapshot holds the unemitted items themselves (the requests, never futures):
@@ -116,11 +118,15 @@ class Lane(Generic[X, Y]):
         *,
         bound: PendingBound,
         wait_seconds: Optional[float] = None,
+        ready: Optional[Callable[[X], Optional[Y]]] = None,
     ) -> None:
         self._submit = submit
         self._key = key
         self._bound = bound
         self._wait_seconds = wait_seconds
+        self._answer_now = ready
+        self._answered: list[tuple[int, X, Y | AsyncFailure[X]]] = []
+        """Items `ready` answered on submit, not yet emitted: (seq, item, outcome)."""
         self._entries: dict[int, _Entry[X, Y]] = {}
         self._by_key: dict[str, deque[int]] = {}
         self._finished: deque[int] = deque()  # appended by futures' callbacks, in any thread
@@ -129,7 +135,7 @@ class Lane(Generic[X, Y]):
 
     def __len__(self) -> int:
         """Items submitted and not yet emitted."""
-        return len(self._entries)
+        return len(self._entries) + len(self._answered)
 
     def submit(self, items: Iterable[X]) -> None:
         """Start every item, in order; waits while the shared bound is full."""
@@ -141,6 +147,9 @@ class Lane(Generic[X, Y]):
         """What may leave now: finished items in completion order, each after its key's earlier
         items (a finished item waits in the lane for them)."""
         out: list[Y | AsyncFailure[X]] = []
+        if self._answered:
+            out.extend(outcome for _, _, outcome in self._answered)
+            self._answered.clear()
         while self._finished:
             seq = self._finished.popleft()
             entry = self._entries.get(seq)
@@ -169,7 +178,9 @@ class Lane(Generic[X, Y]):
 
     def snapshot(self) -> dict[str, Any]:
         """`{"version": 1, "pending": [(seq, item), ...]}`: the unemitted items, in order."""
-        pending = [(seq, entry.item) for seq, entry in sorted(self._entries.items())]
+        pending = [(seq, entry.item) for seq, entry in self._entries.items()]
+        pending += [(seq, item) for seq, item, _ in self._answered]
+        pending.sort(key=lambda pair: pair[0])
         return LANE_STATE.dump({"pending": pending})
 
     def restore(self, snapshot: dict[str, Any], *, step: Optional[str] = None) -> None:
@@ -183,10 +194,19 @@ class Lane(Generic[X, Y]):
             self._next_seq = max(self._next_seq, seq + 1)
 
     def _start(self, seq: int, item: X) -> None:
+        submit = self._submit
+        if self._answer_now is not None:
+            answered = _answer(self._answer_now, item)
+            if answered is not None:
+                key = self._key(item)
+                if key not in self._by_key:  # nothing of its key before it: it may leave now
+                    self._answered.append((seq, item, answered[0]))
+                    return
+                submit = answered[1]  # behind its key's earlier items, as a finished future
         if not self._bound.acquire(self._wait_seconds):
             log.warning("no pending slot freed in %s s; going over the bound", self._wait_seconds)
         try:
-            future = self._submit(item)
+            future = submit(item)
         except BaseException:
             self._bound.release()
             raise
@@ -211,6 +231,24 @@ class Lane(Generic[X, Y]):
         if not queue:
             del self._by_key[key]
         return out
+
+
+def _answer(
+    ready: Callable[[X], Optional[Y]], item: X
+) -> Optional[tuple[Y | AsyncFailure[X], Callable[[X], concurrent.futures.Future[Y]]]]:
+    """`ready`'s outcome for `item` (its answer, or the failure it raised) and a submit that
+    returns it as a finished future; None when `ready` leaves the item to the call."""
+    try:
+        answer = ready(item)
+    except Exception as exc:
+        failed: concurrent.futures.Future[Y] = concurrent.futures.Future()
+        failed.set_exception(exc)
+        return AsyncFailure.of(item, exc), lambda _: failed
+    if answer is None:
+        return None
+    done: concurrent.futures.Future[Y] = concurrent.futures.Future()
+    done.set_result(answer)
+    return answer, lambda _: done
 
 
 def _outcome(entry: _Entry[X, Y]) -> Y | AsyncFailure[X]:

@@ -29,7 +29,7 @@ from bytewax.outputs import Sink
 from pydantic import BaseModel
 
 from operators.config.settings import Settings
-from operators.runtime import io
+from operators.runtime import gc_policy, io
 from operators.runtime.flow_spec import AnySpec, FlowSpec, FlowTopics
 from operators.runtime.records import OutRecord, RawRecord, Valid
 from operators.runtime.shutdown import StopSignal, until_stopped
@@ -133,4 +133,5 @@ def build(
         "publish_dead_letters", dead, topic=topics.dead_letters, sink=started.sink,
         flow_name=spec.name, keep_raw=s.io.dead_letter_raw or spec.dead_letter_raw,
     )  # fmt: skip
+    gc_policy.apply(s.process.gc_tuning)
     return flow

@@ -74,6 +74,17 @@ def json_depth(value: Any, bound: int) -> int:
     return depth
 
 
+def within_depth(value: bytes, obj: Any, bound: int) -> bool:
+    """Whether the JSON value `obj`, parsed from `value`, is nested at most `bound` deep.
+
+    A value holds no more levels than opening brackets in its text, so a record with at most
+    `bound` of them (counted in C, strings included) needs no scan; only the others are walked
+    (`json_depth`). The answer is the same either way."""
+    if value.count(b"{") + value.count(b"[") <= bound:
+        return True
+    return json_depth(obj, bound) <= bound
+
+
 def _summarise(errors: list[ErrorDetails]) -> str:
     parts = []
     for e in errors[:_SUMMARY_ERRORS]:
@@ -103,10 +114,12 @@ def parse_record(
     step: str,
     limits: Limits = Limits(),
     now: Optional[datetime] = None,
+    bounds: Optional[dict[str, Any]] = None,
 ) -> Union[Valid[M], DeadLetter]:
     """Turn one raw record into `Valid[model]` or a `DeadLetter` with a readable reason.
 
-    `now` is the wall clock its event time is compared with (the current time when None).
+    `now` is the wall clock its event time is compared with (the current time when None);
+    `bounds`, when given, is `limits.time_bounds(now).context()` already made (once per batch).
     """
 
     def dead(
@@ -146,10 +159,10 @@ def parse_record(
     key = raw.key or _key_of(obj, key_field)
     if not isinstance(obj, dict):
         return dead("validation_error", f"expected a JSON object, got {_json_type(obj)}", key)
-    if json_depth(obj, limits.max_depth) > limits.max_depth:
+    if not within_depth(raw.value, obj, limits.max_depth):
         return dead("too_deep", f"JSON nested deeper than {limits.max_depth} levels", key)
     try:
-        context = limits.time_bounds(now if now is not None else utc_now()).context()
+        context = bounds or limits.time_bounds(now if now is not None else utc_now()).context()
         valid = model.model_validate(obj, context=context)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
@@ -192,15 +205,20 @@ def validate(
     Consumes: `RawRecord`. Emits: `Valid[model]` on `valid` and `DeadLetter` (error type, readable
     error, pydantic error list, bounded raw bytes, source coordinates) on `dead_letters`; a
     timestamp outside `limits` (its range, or an event time more than `limits.max_ahead` after
-    `now()`, the wall clock) is a `validation_error`. State: none.
+    `now()`, the wall clock, read once per batch) is a `validation_error`. State: none.
     """
-    parsed = op.map(
-        "parse",
-        up,
-        lambda raw: parse_record(
-            raw, model, key_field=key_field, flow=flow, step=step_id, limits=limits, now=now()
-        ),
-    )
+
+    def parse_batch(batch: list[RawRecord]) -> list[Union[Valid[M], DeadLetter]]:
+        """Every record of `batch`, against one reading of the wall clock."""
+        bounds = limits.time_bounds(now()).context()
+        return [parse(raw, bounds) for raw in batch]
+
+    def parse(raw: RawRecord, bounds: dict[str, Any]) -> Union[Valid[M], DeadLetter]:
+        return parse_record(
+            raw, model, key_field=key_field, flow=flow, step=step_id, limits=limits, bounds=bounds
+        )
+
+    parsed = op.flat_map_batch("parse", up, parse_batch)
 
     def is_valid(item: Union[Valid[M], DeadLetter]) -> TypeGuard[Valid[M]]:
         return isinstance(item, Valid)

@@ -24,6 +24,7 @@ fails either is replaced by the rules enrichment (keyword category, template mes
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -171,12 +172,20 @@ def rules_enrichment(
 
     With a `fallback_reason` the rules answered in place of the LLM (`outcome` fallback).
     """
-    category = classify_notes(d.notes)
+    return _rules_enrichment(d.action, classify_notes(d.notes), fallback_reason)
+
+
+@functools.cache
+def _rules_enrichment(
+    action: Action, category: ExceptionCategory, fallback_reason: FallbackReason | None
+) -> ShipmentEnrichment:
+    """One (frozen) enrichment per action, category and reason: the few the rules give are
+    built once and shared by every decision that gets them."""
     return ShipmentEnrichment(
         source="rules",
         prompt_version=RULES_VERSION,
         category=category,
-        message_draft=rules_message(d.action, category),
+        message_draft=rules_message(action, category),
         outcome="fallback" if fallback_reason else None,
         fallback_reason=fallback_reason,
     )

@@ -76,7 +76,7 @@ class WindowParams:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class OpenWindow:
     """The scans of one open window and the number of duplicates it received."""
 
@@ -85,7 +85,14 @@ class OpenWindow:
 
 
 class WindowsState:
-    """One shipment's window state: clock, open and closed windows, last scan, flags."""
+    """One shipment's window state: clock, open and closed windows, last scan, flags.
+
+    Slotted: one is kept per live shipment, so its attributes take no per-instance dict."""
+
+    __slots__ = (
+        "_base", "_base_live", "_closed", "_delays_closed", "_delivered_at", "_ended", "_last",
+        "_open", "_params", "_shipment_id", "_stuck_reported",
+    )  # fmt: skip
 
     def __init__(self, params: WindowParams) -> None:
         self._params = params

@@ -44,6 +44,10 @@ MAX_WINDOW_EVENTS = 1000
 MAX_NOTES = 20
 MAX_REASONS = 20
 UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_SHARED_STARTS = 4096
+_STARTS: dict[datetime, datetime] = {}
+"""Window starts handed out, each kept once (equal datetimes are interchangeable); cleared when
+it holds `MAX_SHARED_STARTS`."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class Emitted:
 
 class ShipmentWindows(WindowsState):
     """One shipment's open decision windows, event clock and stuck timer."""
+
+    __slots__ = ()
 
     # --- the state machine -------------------------------------------------------------------
 
@@ -155,7 +161,10 @@ class ShipmentWindows(WindowsState):
             self._base_live = live
 
     def _admit(self, scan: Scan) -> None:
-        window = self._open.setdefault(self._window_start(scan.occurred_at), OpenWindow())
+        start = self._window_start(scan.occurred_at)
+        window = self._open.get(start)
+        if window is None:
+            window = self._open[start] = OpenWindow()
         if any(kept.event_id == scan.event_id for kept in window.scans):
             window.duplicates += 1
             return
@@ -219,7 +228,12 @@ class ShipmentWindows(WindowsState):
 
     def _window_start(self, ts: datetime) -> datetime:
         window = self._params.window
-        return shifted(UTC_EPOCH, ((ts - UTC_EPOCH) // window) * window)
+        start = shifted(UTC_EPOCH, ((ts - UTC_EPOCH) // window) * window)
+        # Live shipments share few window starts: keep one object of each, not one per shipment.
+        shared = _STARTS.setdefault(start, start)
+        if len(_STARTS) > MAX_SHARED_STARTS:
+            _STARTS.clear()
+        return shared
 
     # --- decisions -----------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
-"""Enrichment of shipment scans: a polars join of each batch with carriers and hubs.
+"""Enrichment of shipment scans: each batch joined with carriers and hubs.
 
 `join_shipments` is the plain-Python core (a batch in, enriched records and dead letters out);
-`enrich_with_carrier_and_hub` runs it once per Bytewax batch with `flat_map_batch`, so the join is
-columnar over hundreds of records at a time, not a dict lookup per record. The batch is guarded
+`enrich_with_carrier_and_hub` runs it once per Bytewax batch with `flat_map_batch`. The reference
+tables are small (tens of rows): the join is a lookup in dicts built once from the polars tables
+(`ShipmentReference.carrier_rows`, `hub_rows`), which measured cheaper than a polars join per
+batch (benchmarks/rules_path.py; docs/BENCHMARKS.md). The batch is guarded
 (`operators.runtime.guard`): a record the join raises on (an SLA deadline past the end of the
 calendar, say) is a `processing_error` dead letter and the rest of its batch is enriched.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Union
 
-import polars as pl
 from bytewax.dataflow import Stream, operator
 
 from operators.runtime.enrich import EnrichOut, split_enriched, unknown_reference
@@ -28,32 +29,17 @@ def join_shipments(
     batch: list[Valid[ShipmentEvent]], reference: ShipmentReference, *, step: str
 ) -> list[Union[EnrichedEvent, DeadLetter]]:
     """Join scans with carriers and hubs; an unknown carrier or hub is dead-lettered."""
-    if not batch:
-        return []
-    keys = pl.DataFrame(
-        {
-            "i": range(len(batch)),
-            "carrier_id": [v.model.carrier_id for v in batch],
-            "hub_id": [v.model.hub_id for v in batch],
-        },
-        schema={"i": pl.Int64, "carrier_id": pl.String, "hub_id": pl.String},
-    )
-    joined = (
-        keys.join(reference.carriers, on="carrier_id", how="left")
-        .join(reference.hubs, on="hub_id", how="left")
-        .sort("i")
-        .select("carrier_name", "sla_hours", "reliability", "region", "congestion")
-    )
+    carriers, hubs = reference.carrier_rows, reference.hub_rows
     out: list[Union[EnrichedEvent, DeadLetter]] = []
-    for item, (name, sla, reliability, region, congestion) in zip(
-        batch, joined.iter_rows(), strict=True
-    ):
+    for item in batch:
         ev = item.model
-        if name is None or region is None:
-            missing = f"carrier {ev.carrier_id!r}" if name is None else f"hub {ev.hub_id!r}"
+        carrier, hub = carriers.get(ev.carrier_id), hubs.get(ev.hub_id)
+        if carrier is None or hub is None:
+            missing = f"carrier {ev.carrier_id!r}" if carrier is None else f"hub {ev.hub_id!r}"
             what = f"{missing} is not in the reference data"
             out.append(unknown_reference(item, step, "shipments", ev.shipment_id, what))
             continue
+        (name, sla, reliability), (region, congestion) = carrier, hub
         out.append(
             EnrichedEvent(
                 event=ev,

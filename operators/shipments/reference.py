@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 
@@ -22,6 +23,20 @@ class ShipmentReference:
 
     carriers: pl.DataFrame
     hubs: pl.DataFrame
+
+    @functools.cached_property
+    def carrier_rows(self) -> dict[str, tuple[str, float, float]]:
+        """`carrier_id` → (carrier_name, sla_hours, reliability), built on first use; a carrier
+        without a name is left out (unknown, as a left join leaves it)."""
+        rows = self.carriers.select("carrier_id", "carrier_name", "sla_hours", "reliability")
+        return {c: (n, sla, r) for c, n, sla, r in rows.iter_rows() if n is not None}
+
+    @functools.cached_property
+    def hub_rows(self) -> dict[str, tuple[str, float]]:
+        """`hub_id` → (region, congestion), built on first use; a hub without a region is left
+        out (unknown, as a left join leaves it)."""
+        rows = self.hubs.select("hub_id", "region", "congestion")
+        return {h: (region, c) for h, region, c in rows.iter_rows() if region is not None}
 
     @classmethod
     def load(cls, data_dir: Traversable = DATA_DIR) -> ShipmentReference:

@@ -10,6 +10,7 @@ reason names a note's keyword category, never its text.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -50,15 +51,16 @@ class Scan(NamedTuple):
 
     @classmethod
     def from_event(cls, enriched: EnrichedEvent) -> Scan:
-        """Flatten a validated, enriched scan."""
+        """Flatten a validated, enriched scan. The few values many shipments share (scan type,
+        carrier, hub, region) are interned: a live shipment holds references, not copies."""
         event = enriched.event
         return cls(
             event_id=event.event_id,
             occurred_at=event.occurred_at,
-            scan_type=event.scan_type,
-            carrier_id=event.carrier_id,
-            hub_id=event.hub_id,
-            region=enriched.region,
+            scan_type=sys.intern(event.scan_type),
+            carrier_id=sys.intern(event.carrier_id),
+            hub_id=sys.intern(event.hub_id),
+            region=sys.intern(enriched.region),
             eta=event.eta,
             delay_minutes=event.delay_minutes,
             note=event.note or None,

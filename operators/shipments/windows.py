@@ -108,6 +108,7 @@ class DecisionWindowLogic(StatefulLogic[EnrichedEvent, WindowOutput, WindowState
             live.opened()
 
     def on_item(self, value: EnrichedEvent) -> tuple[Iterable[WindowOutput], bool]:
+        self._stream_clock.observe(value.event.occurred_at)
         try:
             emitted = self.windows.on_event(value, self._clock.read())
         except Exception as exc:
@@ -252,10 +253,6 @@ def decision_window(
     flow, _, step = step_id.partition(".")
     live_count = live_keys(flow, step or flow)
 
-    def observe(item: tuple[str, EnrichedEvent]) -> tuple[str, EnrichedEvent]:
-        stream_clock.observe(item[1].event.occurred_at)
-        return item
-
     decide = f"{up._scope.parent_id}.decide"  # the stateful step's id, as Bytewax names it
 
     def build(state: Optional[WindowState]) -> DecisionWindowLogic:
@@ -275,8 +272,7 @@ def decision_window(
             stop=stop,
         )
 
-    observed = op.map("observe_clock", up, observe)
-    outputs = op.stateful("decide", observed, build)
+    outputs = op.stateful("decide", up, build)  # each scan is observed by the stream clock
     decided = op.branch("split", outputs, _is_decision)
     rest = op.branch("split_late", decided.falses, _is_late)
     # A TypeGuard narrows the trues only; what neither takes is the rest: the dead letters.

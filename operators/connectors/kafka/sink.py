@@ -71,13 +71,17 @@ class DeliveryCheckedProducer:
     def send(self, records: Iterable[OutRecord], on_delivered: Optional[Delivered] = None) -> int:
         """Produce `records`, flush, and raise `KafkaDeliveryError` unless all were delivered."""
         failures: list[tuple[str, Optional[str], str]] = []
+        delivered: dict[str, int] = {}
         deadline = time.monotonic() + self._timeout
         sent = 0
+        shared = self._batch_callback(failures, delivered) if on_delivered is None else None
         for record in records:
-            callback = self._callback(record, failures, on_delivered)
+            callback = shared or self._callback(record, failures, delivered, on_delivered)
             self._produce(record, callback, failures, deadline)
             sent += 1
         remaining = self._producer.flush(max(deadline - time.monotonic(), 0.0))
+        for topic, count in delivered.items():
+            self._delivered(topic).inc(count)
         if remaining:
             failures.append(("*", None, f"{remaining} records still in flight after flush"))
         if failures:
@@ -115,22 +119,43 @@ class DeliveryCheckedProducer:
         if remaining:
             raise _delivery_error([("*", None, f"{remaining} records undelivered at close")], 0)
 
+    def _batch_callback(
+        self, failures: list[tuple[str, Optional[str], str]], delivered: dict[str, int]
+    ) -> Callable[[Any, Message], None]:
+        """One delivery callback for a whole batch: it counts acknowledgements per topic and
+        names a failed record by the topic and key of its message."""
+
+        def report(err: Any, msg: Message) -> None:
+            topic = msg.topic() or "unknown"
+            if err is not None:
+                raw_key = msg.key()
+                key = None if raw_key is None else bytes(raw_key).decode("utf-8", "replace")
+                failures.append((topic, key, err.str()))
+                self._failed(topic, _code(err)).inc()
+                return
+            delivered[topic] = delivered.get(topic, 0) + 1
+
+        return report
+
     def _callback(
         self,
         record: OutRecord,
         failures: list[tuple[str, Optional[str], str]],
+        delivered: dict[str, int],
         on_delivered: Optional[Delivered],
     ) -> Callable[[Any, Message], None]:
-        def delivered(err: Any, msg: Message) -> None:
+        """The callback of one record, for a caller that wants each acknowledged record."""
+
+        def report(err: Any, msg: Message) -> None:
             if err is not None:
                 failures.append((record.topic, record.key, err.str()))
                 self._failed(record.topic, _code(err)).inc()
                 return
-            self._delivered(record.topic).inc()
+            delivered[record.topic] = delivered.get(record.topic, 0) + 1
             if on_delivered is not None:
                 on_delivered(record, msg)
 
-        return delivered
+        return report
 
 
 def _code(err: Any) -> str:

@@ -60,19 +60,32 @@ Message = Union[KafkaSourceMessage[Optional[bytes], Optional[bytes]], KafkaError
 def to_raw_record(item: Message) -> RawRecord:
     """A Kafka message, or a consumer error with its message, as a `RawRecord`."""
     msg = item.msg if isinstance(item, KafkaError) else item
-    key, key_error = _decode_key(msg.key)
+    failed = f"Kafka consumer error: {item.err.str()}" if isinstance(item, KafkaError) else None
+    return _raw_record(msg.value, msg.key, msg.topic, msg.partition, msg.offset, failed)
+
+
+def _raw_record(
+    value: Optional[bytes],
+    raw_key: Optional[bytes],
+    topic: Optional[str],
+    partition: Optional[int],
+    offset: Optional[int],
+    consumer_error: Optional[str] = None,
+) -> RawRecord:
+    """The `RawRecord` of one message's fields (`consumer_error`: the consumer's error)."""
+    key, key_error = _decode_key(raw_key)
     error: Optional[str] = key_error
     error_type: ErrorType = "validation_error"
     if key_error is not None and "UTF-8" in key_error:
         error_type = "decode_error"
-    if isinstance(item, KafkaError):
-        error, error_type = f"Kafka consumer error: {item.err.str()}", "consumer_error"
+    if consumer_error is not None:
+        error, error_type = consumer_error, "consumer_error"
     return RawRecord(
-        value=msg.value or b"",
+        value=value or b"",
         key=key,
-        topic=msg.topic or "unknown",
-        partition=_non_negative(msg.partition),
-        offset=_non_negative(msg.offset),
+        topic=topic or "unknown",
+        partition=_non_negative(partition),
+        offset=_non_negative(offset),
         error=error,
         error_type=error_type,
     )
@@ -147,8 +160,11 @@ class _RecordPartition(StatefulSourcePartition[RawRecord, Optional[int]]):
         self._catch_up = catch_up
 
     def next_batch(self) -> list[RawRecord]:
-        batch = self._inner.next_batch()
-        records = [to_raw_record(item) for item in batch if _has_record(item, self._errors)]
+        if isinstance(self._inner, _LagSafePartition):
+            records = self._inner.next_records(self._errors)
+        else:
+            batch = self._inner.next_batch()
+            records = [to_raw_record(i) for i in batch if _has_record(i, self._errors)]
         offsets = [r.offset for r in records if r.offset is not None and r.error is None]
         if offsets:
             self._next_offset = max(offsets) + 1
@@ -211,6 +227,41 @@ class _LagSafePartition(_KafkaSourcePartition):
         lag = consumer_lag(json.loads(json_stats), self._topic, self._part_idx, self._offset)
         if lag is not None:
             BYTEWAX_CONSUMER_LAG_GAUGE.labels(**self._metrics_labels).set(lag)
+
+    def next_records(self, errors: metrics.Children[Counter]) -> list[RawRecord]:
+        """`next_batch` made straight into `RawRecord`s, without a `KafkaSourceMessage` per
+        message: the same records, errors, end of partition and resume offset as
+        `[to_raw_record(m) for m in self.next_batch() if _has_record(m, errors)]`."""
+        if self._eof:
+            raise StopIteration()
+        records: list[RawRecord] = []
+        last_offset = None
+        for msg in self._consumer.consume(self._batch_size, 0.001):
+            error = msg.error()
+            if error is None:
+                records.append(
+                    _raw_record(msg.value(), msg.key(), msg.topic(), msg.partition(), msg.offset())
+                )
+            elif error.code() == ConfluentKafkaError._PARTITION_EOF:
+                self._eof = True  # emit this batch; the next call ends the partition
+                break
+            else:
+                item = KafkaError(error, _source_message(msg))
+                if _has_record(item, errors):
+                    records.append(to_raw_record(item))
+            last_offset = msg.offset()
+        if last_offset is not None:
+            self._offset = last_offset + 1
+        return records
+
+
+def _source_message(msg: Any) -> KafkaSourceMessage[Optional[bytes], Optional[bytes]]:
+    """Bytewax's message of a confluent-kafka `msg` (as its `KafkaSourcePartition` makes it)."""
+    return KafkaSourceMessage(
+        key=msg.key(), value=msg.value(), topic=msg.topic(), headers=msg.headers() or [],
+        latency=msg.latency(), offset=msg.offset(), partition=msg.partition(),
+        timestamp=msg.timestamp(),
+    )  # fmt: skip
 
 
 class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):

@@ -179,3 +179,63 @@ def test_a_failing_submit_gives_its_slot_back() -> None:
 def test_lanes_are_stable_and_spread() -> None:
     assert lane_for("S-1", 64) == lane_for("S-1", 64) == str(zlib.crc32(b"S-1") % 64)
     assert len({lane_for(f"S-{i}", 8) for i in range(200)}) == 8
+
+
+def rules_for(*keys: str) -> Any:
+    """A `ready` that answers the items of `keys` on the spot ("rules:<key><n>") and raises for
+    n < 0."""
+
+    def ready(item: Item) -> Any:
+        if item[1] < 0:
+            raise ValueError(f"bad {item}")
+        return f"rules:{item[0]}{item[1]}" if item[0] in keys else None
+
+    return ready
+
+
+def test_ready_answers_leave_without_a_future_or_a_slot_of_the_bound() -> None:
+    work = FakeWork()
+    bound = PendingBound(1)
+    lane: Lane[Item, str] = Lane(work, key=lambda i: i[0], bound=bound, ready=rules_for("r"))
+    lane.submit([("r", 1), ("r", 2), ("r", 3)])
+    assert work.submitted == [] and bound.used == 0, "no call, no slot taken"
+    assert len(lane) == 3, "answered items count until they are emitted"
+    assert lane.snapshot()["pending"] == [(0, ("r", 1)), (1, ("r", 2)), (2, ("r", 3))]
+    assert lane.poll() == ["rules:r1", "rules:r2", "rules:r3"]
+    assert len(lane) == 0 and lane.poll() == []
+
+
+def test_a_ready_answer_waits_behind_its_keys_earlier_call() -> None:
+    work = FakeWork()
+    ready = rules_for("r")
+    lane: Lane[Item, str] = Lane(work, key=lambda i: i[0], bound=PendingBound(10), ready=ready)
+    # ("r", 1) is answered now; ("x", 1) needs the call; so does nothing else, but an item of
+    # key "x" the rules answer later must wait for ("x", 1).
+    lane._answer_now = lambda item: None if item == ("x", 1) else f"rules:{item[0]}{item[1]}"
+    lane.submit([("x", 1), ("r", 1), ("x", 2)])
+    assert work.submitted == [("x", 1)]
+    assert lane.poll() == ["rules:r1"], "x2 may not overtake x1"
+    work.finish(("x", 1))
+    assert lane.poll() == ["x1", "rules:x2"]
+    assert len(lane) == 0
+
+
+def test_a_ready_that_raises_gives_an_async_failure_in_order() -> None:
+    work = FakeWork()
+    lane: Lane[Item, str] = Lane(
+        work, key=lambda i: i[0], bound=PendingBound(10), ready=rules_for("r")
+    )
+    lane.submit([("r", -1), ("r", 2)])
+    out = lane.poll()
+    assert isinstance(out[0], AsyncFailure) and out[0].item == ("r", -1)
+    assert out[0].error_type == "ValueError" and "bad" in out[0].error
+    assert out[1:] == ["rules:r2"] and work.submitted == []
+
+
+def test_restored_items_the_rules_answer_leave_on_the_next_poll() -> None:
+    lane: Lane[Item, str] = Lane(
+        FakeWork(), key=lambda i: i[0], bound=PendingBound(10), ready=rules_for("r")
+    )
+    lane.restore({"version": 1, "pending": [(4, ("r", 1)), (7, ("r", 2))]})
+    assert len(lane) == 2
+    assert lane.poll() == ["rules:r1", "rules:r2"]

@@ -8,7 +8,7 @@ import pytest
 from pydantic import model_validator
 
 from operators.runtime.records import RawRecord, Valid
-from operators.runtime.validate import Limits, json_depth, parse_record
+from operators.runtime.validate import Limits, json_depth, parse_record, within_depth
 from schemas import DeadLetter, ShipmentEvent, TicketMessage
 from tests.flows.flow_runs import embedded_settings
 from tests.support.bad_records import SHIPMENT, SHIPMENT_BAD, TICKET, TICKET_BAD
@@ -84,6 +84,23 @@ def test_json_depth() -> None:
     assert json_depth({"a": 1}, 10) == 1
     assert json_depth({"a": {"b": [1, {"c": 2}]}}, 10) == 4
     assert json_depth(json.loads("[" * 50 + "]" * 50), 10) == 11
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1}',
+        '{"a": "[[[[[[{{{{{{"}',  # brackets inside strings: counted, then walked
+        '{"a": [[[[1]]]]}',
+        '{"a": [[[[[1]]]]]}',
+        "[" * 6 + "]" * 6,
+        '{"a": [[], [], [], [], [], []]}',  # many brackets, shallow
+    ],
+)
+def test_within_depth_agrees_with_a_full_scan(text: str) -> None:
+    obj = json.loads(text)
+    for bound in range(8):
+        assert within_depth(text.encode(), obj, bound) == (json_depth(obj, bound) <= bound)
 
 
 def test_tickets_validate_with_their_own_key_field() -> None:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.inputs import StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING
 from confluent_kafka import KafkaError as ConfluentError
 from prometheus_client import REGISTRY
 
+from operators.connectors.kafka.config import client_config
 from operators.connectors.kafka.source import KafkaRecordSource, _RecordPartition, to_raw_record
 from operators.connectors.kafka.topics import TopicNotFound
+from operators.runtime import metrics
 from tests.flows.kafka_runs import kafka_settings
 
 
@@ -91,3 +97,45 @@ def test_a_missing_topic_fails_clearly_at_start(kafka_bootstrap: str) -> None:
     source = KafkaRecordSource(settings, [settings.topics.shipments_events], flow="shipments")
     with pytest.raises(TopicNotFound, match=r"operators\.connectors\.kafka\.topics"):
         source.list_parts()
+
+
+@pytest.mark.kafka
+def test_records_read_straight_from_the_consumer_match_bytewaxs_messages(
+    kafka_bootstrap: str,
+) -> None:
+    """`_LagSafePartition.next_records` (no Bytewax message per record) gives what converting
+    Bytewax's messages gives: the same records, keys checked, coordinates, end and resume."""
+    from operators.connectors.kafka.source import _LagSafePartition
+    from operators.connectors.kafka.topics import create_topics
+    from tests.flows.kafka_runs import produce_raw
+
+    settings = kafka_settings(kafka_bootstrap, kafka_tail=False)
+    topic = settings.topics.shipments_events
+    create_topics(settings, [topic], partitions=1)
+    messages = [(b"SHP-1", b'{"a": 1}'), (None, b"x"), (b"\xff\xfe", b"{}"), (b"K" * 300, b"")]
+    produce_raw(settings, topic, messages * 3)
+
+    errors = metrics.Children(metrics.KAFKA_CONSUMER_ERRORS, "test")
+
+    def read(fast: bool) -> tuple[list[Any], Any]:
+        config = {**client_config(settings.kafka), "group.id": "BYTEWAX_IGNORED"}
+        config |= {"enable.auto.commit": "false", "enable.partition.eof": "true"}
+        part = _LagSafePartition("read", config, topic, 0, OFFSET_BEGINNING, None, 5, False)
+        out: list[Any] = []
+        deadline = time.monotonic() + 30
+        try:
+            while time.monotonic() < deadline:
+                if fast:
+                    out.extend(part.next_records(errors))
+                else:
+                    out.extend(to_raw_record(m) for m in part.next_batch())
+        except StopIteration:
+            pass
+        finally:
+            part.close()
+        return out, part.snapshot()
+
+    fast, slow = read(True), read(False)
+    assert fast == slow
+    assert len(fast[0]) == 12 and fast[1] == 12
+    assert [r.error_type for r in fast[0][:4] if r.error] == ["decode_error", "validation_error"]
