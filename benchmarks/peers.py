@@ -20,13 +20,16 @@ Contenders (each a process of its own; `benchmarks.peers_loops`, `benchmarks.pee
 - `Surgeflow`: `python -m bytewax.run flows.<flow>` with 1 worker, `-w 2`, and 2 processes.
 
 Rounds are interleaved (each round runs every contender once, the order rotated) and figures are
-quoted as within-round ratios. Events/s and CPU are net of each contender's fixed cost: the wall
-time and CPU of the same command on a one-record input (imports, connecting, stopping), measured
-once per contender. CPU and peak RSS come from the child processes' rusage (`os.wait4`). Output
-counts are checked equal across contenders. Decision latency is measured apart: a paced producer
-(its own process) writes at half the contender's measured rate while the contender tails the
-topic; latency is the broker append time of the decision minus that of the input record that
-made it (the scan that closed the window; for tickets, the message), both `LogAppendTime`.
+quoted as within-round ratios. Events/s are counted between the broker append times of a run's
+first output (each input partition starts with a probe record that every contender passes on or
+dead-letters with its first batch) and its last, so start-up and shutdown are left out. CPU and
+peak RSS come from the child processes' rusage (`os.wait4`); the CPU is net of the contender's
+fixed cost, its CPU on an input of the probes only (imports, connecting, stopping), measured once
+per contender. Output counts are checked equal across the contenders of a flow (the bare loop:
+every record). Decision latency is measured apart: a paced producer (its own process) writes at
+half the contender's measured rate while the contender tails the topic; latency is the broker
+append time of the decision minus that of the input record that made it (the scan that closed the
+window; for tickets, the message), both `LogAppendTime`.
 """
 
 from __future__ import annotations
