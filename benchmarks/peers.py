@@ -20,16 +20,16 @@ Contenders (each a process of its own; `benchmarks.peers_loops`, `benchmarks.pee
 - `Surgeflow`: `python -m bytewax.run flows.<flow>` with 1 worker, `-w 2`, and 2 processes.
 
 Rounds are interleaved (each round runs every contender once, the order rotated) and figures are
-quoted as within-round ratios. Events/s are counted between the broker append times of a run's
-first output (each input partition starts with a probe record that every contender passes on or
-dead-letters with its first batch) and its last, so start-up and shutdown are left out. CPU and
-peak RSS come from the child processes' rusage (`os.wait4`); the CPU is net of the contender's
-fixed cost, its CPU on an input of the probes only (imports, connecting, stopping), measured once
-per contender. Output counts are checked equal across the contenders of a flow (the bare loop:
-every record). Decision latency is measured apart: a paced producer (its own process) writes at
-half the contender's measured rate while the contender tails the topic; latency is the broker
-append time of the decision minus that of the input record that made it (the scan that closed the
-window; for tickets, the message), both `LogAppendTime`.
+quoted as within-round ratios. Events/s are counted between the broker append times of a run's first
+output (each input partition starts with a probe record that every contender passes on or dead-
+letters with its first batch) and its last, so start-up and shutdown are left out. CPU comes from
+the child processes' rusage (`os.wait4`), peak RSS from their `VmHWM`; the CPU is net of the
+contender's fixed cost, its CPU on an input of the probes only (imports, connecting, stopping),
+measured once per contender. Output counts are checked equal across the contenders of a flow (the
+bare loop: every record). Decision latency is measured apart: a paced producer (its own process)
+writes at half the contender's measured rate while the contender tails the topic; latency is the
+broker append time of the decision minus that of the input record that made it (the scan that closed
+the window; for tickets, the message), both `LogAppendTime`.
 """
 
 from __future__ import annotations
@@ -299,6 +299,22 @@ def commands(c: Contender, topics: list[str], tail: bool) -> list[list[str]]:
     return [[*run, "-i", str(i), "-a", addresses] for i in range(c.processes)]
 
 
+def _high_water_kb(pid: int) -> int:
+    """The process's peak RSS so far (`VmHWM`), 0 once it has ended.
+
+    Not `ru_maxrss`: on Linux a child's starts at the RSS of the process that spawned it (the
+    high-water mark of the memory it had before `exec`), which would count this one's.
+    """
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 class Children:
     """The processes of one contender, their rusage when they end."""
 
@@ -324,19 +340,22 @@ class Children:
 
     def wait(self, check: bool = True) -> tuple[float, float, float]:
         """Wall seconds until the last one ended, CPU seconds and peak RSS (MB) of them all."""
-        cpu, rss = 0.0, 0.0
+        cpu = 0.0
+        peaks = dict.fromkeys((p.pid for p in self.procs), 0)
         deadline = time.monotonic() + RUN_LIMIT_SECONDS
         for p in self.procs:
             while True:
-                pid, status, usage = os.wait4(p.pid, os.WNOHANG)
-                if pid:
+                for pid in peaks:
+                    peaks[pid] = max(peaks[pid], _high_water_kb(pid))
+                done, status, usage = os.wait4(p.pid, os.WNOHANG)
+                if done:
                     break
                 if time.monotonic() > deadline:
                     self.kill()
-                time.sleep(0.02)
+                time.sleep(0.05)
             p.returncode = os.waitstatus_to_exitcode(status)
             cpu += usage.ru_utime + usage.ru_stime
-            rss += usage.ru_maxrss / 1024
+        rss = sum(peaks.values()) / 1024
         wall = time.perf_counter() - self.started
         failed = [p.returncode for p in self.procs if p.returncode != 0]
         if check and failed:
@@ -606,9 +625,9 @@ def section_body(chosen: list[Contender], figures: Figures, mode: dict[str, Any]
         "- *events/s*: input events over the broker append times of the run's first output "
         "(the probe, passed on or dead-lettered with the first batch) and its last one (after "
         "the end-of-input flush), so start-up and shutdown are not counted;",
-        "- *CPU s / 1k events* and *peak RSS*: the child processes' rusage (`os.wait4`; two "
-        "processes summed), the CPU net of the contender's *fixed cost*: the same command on an "
-        "input of the 4 probes only (imports, connecting, stopping), run once;",
+        "- *CPU s / 1k events*: the child processes' rusage (`os.wait4`), *peak RSS*: their "
+        "`VmHWM` (two processes: summed); the CPU is net of the contender's *fixed cost*: the "
+        "same command on an input of the 4 probes only (imports, connecting, stopping), run once;",
         "- *outputs + dead letters*: counted on the broker. The bare loop passes every record on "
         "(the events and the 4 probes); the others write the decisions (responses) and dead "
         "letters of the same work, the probes among the dead letters;",
