@@ -194,9 +194,10 @@ class Broker:
         deadline = time.monotonic() + 120
         while len(ended) < PARTITIONS and time.monotonic() < deadline:
             for m in consumer.consume(1000, 0.5):
-                if m.error() is not None:
-                    if m.error().code() == KafkaError._PARTITION_EOF:
-                        ended.add(m.partition())
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        ended.add(m.partition() or 0)
                     continue
                 found.append((m.timestamp()[1], m.value() or b""))
         consumer.close()

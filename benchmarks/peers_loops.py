@@ -84,7 +84,7 @@ class Loop:
                 err = m.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        at_end.add(m.partition())
+                        at_end.add(m.partition() or 0)
                         continue
                     batch.append(
                         RawRecord(value=m.value() or b"", topic=self.topic, error=err.str())
