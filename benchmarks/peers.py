@@ -64,6 +64,8 @@ PARTITIONS = 4
 SECTION = "peers"
 TITLE = "Peers: a bare Kafka loop, a hand-written loop, Quix Streams and Surgeflow"
 PNG_NAME = "peers.png"
+LATENCY_RATE_CAP = 5000.0
+"""Events/s of a latency run at most (a tiny `--quick` input can make a rate look huge)."""
 RUN_LIMIT_SECONDS = 300.0
 """A run that takes longer is killed (and fails the benchmark)."""
 
@@ -545,6 +547,7 @@ def benchmark(b: Broker, chosen: list[Contender], mode: dict[str, Any]) -> Figur
         if c.name not in mode["latency"] or (c.flow == "tickets" and c.kind == "quix"):
             continue
         rate = 0.5 * statistics.median(figures.rate(c, run) for run in figures.runs[c.label])
+        rate = min(rate, LATENCY_RATE_CAP)
         startup = figures.fixed[c.label].wall
         lat = figures.latency[c.label] = measure_latency(
             b, c, rate, mode["latency_seconds"], mode[c.flow], startup
@@ -633,7 +636,8 @@ def section_body(chosen: list[Contender], figures: Figures, mode: dict[str, Any]
         "(the events and the 4 probes); the others write the decisions (responses) and dead "
         "letters of the same work, the probes among the dead letters;",
         "- *latency*: a paced producer (a process of its own) writes the surge at half the "
-        "contender's median events/s while the contender tails the topic; latency is the "
+        f"contender's median events/s (at most {LATENCY_RATE_CAP:,.0f}) while the contender "
+        "tails the topic; latency is the "
         "broker append time (`LogAppendTime`) of a decision minus that of the scan that closed "
         "its window (the shipment's first scan at or past the window's end plus the allowed "
         "lateness; `window_closed` decisions only), for tickets of the response minus its "

@@ -77,8 +77,11 @@ class Loop:
     def batches(self) -> Iterator[list[RawRecord]]:
         """Batches of records until every partition reached its end (or SIGTERM with tail)."""
         at_end: set[int] = set()
+        wait = 0.001
         while not self.stopped:
-            messages = self.consumer.consume(self.batch_size, 0.1)
+            # Bytewax's Kafka source waits 1 ms for a batch; a loop that found nothing waits 10.
+            messages = self.consumer.consume(self.batch_size, wait)
+            wait = 0.001 if messages else 0.01
             batch = []
             for m in messages:
                 err = m.error()
