@@ -251,7 +251,7 @@ def load(bootstrap: str, flow: str, topic: str, steady: int) -> int:
         seed=settings.surge.seed, steady_events=steady, burst_factor=10
     )
     probe(bootstrap, topic)
-    return load_records(settings, topic, records)
+    return load_records(settings, topic, records, flow=flow)
 
 
 # --- one run of one contender -----------------------------------------------------------------

@@ -62,7 +62,9 @@ class Loop:
             }
         )
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in self.parts])
-        self.producer = DeliveryCheckedProducer.from_settings(kafka, client_id="surgeflow-peers")
+        self.producer = DeliveryCheckedProducer.from_settings(
+            kafka, flow="peers", client_id="surgeflow-peers"
+        )
         self.batch_size = settings.io.batch_size
         self.tail = tail
         self.topic = topic
