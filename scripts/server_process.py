@@ -28,6 +28,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar, Optional, TypeVar
 
@@ -60,7 +61,7 @@ def terminate(process: subprocess.Popen[bytes], grace: float) -> None:
         process.wait()
 
 
-class ServerProcess:
+class ServerProcess(ABC):
     """One server process; subclasses set the class attributes and `command` / `ready`."""
 
     binary: ClassVar[str]
@@ -79,19 +80,19 @@ class ServerProcess:
         self._dir: Optional[Path] = None
         self.port = port or 0
 
+    @abstractmethod
     def command(self, path: str, folder: Path) -> list[str]:
         """The command line that starts the server on `self.port` (the binary is at `path`);
         `folder` is its temporary folder, for any file it needs."""
-        raise NotImplementedError
 
+    @abstractmethod
     def ready(self) -> bool:
         """Whether the started server answers."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def url(self) -> str:
         """The server's address, as its clients take it."""
-        raise NotImplementedError
 
     @property
     def running(self) -> bool:
