@@ -14,7 +14,9 @@ An agent (`Agent`) says what is particular to it; `AgentRunner` does what every 
 `consult(item, spent)` is a generator: it yields the calls it needs (`Chat`, `Embed`, or its own
 `Call`), receives each result and returns the output; raising an `LLMError` (an answer it cannot
 use) sends the item to the rules like a failed call. `spent` holds the enrichment (provenance and
-cost) of every call answered so far, so an output (and a fallback) can carry what was paid.
+cost) of every call answered so far, so an output (and a fallback) can carry what was paid; a
+fallback also gets the enrichment of the failed call itself when the provider answered and was
+paid (`LLMError.paid`: an answer that did not validate, a truncated or a refused one).
 `ChatAgent` is the usual shape, one structured chat: the prompt (`request`), the answer model
 (`answer_model`) and how an answer becomes the output (`answer`).
 
@@ -38,7 +40,7 @@ from pydantic import BaseModel
 
 from operators.config.llm import EmbeddingRole, Task
 from operators.llm.types import ChatResult, EmbedResult, LLMError, LLMService, Tab
-from schemas.enrichment import Enrichment, FallbackReason, PolicyRule
+from schemas.enrichment import Enrichment, FallbackReason, PolicyRule, combine_enrichments
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +251,21 @@ class AgentRunner(Generic[X, Y]):
             "%s: %s for %s (%s); the rules answer",
             self.agent.name, type(error).__name__, self.agent.label(item), error,
         )  # fmt: skip
-        return self.agent.rules(item, error.reason, tuple(spent))
+        paid = (*spent, error.paid) if error.paid is not None else tuple(spent)
+        return self.agent.rules(item, error.reason, paid)
+
+
+E = TypeVar("E", bound=Enrichment)
+
+
+def with_spent(enrichment: E, spent: Sequence[Enrichment]) -> E:
+    """A rules `enrichment` with the model, tokens, cost and latency of the calls `spent` for its
+    item (the text is the rules', the bill is the calls'); `enrichment` itself when none."""
+    paid = combine_enrichments(spent)
+    if paid is None:
+        return enrichment
+    fields = {"model", "tokens_in", "tokens_out", "cost_usd", "latency_ms"}
+    return enrichment.model_copy(update=paid.model_dump(include=fields))
 
 
 def _note(spent: list[Enrichment], result: Paid) -> None:

@@ -26,6 +26,7 @@ random source, concurrency, clock); by default they are built from the settings.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -229,7 +230,10 @@ class OpenAIService:
         started = self._clock()
         spec = self._spec(task, messages, response_model, model, prompt_version, max_tokens)
         chat = self._chat(task)
-        served = await chat.lookup(spec) or await self._produce(chat, spec, key, started)
+        try:
+            served = await chat.lookup(spec) or await self._produce(chat, spec, key, started)
+        except LLMError as exc:
+            raise self._charged(exc, prompt_version, started) from exc
         enrichment = self._finish("chat", served, prompt_version, key, started)
         return ChatResult(served.value, enrichment)
 
@@ -320,8 +324,32 @@ class OpenAIService:
             served, _ = await flight.run(request_key, lambda: chat.produce(spec))
         except LLMError as exc:
             self._failed("chat", spec.model, exc, key, started, joined)
+            if joined and exc.spent is not None:
+                unpaid = copy.copy(exc)  # the caller that made the call paid for it, not this one
+                unpaid.spent = None
+                raise unpaid from exc
             raise
         return served.joined() if joined else served
+
+    def _charged(self, exc: LLMError, prompt_version: str, started: float) -> LLMError:
+        """`exc` for this caller: with `paid` when its call was answered and paid for (an answer
+        that did not validate, a truncated or refused one), so the output can carry those
+        tokens (a caller that joined the call gets no `spent`, see `_produce`)."""
+        spent, charged = exc.spent, copy.copy(exc)
+        charged.paid = None
+        if spent is not None and (spent.tokens_in or spent.tokens_out or spent.cost_usd):
+            charged.paid = Enrichment(
+                source="llm",
+                model=spent.model[:100] or None,
+                prompt_version=prompt_version,
+                tokens_in=spent.tokens_in,
+                tokens_out=spent.tokens_out,
+                cost_usd=spent.cost_usd,
+                latency_ms=max(self._clock() - started, 0.0) * 1000.0,
+                outcome="fallback",
+                fallback_reason=exc.reason,
+            )
+        return charged
 
     def _finish(
         self,

@@ -46,11 +46,14 @@ class LLMError(SurgeflowError):
     """Base of every LLM-layer failure; callers catch it and fall back to their rules engine.
 
     `reason` is the `fallback_reason` a rules enrichment made because of it should carry;
-    `spent` is what the failed call still used (None when nothing).
+    `spent` is what the failed call still used (None when nothing); `paid` is that spending as
+    the caller's output describes it (source `llm`, outcome `fallback`, the reason), set by the
+    service for the one caller that made the call (None for callers that joined it).
     """
 
     reason: ClassVar[FallbackReason] = "call_error"
     spent: Spent | None = None
+    paid: Enrichment | None = None
 
 
 class LLMUnavailable(LLMError):

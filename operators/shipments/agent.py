@@ -34,7 +34,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from operators.config.llm import LLMSettings
-from operators.llm.agent import AgentRunner, ChatAgent, ChatRequest
+from operators.llm.agent import AgentRunner, ChatAgent, ChatRequest, with_spent
 from operators.llm.prompt_text import bound_texts, clean_text, user_data
 from operators.llm.reply_policy import check_reply
 from operators.llm.types import ChatResult, LLMService
@@ -237,7 +237,8 @@ class ShipmentAgent(ChatAgent[ShipmentDecision, ShipmentDecision, NoteAssessment
         reason: FallbackReason | None,
         spent: Sequence[Enrichment],
     ) -> ShipmentDecision:
-        return item.model_copy(update={"enrichment": rules_enrichment(item, reason)})
+        enrichment = with_spent(rules_enrichment(item, reason), spent)
+        return item.model_copy(update={"enrichment": enrichment})
 
     def request(self, item: ShipmentDecision) -> ChatRequest:
         """The prompt holds no ids, so identical situations share one cache entry."""

@@ -180,6 +180,14 @@ class ExampleEmbeddings:
         return None if vectors is None else HeldExamples(vectors, None)
 
 
+def _failed_route(reason: FallbackReason) -> Enrichment:
+    """What routing records when its LLM path failed: the rules routed, and why (no cost)."""
+    return Enrichment(
+        source="rules", prompt_version=ROUTER_PROMPT_VERSION, outcome="fallback",
+        fallback_reason=reason,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class RouterAgent(Agent[ContextTicket, RoutedTicket]):
     """The agent that routes a message (run by `operators.llm.agent.AgentRunner`): embedding,
@@ -197,7 +205,13 @@ class RouterAgent(Agent[ContextTicket, RoutedTicket]):
     def rules(
         self, item: ContextTicket, reason: Optional[FallbackReason], spent: Sequence[Enrichment]
     ) -> RoutedTicket:
-        return route_lexically(item, self.index, tuple(spent))
+        """Lexically, keeping what the calls cost; when the LLM path failed, its reason ends the
+        enrichments (`route_enrichment.fallback_reason`), unless no call was made at all."""
+        paid = tuple(spent)
+        named = paid[-1].fallback_reason == reason if paid else reason == "disabled"
+        if reason is not None and not named:
+            paid = (*paid, _failed_route(reason))
+        return route_lexically(item, self.index, paid)
 
     def consult(
         self, item: ContextTicket, spent: Sequence[Enrichment]

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 
 from operators.config.llm import LLMSettings
 from operators.errors import ConfigurationError
-from operators.llm.agent import AgentRunner, ChatAgent, ChatRequest
+from operators.llm.agent import AgentRunner, ChatAgent, ChatRequest, with_spent
 from operators.llm.prompt_text import clean_and_bound_all, user_data
 from operators.llm.reply_policy import PolicyVerdict, check_reply
 from operators.llm.types import ChatResult, LLMInvalidOutput, LLMService
@@ -344,7 +344,7 @@ class ReplyAgent(ChatAgent[RoutedTicket, DraftedTicket, DraftReply]):
         self, item: RoutedTicket, reason: Optional[FallbackReason], spent: Sequence[Enrichment]
     ) -> DraftedTicket:
         worker = self._worker(item)
-        enrichment = rules_enrichment(worker, reason)
+        enrichment = with_spent(rules_enrichment(worker, reason), spent)
         return _drafted(item, worker, template_reply(item), enrichment, self.llm)
 
     def request(self, item: RoutedTicket) -> ChatRequest:

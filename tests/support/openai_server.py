@@ -17,6 +17,8 @@ It answers `POST /v1/chat/completions` and `POST /v1/embeddings` in the document
 - dialects: with `server.response_formats` set (e.g. `{"text", "json_object"}`), a chat
   request with another `response_format` type gets 500 and the text llama.cpp's server sends;
   the schema of an answer is read from any dialect (`fake_outputs.request_schema`).
+- usage: with `server.usage` set to (prompt, completion) tokens, every chat completion reports
+  those instead of the counts of its text (a test can then tell what reached the accounting).
 - API key: with `server.api_key` set, a request without `Authorization: Bearer <api_key>` gets
   401 `invalid_api_key`, as OpenAI answers a wrong key (None, the default, accepts any key).
 - faults: `rate_limit_next`, `fail_next`, `hang_next`, `malformed_next` (a truncated body) and
@@ -93,6 +95,7 @@ class OpenAITestServer(FaultPlan, RequestLog):
         self.obey_injections = obey_injections
         self.keywords = dict(DEFAULT_KEYWORDS if keywords is None else keywords)
         self.api_key: str | None = None
+        self.usage: tuple[int, int] | None = None
         self.response_formats: frozenset[str] | None = None
         self.limits: ProviderLimits | None = None
         FaultPlan.__init__(self)
@@ -157,9 +160,20 @@ class OpenAITestServer(FaultPlan, RequestLog):
         """The chat completion answering `body`."""
         injected = injected_answer(body) if self.obey_injections else None
         if injected is not None:
-            return chat_completion(body, injected)
+            return self.completion(body, injected)
         content = self.responder(body) if self.responder else chat_content(body, self.keywords)
-        return chat_completion(body, content)
+        return self.completion(body, content)
+
+    def completion(self, body: dict[str, Any], content: str) -> dict[str, Any]:
+        """The chat completion carrying `content`, with `usage` when set."""
+        completion = chat_completion(body, content)
+        if self.usage is not None:
+            prompt, answer = self.usage
+            completion["usage"] = {
+                "prompt_tokens": prompt, "completion_tokens": answer,
+                "total_tokens": prompt + answer,
+            }  # fmt: skip
+        return completion
 
     def refused_format(self, body: dict[str, Any]) -> str | None:
         """With `response_formats` set, the text a server that takes only those
@@ -305,7 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "malformed":
             return self._send(200, b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess')
         if fault is not None and fault.kind == "content" and isinstance(body, dict):
-            return self._send(200, json.dumps(chat_completion(body, fault.content)).encode())
+            return self._send(200, json.dumps(owner.completion(body, fault.content)).encode())
         if not isinstance(body, dict):
             return self._send(400, _error("body is not a JSON object", "invalid_request_error"))
         refused = owner.refused_format(body)

@@ -258,7 +258,9 @@ def test_llm_error_on_embedding_falls_back_to_lexical() -> None:
     service = FakeLLMService(message_embed_error=LLMCallError("503"))
     routed = route(ticket("The VPN is down for the whole office"), service, IntentIndex.from_file())
     assert (routed.route, routed.route_method) == ("it_incident", "lexical")
-    assert len(routed.route_enrichments) == 1  # the example embeddings were paid for
+    paid, failed = routed.route_enrichments  # the example embeddings were paid for
+    assert (paid.source, paid.tokens_in > 0) == ("llm", True)
+    assert (failed.source, failed.fallback_reason, failed.tokens_in) == ("rules", "call_error", 0)
 
 
 def test_llm_error_on_chat_falls_back_to_lexical(index: IntentIndex) -> None:
