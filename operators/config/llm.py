@@ -132,6 +132,11 @@ class LLMSettings(SettingsGroup):
         default_factory=lambda: dict(DEFAULT_PRICES),
         description="USD per 1M tokens (input, output) by model; each >= 0",
     )
+    endpoint_prices: dict[str, dict[str, tuple[Price, Price]]] = Field(
+        default_factory=dict,
+        description="price tables by base URL, as JSON {base_url: {model: [input, output]}}, "
+        "'*' for any model; calls to a listed base URL are priced by its table only",
+    )
 
     # --- one call ---
     timeout_seconds: float = Field(default=20.0, gt=0, le=600)
@@ -236,5 +241,7 @@ class LLMSettings(SettingsGroup):
         for name, value in super().__repr_args__():
             if name is not None and name.endswith("base_url") and value is not None:
                 yield name, redacted_url(value)
+            elif name == "endpoint_prices":
+                yield name, {redacted_url(url): table for url, table in value.items()}
             else:
                 yield name, value

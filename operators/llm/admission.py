@@ -102,19 +102,26 @@ class Admission:
     def limiter(self) -> RateLimiter:
         return self._limiter
 
-    def cost(self, model: str, tokens_in: int, tokens_out: int) -> float:
-        """USD of a call of `model` that used these tokens (the settings' price table)."""
-        return self._prices.cost(model, tokens_in, tokens_out)
+    def cost(
+        self, model: str, tokens_in: int, tokens_out: int, endpoint: str | None = None
+    ) -> float:
+        """USD of a call of `model` at `endpoint` (a base URL; None = the shared one) that used
+        these tokens (the settings' price tables, `operators.llm.pricing`)."""
+        return self._prices.at(endpoint).cost(model, tokens_in, tokens_out)
 
-    def spend(self, model: str, tokens_in: int, tokens_out: int) -> list[Cost]:
-        """The budget costs of a call of `model` that used these tokens."""
-        cost = self._prices.cost(model, tokens_in, tokens_out)
+    def spend(
+        self, model: str, tokens_in: int, tokens_out: int, endpoint: str | None = None
+    ) -> list[Cost]:
+        """The budget costs of a call of `model` at `endpoint` that used these tokens."""
+        cost = self.cost(model, tokens_in, tokens_out, endpoint)
         return budget_costs(self._llm, self._flow, tokens_in + tokens_out, cost)
 
-    async def budget(self, models: Sequence[str], tokens_in: int, tokens_out: int) -> BudgetHold:
+    async def budget(
+        self, models: Sequence[str], tokens_in: int, tokens_out: int, endpoint: str | None = None
+    ) -> BudgetHold:
         """Reserve the budget of the first of `models` it can pay, else `BudgetExhausted`."""
         for model in dict.fromkeys(models):
-            costs = self.spend(model, tokens_in, tokens_out)
+            costs = self.spend(model, tokens_in, tokens_out, endpoint)
             if await self._reserve(costs, 0.0) is not None:
                 return BudgetHold(model, costs)
         raise BudgetExhausted(f"flow {self._flow}: per-minute budget spent for {list(models)}")

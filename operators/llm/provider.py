@@ -88,7 +88,7 @@ class ProviderRequest:
     usage: Callable[[Any], tuple[int, int]]
     fallback_models: tuple[str, ...] = ()
     endpoint: str | None = None
-    """The base URL it goes to, for logs (None: the shared `OPENAI_BASE_URL`)."""
+    """The base URL it goes to, for logs and prices (None: the shared `OPENAI_BASE_URL`)."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,9 @@ class ProviderCaller:
         used = hold.costs  # a failed call keeps its budget: the provider may have billed it
         try:
             reply = await self._guarded(request, permit)
-            used = self._admission.spend(reply.model, reply.tokens_in, reply.tokens_out)
+            used = self._admission.spend(
+                reply.model, reply.tokens_in, reply.tokens_out, request.endpoint
+            )
             return reply
         except LLMUnavailable:
             used = []  # stopped before the provider saw it
@@ -150,7 +152,9 @@ class ProviderCaller:
         permit = self._breakers[request.model].admit()
         try:
             models = (request.model, *request.fallback_models)
-            hold = await self._admission.budget(models, request.tokens_in, request.tokens_out)
+            hold = await self._admission.budget(
+                models, request.tokens_in, request.tokens_out, request.endpoint
+            )
         except BaseException:
             self._breakers[request.model].released(permit)
             raise
@@ -278,7 +282,7 @@ class ProviderCaller:
         limiter.on_success()
         tokens_in, tokens_out = request.usage(response)
         observe_tokens(self._flow, request.operation, model, tokens_in, tokens_out)
-        cost = self._admission.cost(model, tokens_in, tokens_out)
+        cost = self._admission.cost(model, tokens_in, tokens_out, request.endpoint)
         return ProviderReply(response, model, tokens_in, tokens_out, cost)
 
     def _heard(self, permit: Permit, exc: Exception, met: _Met, request: ProviderRequest) -> None:

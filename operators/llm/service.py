@@ -149,13 +149,14 @@ class OpenAIService:
         )
         self._tolerant = TolerantCache(self._cache, settings.cache.ttl_seconds)
         self._chats: dict[Task | None, StructuredChat] = {}
+        embeddings_url = (settings.llm.endpoint("embeddings") or self._shared).base_url
         self._embeddings = Embeddings(
             settings.llm,
             client=lambda: self.client("embeddings"),
-            endpoint=(settings.llm.endpoint("embeddings") or self._shared).base_url,
+            endpoint=embeddings_url,
             caller=self.caller,
             cache=self._tolerant,
-            prices=self._prices,
+            prices=self._prices.at(embeddings_url),
         )
         self._flights: PerLoop[SingleFlight[str, Served[Any]]] = PerLoop(SingleFlight)
 

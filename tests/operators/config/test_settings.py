@@ -129,6 +129,7 @@ README = Path(__file__).resolve().parents[3] / "README.md"
 SAMPLES = {  # values not derivable from the default alone
     "SURGEFLOW_KAFKA_CONFIG": '{"linger.ms": "5"}',
     "SURGEFLOW_LLM_PRICES": '{"gpt-4o-mini": [1.0, 2.0]}',
+    "SURGEFLOW_LLM_ENDPOINT_PRICES": '{"http://127.0.0.1:8080/v1": {"*": [0, 0]}}',
     "SURGEFLOW_REPLY_LINK_DOMAINS": '["example.org"]',
     "SURGEFLOW_EVENT_TIME_MIN": "2001-01-01T00:00:00Z",
     "SURGEFLOW_EVENT_TIME_MAX": "2099-01-01T00:00:00Z",
