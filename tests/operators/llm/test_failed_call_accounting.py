@@ -118,3 +118,49 @@ def test_a_caller_that_joined_a_failed_call_is_not_charged_for_it(
     assert paid == [(0, 0), (100, 50)]
     totals = service.ledger.totals("paid-joined")
     assert (totals.tokens_in, totals.tokens_out) == (100, 50)
+
+
+def test_a_repair_that_fails_still_bills_the_answer_it_repaired(
+    openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
+) -> None:
+    openai_server.usage = USAGE
+    openai_server.violate_schema_next(1, content='{"category": "exploded"}')
+    openai_server.fail_next(2, status=500)  # the repair and its retry
+    settings = llm_settings()
+    service = OpenAIService(settings, flow="paid-repair-failed")
+
+    async def enrich():  # type: ignore[no-untyped-def]
+        try:
+            return await enrich_decision(decision(), service=service, llm=settings.llm)
+        finally:
+            await service.aclose()
+
+    e = asyncio.run(enrich()).enrichment
+    assert openai_server.count(CHAT_PATH) == 3
+    assert e is not None
+    assert (e.source, e.fallback_reason, e.tokens_in, e.tokens_out) == (
+        "rules", "call_error", 50, 25,
+    )  # fmt: skip
+
+
+def test_a_valid_reply_the_agent_refuses_is_billed_in_the_template_reply(
+    openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
+) -> None:
+    """A blank reply validates (`min_length=1`) but is no answer: the template stands in, paid."""
+    openai_server.usage = USAGE
+    openai_server.responder = lambda body: '{"reply": "   "}'
+    settings = llm_settings()
+    service = OpenAIService(settings, flow="paid-blank-reply")
+    ticket = routed("order_status", "Where is my order 12345?")
+
+    async def drafted():  # type: ignore[no-untyped-def]
+        try:
+            return await draft_reply(ticket, service=service, llm=settings.llm)
+        finally:
+            await service.aclose()
+
+    e = asyncio.run(drafted()).enrichment
+    assert openai_server.count(CHAT_PATH) == 1
+    assert (e.source, e.fallback_reason, e.tokens_in, e.tokens_out) == (
+        "rules", "invalid_output", 50, 25,
+    )  # fmt: skip
