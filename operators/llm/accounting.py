@@ -4,8 +4,11 @@ A `Ledger` takes one `CallRecord` per logical call (a chat answer or one `embed`
 keeps running totals per flow and per key (the shipment or session the call was for), plus the
 most recent records. Cost is what the price table in the settings says; `cost_saved_usd` is what
 an answer served by the cache or by a merged call in flight had cost when it was first made (the
-cache entry keeps its usage). Per-key totals are bounded: an LRU of `KEY_TOTALS_ENTRIES` keys,
-so a stream of distinct shipments cannot grow memory.
+cache entry keeps its usage). A failed call records what it still spent: an answer the provider
+was paid for but that could not be used (it did not validate after its repair, was cut at
+`max_tokens`, or was refused) counts its `usage` and cost, with outcome `failure`; the output
+the rules then make carries the same tokens (`operators.llm.agent`). Per-key totals are bounded:
+an LRU of `KEY_TOTALS_ENTRIES` keys, so a stream of distinct shipments cannot grow memory.
 
 Every record also goes to Prometheus' default registry (served by Bytewax's `/metrics`):
 `surgeflow_llm_calls_total{flow,operation,outcome}`, `surgeflow_llm_cost_usd_total`,
