@@ -146,6 +146,8 @@ def test_llama_cpp_refuses_json_schema_once_then_answers_in_its_own_dialect(
     print(f"llama.cpp in json_object_schema: {outcome}")
     assert llama.running, "the schema sent (no maxLength) must not kill the server"
     assert attempts(TINY_ALIAS) - before >= 2, "the server was asked and answered"
+    paid = own.ledger.totals()  # the server's real usage, valid answer or not
+    assert paid.tokens_in > 0 and paid.tokens_out > 0, paid
 
 
 def test_the_full_schema_kills_llama_cpp_which_is_why_it_is_not_sent(
