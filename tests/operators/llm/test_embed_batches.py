@@ -142,10 +142,10 @@ def test_an_embedding_batch_never_outlives_its_bound(
 def test_the_tickets_flow_routes_by_embeddings_a_slow_server_answers_only_in_halves(
     openai_server: OpenAITestServer, llm_settings: Callable[..., Settings]
 ) -> None:
-    # a batch of 16 takes 0.96 s, past the 0.6 s timeout; 8 take 0.48 s
+    # a batch of 16 takes 0.96 s, past the 0.8 s timeout; 8 take 0.48 s
     openai_server.embedding_seconds_per_text = 0.06
     settings = llm_settings(
-        llm_timeout_seconds=0.6,
+        llm_timeout_seconds=0.8,
         embed_timeout_per_text_seconds=0.0,
         embed_batch_size=16,
         llm_max_retries=1,
