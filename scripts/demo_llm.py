@@ -14,7 +14,7 @@ many break a bound the project checks (one repair call, then the rules: `invalid
 point is the path: real servers, real dialects, real `usage`.
 
     make demo-llm                       # installs the servers' venv first (cached in .cache/)
-    python scripts/demo_llm.py --steady-events 40
+    python scripts/demo_llm.py --steady-events 40   # minutes: llama.cpp answers one at a time
 
 Settings given in the environment (SURGEFLOW_*) are passed through; those below are the demo's
 defaults for these servers.
@@ -47,7 +47,7 @@ from scripts.model_servers import (  # noqa: E402
 )
 
 OUT = ROOT / "out" / "llm"
-STEADY_EVENTS = 6
+STEADY_EVENTS = 4
 BURST_FACTOR = 2
 
 
