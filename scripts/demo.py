@@ -47,13 +47,20 @@ class LineCount:
         return self._lines
 
 
-def run_flow(name: str, *, no_progress: bool = False) -> tuple[list[dict], float]:
-    """Run one flow to completion; return its output lines and the wall time it took."""
-    OUT.mkdir(exist_ok=True)
-    target = OUT / f"{name}.jsonl"
+def run_flow(
+    name: str,
+    *,
+    no_progress: bool = False,
+    out: Path = OUT,
+    env: dict[str, str] | None = None,
+) -> tuple[list[dict], float]:
+    """Run one flow to completion, its output kept in `out/<name>.jsonl` (`env`: the flow's
+    environment, default this one's); return its output lines and the wall time it took."""
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{name}.jsonl"
     started = time.perf_counter()
     with (
-        target.open("wb") as out,
+        target.open("wb") as written,
         progress.progress(f"flows.{name}", unit="records out", off=no_progress) as bar,
     ):
         code = progress.run_counting(
@@ -61,8 +68,8 @@ def run_flow(name: str, *, no_progress: bool = False) -> tuple[list[dict], float
             bar,
             LineCount(target),
             cwd=ROOT,
-            stdout=out,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=written,
+            env=env if env is not None else {**os.environ, "PYTHONPATH": str(ROOT)},
         )
     elapsed = time.perf_counter() - started
     if code != 0:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field, SecretStr, StringConstraints
+from pydantic import Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from operators.config.group import SettingsGroup, conventional
@@ -69,6 +69,9 @@ class Endpoint:
         dialect = self.structured_output
         return f"Endpoint(base_url={url!r}, api_key={key!r}, structured_output={dialect!r})"
 
+
+MAX_REQUEST_SECONDS = 600.0
+"""The longest timeout any one provider request may have."""
 
 Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 """USD per 1M tokens: finite and not negative (a negative price would make a call earn money)."""
@@ -139,7 +142,7 @@ class LLMSettings(SettingsGroup):
     )
 
     # --- one call ---
-    timeout_seconds: float = Field(default=20.0, gt=0, le=600)
+    timeout_seconds: float = Field(default=20.0, gt=0, le=MAX_REQUEST_SECONDS)
     max_retries: int = Field(default=2, ge=0, le=10)
     retry_initial_seconds: float = Field(default=0.5, ge=0, le=60)
     retry_max_seconds: float = Field(default=8.0, ge=0, le=600)
@@ -197,6 +200,12 @@ class LLMSettings(SettingsGroup):
     embed_batch_wait_seconds: float = Field(
         default=0.01, ge=0, le=5, validation_alias="SURGEFLOW_EMBED_BATCH_WAIT_SECONDS"
     )
+    embed_timeout_per_text_seconds: float = Field(
+        default=0.05, ge=0, le=10, allow_inf_nan=False,
+        validation_alias="SURGEFLOW_EMBED_TIMEOUT_PER_TEXT_SECONDS",
+        description="added to timeout_seconds per text of an embedding request (a CPU server "
+        "takes time per text); a full batch's timeout may not exceed 600 s",
+    )  # fmt: skip
 
     # --- reply policy (drafted replies and messages) ---
     reply_link_domains: Optional[list[LinkDomain]] = Field(
@@ -206,6 +215,23 @@ class LLMSettings(SettingsGroup):
         description="domains (with their subdomains) a drafted reply or message may link to, "
         "as JSON; unset = the list in data/reply_policy.json",
     )
+
+    @model_validator(mode="after")
+    def _embed_timeout_bounded(self) -> LLMSettings:
+        """Refuse a per-text allowance that gives a full embedding batch more than 600 s (the
+        bound of any one request)."""
+        if self.embed_timeout(self.embed_batch_size) > MAX_REQUEST_SECONDS:
+            raise ValueError(
+                "SURGEFLOW_LLM_TIMEOUT_SECONDS + SURGEFLOW_EMBED_BATCH_SIZE x "
+                "SURGEFLOW_EMBED_TIMEOUT_PER_TEXT_SECONDS must not exceed "
+                f"{MAX_REQUEST_SECONDS:g} s"
+            )
+        return self
+
+    def embed_timeout(self, texts: int) -> float:
+        """The timeout of an embedding request of `texts` texts: the request timeout plus the
+        per-text allowance for each."""
+        return self.timeout_seconds + texts * self.embed_timeout_per_text_seconds
 
     @property
     def enabled(self) -> bool:

@@ -10,13 +10,20 @@ handed over, so several `run` calls may be in flight at once.
     vector = await batcher.submit("where is my order?")
 
 A batcher belongs to the event loop that first uses it (like an async HTTP client); keep one per
-loop (`operators.runtime.per_loop.PerLoop`). Items must be hashable.
+loop (`operators.runtime.per_loop.PerLoop`). Items must be hashable. `run` may put an exception
+in an item's place: that item's submitters get it raised, the others their results. `max_size`
+may be changed while the batcher runs (`AdaptiveBatchSize` says to what).
+
+`AdaptiveBatchSize` is the size cap of a server whose batches time out: halved below a batch
+that timed out, raised again by a quarter (at least one) after a batch of at least half the cap
+succeeds, at most once per `grow_after` seconds, never above the configured maximum.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, Optional, TypeVar
 
@@ -41,7 +48,7 @@ class MicroBatcher(Generic[K, R]):
 
     def __init__(
         self,
-        run: Callable[[list[K]], Awaitable[Sequence[R]]],
+        run: Callable[[list[K]], Awaitable[Sequence[R | BaseException]]],
         *,
         max_size: int,
         max_wait: float,
@@ -60,6 +67,17 @@ class MicroBatcher(Generic[K, R]):
         self._in_flight: set[asyncio.Task[None]] = set()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._closed = False
+
+    @property
+    def max_size(self) -> int:
+        """Distinct items that make a batch go at once."""
+        return self._max_size
+
+    @max_size.setter
+    def max_size(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("max_size must be at least 1")
+        self._max_size = size
 
     @property
     def queued(self) -> int:
@@ -158,9 +176,55 @@ class MicroBatcher(Generic[K, R]):
                 _fail_all(waiters, error)
             return
         for item, result in zip(items, results, strict=True):
+            if isinstance(result, BaseException):
+                _fail_all(batch[item], result)
+                continue
             for waiter in batch[item]:
                 if not waiter.done():
                     waiter.set_result(result)
+
+
+GROW_AFTER_SECONDS = 5.0
+"""How long `AdaptiveBatchSize` waits after a change before it raises the cap again."""
+
+
+class AdaptiveBatchSize:
+    """The size cap of the next batches: lowered below a batch that timed out, raised slowly
+    while batches near the cap succeed (plain logic; the clock is injected)."""
+
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        grow_after: float = GROW_AFTER_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if maximum < 1:
+            raise ValueError("maximum must be at least 1")
+        self.maximum = maximum
+        self.limit = maximum
+        self._grow_after = grow_after
+        self._clock = clock
+        self._changed = clock() - grow_after
+
+    def timed_out(self, size: int) -> int:
+        """A batch of `size` timed out: the cap becomes at most half of it (at least 1)."""
+        lowered = max(1, min(self.limit, size // 2))
+        if lowered < self.limit:
+            log.info("batches lowered to %d after %d timed out", lowered, size)
+        self.limit = lowered
+        self._changed = self._clock()
+        return self.limit
+
+    def succeeded(self, size: int) -> int:
+        """A batch of `size` was answered: one near the cap raises it by a quarter (at least 1)
+        when the last change is `grow_after` seconds old."""
+        now = self._clock()
+        near_cap = 2 * size >= self.limit
+        if near_cap and self.limit < self.maximum and now - self._changed >= self._grow_after:
+            self.limit = min(self.maximum, self.limit + max(1, self.limit // 4))
+            self._changed = now
+        return self.limit
 
 
 def _fail_all(waiters: list[asyncio.Future[R]], error: BaseException) -> None:

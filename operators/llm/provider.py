@@ -9,10 +9,12 @@
    again, takes a slot of the loop's `AdaptiveConcurrency` (waiting up to
    `llm_max_limiter_wait_seconds`; a 429, timeout or 5xx cuts it and honours `Retry-After`),
    then reserves the provider's request/token limits (waiting up to the same bound), and runs
-   for at most `llm_timeout_seconds`. Taking the slot first makes a request leave right after
-   its limiter delay, and keeps the limiter's round trips to Redis within the concurrency
-   limit. A call waiting for a slot gives up as soon as the breaker opens. The whole sequence
-   is bounded by `call_bound_seconds`;
+   for at most `llm_timeout_seconds` (or the request's own timeout: an embedding batch's grows
+   with its size; such a request may also ask for timeouts not to be retried). Taking the slot
+   first makes a request leave right after its limiter delay, and keeps the limiter's round
+   trips to Redis within the concurrency limit. A call waiting for a slot gives up as soon as
+   the breaker opens. The whole sequence is bounded by `call_bound_seconds` (at the request's
+   timeout);
 4. the budget and the token limit get back what the answer's `usage` did not use, and the
    breaker hears how the call ended: an answer closes it, a provider failure after the retries
    counts towards opening it, a call stopped by a limit or the budget says nothing. Two
@@ -89,6 +91,14 @@ class ProviderRequest:
     fallback_models: tuple[str, ...] = ()
     endpoint: str | None = None
     """The base URL it goes to, for logs and prices (None: the shared `OPENAI_BASE_URL`)."""
+    timeout_seconds: float | None = None
+    """Each attempt's timeout (None: `llm_timeout_seconds`); the call's bound follows it."""
+    retry_timeouts: bool = True
+    """False: a timed-out attempt ends the call (`LLMTimeout`) instead of being retried."""
+
+    def timeout(self, llm: LLMSettings) -> float:
+        """The timeout of each attempt."""
+        return llm.timeout_seconds if self.timeout_seconds is None else self.timeout_seconds
 
 
 @dataclass(frozen=True)
@@ -171,15 +181,19 @@ class ProviderCaller:
         """The attempts within the call bound; the breaker hears the verdict."""
         breaker = self._breakers[permit.model]
         met = _Met()
-        scope = asyncio.timeout(self._bound)
+        bound = self._bound
+        if request.timeout_seconds is not None:
+            bound = call_bound_seconds(self._llm, request.timeout_seconds)
+        scope = asyncio.timeout(bound)
         try:
             async with scope:
                 reply = await self._policy.run(
                     lambda attempt: self._attempt(request, permit, attempt, met),
                     on_retry=lambda reason, _: self._retries(request.operation, reason).inc(),
+                    retry_timeouts=request.retry_timeouts,
                 )
         except BaseException as exc:
-            error = self._error(exc, scope.expired(), met)
+            error = self._error(exc, scope.expired(), met, request, bound)
             if isinstance(error, LLMCallError):
                 if met.uncounted or met.failure is None:
                     breaker.failed(permit, f"{error} ({self._endpoint})")
@@ -191,20 +205,27 @@ class ProviderCaller:
         breaker.succeeded(permit)
         return reply
 
-    def _error(self, exc: BaseException, expired: bool, met: _Met) -> BaseException:
+    def _error(
+        self,
+        exc: BaseException,
+        expired: bool,
+        met: _Met,
+        request: ProviderRequest,
+        bound: float,
+    ) -> BaseException:
         """The `LLMError` a failed call raises; other exceptions (cancellation) stay as they are.
 
         A call stopped by a limit or the breaker after one of its attempts reached the provider
         and failed ends with that failure: its items were not sent away by a limit."""
         if isinstance(exc, LLMUnavailable) and met.failure is not None:
-            return self._error(met.failure, False, _Met())
+            return self._error(met.failure, False, _Met(), request, bound)
         if isinstance(exc, LLMError):
             return exc
         if expired:
-            return LLMTimeout(f"call exceeded its bound of {self._bound:.1f} s")
+            return LLMTimeout(f"call exceeded its bound of {bound:.1f} s")
         if _timed_out(exc):
             return LLMTimeout(
-                f"no answer within {self._llm.timeout_seconds:g} s after the allowed retries"
+                f"no answer within {request.timeout(self._llm):g} s after the allowed retries"
             )
         if isinstance(exc, (openai.OpenAIError, ValueError)):
             return llm_error(exc)
@@ -267,7 +288,7 @@ class ProviderCaller:
         started = self._clock()
         self._in_flight.inc()
         try:
-            async with asyncio.timeout(self._llm.timeout_seconds):
+            async with asyncio.timeout(request.timeout(self._llm)):
                 response = await request.send(model, attempt)
         except Exception as exc:
             seconds = self._clock() - started
@@ -299,7 +320,7 @@ class ProviderCaller:
         status = getattr(exc, "status_code", None)
         if _timed_out(exc):
             met.uncounted = False
-            breaker.failed(permit, f"no answer within {self._llm.timeout_seconds:g} s")
+            breaker.failed(permit, f"no answer within {request.timeout(self._llm):g} s")
         elif status in ENDPOINT_STATUSES:
             met.uncounted = False
             breaker.trip(

@@ -12,7 +12,9 @@ before retry n (1, 2, ...) is `Retry-After` when the provider sent one (`retry-a
 `Retry-After` in seconds or as an HTTP date), else full jitter: uniform in
 [0, min(llm_retry_max_seconds, llm_retry_initial_seconds * 2**(n-1))]. A provider asking for a
 longer pause than `llm_retry_max_seconds` is not retried: the caller falls back instead of
-waiting. `tenacity` runs the loop; the sleep and the random source are injected.
+waiting. A caller may ask for timeouts not to be retried (`retry_timeouts=False`): an embedding
+batch that timed out is split rather than sent again at the same size. `tenacity` runs the
+loop; the sleep and the random source are injected.
 """
 
 from __future__ import annotations
@@ -148,9 +150,15 @@ class RetryPolicy:
         ceiling = min(self.max_seconds, self.initial_seconds * 2 ** max(retry_number - 1, 0))
         return self._uniform(0.0, ceiling)
 
-    def pause(self, exc: BaseException, retry_number: int) -> float | None:
-        """Seconds to wait before retry `retry_number` after `exc`; None = do not retry."""
-        if retry_number > self.max_retries or retry_reason(exc) is None:
+    def pause(
+        self, exc: BaseException, retry_number: int, *, retry_timeouts: bool = True
+    ) -> float | None:
+        """Seconds to wait before retry `retry_number` after `exc`; None = do not retry (also
+        for a timeout when `retry_timeouts` is False)."""
+        reason = retry_reason(exc)
+        if retry_number > self.max_retries or reason is None:
+            return None
+        if reason == "timeout" and not retry_timeouts:
             return None
         asked = exception_retry_after(exc)
         if asked is None:
@@ -162,15 +170,19 @@ class RetryPolicy:
         attempt: Callable[[int], Awaitable[R]],
         *,
         on_retry: Callable[[RetryReason, float], None] | None = None,
+        retry_timeouts: bool = True,
     ) -> R:
-        """`attempt(n)` for n = 0, 1, ... until it succeeds or may not be retried (re-raised)."""
+        """`attempt(n)` for n = 0, 1, ... until it succeeds or may not be retried (re-raised).
+
+        With `retry_timeouts` False a timed-out attempt ends the run: the caller does something
+        else than sending the same request again (an embedding batch is split)."""
         pauses: dict[int, float] = {}
 
         def should_retry(state: RetryCallState) -> bool:
             exc = state.outcome.exception() if state.outcome else None
             if exc is None:
                 return False
-            pause = self.pause(exc, state.attempt_number)
+            pause = self.pause(exc, state.attempt_number, retry_timeouts=retry_timeouts)
             if pause is None:
                 return False
             pauses[state.attempt_number] = pause

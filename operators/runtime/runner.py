@@ -31,29 +31,43 @@ Y_co = TypeVar("Y_co", covariant=True)
 RUNNER_MARGIN_SECONDS = 1.0
 REPAIR_ATTEMPTS = 1
 """Calls an item may make after its first one (one repair of an unusable answer)."""
+EMBED_PHASES = 2
+"""Embedding batches an item may wait for one after the other (reference texts fetched once,
+such as a router's intent examples, then its own texts)."""
 
 
-def call_bound_seconds(llm: LLMSettings) -> float:
+def call_bound_seconds(llm: LLMSettings, timeout_seconds: Optional[float] = None) -> float:
     """The longest one LLM call may take: every attempt at its worst, plus the waits between.
 
     Each of the `max_retries + 1` attempts may wait `max_limiter_wait_seconds` twice (a
-    concurrency slot, then the request and token limits) and then run for `timeout_seconds`;
-    between attempts the service waits at most `retry_max_seconds` (its backoff cap, and the
-    longest Retry-After it honours).
+    concurrency slot, then the request and token limits) and then run for `timeout_seconds`
+    (the request's own timeout when given); between attempts the service waits at most
+    `retry_max_seconds` (its backoff cap, and the longest Retry-After it honours).
     """
-    attempt = llm.timeout_seconds + 2 * llm.max_limiter_wait_seconds
+    timeout = llm.timeout_seconds if timeout_seconds is None else timeout_seconds
+    attempt = timeout + 2 * llm.max_limiter_wait_seconds
     waits = llm.max_retries * llm.retry_max_seconds
     return (llm.max_retries + 1) * attempt + waits
+
+
+def embed_bound_seconds(llm: LLMSettings) -> float:
+    """The longest one embedding batch may take from the moment it is sent, its splits included:
+    a call at the timeout of a full batch (`llm.embed_timeout(embed_batch_size)`). The
+    embeddings enforce it as a deadline; pieces still unanswered then fail with a timeout."""
+    return call_bound_seconds(llm, llm.embed_timeout(llm.embed_batch_size))
 
 
 def item_bound_seconds(llm: LLMSettings) -> float:
     """The safety-net bound of one item of an agent step, counted from the moment it starts.
 
-    Its first call and one repair call (`call_bound_seconds` each), the embedding batcher's wait
-    and a one-second margin, so the LLM layer's own bounds always fire first.
+    What an item may ask for, one after the other: `EMBED_PHASES` embedding batches (the batch
+    wait, then `embed_bound_seconds` each), its chat call and one repair call
+    (`call_bound_seconds` each), and a one-second margin, so the LLM layer's own bounds always
+    fire first.
     """
+    embeds = EMBED_PHASES * (llm.embed_batch_wait_seconds + embed_bound_seconds(llm))
     calls = (1 + REPAIR_ATTEMPTS) * call_bound_seconds(llm)
-    return calls + llm.embed_batch_wait_seconds + RUNNER_MARGIN_SECONDS
+    return embeds + calls + RUNNER_MARGIN_SECONDS
 
 
 class AsyncRunner:

@@ -13,7 +13,9 @@ It answers `POST /v1/chat/completions` and `POST /v1/embeddings` in the document
 - embeddings: deterministic hashed bag-of-words vectors (dimension 256, L2-normalised), so texts
   sharing words get similar vectors; `encoding_format` `float` or `base64` (little-endian float32).
 - latency: `server.latency` is fixed seconds or a zero-argument callable returning seconds;
-  `lognormal_latency(p50, p99)` gives the heavy-tailed distribution LLM providers show.
+  `lognormal_latency(p50, p99)` gives the heavy-tailed distribution LLM providers show. An
+  embeddings request also waits `server.embedding_seconds_per_text` per input text, as a CPU
+  embedding server's time grows with the batch.
 - dialects: with `server.response_formats` set (e.g. `{"text", "json_object"}`), a chat
   request with another `response_format` type gets 500 and the text llama.cpp's server sends;
   the schema of an answer is read from any dialect (`fake_outputs.request_schema`).
@@ -98,6 +100,7 @@ class OpenAITestServer(FaultPlan, RequestLog):
         self.usage: tuple[int, int] | None = None
         self.response_formats: frozenset[str] | None = None
         self.limits: ProviderLimits | None = None
+        self.embedding_seconds_per_text = 0.0
         FaultPlan.__init__(self)
         RequestLog.__init__(self)
         self.models = ["gpt-4o-mini", "gpt-4.1-nano", "text-embedding-3-small"]
@@ -308,6 +311,8 @@ class _Handler(BaseHTTPRequestHandler):
         ):
             return self._send(401, _error("Incorrect API key provided", "invalid_api_key"))
         delay = 0.0 if fault is not None and fault.immediate else owner._delay()
+        if isinstance(body, dict) and same_path(EMBEDDINGS_PATH, self.path):
+            delay += owner.embedding_seconds_per_text * _input_count(body)
         if fault is not None and fault.kind == "hang":
             delay = max(delay, fault.seconds)
         if delay > 0 and owner._stopping.wait(delay):
@@ -347,6 +352,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 MODELS_PATH = "/v1/models"
+
+
+def _input_count(body: dict[str, Any]) -> int:
+    """Texts in an embeddings request (`input` a string or a list)."""
+    inputs = body.get("input")
+    return len(inputs) if isinstance(inputs, list) else 1
 
 
 def _error(message: str, kind: str) -> bytes:

@@ -123,6 +123,21 @@ def test_an_unworkable_time_setting_is_refused(change: dict) -> None:
         Settings(_env_file=None, **change)
 
 
+def test_the_embedding_timeout_grows_per_text_and_is_bounded(env: pytest.MonkeyPatch) -> None:
+    env.setenv("SURGEFLOW_EMBED_TIMEOUT_PER_TEXT_SECONDS", "0.2")
+    llm = Settings(llm_timeout_seconds=10.0, embed_batch_size=100).llm
+    assert llm.embed_timeout(1) == pytest.approx(10.2)
+    assert llm.embed_timeout(100) == pytest.approx(30.0)
+    for change in (
+        {"embed_timeout_per_text_seconds": -0.1},
+        {"embed_timeout_per_text_seconds": float("nan")},
+        # a full batch of 2048 would get 20 + 2048 x 0.3 s, past the 600 s bound of a request
+        {"embed_batch_size": 2048, "embed_timeout_per_text_seconds": 0.3},
+    ):
+        with pytest.raises(ValueError):
+            Settings(_env_file=None, **change)
+
+
 # --- the README's configuration table is the contract -------------------------------------------
 
 README = Path(__file__).resolve().parents[3] / "README.md"

@@ -1,4 +1,5 @@
-"""`MicroBatcher` with a fake `run` (pure asyncio): grouping, bounds, errors, cancellation."""
+"""`MicroBatcher` with a fake `run` (pure asyncio): grouping, bounds, errors, cancellation; the
+size cap `AdaptiveBatchSize` with an injected clock."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from operators.llm.batching import BatcherClosed, BatchResultMismatch, MicroBatcher
+from operators.llm.batching import (
+    AdaptiveBatchSize,
+    BatcherClosed,
+    BatchResultMismatch,
+    MicroBatcher,
+)
 
 
 class Recorder:
@@ -230,3 +236,73 @@ def test_a_batcher_serves_only_its_own_event_loop() -> None:
 def test_bounds_are_checked(size: int, wait: float) -> None:
     with pytest.raises(ValueError):
         MicroBatcher(Recorder(), max_size=size, max_wait=wait)
+
+
+def test_an_exception_in_an_items_place_fails_only_that_items_submitters() -> None:
+    async def run_batch(items: list[int]) -> list[int | BaseException]:
+        return [KeyError(item) if item == 2 else item * 10 for item in items]
+
+    async def main() -> list[Any]:
+        batcher = MicroBatcher(run_batch, max_size=3, max_wait=1.0)
+        return await asyncio.gather(
+            batcher.submit(1), batcher.submit(2), batcher.submit(2), batcher.submit(3),
+            return_exceptions=True,
+        )  # fmt: skip
+
+    one, two, again, three = run(main)
+    assert (one, three) == (10, 30)
+    assert isinstance(two, KeyError) and isinstance(again, KeyError)
+
+
+def test_a_lowered_max_size_makes_the_next_batches_smaller() -> None:
+    recorder = Recorder()
+
+    async def main() -> None:
+        batcher = MicroBatcher(recorder, max_size=4, max_wait=0.5)
+        await asyncio.gather(*(batcher.submit(i) for i in range(4)))
+        batcher.max_size = 2
+        await asyncio.gather(*(batcher.submit(i) for i in range(4, 8)))
+        with pytest.raises(ValueError):
+            batcher.max_size = 0
+
+    run(main)
+    assert [len(b) for b in recorder.batches] == [4, 2, 2]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_batch_size_cap_halves_below_a_timeout_and_grows_back_slowly() -> None:
+    clock = Clock()
+    cap = AdaptiveBatchSize(256, grow_after=5.0, clock=clock)
+    assert cap.succeeded(256) == 256, "never above the maximum"
+    assert cap.timed_out(256) == 128
+    assert cap.timed_out(128) == 64
+    assert cap.timed_out(200) == 64, "a batch made before the last drop does not raise it"
+    assert cap.timed_out(1) == 1, "never below one"
+    assert cap.succeeded(1) == 1, "no growth within grow_after of the last change"
+    clock.now += 5.0
+    assert cap.succeeded(1) == 2, "at least one more"
+    clock.now += 1.0
+    assert cap.succeeded(2) == 2, "at most once per grow_after"
+    steps = 0
+    while cap.limit < 256:
+        clock.now += 5.0
+        cap.succeeded(cap.limit)
+        steps += 1
+    assert steps == 23, "from 2 back to the maximum by a quarter at a time, 5 s apart"
+    clock.now += 5.0
+    cap.timed_out(256)
+    clock.now += 5.0
+    assert cap.succeeded(10) == 128, "a small batch says nothing about the cap"
+    assert cap.succeeded(64) == 160, "one of at least half the cap raises it by a quarter"
+
+
+def test_a_batch_size_cap_needs_a_size() -> None:
+    with pytest.raises(ValueError):
+        AdaptiveBatchSize(0)

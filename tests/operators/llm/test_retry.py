@@ -137,3 +137,19 @@ def test_run_does_not_retry_what_may_not_be_retried() -> None:
     with pytest.raises(BreakerOpen):
         asyncio.run(retry.run(attempt))
     assert attempts == [0] and slept == []
+
+
+def test_a_run_may_leave_timeouts_to_its_caller_and_still_retry_the_rest() -> None:
+    retry, slept = policy()
+    attempts: list[int] = []
+
+    async def attempt(n: int) -> str:
+        attempts.append(n)
+        if n == 0:
+            raise status_error(503)
+        raise openai.APITimeoutError(request=REQUEST)
+
+    with pytest.raises(openai.APITimeoutError):
+        asyncio.run(retry.run(attempt, retry_timeouts=False))
+    assert attempts == [0, 1], "the 503 is retried, the timeout ends the run"
+    assert slept == [0.5]

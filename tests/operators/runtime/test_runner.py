@@ -9,7 +9,12 @@ import time
 import pytest
 
 from operators.config.settings import Settings
-from operators.runtime.runner import AsyncRunner, call_bound_seconds, item_bound_seconds
+from operators.runtime.runner import (
+    AsyncRunner,
+    call_bound_seconds,
+    embed_bound_seconds,
+    item_bound_seconds,
+)
 
 
 async def value_after(x: int, delay: float) -> int:
@@ -124,10 +129,22 @@ def test_call_bound_covers_every_attempt_its_waits_and_the_longest_pauses() -> N
     assert call_bound_seconds(settings.llm) == pytest.approx(4 * (10.0 + 2 * 2.0) + pauses)
 
 
-def test_item_bound_allows_one_repair_call_and_the_embedding_wait() -> None:
-    settings = Settings(llm_timeout_seconds=5.0, llm_max_retries=0, embed_batch_wait_seconds=0.25)
+def test_item_bound_allows_two_embedding_batches_one_call_and_its_repair() -> None:
+    settings = Settings(
+        llm_timeout_seconds=5.0,
+        llm_max_retries=1,
+        llm_max_limiter_wait_seconds=2.0,
+        llm_retry_max_seconds=3.0,
+        embed_batch_wait_seconds=0.25,
+        embed_batch_size=100,
+        embed_timeout_per_text_seconds=0.1,
+    )
     call = call_bound_seconds(settings.llm)
-    assert item_bound_seconds(settings.llm) == pytest.approx(2 * call + 0.25 + 1.0)
+    assert call == pytest.approx(2 * (5.0 + 2 * 2.0) + 3.0)
+    # an embedding batch: a call at the timeout of a full batch, 5 + 100 x 0.1 s
+    embed = embed_bound_seconds(settings.llm)
+    assert embed == pytest.approx(2 * (15.0 + 2 * 2.0) + 3.0)
+    assert item_bound_seconds(settings.llm) == pytest.approx(2 * (0.25 + embed) + 2 * call + 1.0)
 
 
 def test_from_settings_bounds_items_and_sets_no_concurrency_limit() -> None:
