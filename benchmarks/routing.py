@@ -453,6 +453,7 @@ def report(
         else f"`{endpoints.chat_model}` at the given `--chat-base-url`"
     )
     llm_run, always = by_name["embedding, else LLM"], by_name[ALWAYS_LLM]
+    which = {"calibration": "calibrated", "setting": "set"}.get(llm_run.threshold_source, "default")
     body = [
         f"{parts['calibration'] + parts['evaluation']} labelled messages "
         "(`data/routing/messages.jsonl`, none equal or close to an intent example) split by a "
@@ -468,7 +469,7 @@ def report(
         f"{gain_alone:+.1f}.",
         f"- **Combined routers vs lexical: worst {worst:+.1f} points** (target ≥ 0: "
         f"{'met' if worst >= 0 else 'not met'}).",
-        f"- The LLM fallback is {chat}. At the calibrated threshold "
+        f"- The LLM fallback is {chat}. At the {which} threshold "
         f"{llm_run.methods()['llm'] + sum(llm_run.fallbacks.values())} of "
         f"{len(llm_run.outcomes)} messages asked it. Asked for every message (threshold 1, on "
         f"every {ALWAYS_LLM_STRIDE}th message: {len(always.outcomes)}), it routed "
@@ -478,7 +479,10 @@ def report(
         "fallback: on the calibration part, below which confidence the lexical route beats the "
         "embedding. Where that never happens it sits below every confidence and nothing falls "
         "back; with a chat model that routes better than words, set "
-        "`SURGEFLOW_ROUTER_CONFIDENCE_THRESHOLD` higher.",
+        "`SURGEFLOW_ROUTER_CONFIDENCE_THRESHOLD` higher."
+        if which == "calibrated"
+        else f"- No calibration matched: the {which} threshold {llm_run.threshold:.4g} and "
+        f"temperature {llm_run.temperature}.",
         "",
         accuracy_table(runs),
         "",
