@@ -24,6 +24,7 @@ threshold (fewer fallback calls), placed halfway between the confidences around 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -94,6 +95,12 @@ def load_calibrations(path: Traversable = CALIBRATION_JSON) -> list[Calibration]
     return CalibrationFile.model_validate_json(path.read_bytes()).calibrations
 
 
+@functools.cache
+def shipped_calibrations() -> tuple[Calibration, ...]:
+    """`data/routing/calibration.json`, read once per process."""
+    return tuple(load_calibrations())
+
+
 def save_calibration(entry: Calibration, path: Path) -> None:
     """Store `entry` in `path`, replacing the calibration of the same key."""
     kept = [c for c in load_calibrations(path) if c.key != entry.key]
@@ -133,7 +140,7 @@ def router_scoring(
 
     `threshold` is the setting's value and `threshold_is_set` whether it was set explicitly.
     """
-    stored = load_calibrations() if calibrations is None else calibrations
+    stored = shipped_calibrations() if calibrations is None else calibrations
     found = next((c for c in stored if c.key == key), None)
     if found is not None:
         weight = found.lexical_weight
