@@ -211,8 +211,8 @@ class RouterAgent(Agent[ContextTicket, RoutedTicket]):
         object.__setattr__(self, "scoring", self._scoring())
 
     def _scoring(self) -> RouterScoring:
-        """The calibrated temperature and threshold of the embedding model (defaults, without
-        a warning, when no endpoint embeds)."""
+        """The calibrated lexical weight, temperature and threshold of the embedding model
+        (defaults, without a warning, when no endpoint embeds)."""
         tickets, llm = self.tickets, self.llm
         threshold = tickets.router_confidence_threshold
         is_set = "router_confidence_threshold" in tickets.model_fields_set
