@@ -8,6 +8,8 @@ message; `operators.tickets.router` decides with it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import math
 import operator
 from collections.abc import Sequence
@@ -60,16 +62,27 @@ class _Example:
     text: str
 
 
+def examples_version(intents: dict[Route, IntentSpec]) -> str:
+    """A content version of the examples the router embeds: `ex-` and 12 hex digits of the
+    SHA-256 of every route's examples in order. A calibration of the embedding router is fitted
+    on one version and holds only for it."""
+    content = [[route, spec.examples] for route, spec in intents.items()]
+    encoded = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+    return "ex-" + hashlib.sha256(encoded).hexdigest()[:12]
+
+
 class IntentIndex:
     """The intents with their lexical scorer and a memo of the example embeddings.
 
     The lexical scorer (`operators.tickets.lexical.LexicalScorer`) keeps a TF-IDF centroid per
     route: the
-    normalised sum of the TF-IDF vectors of its examples and its description.
+    normalised sum of the TF-IDF vectors of its examples and its description. `version` names
+    the examples' content (`examples_version`).
     """
 
     def __init__(self, intents: dict[Route, IntentSpec]) -> None:
         self.intents = intents
+        self.version = examples_version(intents)
         self.examples = tuple(
             _Example(route, text) for route, spec in intents.items() for text in spec.examples
         )

@@ -7,7 +7,8 @@ answer are all held in this process, and on the worker's event loop otherwise.
 Three methods, tried in this order when an LLM endpoint is configured:
 
 1. embedding: cosine similarity of the message embedding to the embeddings of every intent example
-   (`data/intents.json`); a route scores the similarity of its nearest example;
+   (`data/intents.json`); a route scores the similarity of its nearest example, plus, for a
+   calibrated model, its lexical score times the calibrated `lexical_weight`;
 2. llm: when the embedding decision is less confident than `SURGEFLOW_ROUTER_CONFIDENCE_THRESHOLD`,
    a structured chat call picks the route;
 3. lexical: a deterministic TF-IDF scorer (cosine to each route's centroid of its examples and
@@ -16,7 +17,10 @@ Three methods, tried in this order when an LLM endpoint is configured:
    call fails.
 
 Confidence is the softmax weight of the best route over all route scores. A follow-up ("any
-update?") is scored together with the session's last turns, so it stays on its topic.
+update?") is scored together with the session's last turns, so it stays on its topic. The
+embedding's lexical weight, softmax temperature and threshold are those calibrated for the
+embedding model, its prefixes and the intent examples (`operators.tickets.calibration`); an
+explicitly set threshold wins.
 
 The LLM's answer is not taken at face value: the confidence of an LLM route is the model's stated
 confidence capped by the embedding weight of the route it chose, and a choice whose embedding
@@ -35,7 +39,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
 from pydantic import BaseModel, Field
@@ -51,6 +55,12 @@ from operators.llm.types import (
     LLMService,
     LLMUnavailable,
     Tab,
+)
+from operators.tickets.calibration import (
+    EMBEDDING_TEMPERATURE,
+    CalibrationKey,
+    RouterScoring,
+    router_scoring,
 )
 from operators.tickets.domain import ContextTicket, RoutedTicket
 from operators.tickets.intents import ExampleVectors, IntentIndex
@@ -68,7 +78,6 @@ logger = logging.getLogger(__name__)
 
 ROUTER_PROMPT_VERSION = "router.v2"
 ROUTER_MAX_TOKENS = 60
-EMBEDDING_TEMPERATURE = 0.05
 FOLLOW_UP_MAX_WORDS = 8
 WEAK_SIGNAL = 0.2
 CONTEXT_TURNS = 2
@@ -98,15 +107,21 @@ def context_text(t: ContextTicket, own_scores: RouteScores) -> str:
     return " ".join(turn.text for turn in t.history[-CONTEXT_TURNS:])
 
 
-def route_lexically(
-    t: ContextTicket, index: IntentIndex, spent: tuple[Enrichment, ...] = ()
-) -> RoutedTicket:
-    """Route with the lexical scorer, keeping the enrichments of any LLM calls already made."""
+def lexical_route_scores(t: ContextTicket, index: IntentIndex) -> RouteScores:
+    """The lexical scores of `t`, blended with those of the session's last turns when it is a
+    follow-up."""
     scores = index.lexical_scores(t.text)
     earlier = context_text(t, scores)
     if earlier:
         scores = blend(scores, index.lexical_scores(earlier))
-    route, confidence = decide(scores, LEXICAL_TEMPERATURE)
+    return scores
+
+
+def route_lexically(
+    t: ContextTicket, index: IntentIndex, spent: tuple[Enrichment, ...] = ()
+) -> RoutedTicket:
+    """Route with the lexical scorer, keeping the enrichments of any LLM calls already made."""
+    route, confidence = decide(lexical_route_scores(t, index), LEXICAL_TEMPERATURE)
     return RoutedTicket.from_context(
         t, route=route, route_method="lexical", confidence=confidence, route_enrichments=spent
     )
@@ -197,7 +212,26 @@ class RouterAgent(Agent[ContextTicket, RoutedTicket]):
     index: IntentIndex
     llm: LLMSettings
     tickets: TicketsSettings
+    scoring: RouterScoring = field(init=False, compare=False)
     name: ClassVar[str] = "router"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scoring", self._scoring())
+
+    def _scoring(self) -> RouterScoring:
+        """The calibrated lexical weight, temperature and threshold of the embedding model
+        (defaults, without a warning, when no endpoint embeds)."""
+        tickets, llm = self.tickets, self.llm
+        threshold = tickets.router_confidence_threshold
+        is_set = "router_confidence_threshold" in tickets.model_fields_set
+        if llm.endpoint("embeddings") is None:
+            return RouterScoring(EMBEDDING_TEMPERATURE, threshold, "default",
+                                 "setting" if is_set else "default")  # fmt: skip
+        key = CalibrationKey(
+            model=llm.model_embeddings, query_prefix=llm.embeddings_query_prefix,
+            passage_prefix=llm.embeddings_passage_prefix, index_version=self.index.version,
+        )  # fmt: skip
+        return router_scoring(key, threshold=threshold, threshold_is_set=is_set)
 
     def needs_call(self, item: ContextTicket) -> bool:
         return bool(item.text)
@@ -218,29 +252,50 @@ class RouterAgent(Agent[ContextTicket, RoutedTicket]):
     ) -> Consultation[RoutedTicket]:
         t, llm = item, self.llm
         examples: HeldExamples = yield ExampleEmbeddings(self.index, llm.model_embeddings)
-        message = clean_and_bound(t.text, llm.max_input_tokens)
-        earlier = clean_and_bound(
-            context_text(t, self.index.lexical_scores(t.text)), llm.max_input_tokens
-        )
-        if not message:
-            raise LLMUnavailable("the message has no text to embed")
-        texts = [message, earlier] if earlier else [message]
+        texts = self.texts_to_embed(t)
         embedded: EmbedResult = yield Embed(texts, llm.model_embeddings, t.message.session_id)
         if len(embedded.vectors) != len(texts):
             raise LLMInvalidOutput(f"{len(embedded.vectors)} embeddings for {len(texts)} texts")
-        scores = self.index.embedding_scores(embedded.vectors[0], examples.vectors)
-        if earlier:
-            scores = blend(
-                scores, self.index.embedding_scores(embedded.vectors[1], examples.vectors)
-            )
-        route, confidence = decide(scores, EMBEDDING_TEMPERATURE)
-        if confidence >= self.tickets.router_confidence_threshold:
+        scores = self.route_scores(t, embedded.vectors, examples.vectors)
+        route, confidence = decide(scores, self.scoring.temperature)
+        if confidence >= self.scoring.threshold:
             return RoutedTicket.from_context(
                 t, route=route, route_method="embedding", confidence=confidence,
                 route_enrichments=tuple(spent),
             )  # fmt: skip
         answer: ChatResult[RouteChoice] = yield Chat(self._request(t), RouteChoice)
         return self._llm_route(t, answer.value, scores, route, tuple(spent))
+
+    def texts_to_embed(self, t: ContextTicket) -> list[str]:
+        """The message, and the session's last turns when it is a follow-up, cleaned and
+        bounded: the texts embedded (as queries) to route `t`."""
+        llm = self.llm
+        message = clean_and_bound(t.text, llm.max_input_tokens)
+        earlier = clean_and_bound(
+            context_text(t, self.index.lexical_scores(t.text)), llm.max_input_tokens
+        )
+        if not message:
+            raise LLMUnavailable("the message has no text to embed")
+        return [message, earlier] if earlier else [message]
+
+    def embedding_scores(
+        self, vectors: Sequence[Sequence[float]], examples: ExampleVectors
+    ) -> RouteScores:
+        """Route scores of the embedded texts (`texts_to_embed`): the message's, blended with
+        those of the earlier turns when there are any."""
+        scores = self.index.embedding_scores(vectors[0], examples)
+        if len(vectors) > 1:
+            scores = blend(scores, self.index.embedding_scores(vectors[1], examples))
+        return scores
+
+    def route_scores(
+        self, t: ContextTicket, vectors: Sequence[Sequence[float]], examples: ExampleVectors
+    ) -> RouteScores:
+        """The scores the embedding route decides on: `embedding_scores`, plus the calibrated
+        weight of the lexical scores (`lexical_route_scores`) when there is one."""
+        scores = self.embedding_scores(vectors, examples)
+        weight = self.scoring.lexical_weight
+        return blend(scores, lexical_route_scores(t, self.index), weight) if weight else scores
 
     def _request(self, t: ContextTicket) -> ChatRequest:
         llm = self.llm
@@ -264,7 +319,7 @@ class RouterAgent(Agent[ContextTicket, RoutedTicket]):
         """The LLM's route, its confidence capped by our weight of it, flagged when it goes
         against a clearly better scored route."""
         chosen = choice.route
-        weights = route_weights(scores, EMBEDDING_TEMPERATURE)
+        weights = route_weights(scores, self.scoring.temperature)
         conflict = weights[chosen] < self.tickets.router_conflict_ratio * weights[scored]
         if conflict:
             logger.info(

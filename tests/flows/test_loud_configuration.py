@@ -97,8 +97,11 @@ def test_a_wrong_llm_endpoint_is_one_loud_warning_at_start(
     assert "LLM endpoint" in preflight[0] and base in preflight[0]
     expected = "answered 404 on /models" if where == "wrong path" else "cannot be reached"
     assert expected in preflight[0]
+    # One line says the embedding model has no routing calibration (text-embedding-3-small).
+    calibration = [line for line in warnings if " operators.tickets.calibration " in line]
+    assert len(calibration) == 1 and "not calibrated" in calibration[0], calibration
     # The rest is at most one breaker line per model (a refused endpoint opens each breaker).
-    others = [line for line in warnings if line not in preflight]
+    others = [line for line in warnings if line not in preflight + calibration]
     assert all(" operators.llm.breaker " in line for line in others), others
     assert len(others) <= 2, others
 
