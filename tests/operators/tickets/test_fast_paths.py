@@ -16,14 +16,18 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Optional
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from operators.tickets import lexical, parse, workers
+from operators.tickets import lexical, parse, router, workers
+from operators.tickets.domain import ContextTicket, EnrichedTicket, Turn
 from operators.tickets.intents import IntentIndex
 from operators.tickets.lexical import ROUTES, LexicalScorer, RouteScores, stem
 from operators.tickets.parse import load_products, product_aliases
+from schemas import Entities, SourceRef, TicketMessage
 
 PRODUCTS = load_products()
 INDEX = IntentIndex.from_file()
@@ -236,3 +240,100 @@ def test_html_entities_still_decode_before_cleaning() -> None:
     assert parse.clean_text(body) == reference_collapse_whitespace(
         reference_remove_control_characters(html.unescape("Hello&nbsp;there\x00 ORD-123456"))
     )
+
+
+# --- routing a ticket with tuples of scores, and the parse memo ---------------------------------
+
+T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+
+
+def context_ticket(text: str, history: Sequence[str]) -> ContextTicket:
+    message = TicketMessage(
+        message_id="M-9", session_id="S-1", channel="chat", sender="visitor", body="x",
+        sent_at=T0,
+    )  # fmt: skip
+    return ContextTicket(
+        message=message,
+        source=SourceRef(topic="tickets.messages", partition=0, offset=9),
+        base_priority="normal",
+        response_sla_minutes=5,
+        text=text,
+        entities=Entities(),
+        history=tuple(Turn(f"M-{n}", h, T0) for n, h in enumerate(history)),
+    )
+
+
+def reference_route_lexically(t: ContextTicket, index: IntentIndex) -> tuple[str, float]:
+    """`router.route_lexically` as it was: dicts of scores, `context_text`, `blend`, `decide`."""
+    scores = index.lexical_scores(t.text)
+    earlier = router.context_text(t, scores)
+    if earlier:
+        scores = lexical.blend(scores, index.lexical_scores(earlier))
+    return lexical.decide(scores, lexical.LEXICAL_TEMPERATURE)
+
+
+FOLLOW_UPS = ["any update?", "??", "still waiting...", "ok and now?", "thanks", ""]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(texts, st.sampled_from(FOLLOW_UPS)),
+    st.lists(st.one_of(texts, st.sampled_from(PIECES)), max_size=4),
+)
+@example("any update?", ["my parcel ORD-123456 is late", "still nothing"])
+@example("please reply, third time I write about it", ["I was charged twice"])
+@example("", [])
+def test_routing_with_tuples_matches_the_dicts(text: str, history: list[str]) -> None:
+    t = context_ticket(text, history)
+    for _ in range(2):  # computed, then from the memos
+        routed = router.route_lexically(t, INDEX)
+        expected_route, expected_confidence = reference_route_lexically(t, INDEX)
+        assert (routed.route, repr(routed.confidence)) == (
+            expected_route, repr(min(1.0, max(0.0, expected_confidence)))
+        )  # fmt: skip
+        assert INDEX.lexical(text) == lexical.decide(
+            INDEX.lexical_scores(text), lexical.LEXICAL_TEMPERATURE
+        )
+
+
+def test_the_route_memo_is_bounded() -> None:
+    scorer = LexicalScorer(INDEX.intents)
+    for n in range(LexicalScorer.SCORE_CACHE + 10):
+        scorer.route(f"parcel {n} late")
+    assert len(scorer._routes) <= LexicalScorer.SCORE_CACHE
+
+
+def enriched(body: str, subject: Optional[str]) -> EnrichedTicket:
+    message = TicketMessage(
+        message_id="M-1", session_id="S-1", channel="email", sender="a@example.com",
+        subject=subject, body=body, sent_at=T0,
+    )  # fmt: skip
+    return EnrichedTicket(message, SourceRef(topic="t", partition=0, offset=1), "normal", 60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts.filter(lambda b: b.strip() != ""),
+    st.one_of(st.none(), st.sampled_from(["Re: order", "Fwd: RE: ORD-123456", "AeroBlend 3000"])),
+)
+@example("any update?", None)
+@example("My AeroBlend 3000 broke, ORD-123456, jane@example.com", "Re: broken")
+def test_the_parse_memo_gives_what_parsing_gives(body: str, subject: Optional[str]) -> None:
+    t = enriched(body, subject)
+    for products in (PRODUCTS, list(PRODUCTS), ()):
+        text, entities = parse.parse_text(body, subject, products)
+        for _ in range(2):  # parsed, then from the memo
+            parsed = parse.parse_ticket(t, products=products)
+            assert (parsed.text, parsed.entities) == (text, entities)
+            assert parsed.text == parse.clean_text(body, subject)
+            assert parsed.entities == parse.extract_entities(text, products)
+
+
+def test_the_parse_memo_is_bounded_and_per_product_list() -> None:
+    memo = parse._parses(PRODUCTS)
+    for n in range(parse.PARSE_CACHE + 10):
+        parse.parse_ticket(enriched(f"where is ORD-{100000 + n}?", None), products=PRODUCTS)
+    assert memo.parse.cache_info().currsize <= parse.PARSE_CACHE
+    assert parse._parses(("Only Product",)) is not memo
+    found = parse.parse_ticket(enriched("my Only Product broke", None), products=("Only Product",))
+    assert found.entities.products == ["Only Product"]
