@@ -16,18 +16,28 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Optional
+from unittest import mock
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from operators.tickets import lexical, parse, router, workers
-from operators.tickets.domain import ContextTicket, EnrichedTicket, Turn
+from operators.tickets import lexical, parse, respond, router, workers
+from operators.tickets.domain import ContextTicket, DraftedTicket, EnrichedTicket, Turn
 from operators.tickets.intents import IntentIndex
 from operators.tickets.lexical import ROUTES, LexicalScorer, RouteScores, stem
 from operators.tickets.parse import load_products, product_aliases
-from schemas import Entities, SourceRef, TicketMessage
+from schemas import (
+    Enrichment,
+    Entities,
+    SourceRef,
+    TicketMessage,
+    TicketResponse,
+    deterministic_id,
+)
 
 PRODUCTS = load_products()
 INDEX = IntentIndex.from_file()
@@ -337,3 +347,119 @@ def test_the_parse_memo_is_bounded_and_per_product_list() -> None:
     assert parse._parses(("Only Product",)) is not memo
     found = parse.parse_ticket(enriched("my Only Product broke", None), products=("Only Product",))
     assert found.entities.products == ["Only Product"]
+
+
+# --- the response record built without validating it again -------------------------------------
+
+REPLIES = [
+    BODY_TEXT := "We are sorry that order ORD-123456 is running late.",
+    " padded ", "\x1cfile separator", "ends with a line\n", "\u2003em space", "x" * 4100, "",
+    "Line one.\n\nLine two!",
+]  # fmt: skip
+ZONES = [UTC, None, timezone(timedelta(hours=2)), UTC, timezone(timedelta(0))]
+
+
+def drafted_ticket(
+    channel: str, reply: str, confidence: float, method: str, ids: tuple[str, str]
+) -> DraftedTicket:
+    message = TicketMessage.model_construct(
+        message_id=ids[0], session_id=ids[1], channel=channel, sender="jane.doe@example.com",
+        body="where is ORD-123456?", sent_at=T0, customer_tier="standard",
+    )  # fmt: skip
+    return DraftedTicket(
+        message=message,
+        source=SourceRef(topic="tickets.messages", partition=0, offset=3),
+        base_priority="normal",
+        response_sla_minutes=240,
+        text="where is ORD-123456?",
+        entities=Entities(order_ids=["ORD-123456"]),
+        history=(Turn("M-1", "my parcel is late", T0),),
+        route="shipping_delay",
+        route_method=method,  # type: ignore[arg-type]
+        confidence=confidence,
+        route_enrichments=(),
+        priority="high",
+        reply=reply,
+        enrichment=Enrichment(source="rules", prompt_version="shipping_delay.v2"),
+        prompt_version="shipping_delay.v2",
+    )
+
+
+def validated_response(t: DraftedTicket, now: datetime) -> TicketResponse:
+    """`format_response` with every record validated (the code before the fast path)."""
+    with mock.patch.object(respond, "already_valid", lambda fields: False):
+        return respond.format_response(t, now=now)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(["email", "chat", "it", "fax"]),
+    st.one_of(st.sampled_from(REPLIES), st.text(max_size=40)),
+    st.one_of(
+        st.sampled_from([0.0, 1.0, 0.5, -0.0, 1, 0, 1.0000001, float("nan")]),
+        st.floats(allow_nan=True),
+    ),
+    st.sampled_from(["lexical", "embedding", "llm", "rules"]),
+    st.sampled_from(
+        [("M-2", "S-9"), ("M 2", "S-9"), ("M-2", " S-9"), ("M-2", "S" * 65), ("é", "S"), ("", "S")]
+    ),
+    st.sampled_from(ZONES),
+)
+@example("email", BODY_TEXT, 0.74, "embedding", ("M-2", "S-9"), UTC)
+def test_the_unvalidated_response_is_what_validation_gives(
+    channel: str,
+    reply: str,
+    confidence: float,
+    method: str,
+    ids: tuple[str, str],
+    zone: Optional[tzinfo],
+) -> None:
+    t = drafted_ticket(channel, reply, confidence, method, ids)
+    now = datetime(2026, 11, 27, 9, 0, 3, tzinfo=zone)
+    try:
+        expected = validated_response(t, now)
+    except ValidationError as error:
+        with pytest.raises(ValidationError) as raised:
+            respond.format_response(t, now=now)
+        assert raised.value.errors() == error.errors()
+        return
+    got = respond.format_response(t, now=now)
+    assert got == expected
+    assert got.model_dump_json() == expected.model_dump_json()
+    assert list(got.__dict__) == list(expected.__dict__) == list(TicketResponse.model_fields)
+    assert got.__pydantic_fields_set__ == expected.__pydantic_fields_set__
+    assert got.model_dump_json(exclude_unset=True) == expected.model_dump_json(exclude_unset=True)
+
+
+def test_the_flow_path_takes_the_shortcut() -> None:
+    t = drafted_ticket("chat", BODY_TEXT, 0.5, "lexical", ("M-2", "S-9"))
+    with mock.patch.object(TicketResponse, "__init__", side_effect=AssertionError):
+        response = respond.format_response(t, now=datetime(2026, 11, 27, 9, 0, 3, tzinfo=UTC))
+    assert response.reply == BODY_TEXT
+    assert response.response_id == deterministic_id("S-9", "M-2")
+    assert respond.response_id_of("S\x1f9", "M-2") == deterministic_id("S\x1f9", "M-2")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(st.sampled_from(REPLIES), st.text(max_size=40)),
+    st.one_of(st.sampled_from([0.5, 1, True, float("inf")]), st.floats(allow_nan=True)),
+    st.sampled_from([("M-2", "S-9"), ("M 2", "S-9"), ("M-2", "S-9\n"), ("M-2", "S" * 65)]),
+    st.sampled_from(ZONES),
+    st.sampled_from(["lexical", "LEXICAL", "llm"]),
+)
+def test_what_passes_the_check_validation_leaves_as_it_is(
+    reply: str, confidence: float, ids: tuple[str, str], zone: Optional[tzinfo], method: str
+) -> None:
+    """`already_valid` on any values (not only those `format_reply` makes): when it says yes,
+    validation keeps every value as it is."""
+    fields = validated_response(
+        drafted_ticket("chat", BODY_TEXT, 0.5, "lexical", ("M-2", "S-9")), datetime.now(UTC)
+    ).__dict__ | {
+        "reply": reply, "confidence": confidence, "message_id": ids[0], "session_id": ids[1],
+        "responded_at": datetime(2026, 11, 27, 9, 0, 3, tzinfo=zone), "route_method": method,
+    }  # fmt: skip
+    if respond.already_valid(fields):
+        validated = TicketResponse(**fields)
+        assert validated.__dict__ == fields
+        assert [type(v) for v in validated.__dict__.values()] == [type(v) for v in fields.values()]
