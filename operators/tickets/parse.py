@@ -19,7 +19,7 @@ from importlib.resources.abc import Traversable
 from typing import Optional
 
 from operators.runtime.resources import data_file
-from operators.tickets.domain import EnrichedTicket, ParsedTicket
+from operators.tickets.domain import EnrichedTicket, ParsedTicket, made
 from schemas.tickets import Entities
 
 PRODUCTS_CSV = data_file("products.csv")
@@ -332,7 +332,8 @@ def parse_ticket(t: EnrichedTicket, *, products: Optional[Sequence[str]] = None)
     message = t.message
     known = load_products() if products is None else products
     text, entities = _parses(known).parse(message.body, message.subject)
-    return ParsedTicket(
+    return made(
+        ParsedTicket,
         message=message,
         source=t.source,
         base_priority=t.base_priority,

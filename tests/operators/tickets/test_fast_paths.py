@@ -12,10 +12,12 @@ from __future__ import annotations
 import html
 import itertools
 import math
+import pickle
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Optional
 from unittest import mock
@@ -25,8 +27,15 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from operators.tickets import lexical, parse, respond, router, workers
-from operators.tickets.domain import ContextTicket, DraftedTicket, EnrichedTicket, Turn
+from operators.runtime.validate import Limits
+from operators.tickets import domain, lexical, parse, respond, router, workers
+from operators.tickets.domain import (
+    ContextTicket,
+    DraftedTicket,
+    EnrichedTicket,
+    ParsedTicket,
+    Turn,
+)
 from operators.tickets.intents import IntentIndex
 from operators.tickets.lexical import ROUTES, LexicalScorer, RouteScores, stem
 from operators.tickets.parse import load_products, product_aliases
@@ -38,6 +47,7 @@ from schemas import (
     TicketResponse,
     deterministic_id,
 )
+from schemas.common import EventTime
 
 PRODUCTS = load_products()
 INDEX = IntentIndex.from_file()
@@ -463,3 +473,81 @@ def test_what_passes_the_check_validation_leaves_as_it_is(
         validated = TicketResponse(**fields)
         assert validated.__dict__ == fields
         assert [type(v) for v in validated.__dict__.values()] == [type(v) for v in fields.values()]
+
+
+# --- the message's event time checked in one validator call -----------------------------------
+
+
+class ReferenceMessage(TicketMessage):
+    """`TicketMessage` as it was: `sent_at` an `EventTime` (three validator calls)."""
+
+    sent_at: EventTime  # type: ignore[assignment]
+
+
+BOUNDS = Limits(max_ahead=timedelta(hours=24))
+WALL = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+ZONES_OF_SENT_AT = [UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=12))]
+EDGES = [
+    WALL + timedelta(hours=24),
+    WALL + timedelta(hours=24, microseconds=1),
+    datetime(2000, 1, 1, tzinfo=UTC),
+    datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(2100, 1, 1, tzinfo=UTC),
+    datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=2))),
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.datetimes(
+            min_value=datetime(1, 1, 2),
+            max_value=datetime(9999, 12, 30),
+            timezones=st.sampled_from(ZONES_OF_SENT_AT),
+        ),
+        st.sampled_from(EDGES),
+    ),
+    st.booleans(),
+    st.sampled_from(["as value", "as text", "naive text"]),
+)
+def test_the_folded_event_time_validator_matches_event_time(
+    sent_at: datetime, with_context: bool, form: str
+) -> None:
+    value: object = sent_at
+    if form != "as value":
+        value = (
+            sent_at.isoformat() if form == "as text" else sent_at.replace(tzinfo=None).isoformat()
+        )
+    raw = {"message_id": "M-1", "session_id": "S-1", "channel": "chat", "sender": "v", "body": "x",
+           "sent_at": value}  # fmt: skip
+    context = BOUNDS.time_bounds(WALL).context() if with_context else None
+    outcomes = []
+    for model in (TicketMessage, ReferenceMessage):
+        try:
+            outcomes.append(model.model_validate(raw, context=context).model_dump())
+        except ValidationError as error:
+            outcomes.append(error.errors(include_url=False))
+    assert repr(outcomes[0]) == repr(outcomes[1])
+
+
+def test_records_made_in_one_step_equal_those_the_dataclass_makes() -> None:
+    t = enriched("where is ORD-123456?", None)
+    values = dict(
+        message=t.message, source=t.source, base_priority="normal", response_sla_minutes=60,
+        text="where is ORD-123456?", entities=Entities(order_ids=["ORD-123456"]),
+    )  # fmt: skip
+    made, plain = domain.made(ParsedTicket, **values), ParsedTicket(**values)
+    assert made == plain and made.__dict__ == plain.__dict__
+    assert list(made.__dict__) == list(plain.__dict__)
+    assert pickle.loads(pickle.dumps(made)) == plain
+    assert parse.parse_ticket(t, products=PRODUCTS) == ParsedTicket(**values)
+    turn = domain.made(Turn, message_id="M-1", text="hi", sent_at=T0)
+    assert turn == Turn("M-1", "hi", T0) and list(turn.__dict__) == [
+        "message_id",
+        "text",
+        "sent_at",
+    ]
+    with pytest.raises(FrozenInstanceError):
+        turn.text = "changed"  # type: ignore[misc]
