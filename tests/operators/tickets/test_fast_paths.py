@@ -22,11 +22,13 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Optional
 from unittest import mock
 
+import polars as pl
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from operators.runtime.records import Valid
 from operators.runtime.validate import Limits
 from operators.tickets import domain, lexical, parse, respond, router, workers
 from operators.tickets.domain import (
@@ -36,10 +38,13 @@ from operators.tickets.domain import (
     ParsedTicket,
     Turn,
 )
+from operators.tickets.enrich import join_tickets
 from operators.tickets.intents import IntentIndex
 from operators.tickets.lexical import ROUTES, LexicalScorer, RouteScores, stem
 from operators.tickets.parse import load_products, product_aliases
+from operators.tickets.reference import ChannelReference
 from schemas import (
+    DeadLetter,
     Enrichment,
     Entities,
     SourceRef,
@@ -551,3 +556,61 @@ def test_records_made_in_one_step_equal_those_the_dataclass_makes() -> None:
     ]
     with pytest.raises(FrozenInstanceError):
         turn.text = "changed"  # type: ignore[misc]
+
+
+# --- the channel join as a dict lookup --------------------------------------------------------
+
+
+def reference_join(channels: list[str], table: pl.DataFrame) -> list[tuple[object, object]]:
+    """The polars left join per batch that `join_tickets` replaced: (priority, sla) per row."""
+    keys = pl.DataFrame(
+        {"i": range(len(channels)), "channel": channels},
+        schema={"i": pl.Int64, "channel": pl.String},
+    )
+    joined = (
+        keys.join(table, on="channel", how="left")
+        .sort("i")
+        .select("base_priority", "response_sla_minutes")
+    )
+    return list(joined.iter_rows())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["email", "chat", "it"]), max_size=12),
+    st.dictionaries(
+        st.sampled_from(["email", "chat", "it", "fax"]),
+        st.tuples(
+            st.one_of(st.none(), st.sampled_from(["low", "normal", "high", "urgent"])),
+            st.one_of(st.none(), st.integers(0, 10_000)),
+        ),
+    ),
+)
+def test_the_channel_lookup_gives_what_the_join_gave(
+    channels: list[str], rows: dict[str, tuple[Optional[str], Optional[int]]]
+) -> None:
+    table = pl.DataFrame(
+        {
+            "channel": list(rows),
+            "base_priority": [p for p, _ in rows.values()],
+            "response_sla_minutes": [sla for _, sla in rows.values()],
+        },
+        schema={"channel": pl.String, "base_priority": pl.String, "response_sla_minutes": pl.Int64},
+    )
+    batch = [
+        Valid(
+            model=TicketMessage(
+                message_id=f"M-{n}", session_id="S-1", channel=c, sender="a@example.com",
+                body="hi", sent_at=T0,
+            ),
+            source=SourceRef(topic="tickets.messages", partition=0, offset=n),
+        )
+        for n, c in enumerate(channels)
+    ]  # fmt: skip
+    out = join_tickets(batch, ChannelReference(table), step="j")
+    for got, (priority, sla) in zip(out, reference_join(channels, table), strict=True):
+        if priority is None:
+            assert isinstance(got, DeadLetter) and got.error_type == "unknown_reference"
+        else:
+            assert isinstance(got, EnrichedTicket)
+            assert (got.base_priority, got.response_sla_minutes) == (priority, sla)
