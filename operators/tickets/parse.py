@@ -341,3 +341,10 @@ def parse_ticket(t: EnrichedTicket, *, products: Optional[Sequence[str]] = None)
         text=text,
         entities=entities,
     )
+
+
+def parse_tickets(
+    batch: list[EnrichedTicket], *, products: Optional[Sequence[str]] = None
+) -> list[ParsedTicket]:
+    """`parse_ticket` of every message of a batch (one call per batch from a flow's step)."""
+    return [parse_ticket(t, products=products) for t in batch]

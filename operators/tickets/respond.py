@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Optional, get_args
@@ -137,6 +138,14 @@ def format_response(t: DraftedTicket, *, now: datetime) -> TicketResponse:
         return _trusted_response(fields)
     del fields["schema_version"]  # left to its default, as the fast path leaves it
     return TicketResponse(**fields)
+
+
+def format_responses(
+    batch: list[DraftedTicket], *, now: Callable[[], datetime]
+) -> list[TicketResponse]:
+    """`format_response` of every drafted message of a batch, each at its own `now()` (one
+    call per batch from a flow's step)."""
+    return [format_response(t, now=now()) for t in batch]
 
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")  # `schemas.common.Id`, 1-64 characters
