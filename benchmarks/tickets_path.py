@@ -340,7 +340,7 @@ def profile(
 
 PROFILE_ITEMS = {
     "validate (runtime: bytes → TicketMessage)": "parse_record (operators/runtime/",
-    "enrich_with_channel (polars join)": "join_tickets (operators/tickets/",
+    "enrich_with_channel (channel join)": "join_tickets (operators/tickets/",
     "parse (clean text, entities)": "parse_ticket (operators/tickets/",
     "session_history (state, turns)": "SessionLogic.on_item (operators/tickets/",
     "route: lexical router": "route_lexically (operators/tickets/",
