@@ -1,6 +1,6 @@
-"""Throughput of the tickets flow's rules path, this tree against another revision, side by side.
+"""Throughput of the tickets flow's rules path, this tree against other revisions, side by side.
 
-Run: `python -m benchmarks.tickets_path [--quick] [--records N] [--rounds R] [--against REF]
+Run: `python -m benchmarks.tickets_path [--quick] [--records N] [--rounds R] [--against REF ...]
 [--profile]`.
 
 N ticket messages of the seeded surge (`operators.tickets.surge`, steady events N / 11) go
@@ -12,13 +12,15 @@ reply templates: the rules path), one worker, in two ways:
   `KAFKA_BOOTSTRAP_SERVERS` (or one started here by `scripts/kafka_broker.py`), and each run reads
   them to the end (`SURGEFLOW_KAFKA_TAIL=false`) and writes to fresh output topics.
 
-Each round runs both trees, this one (`head`) and a `git archive` of `--against` (default `main`,
-`base`), in alternating order, so the ratio of a round compares runs made a few seconds apart on
-the same machine. A run's figures: records/s (messages over the process's wall time, start-up
-included, as a user sees it) and CPU µs per record (user + system CPU of the process, less that of
-a run on an empty input file, over the messages). The output count of every run is checked
-against the base's. `--profile` also records each tree once with py-spy on the file path and
-prints the top functions' shares of the samples.
+Each round runs every tree, this one (`head`) and a `git archive` of each `--against` (repeatable;
+default `main`; named `base <short hash>`), in an order that rotates and reverses from round to
+round, so the ratio of a round compares runs made seconds apart on the same machine. A run's
+figures: records/s (messages over the process's wall time, start-up included, as a user sees it)
+and CPU µs per record (user + system CPU of the process, less that of a run on an empty input
+file, over the messages). The output count of every run is checked against the others'.
+`--profile` also records each tree once with py-spy (over Kafka when the Kafka runs are made,
+else on the file path) and prints the shares of the path's parts and the top functions by their
+own samples.
 
 Figures go to stdout and to docs/BENCHMARKS.md (section `tickets-path`).
 """
@@ -81,14 +83,15 @@ def git(*args: str) -> str:
 
 
 def archive(ref: str, into: Path) -> Tree:
-    """`ref` of this repository, unpacked into `into`."""
+    """`ref` of this repository, unpacked into `into`; the tree is named by its short hash."""
     revision = git("rev-parse", "--short", ref)
+    name = f"base {revision}"
     data = subprocess.run(["git", "archive", ref], cwd=ROOT, check=True, capture_output=True)
-    tar_path = into / "base.tar"
+    tar_path = into / f"{revision}.tar"
     tar_path.write_bytes(data.stdout)
     with tarfile.open(tar_path) as tar:
-        tar.extractall(into / "base", filter="data")
-    return Tree("base", into / "base", f"{ref} ({revision})")
+        tar.extractall(into / revision, filter="data")
+    return Tree(name, into / revision, f"{ref} ({revision})")
 
 
 def head_tree() -> Tree:
@@ -264,7 +267,8 @@ class KafkaBench:
         finally:
             consumer.close()
 
-    def run(self, tree: Tree, workers: int) -> tuple[float, float, int]:
+    def env(self, tree: Tree) -> tuple[dict[str, str], tuple[str, str]]:
+        """The environment of a run of `tree` on fresh output topics, and those topics."""
         run_id = uuid.uuid4().hex[:6]
         responses, dlq = f"{self.prefix}.{run_id}.responses", f"{self.prefix}.{run_id}.dlq"
         self.create([responses, dlq])
@@ -276,6 +280,10 @@ class KafkaBench:
             "SURGEFLOW_TOPIC_TICKETS_RESPONSES": responses,
             "SURGEFLOW_TOPIC_TICKETS_DLQ": dlq,
         }
+        return env, (responses, dlq)
+
+    def run(self, tree: Tree, workers: int) -> tuple[float, float, int]:
+        env, (responses, dlq) = self.env(tree)
         wall, cpu = timed(flow_cmd(workers), cwd=tree.path, env=env)
         return wall, cpu, self.count(responses) + self.count(dlq)
 
@@ -299,24 +307,40 @@ def broker() -> Iterator[str]:
         yield started.bootstrap_servers
 
 
-def profile(tree: Tree, source: Path, work: Path, workers: int) -> list[tuple[str, float]]:
-    """py-spy's samples of one file run of `tree`: the top functions by inclusive share."""
+@dataclass(frozen=True)
+class Profile:
+    """py-spy's samples of one run: the shares of `PROFILE_ITEMS` and the top functions."""
+
+    items: list[tuple[str, float]]
+    top: list[tuple[str, float]]
+
+
+def profile(
+    tree: Tree, source: Path, work: Path, workers: int, kafka: Optional[KafkaBench] = None
+) -> Profile:
+    """py-spy's samples of one run of `tree` (over Kafka when `kafka` is given, else the file
+    path)."""
     raw = work / f"profile-{tree.name}.txt"
-    env = base_env() | {
-        "PYTHONPATH": str(tree.path),
-        "SURGEFLOW_INPUT_FILE": str(source),
-        "SURGEFLOW_OUTPUT_DIR": str(work / f"profile-out-{tree.name}"),
-    }
+    if kafka is not None:
+        env, _ = kafka.env(tree)
+    else:
+        env = base_env() | {
+            "PYTHONPATH": str(tree.path),
+            "SURGEFLOW_INPUT_FILE": str(source),
+            "SURGEFLOW_OUTPUT_DIR": str(work / f"profile-out-{tree.name}"),
+        }
     py_spy = Path(PYTHON).with_name("py-spy")
-    record = [str(py_spy), "record", "-r", "200", "--format", "raw", "-o", str(raw), "--"]
+    record = [str(py_spy), "record", "-r", "200", "--nolineno", "--format", "raw", "-o", str(raw)]
+    record.append("--")
     cmd = [*record, *flow_cmd(workers)]
     timed(cmd, cwd=tree.path, env=env)
-    return shares(raw.read_text(encoding="utf-8"))
+    text = raw.read_text(encoding="utf-8")
+    return Profile(shares(text), top_functions(text))
 
 
 PROFILE_ITEMS = {
-    "validate (runtime: bytes → TicketMessage)": "validate.<locals>.<lambda> (operators/runtime/",
-    "enrich_with_channel (polars join)": "join_tickets (operators/tickets/",
+    "validate (runtime: bytes → TicketMessage)": "parse_record (operators/runtime/",
+    "enrich_with_channel (channel join)": "join_tickets (operators/tickets/",
     "parse (clean text, entities)": "parse_ticket (operators/tickets/",
     "session_history (state, turns)": "SessionLogic.on_item (operators/tickets/",
     "route: lexical router": "route_lexically (operators/tickets/",
@@ -334,23 +358,45 @@ def shares(raw: str) -> list[tuple[str, float]]:
     out) of each of `PROFILE_ITEMS`, from py-spy's raw (collapsed stack) output."""
     counts: Counter[str] = Counter()
     total = 0
+    for frames, n in _after_start_up(raw):
+        stack = ";".join(frames)
+        total += n
+        for item, mark in PROFILE_ITEMS.items():
+            if mark in stack:
+                counts[item] += n
+    return [(item, 100.0 * counts[item] / total) for item in PROFILE_ITEMS] if total else []
+
+
+def _after_start_up(raw: str) -> Iterator[tuple[list[str], int]]:
+    """The stacks (outermost frame first) and sample counts of py-spy's raw output, without
+    those of importing and building the flow."""
     for line in raw.splitlines():
         stack, _, n = line.rpartition(" ")
         if "_locate_dataflow" in stack or "importlib" in stack:
             continue
-        total += int(n)
-        for item, mark in PROFILE_ITEMS.items():
-            if mark in stack:
-                counts[item] += int(n)
-    return [(item, 100.0 * counts[item] / total) for item in PROFILE_ITEMS] if total else []
+        yield stack.split(";"), int(n)
 
 
-def median_ratio(runs: list[Run], transport: str, value: str) -> Optional[float]:
-    """Median over rounds of head's figure over base's in the same round."""
+TOP_FUNCTIONS = 15
+
+
+def top_functions(raw: str, count: int = TOP_FUNCTIONS) -> list[tuple[str, float]]:
+    """The `count` functions with the most samples of their own (the innermost frame; a
+    function's callees not counted), as shares of the samples after start-up."""
+    own: Counter[str] = Counter()
+    total = 0
+    for frames, n in _after_start_up(raw):
+        total += n
+        own[frames[-1]] += n
+    return [(name, 100.0 * n / total) for name, n in own.most_common(count)] if total else []
+
+
+def median_ratio(runs: list[Run], transport: str, value: str, base: str) -> Optional[float]:
+    """Median over rounds of head's figure over `base`'s in the same round."""
     pairs = [r for r in runs if r.transport == transport]
-    base = [getattr(r, value) for r in pairs if r.tree == "base"]
+    of_base = [getattr(r, value) for r in pairs if r.tree == base]
     head = [getattr(r, value) for r in pairs if r.tree == "head"]
-    ratios = [h / b for h, b in zip(head, base, strict=False) if b]
+    ratios = [h / b for h, b in zip(head, of_base, strict=False) if b]
     return statistics.median(ratios) if ratios else None
 
 
@@ -361,26 +407,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--records", type=int, help="messages per run")
     parser.add_argument("--rounds", type=int, help="interleaved rounds")
-    parser.add_argument("--against", default="main", help="git ref of the base tree")
+    parser.add_argument(
+        "--against", action="append",
+        help="git ref of a base tree (repeat for several; default main)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="bytewax workers (-w)")
     parser.add_argument(
         "--transport", choices=("all", "domain", "file", "kafka"), default="all",
         help="domain: the domain code in a plain loop; file, kafka: the flow",
     )  # fmt: skip
-    parser.add_argument("--profile", action="store_true", help="py-spy each tree once")
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="py-spy each tree once (over Kafka when it runs, else the file path)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     size, rounds = SIZES["quick" if args.quick else "full"]
     size, rounds = args.records or size, args.rounds or rounds
     every = ("domain", "file", "kafka")
     transports = every if args.transport == "all" else (args.transport,)
+    refs = args.against or ["main"]
 
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tickets-bench-")))
-        trees = [head_tree(), archive(args.against, work)]
+        trees = [head_tree()]
+        by_revision = {git("rev-parse", "--short", ref): ref for ref in refs}
+        trees += [archive(ref, work) for ref in by_revision.values()]
         source, empty = work / "messages.jsonl", work / "empty.jsonl"
         records = write_messages(source, size)
         empty.write_bytes(b"")
-        print(f"{records} messages; head = {trees[0].revision}, base = {trees[1].revision}")
+        print(f"{records} messages; " + ", ".join(f"{t.name} = {t.revision}" for t in trees))
         kafka: Optional[KafkaBench] = None
         if "kafka" in transports:
             bootstrap = stack.enter_context(broker())
@@ -393,7 +448,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"CPU of a run on an empty input: {idle_cpu}")
         runs: list[Run] = []
         for round_no in range(rounds):
-            order = trees if round_no % 2 == 0 else trees[::-1]
+            order = trees[round_no % len(trees) :] + trees[: round_no % len(trees)]
+            order = order if round_no % 2 == 0 else order[::-1]
             for transport in transports:
                 for tree in order:
                     idle_cpu = idle[tree.name]
@@ -413,7 +469,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         f"{outputs} outputs",
                         flush=True,
                     )
-        profiles = {t.name: profile(t, source, work, args.workers) for t in trees if args.profile}
+        profiles = {
+            t.name: profile(t, source, work, args.workers, kafka) for t in trees if args.profile
+        }
 
     body = report(runs, trees, records, args, profiles, rounds)
     print(body)
@@ -424,7 +482,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.quick:
         return 0  # a check that it works: its figures are not the section's
     path = write_section(
-        "tickets-path", "Tickets flow: rules path, this tree against a base revision",
+        "tickets-path", "Tickets flow: rules path, this tree against base revisions",
         command_line(), body,
     )  # fmt: skip
     print(f"wrote {path}")
@@ -436,13 +494,15 @@ def report(
     trees: list[Tree],
     records: int,
     args: argparse.Namespace,
-    profiles: dict[str, list[tuple[str, float]]],
+    profiles: dict[str, Profile],
     rounds: int,
 ) -> str:
+    bases = [t.name for t in trees[1:]]
+    revisions = ", ".join(f"{t.name} = {t.revision}" for t in trees)
     lines = [
         f"{records} surge messages per run through `python -m bytewax.run flows.tickets -w "
-        f"{args.workers}` with no LLM endpoint (lexical router, reply templates); head = "
-        f"{trees[0].revision}, base = {trees[1].revision}; {rounds} interleaved rounds. "
+        f"{args.workers}` with no LLM endpoint (lexical router, reply templates); {revisions}; "
+        f"{rounds} interleaved rounds (the order rotates each round). "
         "`domain` is the domain code alone in a plain loop (parse, session, lexical route, "
         "template reply, response and its JSON; CPU of the loop, no Bytewax, no input "
         "validation); `file` and `kafka` are the flow. Records/s of the flow counts the whole "
@@ -453,7 +513,7 @@ def report(
         "| --- | --- | ---: | ---: | ---: |",
     ]
     for transport in dict.fromkeys(r.transport for r in runs):
-        for tree in ("base", "head"):
+        for tree in [*bases, "head"]:
             mine = [r for r in runs if r.transport == transport and r.tree == tree]
             if mine:
                 rate = statistics.median(r.rate for r in mine)
@@ -461,28 +521,42 @@ def report(
                 lines.append(
                     f"| {transport} | {tree} | {rate:,.0f} | {cpu:,.1f} | {mine[0].outputs} |"
                 )
-    lines += ["", "Within-round ratios, head over base (median over rounds):", ""]
-    for transport in dict.fromkeys(r.transport for r in runs):
-        speed = median_ratio(runs, transport, "rate")
-        per_cpu = median_ratio(runs, transport, "cpu")
-        if speed is not None and per_cpu is not None:
-            lines.append(
-                f"- {transport}: records/s ×{speed:.2f}; CPU per record ×{per_cpu:.2f} "
-                f"(records per CPU-second ×{1 / per_cpu:.2f})"
-            )
+    for base in bases:
+        lines += ["", f"Within-round ratios, head over {base} (median over rounds):", ""]
+        for transport in dict.fromkeys(r.transport for r in runs):
+            speed = median_ratio(runs, transport, "rate", base)
+            per_cpu = median_ratio(runs, transport, "cpu", base)
+            if speed is not None and per_cpu is not None:
+                lines.append(
+                    f"- {transport}: records/s ×{speed:.2f}; CPU per record ×{per_cpu:.2f} "
+                    f"(records per CPU-second ×{1 / per_cpu:.2f})"
+                )
     if profiles:
+        where = "over Kafka" if "kafka" in {r.transport for r in runs} else "on the file path"
+        shown = [n for n in [*bases, "head"] if n in profiles]
         lines += [
             "",
-            "py-spy (one file run of each tree, 200 samples/s): inclusive share of the samples "
-            "after start-up. The shares are of each run's own total; the CPU figures above say "
-            "how the totals compare.",
+            f"py-spy (one run of each tree {where}, 200 samples/s): inclusive share of the "
+            "samples after start-up. The shares are of each run's own total; the CPU figures "
+            "above say how the totals compare.",
             "",
-            "| part of the path | base | head |",
-            "| --- | ---: | ---: |",
+            "| part of the path | " + " | ".join(shown) + " |",
+            "| --- |" + " ---: |" * len(shown),
         ]
-        base, head = dict(profiles.get("base", [])), dict(profiles.get("head", []))
+        items = {n: dict(profiles[n].items) for n in shown}
         for item in PROFILE_ITEMS:
-            lines.append(f"| {item} | {base.get(item, 0.0):.1f}% | {head.get(item, 0.0):.1f}% |")
+            cells = " | ".join(f"{items[n].get(item, 0.0):.1f}%" for n in shown)
+            lines.append(f"| {item} | {cells} |")
+        for name in shown:
+            lines += [
+                "",
+                f"Top {TOP_FUNCTIONS} functions of {name} by own samples (callees not counted):",
+                "",
+                "| function | share |",
+                "| --- | ---: |",
+            ]
+            for function, share in profiles[name].top:
+                lines.append(f"| `{function.replace('|', '/')}` | {share:.1f}% |")
     return "\n".join(lines) + "\n"
 
 

@@ -26,14 +26,14 @@ from operators.llm.service import build_service
 from operators.runtime import skeleton
 from operators.runtime.agents import agent_step
 from operators.runtime.async_step import StepParams
-from operators.runtime.guard import guarded_map
+from operators.runtime.guard import guarded_flat_map_batch
 from operators.runtime.records import OutRecord, RawRecord, Valid
 from operators.runtime.shutdown import StopSignal
 from operators.runtime.skeleton import FlowSteps, Frame
 from operators.tickets.domain import session_of, source_of
 from operators.tickets.enrich import enrich_with_channel
-from operators.tickets.parse import parse_ticket
-from operators.tickets.respond import format_response
+from operators.tickets.parse import parse_tickets
+from operators.tickets.respond import format_responses
 from operators.tickets.router import RouterAgent
 from operators.tickets.sessions import SessionParams, session_history
 from operators.tickets.workers import ReplyAgent
@@ -54,8 +54,8 @@ def respond(
     step = StepParams.from_settings(s.llm)
 
     enriched = enrich_with_channel("enrich_with_channel", messages, reference=reference.channels)
-    parse = partial(parse_ticket, products=reference.products)
-    parsed = guarded_map(
+    parse = partial(parse_tickets, products=reference.products)
+    parsed = guarded_flat_map_batch(
         "parse", enriched.enriched, parse, flow=FLOW, key=session_of, source=source_of
     )
     by_session = op.key_on("key_by_session", parsed.results, session_of)
@@ -71,8 +71,8 @@ def respond(
         "draft_reply", routed.results, worker.answer, ready=worker.answer_now, params=step,
         flow=FLOW, key=session_of, source=source_of, stop=frame.stop,
     )  # fmt: skip
-    responses = guarded_map(
-        "format_response", drafted.results, lambda t: format_response(t, now=utc_now()),
+    responses = guarded_flat_map_batch(
+        "format_response", drafted.results, partial(format_responses, now=utc_now),
         flow=FLOW, key=session_of, source=source_of,
     )  # fmt: skip
     dead = (

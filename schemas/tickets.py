@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from datetime import datetime
+from typing import Annotated, Literal, Optional
 
-from pydantic import Field
+from pydantic import AfterValidator, AwareDatetime, Field, ValidationInfo
 
 from schemas.common import (
     SCHEMA_VERSION,
-    EventTime,
     Id,
     NonNegativeInt,
     Probability,
@@ -16,8 +16,22 @@ from schemas.common import (
     ShortText,
     Text,
     UtcDatetime,
+    _not_ahead,
+    _to_utc,
+    _within_bounds,
 )
 from schemas.enrichment import Enrichment
+
+
+def _event_time(value: datetime, info: ValidationInfo) -> datetime:
+    """`EventTime`'s three checks in one validator call, in its order (the first that fails
+    raises, with its own message)."""
+    return _not_ahead(_within_bounds(_to_utc(value), info), info)
+
+
+SentAt = Annotated[AwareDatetime, AfterValidator(_event_time)]
+"""`schemas.common.EventTime` with its validators folded into one (the same values and errors,
+two Python calls fewer per message)."""
 
 Channel = Literal["email", "chat", "it"]
 CustomerTier = Literal["standard", "gold", "platinum"]
@@ -44,7 +58,7 @@ class TicketMessage(Record):
     sender: ShortText
     subject: Optional[ShortText] = None
     body: str = Field(min_length=1, max_length=8000)
-    sent_at: EventTime
+    sent_at: SentAt
     customer_tier: CustomerTier = "standard"
 
 

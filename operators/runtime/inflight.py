@@ -22,7 +22,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, Optional, TypeVar
+from typing import Any, Generic, Optional, TypeVar, cast
 
 from operators.errors import IncompatibleStateError as IncompatibleStateError
 from operators.runtime.state import VersionedState
@@ -202,7 +202,7 @@ class Lane(Generic[X, Y]):
                 if key not in self._by_key:  # nothing of its key before it: it may leave now
                     self._answered.append((seq, item, answered[0]))
                     return
-                submit = answered[1]  # behind its key's earlier items, as a finished future
+                submit = _finished(answered)  # behind its key's earlier items
         if not self._bound.acquire(self._wait_seconds):
             log.warning("no pending slot freed in %s s; going over the bound", self._wait_seconds)
         try:
@@ -235,20 +235,30 @@ class Lane(Generic[X, Y]):
 
 def _answer(
     ready: Callable[[X], Optional[Y]], item: X
-) -> Optional[tuple[Y | AsyncFailure[X], Callable[[X], concurrent.futures.Future[Y]]]]:
-    """`ready`'s outcome for `item` (its answer, or the failure it raised) and a submit that
-    returns it as a finished future; None when `ready` leaves the item to the call."""
+) -> Optional[tuple[Y | AsyncFailure[X], Optional[Exception]]]:
+    """`ready`'s outcome for `item` (its answer, or the failure it raised) and that failure;
+    None when `ready` leaves the item to the call."""
     try:
         answer = ready(item)
     except Exception as exc:
-        failed: concurrent.futures.Future[Y] = concurrent.futures.Future()
-        failed.set_exception(exc)
-        return AsyncFailure.of(item, exc), lambda _: failed
+        return AsyncFailure.of(item, exc), exc
     if answer is None:
         return None
+    return answer, None
+
+
+def _finished(
+    answered: tuple[Y | AsyncFailure[X], Optional[Exception]],
+) -> Callable[[X], concurrent.futures.Future[Y]]:
+    """A submit that returns `_answer`'s outcome as a finished future (made only for an item
+    that waits behind its key's earlier items; the others leave without one)."""
+    outcome, error = answered
     done: concurrent.futures.Future[Y] = concurrent.futures.Future()
-    done.set_result(answer)
-    return answer, lambda _: done
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(cast(Y, outcome))
+    return lambda _: done
 
 
 def _outcome(entry: _Entry[X, Y]) -> Y | AsyncFailure[X]:

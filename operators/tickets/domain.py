@@ -51,6 +51,15 @@ def _extended(record: object, kind: type, cls: type[_T], **more: Any) -> _T:
     return extended
 
 
+def made(cls: type[_T], **values: Any) -> _T:
+    """`cls(**values)` for a frozen dataclass of this module given every field in declaration
+    order, with the values set in one step instead of one `object.__setattr__` per field (the
+    same instance dict, pickled and compared the same way)."""
+    record = object.__new__(cls)
+    record.__dict__.update(values)
+    return record
+
+
 def _fields_of(record: object, kind: type) -> dict[str, Any]:
     """The fields `kind` declares, read from `record`, as keyword arguments for a subtype."""
     names = _FIELD_NAMES.get(kind)

@@ -98,6 +98,10 @@ class IntentIndex:
         """Per route: the cosine of the TF-IDF vector of `text` to the route's centroid."""
         return self._lexical.scores(text)
 
+    def lexical_values(self, text: str) -> tuple[float, ...]:
+        """`lexical_scores(text)` in the order of `ROUTES`."""
+        return self._lexical.values(text)
+
     def lexical(self, text: str) -> tuple[Route, float]:
         """The deterministic route and confidence of `text` (no network)."""
         return self._lexical.route(text)

@@ -71,8 +71,12 @@ _STEMS: dict[str, str] = {}
 _STEMS_MAX = 50_000
 """Memo of `stem` for the words seen (cleared when full, so user text cannot grow it)."""
 
+_STOPPED = ""
+"""What `_STEMS` holds for a stop word (no stem is empty: a word has at least one character)."""
+
 
 def _stem_all(words: list[str]) -> list[str]:
+    """The stems of `words` that are not stop words, in order (one memo lookup per word)."""
     stems = _STEMS
     out = []
     for word in words:
@@ -80,8 +84,9 @@ def _stem_all(words: list[str]) -> list[str]:
         if stemmed is None:
             if len(stems) >= _STEMS_MAX:
                 stems.clear()
-            stemmed = stems[word] = stem(word)
-        out.append(stemmed)
+            stemmed = stems[word] = _STOPPED if word in _STOP_WORDS else stem(word)
+        if stemmed:
+            out.append(stemmed)
     return out
 
 
@@ -110,8 +115,7 @@ def terms(text: str) -> list[str]:
 def _words(text: str) -> list[str]:
     """The stemmed words of `terms(text)`, without the bigrams."""
     plain = _plain_lower(text).replace("'", "")
-    stop = _STOP_WORDS
-    return _stem_all([w for w in _WORD.findall(plain) if w not in stop])
+    return _stem_all(_WORD.findall(plain))
 
 
 def _normalise(vector: Vector) -> Vector:
@@ -126,7 +130,11 @@ def _dot(a: Vector, b: Vector) -> float:
 
 def decide(scores: RouteScores, temperature: float) -> tuple[Route, float]:
     """The best route and its softmax weight; `general` at 1/len(routes) when nothing scored."""
-    values = [scores.get(route, 0.0) for route in ROUTES]
+    return decide_values([scores.get(route, 0.0) for route in ROUTES], temperature)
+
+
+def decide_values(values: Sequence[float], temperature: float) -> tuple[Route, float]:
+    """`decide` of the scores given in the order of `ROUTES`."""
     top = max(values)
     position = values.index(top)  # the first best route, as `max(ROUTES, key=...)` picks
     if top <= 0.0:
@@ -143,13 +151,22 @@ def blend(
     return {r: current.get(r, 0.0) + weight * context.get(r, 0.0) for r in ROUTES}
 
 
+def blend_values(
+    current: Sequence[float], context: Sequence[float], weight: float = CONTEXT_WEIGHT
+) -> tuple[float, ...]:
+    """`blend` of scores given in the order of `ROUTES`."""
+    return tuple(c + weight * x for c, x in zip(current, context, strict=True))
+
+
 class LexicalScorer:
     """A TF-IDF centroid per route, built from the examples and description of every intent.
 
     Scoring a text walks its terms once through a precomputed table (term → its weight in each
     route's centroid), and the scores of up to `SCORE_CACHE` texts are kept (surge traffic
     repeats texts; the memo is emptied when full). The sums are taken in the order the plain
-    cosine (`_dot`) takes them, so the scores are the same floats to the last bit.
+    cosine (`_dot`) takes them, so the scores are the same floats to the last bit. A bigram is
+    looked up as a pair of stems (first → second → term) and only made into a string when the
+    centroids know it, since a term unknown to every centroid weighs nothing.
     """
 
     SCORE_CACHE = 4096
@@ -160,6 +177,11 @@ class LexicalScorer:
         document_frequency = Counter(term for doc in documents for term in set(doc))
         n = len(documents)
         self._idf = {t: math.log((1 + n) / (1 + df)) + 1.0 for t, df in document_frequency.items()}
+        self._bigrams: dict[str, dict[str, str]] = {}  # first stem → second stem → term
+        for term in self._idf:
+            first, underscore, second = term.partition("_")
+            if underscore:  # words are [a-z0-9]+: a term with `_` is exactly one bigram
+                self._bigrams.setdefault(first, {})[second] = term
         self._centroids = {route: self._centroid(intents[route]) for route in ROUTES}
         self._postings: dict[str, list[tuple[int, float]]] = {}
         for position, centroid in enumerate(self._centroids.values()):
@@ -167,6 +189,7 @@ class LexicalScorer:
                 self._postings.setdefault(term, []).append((position, weight))
         self._sizes = [len(c) for c in self._centroids.values()]
         self._scores: dict[str, tuple[float, ...]] = {}
+        self._routes: dict[str, tuple[Route, float]] = {}
 
     def _tfidf(self, text: str) -> Vector:
         idf = self._idf
@@ -175,10 +198,13 @@ class LexicalScorer:
         for t in words:  # `terms(text)` in its order, without building the list
             if t in idf:
                 counts[t] = counts.get(t, 0) + 1
+        bigrams = self._bigrams
         for a, b in itertools.pairwise(words):
-            t = f"{a}_{b}"
-            if t in idf:
-                counts[t] = counts.get(t, 0) + 1
+            seconds = bigrams.get(a)
+            if seconds is not None:
+                bigram = seconds.get(b)  # f"{a}_{b}" when it is in `idf`
+                if bigram is not None:
+                    counts[bigram] = counts.get(bigram, 0) + 1
         log = math.log  # (1 + log(1)) * idf is idf exactly
         return _normalise(
             {t: (1 + log(c)) * idf[t] if c > 1 else idf[t] for t, c in counts.items()}
@@ -192,13 +218,17 @@ class LexicalScorer:
 
     def scores(self, text: str) -> RouteScores:
         """Per route: the cosine of the TF-IDF vector of `text` to the route's centroid."""
+        return dict(zip(self._centroids, self.values(text), strict=True))
+
+    def values(self, text: str) -> tuple[float, ...]:
+        """`scores(text)` in the order of `ROUTES` (shared: do not change it)."""
         cached = self._scores.get(text)
         if cached is None:
             cached = self._score(text)
             if len(self._scores) >= self.SCORE_CACHE:
                 self._scores.clear()  # one atomic step: worker threads share the scorer
             self._scores[text] = cached
-        return dict(zip(self._centroids, cached, strict=True))
+        return cached
 
     def _score(self, text: str) -> tuple[float, ...]:
         query = self._tfidf(text)
@@ -215,5 +245,11 @@ class LexicalScorer:
         return tuple(sums)
 
     def route(self, text: str) -> tuple[Route, float]:
-        """The deterministic route and confidence of `text`."""
-        return decide(self.scores(text), LEXICAL_TEMPERATURE)
+        """The deterministic route and confidence of `text` (kept with its scores' memo)."""
+        decision = self._routes.get(text)
+        if decision is None:
+            decision = decide_values(self.values(text), LEXICAL_TEMPERATURE)
+            if len(self._routes) >= self.SCORE_CACHE:
+                self._routes.clear()
+            self._routes[text] = decision
+        return decision

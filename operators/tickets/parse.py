@@ -19,7 +19,7 @@ from importlib.resources.abc import Traversable
 from typing import Optional
 
 from operators.runtime.resources import data_file
-from operators.tickets.domain import EnrichedTicket, ParsedTicket
+from operators.tickets.domain import EnrichedTicket, ParsedTicket, made
 from schemas.tickets import Entities
 
 PRODUCTS_CSV = data_file("products.csv")
@@ -283,19 +283,68 @@ def extract_entities(text: str, products: Sequence[str]) -> Entities:
 _NO_ENTITIES = Entities()
 
 
+PARSE_CACHE = 4096
+"""Texts whose parse `parse_ticket` keeps (least recently used out), per list of products."""
+
+
+def parse_text(body: str, subject: Optional[str], products: Sequence[str]) -> tuple[str, Entities]:
+    """The cleaned text of a message and the entities it names (no memo)."""
+    text = clean_text(body, subject)
+    return text, extract_entities(text, products)
+
+
+class _Parses:
+    """`parse_text` with one list of products, for the last `PARSE_CACHE` (body, subject) pairs
+    (follow-ups such as "any update?" and re-sent messages repeat). The result is a function of
+    the pair alone, so the memo changes no output; its `Entities` are frozen and shared."""
+
+    def __init__(self, products: tuple[str, ...]) -> None:
+        self.products = products
+        self.parse = lru_cache(maxsize=PARSE_CACHE)(self._parse)
+
+    def _parse(self, body: str, subject: Optional[str]) -> tuple[str, Entities]:
+        return parse_text(body, subject, self.products)
+
+
+@lru_cache(maxsize=8)
+def _parses_for(products: tuple[str, ...]) -> _Parses:
+    return _Parses(products)
+
+
+_last_parses: Optional[_Parses] = None
+
+
+def _parses(products: Sequence[str]) -> _Parses:
+    """The memo of `products` (the same tuple object as the last call's: found at once)."""
+    global _last_parses
+    last = _last_parses
+    if last is not None and last.products is products:
+        return last
+    _last_parses = found = _parses_for(tuple(products))
+    return found
+
+
 def parse_ticket(t: EnrichedTicket, *, products: Optional[Sequence[str]] = None) -> ParsedTicket:
-    """Clean an enriched message and extract its entities.
+    """Clean an enriched message and extract its entities (`parse_text`, kept per text).
 
     `products` defaults to the names in `data/products.csv` (none when that file is absent).
     """
     message = t.message
-    text = clean_text(message.body, message.subject)
     known = load_products() if products is None else products
-    return ParsedTicket(
+    text, entities = _parses(known).parse(message.body, message.subject)
+    return made(
+        ParsedTicket,
         message=message,
         source=t.source,
         base_priority=t.base_priority,
         response_sla_minutes=t.response_sla_minutes,
         text=text,
-        entities=extract_entities(text, known),
+        entities=entities,
     )
+
+
+def parse_tickets(
+    batch: list[EnrichedTicket], *, products: Optional[Sequence[str]] = None
+) -> list[ParsedTicket]:
+    """`parse_ticket` of every message of a batch (one call per batch from a flow's step)."""
+    return [parse_ticket(t, products=products) for t in batch]

@@ -5,21 +5,32 @@
 - it: ticket style, a reference line with priority and category above the body.
 
 `format_response` wraps the result in the `tickets.responses` contract with a deterministic
-`response_id`, so a replayed message produces the same id.
+`response_id`, so a replayed message produces the same id. A record whose every value already
+is what validation would make of it (`already_valid`: always so on the flow's path) is built
+without validating it again; any other goes through the model's validation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Optional
+from typing import Any, Optional, get_args
 
 from operators.tickets.domain import DraftedTicket
 from operators.tickets.parse import bound_length, collapse_whitespace
-from schemas.common import deterministic_id
-from schemas.enrichment import combine_enrichments
-from schemas.tickets import TicketResponse
+from schemas.common import SCHEMA_VERSION
+from schemas.enrichment import Enrichment, combine_enrichments
+from schemas.tickets import (
+    Channel,
+    Entities,
+    Priority,
+    Route,
+    RouteMethod,
+    TicketResponse,
+)
 
 CHAT_MAX_CHARS = 600
 REPLY_MAX_CHARS = 4000  # the bound of `TicketResponse.reply`
@@ -88,6 +99,12 @@ def format_reply(t: DraftedTicket, response_id: str) -> str:
     return bound_length(text, REPLY_MAX_CHARS)
 
 
+def response_id_of(session_id: str, message_id: str) -> str:
+    """`deterministic_id(session_id, message_id)`, the two strings joined without a generator."""
+    text = f"{session_id}\x1f{message_id}"
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
 def format_response(t: DraftedTicket, *, now: datetime) -> TicketResponse:
     """The `tickets.responses` record of a drafted message.
 
@@ -96,23 +113,92 @@ def format_response(t: DraftedTicket, *, now: datetime) -> TicketResponse:
     when the reply policy replaced the drafted reply.
     """
     message = t.message
-    response_id = deterministic_id(message.session_id, message.message_id)
-    return TicketResponse(
-        response_id=response_id,
-        session_id=message.session_id,
-        message_id=message.message_id,
-        channel=message.channel,
-        route=t.route,
-        route_method=t.route_method,
-        confidence=t.confidence,
-        route_conflict=t.route_conflict,
-        entities=t.entities,
-        priority=t.priority,
-        reply=format_reply(t, response_id),
-        escalated=t.enrichment.outcome == "policy_blocked",
-        history_size=len(t.history),
-        received_at=message.sent_at,
-        responded_at=now,
-        enrichment=t.enrichment,
-        route_enrichment=combine_enrichments(t.route_enrichments),
+    response_id = response_id_of(message.session_id, message.message_id)
+    fields: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "response_id": response_id,
+        "session_id": message.session_id,
+        "message_id": message.message_id,
+        "channel": message.channel,
+        "route": t.route,
+        "route_method": t.route_method,
+        "confidence": t.confidence,
+        "route_conflict": t.route_conflict,
+        "entities": t.entities,
+        "priority": t.priority,
+        "reply": format_reply(t, response_id),
+        "escalated": t.enrichment.outcome == "policy_blocked",
+        "history_size": len(t.history),
+        "received_at": message.sent_at,
+        "responded_at": now,
+        "enrichment": t.enrichment,
+        "route_enrichment": combine_enrichments(t.route_enrichments),
+    }
+    if already_valid(fields):
+        return _trusted_response(fields)
+    del fields["schema_version"]  # left to its default, as the fast path leaves it
+    return TicketResponse(**fields)
+
+
+def format_responses(
+    batch: list[DraftedTicket], *, now: Callable[[], datetime]
+) -> list[TicketResponse]:
+    """`format_response` of every drafted message of a batch, each at its own `now()` (one
+    call per batch from a flow's step)."""
+    return [format_response(t, now=now()) for t in batch]
+
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")  # `schemas.common.Id`, 1-64 characters
+_CHANNELS = frozenset(get_args(Channel))
+_ROUTES = frozenset(get_args(Route))
+_METHODS = frozenset(get_args(RouteMethod))
+_PRIORITIES = frozenset(get_args(Priority))
+_ENRICHMENT_TYPES = (Enrichment, type(None))
+_FIELDS_SET = frozenset(TicketResponse.model_fields) - {"schema_version"}
+
+
+def already_valid(fields: dict[str, Any]) -> bool:
+    """Whether validating `fields` as a `TicketResponse` would keep every value as it is.
+
+    The response id is 32 hex digits; the rest is checked here: ids that match `Id` (and are
+    stripped), the literals, a float probability, bools, a stripped reply within its bound (a
+    text Python's `strip` leaves alone pydantic's leaves alone too), `Entities` and `Enrichment`
+    records (kept as they are, not revalidated), and UTC timestamps (validation would convert
+    any other zone to UTC)."""
+    confidence, reply = fields["confidence"], fields["reply"]
+    return (
+        _is_id(fields["session_id"])
+        and _is_id(fields["message_id"])
+        and fields["channel"] in _CHANNELS
+        and fields["route"] in _ROUTES
+        and fields["route_method"] in _METHODS
+        and fields["priority"] in _PRIORITIES
+        and type(confidence) is float
+        and 0.0 <= confidence <= 1.0
+        and type(fields["route_conflict"]) is bool
+        and type(reply) is str
+        and len(reply) <= REPLY_MAX_CHARS
+        and reply.strip() == reply
+        and type(fields["entities"]) is Entities
+        and type(fields["enrichment"]) is Enrichment
+        and type(fields["route_enrichment"]) in _ENRICHMENT_TYPES
+        and type(fields["received_at"]) is datetime
+        and fields["received_at"].tzinfo is UTC
+        and type(fields["responded_at"]) is datetime
+        and fields["responded_at"].tzinfo is UTC
     )
+
+
+def _is_id(value: object) -> bool:
+    return type(value) is str and _ID.fullmatch(value) is not None
+
+
+def _trusted_response(fields: dict[str, Any]) -> TicketResponse:
+    """The `TicketResponse` validation would build from `fields` (`already_valid`), built as
+    pydantic's `model_construct` builds one, without its per-field loop."""
+    response = TicketResponse.__new__(TicketResponse)
+    object.__setattr__(response, "__dict__", fields)
+    object.__setattr__(response, "__pydantic_fields_set__", set(_FIELDS_SET))
+    object.__setattr__(response, "__pydantic_extra__", None)
+    object.__setattr__(response, "__pydantic_private__", None)
+    return response

@@ -69,7 +69,9 @@ from operators.tickets.lexical import (
     ROUTES,
     RouteScores,
     blend,
+    blend_values,
     decide,
+    decide_values,
 )
 from schemas.enrichment import Enrichment, FallbackReason
 from schemas.tickets import Route
@@ -99,10 +101,15 @@ def context_text(t: ContextTicket, own_scores: RouteScores) -> str:
     A follow-up has history and is short ("any update?") or carries little intent of its own
     (its best lexical score is below `WEAK_SIGNAL`, e.g. "please reply, third time I write").
     """
+    return _context_text(t, max(own_scores.values(), default=0.0))
+
+
+def _context_text(t: ContextTicket, own_best: float) -> str:
+    """`context_text` given the best of the ticket's own scores."""
     if not t.history:
         return ""
     short = len(t.text.split()) <= FOLLOW_UP_MAX_WORDS
-    if not short and max(own_scores.values(), default=0.0) >= WEAK_SIGNAL:
+    if not short and own_best >= WEAK_SIGNAL:
         return ""
     return " ".join(turn.text for turn in t.history[-CONTEXT_TURNS:])
 
@@ -120,8 +127,18 @@ def lexical_route_scores(t: ContextTicket, index: IntentIndex) -> RouteScores:
 def route_lexically(
     t: ContextTicket, index: IntentIndex, spent: tuple[Enrichment, ...] = ()
 ) -> RoutedTicket:
-    """Route with the lexical scorer, keeping the enrichments of any LLM calls already made."""
-    route, confidence = decide(lexical_route_scores(t, index), LEXICAL_TEMPERATURE)
+    """Route with the lexical scorer, keeping the enrichments of any LLM calls already made.
+
+    The scores are taken as tuples in the order of `ROUTES` (`lexical_values`); `decide`,
+    `blend` and `context_text` on the same scores as dicts give the same floats."""
+    earlier = ""
+    if t.history:  # else there is no context to blend in
+        earlier = _context_text(t, max(index.lexical_values(t.text)))
+    if earlier:
+        values = blend_values(index.lexical_values(t.text), index.lexical_values(earlier))
+        route, confidence = decide_values(values, LEXICAL_TEMPERATURE)
+    else:
+        route, confidence = index.lexical(t.text)
     return RoutedTicket.from_context(
         t, route=route, route_method="lexical", confidence=confidence, route_enrichments=spent
     )

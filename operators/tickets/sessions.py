@@ -26,7 +26,7 @@ from operators.config.domains import TicketsSettings
 from operators.runtime.guard import guarded_stateful
 from operators.runtime.metrics import LiveKeys, live_keys
 from operators.runtime.state import VersionedState
-from operators.tickets.domain import ContextTicket, ParsedTicket, Turn
+from operators.tickets.domain import ContextTicket, ParsedTicket, Turn, made
 from operators.tickets.parse import bound_length
 from schemas.common import utc_now
 from schemas.dead_letter import DeadLetter
@@ -122,7 +122,7 @@ def turn_of(ticket: ParsedTicket) -> Turn:
     """The history entry of a parsed message (its text bounded to `MAX_TURN_CHARS`)."""
     message = ticket.message
     text = bound_length(ticket.text, MAX_TURN_CHARS)
-    return Turn(message_id=message.message_id, text=text, sent_at=message.sent_at)
+    return made(Turn, message_id=message.message_id, text=text, sent_at=message.sent_at)
 
 
 class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):

@@ -75,15 +75,15 @@ _URGENCY_HINTS = (
     "down",
 )
 """A text `URGENCY` matches holds one of these (lower-cased, when it is ASCII)."""
+_ANY_HINT = re.compile("|".join(re.escape(hint) for hint in _URGENCY_HINTS))
+"""Any of `_URGENCY_HINTS` as a substring (one pass in C instead of one `in` per hint)."""
 
 
 def is_urgent(text: str) -> bool:
     """Whether `text` has an urgency word (`URGENCY`); ASCII text without any of the words'
     letters in sequence is ruled out without trying the pattern."""
-    if text.isascii():
-        lowered = text.lower()
-        if not any(hint in lowered for hint in _URGENCY_HINTS):
-            return False
+    if text.isascii() and _ANY_HINT.search(text.lower()) is None:
+        return False
     return URGENCY.search(text) is not None
 
 

@@ -40,7 +40,31 @@ def test_the_shipments_rules_path_benchmark_runs(kafka_bootstrap: str) -> None:
 
 def test_the_tickets_rules_path_benchmark_runs(kafka_bootstrap: str) -> None:
     before = (ROOT / "docs" / "BENCHMARKS.md").read_text()
-    out = run("benchmarks.tickets_path", "--against", "HEAD", bootstrap=kafka_bootstrap)
+    out = run(
+        "benchmarks.tickets_path", "--against", "HEAD", "--against", "HEAD~1",
+        bootstrap=kafka_bootstrap,
+    )  # fmt: skip
     assert "OUTPUT COUNTS DIFFER" not in out
     assert "| kafka | head |" in out and "| file | head |" in out, out
+    assert out.count("Within-round ratios, head over base ") == 2, out
     assert (ROOT / "docs" / "BENCHMARKS.md").read_text() == before
+
+
+def test_the_tickets_profile_counts_own_samples_after_start_up() -> None:
+    from benchmarks.tickets_path import shares, top_functions
+
+    raw = "\n".join(
+        [
+            "<module> (run.py);_locate_dataflow (run.py);build (flows/tickets.py) 50",
+            "<module> (run.py);parse_ticket (operators/tickets/parse.py);clean_text (p.py) 6",
+            "<module> (run.py);parse_ticket (operators/tickets/parse.py) 2",
+            "<module> (run.py) 1",
+        ]
+    )
+    top = top_functions(raw, 2)
+    assert [name for name, _ in top] == [
+        "clean_text (p.py)",
+        "parse_ticket (operators/tickets/parse.py)",
+    ]
+    assert [share for _, share in top] == pytest.approx([100 * 6 / 9, 100 * 2 / 9])
+    assert dict(shares(raw))["parse (clean text, entities)"] == pytest.approx(100 * 8 / 9)

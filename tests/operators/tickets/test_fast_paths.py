@@ -12,18 +12,47 @@ from __future__ import annotations
 import html
 import itertools
 import math
+import pickle
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import FrozenInstanceError
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import Optional
+from unittest import mock
 
+import polars as pl
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from operators.tickets import lexical, parse, workers
+from operators.runtime.records import Valid
+from operators.runtime.validate import Limits
+from operators.tickets import domain, lexical, parse, respond, router, workers
+from operators.tickets.domain import (
+    ContextTicket,
+    DraftedTicket,
+    EnrichedTicket,
+    ParsedTicket,
+    Turn,
+)
+from operators.tickets.enrich import join_tickets
 from operators.tickets.intents import IntentIndex
 from operators.tickets.lexical import ROUTES, LexicalScorer, RouteScores, stem
 from operators.tickets.parse import load_products, product_aliases
+from operators.tickets.reference import ChannelReference
+from schemas import (
+    DeadLetter,
+    Enrichment,
+    Entities,
+    SourceRef,
+    TicketMessage,
+    TicketResponse,
+    deterministic_id,
+)
+from schemas.common import EventTime
 
 PRODUCTS = load_products()
 INDEX = IntentIndex.from_file()
@@ -236,3 +265,352 @@ def test_html_entities_still_decode_before_cleaning() -> None:
     assert parse.clean_text(body) == reference_collapse_whitespace(
         reference_remove_control_characters(html.unescape("Hello&nbsp;there\x00 ORD-123456"))
     )
+
+
+# --- routing a ticket with tuples of scores, and the parse memo ---------------------------------
+
+T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+
+
+def context_ticket(text: str, history: Sequence[str]) -> ContextTicket:
+    message = TicketMessage(
+        message_id="M-9", session_id="S-1", channel="chat", sender="visitor", body="x",
+        sent_at=T0,
+    )  # fmt: skip
+    return ContextTicket(
+        message=message,
+        source=SourceRef(topic="tickets.messages", partition=0, offset=9),
+        base_priority="normal",
+        response_sla_minutes=5,
+        text=text,
+        entities=Entities(),
+        history=tuple(Turn(f"M-{n}", h, T0) for n, h in enumerate(history)),
+    )
+
+
+def reference_route_lexically(t: ContextTicket, index: IntentIndex) -> tuple[str, float]:
+    """`router.route_lexically` as it was: dicts of scores, `context_text`, `blend`, `decide`."""
+    scores = index.lexical_scores(t.text)
+    earlier = router.context_text(t, scores)
+    if earlier:
+        scores = lexical.blend(scores, index.lexical_scores(earlier))
+    return lexical.decide(scores, lexical.LEXICAL_TEMPERATURE)
+
+
+FOLLOW_UPS = ["any update?", "??", "still waiting...", "ok and now?", "thanks", ""]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(texts, st.sampled_from(FOLLOW_UPS)),
+    st.lists(st.one_of(texts, st.sampled_from(PIECES)), max_size=4),
+)
+@example("any update?", ["my parcel ORD-123456 is late", "still nothing"])
+@example("please reply, third time I write about it", ["I was charged twice"])
+@example("", [])
+def test_routing_with_tuples_matches_the_dicts(text: str, history: list[str]) -> None:
+    t = context_ticket(text, history)
+    for _ in range(2):  # computed, then from the memos
+        routed = router.route_lexically(t, INDEX)
+        expected_route, expected_confidence = reference_route_lexically(t, INDEX)
+        assert (routed.route, repr(routed.confidence)) == (
+            expected_route, repr(min(1.0, max(0.0, expected_confidence)))
+        )  # fmt: skip
+        assert INDEX.lexical(text) == lexical.decide(
+            INDEX.lexical_scores(text), lexical.LEXICAL_TEMPERATURE
+        )
+
+
+def test_the_route_memo_is_bounded() -> None:
+    scorer = LexicalScorer(INDEX.intents)
+    for n in range(LexicalScorer.SCORE_CACHE + 10):
+        scorer.route(f"parcel {n} late")
+    assert len(scorer._routes) <= LexicalScorer.SCORE_CACHE
+
+
+def enriched(body: str, subject: Optional[str]) -> EnrichedTicket:
+    message = TicketMessage(
+        message_id="M-1", session_id="S-1", channel="email", sender="a@example.com",
+        subject=subject, body=body, sent_at=T0,
+    )  # fmt: skip
+    return EnrichedTicket(message, SourceRef(topic="t", partition=0, offset=1), "normal", 60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts.filter(lambda b: b.strip() != ""),
+    st.one_of(st.none(), st.sampled_from(["Re: order", "Fwd: RE: ORD-123456", "AeroBlend 3000"])),
+)
+@example("any update?", None)
+@example("My AeroBlend 3000 broke, ORD-123456, jane@example.com", "Re: broken")
+def test_the_parse_memo_gives_what_parsing_gives(body: str, subject: Optional[str]) -> None:
+    t = enriched(body, subject)
+    for products in (PRODUCTS, list(PRODUCTS), ()):
+        text, entities = parse.parse_text(body, subject, products)
+        for _ in range(2):  # parsed, then from the memo
+            parsed = parse.parse_ticket(t, products=products)
+            assert (parsed.text, parsed.entities) == (text, entities)
+            assert parsed.text == parse.clean_text(body, subject)
+            assert parsed.entities == parse.extract_entities(text, products)
+
+
+def test_the_parse_memo_is_bounded_and_per_product_list() -> None:
+    memo = parse._parses(PRODUCTS)
+    for n in range(parse.PARSE_CACHE + 10):
+        parse.parse_ticket(enriched(f"where is ORD-{100000 + n}?", None), products=PRODUCTS)
+    assert memo.parse.cache_info().currsize <= parse.PARSE_CACHE
+    assert parse._parses(("Only Product",)) is not memo
+    found = parse.parse_ticket(enriched("my Only Product broke", None), products=("Only Product",))
+    assert found.entities.products == ["Only Product"]
+
+
+# --- the response record built without validating it again -------------------------------------
+
+REPLIES = [
+    BODY_TEXT := "We are sorry that order ORD-123456 is running late.",
+    " padded ", "\x1cfile separator", "ends with a line\n", "\u2003em space", "x" * 4100, "",
+    "Line one.\n\nLine two!",
+]  # fmt: skip
+ZONES = [UTC, None, timezone(timedelta(hours=2)), UTC, timezone(timedelta(0))]
+
+
+def drafted_ticket(
+    channel: str, reply: str, confidence: float, method: str, ids: tuple[str, str]
+) -> DraftedTicket:
+    message = TicketMessage.model_construct(
+        message_id=ids[0], session_id=ids[1], channel=channel, sender="jane.doe@example.com",
+        body="where is ORD-123456?", sent_at=T0, customer_tier="standard",
+    )  # fmt: skip
+    return DraftedTicket(
+        message=message,
+        source=SourceRef(topic="tickets.messages", partition=0, offset=3),
+        base_priority="normal",
+        response_sla_minutes=240,
+        text="where is ORD-123456?",
+        entities=Entities(order_ids=["ORD-123456"]),
+        history=(Turn("M-1", "my parcel is late", T0),),
+        route="shipping_delay",
+        route_method=method,  # type: ignore[arg-type]
+        confidence=confidence,
+        route_enrichments=(),
+        priority="high",
+        reply=reply,
+        enrichment=Enrichment(source="rules", prompt_version="shipping_delay.v2"),
+        prompt_version="shipping_delay.v2",
+    )
+
+
+def validated_response(t: DraftedTicket, now: datetime) -> TicketResponse:
+    """`format_response` with every record validated (the code before the fast path)."""
+    with mock.patch.object(respond, "already_valid", lambda fields: False):
+        return respond.format_response(t, now=now)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(["email", "chat", "it", "fax"]),
+    st.one_of(st.sampled_from(REPLIES), st.text(max_size=40)),
+    st.one_of(
+        st.sampled_from([0.0, 1.0, 0.5, -0.0, 1, 0, 1.0000001, float("nan")]),
+        st.floats(allow_nan=True),
+    ),
+    st.sampled_from(["lexical", "embedding", "llm", "rules"]),
+    st.sampled_from(
+        [("M-2", "S-9"), ("M 2", "S-9"), ("M-2", " S-9"), ("M-2", "S" * 65), ("é", "S"), ("", "S")]
+    ),
+    st.sampled_from(ZONES),
+)
+@example("email", BODY_TEXT, 0.74, "embedding", ("M-2", "S-9"), UTC)
+def test_the_unvalidated_response_is_what_validation_gives(
+    channel: str,
+    reply: str,
+    confidence: float,
+    method: str,
+    ids: tuple[str, str],
+    zone: Optional[tzinfo],
+) -> None:
+    t = drafted_ticket(channel, reply, confidence, method, ids)
+    now = datetime(2026, 11, 27, 9, 0, 3, tzinfo=zone)
+    try:
+        expected = validated_response(t, now)
+    except ValidationError as error:
+        with pytest.raises(ValidationError) as raised:
+            respond.format_response(t, now=now)
+        assert raised.value.errors() == error.errors()
+        return
+    got = respond.format_response(t, now=now)
+    assert got == expected
+    assert got.model_dump_json() == expected.model_dump_json()
+    assert list(got.__dict__) == list(expected.__dict__) == list(TicketResponse.model_fields)
+    assert got.__pydantic_fields_set__ == expected.__pydantic_fields_set__
+    assert got.model_dump_json(exclude_unset=True) == expected.model_dump_json(exclude_unset=True)
+
+
+def test_the_flow_path_takes_the_shortcut() -> None:
+    t = drafted_ticket("chat", BODY_TEXT, 0.5, "lexical", ("M-2", "S-9"))
+    with mock.patch.object(TicketResponse, "__init__", side_effect=AssertionError):
+        response = respond.format_response(t, now=datetime(2026, 11, 27, 9, 0, 3, tzinfo=UTC))
+    assert response.reply == BODY_TEXT
+    assert response.response_id == deterministic_id("S-9", "M-2")
+    assert respond.response_id_of("S\x1f9", "M-2") == deterministic_id("S\x1f9", "M-2")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(st.sampled_from(REPLIES), st.text(max_size=40)),
+    st.one_of(st.sampled_from([0.5, 1, True, float("inf")]), st.floats(allow_nan=True)),
+    st.sampled_from([("M-2", "S-9"), ("M 2", "S-9"), ("M-2", "S-9\n"), ("M-2", "S" * 65)]),
+    st.sampled_from(ZONES),
+    st.sampled_from(["lexical", "LEXICAL", "llm"]),
+)
+def test_what_passes_the_check_validation_leaves_as_it_is(
+    reply: str, confidence: float, ids: tuple[str, str], zone: Optional[tzinfo], method: str
+) -> None:
+    """`already_valid` on any values (not only those `format_reply` makes): when it says yes,
+    validation keeps every value as it is."""
+    fields = validated_response(
+        drafted_ticket("chat", BODY_TEXT, 0.5, "lexical", ("M-2", "S-9")), datetime.now(UTC)
+    ).__dict__ | {
+        "reply": reply, "confidence": confidence, "message_id": ids[0], "session_id": ids[1],
+        "responded_at": datetime(2026, 11, 27, 9, 0, 3, tzinfo=zone), "route_method": method,
+    }  # fmt: skip
+    if respond.already_valid(fields):
+        validated = TicketResponse(**fields)
+        assert validated.__dict__ == fields
+        assert [type(v) for v in validated.__dict__.values()] == [type(v) for v in fields.values()]
+
+
+# --- the message's event time checked in one validator call -----------------------------------
+
+
+class ReferenceMessage(TicketMessage):
+    """`TicketMessage` as it was: `sent_at` an `EventTime` (three validator calls)."""
+
+    sent_at: EventTime  # type: ignore[assignment]
+
+
+BOUNDS = Limits(max_ahead=timedelta(hours=24))
+WALL = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+ZONES_OF_SENT_AT = [UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=12))]
+EDGES = [
+    WALL + timedelta(hours=24),
+    WALL + timedelta(hours=24, microseconds=1),
+    datetime(2000, 1, 1, tzinfo=UTC),
+    datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(2100, 1, 1, tzinfo=UTC),
+    datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=2))),
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.datetimes(
+            min_value=datetime(1, 1, 2),
+            max_value=datetime(9999, 12, 30),
+            timezones=st.sampled_from(ZONES_OF_SENT_AT),
+        ),
+        st.sampled_from(EDGES),
+    ),
+    st.booleans(),
+    st.sampled_from(["as value", "as text", "naive text"]),
+)
+def test_the_folded_event_time_validator_matches_event_time(
+    sent_at: datetime, with_context: bool, form: str
+) -> None:
+    value: object = sent_at
+    if form != "as value":
+        value = (
+            sent_at.isoformat() if form == "as text" else sent_at.replace(tzinfo=None).isoformat()
+        )
+    raw = {"message_id": "M-1", "session_id": "S-1", "channel": "chat", "sender": "v", "body": "x",
+           "sent_at": value}  # fmt: skip
+    context = BOUNDS.time_bounds(WALL).context() if with_context else None
+    outcomes = []
+    for model in (TicketMessage, ReferenceMessage):
+        try:
+            outcomes.append(model.model_validate(raw, context=context).model_dump())
+        except ValidationError as error:
+            outcomes.append(error.errors(include_url=False))
+    assert repr(outcomes[0]) == repr(outcomes[1])
+
+
+def test_records_made_in_one_step_equal_those_the_dataclass_makes() -> None:
+    t = enriched("where is ORD-123456?", None)
+    values = dict(
+        message=t.message, source=t.source, base_priority="normal", response_sla_minutes=60,
+        text="where is ORD-123456?", entities=Entities(order_ids=["ORD-123456"]),
+    )  # fmt: skip
+    made, plain = domain.made(ParsedTicket, **values), ParsedTicket(**values)
+    assert made == plain and made.__dict__ == plain.__dict__
+    assert list(made.__dict__) == list(plain.__dict__)
+    assert pickle.loads(pickle.dumps(made)) == plain
+    assert parse.parse_ticket(t, products=PRODUCTS) == ParsedTicket(**values)
+    turn = domain.made(Turn, message_id="M-1", text="hi", sent_at=T0)
+    assert turn == Turn("M-1", "hi", T0) and list(turn.__dict__) == [
+        "message_id",
+        "text",
+        "sent_at",
+    ]
+    with pytest.raises(FrozenInstanceError):
+        turn.text = "changed"  # type: ignore[misc]
+
+
+# --- the channel join as a dict lookup --------------------------------------------------------
+
+
+def reference_join(channels: list[str], table: pl.DataFrame) -> list[tuple[object, object]]:
+    """The polars left join per batch that `join_tickets` replaced: (priority, sla) per row."""
+    keys = pl.DataFrame(
+        {"i": range(len(channels)), "channel": channels},
+        schema={"i": pl.Int64, "channel": pl.String},
+    )
+    joined = (
+        keys.join(table, on="channel", how="left")
+        .sort("i")
+        .select("base_priority", "response_sla_minutes")
+    )
+    return list(joined.iter_rows())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["email", "chat", "it"]), max_size=12),
+    st.dictionaries(
+        st.sampled_from(["email", "chat", "it", "fax"]),
+        st.tuples(
+            st.one_of(st.none(), st.sampled_from(["low", "normal", "high", "urgent"])),
+            st.one_of(st.none(), st.integers(0, 10_000)),
+        ),
+    ),
+)
+def test_the_channel_lookup_gives_what_the_join_gave(
+    channels: list[str], rows: dict[str, tuple[Optional[str], Optional[int]]]
+) -> None:
+    table = pl.DataFrame(
+        {
+            "channel": list(rows),
+            "base_priority": [p for p, _ in rows.values()],
+            "response_sla_minutes": [sla for _, sla in rows.values()],
+        },
+        schema={"channel": pl.String, "base_priority": pl.String, "response_sla_minutes": pl.Int64},
+    )
+    batch = [
+        Valid(
+            model=TicketMessage(
+                message_id=f"M-{n}", session_id="S-1", channel=c, sender="a@example.com",
+                body="hi", sent_at=T0,
+            ),
+            source=SourceRef(topic="tickets.messages", partition=0, offset=n),
+        )
+        for n, c in enumerate(channels)
+    ]  # fmt: skip
+    out = join_tickets(batch, ChannelReference(table), step="j")
+    for got, (priority, sla) in zip(out, reference_join(channels, table), strict=True):
+        if priority is None:
+            assert isinstance(got, DeadLetter) and got.error_type == "unknown_reference"
+        else:
+            assert isinstance(got, EnrichedTicket)
+            assert (got.base_priority, got.response_sla_minutes) == (priority, sla)
