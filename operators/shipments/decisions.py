@@ -37,7 +37,7 @@ from operators.shipments.rules import (
     decide_window,
 )
 from schemas.common import deterministic_id
-from schemas.shipments import DecisionTrigger, ShipmentDecision
+from schemas.shipments import DecisionTrigger, ShipmentDecision, decision_from_rules
 
 CLOSED_WINDOWS_KEPT = 8
 MAX_WINDOW_EVENTS = 1000
@@ -289,7 +289,7 @@ class ShipmentWindows(WindowsState):
         now: datetime,
     ) -> ShipmentDecision:
         start, end = bounds
-        return ShipmentDecision(
+        return decision_from_rules(
             decision_id=deterministic_id(
                 self._shipment_id, start.isoformat(), end.isoformat(), kind
             ),
