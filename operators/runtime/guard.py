@@ -234,18 +234,23 @@ def guarded_map(
     flow: FlowName,
     key: Callable[[X], Optional[str]],
     source: Callable[[X], SourceRef],
+    after_batch: Optional[Callable[[], None]] = None,
 ) -> Guarded[Y]:
     """`op.map(fn)`; an item `fn` raises on becomes a `processing_error` dead letter.
 
     Consumes: items `X`. Emits: `fn(item)` on `results`; for an item `fn` raised on, a
     `DeadLetter` naming this step and the exception, with the item re-serialised, `key(item)`
     and `source(item)`, on `dead_letters`. State: none. `fn` runs a Bytewax batch at a time (one
-    Python call per batch, not per item), in the items' order.
+    Python call per batch, not per item), in the items' order; `after_batch`, when given, is
+    called once after each batch (to flush what `fn` tallied, say).
     """
     each = guarded(step_id, fn)
 
     def run(batch: list[X]) -> list[Union[Y, StepFailure[X]]]:
-        return [each(item) for item in batch]
+        out = [each(item) for item in batch]
+        if after_batch is not None:
+            after_batch()
+        return out
 
     results = op.flat_map_batch("map", up, run)
     fallback = SourceRef(topic=flow)

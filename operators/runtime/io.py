@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import partial
-from typing import Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream, operator
@@ -73,22 +74,36 @@ def publish(
     records_out = metrics.Children(metrics.RECORDS_OUT, flow_name)
     by_label = count.children(flow_name) if count is not None else None
 
+    batches = threading.local()  # the workers of a process are threads: a tally each
+
     def counted(model: M) -> OutRecord:
+        tally: dict[Any, int] = batches.__dict__  # counter child -> increments of this batch
         enrichment = getattr(model, "enrichment", None)
         if enrichment is not None:
-            enrichments(enrichment.source).inc()
+            child = enrichments(enrichment.source)
+            tally[child] = tally.get(child, 0) + 1
             for rule in enrichment.policy_violations:
-                blocked(rule).inc()
+                child = blocked(rule)
+                tally[child] = tally.get(child, 0) + 1
         record = to_out_record(topic, key(model), model)
         if by_label is not None and count is not None:
-            by_label(count.label_of(model)).inc()
-        records_out(record.topic).inc()
+            child = by_label(count.label_of(model))
+            tally[child] = tally.get(child, 0) + 1
+        child = records_out(record.topic)
+        tally[child] = tally.get(child, 0) + 1
         return record
+
+    def flush() -> None:
+        """One increment per counter and batch (each `inc` takes a lock)."""
+        tally: dict[Any, int] = batches.__dict__
+        for child, n in tally.items():
+            child.inc(n)
+        tally.clear()
 
     # Counting and serialising run a batch at a time (`guarded_map`): one branch per record
     # between them and the sink.
     records = guarded_map(
-        "serialise", up, counted, flow=flow_name,
+        "serialise", up, counted, flow=flow_name, after_batch=flush,
         key=key, source=source or (lambda _: SourceRef(topic=topic)),
     )  # fmt: skip
     op.output("write", records.results, sink)
