@@ -205,3 +205,16 @@ def decision_from_rules(
     _set(decision, "__pydantic_extra__", None)
     _set(decision, "__pydantic_private__", None)
     return decision
+
+
+def with_enrichment(
+    decision: ShipmentDecision, enrichment: Optional[ShipmentEnrichment]
+) -> ShipmentDecision:
+    """`decision.model_copy(update={"enrichment": enrichment})` (no validation either), without
+    pydantic's generic copy: the same fields, fields set, extra and private values."""
+    copied = _new_decision(ShipmentDecision)
+    _set(copied, "__dict__", {**decision.__dict__, "enrichment": enrichment})
+    _set(copied, "__pydantic_fields_set__", {*decision.__pydantic_fields_set__, "enrichment"})
+    _set(copied, "__pydantic_extra__", decision.__pydantic_extra__)
+    _set(copied, "__pydantic_private__", decision.__pydantic_private__)
+    return copied

@@ -39,7 +39,13 @@ from operators.llm.prompt_text import bound_texts, clean_text, user_data
 from operators.llm.reply_policy import check_reply
 from operators.llm.types import ChatResult, LLMService
 from schemas.enrichment import Enrichment, FallbackReason, PolicyRule
-from schemas.shipments import Action, ExceptionCategory, ShipmentDecision, ShipmentEnrichment
+from schemas.shipments import (
+    Action,
+    ExceptionCategory,
+    ShipmentDecision,
+    ShipmentEnrichment,
+    with_enrichment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +243,7 @@ class ShipmentAgent(ChatAgent[ShipmentDecision, ShipmentDecision, NoteAssessment
         reason: FallbackReason | None,
         spent: Sequence[Enrichment],
     ) -> ShipmentDecision:
-        return item.model_copy(update={"enrichment": rules_enrichment(item, reason)})
+        return with_enrichment(item, rules_enrichment(item, reason))
 
     def request(self, item: ShipmentDecision) -> ChatRequest:
         """The prompt holds no ids, so identical situations share one cache entry."""

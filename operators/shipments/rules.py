@@ -113,7 +113,7 @@ class ShipmentHistory:
     delivered_at: Optional[datetime] = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Verdict:
     """The decided action, every reason that led to it, and a risk score in 0..1."""
 
@@ -121,9 +121,12 @@ class Verdict:
     reasons: tuple[str, ...]
     risk: float
 
+    def __init__(self, action: Action, reasons: tuple[str, ...], risk: float) -> None:
+        # One call, not one `object.__setattr__` per field (one verdict per closed window).
+        object.__setattr__(self, "__dict__", {"action": action, "reasons": reasons, "risk": risk})
 
-@dataclass(frozen=True)
-class _Signal:
+
+class _Signal(NamedTuple):
     action: Action
     reason: str
     score: float

@@ -10,14 +10,19 @@ both give equal models with the same JSON bytes, field values, fields set and ti
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas.shipments import ShipmentDecision, decision_from_rules
+from schemas.shipments import (
+    ShipmentDecision,
+    ShipmentEnrichment,
+    decision_from_rules,
+    with_enrichment,
+)
 
 ID = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}\Z")
 """An `Id`, as a validated scan carries it."""
@@ -156,3 +161,33 @@ def test_rules_decision_takes_the_trusted_path() -> None:
     did, but no faster)."""
     made = decision_from_rules(**RULES)
     assert made.reasons is RULES["reasons"]  # validation would have copied the list
+
+
+ENRICHMENT = st.builds(
+    ShipmentEnrichment,
+    source=st.sampled_from(["llm", "cache", "rules"]),
+    prompt_version=st.sampled_from(["v1", "shipments-rules-v1"]),
+    category=st.sampled_from(["none", "damaged", "other"]),
+    message_draft=st.text(max_size=30).map(str.strip),
+    tokens_in=st.integers(min_value=0, max_value=500),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(fields(), st.one_of(st.none(), ENRICHMENT), st.booleans())
+def test_with_enrichment_is_model_copy(
+    values: dict[str, Any], enrichment: Optional[ShipmentEnrichment], validated: bool
+) -> None:
+    try:
+        decision = (ShipmentDecision if validated else decision_from_rules)(**values)
+    except ValidationError:
+        return
+    expected = decision.model_copy(update={"enrichment": enrichment})
+    got = with_enrichment(decision, enrichment)
+    assert got == expected
+    assert got.model_dump_json() == expected.model_dump_json()
+    assert got.__dict__ == expected.__dict__ and list(got.__dict__) == list(expected.__dict__)
+    assert got.__pydantic_fields_set__ == expected.__pydantic_fields_set__
+    assert got.__pydantic_extra__ == expected.__pydantic_extra__
+    assert got.__pydantic_private__ == expected.__pydantic_private__
+    assert decision.enrichment is None  # the copy changed, not the decision
