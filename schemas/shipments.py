@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from datetime import UTC, datetime
+from typing import Literal, Optional, get_args
 
 from pydantic import Field, model_validator
 
@@ -97,3 +98,123 @@ class ShipmentDecision(Record):
     notes: list[Text] = Field(default_factory=list, max_length=20)
     decided_at: UtcDatetime
     enrichment: Optional[ShipmentEnrichment] = None
+
+
+_ACTIONS: frozenset[str] = frozenset(get_args(Action))
+_TRIGGERS: frozenset[str] = frozenset(get_args(DecisionTrigger))
+_DECISION_SET: frozenset[str] = frozenset(ShipmentDecision.model_fields) - {
+    "schema_version",
+    "enrichment",
+}
+_new_decision = ShipmentDecision.__new__
+_set = object.__setattr__
+
+
+def _stripped_text(value: object, low: int, high: int) -> bool:
+    """`value` is a str of `low..high` characters that `str_strip_whitespace` leaves as it is
+    (Python's `str.strip` removes every character pydantic's strip does, and a few more)."""
+    return type(value) is str and low <= len(value) <= high and value == value.strip()
+
+
+def decision_from_rules(
+    *,
+    decision_id: str,
+    shipment_id: str,
+    action: Action,
+    reasons: list[str],
+    risk: float,
+    trigger: DecisionTrigger,
+    window_start: datetime,
+    window_end: datetime,
+    event_ids: list[str],
+    duplicate_events: int,
+    carrier_id: str,
+    hub_id: str,
+    region: str,
+    last_scan_at: datetime,
+    sla_due_at: datetime,
+    notes: list[str],
+    decided_at: datetime,
+) -> ShipmentDecision:
+    """The `ShipmentDecision` of these fields, equal (and serialised byte for byte) to
+    `ShipmentDecision(**fields)`, built without running its validators when the values are
+    already what they would make.
+
+    For the rules' decisions only: the identifiers (`decision_id` a hex digest; `shipment_id`,
+    `event_ids`, `carrier_id`, `hub_id` and the `notes` taken from validated `ShipmentEvent`s)
+    are trusted; everything else is checked in Python: datetimes in `datetime.UTC`, the action
+    and trigger, risk a float in 0..1, the bounds and the stripping of reasons and region, the
+    list lengths. A value that fails a check goes through full validation, which normalises it
+    or raises `ValidationError` as before.
+    """
+    if not (
+        action in _ACTIONS
+        and trigger in _TRIGGERS
+        and type(risk) is float
+        and 0.0 <= risk <= 1.0
+        and type(duplicate_events) is int
+        and duplicate_events >= 0
+        and window_start.tzinfo is UTC
+        and window_end.tzinfo is UTC
+        and last_scan_at.tzinfo is UTC
+        and sla_due_at.tzinfo is UTC
+        and decided_at.tzinfo is UTC
+        and type(reasons) is list
+        and len(reasons) <= 20
+        and all(_stripped_text(reason, 1, 300) for reason in reasons)
+        and _stripped_text(region, 1, 40)
+        and type(event_ids) is list
+        and len(event_ids) <= 10_000
+        and type(notes) is list
+        and len(notes) <= 20
+    ):
+        return ShipmentDecision(
+            decision_id=decision_id, shipment_id=shipment_id, action=action, reasons=reasons,
+            risk=risk, trigger=trigger, window_start=window_start, window_end=window_end,
+            event_ids=event_ids, duplicate_events=duplicate_events, carrier_id=carrier_id,
+            hub_id=hub_id, region=region, last_scan_at=last_scan_at, sla_due_at=sla_due_at,
+            notes=notes, decided_at=decided_at,
+        )  # fmt: skip
+    decision = _new_decision(ShipmentDecision)
+    _set(
+        decision,
+        "__dict__",
+        {
+            "schema_version": SCHEMA_VERSION,
+            "decision_id": decision_id,
+            "shipment_id": shipment_id,
+            "action": action,
+            "reasons": reasons,
+            "risk": risk,
+            "trigger": trigger,
+            "window_start": window_start,
+            "window_end": window_end,
+            "event_ids": event_ids,
+            "duplicate_events": duplicate_events,
+            "carrier_id": carrier_id,
+            "hub_id": hub_id,
+            "region": region,
+            "last_scan_at": last_scan_at,
+            "sla_due_at": sla_due_at,
+            "notes": notes,
+            "decided_at": decided_at,
+            "enrichment": None,
+        },
+    )
+    _set(decision, "__pydantic_fields_set__", set(_DECISION_SET))
+    _set(decision, "__pydantic_extra__", None)
+    _set(decision, "__pydantic_private__", None)
+    return decision
+
+
+def with_enrichment(
+    decision: ShipmentDecision, enrichment: Optional[ShipmentEnrichment]
+) -> ShipmentDecision:
+    """`decision.model_copy(update={"enrichment": enrichment})` (no validation either), without
+    pydantic's generic copy: the same fields, fields set, extra and private values."""
+    copied = _new_decision(ShipmentDecision)
+    _set(copied, "__dict__", {**decision.__dict__, "enrichment": enrichment})
+    _set(copied, "__pydantic_fields_set__", {*decision.__pydantic_fields_set__, "enrichment"})
+    _set(copied, "__pydantic_extra__", decision.__pydantic_extra__)
+    _set(copied, "__pydantic_private__", decision.__pydantic_private__)
+    return copied

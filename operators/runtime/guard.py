@@ -179,14 +179,16 @@ class Guarded(Generic[Y]):
 
 def _to_dead_letters(
     step_id: str,
-    failures: Stream[StepFailure[X]],
+    failures: Stream[Union[StepFailure[X], DeadLetter]],
     *,
     flow: FlowName,
     key: Callable[[X], Optional[str]],
     source: Callable[[X], SourceRef],
     fallback: SourceRef,
 ) -> Stream[DeadLetter]:
-    def dead_letter(failure: StepFailure[X]) -> DeadLetter:
+    def dead_letter(failure: Union[StepFailure[X], DeadLetter]) -> DeadLetter:
+        if isinstance(failure, DeadLetter):
+            return failure
         item = failure.item
         return failure_dead_letter(
             failure,
@@ -205,14 +207,18 @@ def _split(
     key: Callable[[X], Optional[str]],
     source: Callable[[X], SourceRef],
     fallback: SourceRef,
+    returned: bool = False,
 ) -> Guarded[Y]:
+    """Results on one side; failures (and, when `returned`, the `DeadLetter`s among the
+    results) turned into dead letters on the other: one branch per item."""
+    failed: tuple[type, ...] = (StepFailure, DeadLetter) if returned else (StepFailure,)
 
     def succeeded(item: Union[Y, StepFailure[X]]) -> TypeGuard[Y]:
-        return not isinstance(item, StepFailure)
+        return not isinstance(item, failed)
 
     split = op.branch("split", up, succeeded)
     # A TypeGuard narrows the trues only; the falses are the rest: the failures.
-    failures = cast(Stream[StepFailure[X]], split.falses)
+    failures = cast(Stream[Union[StepFailure[X], DeadLetter]], split.falses)
     dead = _to_dead_letters(
         "dead_letter", failures, flow=flow, key=key, source=source, fallback=fallback
     )
@@ -228,14 +234,25 @@ def guarded_map(
     flow: FlowName,
     key: Callable[[X], Optional[str]],
     source: Callable[[X], SourceRef],
+    after_batch: Optional[Callable[[], None]] = None,
 ) -> Guarded[Y]:
     """`op.map(fn)`; an item `fn` raises on becomes a `processing_error` dead letter.
 
     Consumes: items `X`. Emits: `fn(item)` on `results`; for an item `fn` raised on, a
     `DeadLetter` naming this step and the exception, with the item re-serialised, `key(item)`
-    and `source(item)`, on `dead_letters`. State: none.
+    and `source(item)`, on `dead_letters`. State: none. `fn` runs a Bytewax batch at a time (one
+    Python call per batch, not per item), in the items' order; `after_batch`, when given, is
+    called once after each batch (to flush what `fn` tallied, say).
     """
-    results = op.map("map", up, guarded(step_id, fn))
+    each = guarded(step_id, fn)
+
+    def run(batch: list[X]) -> list[Union[Y, StepFailure[X]]]:
+        out = [each(item) for item in batch]
+        if after_batch is not None:
+            after_batch()
+        return out
+
+    results = op.flat_map_batch("map", up, run)
     fallback = SourceRef(topic=flow)
     return _split(results, flow=flow, key=key, source=source, fallback=fallback)
 
@@ -249,12 +266,14 @@ def guarded_flat_map_batch(
     flow: FlowName,
     key: Callable[[X], Optional[str]],
     source: Callable[[X], SourceRef],
+    returned_dead_letters: bool = False,
 ) -> Guarded[Y]:
     """`op.flat_map_batch(fn)`; when `fn` raises on a batch, each item is run again on its own
     and only the items it still raises on become `processing_error` dead letters.
 
     Consumes: items `X`, a Bytewax batch at a time. Emits: what `fn` returns on `results`;
-    `DeadLetter`s on `dead_letters`. State: none.
+    `DeadLetter`s on `dead_letters`, with, when `returned_dead_letters` is set, the `DeadLetter`s
+    `fn` returns itself (one branch per item instead of a second one after this step). State: none.
     """
 
     def run(batch: list[X]) -> list[Union[Y, StepFailure[X]]]:
@@ -275,7 +294,10 @@ def guarded_flat_map_batch(
 
     results = op.flat_map_batch("flat_map_batch", up, run)
     fallback = SourceRef(topic=flow)
-    return _split(results, flow=flow, key=key, source=source, fallback=fallback)
+    return _split(
+        results, flow=flow, key=key, source=source, fallback=fallback,
+        returned=returned_dead_letters,
+    )  # fmt: skip
 
 
 _NO_SNAPSHOT = object()

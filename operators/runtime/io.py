@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import partial
-from typing import Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream, operator
@@ -38,7 +39,12 @@ def input_records(
     """
     records = op.input("read", flow, source)
     counted = metrics.RECORDS_IN.labels(flow_name)
-    return op.inspect("count_in", records, lambda _s, _r: counted.inc())
+
+    def count(batch: list[RawRecord]) -> list[RawRecord]:
+        counted.inc(len(batch))
+        return batch
+
+    return op.flat_map_batch("count_in", records, count)  # one call per batch, not per record
 
 
 @operator
@@ -68,26 +74,39 @@ def publish(
     records_out = metrics.Children(metrics.RECORDS_OUT, flow_name)
     by_label = count.children(flow_name) if count is not None else None
 
-    def count_enrichment(_step: str, model: M) -> None:
+    batches = threading.local()  # the workers of a process are threads: a tally each
+
+    def counted(model: M) -> OutRecord:
+        tally: dict[Any, int] = batches.__dict__  # counter child -> increments of this batch
         enrichment = getattr(model, "enrichment", None)
         if enrichment is not None:
-            enrichments(enrichment.source).inc()
+            child = enrichments(enrichment.source)
+            tally[child] = tally.get(child, 0) + 1
             for rule in enrichment.policy_violations:
-                blocked(rule).inc()
-
-    def serialise(model: M) -> OutRecord:
+                child = blocked(rule)
+                tally[child] = tally.get(child, 0) + 1
         record = to_out_record(topic, key(model), model)
         if by_label is not None and count is not None:
-            by_label(count.label_of(model)).inc()
+            child = by_label(count.label_of(model))
+            tally[child] = tally.get(child, 0) + 1
+        child = records_out(record.topic)
+        tally[child] = tally.get(child, 0) + 1
         return record
 
-    counted_models = op.inspect("count_enrichments", up, count_enrichment)
+    def flush() -> None:
+        """One increment per counter and batch (each `inc` takes a lock)."""
+        tally: dict[Any, int] = batches.__dict__
+        for child, n in tally.items():
+            child.inc(n)
+        tally.clear()
+
+    # Counting and serialising run a batch at a time (`guarded_map`): one branch per record
+    # between them and the sink.
     records = guarded_map(
-        "serialise", counted_models, serialise, flow=flow_name,
+        "serialise", up, counted, flow=flow_name, after_batch=flush,
         key=key, source=source or (lambda _: SourceRef(topic=topic)),
     )  # fmt: skip
-    counted = op.inspect("count_out", records.results, lambda _s, r: records_out(r.topic).inc())
-    op.output("write", counted, sink)
+    op.output("write", records.results, sink)
     return records.dead_letters
 
 

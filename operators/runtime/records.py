@@ -20,8 +20,13 @@ CONTENT_TYPE = b"application/json"
 
 M = TypeVar("M", bound=BaseModel)
 
+_set = object.__setattr__
+"""The records of this module are frozen dataclasses whose `__init__` sets the instance's
+`__dict__` in one call (a frozen dataclass's own `__init__` makes one `object.__setattr__` call
+per field); equality, hashing, `repr`, `dataclasses.replace` and pickling are the dataclass's."""
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class RawRecord:
     """One input record as bytes, with its origin (topic/partition/offset when known)."""
 
@@ -34,8 +39,51 @@ class RawRecord:
     """Set by a transport that could not deliver this record intact (validation dead-letters it)."""
     error_type: ErrorType = "consumer_error"
 
+    def __init__(
+        self,
+        value: bytes,
+        key: Optional[str] = None,
+        topic: str = "unknown",
+        partition: Optional[int] = None,
+        offset: Optional[int] = None,
+        error: Optional[str] = None,
+        error_type: ErrorType = "consumer_error",
+    ) -> None:
+        _set(
+            self,
+            "__dict__",
+            {
+                "value": value, "key": key, "topic": topic, "partition": partition,
+                "offset": offset, "error": error, "error_type": error_type,
+            },
+        )  # fmt: skip
+
     def source_ref(self) -> SourceRef:
-        return SourceRef(topic=self.topic, partition=self.partition, offset=self.offset)
+        return source_ref(self.topic, self.partition, self.offset)
+
+
+_new_source = SourceRef.__new__
+
+
+def source_ref(topic: str, partition: Optional[int], offset: Optional[int]) -> SourceRef:
+    """`SourceRef(topic=topic, partition=partition, offset=offset)`, built without running its
+    validators when the values need none (a topic of 1-249 characters that stripping leaves as
+    it is, partition and offset None or non-negative ints); other values are validated (and
+    normalised or refused) as before."""
+    if (
+        type(topic) is str
+        and 0 < len(topic) <= 249
+        and topic == topic.strip()
+        and (partition is None or (type(partition) is int and partition >= 0))
+        and (offset is None or (type(offset) is int and offset >= 0))
+    ):
+        ref = _new_source(SourceRef)
+        _set(ref, "__dict__", {"topic": topic, "partition": partition, "offset": offset})
+        _set(ref, "__pydantic_fields_set__", {"topic", "partition", "offset"})
+        _set(ref, "__pydantic_extra__", None)
+        _set(ref, "__pydantic_private__", None)
+        return ref
+    return SourceRef(topic=topic, partition=partition, offset=offset)
 
 
 @dataclass(frozen=True)
@@ -70,9 +118,12 @@ def _headers(model: type[BaseModel]) -> tuple[tuple[str, bytes], ...]:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Valid(Generic[M]):
     """A record that passed validation, with where it came from."""
 
     model: M
     source: SourceRef
+
+    def __init__(self, model: M, source: SourceRef) -> None:
+        _set(self, "__dict__", {"model": model, "source": source})

@@ -39,7 +39,13 @@ from operators.llm.prompt_text import bound_texts, clean_text, user_data
 from operators.llm.reply_policy import check_reply
 from operators.llm.types import ChatResult, LLMService
 from schemas.enrichment import Enrichment, FallbackReason, PolicyRule
-from schemas.shipments import Action, ExceptionCategory, ShipmentDecision, ShipmentEnrichment
+from schemas.shipments import (
+    Action,
+    ExceptionCategory,
+    ShipmentDecision,
+    ShipmentEnrichment,
+    with_enrichment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +243,10 @@ class ShipmentAgent(ChatAgent[ShipmentDecision, ShipmentDecision, NoteAssessment
         reason: FallbackReason | None,
         spent: Sequence[Enrichment],
     ) -> ShipmentDecision:
-        enrichment = with_spent(rules_enrichment(item, reason), spent)
-        return item.model_copy(update={"enrichment": enrichment})
+        enrichment = rules_enrichment(item, reason)
+        if spent:  # calls paid for whose answers could not be used
+            enrichment = with_spent(enrichment, spent)
+        return with_enrichment(item, enrichment)
 
     def request(self, item: ShipmentDecision) -> ChatRequest:
         """The prompt holds no ids, so identical situations share one cache entry."""

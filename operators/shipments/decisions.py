@@ -37,7 +37,7 @@ from operators.shipments.rules import (
     decide_window,
 )
 from schemas.common import deterministic_id
-from schemas.shipments import DecisionTrigger, ShipmentDecision
+from schemas.shipments import DecisionTrigger, ShipmentDecision, decision_from_rules
 
 CLOSED_WINDOWS_KEPT = 8
 MAX_WINDOW_EVENTS = 1000
@@ -76,18 +76,20 @@ class ShipmentWindows(WindowsState):
     def on_event(self, enriched: EnrichedEvent, now: Reading) -> Emitted:
         """Add one scan: report it late, or let it move the clock, close due windows, join."""
         scan = Scan.from_event(enriched)
-        reason = self._rejection(scan, self.watermark(now.live))
+        start = self._window_start(scan.occurred_at)
+        watermark = self.watermark(now.live)
+        reason = self._rejection(scan, start, watermark)
         if reason is not None:
             return Emitted(late=[LateEvent(enriched, reason)])
         self._shipment_id = enriched.event.shipment_id
-        self._advance_clock(scan.occurred_at, now.live)
-        emitted = self._close_due(now)
-        self._admit(scan)
+        watermark = self._advance_clock(scan.occurred_at, now.live, watermark)
+        emitted = self._close_due(now, watermark)
+        self._admit(scan, start)
         return emitted
 
     def on_timer(self, now: Reading) -> Emitted:
         """Close the windows and fire the stuck timer that the live time made due."""
-        return self._close_due(now)
+        return self._close_due(now, self.watermark(now.live))
 
     def on_eof(self, now: Reading, stream_max_event_time: Optional[datetime]) -> Emitted:
         """End of a bounded input: close every window, then judge stuck by the stream's clock."""
@@ -134,9 +136,10 @@ class ShipmentWindows(WindowsState):
 
     # --- steps ---------------------------------------------------------------------------------
 
-    def _rejection(self, scan: Scan, watermark: Optional[datetime]) -> Optional[str]:
-        """Why `scan` cannot join its window, or `None` when it can."""
-        start = self._window_start(scan.occurred_at)
+    def _rejection(
+        self, scan: Scan, start: datetime, watermark: Optional[datetime]
+    ) -> Optional[str]:
+        """Why `scan` (of the window at `start`) cannot join it, or `None` when it can."""
         end = shifted(start, self._params.window)
         if start in self._closed:
             return f"window {start.isoformat()}/{end.isoformat()} already closed"
@@ -154,14 +157,18 @@ class ShipmentWindows(WindowsState):
             return f"window {start.isoformat()} already holds {MAX_WINDOW_EVENTS} events"
         return None
 
-    def _advance_clock(self, event_time: datetime, live: timedelta) -> None:
-        watermark = self.watermark(live)
+    def _advance_clock(
+        self, event_time: datetime, live: timedelta, watermark: Optional[datetime]
+    ) -> datetime:
+        """Move the watermark (`watermark` at live time `live`) to `event_time` if it is ahead;
+        the watermark at `live` after that."""
         if watermark is None or event_time > watermark:
             self._base = event_time
             self._base_live = live
+            return event_time
+        return watermark
 
-    def _admit(self, scan: Scan) -> None:
-        start = self._window_start(scan.occurred_at)
+    def _admit(self, scan: Scan, start: datetime) -> None:
         window = self._open.get(start)
         if window is None:
             window = self._open[start] = OpenWindow()
@@ -177,8 +184,8 @@ class ShipmentWindows(WindowsState):
             self._last = scan
             self._stuck_reported = False
 
-    def _close_due(self, now: Reading) -> Emitted:
-        watermark = self.watermark(now.live)
+    def _close_due(self, now: Reading, watermark: Optional[datetime]) -> Emitted:
+        """Close what `watermark` (the watermark at `now.live`) makes due."""
         if watermark is None:
             return Emitted()
         closing: list[tuple[datetime, DecisionTrigger]] = [
@@ -189,6 +196,8 @@ class ShipmentWindows(WindowsState):
     def _due_starts(self, watermark: Optional[datetime]) -> list[datetime]:
         """Starts of the open windows that `watermark` closes, in order."""
         if watermark is None:
+            return []
+        if not self._open:
             return []
         reach = self._params.window + self._params.lateness
         return sorted(start for start in self._open if shifted(start, reach) <= watermark)
@@ -205,7 +214,7 @@ class ShipmentWindows(WindowsState):
         delays = self._delays_closed
         for start, trigger in closing:
             decisions.append(self._window_decision(start, trigger, wall, delays_before=delays))
-            delays += sum(1 for scan in self._open[start].scans if scan.is_delay)
+            delays += sum(1 for scan in self._open[start].scans if scan.scan_type == "delay")
         if stuck:
             decisions.append(self._stuck_decision(wall))
         for start, _ in closing:
@@ -246,7 +255,11 @@ class ShipmentWindows(WindowsState):
         if delivered_before is not None and delivered_before >= start:
             delivered_before = None
         history = ShipmentHistory(delays_before=delays_before, delivered_at=delivered_before)
-        scans = sorted(window.scans, key=lambda scan: (scan.occurred_at, scan.event_id))
+        scans = (
+            list(window.scans)
+            if len(window.scans) == 1
+            else sorted(window.scans, key=lambda scan: (scan.occurred_at, scan.event_id))
+        )
         verdict = decide_window(scans, history, params=self._params.rules)
         return self._decision(
             kind="window",
@@ -289,7 +302,7 @@ class ShipmentWindows(WindowsState):
         now: datetime,
     ) -> ShipmentDecision:
         start, end = bounds
-        return ShipmentDecision(
+        return decision_from_rules(
             decision_id=deterministic_id(
                 self._shipment_id, start.isoformat(), end.isoformat(), kind
             ),

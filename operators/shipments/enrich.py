@@ -12,11 +12,11 @@ calendar, say) is a `processing_error` dead letter and the rest of its batch is 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Union
+from typing import Union, cast
 
 from bytewax.dataflow import Stream, operator
 
-from operators.runtime.enrich import EnrichOut, split_enriched, unknown_reference
+from operators.runtime.enrich import EnrichOut, unknown_reference
 from operators.runtime.guard import guarded_flat_map_batch
 from operators.runtime.records import Valid
 from operators.shipments.domain import EnrichedEvent
@@ -68,5 +68,9 @@ def enrich_with_carrier_and_hub(
     joined = guarded_flat_map_batch(
         "join", up, lambda b: join_shipments(b, reference, step=step_id), flow="shipments",
         key=lambda v: v.model.shipment_id, source=lambda v: v.source,
+        returned_dead_letters=True,
     )  # fmt: skip
-    return split_enriched(joined)
+    # The join's own dead letters leave with the guard's: one branch per scan.
+    return EnrichOut(
+        enriched=cast(Stream[EnrichedEvent], joined.results), dead_letters=joined.dead_letters
+    )

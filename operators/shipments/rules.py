@@ -54,20 +54,23 @@ class Scan(NamedTuple):
         """Flatten a validated, enriched scan. The few values many shipments share (scan type,
         carrier, hub, region) are interned: a live shipment holds references, not copies."""
         event = enriched.event
-        return cls(
-            event_id=event.event_id,
-            occurred_at=event.occurred_at,
-            scan_type=sys.intern(event.scan_type),
-            carrier_id=sys.intern(event.carrier_id),
-            hub_id=sys.intern(event.hub_id),
-            region=sys.intern(enriched.region),
-            eta=event.eta,
-            delay_minutes=event.delay_minutes,
-            note=event.note or None,
-            carrier_reliability=enriched.carrier_reliability,
-            hub_congestion=enriched.hub_congestion,
-            sla_due_at=enriched.sla_due_at,
-        )
+        return _new_scan(
+            cls,
+            (
+                event.event_id,
+                event.occurred_at,
+                _intern(event.scan_type),
+                _intern(event.carrier_id),
+                _intern(event.hub_id),
+                _intern(enriched.region),
+                event.eta,
+                event.delay_minutes,
+                event.note or None,
+                enriched.carrier_reliability,
+                enriched.hub_congestion,
+                enriched.sla_due_at,
+            ),
+        )  # in field order (positional: no keyword parsing per scan)
 
     @property
     def is_delay(self) -> bool:
@@ -77,6 +80,10 @@ class Scan(NamedTuple):
     def is_delayed(self) -> bool:
         """A delay scan, or any scan reporting minutes of delay."""
         return self.is_delay or self.delay_minutes > 0
+
+
+_new_scan = tuple.__new__
+_intern = sys.intern
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,7 @@ class ShipmentHistory:
     delivered_at: Optional[datetime] = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Verdict:
     """The decided action, every reason that led to it, and a risk score in 0..1."""
 
@@ -114,9 +121,12 @@ class Verdict:
     reasons: tuple[str, ...]
     risk: float
 
+    def __init__(self, action: Action, reasons: tuple[str, ...], risk: float) -> None:
+        # One call, not one `object.__setattr__` per field (one verdict per closed window).
+        object.__setattr__(self, "__dict__", {"action": action, "reasons": reasons, "risk": risk})
 
-@dataclass(frozen=True)
-class _Signal:
+
+class _Signal(NamedTuple):
     action: Action
     reason: str
     score: float
@@ -126,7 +136,7 @@ def decide_window(
     scans: Sequence[Scan], history: ShipmentHistory, *, params: RuleParams = RuleParams()
 ) -> Verdict:
     """Judge one closed window of a shipment's scans (at least one scan)."""
-    latest = max(scans, key=lambda scan: scan.occurred_at)
+    latest = scans[0] if len(scans) == 1 else max(scans, key=lambda scan: scan.occurred_at)
     delivered_at = _delivered_at(scans, history)
     signals = _exception_signals(scans)
     if delivered_at is None:

@@ -19,7 +19,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
-from operators.runtime.clock import LiveClock, StreamClock, live_clock
+from operators.runtime.clock import LiveClock, Reading, StreamClock, live_clock
 from operators.runtime.dead_letter import dead_letter_for
 from operators.runtime.metrics import LiveKeys, live_keys
 from operators.runtime.shutdown import StopSignal
@@ -104,19 +104,23 @@ class DecisionWindowLogic(StatefulLogic[EnrichedEvent, WindowOutput, WindowState
         self._broken: Optional[BaseException] = None
         self._live = live
         self._stop = stop
+        self._reading: Optional[Reading] = None
         if live is not None:
             live.opened()
 
     def on_item(self, value: EnrichedEvent) -> tuple[Iterable[WindowOutput], bool]:
         self._stream_clock.observe(value.event.occurred_at)
+        # Bytewax asks `notify_at` right after a key's items: it answers from this reading.
+        reading = self._reading = self._clock.read()
         try:
-            emitted = self.windows.on_event(value, self._clock.read())
+            emitted = self.windows.on_event(value, reading)
         except Exception as exc:
             log.warning("decision window: scan %s failed", value.event.event_id, exc_info=True)
             return ([self._failures.for_event(value, exc)], StatefulLogic.RETAIN)
         return self._emit(emitted)
 
     def on_notify(self) -> tuple[Iterable[WindowOutput], bool]:
+        self._reading = None
         if self._broken is not None:
             return self._drop(self._broken, "computing the next deadline")
         try:
@@ -126,6 +130,7 @@ class DecisionWindowLogic(StatefulLogic[EnrichedEvent, WindowOutput, WindowState
         return self._emit(emitted)
 
     def on_eof(self) -> tuple[Iterable[WindowOutput], bool]:
+        self._reading = None
         if self._stop is not None and self._stop.eof_means_stop:
             return ([], StatefulLogic.RETAIN)  # a graceful stop: the windows go on next run
         try:
@@ -135,10 +140,13 @@ class DecisionWindowLogic(StatefulLogic[EnrichedEvent, WindowOutput, WindowState
         return (_flatten(emitted), self._discard())
 
     def notify_at(self) -> Optional[datetime]:
+        reading, self._reading = self._reading, None
+        if reading is None:
+            reading = self._clock.read()
         if self._broken is not None:
-            return self._clock.read().wall
+            return reading.wall
         try:
-            return self.windows.next_deadline(self._clock.read())
+            return self.windows.next_deadline(reading)
         except Exception as exc:
             self._broken = exc  # dead-lettered by the `on_notify` this asks for now
             return self._clock.read().wall

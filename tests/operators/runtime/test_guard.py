@@ -116,6 +116,51 @@ def test_guarded_flat_map_batch_retries_a_failed_batch_one_item_at_a_time() -> N
     assert letter.key == "-1" and "OverflowError: date value out of range" in letter.error
 
 
+def test_guarded_map_runs_a_batch_at_a_time_and_calls_after_batch_once_per_batch() -> None:
+    seen: list[int] = []
+    flushed: list[list[int]] = []
+
+    def build(flow, results, dead):
+        up = op.input("in", flow, TestingSource([1, 0, 2, 4, 0, 5], batch_size=3))
+        out = guarded_map(
+            "invert", up, lambda n: seen.append(n) or 1 / n, flow="shipments", key=str,
+            source=lambda _: SOURCE, after_batch=lambda: flushed.append(list(seen)),
+        )  # fmt: skip
+        op.output("ok", out.results, TestingSink(results))
+        op.output("dead", out.dead_letters, TestingSink(dead))
+
+    results, dead = _run(build)
+    assert results == [1.0, 0.5, 0.25, 0.2]
+    assert flushed == [[1, 0, 2], [1, 0, 2, 4, 0, 5]], "after every batch, failures included"
+    assert [d.key for d in dead] == ["0", "0"]
+
+
+def test_guarded_flat_map_batch_sends_returned_dead_letters_out_with_its_own() -> None:
+    own = DeadLetter.build(
+        flow="tickets", step="join", error_type="unknown_reference", error="no such row",
+        raw=b"7", source=SOURCE, key="7",
+    )  # fmt: skip
+
+    def joined(batch: list[int]) -> list[Any]:
+        if any(n < 0 for n in batch):
+            raise OverflowError("date value out of range")
+        return [own if n == 7 else n * 2 for n in batch]
+
+    def build(flow, results, dead):
+        up = op.input("in", flow, TestingSource([1, 7, -1, 3], batch_size=4))
+        out = guarded_flat_map_batch(
+            "join", up, joined, flow="tickets", key=str, source=lambda _: SOURCE,
+            returned_dead_letters=True,
+        )  # fmt: skip
+        op.output("ok", out.results, TestingSink(results))
+        op.output("dead", out.dead_letters, TestingSink(dead))
+
+    results, dead = _run(build)
+    assert results == [2, 6]
+    assert sorted(d.error_type for d in dead) == ["processing_error", "unknown_reference"]
+    assert own in dead
+
+
 class Counter(StatefulLogic[int, int, dict]):
     """Sums its items; raises on 13 after changing its state, and its timer raises past 100."""
 
