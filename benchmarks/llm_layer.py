@@ -28,9 +28,10 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from benchmarks.llm_runs import (
     PROMPT_MODEL,
@@ -75,7 +76,11 @@ def client(srv: OpenAITestServer) -> openai.AsyncOpenAI:
 
 
 async def _one(c: openai.AsyncOpenAI, i: int) -> None:
-    await c.chat.completions.create(model=PROMPT_MODEL, messages=prompt_messages(i), max_tokens=50)
+    await c.chat.completions.create(
+        model=PROMPT_MODEL,
+        messages=cast("list[ChatCompletionMessageParam]", prompt_messages(i)),
+        max_tokens=50,
+    )
 
 
 async def naive(srv: OpenAITestServer, calls: int) -> float:

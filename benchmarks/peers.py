@@ -46,7 +46,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Optional
@@ -92,10 +92,36 @@ class Contender:
     kind: str  # bare | hand | quix | surgeflow
     workers: int = 1
     processes: int = 1
+    root: Path = ROOT
+    """The checkout it runs from (`--baseline`: another one)."""
 
     @property
     def label(self) -> str:
         return f"{self.flow}: {self.name}"
+
+
+def chosen_contenders(
+    found: list[Contender], names: Optional[list[str]], baseline: Optional[Path]
+) -> list[Contender]:
+    """`found` narrowed to the names in `names` (all when None); with a `baseline` checkout, each
+    Surgeflow contender is followed by the same command run from that checkout."""
+    if names:
+        unknown = set(names) - {c.name for c in found}
+        if unknown:
+            raise SystemExit(f"unknown contenders {sorted(unknown)}; known: {_names(found)}")
+        found = [c for c in found if c.name in names]
+    if baseline is None:
+        return found
+    out = []
+    for c in found:
+        if c.kind == "surgeflow":
+            out.append(replace(c, name=f"{c.name} (baseline)", root=baseline.resolve()))
+        out.append(c)
+    return out
+
+
+def _names(found: list[Contender]) -> list[str]:
+    return list(dict.fromkeys(c.name for c in found))
 
 
 def contenders(flows: list[str], *, quix: bool) -> list[Contender]:
@@ -280,7 +306,7 @@ def child_env(c: Contender, bootstrap: str, topics: list[str], tail: bool) -> di
         for k, v in os.environ.items()
         if not k.startswith(("SURGEFLOW_", "OPENAI_", "BYTEWAX_")) and k != "REDIS_URL"
     }
-    env |= {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PYTHONPATH": str(ROOT)}
+    env |= {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PYTHONPATH": str(c.root)}
     names = FLOW_TOPICS[c.flow]
     env |= {f"SURGEFLOW_TOPIC_{name}": t for name, t in zip(names, topics, strict=True)}
     env |= {"SURGEFLOW_KAFKA_TAIL": "true" if tail else "false", "SURGEFLOW_LOG_LEVEL": "WARNING"}
@@ -327,7 +353,7 @@ class Children:
         self.started = time.perf_counter()
         with self.log.open("wb") as log:
             self.procs = [
-                subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+                subprocess.Popen(cmd, cwd=c.root, env=env, stdout=subprocess.DEVNULL, stderr=log)
                 for cmd in commands(c, topics, tail)
             ]
 
@@ -659,6 +685,15 @@ def section_body(chosen: list[Contender], figures: Figures, mode: dict[str, Any]
         "Surgeflow is `python -m bytewax.run flows.<flow>` (`-w 2`; 2 processes: `-i 0/1 -a`), "
         "`SURGEFLOW_KAFKA_TAIL=false`.",
         "",
+        "Why 2 processes cost more CPU per event than 1: a keyed step (the shipment window, the "
+        "agent lanes) routes each item to the worker that owns its key, and with 2 processes "
+        "about half the items of each keyed step go to the other process. Bytewax pickles each "
+        "of those items (twice: once to size the message, once to write it), sends it over TCP "
+        "and unpickles it; a scan or a decision (a pydantic model with UTC datetimes) costs "
+        "about 10 µs each way. The flows wrap such items in `operators.runtime.wire.Wire`, "
+        "pickled once and only when they cross. Idle, a process spins little (2-3% of a core "
+        "with nothing to read).",
+        "",
         f"![events/s and CPU per 1,000 events]({png})",
         "",
         "| contender | events/s | × bare loop | × hand-written loop | CPU s / 1k events | "
@@ -697,15 +732,27 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--flows", nargs="+", default=["shipments", "tickets"])
     parser.add_argument("--no-quix", action="store_true", help="leave Quix Streams out")
     parser.add_argument("--with-quix", action="store_true", help="Quix Streams even with --quick")
+    parser.add_argument(
+        "--contenders", nargs="+", metavar="NAME",
+        help='only these contenders (their names, e.g. "Surgeflow 1 worker")',
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline", type=Path, metavar="DIR",
+        help="another checkout (e.g. `git archive <commit> | tar -x -C DIR`): each Surgeflow "
+        "contender also runs from there, in the same rounds",
+    )  # fmt: skip
+    parser.add_argument("--no-latency", action="store_true", help="leave the latency runs out")
     parser.add_argument("--doc", type=Path, default=DEFAULT_PATH)
     args = parser.parse_args(argv)
     mode = dict(QUICK if args.quick else FULL)
     if args.rounds:
         mode["rounds"] = args.rounds
+    if args.no_latency:
+        mode["latency"] = ()
     quix = args.with_quix or not (args.quick or args.no_quix)
-    if quix:
+    chosen = chosen_contenders(contenders(args.flows, quix=quix), args.contenders, args.baseline)
+    if any(c.kind == "quix" for c in chosen):
         quix_venv()
-    chosen = contenders(args.flows, quix=quix)
     with broker() as bootstrap:
         b = Broker(bootstrap)
         try:

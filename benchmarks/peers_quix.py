@@ -42,7 +42,7 @@ from schemas.common import utc_now
 PRODUCER_KEYS = ("linger.ms", "compression.type", "enable.idempotence", "acks", "partitioner")
 
 
-class RecordValue(Serializer):
+class RecordValue(Serializer):  # type: ignore[misc]  # quixstreams is untyped here
     """An `OutRecord`'s value bytes (the schema JSON the flows write)."""
 
     def __call__(self, value: Any, ctx: Any) -> bytes:

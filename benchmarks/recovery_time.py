@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -54,12 +55,17 @@ KILLS = {"full": 3, "quick": 1}
 class _Tracked(StatefulSourcePartition[RawRecord, Optional[int]]):
     """A Kafka partition that writes `{"resume", "next"}` to its status file after each batch."""
 
-    def __init__(self, inner: Any, status: Path, resume: Optional[int]) -> None:
+    def __init__(
+        self,
+        inner: StatefulSourcePartition[RawRecord, Optional[int]],
+        status: Path,
+        resume: Optional[int],
+    ) -> None:
         self._inner, self._status = inner, status
         self._resume = resume
         self._write()
 
-    def next_batch(self) -> list[RawRecord]:
+    def next_batch(self) -> Iterable[RawRecord]:
         batch = self._inner.next_batch()
         if batch:
             self._write()
@@ -148,7 +154,7 @@ class PacedProducer:
         self._producer.flush(30)
 
 
-def start(env: dict[str, str], store: Path, interval: int) -> subprocess.Popen:
+def start(env: dict[str, str], store: Path, interval: int) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "bytewax.run", "benchmarks.recovery_time:tracked_flow()"]
     command += ["-r", str(store), "-s", str(interval), "-b", "0"]
     # its log comes through this process while a bar is drawn (above the bar, not across it)
@@ -156,8 +162,12 @@ def start(env: dict[str, str], store: Path, interval: int) -> subprocess.Popen:
 
 
 def kill_and_restart(
-    proc: subprocess.Popen, producer: PacedProducer, env: dict, store: Path, interval: int
-) -> tuple[subprocess.Popen, dict[str, float]]:
+    proc: subprocess.Popen[bytes],
+    producer: PacedProducer,
+    env: dict[str, str],
+    store: Path,
+    interval: int,
+) -> tuple[subprocess.Popen[bytes], dict[str, float]]:
     """SIGKILL `proc`, restart at once; figures of the restart once it has caught up."""
     status_dir = Path(env[STATUS_DIR])
     producer.pump()

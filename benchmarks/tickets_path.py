@@ -444,8 +444,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"loaded {kafka.load(source)} messages onto {kafka.input} ({bootstrap})")
 
         idle = {t.name: run_file(t, empty, work, args.workers)[1] for t in trees}
-        idle_cpu = ", ".join(f"{k} {v:.2f} s" for k, v in idle.items())
-        print(f"CPU of a run on an empty input: {idle_cpu}")
+        idle_text = ", ".join(f"{k} {v:.2f} s" for k, v in idle.items())
+        print(f"CPU of a run on an empty input: {idle_text}")
         runs: list[Run] = []
         for round_no in range(rounds):
             order = trees[round_no % len(trees) :] + trees[: round_no % len(trees)]

@@ -29,6 +29,7 @@ from operators.runtime.clock import StreamClock
 from operators.runtime.records import OutRecord, RawRecord, Valid
 from operators.runtime.shutdown import StopSignal
 from operators.runtime.skeleton import FlowSteps, Frame
+from operators.runtime.wire import Wire
 from operators.shipments.agent import ShipmentAgent
 from operators.shipments.decision_state import WindowParams
 from operators.shipments.enrich import enrich_with_carrier_and_hub
@@ -50,7 +51,9 @@ def decide(
     enriched = enrich_with_carrier_and_hub(
         "enrich_with_carrier_and_hub", events, reference=frame.reference
     )
-    by_shipment = op.key_on("key_by_shipment", enriched.enriched, lambda e: e.event.shipment_id)
+    by_shipment = op.map(  # each scan crosses to its shipment's worker as a `Wire`
+        "key_by_shipment", enriched.enriched, lambda e: (e.event.shipment_id, Wire(e))
+    )
     windows = decision_window(
         "decision_window", by_shipment, params=WindowParams.from_settings(s.shipments),
         topic=frame.topics.input, clock=StreamClock(), stop=stop,

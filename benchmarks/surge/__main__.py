@@ -193,7 +193,7 @@ def run_flow(args: argparse.Namespace) -> int:
                 "OPENAI_API_KEY": "surge-benchmark",
             }
 
-        common = {"settings": settings, "config": config, "progress": update}
+        common: dict[str, Any] = {"settings": settings, "config": config, "progress": update}
         for processes in c["processes"]:
             ramps.append(
                 measure(

@@ -36,7 +36,8 @@ def percentile(values: list[float], q: float) -> Optional[float]:
 
 def backlog(sample: Sample) -> float:
     scraped = sample.scraped
-    return max(sample.appended - scraped["records_in"], 0.0) + scraped.get("pending", 0.0)
+    waiting: float = max(sample.appended - scraped["records_in"], 0.0) + scraped.get("pending", 0.0)
+    return waiting
 
 
 def calls(sample: Sample) -> float:

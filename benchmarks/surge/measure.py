@@ -218,9 +218,10 @@ class Latencies:
     def poll(self, seconds: float = 0.0) -> None:
         """Read what has arrived; pair the outputs whose inputs have been read."""
         for msg in self._consumer.consume(5000, seconds):
-            if msg.error() is not None:
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    raise RuntimeError(f"reading {msg.topic()}: {msg.error().str()}")
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(f"reading {msg.topic()}: {error.str()}")
                 continue
             at = msg.timestamp()[1] / 1000.0
             try:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, TypeVar, Union
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -27,6 +27,7 @@ from operators.runtime.inflight import AsyncFailure, Lane, PendingBound, lane_fo
 from operators.runtime.metrics import PENDING
 from operators.runtime.runner import RUNNER_MARGIN_SECONDS, AsyncRunner, item_bound_seconds
 from operators.runtime.shutdown import StopSignal
+from operators.runtime.wire import Wire, unwire
 from schemas.common import utc_now
 
 __all__ = ["AsyncFailure", "LaneLogic", "map_async", "worker_bound", "worker_runner"]
@@ -123,7 +124,7 @@ async def _apply(fn: Callable[[X], Awaitable[Y]], item: X) -> Y:
     return await fn(item)
 
 
-class LaneLogic(StatefulBatchLogic[X, Any, LaneState]):
+class LaneLogic(StatefulBatchLogic[Union[Wire[X], X], Any, LaneState]):
     """Bytewax face of one `Lane`: submit on `on_batch`, emit what finished on every call.
 
     Asks to be notified `poll_seconds` from `now()` while items are pending, so results leave
@@ -157,9 +158,9 @@ class LaneLogic(StatefulBatchLogic[X, Any, LaneState]):
         self.lane.restore(state, step=step)
         self.pending.inc(len(self.lane))
 
-    def on_batch(self, values: list[X]) -> tuple[Iterable[Any], bool]:
+    def on_batch(self, values: list[Union[Wire[X], X]]) -> tuple[Iterable[Any], bool]:
         def submit_then_poll() -> list[Any]:
-            self.lane.submit(values)
+            self.lane.submit([unwire(v) for v in values])
             return self.lane.poll()
 
         return self._emit(submit_then_poll)
@@ -266,5 +267,9 @@ def map_async(
             logic.restore(resume, step=calls)
         return logic
 
-    lanes = op.key_on("lane", up, lambda item: lane_for(key(item), params.lanes))
+    # Each item crosses to its lane's worker as a `Wire`: pickled once, and only if it changes
+    # process.
+    lanes: op.KeyedStream[Union[Wire[X], X]] = op.map(
+        "lane", up, lambda item: (lane_for(key(item), params.lanes), Wire(item))
+    )
     return op.key_rm("unlane", op.stateful_batch("calls", lanes, build))

@@ -23,6 +23,7 @@ from operators.runtime.clock import LiveClock, Reading, StreamClock, live_clock
 from operators.runtime.dead_letter import dead_letter_for
 from operators.runtime.metrics import LiveKeys, live_keys
 from operators.runtime.shutdown import StopSignal
+from operators.runtime.wire import Wire, unwire
 from operators.shipments.decision_state import WindowParams
 from operators.shipments.decisions import Emitted, LateEvent, ShipmentWindows
 from operators.shipments.domain import EnrichedEvent
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 WindowOutput = Union[ShipmentDecision, LateEvent, DeadLetter]
 WindowState = dict[str, Any]
+Wired = Union[Wire[EnrichedEvent], EnrichedEvent]
+"""A scan as the window takes it: wrapped to cross processes (`operators.runtime.wire`) or not."""
 MAX_EVENT_IDS_NAMED = 20
 """Event ids of dropped scans named in a `processing_error` dead letter's text."""
 
@@ -78,7 +81,7 @@ class Failures:
         )
 
 
-class DecisionWindowLogic(StatefulLogic[EnrichedEvent, WindowOutput, WindowState]):
+class DecisionWindowLogic(StatefulLogic[Wired, WindowOutput, WindowState]):
     """`StatefulLogic` for one shipment: every callback reads the clocks once.
 
     An exception while adding a scan dead-letters that scan and keeps the shipment's state; an
@@ -108,7 +111,8 @@ class DecisionWindowLogic(StatefulLogic[EnrichedEvent, WindowOutput, WindowState
         if live is not None:
             live.opened()
 
-    def on_item(self, value: EnrichedEvent) -> tuple[Iterable[WindowOutput], bool]:
+    def on_item(self, wired: Wired) -> tuple[Iterable[WindowOutput], bool]:
+        value = unwire(wired)
         self._stream_clock.observe(value.event.occurred_at)
         # Bytewax asks `notify_at` right after a key's items: it answers from this reading.
         reading = self._reading = self._clock.read()
@@ -203,7 +207,7 @@ class DecisionWindowOut:
 @operator
 def decision_window(
     step_id: str,
-    up: KeyedStream[EnrichedEvent],
+    up: KeyedStream[Wired],
     *,
     params: WindowParams,
     topic: str,
@@ -213,7 +217,7 @@ def decision_window(
 ) -> DecisionWindowOut:
     """Decide per shipment over tumbling event-time windows, with a stuck timer.
 
-    Consumes: `(shipment_id, EnrichedEvent)`.
+    Consumes: `(shipment_id, EnrichedEvent)`, the scan as it is or in a `Wire`.
 
     Emits: `decisions`, one `ShipmentDecision` (without enrichment) per closed window
     (`window_closed`, or `end_of_input` when a bounded input ends) and one `stuck_timer`

@@ -158,7 +158,8 @@ class SchemaInstanceMaker:
     def _number(self, schema: dict[str, Any], name: str) -> float:
         low = schema.get("minimum", schema.get("exclusiveMinimum", -math.inf))
         high = schema.get("maximum", schema.get("exclusiveMaximum", math.inf))
-        return min(max(0.5, low), high)
+        value: float = min(max(0.5, low), high)
+        return value
 
     def _integer(self, schema: dict[str, Any], name: str) -> int:
         return int(max(schema.get("minimum", 0), 0))

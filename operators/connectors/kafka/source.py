@@ -304,7 +304,7 @@ class KafkaRecordSource(FixedPartitionedSource[RawRecord, Optional[int]]):
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: Optional[int]
-    ) -> _RecordPartition:
+    ) -> StatefulSourcePartition[RawRecord, Optional[int]]:
         """A consumer of one partition, configured as Bytewax's `KafkaSource` configures it, plus
         the error callback, the rate-limited log and the catch-up report to the live clock."""
         index, topic = for_part.split("-", 1)
