@@ -23,19 +23,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bytewax.testing import TestingSink, run_main
-
 from flows.shipments import build_flow
-from operators.config.settings import Settings
-from operators.connectors.kafka.load import file_records, surge_records
-from operators.connectors.sources import GeneratorSource
-from operators.runtime.records import OutRecord, RawRecord
+from operators.runtime.records import OutRecord
+from tests.flows import pinned
+from tests.flows.pinned import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 PINNED = Path(__file__).resolve().parent / "data" / "shipments_pinned.jsonl"
 SAMPLE = ROOT / "data" / "samples" / "shipments.sample.jsonl"
 SURGE = {"surge_seed": 7, "surge_steady_events": 300, "surge_burst_factor": 10}
@@ -46,27 +41,11 @@ WATERMARK = re.compile(rb"behind the watermark [^ ]+ by")
 with the speed of the run."""
 
 
-def pinned_settings() -> Settings:
-    """Embedded defaults (no Kafka, Redis or LLM endpoint) and the small surge."""
-    services = dict(
-        kafka_bootstrap_servers=None, redis_url=None, openai_api_key=None, openai_base_url=None
-    )
-    return Settings(_env_file=None, **services, **SURGE)
-
-
-def pinned_records(settings: Settings) -> Iterator[RawRecord]:
-    """The sample file's scans, then the seeded surge."""
-    yield from file_records(SAMPLE, "shipment_id")
-    yield from surge_records(settings, "shipments")
-
-
 def run_pinned() -> list[OutRecord]:
     """Every record `flows.shipments` writes for the pinned input (in process, one worker)."""
-    settings = pinned_settings()
-    out: list[OutRecord] = []
-    source = GeneratorSource(lambda: pinned_records(settings), batch_size=100)
-    run_main(build_flow(settings, source=source, sink=TestingSink(out)))
-    return out
+    return pinned.run_pinned(
+        build_flow, flow="shipments", sample=SAMPLE, key="shipment_id", surge=SURGE
+    )
 
 
 def summary(record: OutRecord) -> dict[str, Any]:
@@ -92,17 +71,11 @@ def summary(record: OutRecord) -> dict[str, Any]:
 
 
 def pinned_lines(records: list[OutRecord]) -> list[str]:
-    """One JSON line per record, sorted (the order across shipments is not part of the
-    contract)."""
-    return sorted(json.dumps(summary(r), sort_keys=True) for r in records)
+    return pinned.pinned_lines(records, summary)
 
 
 def main() -> int:
-    lines = pinned_lines(run_pinned())
-    PINNED.parent.mkdir(parents=True, exist_ok=True)
-    PINNED.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    print(f"wrote {len(lines)} pinned outputs to {PINNED.relative_to(ROOT)}")
-    return 0
+    return pinned.write_pinned(PINNED, pinned_lines(run_pinned()))
 
 
 if __name__ == "__main__":

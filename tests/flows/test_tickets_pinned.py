@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
+from tests.flows.pinned import assert_matches_pinned, read_pinned
 from tests.flows.tickets_pinned import PINNED, pinned_lines, run_pinned
 
 
 def test_outputs_match_the_pinned_file() -> None:
-    expected = PINNED.read_text(encoding="utf-8").splitlines()
-    got = pinned_lines(run_pinned())
-    assert len(got) == len(expected)
-    missing = sorted(set(expected) - set(got))
-    assert not missing, f"{len(missing)} outputs differ, first: {missing[:3]}"
-    assert got == expected
+    assert_matches_pinned(PINNED, pinned_lines(run_pinned()))
 
 
 def test_the_pinned_file_covers_every_route_and_dead_letters() -> None:
     """The pin is worth something: many routes, follow-ups with history, and dead letters."""
-    lines = [json.loads(line) for line in PINNED.read_text(encoding="utf-8").splitlines()]
+    lines = read_pinned(PINNED)
     routes = Counter(line["route"] for line in lines if "route" in line)
     assert len(routes) == 8
     assert any(line.get("history", 0) > 0 for line in lines)

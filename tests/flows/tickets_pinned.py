@@ -20,46 +20,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bytewax.testing import TestingSink, run_main
-
 from flows.tickets import build_flow
-from operators.config.settings import Settings
-from operators.connectors.kafka.load import file_records, surge_records
-from operators.connectors.sources import GeneratorSource
-from operators.runtime.records import OutRecord, RawRecord
+from operators.runtime.records import OutRecord
+from tests.flows import pinned
+from tests.flows.pinned import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 PINNED = Path(__file__).resolve().parent / "data" / "tickets_pinned.jsonl"
 SAMPLE = ROOT / "data" / "samples" / "tickets.sample.jsonl"
 SURGE = {"surge_seed": 7, "surge_steady_events": 150, "surge_burst_factor": 10}
 WALL_CLOCK = ("responded_at", "failed_at")
 
 
-def pinned_settings() -> Settings:
-    """Embedded defaults (no Kafka, Redis or LLM endpoint) and the small surge."""
-    services = dict(
-        kafka_bootstrap_servers=None, redis_url=None, openai_api_key=None, openai_base_url=None
-    )
-    return Settings(_env_file=None, **services, **SURGE)
-
-
-def pinned_records(settings: Settings) -> Iterator[RawRecord]:
-    """The sample file's messages, then the seeded surge."""
-    yield from file_records(SAMPLE, "session_id")
-    yield from surge_records(settings, "tickets")
-
-
 def run_pinned() -> list[OutRecord]:
     """Every record `flows.tickets` writes for the pinned input (in process, one worker)."""
-    settings = pinned_settings()
-    out: list[OutRecord] = []
-    source = GeneratorSource(lambda: pinned_records(settings), batch_size=100)
-    run_main(build_flow(settings, source=source, sink=TestingSink(out)))
-    return out
+    return pinned.run_pinned(
+        build_flow, flow="tickets", sample=SAMPLE, key="session_id", surge=SURGE
+    )
 
 
 def summary(record: OutRecord) -> dict[str, Any]:
@@ -83,16 +62,11 @@ def summary(record: OutRecord) -> dict[str, Any]:
 
 
 def pinned_lines(records: list[OutRecord]) -> list[str]:
-    """One JSON line per record, sorted (the order across sessions is not part of the contract)."""
-    return sorted(json.dumps(summary(r), sort_keys=True) for r in records)
+    return pinned.pinned_lines(records, summary)
 
 
 def main() -> int:
-    lines = pinned_lines(run_pinned())
-    PINNED.parent.mkdir(parents=True, exist_ok=True)
-    PINNED.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    print(f"wrote {len(lines)} pinned outputs to {PINNED.relative_to(ROOT)}")
-    return 0
+    return pinned.write_pinned(PINNED, pinned_lines(run_pinned()))
 
 
 if __name__ == "__main__":
