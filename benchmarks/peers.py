@@ -45,7 +45,6 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -237,18 +236,6 @@ class Broker:
             for future in self.admin.delete_topics(self.created, operation_timeout=30).values():
                 with contextlib.suppress(Exception):
                     future.result(timeout=30)
-
-
-@contextlib.contextmanager
-def broker() -> Iterator[str]:
-    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if given:
-        yield given
-        return
-    from scripts.kafka_broker import KafkaBroker
-
-    with KafkaBroker() as started:
-        yield started.bootstrap_servers
 
 
 PROBE = b'{"probe": "peers"}'
@@ -753,7 +740,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     chosen = chosen_contenders(contenders(args.flows, quix=quix), args.contenders, args.baseline)
     if any(c.kind == "quix" for c in chosen):
         quix_venv()
-    with broker() as bootstrap:
+    from scripts.kafka_broker import given_or_started
+
+    with given_or_started() as bootstrap:
         b = Broker(bootstrap)
         try:
             figures = benchmark(b, chosen, mode)

@@ -294,19 +294,6 @@ class KafkaBench:
                     future.result()
 
 
-@contextlib.contextmanager
-def broker() -> Iterator[str]:
-    """`KAFKA_BOOTSTRAP_SERVERS`, or a single-node broker started here for the run."""
-    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if given:
-        yield given
-        return
-    from scripts.kafka_broker import KafkaBroker
-
-    with KafkaBroker() as started:
-        yield started.bootstrap_servers
-
-
 @dataclass(frozen=True)
 class Profile:
     """py-spy's samples of one run: the shares of `PROFILE_ITEMS` and the top functions."""
@@ -438,7 +425,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{records} messages; " + ", ".join(f"{t.name} = {t.revision}" for t in trees))
         kafka: Optional[KafkaBench] = None
         if "kafka" in transports:
-            bootstrap = stack.enter_context(broker())
+            from scripts.kafka_broker import given_or_started
+
+            bootstrap = stack.enter_context(given_or_started())
             kafka = KafkaBench(bootstrap, f"bench-{uuid.uuid4().hex[:8]}")
             stack.callback(kafka.delete)
             print(f"loaded {kafka.load(source)} messages onto {kafka.input} ({bootstrap})")

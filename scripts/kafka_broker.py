@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -334,6 +335,18 @@ class KafkaBroker:
 
 
 # --- detached brokers (CLI start/stop) --------------------------------------------------------
+
+
+@contextlib.contextmanager
+def given_or_started() -> Iterator[str]:
+    """The bootstrap servers of `KAFKA_BOOTSTRAP_SERVERS`, or of a broker started here for the
+    duration (the benchmarks' way to find a broker)."""
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        yield given
+        return
+    with KafkaBroker() as started:
+        yield started.bootstrap_servers
 
 
 def _is_broker(pid: int) -> bool:

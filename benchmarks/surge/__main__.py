@@ -33,8 +33,8 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional
 
@@ -78,18 +78,6 @@ def progress_of(bar: progress.Bar) -> Callable[[float, str], None]:
         bar.describe(text)
 
     return update
-
-
-@contextmanager
-def kafka() -> Iterator[str]:
-    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if given:
-        yield given
-        return
-    from scripts.kafka_broker import KafkaBroker
-
-    with KafkaBroker() as broker:
-        yield broker.bootstrap_servers
 
 
 def flow_arguments(parser: argparse.ArgumentParser) -> None:
@@ -177,7 +165,9 @@ def run_flow(args: argparse.Namespace) -> int:
     ramps: list[RunResult] = []
     work = Path(tempfile.mkdtemp(prefix="surgeflow-surge-report-"))
     with ExitStack() as stack:
-        bootstrap = stack.enter_context(kafka())
+        from scripts.kafka_broker import given_or_started
+
+        bootstrap = stack.enter_context(given_or_started())
         redis = stack.enter_context(RedisServer())
         log = stack.enter_context((work / "llm-server.log").open("w"))
         url = stack.enter_context(llm_endpoint(endpoint, log))
