@@ -184,23 +184,34 @@ class Broker:
         return total
 
     def span(self, *topics: str) -> tuple[int, int]:
-        """Append times (ms) of the first and the last record of `topics`."""
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "peers-ignored"})
-        wanted = []
+        """Append times (ms) of the first and the last record of `topics`: two passes over the
+        partitions (their first records, then their last), each assigned at once."""
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": "peers-ignored",
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        firsts, lasts = [], []
         for topic in topics:
             for p in range(PARTITIONS):
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
                 if high > low:
-                    wanted += [(topic, p, low), (topic, p, high - 1)]
+                    firsts.append(TopicPartition(topic, p, low))
+                    lasts.append(TopicPartition(topic, p, high - 1))
         times = []
-        for topic, p, offset in wanted:
-            consumer.assign([TopicPartition(topic, p, offset)])
-            while True:
-                m = consumer.poll(10)
-                assert m is not None, f"no record at {topic}[{p}]@{offset}"
-                if m.error() is None:
-                    times.append(m.timestamp()[1])
-                    break
+        for wanted in (firsts, lasts):
+            consumer.assign(wanted)
+            pending = {(tp.topic, tp.partition): tp.offset for tp in wanted}
+            deadline = time.monotonic() + 30
+            while pending:
+                assert time.monotonic() < deadline, f"no record at {sorted(pending)}"
+                for m in consumer.consume(len(pending), 1.0):
+                    where = (m.topic() or "", m.partition() or 0)
+                    if m.error() is None and pending.get(where) == m.offset():
+                        del pending[where]
+                        times.append(m.timestamp()[1])
         consumer.close()
         return min(times), max(times)
 
