@@ -158,18 +158,31 @@ def blend_values(
     return tuple(c + weight * x for c, x in zip(current, context, strict=True))
 
 
+_SEPARATOR = "|"
+"""A word of a text that no centroid knows, as it stands in the text's key: it only parts the
+known words around it, so they make no bigram (no stem is `|`: words are `[a-z0-9]+`)."""
+
+Key = tuple[str, ...]
+"""The known stems of a text in order, with `_SEPARATOR` for each word no centroid knows and no
+stop words: its TF-IDF vector is a function of this alone (`LexicalScorer._vector`)."""
+
+
 class LexicalScorer:
     """A TF-IDF centroid per route, built from the examples and description of every intent.
 
-    Scoring a text walks its terms once through a precomputed table (term → its weight in each
-    route's centroid), and the scores of up to `SCORE_CACHE` texts are kept (surge traffic
-    repeats texts; the memo is emptied when full). The sums are taken in the order the plain
-    cosine (`_dot`) takes them, so the scores are the same floats to the last bit. A bigram is
-    looked up as a pair of stems (first → second → term) and only made into a string when the
-    centroids know it, since a term unknown to every centroid weighs nothing.
+    A text is first reduced to its key (`Key`): one lookup per word in a table of the words seen
+    (word → its stem when a centroid knows it, `_SEPARATOR` when none does, empty for a stop
+    word). Its scores and route are kept per key, for up to `SCORE_CACHE` keys (surge traffic
+    repeats what it says with other names, ids and numbers, which the key leaves out; the memos
+    are emptied when full). A key not kept is scored by walking its terms once through a
+    precomputed table (term → its weight in each route's centroid). The sums are taken in the
+    order the plain cosine (`_dot`) takes them, so the scores are the same floats to the last bit.
+    A bigram is looked up as a pair of stems (first → second → term), since a term unknown to
+    every centroid weighs nothing.
     """
 
-    SCORE_CACHE = 4096
+    SCORE_CACHE = 16384
+    WORD_CACHE = 50_000
 
     def __init__(self, intents: Mapping[Route, DescribedIntent]) -> None:
         documents = [terms(text) for spec in intents.values() for text in spec.examples]
@@ -182,24 +195,63 @@ class LexicalScorer:
             first, underscore, second = term.partition("_")
             if underscore:  # words are [a-z0-9]+: a term with `_` is exactly one bigram
                 self._bigrams.setdefault(first, {})[second] = term
+        self._word_tokens: dict[str, str] = {}  # word → stem, `_SEPARATOR` or "" (`_token`)
+        self._keys: dict[str, Key] = {}
         self._centroids = {route: self._centroid(intents[route]) for route in ROUTES}
         self._postings: dict[str, list[tuple[int, float]]] = {}
         for position, centroid in enumerate(self._centroids.values()):
             for term, weight in centroid.items():
                 self._postings.setdefault(term, []).append((position, weight))
         self._sizes = [len(c) for c in self._centroids.values()]
-        self._scores: dict[str, tuple[float, ...]] = {}
-        self._routes: dict[str, tuple[Route, float]] = {}
+        self._scores: dict[Key, tuple[float, ...]] = {}
+        self._routes: dict[Key, tuple[Route, float]] = {}
+
+    def _token(self, word: str) -> str:
+        """What `word` stands as in a key: "" for a stop word, else its stem when a centroid
+        knows it (it is in `_idf`), else `_SEPARATOR`; kept in `_word_tokens` (emptied when
+        full)."""
+        if word in _STOP_WORDS:
+            token = _STOPPED
+        else:
+            stemmed = stem(word)
+            token = stemmed if stemmed in self._idf else _SEPARATOR
+        words = self._word_tokens
+        if len(words) >= self.WORD_CACHE:
+            words.clear()  # one atomic step: worker threads share the scorer
+        words[word] = token
+        return token
+
+    def key(self, text: str) -> Key:
+        """The key of `text` (`Key`): its words (`terms`), stop words left out and unknown
+        stems as `_SEPARATOR` (kept per text for up to `SCORE_CACHE` texts)."""
+        key = self._keys.get(text)
+        if key is None:
+            key = self._key(text)
+            if len(self._keys) >= self.SCORE_CACHE:
+                self._keys.clear()  # one atomic step: worker threads share the scorer
+            self._keys[text] = key
+        return key
+
+    def _key(self, text: str) -> Key:
+        words = _WORD.findall(_plain_lower(text).replace("'", ""))
+        held = list(map(self._word_tokens.get, words))
+        if None in held:
+            held = [self._token(w) if t is None else t for w, t in zip(words, held, strict=True)]
+        return tuple(filter(None, held))
 
     def _tfidf(self, text: str) -> Vector:
+        return self._vector(self._key(text))
+
+    def _vector(self, key: Key) -> Vector:
+        """The normalised TF-IDF vector of a text of key `key`: its known terms in the order of
+        `terms(text)`, unigrams then bigrams."""
         idf = self._idf
         counts: dict[str, int] = {}
-        words = _words(text)
-        for t in words:  # `terms(text)` in its order, without building the list
-            if t in idf:
+        for t in key:
+            if t != _SEPARATOR:
                 counts[t] = counts.get(t, 0) + 1
         bigrams = self._bigrams
-        for a, b in itertools.pairwise(words):
+        for a, b in itertools.pairwise(key):
             seconds = bigrams.get(a)
             if seconds is not None:
                 bigram = seconds.get(b)  # f"{a}_{b}" when it is in `idf`
@@ -222,16 +274,19 @@ class LexicalScorer:
 
     def values(self, text: str) -> tuple[float, ...]:
         """`scores(text)` in the order of `ROUTES` (shared: do not change it)."""
-        cached = self._scores.get(text)
+        return self._values(self.key(text))
+
+    def _values(self, key: Key) -> tuple[float, ...]:
+        cached = self._scores.get(key)
         if cached is None:
-            cached = self._score(text)
+            cached = self._score(key)
             if len(self._scores) >= self.SCORE_CACHE:
                 self._scores.clear()  # one atomic step: worker threads share the scorer
-            self._scores[text] = cached
+            self._scores[key] = cached
         return cached
 
-    def _score(self, text: str) -> tuple[float, ...]:
-        query = self._tfidf(text)
+    def _score(self, key: Key) -> tuple[float, ...]:
+        query = self._vector(key)
         sums: list[float] = [0] * len(self._sizes)  # ints, as `sum` starts
         postings = self._postings
         for term, weight in query.items():
@@ -245,11 +300,12 @@ class LexicalScorer:
         return tuple(sums)
 
     def route(self, text: str) -> tuple[Route, float]:
-        """The deterministic route and confidence of `text` (kept with its scores' memo)."""
-        decision = self._routes.get(text)
+        """The deterministic route and confidence of `text` (kept per key with its scores)."""
+        key = self.key(text)
+        decision = self._routes.get(key)
         if decision is None:
-            decision = decide_values(self.values(text), LEXICAL_TEMPERATURE)
+            decision = decide_values(self._values(key), LEXICAL_TEMPERATURE)
             if len(self._routes) >= self.SCORE_CACHE:
                 self._routes.clear()
-            self._routes[text] = decision
+            self._routes[key] = decision
         return decision

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import json
 import math
 import pickle
 import re
@@ -19,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from pathlib import Path
 from typing import Optional
 from unittest import mock
 
@@ -54,6 +56,7 @@ from schemas import (
 )
 from schemas.common import EventTime
 
+ROOT = Path(__file__).resolve().parents[3]
 PRODUCTS = load_products()
 INDEX = IntentIndex.from_file()
 
@@ -252,11 +255,58 @@ def test_every_urgency_word_is_still_found() -> None:
         assert workers.is_urgent(f"please, {word} now")
 
 
+def distinct_keys(count: int) -> list[str]:
+    """`count` texts of as many keys: `n` in binary, 1 a known word, 0 an unknown one."""
+    return [" ".join("parcel" if bit == "1" else "qzx" for bit in f"{n:b}") for n in range(count)]
+
+
 def test_the_score_memo_is_bounded() -> None:
     scorer = LexicalScorer(INDEX.intents)
-    for n in range(LexicalScorer.SCORE_CACHE + 10):
-        scorer.scores(f"parcel {n} late")
+    texts = distinct_keys(LexicalScorer.SCORE_CACHE + 10)
+    for text in texts:
+        scorer.scores(text)
+    assert len({scorer.key(text) for text in texts}) == len(texts)
     assert len(scorer._scores) <= LexicalScorer.SCORE_CACHE
+    assert len(scorer._keys) <= LexicalScorer.SCORE_CACHE
+
+
+def test_the_word_table_is_bounded() -> None:
+    scorer = LexicalScorer(INDEX.intents)
+    for n in range(LexicalScorer.WORD_CACHE + 10):
+        scorer.scores(f"parcel w{n:x}q late")
+    assert len(scorer._word_tokens) <= LexicalScorer.WORD_CACHE
+
+
+NAMES = ["Rosa Rossi", "Daniel", "ORD-482913", "jane.doe@example.com", "4 days", "zqx wvv", ""]
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts, st.sampled_from(NAMES), st.sampled_from(NAMES), st.sampled_from(["", "refund"]))
+@example("late ", "Rosa Rossi", "Daniel", "parcel")
+@example("the parcel ", "ORD-482913", "4 days", "late")
+def test_texts_of_one_key_score_as_the_plain_code_scores_each(
+    text: str, name: str, other: str, tail: str
+) -> None:
+    """The memos are per key: texts that differ in what the key leaves out (names, ids,
+    numbers, stop words) share an entry, and each still gets its own plain-code scores."""
+    scorer = LexicalScorer(INDEX.intents)
+    first, second = f"{text} {name} {tail}", f"{text} {other} {tail}"
+    for sample in (first, second, first):
+        expected = reference_scores(scorer, sample)
+        got = scorer.scores(sample)
+        assert [repr(float(got[r])) for r in ROUTES] == [repr(float(expected[r])) for r in ROUTES]
+        assert scorer.route(sample) == lexical.decide(expected, lexical.LEXICAL_TEMPERATURE)
+
+
+def test_a_key_keeps_what_makes_a_bigram() -> None:
+    """An unknown word between two known ones parts them (no bigram), a stop word does not."""
+    scorer = LexicalScorer(INDEX.intents)
+    bigram = next(t for t in scorer._idf if "_" in t)
+    first, second = bigram.split("_")
+    joined, parted = f"{first} {second}", f"{first} qzxv {second}"
+    assert scorer.key(joined) != scorer.key(parted)
+    assert scorer.key(f"{first} the {second}") == scorer.key(joined)
+    assert scorer.scores(joined) != scorer.scores(parted)
 
 
 def test_html_entities_still_decode_before_cleaning() -> None:
@@ -323,8 +373,8 @@ def test_routing_with_tuples_matches_the_dicts(text: str, history: list[str]) ->
 
 def test_the_route_memo_is_bounded() -> None:
     scorer = LexicalScorer(INDEX.intents)
-    for n in range(LexicalScorer.SCORE_CACHE + 10):
-        scorer.route(f"parcel {n} late")
+    for text in distinct_keys(LexicalScorer.SCORE_CACHE + 10):
+        scorer.route(text)
     assert len(scorer._routes) <= LexicalScorer.SCORE_CACHE
 
 
@@ -614,3 +664,26 @@ def test_the_channel_lookup_gives_what_the_join_gave(
         else:
             assert isinstance(got, EnrichedTicket)
             assert (got.base_priority, got.response_sla_minutes) == (priority, sla)
+
+
+def test_the_labelled_set_scores_and_routes_as_the_plain_code() -> None:
+    """Every message of `data/routing/messages.jsonl`, and its history where it has one, gets
+    the plain code's scores to the bit and its route (the texts of the router benchmark)."""
+    lines = (ROOT / "data" / "routing" / "messages.jsonl").read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in lines.splitlines() if line.strip()]
+    assert len(rows) > 300
+    scorer = LexicalScorer(INDEX.intents)
+    for row in rows:
+        for text in (row["text"], *row.get("history", ())):
+            expected = reference_scores(scorer, text)
+            got = scorer.scores(text)
+            assert [repr(float(got[r])) for r in ROUTES] == [
+                repr(float(expected[r])) for r in ROUTES
+            ], text
+            assert scorer.route(text) == lexical.decide(expected, lexical.LEXICAL_TEMPERATURE)
+        t = context_ticket(row["text"], row.get("history", ()))
+        routed = router.route_lexically(t, INDEX)
+        expected_route, expected_confidence = reference_route_lexically(t, INDEX)
+        assert (routed.route, repr(routed.confidence)) == (
+            expected_route, repr(min(1.0, max(0.0, expected_confidence)))
+        )  # fmt: skip
