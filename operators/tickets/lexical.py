@@ -167,6 +167,16 @@ Key = tuple[str, ...]
 stop words: its TF-IDF vector is a function of this alone (`LexicalScorer._vector`)."""
 
 
+def _joins_an_identifier(first: str, second: str) -> bool:
+    """Whether `f"{first} {second}"` may hold an identifier neither text holds alone: the only
+    pattern that can span a space is an order id, `ORD` at the end of `first` and digits at the
+    start of `second` (non-ASCII text at the end of `first` counts as a possible `ORD`)."""
+    if not second[:1].isdigit():  # `str.isdigit` holds for every `\d`
+        return False
+    tail = first[-3:]
+    return not tail.isascii() or tail.lower() == "ord"
+
+
 class LexicalScorer:
     """A TF-IDF centroid per route, built from the examples and description of every intent.
 
@@ -275,6 +285,17 @@ class LexicalScorer:
     def values(self, text: str) -> tuple[float, ...]:
         """`scores(text)` in the order of `ROUTES` (shared: do not change it)."""
         return self._values(self.key(text))
+
+    def joined_values(self, texts: Sequence[str]) -> tuple[float, ...]:
+        """`values(" ".join(texts))`, from the keys of `texts` (each kept per text) when the
+        join makes no identifier across a space: the words of the joined text are then those of
+        each text in turn, so its key is theirs one after another."""
+        if any(map(_joins_an_identifier, texts, texts[1:])):
+            return self.values(" ".join(texts))
+        if len(texts) == 1:
+            return self.values(texts[0])
+        key = self.key
+        return self._values(tuple(itertools.chain.from_iterable(map(key, texts))))
 
     def _values(self, key: Key) -> tuple[float, ...]:
         cached = self._scores.get(key)
