@@ -687,3 +687,70 @@ def test_the_labelled_set_scores_and_routes_as_the_plain_code() -> None:
         assert (routed.route, repr(routed.confidence)) == (
             expected_route, repr(min(1.0, max(0.0, expected_confidence)))
         )  # fmt: skip
+
+
+JOIN_PIECES = ["ORD", "ord", "Ord", "xord", "\u212aord", "é", "123456", "12", "-123", " 9", ""]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.one_of(texts, st.sampled_from(JOIN_PIECES), st.sampled_from(PIECES)),
+        min_size=1, max_size=3,
+    ).map(lambda parts: [p + q for p, q in zip(parts, [*parts[1:], ""], strict=True)]),
+)  # fmt: skip
+@example(["my order ORD", "123456 is late"])
+@example(["parcel late \u212aORD", "4 days"])
+@example(["refund", "charged twice"])
+@example(["", ""])
+def test_joined_scores_are_those_of_the_joined_text(parts: list[str]) -> None:
+    """The earlier turns are scored from each turn's key; the same floats as scoring their join,
+    also when an order id spans the join (`ORD` + ` ` + digits)."""
+    scorer = LexicalScorer(INDEX.intents)
+    for _ in range(2):  # computed, then from the memos
+        expected = reference_scores(scorer, " ".join(parts))
+        got = scorer.joined_values(parts)
+        assert [repr(float(v)) for v in got] == [repr(float(expected[r])) for r in ROUTES]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=60))
+@example("AeroBlend-3000, x_y\tz\x0b\x1cq")
+def test_word_runs_are_the_pattern_s(text: str) -> None:
+    lowered = text.lower()
+    assert [w.decode() for w in parse._word_runs(lowered)] == re.findall(r"\w+", lowered)
+
+
+def reference_template_reply(t: DraftedTicket | ContextTicket, route: str) -> str:
+    """`workers.template_reply` as it was: the route's template filled for every message."""
+    ids, products = t.entities.order_ids, t.entities.products
+    if not ids:
+        order = "your order"
+    elif len(ids) == 1:
+        order = f"order {ids[0]}"
+    else:
+        order = f"orders {', '.join(ids[:-1])} and {ids[-1]}"
+    product = f"the {products[0]}" if products else "your item"
+    return workers.TEMPLATES[route].format(order=order, product=product)  # type: ignore[index]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["ORD-123456", "ORD-99999"]), max_size=3),
+    st.lists(st.sampled_from(list(PRODUCTS) or ["AeroBlend 3000 blender"]), max_size=2),
+    st.sampled_from(ROUTES),
+)
+def test_a_template_reply_is_the_filled_template(
+    order_ids: list[str], products: list[str], route: str
+) -> None:
+    entities = Entities(order_ids=order_ids, products=products)
+    t = domain.made(
+        router.RoutedTicket, **{
+            **context_ticket("x", []).__dict__, "entities": entities, "route": route,
+            "route_method": "lexical", "confidence": 0.5, "route_enrichments": (),
+            "scored_route": None, "route_conflict": False,
+        },
+    )  # fmt: skip
+    assert workers.template_reply(t) == reference_template_reply(t, route)
+    for other in ROUTES:
+        assert workers.template_reply(t, route=other) == reference_template_reply(t, other)
