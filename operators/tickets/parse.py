@@ -119,6 +119,7 @@ def collapse_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
+@lru_cache(maxsize=4096)  # subjects repeat far more than bodies ("Refund status")
 def clean_subject(subject: Optional[str]) -> str:
     """The subject without "Re:"/"Fwd:" prefixes, collapsed to one line."""
     if not subject:

@@ -754,3 +754,10 @@ def test_a_template_reply_is_the_filled_template(
     assert workers.template_reply(t) == reference_template_reply(t, route)
     for other in ROUTES:
         assert workers.template_reply(t, route=other) == reference_template_reply(t, other)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.none(), texts, st.sampled_from(["Re: Refund status", "FW: re:  x", ""])))
+def test_the_subject_memo_gives_what_cleaning_gives(subject: Optional[str]) -> None:
+    for _ in range(2):  # computed, then from the memo
+        assert parse.clean_subject(subject) == parse.clean_subject.__wrapped__(subject)
