@@ -27,7 +27,8 @@ CONTEXT_WEIGHT = 1.0
 RouteScores = dict[Route, float]
 Vector = dict[str, float]
 
-_WORD = re.compile(r"[a-z0-9]+")
+_WORD_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789"
+_WORD = re.compile(f"[{_WORD_CHARACTERS}]+")
 _IDENTIFIER_PARTS = (r"\bORD[-_ ]?\d+\b", r"\S+@\S+", r"\b\d+(?:[.,]\d+)?\b")
 _IDENTIFIERS = re.compile("|".join(_IDENTIFIER_PARTS), re.IGNORECASE)
 # The same patterns for lower-cased ASCII text (where `re.IGNORECASE` changes nothing), and
@@ -159,6 +160,10 @@ def blend_values(
     return tuple(c + weight * x for c, x in zip(current, context, strict=True))
 
 
+_WORD_BYTES = bytes(code if chr(code) in _WORD_CHARACTERS else ord(" ") for code in range(256))
+"""`bytes.translate` table: every byte `_WORD` does not match becomes a space, so the runs
+`split` finds in ASCII text are the words `_WORD` finds."""
+
 _SEPARATOR = "|"
 """A word of a text that no centroid knows, as it stands in the text's key: it only parts the
 known words around it, so they make no bigram (no stem is `|`: words are `[a-z0-9]+`)."""
@@ -206,7 +211,7 @@ class LexicalScorer:
             first, underscore, second = term.partition("_")
             if underscore:  # words are [a-z0-9]+: a term with `_` is exactly one bigram
                 self._bigrams.setdefault(first, {})[second] = term
-        self._word_tokens: dict[str, str] = {}  # word → stem, `_SEPARATOR` or "" (`_token`)
+        self._word_tokens: dict[bytes, str] = {}  # word → stem, `_SEPARATOR` or "" (`_token`)
         self._keys: dict[str, Key] = {}
         self._centroids = {route: self._centroid(intents[route]) for route in ROUTES}
         self._postings: dict[str, list[tuple[int, float]]] = {}
@@ -217,14 +222,15 @@ class LexicalScorer:
         self._scores: dict[Key, tuple[float, ...]] = {}
         self._routes: dict[Key, tuple[Route, float]] = {}
 
-    def _token(self, word: str) -> str:
-        """What `word` stands as in a key: "" for a stop word, else its stem when a centroid
-        knows it (it is in `_idf`), else `_SEPARATOR`; kept in `_word_tokens` (emptied when
-        full)."""
-        if word in _STOP_WORDS:
+    def _token(self, word: bytes) -> str:
+        """What `word` (ASCII) stands as in a key: "" for a stop word, else its stem when a
+        centroid knows it (it is in `_idf`), else `_SEPARATOR`; kept in `_word_tokens` (emptied
+        when full)."""
+        text = word.decode("ascii")
+        if text in _STOP_WORDS:
             token = _STOPPED
         else:
-            stemmed = stem(word)
+            stemmed = stem(text)
             token = stemmed if stemmed in self._idf else _SEPARATOR
         words = self._word_tokens
         if len(words) >= self.WORD_CACHE:
@@ -244,7 +250,11 @@ class LexicalScorer:
         return key
 
     def _key(self, text: str) -> Key:
-        words = _WORD.findall(_plain_lower(text).replace("'", ""))
+        plain = _plain_lower(text)
+        if plain.isascii():  # `_WORD.findall(plain.replace("'", ""))`, as bytes, found in C
+            words = plain.encode("ascii").translate(_WORD_BYTES, b"'").split()
+        else:
+            words = [w.encode("ascii") for w in _WORD.findall(plain.replace("'", ""))]
         held = list(map(self._word_tokens.get, words))
         if None in held:
             held = [self._token(w) if t is None else t for w, t in zip(words, held, strict=True)]

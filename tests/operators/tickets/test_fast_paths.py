@@ -761,3 +761,69 @@ def test_a_template_reply_is_the_filled_template(
 def test_the_subject_memo_gives_what_cleaning_gives(subject: Optional[str]) -> None:
     for _ in range(2):  # computed, then from the memo
         assert parse.clean_subject(subject) == parse.clean_subject.__wrapped__(subject)
+
+
+def _same_record(made: object, plain: object) -> None:
+    assert type(made) is type(plain)
+    assert made == plain and list(made.__dict__.items()) == list(plain.__dict__.items())
+    assert pickle.loads(pickle.dumps(made)) == plain
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["hi", "late", ""]), max_size=3),
+    st.booleans(),
+    st.sampled_from(ROUTES),
+    st.sampled_from(["lexical", "embedding", "llm"]),
+    st.floats(min_value=-0.5, max_value=1.5, allow_nan=False),
+    st.one_of(st.none(), st.sampled_from(ROUTES)),
+    st.booleans(),
+    st.sampled_from(["low", "normal", "high", "urgent"]),
+)
+def test_the_written_out_extensions_equal_the_dataclasses(
+    turns: list[str], replay: bool, route: str, method: str, confidence: float,
+    scored: Optional[str], conflict: bool, priority: str,
+) -> None:  # fmt: skip
+    """`from_parsed`, `from_context` and `from_routed` set the instance dict in one step; the
+    records equal, in fields and their order, what the dataclass constructors make."""
+    t = enriched("where is ORD-123456?", None)
+    parsed = parse.parse_ticket(t, products=PRODUCTS)
+    fields = dict(parsed.__dict__)
+    history = tuple(Turn(f"M-{n}", h, T0) for n, h in enumerate(turns))
+    context = ContextTicket.from_parsed(parsed, history, replay=replay)
+    _same_record(context, ContextTicket(**fields, history=history, replay=replay))
+    enrichments = (Enrichment(source="rules", prompt_version="router.v2"),)
+    routed = router.RoutedTicket.from_context(
+        context, route=route, route_method=method, confidence=confidence,  # type: ignore[arg-type]
+        route_enrichments=enrichments, scored_route=scored, route_conflict=conflict,  # type: ignore[arg-type]
+    )  # fmt: skip
+    bounded = min(1.0, max(0.0, confidence))
+    plain_routed = router.RoutedTicket(
+        **fields, history=history, replay=replay, route=route, route_method=method,  # type: ignore[arg-type]
+        confidence=bounded, route_enrichments=enrichments, scored_route=scored,  # type: ignore[arg-type]
+        route_conflict=conflict,
+    )  # fmt: skip
+    _same_record(routed, plain_routed)
+    enrichment = Enrichment(source="rules", prompt_version="general.v2")
+    drafted = DraftedTicket.from_routed(
+        routed, priority=priority, reply="Thanks.", enrichment=enrichment,  # type: ignore[arg-type]
+        prompt_version="general.v2",
+    )  # fmt: skip
+    plain_drafted = DraftedTicket(
+        **plain_routed.__dict__, priority=priority, reply="Thanks.", enrichment=enrichment,  # type: ignore[arg-type]
+        prompt_version="general.v2",
+    )  # fmt: skip
+    _same_record(drafted, plain_drafted)
+    # a subtype (here a later step's record) still goes through the generic path
+    again = ContextTicket.from_parsed(routed, history, replay=replay)
+    _same_record(again, ContextTicket(**fields, history=history, replay=replay))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(texts, st.sampled_from(list(workers.TEMPLATES.values()))),
+    st.sampled_from([respond.CHAT_MAX_CHARS, 40]),
+)
+def test_the_chat_format_memo_gives_what_formatting_gives(body: str, limit: int) -> None:
+    for _ in range(2):  # computed, then from the memo
+        assert respond.format_chat(body, limit) == respond.format_chat.__wrapped__(body, limit)
