@@ -105,7 +105,14 @@ class ContextTicket(ParsedTicket):
     def from_parsed(
         cls, parsed: ParsedTicket, history: tuple[Turn, ...], *, replay: bool = False
     ) -> ContextTicket:
-        return _extended(parsed, ParsedTicket, cls, history=history, replay=replay)
+        if type(parsed) is not ParsedTicket or cls is not ContextTicket:
+            return _extended(parsed, ParsedTicket, cls, history=history, replay=replay)
+        extended = object.__new__(cls)  # `_extended`, written out for the one exact type
+        values = extended.__dict__
+        values.update(parsed.__dict__)
+        values["history"] = history
+        values["replay"] = replay
+        return extended
 
 
 @dataclass(frozen=True)
@@ -137,17 +144,29 @@ class RoutedTicket(ContextTicket):
         scored_route: Optional[Route] = None,
         route_conflict: bool = False,
     ) -> RoutedTicket:
-        return _extended(
-            context,
-            ContextTicket,
-            cls,
-            route=route,
-            route_method=route_method,
-            confidence=min(1.0, max(0.0, confidence)),
-            route_enrichments=route_enrichments,
-            scored_route=scored_route,
-            route_conflict=route_conflict,
-        )
+        confidence = min(1.0, max(0.0, confidence))
+        if type(context) is not ContextTicket or cls is not RoutedTicket:
+            return _extended(
+                context,
+                ContextTicket,
+                cls,
+                route=route,
+                route_method=route_method,
+                confidence=confidence,
+                route_enrichments=route_enrichments,
+                scored_route=scored_route,
+                route_conflict=route_conflict,
+            )
+        extended = object.__new__(cls)  # `_extended`, written out for the one exact type
+        values = extended.__dict__
+        values.update(context.__dict__)
+        values["route"] = route
+        values["route_method"] = route_method
+        values["confidence"] = confidence
+        values["route_enrichments"] = route_enrichments
+        values["scored_route"] = scored_route
+        values["route_conflict"] = route_conflict
+        return extended
 
 
 @dataclass(frozen=True)
@@ -169,15 +188,24 @@ class DraftedTicket(RoutedTicket):
         enrichment: Enrichment,
         prompt_version: str,
     ) -> DraftedTicket:
-        return _extended(
-            routed,
-            RoutedTicket,
-            cls,
-            priority=priority,
-            reply=reply,
-            enrichment=enrichment,
-            prompt_version=prompt_version,
-        )
+        if type(routed) is not RoutedTicket or cls is not DraftedTicket:
+            return _extended(
+                routed,
+                RoutedTicket,
+                cls,
+                priority=priority,
+                reply=reply,
+                enrichment=enrichment,
+                prompt_version=prompt_version,
+            )
+        extended = object.__new__(cls)  # `_extended`, written out for the one exact type
+        values = extended.__dict__
+        values.update(routed.__dict__)
+        values["priority"] = priority
+        values["reply"] = reply
+        values["enrichment"] = enrichment
+        values["prompt_version"] = prompt_version
+        return extended
 
 
 class InSession(Protocol):

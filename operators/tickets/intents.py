@@ -102,6 +102,10 @@ class IntentIndex:
         """`lexical_scores(text)` in the order of `ROUTES`."""
         return self._lexical.values(text)
 
+    def joined_lexical_values(self, texts: Sequence[str]) -> tuple[float, ...]:
+        """`lexical_values(" ".join(texts))`, from the words of each text."""
+        return self._lexical.joined_values(texts)
+
     def lexical(self, text: str) -> tuple[Route, float]:
         """The deterministic route and confidence of `text` (no network)."""
         return self._lexical.route(text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -26,7 +27,8 @@ CONTEXT_WEIGHT = 1.0
 RouteScores = dict[Route, float]
 Vector = dict[str, float]
 
-_WORD = re.compile(r"[a-z0-9]+")
+_WORD_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789"
+_WORD = re.compile(f"[{_WORD_CHARACTERS}]+")
 _IDENTIFIER_PARTS = (r"\bORD[-_ ]?\d+\b", r"\S+@\S+", r"\b\d+(?:[.,]\d+)?\b")
 _IDENTIFIERS = re.compile("|".join(_IDENTIFIER_PARTS), re.IGNORECASE)
 # The same patterns for lower-cased ASCII text (where `re.IGNORECASE` changes nothing), and
@@ -158,18 +160,45 @@ def blend_values(
     return tuple(c + weight * x for c, x in zip(current, context, strict=True))
 
 
+_WORD_BYTES = bytes(code if chr(code) in _WORD_CHARACTERS else ord(" ") for code in range(256))
+"""`bytes.translate` table: every byte `_WORD` does not match becomes a space, so the runs
+`split` finds in ASCII text are the words `_WORD` finds."""
+
+_SEPARATOR = "|"
+"""A word of a text that no centroid knows, as it stands in the text's key: it only parts the
+known words around it, so they make no bigram (no stem is `|`: words are `[a-z0-9]+`)."""
+
+Key = tuple[str, ...]
+"""The known stems of a text in order, with `_SEPARATOR` for each word no centroid knows and no
+stop words: its TF-IDF vector is a function of this alone (`LexicalScorer._vector`)."""
+
+
+def _joins_an_identifier(first: str, second: str) -> bool:
+    """Whether `f"{first} {second}"` may hold an identifier neither text holds alone: the only
+    pattern that can span a space is an order id, `ORD` at the end of `first` and digits at the
+    start of `second` (non-ASCII text at the end of `first` counts as a possible `ORD`)."""
+    if not second[:1].isdigit():  # `str.isdigit` holds for every `\d`
+        return False
+    tail = first[-3:]
+    return not tail.isascii() or tail.lower() == "ord"
+
+
 class LexicalScorer:
     """A TF-IDF centroid per route, built from the examples and description of every intent.
 
-    Scoring a text walks its terms once through a precomputed table (term → its weight in each
-    route's centroid), and the scores of up to `SCORE_CACHE` texts are kept (surge traffic
-    repeats texts; the memo is emptied when full). The sums are taken in the order the plain
-    cosine (`_dot`) takes them, so the scores are the same floats to the last bit. A bigram is
-    looked up as a pair of stems (first → second → term) and only made into a string when the
-    centroids know it, since a term unknown to every centroid weighs nothing.
+    A text is first reduced to its key (`Key`): one lookup per word in a table of the words seen
+    (word → its stem when a centroid knows it, `_SEPARATOR` when none does, empty for a stop
+    word). Its scores and route are kept per key, for up to `SCORE_CACHE` keys (surge traffic
+    repeats what it says with other names, ids and numbers, which the key leaves out; the memos
+    are emptied when full). A key not kept is scored by walking its terms once through a
+    precomputed table (term → its weight in each route's centroid). The sums are taken in the
+    order the plain cosine (`_dot`) takes them, so the scores are the same floats to the last bit.
+    A bigram is looked up as a pair of stems (first → second → term), since a term unknown to
+    every centroid weighs nothing.
     """
 
-    SCORE_CACHE = 4096
+    SCORE_CACHE = 16384
+    WORD_CACHE = 50_000
 
     def __init__(self, intents: Mapping[Route, DescribedIntent]) -> None:
         documents = [terms(text) for spec in intents.values() for text in spec.examples]
@@ -182,24 +211,68 @@ class LexicalScorer:
             first, underscore, second = term.partition("_")
             if underscore:  # words are [a-z0-9]+: a term with `_` is exactly one bigram
                 self._bigrams.setdefault(first, {})[second] = term
+        self._word_tokens: dict[bytes, str] = {}  # word → stem, `_SEPARATOR` or "" (`_token`)
+        self._keys: dict[str, Key] = {}
         self._centroids = {route: self._centroid(intents[route]) for route in ROUTES}
         self._postings: dict[str, list[tuple[int, float]]] = {}
         for position, centroid in enumerate(self._centroids.values()):
             for term, weight in centroid.items():
                 self._postings.setdefault(term, []).append((position, weight))
         self._sizes = [len(c) for c in self._centroids.values()]
-        self._scores: dict[str, tuple[float, ...]] = {}
-        self._routes: dict[str, tuple[Route, float]] = {}
+        self._scores: dict[Key, tuple[float, ...]] = {}
+        self._routes: dict[Key, tuple[Route, float]] = {}
+
+    def _token(self, word: bytes) -> str:
+        """What `word` (ASCII) stands as in a key: "" for a stop word, else its stem when a
+        centroid knows it (it is in `_idf`), else `_SEPARATOR`; kept in `_word_tokens` (emptied
+        when full)."""
+        text = word.decode("ascii")
+        if text in _STOP_WORDS:
+            token = _STOPPED
+        else:
+            stemmed = stem(text)
+            token = stemmed if stemmed in self._idf else _SEPARATOR
+        words = self._word_tokens
+        if len(words) >= self.WORD_CACHE:
+            words.clear()  # one atomic step: worker threads share the scorer
+        words[word] = token
+        return token
+
+    def key(self, text: str) -> Key:
+        """The key of `text` (`Key`): its words (`terms`), stop words left out and unknown
+        stems as `_SEPARATOR` (kept per text for up to `SCORE_CACHE` texts)."""
+        key = self._keys.get(text)
+        if key is None:
+            key = self._key(text)
+            if len(self._keys) >= self.SCORE_CACHE:
+                self._keys.clear()  # one atomic step: worker threads share the scorer
+            self._keys[text] = key
+        return key
+
+    def _key(self, text: str) -> Key:
+        plain = _plain_lower(text)
+        if plain.isascii():  # `_WORD.findall(plain.replace("'", ""))`, as bytes, found in C
+            words = plain.encode("ascii").translate(_WORD_BYTES, b"'").split()
+        else:
+            words = [w.encode("ascii") for w in _WORD.findall(plain.replace("'", ""))]
+        held = list(map(self._word_tokens.get, words))
+        if None in held:
+            held = [self._token(w) if t is None else t for w, t in zip(words, held, strict=True)]
+        return tuple(filter(None, held))
 
     def _tfidf(self, text: str) -> Vector:
+        return self._vector(self._key(text))
+
+    def _vector(self, key: Key) -> Vector:
+        """The normalised TF-IDF vector of a text of key `key`: its known terms in the order of
+        `terms(text)`, unigrams then bigrams."""
         idf = self._idf
         counts: dict[str, int] = {}
-        words = _words(text)
-        for t in words:  # `terms(text)` in its order, without building the list
-            if t in idf:
+        for t in key:
+            if t != _SEPARATOR:
                 counts[t] = counts.get(t, 0) + 1
         bigrams = self._bigrams
-        for a, b in itertools.pairwise(words):
+        for a, b in itertools.pairwise(key):
             seconds = bigrams.get(a)
             if seconds is not None:
                 bigram = seconds.get(b)  # f"{a}_{b}" when it is in `idf`
@@ -222,34 +295,70 @@ class LexicalScorer:
 
     def values(self, text: str) -> tuple[float, ...]:
         """`scores(text)` in the order of `ROUTES` (shared: do not change it)."""
-        cached = self._scores.get(text)
+        return self._values(self.key(text))
+
+    def joined_values(self, texts: Sequence[str]) -> tuple[float, ...]:
+        """`values(" ".join(texts))`, from the keys of `texts` (each kept per text) when the
+        join makes no identifier across a space: the words of the joined text are then those of
+        each text in turn, so its key is theirs one after another."""
+        if any(map(_joins_an_identifier, texts, texts[1:])):
+            return self.values(" ".join(texts))
+        if len(texts) == 1:
+            return self.values(texts[0])
+        key = self.key
+        return self._values(tuple(itertools.chain.from_iterable(map(key, texts))))
+
+    def _values(self, key: Key) -> tuple[float, ...]:
+        cached = self._scores.get(key)
         if cached is None:
-            cached = self._score(text)
+            cached = self._score(key)
             if len(self._scores) >= self.SCORE_CACHE:
                 self._scores.clear()  # one atomic step: worker threads share the scorer
-            self._scores[text] = cached
+            self._scores[key] = cached
         return cached
 
-    def _score(self, text: str) -> tuple[float, ...]:
-        query = self._tfidf(text)
+    def _score(self, key: Key) -> tuple[float, ...]:
+        """The scores of a text of key `key`: `_vector` and the cosines in one pass, with the
+        same operations in the same order (the weights, their norm, each weight over the norm,
+        then each route's sum over the query's terms)."""
+        counts: dict[str, int] = {}
+        count = counts.get
+        for t in key:
+            if t != _SEPARATOR:
+                counts[t] = count(t, 0) + 1
+        bigrams = self._bigrams
+        for a, b in itertools.pairwise(key):
+            seconds = bigrams.get(a)
+            if seconds is not None:
+                bigram = seconds.get(b)  # f"{a}_{b}" when it is in `idf`
+                if bigram is not None:
+                    counts[bigram] = count(bigram, 0) + 1
         sums: list[float] = [0] * len(self._sizes)  # ints, as `sum` starts
+        if not counts:
+            return tuple(sums)
+        idf, log = self._idf, math.log  # (1 + log(1)) * idf is idf exactly
+        weights = [(1 + log(c)) * idf[t] if c > 1 else idf[t] for t, c in counts.items()]
+        norm = math.sqrt(sum(map(operator.mul, weights, weights)))
         postings = self._postings
-        for term, weight in query.items():
-            for position, centroid_weight in postings.get(term, ()):
+        for term, weight in zip(counts, weights, strict=True):
+            weight /= norm
+            for position, centroid_weight in postings[term]:  # every known term has some
                 sums[position] += weight * centroid_weight
-        size = len(query)
+        size = len(counts)
         if size > min(self._sizes):  # `_dot` walks the smaller vector: that route's order
+            query = {t: w / norm for t, w in zip(counts, weights, strict=True)}
             for position, centroid in enumerate(self._centroids.values()):
                 if size > len(centroid):
                     sums[position] = _dot(query, centroid)
         return tuple(sums)
 
     def route(self, text: str) -> tuple[Route, float]:
-        """The deterministic route and confidence of `text` (kept with its scores' memo)."""
-        decision = self._routes.get(text)
+        """The deterministic route and confidence of `text` (kept per key with its scores)."""
+        key = self.key(text)
+        decision = self._routes.get(key)
         if decision is None:
-            decision = decide_values(self.values(text), LEXICAL_TEMPERATURE)
+            decision = decide_values(self._values(key), LEXICAL_TEMPERATURE)
             if len(self._routes) >= self.SCORE_CACHE:
                 self._routes.clear()
-            self._routes[text] = decision
+            self._routes[key] = decision
         return decision

@@ -61,6 +61,7 @@ def format_email(body: str, sender: str) -> str:
     return f"{greeting}\n\n{body.strip()}\n\n{EMAIL_SIGN_OFF}"
 
 
+@lru_cache(maxsize=4096)  # a route's template is the body of many chat replies
 def format_chat(body: str, limit: int = CHAT_MAX_CHARS) -> str:
     """One paragraph; a longer text is cut after its last whole sentence within `limit`."""
     text = collapse_whitespace(body)

@@ -106,12 +106,17 @@ def context_text(t: ContextTicket, own_scores: RouteScores) -> str:
 
 def _context_text(t: ContextTicket, own_best: float) -> str:
     """`context_text` given the best of the ticket's own scores."""
+    return " ".join(_context_turns(t, own_best))
+
+
+def _context_turns(t: ContextTicket, own_best: float) -> list[str]:
+    """The texts `_context_text` joins (none when it is empty)."""
     if not t.history:
-        return ""
+        return []
     short = len(t.text.split()) <= FOLLOW_UP_MAX_WORDS
     if not short and own_best >= WEAK_SIGNAL:
-        return ""
-    return " ".join(turn.text for turn in t.history[-CONTEXT_TURNS:])
+        return []
+    return [turn.text for turn in t.history[-CONTEXT_TURNS:]]
 
 
 def lexical_route_scores(t: ContextTicket, index: IntentIndex) -> RouteScores:
@@ -129,13 +134,14 @@ def route_lexically(
 ) -> RoutedTicket:
     """Route with the lexical scorer, keeping the enrichments of any LLM calls already made.
 
-    The scores are taken as tuples in the order of `ROUTES` (`lexical_values`); `decide`,
-    `blend` and `context_text` on the same scores as dicts give the same floats."""
-    earlier = ""
+    The scores are taken as tuples in the order of `ROUTES` (`lexical_values`; those of the
+    earlier turns from each turn's words, `joined_lexical_values`); `decide`, `blend` and
+    `context_text` on the same scores as dicts give the same floats."""
+    turns: list[str] = []
     if t.history:  # else there is no context to blend in
-        earlier = _context_text(t, max(index.lexical_values(t.text)))
-    if earlier:
-        values = blend_values(index.lexical_values(t.text), index.lexical_values(earlier))
+        turns = _context_turns(t, max(index.lexical_values(t.text)))
+    if turns and (len(turns) > 1 or turns[0]):  # `_context_text` is not empty
+        values = blend_values(index.lexical_values(t.text), index.joined_lexical_values(turns))
         route, confidence = decide_values(values, LEXICAL_TEMPERATURE)
     else:
         route, confidence = index.lexical(t.text)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
 from typing import ClassVar, Optional
@@ -75,15 +75,19 @@ _URGENCY_HINTS = (
     "down",
 )
 """A text `URGENCY` matches holds one of these (lower-cased, when it is ASCII)."""
-_ANY_HINT = re.compile("|".join(re.escape(hint) for hint in _URGENCY_HINTS))
-"""Any of `_URGENCY_HINTS` as a substring (one pass in C instead of one `in` per hint)."""
 
 
 def is_urgent(text: str) -> bool:
     """Whether `text` has an urgency word (`URGENCY`); ASCII text without any of the words'
-    letters in sequence is ruled out without trying the pattern."""
-    if text.isascii() and _ANY_HINT.search(text.lower()) is None:
-        return False
+    letters in sequence is ruled out without trying the pattern (one substring search per
+    hint, in C)."""
+    if text.isascii():
+        lowered = text.lower()
+        for hint in _URGENCY_HINTS:
+            if hint in lowered:
+                break
+        else:
+            return False
     return URGENCY.search(text) is not None
 
 
@@ -237,9 +241,19 @@ def _product_phrase(products: Sequence[str]) -> str:
 
 def template_reply(t: RoutedTicket, *, route: Route | None = None) -> str:
     """The route's (or `route`'s) deterministic reply, naming the order ids and product found."""
+    entities = t.entities
+    if not (entities.order_ids or entities.products):
+        return _PLAIN_TEMPLATES[route or t.route]
     return TEMPLATES[route or t.route].format(
-        order=_order_phrase(t.entities.order_ids), product=_product_phrase(t.entities.products)
+        order=_order_phrase(entities.order_ids), product=_product_phrase(entities.products)
     )
+
+
+_PLAIN_TEMPLATES: dict[Route, str] = {
+    route: template.format(order=_order_phrase(()), product=_product_phrase(()))
+    for route, template in TEMPLATES.items()
+}
+"""Each route's template for a message that names no order and no product, filled once."""
 
 
 def system_prompt(worker: Worker) -> str:
@@ -331,14 +345,17 @@ class ReplyAgent(ChatAgent[RoutedTicket, DraftedTicket, DraftReply]):
     priority by rules and drafts the reply with the worker's model, or with its template."""
 
     llm: LLMSettings
+    workers: Mapping[Route, Worker] = field(init=False, compare=False, repr=False)
     name: ClassVar[str] = "reply"
     answer_model: ClassVar[type[BaseModel]] = DraftReply
 
     def __post_init__(self) -> None:
-        workers_of(self.llm)  # a route model for a route that does not exist stops the start
+        # a route model for a route that does not exist stops the start; the settings are
+        # frozen, so the workers are looked up once, not per message
+        object.__setattr__(self, "workers", dict(workers_of(self.llm)))
 
     def _worker(self, t: RoutedTicket) -> Worker:
-        return workers_of(self.llm)[t.route]
+        return self.workers[t.route]
 
     def rules(
         self, item: RoutedTicket, reason: Optional[FallbackReason], spent: Sequence[Enrichment]

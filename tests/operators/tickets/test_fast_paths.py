@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import json
 import math
 import pickle
 import re
@@ -19,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from pathlib import Path
 from typing import Optional
 from unittest import mock
 
@@ -54,6 +56,7 @@ from schemas import (
 )
 from schemas.common import EventTime
 
+ROOT = Path(__file__).resolve().parents[3]
 PRODUCTS = load_products()
 INDEX = IntentIndex.from_file()
 
@@ -252,11 +255,58 @@ def test_every_urgency_word_is_still_found() -> None:
         assert workers.is_urgent(f"please, {word} now")
 
 
+def distinct_keys(count: int) -> list[str]:
+    """`count` texts of as many keys: `n` in binary, 1 a known word, 0 an unknown one."""
+    return [" ".join("parcel" if bit == "1" else "qzx" for bit in f"{n:b}") for n in range(count)]
+
+
 def test_the_score_memo_is_bounded() -> None:
     scorer = LexicalScorer(INDEX.intents)
-    for n in range(LexicalScorer.SCORE_CACHE + 10):
-        scorer.scores(f"parcel {n} late")
+    texts = distinct_keys(LexicalScorer.SCORE_CACHE + 10)
+    for text in texts:
+        scorer.scores(text)
+    assert len({scorer.key(text) for text in texts}) == len(texts)
     assert len(scorer._scores) <= LexicalScorer.SCORE_CACHE
+    assert len(scorer._keys) <= LexicalScorer.SCORE_CACHE
+
+
+def test_the_word_table_is_bounded() -> None:
+    scorer = LexicalScorer(INDEX.intents)
+    for n in range(LexicalScorer.WORD_CACHE + 10):
+        scorer.scores(f"parcel w{n:x}q late")
+    assert len(scorer._word_tokens) <= LexicalScorer.WORD_CACHE
+
+
+NAMES = ["Rosa Rossi", "Daniel", "ORD-482913", "jane.doe@example.com", "4 days", "zqx wvv", ""]
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts, st.sampled_from(NAMES), st.sampled_from(NAMES), st.sampled_from(["", "refund"]))
+@example("late ", "Rosa Rossi", "Daniel", "parcel")
+@example("the parcel ", "ORD-482913", "4 days", "late")
+def test_texts_of_one_key_score_as_the_plain_code_scores_each(
+    text: str, name: str, other: str, tail: str
+) -> None:
+    """The memos are per key: texts that differ in what the key leaves out (names, ids,
+    numbers, stop words) share an entry, and each still gets its own plain-code scores."""
+    scorer = LexicalScorer(INDEX.intents)
+    first, second = f"{text} {name} {tail}", f"{text} {other} {tail}"
+    for sample in (first, second, first):
+        expected = reference_scores(scorer, sample)
+        got = scorer.scores(sample)
+        assert [repr(float(got[r])) for r in ROUTES] == [repr(float(expected[r])) for r in ROUTES]
+        assert scorer.route(sample) == lexical.decide(expected, lexical.LEXICAL_TEMPERATURE)
+
+
+def test_a_key_keeps_what_makes_a_bigram() -> None:
+    """An unknown word between two known ones parts them (no bigram), a stop word does not."""
+    scorer = LexicalScorer(INDEX.intents)
+    bigram = next(t for t in scorer._idf if "_" in t)
+    first, second = bigram.split("_")
+    joined, parted = f"{first} {second}", f"{first} qzxv {second}"
+    assert scorer.key(joined) != scorer.key(parted)
+    assert scorer.key(f"{first} the {second}") == scorer.key(joined)
+    assert scorer.scores(joined) != scorer.scores(parted)
 
 
 def test_html_entities_still_decode_before_cleaning() -> None:
@@ -323,8 +373,8 @@ def test_routing_with_tuples_matches_the_dicts(text: str, history: list[str]) ->
 
 def test_the_route_memo_is_bounded() -> None:
     scorer = LexicalScorer(INDEX.intents)
-    for n in range(LexicalScorer.SCORE_CACHE + 10):
-        scorer.route(f"parcel {n} late")
+    for text in distinct_keys(LexicalScorer.SCORE_CACHE + 10):
+        scorer.route(text)
     assert len(scorer._routes) <= LexicalScorer.SCORE_CACHE
 
 
@@ -614,3 +664,166 @@ def test_the_channel_lookup_gives_what_the_join_gave(
         else:
             assert isinstance(got, EnrichedTicket)
             assert (got.base_priority, got.response_sla_minutes) == (priority, sla)
+
+
+def test_the_labelled_set_scores_and_routes_as_the_plain_code() -> None:
+    """Every message of `data/routing/messages.jsonl`, and its history where it has one, gets
+    the plain code's scores to the bit and its route (the texts of the router benchmark)."""
+    lines = (ROOT / "data" / "routing" / "messages.jsonl").read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in lines.splitlines() if line.strip()]
+    assert len(rows) > 300
+    scorer = LexicalScorer(INDEX.intents)
+    for row in rows:
+        for text in (row["text"], *row.get("history", ())):
+            expected = reference_scores(scorer, text)
+            got = scorer.scores(text)
+            assert [repr(float(got[r])) for r in ROUTES] == [
+                repr(float(expected[r])) for r in ROUTES
+            ], text
+            assert scorer.route(text) == lexical.decide(expected, lexical.LEXICAL_TEMPERATURE)
+        t = context_ticket(row["text"], row.get("history", ()))
+        routed = router.route_lexically(t, INDEX)
+        expected_route, expected_confidence = reference_route_lexically(t, INDEX)
+        assert (routed.route, repr(routed.confidence)) == (
+            expected_route, repr(min(1.0, max(0.0, expected_confidence)))
+        )  # fmt: skip
+
+
+JOIN_PIECES = ["ORD", "ord", "Ord", "xord", "\u212aord", "é", "123456", "12", "-123", " 9", ""]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.one_of(texts, st.sampled_from(JOIN_PIECES), st.sampled_from(PIECES)),
+        min_size=1, max_size=3,
+    ).map(lambda parts: [p + q for p, q in zip(parts, [*parts[1:], ""], strict=True)]),
+)  # fmt: skip
+@example(["my order ORD", "123456 is late"])
+@example(["parcel late \u212aORD", "4 days"])
+@example(["refund", "charged twice"])
+@example(["", ""])
+def test_joined_scores_are_those_of_the_joined_text(parts: list[str]) -> None:
+    """The earlier turns are scored from each turn's key; the same floats as scoring their join,
+    also when an order id spans the join (`ORD` + ` ` + digits)."""
+    scorer = LexicalScorer(INDEX.intents)
+    for _ in range(2):  # computed, then from the memos
+        expected = reference_scores(scorer, " ".join(parts))
+        got = scorer.joined_values(parts)
+        assert [repr(float(v)) for v in got] == [repr(float(expected[r])) for r in ROUTES]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=60))
+@example("AeroBlend-3000, x_y\tz\x0b\x1cq")
+def test_word_runs_are_the_pattern_s(text: str) -> None:
+    lowered = text.lower()
+    assert [w.decode() for w in parse._word_runs(lowered)] == re.findall(r"\w+", lowered)
+
+
+def reference_template_reply(t: DraftedTicket | ContextTicket, route: str) -> str:
+    """`workers.template_reply` as it was: the route's template filled for every message."""
+    ids, products = t.entities.order_ids, t.entities.products
+    if not ids:
+        order = "your order"
+    elif len(ids) == 1:
+        order = f"order {ids[0]}"
+    else:
+        order = f"orders {', '.join(ids[:-1])} and {ids[-1]}"
+    product = f"the {products[0]}" if products else "your item"
+    return workers.TEMPLATES[route].format(order=order, product=product)  # type: ignore[index]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["ORD-123456", "ORD-99999"]), max_size=3),
+    st.lists(st.sampled_from(list(PRODUCTS) or ["AeroBlend 3000 blender"]), max_size=2),
+    st.sampled_from(ROUTES),
+)
+def test_a_template_reply_is_the_filled_template(
+    order_ids: list[str], products: list[str], route: str
+) -> None:
+    entities = Entities(order_ids=order_ids, products=products)
+    t = domain.made(
+        router.RoutedTicket, **{
+            **context_ticket("x", []).__dict__, "entities": entities, "route": route,
+            "route_method": "lexical", "confidence": 0.5, "route_enrichments": (),
+            "scored_route": None, "route_conflict": False,
+        },
+    )  # fmt: skip
+    assert workers.template_reply(t) == reference_template_reply(t, route)
+    for other in ROUTES:
+        assert workers.template_reply(t, route=other) == reference_template_reply(t, other)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.none(), texts, st.sampled_from(["Re: Refund status", "FW: re:  x", ""])))
+def test_the_subject_memo_gives_what_cleaning_gives(subject: Optional[str]) -> None:
+    for _ in range(2):  # computed, then from the memo
+        assert parse.clean_subject(subject) == parse.clean_subject.__wrapped__(subject)
+
+
+def _same_record(made: object, plain: object) -> None:
+    assert type(made) is type(plain)
+    assert made == plain and list(made.__dict__.items()) == list(plain.__dict__.items())
+    assert pickle.loads(pickle.dumps(made)) == plain
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["hi", "late", ""]), max_size=3),
+    st.booleans(),
+    st.sampled_from(ROUTES),
+    st.sampled_from(["lexical", "embedding", "llm"]),
+    st.floats(min_value=-0.5, max_value=1.5, allow_nan=False),
+    st.one_of(st.none(), st.sampled_from(ROUTES)),
+    st.booleans(),
+    st.sampled_from(["low", "normal", "high", "urgent"]),
+)
+def test_the_written_out_extensions_equal_the_dataclasses(
+    turns: list[str], replay: bool, route: str, method: str, confidence: float,
+    scored: Optional[str], conflict: bool, priority: str,
+) -> None:  # fmt: skip
+    """`from_parsed`, `from_context` and `from_routed` set the instance dict in one step; the
+    records equal, in fields and their order, what the dataclass constructors make."""
+    t = enriched("where is ORD-123456?", None)
+    parsed = parse.parse_ticket(t, products=PRODUCTS)
+    fields = dict(parsed.__dict__)
+    history = tuple(Turn(f"M-{n}", h, T0) for n, h in enumerate(turns))
+    context = ContextTicket.from_parsed(parsed, history, replay=replay)
+    _same_record(context, ContextTicket(**fields, history=history, replay=replay))
+    enrichments = (Enrichment(source="rules", prompt_version="router.v2"),)
+    routed = router.RoutedTicket.from_context(
+        context, route=route, route_method=method, confidence=confidence,  # type: ignore[arg-type]
+        route_enrichments=enrichments, scored_route=scored, route_conflict=conflict,  # type: ignore[arg-type]
+    )  # fmt: skip
+    bounded = min(1.0, max(0.0, confidence))
+    plain_routed = router.RoutedTicket(
+        **fields, history=history, replay=replay, route=route, route_method=method,  # type: ignore[arg-type]
+        confidence=bounded, route_enrichments=enrichments, scored_route=scored,  # type: ignore[arg-type]
+        route_conflict=conflict,
+    )  # fmt: skip
+    _same_record(routed, plain_routed)
+    enrichment = Enrichment(source="rules", prompt_version="general.v2")
+    drafted = DraftedTicket.from_routed(
+        routed, priority=priority, reply="Thanks.", enrichment=enrichment,  # type: ignore[arg-type]
+        prompt_version="general.v2",
+    )  # fmt: skip
+    plain_drafted = DraftedTicket(
+        **plain_routed.__dict__, priority=priority, reply="Thanks.", enrichment=enrichment,  # type: ignore[arg-type]
+        prompt_version="general.v2",
+    )  # fmt: skip
+    _same_record(drafted, plain_drafted)
+    # a subtype (here a later step's record) still goes through the generic path
+    again = ContextTicket.from_parsed(routed, history, replay=replay)
+    _same_record(again, ContextTicket(**fields, history=history, replay=replay))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(texts, st.sampled_from(list(workers.TEMPLATES.values()))),
+    st.sampled_from([respond.CHAT_MAX_CHARS, 40]),
+)
+def test_the_chat_format_memo_gives_what_formatting_gives(body: str, limit: int) -> None:
+    for _ in range(2):  # computed, then from the memo
+        assert respond.format_chat(body, limit) == respond.format_chat.__wrapped__(body, limit)
