@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Literal, Optional, get_args
+from typing import Any, Literal, Optional, get_args
 
 from pydantic import Field, model_validator
 
@@ -16,6 +17,7 @@ from schemas.common import (
     Reason,
     Record,
     Text,
+    TimeBounds,
     UtcDatetime,
 )
 from schemas.enrichment import Enrichment
@@ -55,6 +57,14 @@ class ShipmentEvent(Record):
         if self.occurred_at < self.shipped_at:
             raise ValueError("occurred_at is before shipped_at")
         return self
+
+    @classmethod
+    def from_common_shape(cls, obj: dict[str, Any], bounds: TimeBounds) -> Optional[ShipmentEvent]:
+        """The scan of the parsed JSON object `obj`, equal to `model_validate(obj,
+        context=bounds.context())`, built without pydantic when `obj` has the common
+        well-formed shape; `None` for anything else, which `model_validate` decides (see
+        `event_from_common_shape`). A subclass, which may add validators, always gets `None`."""
+        return event_from_common_shape(obj, bounds) if cls is ShipmentEvent else None
 
 
 class ShipmentEnrichment(Enrichment):
@@ -100,6 +110,110 @@ class ShipmentDecision(Record):
     enrichment: Optional[ShipmentEnrichment] = None
 
 
+_EVENT_FIELDS: tuple[str, ...] = tuple(ShipmentEvent.model_fields)
+_EVENT_KEYS: frozenset[str] = frozenset(_EVENT_FIELDS)
+_EVENT_REQUIRED: frozenset[str] = frozenset(
+    name for name, info in ShipmentEvent.model_fields.items() if info.is_required()
+)
+_SCAN_TYPES: frozenset[str] = frozenset(get_args(ScanType))
+_is_id = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}").fullmatch
+"""An `Id` that stripping leaves as it is (no whitespace can match)."""
+_is_utc_text = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|\+00:00)"
+).fullmatch
+"""A timestamp written as `YYYY-MM-DDTHH:MM:SS[.ffffff]` in UTC (`Z` or `+00:00`)."""
+_TIMES: dict[str, datetime] = {}
+"""UTC timestamps parsed from their text, each kept once; cleared when it holds `MAX_TIMES`."""
+MAX_TIMES = 4096
+_new_event = ShipmentEvent.__new__
+_set = object.__setattr__
+
+
+def _utc_time(value: object) -> Optional[datetime]:
+    """The UTC datetime validation makes of `value` when it is a timestamp in the common form
+    (`_is_utc_text`), else `None`."""
+    if type(value) is not str:
+        return None
+    found = _TIMES.get(value)
+    if found is None:
+        if not _is_utc_text(value):
+            return None
+        try:
+            found = datetime.fromisoformat(value)
+        except ValueError:  # such as a 30th of February: validation says why
+            return None
+        if len(_TIMES) >= MAX_TIMES:
+            _TIMES.clear()
+        _TIMES[value] = found
+    return found
+
+
+def event_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Optional[ShipmentEvent]:
+    """`ShipmentEvent.model_validate(obj, context=bounds.context())` without pydantic, for a
+    scan of the common well-formed shape; `None` when `obj` is anything else.
+
+    The shape: known fields only, the required ones present; identifiers that match `Id` as
+    they are; a known scan type; timestamps as `YYYY-MM-DDTHH:MM:SS[.ffffff]` and `Z` or
+    `+00:00`, within `bounds` (event times not too far ahead of its wall clock), the scan not
+    before the shipping; `eta` such a timestamp or null; `delay_minutes` an int in 0..100,000;
+    `note` null or text of at most 4,000 characters that stripping leaves as it is. Anything
+    else, valid or not, goes to full validation (which normalises it or says why it fails).
+    """
+    keys = obj.keys()
+    if not (keys <= _EVENT_KEYS and keys >= _EVENT_REQUIRED):
+        return None
+    event_id, shipment_id = obj["event_id"], obj["shipment_id"]
+    carrier_id, hub_id = obj["carrier_id"], obj["hub_id"]
+    if not (
+        type(event_id) is str
+        and type(shipment_id) is str
+        and type(carrier_id) is str
+        and type(hub_id) is str
+        and _is_id(event_id)
+        and _is_id(shipment_id)
+        and _is_id(carrier_id)
+        and _is_id(hub_id)
+    ):
+        return None
+    scan_type = obj["scan_type"]
+    if type(scan_type) is not str or scan_type not in _SCAN_TYPES:
+        return None
+    occurred_at, shipped_at = _utc_time(obj["occurred_at"]), _utc_time(obj["shipped_at"])
+    if occurred_at is None or shipped_at is None or occurred_at < shipped_at:
+        return None
+    eta = obj.get("eta")
+    if eta is not None:
+        eta = _utc_time(eta)
+        if eta is None or not bounds.earliest <= eta <= bounds.latest:
+            return None
+    earliest, latest = bounds.earliest, bounds.latest
+    if not (earliest <= shipped_at and occurred_at <= latest):  # shipped_at <= occurred_at
+        return None
+    now, ahead = bounds.now, bounds.max_ahead
+    if now is not None and ahead is not None and occurred_at - now > ahead:
+        return None  # shipped_at <= occurred_at is not ahead either
+    delay_minutes = obj.get("delay_minutes", 0)
+    if type(delay_minutes) is not int or not 0 <= delay_minutes <= 100_000:
+        return None
+    note = obj.get("note")
+    if note is not None and not (type(note) is str and len(note) <= 4000 and note == note.strip()):
+        return None
+    event = _new_event(ShipmentEvent)
+    _set(
+        event,
+        "__dict__",
+        {
+            "event_id": event_id, "shipment_id": shipment_id, "carrier_id": carrier_id,
+            "hub_id": hub_id, "scan_type": scan_type, "occurred_at": occurred_at,
+            "shipped_at": shipped_at, "eta": eta, "delay_minutes": delay_minutes, "note": note,
+        },
+    )  # fmt: skip
+    _set(event, "__pydantic_fields_set__", set(keys))
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
+    return event
+
+
 _ACTIONS: frozenset[str] = frozenset(get_args(Action))
 _TRIGGERS: frozenset[str] = frozenset(get_args(DecisionTrigger))
 _DECISION_SET: frozenset[str] = frozenset(ShipmentDecision.model_fields) - {
@@ -107,7 +221,6 @@ _DECISION_SET: frozenset[str] = frozenset(ShipmentDecision.model_fields) - {
     "enrichment",
 }
 _new_decision = ShipmentDecision.__new__
-_set = object.__setattr__
 
 
 def _stripped_text(value: object, low: int, high: int) -> bool:

@@ -2,6 +2,12 @@
 
 `parse_record` is the plain-Python core; `validate` is the operator that runs it and splits the
 stream into `valid` and `dead_letters`.
+
+A model may offer a checked fast path, `Model.from_common_shape(obj, bounds)` (`FAST_PATH`): the
+model of the parsed JSON object `obj`, built without pydantic when `obj` has the common
+well-formed shape the method checks, and `None` for anything else, which `model_validate`
+decides (errors included). What it returns must equal what `model_validate(obj,
+context=bounds.context())` returns; each model's tests prove it.
 """
 
 from __future__ import annotations
@@ -20,12 +26,14 @@ from pydantic_core import ErrorDetails
 from operators.config.io import IOSettings
 from operators.runtime.guard import PASS_THROUGH, describe
 from operators.runtime.records import RawRecord, Valid
-from schemas.common import TimeBounds, utc_now
+from schemas.common import TIME_BOUNDS, TimeBounds, utc_now
 from schemas.dead_letter import DeadLetter, ErrorType, FlowName
 
 M = TypeVar("M", bound=BaseModel)
 
 _SUMMARY_ERRORS = 3
+FAST_PATH = "from_common_shape"
+"""The name of a model's checked fast path (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -145,17 +153,22 @@ def parse_record(
     if size > limits.max_bytes:
         return dead("too_large", f"record is {size} bytes, over the {limits.max_bytes}-byte limit")
     try:
-        text = raw.value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return dead("decode_error", f"record is not valid UTF-8: {exc.reason} at byte {exc.start}")
-    if not text.strip():
-        return dead("invalid_json", "record is empty")
-    try:
-        obj = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        if "depth" in str(exc).lower() or "recursion" in str(exc).lower():
-            return dead("too_deep", f"JSON nested deeper than {limits.max_depth} levels")
-        return dead("invalid_json", f"record is not valid JSON: {exc}")
+        # JSON read from the bytes was valid UTF-8, not blank, and reads the same as text.
+        obj = orjson.loads(raw.value)
+    except orjson.JSONDecodeError:
+        try:
+            text = raw.value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            error = f"record is not valid UTF-8: {exc.reason} at byte {exc.start}"
+            return dead("decode_error", error)
+        if not text.strip():
+            return dead("invalid_json", "record is empty")
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            if "depth" in str(exc).lower() or "recursion" in str(exc).lower():
+                return dead("too_deep", f"JSON nested deeper than {limits.max_depth} levels")
+            return dead("invalid_json", f"record is not valid JSON: {exc}")
     key = raw.key or _key_of(obj, key_field)
     if not isinstance(obj, dict):
         return dead("validation_error", f"expected a JSON object, got {_json_type(obj)}", key)
@@ -163,7 +176,10 @@ def parse_record(
         return dead("too_deep", f"JSON nested deeper than {limits.max_depth} levels", key)
     try:
         context = bounds or limits.time_bounds(now if now is not None else utc_now()).context()
-        valid = model.model_validate(obj, context=context)
+        fast = getattr(model, FAST_PATH, None)
+        valid = (fast and fast(obj, context[TIME_BOUNDS])) or model.model_validate(
+            obj, context=context
+        )
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
         summary = f"{model.__name__} invalid: {_summarise(errors)}"
