@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Literal, Optional, get_args
 
+import orjson
 from pydantic import Field, model_validator
 
 from schemas.common import (
@@ -108,6 +109,11 @@ class ShipmentDecision(Record):
     notes: list[Text] = Field(default_factory=list, max_length=20)
     decided_at: UtcDatetime
     enrichment: Optional[ShipmentEnrichment] = None
+
+    def json_bytes(self) -> bytes:
+        """This decision's JSON, byte for byte what `model_dump_json()` encodes
+        (`decision_json`)."""
+        return decision_json(self)
 
 
 _EVENT_FIELDS: tuple[str, ...] = tuple(ShipmentEvent.model_fields)
@@ -318,6 +324,71 @@ def decision_from_rules(
     _set(decision, "__pydantic_extra__", None)
     _set(decision, "__pydantic_private__", None)
     return decision
+
+
+_DECISION_FIELDS: tuple[str, ...] = tuple(ShipmentDecision.model_fields)
+_ENRICHMENT_FIELDS: tuple[str, ...] = tuple(ShipmentEnrichment.model_fields)
+_ENRICHMENT_JSON: dict[int, tuple[ShipmentEnrichment, orjson.Fragment]] = {}
+"""The JSON of the enrichments serialised last, by `id` (each entry holds its enrichment, so the
+id cannot be reused while it is there); cleared when it holds `MAX_ENRICHMENT_JSON`. The rules
+path gives a few shared enrichments: each is encoded once."""
+MAX_ENRICHMENT_JSON = 256
+_serialise = ShipmentDecision.__pydantic_serializer__.to_json
+
+
+def _enrichment_json(enrichment: ShipmentEnrichment) -> Optional[orjson.Fragment]:
+    """The JSON of `enrichment` as pydantic encodes it, or None when its values are laid out
+    otherwise than validation lays them out."""
+    found = _ENRICHMENT_JSON.get(id(enrichment))
+    if found is not None and found[0] is enrichment:
+        return found[1]
+    values = enrichment.__dict__
+    if not (
+        tuple(values) == _ENRICHMENT_FIELDS
+        and enrichment.__pydantic_extra__ is None
+        and type(values["tokens_in"]) is int
+        and type(values["tokens_out"]) is int
+        and type(values["cost_usd"]) is float
+        and type(values["latency_ms"]) is float
+    ):
+        return None
+    fragment = orjson.Fragment(orjson.dumps(values, option=orjson.OPT_UTC_Z))
+    if len(_ENRICHMENT_JSON) >= MAX_ENRICHMENT_JSON:
+        _ENRICHMENT_JSON.clear()
+    _ENRICHMENT_JSON[id(enrichment)] = (enrichment, fragment)
+    return fragment
+
+
+def decision_json(decision: ShipmentDecision) -> bytes:
+    """`decision.model_dump_json().encode()`, made by orjson from the decision's values.
+
+    orjson writes what pydantic writes for the values a decision holds (strings, ints, floats,
+    lists, tuples, None, UTC datetimes with `Z`); the values are taken in field order. A
+    decision of a subclass, with extra values, with values laid out otherwise, with a number of
+    another type than its field's (pydantic writes an int in a float field as a float), or with
+    a value orjson cannot encode, is serialised by pydantic as before.
+    """
+    values = decision.__dict__
+    enrichment = values["enrichment"]
+    if not (
+        type(decision) is ShipmentDecision
+        and decision.__pydantic_extra__ is None
+        and tuple(values) == _DECISION_FIELDS
+        and type(values["risk"]) is float
+        and type(values["duplicate_events"]) is int
+    ):
+        return _serialise(decision)
+    if enrichment is not None:
+        if type(enrichment) is not ShipmentEnrichment:
+            return _serialise(decision)
+        fragment = _enrichment_json(enrichment)
+        if fragment is None:
+            return _serialise(decision)
+        values = {**values, "enrichment": fragment}
+    try:
+        return orjson.dumps(values, option=orjson.OPT_UTC_Z)
+    except TypeError:  # a value orjson does not encode
+        return _serialise(decision)
 
 
 def with_enrichment(
