@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from hashlib import blake2b
 from typing import Literal, Optional
 
 from operators.runtime.clock import MAX_UTC, Reading, shifted
@@ -36,7 +37,6 @@ from operators.shipments.rules import (
     decide_stuck,
     decide_window,
 )
-from schemas.common import deterministic_id
 from schemas.shipments import DecisionTrigger, ShipmentDecision, decision_from_rules
 
 CLOSED_WINDOWS_KEPT = 8
@@ -48,6 +48,30 @@ MAX_SHARED_STARTS = 4096
 _STARTS: dict[datetime, datetime] = {}
 """Window starts handed out, each kept once (equal datetimes are interchangeable); cleared when
 it holds `MAX_SHARED_STARTS`."""
+
+
+_ISO: dict[datetime, str] = {}
+"""`isoformat()` of the UTC window bounds seen last; cleared when it holds `MAX_SHARED_STARTS`."""
+
+
+def _iso(when: datetime) -> str:
+    """`when.isoformat()`, kept for a UTC datetime (equal datetimes in other zones are not
+    written alike, so those are not kept)."""
+    if when.tzinfo is not UTC:
+        return when.isoformat()
+    text = _ISO.get(when)
+    if text is None:
+        if len(_ISO) >= MAX_SHARED_STARTS:
+            _ISO.clear()
+        text = _ISO[when] = when.isoformat()
+    return text
+
+
+def decision_id(shipment_id: str, start: datetime, end: datetime, kind: str) -> str:
+    """`deterministic_id(shipment_id, start.isoformat(), end.isoformat(), kind)`, with the
+    bounds' text kept (`_iso`) and the parts joined in one step."""
+    text = f"{shipment_id}\x1f{_iso(start)}\x1f{_iso(end)}\x1f{kind}"
+    return blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -303,9 +327,7 @@ class ShipmentWindows(WindowsState):
     ) -> ShipmentDecision:
         start, end = bounds
         return decision_from_rules(
-            decision_id=deterministic_id(
-                self._shipment_id, start.isoformat(), end.isoformat(), kind
-            ),
+            decision_id=decision_id(self._shipment_id, start, end, kind),
             shipment_id=self._shipment_id,
             action=verdict.action,
             reasons=list(verdict.reasons[:MAX_REASONS]),

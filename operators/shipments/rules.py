@@ -140,7 +140,7 @@ def decide_window(
     delivered_at = _delivered_at(scans, history)
     signals = _exception_signals(scans)
     if delivered_at is None:
-        signals += _sla_signals(scans, latest, params)
+        signals += _sla_signals(_latest_eta(scans), latest, params)
         signals += _delay_signals(scans, history, params)
         signals += _reroute_signals(scans, params)
         baseline = 0.1 * (1 - latest.carrier_reliability) + 0.1 * latest.hub_congestion
@@ -172,13 +172,18 @@ def strongest(actions: Sequence[Action]) -> Action:
 
 def _verdict(signals: list[_Signal], baseline: float) -> Verdict:
     safe = 1.0 - min(max(baseline, 0.0), 1.0)
-    for signal in signals:
-        safe *= 1.0 - signal.score
-    return Verdict(
-        action=strongest([signal.action for signal in signals]),
-        reasons=tuple(_bounded(signal.reason) for signal in signals),
-        risk=round(min(max(1.0 - safe, 0.0), 1.0), 3),
-    )
+    if len(signals) == 1:  # the most frequent case, without the loops
+        action, reason, score = signals[0]
+        safe *= 1.0 - score
+        reasons: tuple[str, ...] = (
+            reason if len(reason) <= MAX_REASON_CHARS else _bounded(reason),
+        )
+    else:
+        for signal in signals:
+            safe *= 1.0 - signal.score
+        action = strongest([signal.action for signal in signals])
+        reasons = tuple(_bounded(signal.reason) for signal in signals)
+    return Verdict(action, reasons, round(min(max(1.0 - safe, 0.0), 1.0), 3))
 
 
 def _delivered_at(scans: Sequence[Scan], history: ShipmentHistory) -> Optional[datetime]:
@@ -195,10 +200,10 @@ def _delivery_signals(delivered_at: datetime, due: datetime) -> list[_Signal]:
     return [_Signal("ok", f"delivered {late_hours:.1f} h after the SLA due time", 0.1)]
 
 
-def _projected_breach(scans: Sequence[Scan], latest: Scan) -> Optional[tuple[str, timedelta]]:
-    """How far past the SLA due time the latest ETA or the latest scan is, if at all."""
+def _projected_breach(eta: Optional[datetime], latest: Scan) -> Optional[tuple[str, timedelta]]:
+    """How far past the SLA due time the latest ETA (`eta`, of `_latest_eta`) or the latest
+    scan is, if at all."""
     due = latest.sla_due_at
-    eta = _latest_eta(scans)
     candidates: list[tuple[str, timedelta]] = [("last scan", latest.occurred_at - due)]
     if eta is not None:
         candidates.append(("ETA", eta - due))
@@ -206,11 +211,11 @@ def _projected_breach(scans: Sequence[Scan], latest: Scan) -> Optional[tuple[str
     return (what, overdue) if overdue > timedelta(0) else None
 
 
-def _sla_signals(scans: Sequence[Scan], latest: Scan, params: RuleParams) -> list[_Signal]:
-    breach = _projected_breach(scans, latest)
+def _sla_signals(eta: Optional[datetime], latest: Scan, params: RuleParams) -> list[_Signal]:
+    """The SLA signals of a window whose latest ETA is `eta` (`_latest_eta`)."""
+    breach = _projected_breach(eta, latest)
     if breach is not None:
         return _breach_signals(latest, breach[0], breach[1], params)
-    eta = _latest_eta(scans)
     if eta is not None and latest.sla_due_at - eta <= params.sla_warning:
         margin = _hours(latest.sla_due_at - eta)
         return [_Signal("notify_customer", f"ETA only {margin:.1f} h before the SLA due", 0.3)]
@@ -282,6 +287,8 @@ def _exception_signals(scans: Sequence[Scan]) -> list[_Signal]:
 
 
 def _latest_eta(scans: Sequence[Scan]) -> Optional[datetime]:
+    if len(scans) == 1:
+        return scans[0].eta
     with_eta = [scan for scan in scans if scan.eta is not None]
     if not with_eta:
         return None
