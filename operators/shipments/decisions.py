@@ -326,22 +326,29 @@ class ShipmentWindows(WindowsState):
         now: datetime,
     ) -> ShipmentDecision:
         start, end = bounds
+        if len(scans) == 1:  # most windows: the lists without their loops
+            only = scans[0]
+            event_ids, notes = [only.event_id], ([only.note] if only.note else [])
+        else:
+            event_ids = [scan.event_id for scan in scans]
+            notes = [scan.note for scan in scans if scan.note][:MAX_NOTES]
+        reasons = verdict.reasons
         return decision_from_rules(
             decision_id=decision_id(self._shipment_id, start, end, kind),
             shipment_id=self._shipment_id,
             action=verdict.action,
-            reasons=list(verdict.reasons[:MAX_REASONS]),
+            reasons=list(reasons if len(reasons) <= MAX_REASONS else reasons[:MAX_REASONS]),
             risk=verdict.risk,
             trigger=trigger,
             window_start=start,
             window_end=end,
-            event_ids=[scan.event_id for scan in scans],
+            event_ids=event_ids,
             duplicate_events=duplicates,
             carrier_id=facts.carrier_id,
             hub_id=facts.hub_id,
             region=facts.region.strip()[:40] or "unknown",
             last_scan_at=facts.occurred_at,
             sla_due_at=facts.sla_due_at,
-            notes=[scan.note for scan in scans if scan.note][:MAX_NOTES],
+            notes=notes,
             decided_at=now,
         )

@@ -187,7 +187,11 @@ def _verdict(signals: list[_Signal], baseline: float) -> Verdict:
 
 
 def _delivered_at(scans: Sequence[Scan], history: ShipmentHistory) -> Optional[datetime]:
-    times = [scan.occurred_at for scan in scans if scan.scan_type == "delivered"]
+    if len(scans) == 1:  # the most frequent window, without the loop
+        only = scans[0]
+        times = [only.occurred_at] if only.scan_type == "delivered" else []
+    else:
+        times = [scan.occurred_at for scan in scans if scan.scan_type == "delivered"]
     if history.delivered_at is not None:
         times.append(history.delivered_at)
     return min(times, default=None)
@@ -249,7 +253,10 @@ def _breach_signals(
 def _delay_signals(
     scans: Sequence[Scan], history: ShipmentHistory, params: RuleParams
 ) -> list[_Signal]:
-    in_window = sum(1 for scan in scans if scan.is_delay)
+    if len(scans) == 1:
+        in_window = 1 if scans[0].scan_type == "delay" else 0
+    else:
+        in_window = sum(1 for scan in scans if scan.is_delay)
     total = history.delays_before + in_window
     if in_window == 0 or total < params.repeated_delay_count:
         return []
@@ -263,7 +270,7 @@ def _reroute_signals(scans: Sequence[Scan], params: RuleParams) -> list[_Signal]
     jammed = [
         scan
         for scan in scans
-        if scan.is_delayed and scan.hub_congestion >= params.reroute_congestion
+        if scan.hub_congestion >= params.reroute_congestion and scan.is_delayed
     ]
     if not jammed:
         return []
@@ -276,7 +283,11 @@ def _exception_signals(scans: Sequence[Scan]) -> list[_Signal]:
     """An exception scan or a note notifies the customer. The reason is in our words: the
     note's keyword category, never the note's text (it is written outside the system and stays
     in the decision's `notes`)."""
-    flagged = [scan for scan in scans if scan.scan_type == "exception" or scan.note]
+    if len(scans) == 1:
+        only = scans[0]
+        flagged = [only] if only.scan_type == "exception" or only.note else []
+    else:
+        flagged = [scan for scan in scans if scan.scan_type == "exception" or scan.note]
     if not flagged:
         return []
     first = flagged[0]

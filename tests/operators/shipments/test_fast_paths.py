@@ -73,16 +73,60 @@ def reference_sla_signals(scans: Sequence[Scan], latest: Scan, params: RuleParam
     return []
 
 
+def reference_delivered_at(scans: Sequence[Scan], history: ShipmentHistory) -> Optional[datetime]:
+    times = [scan.occurred_at for scan in scans if scan.scan_type == "delivered"]
+    if history.delivered_at is not None:
+        times.append(history.delivered_at)
+    return min(times, default=None)
+
+
+def reference_delay_signals(
+    scans: Sequence[Scan], history: ShipmentHistory, params: RuleParams
+) -> list[_Signal]:
+    in_window = sum(1 for scan in scans if scan.is_delay)
+    total = history.delays_before + in_window
+    if in_window == 0 or total < params.repeated_delay_count:
+        return []
+    score = min(0.8, 0.2 + 0.1 * total)
+    return [
+        _Signal("escalate", f"{total} delay scans (threshold {params.repeated_delay_count})", score)
+    ]
+
+
+def reference_reroute_signals(scans: Sequence[Scan], params: RuleParams) -> list[_Signal]:
+    jammed = [
+        scan
+        for scan in scans
+        if scan.is_delayed and scan.hub_congestion >= params.reroute_congestion
+    ]
+    if not jammed:
+        return []
+    worst = max(jammed, key=lambda scan: scan.hub_congestion)
+    reason = f"hub {worst.hub_id} congestion {worst.hub_congestion:.2f} with a delay"
+    return [_Signal("reroute", reason, 0.5 * worst.hub_congestion)]
+
+
+def reference_exception_signals(scans: Sequence[Scan]) -> list[_Signal]:
+    flagged = [scan for scan in scans if scan.scan_type == "exception" or scan.note]
+    if not flagged:
+        return []
+    first = flagged[0]
+    summary = f"note classified {rules.classify_notes([first.note])}" if first.note else "no note"
+    more = f" (+{len(flagged) - 1} more)" if len(flagged) > 1 else ""
+    reason = f"{first.scan_type} at hub {first.hub_id}: {summary}{more}"
+    return [_Signal("notify_customer", reason, 0.4)]
+
+
 def reference_decide_window(
     scans: Sequence[Scan], history: ShipmentHistory, *, params: RuleParams
 ) -> Verdict:
     latest = scans[0] if len(scans) == 1 else max(scans, key=lambda scan: scan.occurred_at)
-    delivered_at = rules._delivered_at(scans, history)
-    signals = rules._exception_signals(scans)
+    delivered_at = reference_delivered_at(scans, history)
+    signals = reference_exception_signals(scans)
     if delivered_at is None:
         signals += reference_sla_signals(scans, latest, params)
-        signals += rules._delay_signals(scans, history, params)
-        signals += rules._reroute_signals(scans, params)
+        signals += reference_delay_signals(scans, history, params)
+        signals += reference_reroute_signals(scans, params)
         baseline = 0.1 * (1 - latest.carrier_reliability) + 0.1 * latest.hub_congestion
     else:
         signals += rules._delivery_signals(delivered_at, latest.sla_due_at)
@@ -233,3 +277,27 @@ def test_the_sla_memo_is_bounded() -> None:
         for hours in (1.0, 2.5, 3.0, 48.0):
             assert enrich._hours(hours) == timedelta(hours=hours)
             assert len(enrich._SLA) <= 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(scans(), min_size=1, max_size=3),
+    st.lists(st.sampled_from(["on track", "a reason", "x" * 300]), min_size=1, max_size=25),
+)
+def test_a_decision_lists_what_the_plain_code_lists(window: list[Scan], reasons: list[str]) -> None:
+    """`_decision` takes one-scan windows' ids and notes without their loops; the lists are
+    those the comprehensions made (reasons and notes cut to 20)."""
+    windows = decisions.ShipmentWindows(
+        decisions.WindowParams(
+            window=timedelta(minutes=30), lateness=timedelta(0), stuck_after=timedelta(hours=48)
+        )
+    )
+    windows._shipment_id = "SHP-1"
+    verdict = Verdict("notify_customer", tuple(reasons), 0.5)
+    made = windows._decision(
+        kind="window", trigger="window_closed", bounds=(T0, T0 + timedelta(minutes=30)),
+        verdict=verdict, scans=window, duplicates=0, facts=window[-1], now=T0,
+    )  # fmt: skip
+    assert made.event_ids == [scan.event_id for scan in window]
+    assert made.notes == [scan.note for scan in window if scan.note][: decisions.MAX_NOTES]
+    assert made.reasons == list(verdict.reasons[: decisions.MAX_REASONS])
