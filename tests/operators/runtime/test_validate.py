@@ -3,6 +3,7 @@
 import base64
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from unittest import mock
 
 import orjson
@@ -11,16 +12,18 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import model_validator
 
+import schemas.shipments as shipment_schemas
 from operators.runtime.records import RawRecord, Valid
 from operators.runtime.validate import (
-    FAST_PATH,
     Limits,
+    fast_path,
     json_depth,
     parse_record,
     within_depth,
 )
 from operators.shipments.surge import shipment_surge
 from schemas import DeadLetter, ShipmentEvent, TicketMessage
+from schemas.common import TimeBounds
 from tests.flows.flow_runs import embedded_settings
 from tests.support.bad_records import SHIPMENT, SHIPMENT_BAD, TICKET, TICKET_BAD
 
@@ -311,9 +314,26 @@ def test_the_scans_fast_path_changes_no_outcome_of_the_surge(keyed: bool) -> Non
             limits=limits, now=now,
         )  # fmt: skip
 
-    fast = [run(pair) for pair in SURGE]
-    with mock.patch.object(ShipmentEvent, FAST_PATH, lambda obj, bounds: None):
+    taken = []
+    real = shipment_schemas.event_from_common_shape
+
+    def counted(obj: dict[str, Any], bounds: TimeBounds) -> ShipmentEvent | None:
+        made = real(obj, bounds)
+        taken.append(made is not None)
+        return made
+
+    with mock.patch.object(shipment_schemas, "event_from_common_shape", counted):
+        fast = [run(pair) for pair in SURGE]
+    with mock.patch.object(shipment_schemas, "event_from_common_shape", lambda obj, b: None):
         slow = [run(pair) for pair in SURGE]
-    assert sum(isinstance(r, Valid) for r in fast) > len(SURGE) // 2
+    valid = sum(isinstance(r, Valid) for r in fast)
+    assert valid > len(SURGE) // 2
+    assert sum(taken) == valid  # every valid scan of the surge took the fast path
     for a, b in zip(fast, slow, strict=True):
         _same_outcome(a, b)
+
+
+def test_a_model_s_fast_path_is_looked_up_once() -> None:
+    assert fast_path(TicketMessage) is None
+    assert fast_path(ShipmentEvent) == ShipmentEvent.from_common_shape
+    assert fast_path(ShipmentEvent) is fast_path(ShipmentEvent)
