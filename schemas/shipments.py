@@ -128,30 +128,20 @@ _is_utc_text = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|\+00:00)"
 ).fullmatch
 """A timestamp written as `YYYY-MM-DDTHH:MM:SS[.ffffff]` in UTC (`Z` or `+00:00`)."""
-_TIMES: dict[str, datetime] = {}
-"""UTC timestamps parsed from their text, each kept once; cleared when it holds `MAX_TIMES`."""
-MAX_TIMES = 4096
 _new_event = ShipmentEvent.__new__
 _set = object.__setattr__
 
 
 def _utc_time(value: object) -> Optional[datetime]:
     """The UTC datetime validation makes of `value` when it is a timestamp in the common form
-    (`_is_utc_text`), else `None`."""
-    if type(value) is not str:
+    (`_is_utc_text`), else `None`. (Not memoised: the timestamps of a stream rarely repeat, and
+    a memo measured slower than parsing.)"""
+    if type(value) is not str or not _is_utc_text(value):
         return None
-    found = _TIMES.get(value)
-    if found is None:
-        if not _is_utc_text(value):
-            return None
-        try:
-            found = datetime.fromisoformat(value)
-        except ValueError:  # such as a 30th of February: validation says why
-            return None
-        if len(_TIMES) >= MAX_TIMES:
-            _TIMES.clear()
-        _TIMES[value] = found
-    return found
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:  # such as a 30th of February: validation says why
+        return None
 
 
 def event_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Optional[ShipmentEvent]:
