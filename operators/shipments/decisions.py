@@ -137,7 +137,7 @@ class ShipmentWindows(WindowsState):
         watermark = self.watermark(now.live)
         if watermark is None:
             return None
-        reach = self._params.window + self._params.lateness
+        reach = self._params.reach
         due = [shifted(start, reach) for start in self._open]
         if self._last is not None and self._stuck_armed():
             due.append(self._stuck_time(self._last))
@@ -223,7 +223,10 @@ class ShipmentWindows(WindowsState):
             return []
         if not self._open:
             return []
-        reach = self._params.window + self._params.lateness
+        reach = self._params.reach
+        if len(self._open) == 1:  # the most frequent case, without sorting
+            (start,) = self._open
+            return [start] if shifted(start, reach) <= watermark else []
         return sorted(start for start in self._open if shifted(start, reach) <= watermark)
 
     def _close(
@@ -234,6 +237,8 @@ class ShipmentWindows(WindowsState):
         Every decision is made before the state changes: an exception leaves the state as it
         was, with every scan still in its window.
         """
+        if not closing and not stuck:  # nothing to decide: nothing changes
+            return Emitted()
         decisions = []
         delays = self._delays_closed
         for start, trigger in closing:

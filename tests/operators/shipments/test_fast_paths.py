@@ -301,3 +301,27 @@ def test_a_decision_lists_what_the_plain_code_lists(window: list[Scan], reasons:
     assert made.event_ids == [scan.event_id for scan in window]
     assert made.notes == [scan.note for scan in window if scan.note][: decisions.MAX_NOTES]
     assert made.reasons == list(verdict.reasons[: decisions.MAX_REASONS])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(HOURS, min_size=1, max_size=3, unique=True),
+    st.one_of(st.none(), HOURS),
+    st.sampled_from([timedelta(minutes=30), timedelta(hours=2)]),
+    st.sampled_from([timedelta(0), timedelta(minutes=15)]),
+)
+def test_due_starts_are_the_plain_code_s(
+    starts: list[timedelta], mark: Optional[timedelta], window: timedelta, lateness: timedelta
+) -> None:
+    """One open window is judged without sorting; `reach` is the window plus the lateness."""
+    params = decisions.WindowParams(window=window, lateness=lateness, stuck_after=timedelta(1))
+    assert params.reach == window + lateness
+    windows = decisions.ShipmentWindows(params)
+    windows._open = {T0 + start: decisions.OpenWindow() for start in starts}
+    watermark = None if mark is None else T0 + mark
+    expected = (
+        []
+        if watermark is None
+        else sorted(s for s in windows._open if s + window + lateness <= watermark)
+    )
+    assert windows._due_starts(watermark) == expected
