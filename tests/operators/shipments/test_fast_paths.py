@@ -17,7 +17,7 @@ from unittest import mock
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from operators.shipments import decisions, enrich, rules
+from operators.shipments import agent, decisions, enrich, rules
 from operators.shipments.rules import (
     RuleParams,
     Scan,
@@ -325,3 +325,20 @@ def test_due_starts_are_the_plain_code_s(
         else sorted(s for s in windows._open if s + window + lateness <= watermark)
     )
     assert windows._due_starts(watermark) == expected
+
+
+NOTES = st.lists(
+    st.one_of(
+        st.sampled_from(["box dented", "customs hold", "  ", "", "sorting backlog", "x" * 201]),
+        st.text(max_size=30),
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(NOTES)
+def test_classify_notes_is_the_plain_code(notes: list[str]) -> None:
+    """A single short note's category is memoised: the same as the plain classification."""
+    assert agent.classify_notes(notes) == agent._classify_notes(notes)
+    assert agent.classify_notes(notes) == agent._classify_notes(notes)  # from the memo
