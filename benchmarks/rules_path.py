@@ -1,7 +1,7 @@
 """The shipments rules path: events/s and CPU per event of one process, this tree against another.
 
 Run: `python -m benchmarks.rules_path [--quick] [--baseline DIR] [--kafka] [--rounds N]
-[--profile]`.
+[--profile] [--instructions]`.
 
 Both trees run the same records (the bundled surge, `operators/shipments/surge.py`, generated
 once) through `flows.shipments` on the rules path (no LLM, no Redis), one worker:
@@ -17,7 +17,9 @@ runs the baseline then this tree, so the ratios are within a round. Each run is 
 whose CPU time (user + system) is read from `getrusage(RUSAGE_CHILDREN)`; output counts of the two
 trees are printed and must agree. `--profile` also records one in-process run of each tree with
 py-spy and reports the functions with the most samples of their own and the inclusive shares of
-the flow's parts (`PROFILE_ITEMS`). Figures go to stdout and to docs/BENCHMARKS.md (section
+the flow's parts (`PROFILE_ITEMS`). `--instructions` counts the machine instructions per event of
+the in-process run of each tree with valgrind (cachegrind): unlike CPU time, the count does not
+depend on what else runs on the machine. Figures go to stdout and to docs/BENCHMARKS.md (section
 `rules-path`); `--quick` uses a small input and does not write the section.
 """
 
@@ -27,7 +29,9 @@ import argparse
 import json
 import os
 import pickle
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -229,6 +233,52 @@ def profile_rows(profiles: dict[str, dict[str, list[tuple[str, float]]]]) -> lis
     return rows
 
 
+INSTRUCTION_EVENTS = (5_000, 15_000)
+"""The two input sizes whose instruction counts are subtracted (start-up cancels out)."""
+
+
+def instructions(tree: Path, data: Path, work: Path) -> float:
+    """Machine instructions per event of `tree`'s in-process run: valgrind's count for the first
+    `INSTRUCTION_EVENTS[1]` records minus that for the first `INSTRUCTION_EVENTS[0]`, divided
+    by the records between them (imports and building the flow cancel out)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        sys.exit("--instructions needs valgrind")
+    pairs = pickle.loads(data.read_bytes())
+    env = _env(tree)
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    counts = []
+    for events in INSTRUCTION_EVENTS:
+        part = work / f"records-{events}.pickle"
+        part.write_bytes(pickle.dumps(pairs[:events]))
+        done = subprocess.run(
+            [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+             sys.executable, "-c", CHILD, str(part)],
+            cwd=tree, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+        if done.returncode != 0 or found is None:
+            sys.exit(f"instruction count of {tree} failed:\n{done.stderr[-3000:]}")
+        counts.append(int(found.group(1).replace(",", "")))
+    small, large = INSTRUCTION_EVENTS
+    return (counts[1] - counts[0]) / (large - small)
+
+
+def instruction_rows(counts: dict[str, float]) -> list[str]:
+    """Markdown of the instruction counts of the trees, in the order given."""
+    first = next(iter(counts.values()))
+    small, large = INSTRUCTION_EVENTS
+    rows = [
+        f"Machine instructions per event (valgrind's cachegrind, in process, records {small:,} "
+        f"to {large:,} of the surge: start-up cancels out; independent of the machine's load).",
+        "",
+        "| tree | instructions per event | ratio to first |",
+        "| --- | ---: | ---: |",
+    ]
+    rows += [f"| {label} | {n:,.0f} | {n / first:.2f}× |" for label, n in counts.items()]
+    return rows
+
+
 def run_key_memory(tree: Path, data: Path) -> dict[str, Any]:
     """RSS per live shipment key of `tree`'s flow on the records in `data` (`MEMORY_CHILD`)."""
     env = _env(tree)
@@ -412,6 +462,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="py-spy one run of each tree")
     parser.add_argument(
+        "--instructions", action="store_true", help="count instructions per event (valgrind)"
+    )
+    parser.add_argument(
         "--key-memory", type=int, default=0, metavar="EVENTS",
         help="also measure RSS per live key on this many surge events (e.g. 220000)",
     )  # fmt: skip
@@ -441,6 +494,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             broker = Broker(bootstrap, data)
             found, summary["kafka"] = rounds("kafka", args.rounds, trees, broker.run)
             rows += found
+        if args.instructions:
+            counts = {label: instructions(tree, data, Path(tmp)) for label, tree in trees}
+            rows += ["", *instruction_rows(counts)]
         if args.profile:
             profiles = {label: profile(tree, data, Path(tmp)) for label, tree in trees}
             rows += ["", *profile_rows(profiles)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.rules_path import IN_RUST, profile_of
+from benchmarks.rules_path import IN_RUST, instruction_rows, profile_of
 
 
 def test_the_profile_leaves_out_start_up_and_counts_own_and_inclusive_samples() -> None:
@@ -30,3 +30,8 @@ def test_the_profile_leaves_out_start_up_and_counts_own_and_inclusive_samples() 
 
 def test_an_empty_profile_reports_nothing() -> None:
     assert profile_of("") == {"items": [], "top": []}
+
+
+def test_instruction_counts_are_reported_against_the_first_tree() -> None:
+    rows = instruction_rows({"baseline": 600_000.0, "this tree": 480_000.0})
+    assert rows[-2:] == ["| baseline | 600,000 | 1.00× |", "| this tree | 480,000 | 0.80× |"]
