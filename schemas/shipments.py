@@ -361,7 +361,8 @@ def decision_json(decision: ShipmentDecision) -> bytes:
     """`decision.model_dump_json().encode()`, made by orjson from the decision's values.
 
     orjson writes what pydantic writes for the values a decision holds (strings, ints, floats,
-    lists, tuples, None, UTC datetimes with `Z`); the values are taken in field order. A
+    lists, tuples, None, UTC datetimes with `Z`); the values are taken in field order, and the
+    bytes are copied to their exact size (see the end of the function). A
     decision of a subclass, with extra values, with values laid out otherwise, with a number of
     another type than its field's (pydantic writes an int in a float field as a float), or with
     a value orjson cannot encode, is serialised by pydantic as before.
@@ -384,9 +385,13 @@ def decision_json(decision: ShipmentDecision) -> bytes:
             return _serialise(decision)
         values = {**values, "enrichment": fragment}
     try:
-        return orjson.dumps(values, option=orjson.OPT_UTC_Z)
+        made = orjson.dumps(values, option=orjson.OPT_UTC_Z)
     except TypeError:  # a value orjson does not encode
         return _serialise(decision)
+    # orjson writes into a buffer of several KB and shrinks it in place: kept as it is, each
+    # record held its buffer's memory until written (a surge's records, hundreds of MB of RSS).
+    # An exact copy costs about 0.2 µs.
+    return bytes(memoryview(made))
 
 
 def with_enrichment(

@@ -9,8 +9,10 @@ byte for byte `__pydantic_serializer__.to_json`, which `to_out_record` wrote bef
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 from unittest import mock
@@ -185,3 +187,30 @@ def test_enrichment_numbers_of_another_type_are_written_by_pydantic(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert decision_json(decision) == decision.__pydantic_serializer__.to_json(decision)
+
+
+def _rss_growth(make: Callable[[], bytes], count: int = 20_000) -> float:
+    """RSS growth (bytes) while `count` results of `make` are kept."""
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * page
+
+    before = rss()
+    kept = [make() for _ in range(count)]
+    grown = rss() - before
+    del kept
+    return grown
+
+
+def test_kept_json_holds_no_more_memory_than_pydantic_s() -> None:
+    """orjson's bytes were shrunk in place from a buffer of several KB: 20,000 kept records
+    grew RSS by about 150 MB against about 18 MB for pydantic's bytes of the same JSON."""
+    decision = with_enrichment(
+        decision_from_rules(**RULES),
+        ShipmentEnrichment(source="rules", prompt_version="v1", message_draft="x" * 300),
+    )
+    theirs = _rss_growth(lambda: decision.__pydantic_serializer__.to_json(decision))
+    ours = _rss_growth(lambda: decision_json(decision))  # may reuse what pydantic's freed
+    assert ours < 2 * theirs + 8 * 2**20, (ours, theirs)
