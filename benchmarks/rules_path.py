@@ -1,6 +1,7 @@
 """The shipments rules path: events/s and CPU per event of one process, this tree against another.
 
-Run: `python -m benchmarks.rules_path [--quick] [--baseline DIR] [--kafka] [--rounds N]`.
+Run: `python -m benchmarks.rules_path [--quick] [--baseline DIR] [--kafka] [--rounds N]
+[--profile] [--instructions]`.
 
 Both trees run the same records (the bundled surge, `operators/shipments/surge.py`, generated
 once) through `flows.shipments` on the rules path (no LLM, no Redis), one worker:
@@ -14,7 +15,11 @@ once) through `flows.shipments` on the rules path (no LLM, no Redis), one worker
 `--baseline DIR` is another checkout (for example `git archive main | tar -x -C DIR`); each round
 runs the baseline then this tree, so the ratios are within a round. Each run is a child process
 whose CPU time (user + system) is read from `getrusage(RUSAGE_CHILDREN)`; output counts of the two
-trees are printed and must agree. Figures go to stdout and to docs/BENCHMARKS.md (section
+trees are printed and must agree. `--profile` also records one in-process run of each tree with
+py-spy and reports the functions with the most samples of their own and the inclusive shares of
+the flow's parts (`PROFILE_ITEMS`). `--instructions` counts the machine instructions per event of
+the in-process run of each tree with valgrind (cachegrind): unlike CPU time, the count does not
+depend on what else runs on the machine. Figures go to stdout and to docs/BENCHMARKS.md (section
 `rules-path`); `--quick` uses a small input and does not write the section.
 """
 
@@ -24,7 +29,9 @@ import argparse
 import json
 import os
 import pickle
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -142,6 +149,134 @@ def run_memory(tree: Path, data: Path) -> dict[str, Any]:
         sys.exit(f"memory run of {tree} failed:\n{done.stderr[-3000:]}")
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
+
+
+PROFILE_ITEMS = {
+    "validate (bytes → ShipmentEvent)": "parse_record (operators/runtime/",
+    "enrich (carrier and hub join)": "join_shipments (operators/shipments/",
+    "decision window (state machine, rules, decisions)": "DecisionWindowLogic.",
+    "… rules (`decide_window`, `decide_stuck`)": "(operators/shipments/rules.py)",
+    "agent step (rules enrichment, lane)": "LaneLogic.on_batch (",
+    "publish (serialise, count)": "publish.<locals>",
+    "pydantic (everywhere)": "(pydantic/",
+}
+"""What the profile reports: a name and the frame text that marks its samples."""
+IN_RUST = "<module> (<string>)"
+"""The innermost frame of a sample taken while Bytewax's own (Rust) code runs: the child's
+`run_main` call, made from its `-c` program."""
+TOP_FUNCTIONS = 12
+
+
+def profile(tree: Path, data: Path, work: Path) -> dict[str, list[tuple[str, float]]]:
+    """py-spy's samples of one in-process run of `tree`: the inclusive shares of
+    `PROFILE_ITEMS` and the functions with the most samples of their own."""
+    env = _env(tree)
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    raw = work / f"profile-{uuid.uuid4().hex[:6]}.txt"
+    py_spy = Path(sys.executable).with_name("py-spy")
+    record = [str(py_spy), "record", "-r", "200", "--nolineno", "--format", "raw", "-o", str(raw)]
+    done = subprocess.run(
+        [*record, "--", sys.executable, "-c", CHILD, str(data)], cwd=tree, env=env,
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        sys.exit(f"profile of {tree} failed:\n{done.stderr[-3000:]}")
+    return profile_of(raw.read_text(encoding="utf-8"))
+
+
+def profile_of(raw: str, top: int = TOP_FUNCTIONS) -> dict[str, list[tuple[str, float]]]:
+    """From py-spy's raw output (collapsed stacks, outermost frame first), leaving out the
+    samples of start-up (imports, building the flow): `items`, the inclusive share of each of
+    `PROFILE_ITEMS`, and `top`, the functions with the most samples of their own (Bytewax's
+    own code as `IN_RUST`)."""
+    own: dict[str, int] = {}
+    items = dict.fromkeys(PROFILE_ITEMS, 0)
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or "importlib" in stack or "build_flow (" in stack:
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for item, mark in PROFILE_ITEMS.items():
+            if mark in stack:
+                items[item] += n
+    if not total:
+        return {"items": [], "top": []}
+    ranked = sorted(own.items(), key=lambda kv: -kv[1])[:top]
+    return {
+        "items": [(item, 100.0 * n / total) for item, n in items.items()],
+        "top": [(name, 100.0 * n / total) for name, n in ranked],
+    }
+
+
+def profile_rows(profiles: dict[str, dict[str, list[tuple[str, float]]]]) -> list[str]:
+    """Markdown of the profiles of the trees, in the order given."""
+    labels = list(profiles)
+    rows = [
+        "py-spy, one in-process run of each tree (200 samples/s, start-up left out): inclusive "
+        "share of the samples.",
+        "",
+        f"| part | {' | '.join(labels)} |",
+        f"| --- |{' ---: |' * len(labels)}",
+    ]
+    for item in PROFILE_ITEMS:
+        shares = [dict(profiles[label]["items"]).get(item, 0.0) for label in labels]
+        rows.append(f"| {item} | {' | '.join(f'{s:.1f}%' for s in shares)} |")
+    for label in labels:
+        rows += ["", f"Top functions by own samples, {label}:", ""]
+        for name, share in profiles[label]["top"]:
+            shown = "Bytewax's own code (`run_main`)" if name == IN_RUST else f"`{name}`"
+            rows.append(f"- {share:.1f}% {shown}")
+    return rows
+
+
+INSTRUCTION_EVENTS = (5_000, 15_000)
+"""The two input sizes whose instruction counts are subtracted (start-up cancels out)."""
+
+
+def instructions(tree: Path, data: Path, work: Path) -> float:
+    """Machine instructions per event of `tree`'s in-process run: valgrind's count for the first
+    `INSTRUCTION_EVENTS[1]` records minus that for the first `INSTRUCTION_EVENTS[0]`, divided
+    by the records between them (imports and building the flow cancel out)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        sys.exit("--instructions needs valgrind")
+    pairs = pickle.loads(data.read_bytes())
+    env = _env(tree)
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    counts = []
+    for events in INSTRUCTION_EVENTS:
+        part = work / f"records-{events}.pickle"
+        part.write_bytes(pickle.dumps(pairs[:events]))
+        done = subprocess.run(
+            [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+             sys.executable, "-c", CHILD, str(part)],
+            cwd=tree, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+        if done.returncode != 0 or found is None:
+            sys.exit(f"instruction count of {tree} failed:\n{done.stderr[-3000:]}")
+        counts.append(int(found.group(1).replace(",", "")))
+    small, large = INSTRUCTION_EVENTS
+    return (counts[1] - counts[0]) / (large - small)
+
+
+def instruction_rows(counts: dict[str, float]) -> list[str]:
+    """Markdown of the instruction counts of the trees, in the order given."""
+    first = next(iter(counts.values()))
+    small, large = INSTRUCTION_EVENTS
+    rows = [
+        f"Machine instructions per event (valgrind's cachegrind, in process, records {small:,} "
+        f"to {large:,} of the surge: start-up cancels out; independent of the machine's load).",
+        "",
+        "| tree | instructions per event | ratio to first |",
+        "| --- | ---: | ---: |",
+    ]
+    rows += [f"| {label} | {n:,.0f} | {n / first:.2f}× |" for label, n in counts.items()]
+    return rows
 
 
 def run_key_memory(tree: Path, data: Path) -> dict[str, Any]:
@@ -325,6 +460,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--kafka", action="store_true", help="also over KAFKA_BOOTSTRAP_SERVERS")
     parser.add_argument("--no-memory", action="store_true", help="skip the in-process runs")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="py-spy one run of each tree")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions per event (valgrind)"
+    )
     parser.add_argument(
         "--key-memory", type=int, default=0, metavar="EVENTS",
         help="also measure RSS per live key on this many surge events (e.g. 220000)",
@@ -355,6 +494,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             broker = Broker(bootstrap, data)
             found, summary["kafka"] = rounds("kafka", args.rounds, trees, broker.run)
             rows += found
+        if args.instructions:
+            counts = {label: instructions(tree, data, Path(tmp)) for label, tree in trees}
+            rows += ["", *instruction_rows(counts)]
+        if args.profile:
+            profiles = {label: profile(tree, data, Path(tmp)) for label, tree in trees}
+            rows += ["", *profile_rows(profiles)]
     if args.key_memory:
         rows += ["", *key_memory(args.key_memory, trees, args.rounds)]
     body = "\n".join(

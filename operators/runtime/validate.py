@@ -2,10 +2,17 @@
 
 `parse_record` is the plain-Python core; `validate` is the operator that runs it and splits the
 stream into `valid` and `dead_letters`.
+
+A model may offer a checked fast path, `Model.from_common_shape(obj, bounds)` (`FAST_PATH`): the
+model of the parsed JSON object `obj`, built without pydantic when `obj` has the common
+well-formed shape the method checks, and `None` for anything else, which `model_validate`
+decides (errors included). What it returns must equal what `model_validate(obj,
+context=bounds.context())` returns; each model's tests prove it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,12 +27,14 @@ from pydantic_core import ErrorDetails
 from operators.config.io import IOSettings
 from operators.runtime.guard import PASS_THROUGH, describe
 from operators.runtime.records import RawRecord, Valid
-from schemas.common import TimeBounds, utc_now
+from schemas.common import TIME_BOUNDS, TimeBounds, utc_now
 from schemas.dead_letter import DeadLetter, ErrorType, FlowName
 
 M = TypeVar("M", bound=BaseModel)
 
 _SUMMARY_ERRORS = 3
+FAST_PATH = "from_common_shape"
+"""The name of a model's checked fast path (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,29 @@ def _key_of(obj: Any, key_field: str) -> Optional[str]:
     return value[:256] if isinstance(value, str) else None
 
 
+def _dead(
+    raw: RawRecord,
+    flow: FlowName,
+    step: str,
+    error_type: ErrorType,
+    error: str,
+    key: Optional[str],
+    errors: Optional[list[ErrorDetails]] = None,
+) -> DeadLetter:
+    return DeadLetter.build(
+        flow=flow, step=step, error_type=error_type, error=error, raw=raw.value,
+        source=raw.source_ref(), key=key, errors=errors,
+    )  # fmt: skip
+
+
+@functools.cache
+def fast_path(model: type[BaseModel]) -> Optional[Callable[[dict[str, Any], TimeBounds], Any]]:
+    """The checked fast path `model` offers (`FAST_PATH`), if any; looked up once per model (a
+    pydantic model class answers a missing attribute slowly, through an exception)."""
+    found: Optional[Callable[[dict[str, Any], TimeBounds], Any]] = getattr(model, FAST_PATH, None)
+    return found
+
+
 def parse_record(
     raw: RawRecord,
     model: type[M],
@@ -122,61 +154,62 @@ def parse_record(
     `bounds`, when given, is `limits.time_bounds(now).context()` already made (once per batch).
     """
 
-    def dead(
-        error_type: ErrorType,
-        error: str,
-        key: Optional[str] = raw.key,
-        errors: Optional[list[ErrorDetails]] = None,
-    ) -> DeadLetter:
-        return DeadLetter.build(
-            flow=flow,
-            step=step,
-            error_type=error_type,
-            error=error,
-            raw=raw.value,
-            source=raw.source_ref(),
-            key=key,
-            errors=errors,
-        )
-
     if raw.error is not None:
-        return dead(raw.error_type, raw.error)
+        return _dead(raw, flow, step, raw.error_type, raw.error, raw.key)
     size = len(raw.value)
     if size > limits.max_bytes:
-        return dead("too_large", f"record is {size} bytes, over the {limits.max_bytes}-byte limit")
+        error = f"record is {size} bytes, over the {limits.max_bytes}-byte limit"
+        return _dead(raw, flow, step, "too_large", error, raw.key)
     try:
-        text = raw.value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return dead("decode_error", f"record is not valid UTF-8: {exc.reason} at byte {exc.start}")
-    if not text.strip():
-        return dead("invalid_json", "record is empty")
-    try:
-        obj = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        if "depth" in str(exc).lower() or "recursion" in str(exc).lower():
-            return dead("too_deep", f"JSON nested deeper than {limits.max_depth} levels")
-        return dead("invalid_json", f"record is not valid JSON: {exc}")
+        # JSON read from the bytes was valid UTF-8, not blank, and reads the same as text.
+        obj = orjson.loads(raw.value)
+    except orjson.JSONDecodeError:
+        try:
+            text = raw.value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            error = f"record is not valid UTF-8: {exc.reason} at byte {exc.start}"
+            return _dead(raw, flow, step, "decode_error", error, raw.key)
+        if not text.strip():
+            return _dead(raw, flow, step, "invalid_json", "record is empty", raw.key)
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            if "depth" in str(exc).lower() or "recursion" in str(exc).lower():
+                error = f"JSON nested deeper than {limits.max_depth} levels"
+                return _dead(raw, flow, step, "too_deep", error, raw.key)
+            error = f"record is not valid JSON: {exc}"
+            return _dead(raw, flow, step, "invalid_json", error, raw.key)
     key = raw.key or _key_of(obj, key_field)
     if not isinstance(obj, dict):
-        return dead("validation_error", f"expected a JSON object, got {_json_type(obj)}", key)
+        error = f"expected a JSON object, got {_json_type(obj)}"
+        return _dead(raw, flow, step, "validation_error", error, key)
     if not within_depth(raw.value, obj, limits.max_depth):
-        return dead("too_deep", f"JSON nested deeper than {limits.max_depth} levels", key)
+        error = f"JSON nested deeper than {limits.max_depth} levels"
+        return _dead(raw, flow, step, "too_deep", error, key)
     try:
         context = bounds or limits.time_bounds(now if now is not None else utc_now()).context()
-        valid = model.model_validate(obj, context=context)
+        fast = fast_path(model)
+        valid = (fast and fast(obj, context[TIME_BOUNDS])) or model.model_validate(
+            obj, context=context
+        )
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
         summary = f"{model.__name__} invalid: {_summarise(errors)}"
-        return dead("validation_error", summary, key, errors)
+        return _dead(raw, flow, step, "validation_error", summary, key, errors)
     except Exception as exc:  # a validator raised something else than a validation error
         if isinstance(exc, PASS_THROUGH):
             raise
         error = f"{model.__name__} could not be validated: {describe(exc)}"
-        return dead("validation_error", error, key)
+        return _dead(raw, flow, step, "validation_error", error, key)
     record_key = getattr(valid, key_field)
     if raw.key is not None and raw.key != record_key:
-        return dead(
-            "key_mismatch", f"message key {raw.key!r} differs from {key_field} {record_key!r}", key
+        return _dead(
+            raw,
+            flow,
+            step,
+            "key_mismatch",
+            f"message key {raw.key!r} differs from {key_field} {record_key!r}",
+            key,
         )
     return Valid(model=valid, source=raw.source_ref())
 

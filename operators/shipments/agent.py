@@ -122,8 +122,26 @@ def classify_note(note: str) -> ExceptionCategory:
     return next((category for category, rule in _RULES if rule.search(text)), "other")
 
 
+MEMO_NOTE_CHARS = 200
+"""Single notes up to this length have their category memoised (`_classify_one`, bounded)."""
+
+
 def classify_notes(notes: Sequence[str]) -> ExceptionCategory:
     """The most severe category among `notes`; `none` when there are no (non-blank) notes."""
+    if not notes:
+        return "none"
+    if len(notes) == 1 and type(notes[0]) is str and len(notes[0]) <= MEMO_NOTE_CHARS:
+        return _classify_one(notes[0])  # a note a window's rules and its enrichment both ask
+    return _classify_notes(notes)
+
+
+@functools.lru_cache(maxsize=1024)
+def _classify_one(note: str) -> ExceptionCategory:
+    """`_classify_notes([note])`, memoised (at most 1,024 notes of `MEMO_NOTE_CHARS`)."""
+    return _classify_notes([note])
+
+
+def _classify_notes(notes: Sequence[str]) -> ExceptionCategory:
     found = {classify_note(note) for note in _clean_notes(notes)}
     if not found:
         return "none"

@@ -19,6 +19,7 @@ is not known, so it restarts from the resume: timers fire later, never earlier).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -65,6 +66,11 @@ class WindowParams:
     stuck_after: timedelta
     rules: RuleParams = field(default_factory=RuleParams)
     catch_up_recheck: timedelta = timedelta(seconds=5)
+
+    @functools.cached_property
+    def reach(self) -> timedelta:
+        """How long after its start a window closes: its length plus the allowed lateness."""
+        return self.window + self.lateness
 
     @classmethod
     def from_settings(cls, shipments: ShipmentsSettings) -> WindowParams:

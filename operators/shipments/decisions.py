@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from hashlib import blake2b
 from typing import Literal, Optional
 
 from operators.runtime.clock import MAX_UTC, Reading, shifted
@@ -36,7 +37,6 @@ from operators.shipments.rules import (
     decide_stuck,
     decide_window,
 )
-from schemas.common import deterministic_id
 from schemas.shipments import DecisionTrigger, ShipmentDecision, decision_from_rules
 
 CLOSED_WINDOWS_KEPT = 8
@@ -48,6 +48,30 @@ MAX_SHARED_STARTS = 4096
 _STARTS: dict[datetime, datetime] = {}
 """Window starts handed out, each kept once (equal datetimes are interchangeable); cleared when
 it holds `MAX_SHARED_STARTS`."""
+
+
+_ISO: dict[datetime, str] = {}
+"""`isoformat()` of the UTC window bounds seen last; cleared when it holds `MAX_SHARED_STARTS`."""
+
+
+def _iso(when: datetime) -> str:
+    """`when.isoformat()`, kept for a UTC datetime (equal datetimes in other zones are not
+    written alike, so those are not kept)."""
+    if when.tzinfo is not UTC:
+        return when.isoformat()
+    text = _ISO.get(when)
+    if text is None:
+        if len(_ISO) >= MAX_SHARED_STARTS:
+            _ISO.clear()
+        text = _ISO[when] = when.isoformat()
+    return text
+
+
+def decision_id(shipment_id: str, start: datetime, end: datetime, kind: str) -> str:
+    """`deterministic_id(shipment_id, start.isoformat(), end.isoformat(), kind)`, with the
+    bounds' text kept (`_iso`) and the parts joined in one step."""
+    text = f"{shipment_id}\x1f{_iso(start)}\x1f{_iso(end)}\x1f{kind}"
+    return blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -113,7 +137,7 @@ class ShipmentWindows(WindowsState):
         watermark = self.watermark(now.live)
         if watermark is None:
             return None
-        reach = self._params.window + self._params.lateness
+        reach = self._params.reach
         due = [shifted(start, reach) for start in self._open]
         if self._last is not None and self._stuck_armed():
             due.append(self._stuck_time(self._last))
@@ -199,7 +223,10 @@ class ShipmentWindows(WindowsState):
             return []
         if not self._open:
             return []
-        reach = self._params.window + self._params.lateness
+        reach = self._params.reach
+        if len(self._open) == 1:  # the most frequent case, without sorting
+            (start,) = self._open
+            return [start] if shifted(start, reach) <= watermark else []
         return sorted(start for start in self._open if shifted(start, reach) <= watermark)
 
     def _close(
@@ -210,6 +237,8 @@ class ShipmentWindows(WindowsState):
         Every decision is made before the state changes: an exception leaves the state as it
         was, with every scan still in its window.
         """
+        if not closing and not stuck:  # nothing to decide: nothing changes
+            return Emitted()
         decisions = []
         delays = self._delays_closed
         for start, trigger in closing:
@@ -302,24 +331,29 @@ class ShipmentWindows(WindowsState):
         now: datetime,
     ) -> ShipmentDecision:
         start, end = bounds
+        if len(scans) == 1:  # most windows: the lists without their loops
+            only = scans[0]
+            event_ids, notes = [only.event_id], ([only.note] if only.note else [])
+        else:
+            event_ids = [scan.event_id for scan in scans]
+            notes = [scan.note for scan in scans if scan.note][:MAX_NOTES]
+        reasons = verdict.reasons
         return decision_from_rules(
-            decision_id=deterministic_id(
-                self._shipment_id, start.isoformat(), end.isoformat(), kind
-            ),
+            decision_id=decision_id(self._shipment_id, start, end, kind),
             shipment_id=self._shipment_id,
             action=verdict.action,
-            reasons=list(verdict.reasons[:MAX_REASONS]),
+            reasons=list(reasons if len(reasons) <= MAX_REASONS else reasons[:MAX_REASONS]),
             risk=verdict.risk,
             trigger=trigger,
             window_start=start,
             window_end=end,
-            event_ids=[scan.event_id for scan in scans],
+            event_ids=event_ids,
             duplicate_events=duplicates,
             carrier_id=facts.carrier_id,
             hub_id=facts.hub_id,
             region=facts.region.strip()[:40] or "unknown",
             last_scan_at=facts.occurred_at,
             sla_due_at=facts.sla_due_at,
-            notes=[scan.note for scan in scans if scan.note][:MAX_NOTES],
+            notes=notes,
             decided_at=now,
         )

@@ -40,19 +40,28 @@ def join_shipments(
             out.append(unknown_reference(item, step, "shipments", ev.shipment_id, what))
             continue
         (name, sla, reliability), (region, congestion) = carrier, hub
-        out.append(
+        due = _hours(sla)
+        out.append(  # positional, in field order
             EnrichedEvent(
-                event=ev,
-                source=item.source,
-                carrier_name=name,
-                sla_hours=sla,
-                carrier_reliability=reliability,
-                region=region,
-                hub_congestion=congestion,
-                sla_due_at=ev.shipped_at + timedelta(hours=sla),
+                ev, item.source, name, sla, reliability, region, congestion, ev.shipped_at + due
             )
         )
     return out
+
+
+_SLA: dict[float, timedelta] = {}
+"""`timedelta(hours=h)` of the SLA hours seen (a few, one per carrier's SLA)."""
+MAX_SLA = 1024
+
+
+def _hours(hours: float) -> timedelta:
+    """`timedelta(hours=hours)`, made once per value."""
+    found = _SLA.get(hours)
+    if found is None:
+        if len(_SLA) >= MAX_SLA:
+            _SLA.clear()
+        found = _SLA[hours] = timedelta(hours=hours)
+    return found
 
 
 @operator

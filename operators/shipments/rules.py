@@ -140,7 +140,7 @@ def decide_window(
     delivered_at = _delivered_at(scans, history)
     signals = _exception_signals(scans)
     if delivered_at is None:
-        signals += _sla_signals(scans, latest, params)
+        signals += _sla_signals(_latest_eta(scans), latest, params)
         signals += _delay_signals(scans, history, params)
         signals += _reroute_signals(scans, params)
         baseline = 0.1 * (1 - latest.carrier_reliability) + 0.1 * latest.hub_congestion
@@ -172,17 +172,26 @@ def strongest(actions: Sequence[Action]) -> Action:
 
 def _verdict(signals: list[_Signal], baseline: float) -> Verdict:
     safe = 1.0 - min(max(baseline, 0.0), 1.0)
-    for signal in signals:
-        safe *= 1.0 - signal.score
-    return Verdict(
-        action=strongest([signal.action for signal in signals]),
-        reasons=tuple(_bounded(signal.reason) for signal in signals),
-        risk=round(min(max(1.0 - safe, 0.0), 1.0), 3),
-    )
+    if len(signals) == 1:  # the most frequent case, without the loops
+        action, reason, score = signals[0]
+        safe *= 1.0 - score
+        reasons: tuple[str, ...] = (
+            reason if len(reason) <= MAX_REASON_CHARS else _bounded(reason),
+        )
+    else:
+        for signal in signals:
+            safe *= 1.0 - signal.score
+        action = strongest([signal.action for signal in signals])
+        reasons = tuple(_bounded(signal.reason) for signal in signals)
+    return Verdict(action, reasons, round(min(max(1.0 - safe, 0.0), 1.0), 3))
 
 
 def _delivered_at(scans: Sequence[Scan], history: ShipmentHistory) -> Optional[datetime]:
-    times = [scan.occurred_at for scan in scans if scan.scan_type == "delivered"]
+    if len(scans) == 1:  # the most frequent window, without the loop
+        only = scans[0]
+        times = [only.occurred_at] if only.scan_type == "delivered" else []
+    else:
+        times = [scan.occurred_at for scan in scans if scan.scan_type == "delivered"]
     if history.delivered_at is not None:
         times.append(history.delivered_at)
     return min(times, default=None)
@@ -195,10 +204,10 @@ def _delivery_signals(delivered_at: datetime, due: datetime) -> list[_Signal]:
     return [_Signal("ok", f"delivered {late_hours:.1f} h after the SLA due time", 0.1)]
 
 
-def _projected_breach(scans: Sequence[Scan], latest: Scan) -> Optional[tuple[str, timedelta]]:
-    """How far past the SLA due time the latest ETA or the latest scan is, if at all."""
+def _projected_breach(eta: Optional[datetime], latest: Scan) -> Optional[tuple[str, timedelta]]:
+    """How far past the SLA due time the latest ETA (`eta`, of `_latest_eta`) or the latest
+    scan is, if at all."""
     due = latest.sla_due_at
-    eta = _latest_eta(scans)
     candidates: list[tuple[str, timedelta]] = [("last scan", latest.occurred_at - due)]
     if eta is not None:
         candidates.append(("ETA", eta - due))
@@ -206,11 +215,11 @@ def _projected_breach(scans: Sequence[Scan], latest: Scan) -> Optional[tuple[str
     return (what, overdue) if overdue > timedelta(0) else None
 
 
-def _sla_signals(scans: Sequence[Scan], latest: Scan, params: RuleParams) -> list[_Signal]:
-    breach = _projected_breach(scans, latest)
+def _sla_signals(eta: Optional[datetime], latest: Scan, params: RuleParams) -> list[_Signal]:
+    """The SLA signals of a window whose latest ETA is `eta` (`_latest_eta`)."""
+    breach = _projected_breach(eta, latest)
     if breach is not None:
         return _breach_signals(latest, breach[0], breach[1], params)
-    eta = _latest_eta(scans)
     if eta is not None and latest.sla_due_at - eta <= params.sla_warning:
         margin = _hours(latest.sla_due_at - eta)
         return [_Signal("notify_customer", f"ETA only {margin:.1f} h before the SLA due", 0.3)]
@@ -244,7 +253,10 @@ def _breach_signals(
 def _delay_signals(
     scans: Sequence[Scan], history: ShipmentHistory, params: RuleParams
 ) -> list[_Signal]:
-    in_window = sum(1 for scan in scans if scan.is_delay)
+    if len(scans) == 1:
+        in_window = 1 if scans[0].scan_type == "delay" else 0
+    else:
+        in_window = sum(1 for scan in scans if scan.is_delay)
     total = history.delays_before + in_window
     if in_window == 0 or total < params.repeated_delay_count:
         return []
@@ -258,7 +270,7 @@ def _reroute_signals(scans: Sequence[Scan], params: RuleParams) -> list[_Signal]
     jammed = [
         scan
         for scan in scans
-        if scan.is_delayed and scan.hub_congestion >= params.reroute_congestion
+        if scan.hub_congestion >= params.reroute_congestion and scan.is_delayed
     ]
     if not jammed:
         return []
@@ -271,7 +283,11 @@ def _exception_signals(scans: Sequence[Scan]) -> list[_Signal]:
     """An exception scan or a note notifies the customer. The reason is in our words: the
     note's keyword category, never the note's text (it is written outside the system and stays
     in the decision's `notes`)."""
-    flagged = [scan for scan in scans if scan.scan_type == "exception" or scan.note]
+    if len(scans) == 1:
+        only = scans[0]
+        flagged = [only] if only.scan_type == "exception" or only.note else []
+    else:
+        flagged = [scan for scan in scans if scan.scan_type == "exception" or scan.note]
     if not flagged:
         return []
     first = flagged[0]
@@ -282,6 +298,8 @@ def _exception_signals(scans: Sequence[Scan]) -> list[_Signal]:
 
 
 def _latest_eta(scans: Sequence[Scan]) -> Optional[datetime]:
+    if len(scans) == 1:
+        return scans[0].eta
     with_eta = [scan for scan in scans if scan.eta is not None]
     if not with_eta:
         return None

@@ -3,13 +3,27 @@
 import base64
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
 
+import orjson
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from pydantic import model_validator
 
+import schemas.shipments as shipment_schemas
 from operators.runtime.records import RawRecord, Valid
-from operators.runtime.validate import Limits, json_depth, parse_record, within_depth
+from operators.runtime.validate import (
+    Limits,
+    fast_path,
+    json_depth,
+    parse_record,
+    within_depth,
+)
+from operators.shipments.surge import shipment_surge
 from schemas import DeadLetter, ShipmentEvent, TicketMessage
+from schemas.common import TimeBounds
 from tests.flows.flow_runs import embedded_settings
 from tests.support.bad_records import SHIPMENT, SHIPMENT_BAD, TICKET, TICKET_BAD
 
@@ -236,3 +250,90 @@ def test_a_validator_raising_another_error_is_a_validation_error_not_a_crash() -
     result = parse_record(raw, Strict, key_field="shipment_id", flow="shipments", step="validate")
     assert isinstance(result, DeadLetter) and result.error_type == "validation_error"
     assert "OverflowError: date value out of range" in result.error and result.key == "SHP-1"
+
+
+JSONISH = st.one_of(
+    st.binary(max_size=40),
+    st.text(max_size=30).map(lambda t: json.dumps({"a": t}, ensure_ascii=False).encode()),
+    st.lists(
+        st.sampled_from(
+            [b"{", b"}", b"[", b"]", b'"', b":", b",", b" ", b"\t", b"\n", b"1", b"a", b"NaN",
+             b"\xef\xbb\xbf", b"\xed\xa0\x80", b"\xc3\xa9", b"\xff", b"\\ud800", b"\\u00e9",
+             b"\x00"]
+        ),
+        max_size=12,
+    ).map(b"".join),
+)  # fmt: skip
+
+
+@settings(max_examples=2000, deadline=None)
+@given(JSONISH)
+@example(b"\xef\xbb\xbf{}")
+@example(b'{"a":"\xed\xa0\x80"}')
+@example(b" \n")
+def test_json_read_from_bytes_is_what_the_text_gives(value: bytes) -> None:
+    """`parse_record` reads JSON straight from the bytes and falls back to decoding them first
+    only when that fails: whatever the bytes give, they were valid UTF-8, not blank, and read
+    the same as their text (the checks it skips would all have passed)."""
+    try:
+        from_bytes = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return
+    text = value.decode("utf-8")
+    assert text.strip()
+    assert orjson.loads(text) == from_bytes
+
+
+def _same_outcome(a: object, b: object) -> None:
+    assert type(a) is type(b)
+    if isinstance(a, Valid) and isinstance(b, Valid):
+        assert a.source == b.source
+        assert a.model.__dict__ == b.model.__dict__
+        assert a.model.model_fields_set == b.model.model_fields_set
+        assert a.model.model_dump_json() == b.model.model_dump_json()
+    else:
+        assert isinstance(a, DeadLetter) and isinstance(b, DeadLetter)
+        assert a.model_dump(exclude={"failed_at"}) == b.model_dump(exclude={"failed_at"})
+
+
+SURGE = [(r.key, r.value) for r in shipment_surge(steady_events=300, burst_factor=3)]
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+def test_the_scans_fast_path_changes_no_outcome_of_the_surge(keyed: bool) -> None:
+    """Every record of a surge (malformed ones included) gives the same `Valid` or dead letter
+    with `ShipmentEvent.from_common_shape` as with `model_validate` alone."""
+    now = datetime(2025, 11, 28, 12, tzinfo=UTC)
+    limits = Limits()
+
+    def run(pair: tuple[str | None, bytes]) -> object:
+        key, value = pair
+        raw = RawRecord(value, key if keyed else None, "shipments.events", 0, 1)
+        return parse_record(
+            raw, ShipmentEvent, key_field="shipment_id", flow="shipments", step="validate",
+            limits=limits, now=now,
+        )  # fmt: skip
+
+    taken = []
+    real = shipment_schemas.event_from_common_shape
+
+    def counted(obj: dict[str, Any], bounds: TimeBounds) -> ShipmentEvent | None:
+        made = real(obj, bounds)
+        taken.append(made is not None)
+        return made
+
+    with mock.patch.object(shipment_schemas, "event_from_common_shape", counted):
+        fast = [run(pair) for pair in SURGE]
+    with mock.patch.object(shipment_schemas, "event_from_common_shape", lambda obj, b: None):
+        slow = [run(pair) for pair in SURGE]
+    valid = sum(isinstance(r, Valid) for r in fast)
+    assert valid > len(SURGE) // 2
+    assert sum(taken) == valid  # every valid scan of the surge took the fast path
+    for a, b in zip(fast, slow, strict=True):
+        _same_outcome(a, b)
+
+
+def test_a_model_s_fast_path_is_looked_up_once() -> None:
+    assert fast_path(TicketMessage) is None
+    assert fast_path(ShipmentEvent) == ShipmentEvent.from_common_shape
+    assert fast_path(ShipmentEvent) is fast_path(ShipmentEvent)
