@@ -11,11 +11,12 @@ these steps (ingest, validate, publish, dead letters) is `operators.runtime.skel
 from __future__ import annotations
 
 from functools import partial
-from typing import Optional
+from typing import Optional, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
+from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
 from flows.registry import TICKETS, TicketReference
@@ -30,7 +31,8 @@ from operators.runtime.guard import guarded_flat_map_batch
 from operators.runtime.records import OutRecord, RawRecord, Valid
 from operators.runtime.shutdown import StopSignal
 from operators.runtime.skeleton import FlowSteps, Frame
-from operators.tickets.domain import session_of, source_of
+from operators.runtime.wire import Wire
+from operators.tickets.domain import ParsedTicket, session_of, source_of
 from operators.tickets.enrich import enrich_with_channel
 from operators.tickets.parse import parse_tickets
 from operators.tickets.respond import format_responses
@@ -58,7 +60,12 @@ def respond(
     parsed = guarded_flat_map_batch(
         "parse", enriched.enriched, parse, flow=FLOW, key=session_of, source=source_of
     )
-    by_session = op.key_on("key_by_session", parsed.results, session_of)
+    # Each message crosses to its session's worker as a `Wire` (pickled once, only if it changes
+    # process); the session step's guard takes the message out (`operators.runtime.guard`).
+    by_session = cast(
+        KeyedStream[ParsedTicket],
+        op.map("key_by_session", parsed.results, lambda t: (session_of(t), Wire(t))),
+    )
     sessions = session_history(
         "session_history", by_session, params=SessionParams.from_settings(s.tickets)
     )
