@@ -11,12 +11,11 @@ these steps (ingest, validate, publish, dead letters) is `operators.runtime.skel
 from __future__ import annotations
 
 from functools import partial
-from typing import Optional, cast
+from typing import Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
-from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
 from flows.registry import TICKETS, TicketReference
@@ -27,12 +26,12 @@ from operators.llm.service import build_service
 from operators.runtime import skeleton
 from operators.runtime.agents import agent_step
 from operators.runtime.async_step import StepParams
+from operators.runtime.exchange import route_by_key
 from operators.runtime.guard import guarded_flat_map_batch
 from operators.runtime.records import OutRecord, RawRecord, Valid
 from operators.runtime.shutdown import StopSignal
 from operators.runtime.skeleton import FlowSteps, Frame
-from operators.runtime.wire import Wire
-from operators.tickets.domain import ParsedTicket, session_of, source_of
+from operators.tickets.domain import session_of, source_of
 from operators.tickets.enrich import enrich_with_channel
 from operators.tickets.parse import parse_tickets
 from operators.tickets.respond import format_responses
@@ -60,12 +59,8 @@ def respond(
     parsed = guarded_flat_map_batch(
         "parse", enriched.enriched, parse, flow=FLOW, key=session_of, source=source_of
     )
-    # Each message crosses to its session's worker as a `Wire` (pickled once, only if it changes
-    # process); the session step's guard takes the message out (`operators.runtime.guard`).
-    by_session = cast(
-        KeyedStream[ParsedTicket],
-        op.map("key_by_session", parsed.results, lambda t: (session_of(t), Wire(t))),
-    )
+    # Messages cross to their session's worker a batch at a time, not one by one.
+    by_session = route_by_key("key_by_session", parsed.results, session_of)
     sessions = session_history(
         "session_history", by_session, params=SessionParams.from_settings(s.tickets)
     )

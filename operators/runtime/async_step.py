@@ -6,8 +6,9 @@ worker submits an item and held per worker thread outside any state, so nothing 
 reaches a snapshot. The runner is closed when its worker thread ends or the process exits.
 The lane state machine is `operators.runtime.inflight.Lane`; `LaneLogic` is its thin Bytewax
 adapter. Items keep to the worker they are on: each worker's lanes are lane keys that Bytewax
-routes to that worker (`operators.runtime.placement`); a `WorkerProbe` source tells each worker
-thread its index and the worker count as the dataflow starts.
+routes to that worker (`operators.runtime.placement`); a `WorkerProbe` source
+(`operators.runtime.exchange`) tells each worker thread its index and the worker count as the
+dataflow starts.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from typing import Any, Optional, TypeVar, Union
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
-from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.operators import StatefulBatchLogic
 
 from operators.config.llm import LLMSettings
+from operators.runtime.exchange import probe_workers
 from operators.runtime.inflight import AsyncFailure, Lane, PendingBound, lane_for
 from operators.runtime.metrics import PENDING
-from operators.runtime.placement import LaneTable, note_worker, this_worker
+from operators.runtime.placement import LaneTable, this_worker
 from operators.runtime.runner import RUNNER_MARGIN_SECONDS, AsyncRunner, item_bound_seconds
 from operators.runtime.shutdown import StopSignal
 from operators.runtime.wire import Wire, unwire
@@ -122,20 +123,6 @@ def worker_bound(limit: int) -> PendingBound:
     if limit not in bounds:
         bounds[limit] = PendingBound(limit)
     return bounds[limit]
-
-
-class _NoItems(StatelessSourcePartition[Any]):
-    def next_batch(self) -> list[Any]:
-        raise StopIteration()
-
-
-class WorkerProbe(DynamicSource[Any]):
-    """A source of no items whose `build`, which Bytewax calls on every worker's thread as the
-    dataflow starts, notes that worker's index and the worker count (`placement.note_worker`)."""
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _NoItems:
-        note_worker(worker_index, worker_count)
-        return _NoItems()
 
 
 async def _apply(fn: Callable[[X], Awaitable[Y]], item: X) -> Y:
@@ -305,6 +292,6 @@ def map_async(
         lane = table.lane
         return [(lane(key(item)), Wire(item)) for item in batch]
 
-    op.input(f"{step_id.replace('.', '_')}_workers", up.flow(), WorkerProbe())
+    probe_workers(step_id, up)
     lanes: op.KeyedStream[Union[Wire[X], X]] = op.flat_map_batch("lane", up, to_lanes)
     return op.key_rm("unlane", op.stateful_batch("calls", lanes, build))

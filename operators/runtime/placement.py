@@ -13,6 +13,11 @@ item crosses to another process to be pickled twice and unpickled. Lane keys sta
 "0", "1", … that `inflight.lane_for` gives; with one worker the table is "0" … "lanes - 1" and a
 key gets the lane `lane_for` gives it.
 
+A keyed step's items that arrive on another worker than the one owning their key cross one at
+a time, each pickled on its own (twice, by Bytewax 0.21) and unpickled. `by_owner` groups a
+batch by owning worker, so that they can cross as one message per owner and batch
+(`operators.runtime.exchange.route_by_key`), each class they refer to pickled once per message.
+
 Plain Python: `note_worker` is told the calling worker thread's index and the worker count (by a
 source built on each worker at start-up, `operators.runtime.async_step`), `this_worker` reads it.
 """
@@ -21,10 +26,13 @@ from __future__ import annotations
 
 import threading
 import zlib
+from collections.abc import Callable, Iterable
 from functools import lru_cache
-from typing import Optional
+from typing import Optional, TypeVar
 
 from siphash24 import siphash13
+
+X = TypeVar("X")
 
 _U64 = (1 << 64) - 1
 
@@ -67,6 +75,31 @@ class LaneTable:
 
     def lane(self, key: str) -> str:
         return self.names[zlib.crc32(key.encode("utf-8")) % self.size]
+
+
+def carrier(worker: int, workers: int) -> str:
+    """The lane key "0", "1", … that carries items to `worker` (of `workers`): its first lane."""
+    return local_lanes(worker, workers, 1)[0]
+
+
+def by_owner(
+    items: Iterable[X], key: Callable[[X], str], workers: int
+) -> list[tuple[str, list[tuple[str, X]]]]:
+    """`(key(item), item)` pairs grouped by the worker Bytewax routes `key(item)` to (of
+    `workers`): one `(carrier(worker, workers), pairs)` per worker that owns a key, the pairs in
+    the items' order."""
+    if workers == 1:
+        pairs = [(key(item), item) for item in items]
+        return [(carrier(0, 1), pairs)] if pairs else []
+    groups: dict[int, list[tuple[str, X]]] = {}
+    for item in items:
+        k = key(item)
+        owner = worker_of(k, workers)
+        group = groups.get(owner)
+        if group is None:
+            group = groups[owner] = []
+        group.append((k, item))
+    return [(carrier(owner, workers), pairs) for owner, pairs in groups.items()]
 
 
 def note_worker(index: int, count: int) -> None:

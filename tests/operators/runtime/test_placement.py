@@ -12,9 +12,17 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, cluster_main
 
 from operators.config.settings import Settings
-from operators.runtime.async_step import StepParams, WorkerProbe, map_async
+from operators.runtime.async_step import StepParams, map_async
+from operators.runtime.exchange import WorkerProbe, route_by_key
 from operators.runtime.inflight import lane_for
-from operators.runtime.placement import LaneTable, local_lanes, this_worker, worker_of
+from operators.runtime.placement import (
+    LaneTable,
+    by_owner,
+    carrier,
+    local_lanes,
+    this_worker,
+    worker_of,
+)
 
 KEYS = [f"SHP-{i:06d}" for i in range(200)] + ["", "0", "ü-ß-日本", "a" * 300]
 
@@ -93,3 +101,40 @@ def test_an_async_step_runs_each_item_on_the_worker_that_keyed_it() -> None:
     assert moved == [], f"{len(moved)} of 400 items changed worker"
     for key in {k for k, _ in items}:
         assert [o for o in out if items[o][0] == key] == [i for k, i in items if k == key]
+
+
+def test_by_owner_groups_a_batch_by_the_worker_that_owns_each_key_in_order() -> None:
+    items = [(KEYS[i % 50], i) for i in range(300)]
+    groups = by_owner(items, lambda item: item[0], 3)
+    assert len(groups) == 3
+    for lane, pairs in groups:
+        owner = worker_of(lane, 3)
+        assert lane == carrier(owner, 3)
+        assert {worker_of(k, 3) for k, _ in pairs} == {owner}
+        assert [i for _, (_, i) in pairs] == sorted(i for _, (_, i) in pairs)
+    assert sorted(item for _, pairs in groups for _, item in pairs) == sorted(items)
+    assert by_owner(items, lambda item: item[0], 1) == [("0", [(k, (k, i)) for k, i in items])]
+    assert by_owner([], lambda item: item, 2) == []
+
+
+@pytest.mark.dataflow
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_route_by_key_brings_every_item_to_the_worker_of_its_key(workers: int) -> None:
+    """Each `(key, item)` leaves `route_by_key` on the worker that owns `key`, once, in per-key
+    order, so the keyed step after it moves nothing."""
+    items = [(KEYS[i % 60], i) for i in range(600)]
+    flow = Dataflow("route_by_key_test")
+    up = op.input("in", flow, TestingSource(items, batch_size=25))
+    routed = route_by_key("route", up, lambda item: item[0])
+    out: list[tuple[str, tuple[str, int], Optional[tuple[int, int]]]] = []
+    where = op.map("where", routed, lambda kv: (kv[0], kv[1], this_worker()))
+    op.output("out", where, TestingSink(out))
+    cluster_main(flow, [], 0, worker_count_per_proc=workers)
+
+    assert sorted(item for _, item, _ in out) == sorted(items)
+    assert all(key == item[0] for key, item, _ in out)
+    assert [(key, w) for key, _, w in out] == [
+        (key, (worker_of(key, workers), workers)) for key, _, _ in out
+    ]
+    for key in {k for k, _ in items}:
+        assert [i for k, (_, i), _ in out if k == key] == [i for k, i in items if k == key]
