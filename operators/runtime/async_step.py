@@ -292,6 +292,6 @@ def map_async(
         lane = table.lane
         return [(lane(key(item)), Wire(item)) for item in batch]
 
-    probe_workers(step_id, up)
+    probe_workers(up)
     lanes: op.KeyedStream[Union[Wire[X], X]] = op.flat_map_batch("lane", up, to_lanes)
     return op.key_rm("unlane", op.stateful_batch("calls", lanes, build))
