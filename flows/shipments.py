@@ -26,10 +26,10 @@ from operators.runtime import skeleton
 from operators.runtime.agents import agent_step
 from operators.runtime.async_step import StepParams
 from operators.runtime.clock import StreamClock
+from operators.runtime.exchange import route_by_key
 from operators.runtime.records import OutRecord, RawRecord, Valid
 from operators.runtime.shutdown import StopSignal
 from operators.runtime.skeleton import FlowSteps, Frame
-from operators.runtime.wire import Wire
 from operators.shipments.agent import ShipmentAgent
 from operators.shipments.decision_state import WindowParams
 from operators.shipments.enrich import enrich_with_carrier_and_hub
@@ -51,9 +51,8 @@ def decide(
     enriched = enrich_with_carrier_and_hub(
         "enrich_with_carrier_and_hub", events, reference=frame.reference
     )
-    by_shipment = op.map(  # each scan crosses to its shipment's worker as a `Wire`
-        "key_by_shipment", enriched.enriched, lambda e: (e.event.shipment_id, Wire(e))
-    )
+    # Scans cross to their shipment's worker a batch at a time, not one by one.
+    by_shipment = route_by_key("key_by_shipment", enriched.enriched, lambda e: e.event.shipment_id)
     windows = decision_window(
         "decision_window", by_shipment, params=WindowParams.from_settings(s.shipments),
         topic=frame.topics.input, clock=StreamClock(), stop=stop,

@@ -26,6 +26,7 @@ from operators.llm.service import build_service
 from operators.runtime import skeleton
 from operators.runtime.agents import agent_step
 from operators.runtime.async_step import StepParams
+from operators.runtime.exchange import route_by_key
 from operators.runtime.guard import guarded_flat_map_batch
 from operators.runtime.records import OutRecord, RawRecord, Valid
 from operators.runtime.shutdown import StopSignal
@@ -58,7 +59,8 @@ def respond(
     parsed = guarded_flat_map_batch(
         "parse", enriched.enriched, parse, flow=FLOW, key=session_of, source=source_of
     )
-    by_session = op.key_on("key_by_session", parsed.results, session_of)
+    # Messages cross to their session's worker a batch at a time, not one by one.
+    by_session = route_by_key("key_by_session", parsed.results, session_of)
     sessions = session_history(
         "session_history", by_session, params=SessionParams.from_settings(s.tickets)
     )

@@ -5,7 +5,10 @@ Each Bytewax worker gets one `AsyncRunner` (an event loop in a daemon thread) an
 worker submits an item and held per worker thread outside any state, so nothing unpicklable
 reaches a snapshot. The runner is closed when its worker thread ends or the process exits.
 The lane state machine is `operators.runtime.inflight.Lane`; `LaneLogic` is its thin Bytewax
-adapter.
+adapter. Items keep to the worker they are on: each worker's lanes are lane keys that Bytewax
+routes to that worker (`operators.runtime.placement`); a `WorkerProbe` source
+(`operators.runtime.exchange`) tells each worker thread its index and the worker count as the
+dataflow starts.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
 from operators.config.llm import LLMSettings
+from operators.runtime.exchange import probe_workers
 from operators.runtime.inflight import AsyncFailure, Lane, PendingBound, lane_for
 from operators.runtime.metrics import PENDING
+from operators.runtime.placement import LaneTable, this_worker
 from operators.runtime.runner import RUNNER_MARGIN_SECONDS, AsyncRunner, item_bound_seconds
 from operators.runtime.shutdown import StopSignal
 from operators.runtime.wire import Wire, unwire
@@ -222,8 +227,14 @@ def map_async(
     dataflow. `fn` should turn its expected failures into data itself; `AsyncFailure` is the
     safety net, and flows dead-letter it.
 
-    Keeps: per lane (`key(item)` hashed with CRC-32 mod `params.lanes`, so lanes spread
-    over the workers) the items not yet emitted. Its snapshot is those items and their sequence
+    Keeps: per lane the items not yet emitted. An item's lane is one of the lanes Bytewax
+    routes to the worker the item is on (`placement.LaneTable`: about `params.lanes` / workers
+    lanes per worker, picked by CRC-32 of `key(item)`), so items never change worker or process
+    here; per-key order holds for the items of a key that come from one worker (a step keyed by
+    the same key sends all of them from one). With one worker a key's lane is `lane_for(key,
+    params.lanes)`. After a resume with another worker count, an item kept in a snapshot is
+    submitted again in the lane it was kept in, which may not be the lane its key's new items
+    go to: those may leave before it. Its snapshot is those items and their sequence
     numbers (`{"version": 1, "pending": [...]}`), never futures; on resume they are submitted
     again (the LLM layer's cache makes already-answered calls free). A lane with nothing pending
     is discarded; on EOF a lane waits for its items (at most the item bound) and is discarded.
@@ -267,9 +278,20 @@ def map_async(
             logic.restore(resume, step=calls)
         return logic
 
-    # Each item crosses to its lane's worker as a `Wire`: pickled once, and only if it changes
-    # process.
-    lanes: op.KeyedStream[Union[Wire[X], X]] = op.map(
-        "lane", up, lambda item: (lane_for(key(item), params.lanes), Wire(item))
-    )
+    tables: dict[tuple[int, int], LaneTable] = {}
+
+    def to_lanes(batch: list[X]) -> list[tuple[str, Wire[X]]]:
+        """Each item with a lane that Bytewax routes to this worker; an item still wrapped in a
+        `Wire`, pickled once if it ever had to cross (no worker noted: `lane_for`)."""
+        worker = this_worker()
+        if worker is None:
+            return [(lane_for(key(item), params.lanes), Wire(item)) for item in batch]
+        table = tables.get(worker)
+        if table is None:
+            table = tables[worker] = LaneTable(*worker, params.lanes)
+        lane = table.lane
+        return [(lane(key(item)), Wire(item)) for item in batch]
+
+    probe_workers(up)
+    lanes: op.KeyedStream[Union[Wire[X], X]] = op.flat_map_batch("lane", up, to_lanes)
     return op.key_rm("unlane", op.stateful_batch("calls", lanes, build))

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from operators.errors import StopsTheFlow
 from operators.runtime.metrics import LiveKeys
+from operators.runtime.wire import Wire, unwire
 from schemas.dead_letter import DeadLetter, FlowName, SourceRef
 
 logger = logging.getLogger(__name__)
@@ -303,7 +304,7 @@ def guarded_flat_map_batch(
 _NO_SNAPSHOT = object()
 
 
-class GuardedLogic(StatefulLogic[X, Union[Y, StepFailure[X]], Optional[S]]):
+class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Optional[S]]):
     """A `StatefulLogic` that turns its inner logic's exceptions into `StepFailure`s.
 
     - `on_item` raising (or the `notify_at` asked right after it): the record is the failure;
@@ -344,7 +345,10 @@ class GuardedLogic(StatefulLogic[X, Union[Y, StepFailure[X]], Optional[S]]):
 
     # --- callbacks ---------------------------------------------------------------------------
 
-    def on_item(self, value: X) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
+    def on_item(self, value: Union[Wire[X], X]) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
+        return self._on_item(unwire(value))
+
+    def _on_item(self, value: X) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
         if self._broken is not None:  # report the broken state, then start the key afresh
             broken, self._broken = self._broken, None
             self._inner, self._holds_state = self._build(None), False
@@ -353,7 +357,7 @@ class GuardedLogic(StatefulLogic[X, Union[Y, StepFailure[X]], Optional[S]]):
                 assert again is not None
                 failed = replace(again, item=value, state=None)
                 return [broken, failed], self._discard()
-            out, discard = self.on_item(value)
+            out, discard = self._on_item(value)
             return [broken, *out], discard
         self._last_source = _safely(lambda: self._source(value), self._last_source)
         before = self._snapshot_or_missing() if self._rollback else _NO_SNAPSHOT
@@ -469,7 +473,7 @@ class GuardedLogic(StatefulLogic[X, Union[Y, StepFailure[X]], Optional[S]]):
 
 def guarded_stateful(
     step_id: str,
-    up: KeyedStream[X],
+    up: KeyedStream[Union[Wire[X], X]],
     build: Callable[[Optional[S]], StatefulLogic[X, Y, S]],
     *,
     flow: FlowName,
@@ -479,10 +483,11 @@ def guarded_stateful(
 ) -> tuple[KeyedStream[Y], Stream[DeadLetter]]:
     """`op.stateful(step_id, up, build)` with every key's logic wrapped in `GuardedLogic`.
 
-    Consumes: `(key, X)`. Emits: the logic's `(key, Y)` outputs, and a `processing_error`
-    `DeadLetter` (key = the stream key) for every record the logic raised on (the key's state
-    rolled back to before it) and for every key whose timer, end of input, `notify_at` or
-    snapshot raised (its state in the dead letter, the key dropped).
+    Consumes: `(key, X)`, or `(key, Wire(X))` (`operators.runtime.wire`: the logic gets `X`).
+    Emits: the logic's `(key, Y)` outputs, and a `processing_error` `DeadLetter` (key = the
+    stream key) for every record the logic raised on (the key's state rolled back to before it)
+    and for every key whose timer, end of input, `notify_at` or snapshot raised (its state in
+    the dead letter, the key dropped).
 
     The stateful step keeps `step_id` and the inner logic's snapshots, so recovery stores written
     by the unguarded step resume; the extra steps are named `<step_id>_split` and

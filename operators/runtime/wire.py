@@ -12,6 +12,9 @@ time it is asked for and reused the second time; an item that stays in its proce
 pickled. The receiving step takes the item back with `unwire`. A `Wire` never reaches a snapshot:
 the steps unwrap before they keep anything.
 An item that crossed arrives as itself, one that stayed as its `Wire`.
+`operators.runtime.exchange.route_by_key` sends a batch's group of items bound for one worker as
+one `Wire`; the agent lanes wrap each item (they are on the item's own worker, so it does not
+cross unless no worker was noted).
 """
 
 from __future__ import annotations
