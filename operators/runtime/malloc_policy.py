@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import platform
 import threading
+import time
 from collections.abc import Callable
 from typing import Optional
 
@@ -52,6 +53,8 @@ class Trimmer:
         """Trims made so far."""
         self.released = 0
         """Trims that gave memory back (`malloc_trim` returned 1)."""
+        self.seconds = 0.0
+        """Time spent in `trim`, all trims together."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="surgeflow-malloc-trim", daemon=True)
 
@@ -73,7 +76,9 @@ class Trimmer:
             self.run_once()
 
     def run_once(self) -> None:
+        started = time.perf_counter()
         self.released += 1 if self.trim() else 0
+        self.seconds += time.perf_counter() - started
         self.trims += 1
 
 
