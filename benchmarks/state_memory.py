@@ -1,7 +1,7 @@
 """State and memory over a long stream, memory per live key, and the cost of a kill -9.
 
 Run: `python -m benchmarks.state_memory [--quick] [--skip-recovery] [--keys N]
-[--live WARMUP SMALL LARGE] [--doc PATH]`.
+[--live WARMUP SMALL LARGE] [--rate N] [--no-compare] [--doc PATH]`.
 
 Memory per live key: the shipments flow (rules path, in process, one worker, null sink) reads the
 first two scans of `--keys` shipments (100k; wall-clock stamps and the default 60-minute windows,
@@ -14,16 +14,17 @@ outside Python's heap (Bytewax's Rust side, the allocator).
 
 Memory over a long stream: the same flow reads a live stream of generated scans
 (`operators.shipments.surge` lifecycles, each scan stamped with the wall clock when it is made, as
-in production) with 1-minute windows, no lateness and a 1-minute stuck timer, so a shipment's state
-can be dropped about a minute after its last scan. It reports peak RSS and live state keys after a
-warm-up of 1M events (past the first window close) and then after 1M and after 5M more events
-of the same run (`--live` sets the three counts): the target is peak RSS growing by less than
-10% between the two. A second live run at the same time has the allocator policy off
-(`SURGEFLOW_MALLOC_TRIM_SECONDS=0`, `operators/runtime/malloc_policy.py`; `--no-compare` drops
-it). For contrast it also replays the bundled surge as fast
-as possible: 24 simulated hours in a few seconds of wall time, so no window's wall-time deadline
-passes and every shipment holds state until the input ends (the catch-up cost after an outage;
-see docs/OPERATIONS.md).
+in production; at most `--rate` events/s, 10,000 by default, so the state of a window cycle is set
+by the input, not by the speed of the machine) with 1-minute windows, no lateness and a 1-minute
+stuck timer, so a shipment's state can be dropped about a minute after its last scan. It reports
+peak RSS and live state keys after a warm-up of 1M events (past the first window close) and then
+after 1M and after 5M more events of the same run (`--live` sets the three counts): the target is
+peak RSS growing by less than 10% between the two. A second live run at the same time has the
+allocator policy off (`SURGEFLOW_MALLOC_TRIM_SECONDS=0`, `operators/runtime/malloc_policy.py`;
+`--no-compare` drops it). For contrast it also replays the bundled surge as fast as possible: 24
+simulated hours in a few seconds of wall time, so no window's wall-time deadline passes and every
+shipment holds state until the input ends (the catch-up cost after an outage; see
+docs/OPERATIONS.md).
 
 Recovery: `benchmarks.recovery_time` kills the flow reading Kafka with kill -9 and measures the
 time from the restart to caught-up and the events replayed, at `-s 1` and `-s 5`.
@@ -83,6 +84,8 @@ LIVE_SETTINGS = {
     "stuck_after_hours": 1 / 60,
 }
 SIZES = {"full": (1_000_000, 5_000_000), "quick": (20_000, 60_000)}
+RATE = {"full": 10_000, "quick": 0}
+"""Events/s of the live stream at most (`--rate`); 0: as fast as the flow takes them."""
 WARMUP = {"full": 1_000_000, "quick": 20_000}
 """Live events read before the first figure: with 1-minute windows all closing at the minute
 boundary, the live keys saw-tooth; at about 15k events/s this is past the first close."""
@@ -114,6 +117,24 @@ def live_scans(total: int, *, seed: int = 7) -> Iterator[RawRecord]:
         if gap is None:
             active[slot] = flow.new_entity()
         yield RawRecord(orjson.dumps(payload), payload["shipment_id"], TOPIC, offset=offset)
+
+
+PACE_EVERY = 100
+"""Records between two checks of the pace (`paced`)."""
+
+
+def paced(records: Iterator[RawRecord], rate: int) -> Iterator[RawRecord]:
+    """`records` at no more than `rate` a second (all of them at once when `rate` is 0)."""
+    if rate <= 0:
+        yield from records
+        return
+    started = time.perf_counter()
+    for count, record in enumerate(records, start=1):
+        yield record
+        if count % PACE_EVERY == 0:
+            ahead = count / rate - (time.perf_counter() - started)
+            if ahead > 0:
+                time.sleep(ahead)
 
 
 def key_scans(
@@ -201,13 +222,14 @@ def embedded_settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **services, **overrides)
 
 
-def child(kind: str, events: int, marks: set[int]) -> None:
-    """Run the shipments flow on `events` records of `kind` (live or replay), printing figures."""
+def child(kind: str, events: int, marks: set[int], rate: int = 0) -> None:
+    """Run the shipments flow on `events` records of `kind` (live or replay), printing figures;
+    the live stream at no more than `rate` events/s (0: as fast as the flow takes them)."""
     from flows.shipments import build_flow
 
     if kind == "live":
         settings = embedded_settings(**LIVE_SETTINGS)
-        records = probed(live_scans(events), marks)
+        records = probed(paced(live_scans(events), rate), marks)
     else:
         settings = embedded_settings()
         steady = events // 11
@@ -291,13 +313,20 @@ def measure(
 
 
 def measure_together(
-    kind: str, events: int, marks: list[int], envs: list[dict[str, str]], *, traced: bool = False
+    kind: str,
+    events: int,
+    marks: list[int],
+    envs: list[dict[str, str]],
+    *,
+    traced: bool = False,
+    rate: int = 0,
 ) -> list[list[dict[str, Any]]]:
     """Figures of child runs started at the same time, one per environment in `envs` (added to
     this one's), so they share the machine's load."""
     command = [sys.executable, "-m", "benchmarks.state_memory", "--child", kind]
     command += ["--events", str(events), "--marks", ",".join(map(str, marks))]
     command += ["--traced"] if traced else []
+    command += ["--rate", str(rate)] if rate else []
     with contextlib.ExitStack() as stack:
         runs = []
         for env in envs:
@@ -365,12 +394,14 @@ def memory_section(
     keys: Optional[int] = None,
     live: Optional[tuple[int, int, int]] = None,
     compare: bool = True,
+    rate: Optional[int] = None,
 ) -> tuple[str, dict[str, Any]]:
     """Run the key-memory, live and replay measurements; their markdown and figures. `keys`
-    and `live` (warm-up, small, large) replace the mode's sizes; `compare`: a second live run
-    with the allocator policy off, at the same time as the first."""
+    and `live` (warm-up, small, large) replace the mode's sizes and `rate` its live pace;
+    `compare`: a second live run with the allocator policy off, at the same time as the first."""
     warmup, (small, large) = (live[0], live[1:]) if live else (WARMUP[mode], SIZES[mode])
     replay_events = REPLAY_EVENTS[mode]
+    pace = RATE[mode] if rate is None else rate
     trim = embedded_settings().process.malloc_trim_seconds
     envs: list[dict[str, str]] = [{}]
     if compare and trim > 0:
@@ -379,7 +410,7 @@ def memory_section(
         key_lines, key_figures = key_memory(keys or KEYS[mode], TRACED_KEYS[mode])
         bar.advance()
         marks = [warmup, warmup + small, warmup + large]
-        lives = measure_together("live", warmup + large, marks, envs)
+        lives = measure_together("live", warmup + large, marks, envs, rate=pace)
         bar.advance()
         replay = measure("replay", replay_events, [replay_events // 4, replay_events])
         bar.advance()
@@ -398,11 +429,11 @@ def memory_section(
         labelled += [(name, f"{n:,} after the warm-up", at[n]) for n in (small, large)]
     labelled += [("replay", f"{r['events']:,}", r) for r in replay if "events" in r]
     for name, events, row in labelled:
-        rate = row["events"] / row["seconds"] if row["seconds"] else 0
+        speed = row["events"] / row["seconds"] if row["seconds"] else 0
         rows.append(
             f"| {name} | {events} | {row['peak_rss_mb']} | {row['rss_mb']} | "
             f"{row['cycle_rss_mb']} | {row['live_keys']:,} | {row['max_live_keys']:,} | "
-            f"{rate:,.0f} |"
+            f"{speed:,.0f} |"
         )
     growth = growths[0]
     verdict = "met" if growth < 0.10 else "NOT met"
@@ -420,7 +451,17 @@ def memory_section(
             "; *live, trim off*: the same stream with `SURGEFLOW_MALLOC_TRIM_SECONDS=0`, run at "
             "the same time (both share the machine, so each is slower than alone)"
         )
-    text = "\n".join([*key_lines, "", MEMORY_SETUP, "", f"Allocator policy: {policy}.", "", *rows])
+    paced_at = (
+        f"Pace: the live stream is read at {pace:,} events/s at most, so the live keys of a "
+        "window cycle are set by the input, not by the speed of the machine (a live row whose "
+        "events/s is under the pace ran on a machine that could not keep it)"
+        if pace
+        else "Pace: none, the live stream is read as fast as the flow takes it (the live keys of "
+        "a window cycle follow the speed of the machine)"
+    )
+    text = "\n".join(
+        [*key_lines, "", MEMORY_SETUP, "", f"{paced_at}. Allocator policy: {policy}.", "", *rows]
+    )
     text += (
         f"\n\nPeak RSS growth from {small:,} to {large:,} live events after the warm-up: "
         f"{growth:+.1%} (target under 10%: {verdict})"
@@ -445,7 +486,7 @@ def _growth(small: dict[str, Any], large: dict[str, Any], figure: str) -> float:
 MEMORY_SETUP = (
     f"Memory: the shipments flow in process (1 worker, rules path, null sink). *Live*: scans of "
     f"{LIVE_POOL:,} concurrent shipments (lifecycles of `operators/shipments/surge.py`), each "
-    "stamped with the wall clock when it is made, as fast as the flow takes them, with "
+    "stamped with the wall clock when it is made, with "
     "`SURGEFLOW_WINDOW_MINUTES=1`, `SURGEFLOW_ALLOWED_LATENESS_MINUTES=0` and a 1-minute stuck "
     "timer, so a shipment's state goes about a minute after its last scan; figures are taken "
     "during one run, after a warm-up. Every 1-minute window closes at the same minute boundary, "
@@ -477,6 +518,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     )  # fmt: skip
     parser.add_argument("--child", choices=("live", "replay", "keys"), help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rate", type=int,
+        help=f"events/s of the live stream at most (default {RATE['full']:,}; 0: unpaced)",
+    )  # fmt: skip
     parser.add_argument("--events", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--marks", default="", help=argparse.SUPPRESS)
     progress.add_flag(parser)
@@ -486,11 +531,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         keys_child(args.events, args.traced)
         return 0
     if args.child:
-        child(args.child, args.events, {int(m) for m in args.marks.split(",") if m})
+        marks = {int(m) for m in args.marks.split(",") if m}
+        child(args.child, args.events, marks, args.rate or 0)
         return 0
     mode = "quick" if args.quick else "full"
     memory, figures = memory_section(
-        mode, keys=args.keys, live=args.live, compare=not args.no_compare
+        mode, keys=args.keys, live=args.live, compare=not args.no_compare, rate=args.rate
     )
     print(memory)
     body = memory
