@@ -1,7 +1,7 @@
 """State and memory over a long stream, memory per live key, and the cost of a kill -9.
 
 Run: `python -m benchmarks.state_memory [--quick] [--skip-recovery] [--keys N]
-[--live WARMUP SMALL LARGE] [--doc PATH]`.
+[--live WARMUP SMALL LARGE] [--rate N] [--no-compare] [--doc PATH]`.
 
 Memory per live key: the shipments flow (rules path, in process, one worker, null sink) reads the
 first two scans of `--keys` shipments (100k; wall-clock stamps and the default 60-minute windows,
@@ -14,14 +14,17 @@ outside Python's heap (Bytewax's Rust side, the allocator).
 
 Memory over a long stream: the same flow reads a live stream of generated scans
 (`operators.shipments.surge` lifecycles, each scan stamped with the wall clock when it is made, as
-in production) with 1-minute windows, no lateness and a 1-minute stuck timer, so a shipment's state
-can be dropped about a minute after its last scan. It reports peak RSS and live state keys after a
-warm-up of 1.5M events (two minutes: the window cycle reaches its full size) and then after 1M and
-after 5M more events of the same run (`--live` sets the three counts): the target is peak RSS
-growing by less than 10% between the two. For contrast it also replays the bundled surge as fast
-as possible: 24 simulated hours in a few seconds of wall time, so no window's wall-time deadline
-passes and every shipment holds state until the input ends (the catch-up cost after an outage;
-see docs/OPERATIONS.md).
+in production; at most `--rate` events/s, 10,000 by default, so the state of a window cycle is set
+by the input, not by the speed of the machine) with 1-minute windows, no lateness and a 1-minute
+stuck timer, so a shipment's state can be dropped about a minute after its last scan. It reports
+peak RSS and live state keys after a warm-up of 1M events (past the first window close) and then
+after 1M and after 5M more events of the same run (`--live` sets the three counts): the target is
+peak RSS growing by less than 10% between the two. A second live run at the same time has the
+allocator policy off (`SURGEFLOW_MALLOC_TRIM_SECONDS=0`, `operators/runtime/malloc_policy.py`;
+`--no-compare` drops it). For contrast it also replays the bundled surge as fast as possible: 24
+simulated hours in a few seconds of wall time, so no window's wall-time deadline passes and every
+shipment holds state until the input ends (the catch-up cost after an outage; see
+docs/OPERATIONS.md).
 
 Recovery: `benchmarks.recovery_time` kills the flow reading Kafka with kill -9 and measures the
 time from the restart to caught-up and the events replayed, at `-s 1` and `-s 5`.
@@ -36,12 +39,16 @@ off; piped, there are none).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
@@ -53,7 +60,7 @@ from bytewax.testing import run_main
 from benchmarks.report import DEFAULT_PATH, command_line, write_section
 from operators.config.settings import Settings
 from operators.connectors.sources import GeneratorSource
-from operators.runtime import progress
+from operators.runtime import malloc_policy, progress
 from operators.runtime.metrics import live_state_keys
 from operators.runtime.records import OutRecord, RawRecord
 from operators.shipments.surge import ShipmentFlow, shipment_surge
@@ -77,9 +84,11 @@ LIVE_SETTINGS = {
     "stuck_after_hours": 1 / 60,
 }
 SIZES = {"full": (1_000_000, 5_000_000), "quick": (20_000, 60_000)}
-WARMUP = {"full": 1_500_000, "quick": 20_000}
+RATE = {"full": 10_000, "quick": 0}
+"""Events/s of the live stream at most (`--rate`); 0: as fast as the flow takes them."""
+WARMUP = {"full": 1_000_000, "quick": 20_000}
 """Live events read before the first figure: with 1-minute windows all closing at the minute
-boundary, the live keys saw-tooth; at about 11k events/s this is two full minutes."""
+boundary, the live keys saw-tooth; at about 15k events/s this is past the first close."""
 REPLAY_EVENTS = {"full": 220_000, "quick": 11_000}
 
 
@@ -110,6 +119,24 @@ def live_scans(total: int, *, seed: int = 7) -> Iterator[RawRecord]:
         yield RawRecord(orjson.dumps(payload), payload["shipment_id"], TOPIC, offset=offset)
 
 
+PACE_EVERY = 100
+"""Records between two checks of the pace (`paced`)."""
+
+
+def paced(records: Iterator[RawRecord], rate: int) -> Iterator[RawRecord]:
+    """`records` at no more than `rate` a second (all of them at once when `rate` is 0)."""
+    if rate <= 0:
+        yield from records
+        return
+    started = time.perf_counter()
+    for count, record in enumerate(records, start=1):
+        yield record
+        if count % PACE_EVERY == 0:
+            ahead = count / rate - (time.perf_counter() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+
+
 def key_scans(
     keys: int, at_shipments: Callable[[int, int], None], *, scans_per_key: int = 2, seed: int = 11
 ) -> Iterator[RawRecord]:
@@ -138,33 +165,53 @@ KEYS_EVERY = 5_000
 """Records between two readings of the live keys for their maximum (`probed`)."""
 
 
+CYCLE_SECONDS = 60.0
+"""One cycle of the live stream: its 1-minute windows close once a minute."""
+
+
 def probed(records: Iterator[RawRecord], marks: set[int]) -> Iterator[RawRecord]:
     """`records`, printing one JSON line of figures after each count in `marks`; the figures
-    carry the most live keys read so far (read every `KEYS_EVERY` records)."""
+    carry the most live keys read so far and, over the last window cycle (`CYCLE_SECONDS`), the
+    most RSS and live keys (RSS and live keys are read every `KEYS_EVERY` records, between input
+    batches: a burst of window closes is seen by what it leaves held, not by its inner peak)."""
     started = time.perf_counter()
     most = 0
+    cycle: deque[tuple[float, int, int]] = deque()
     for count, record in enumerate(records, start=1):
         yield record
         if count % KEYS_EVERY == 0:
-            most = max(most, live_state_keys("shipments", "decision_window"))
+            now, keys = time.perf_counter(), live_state_keys("shipments", "decision_window")
+            most = max(most, keys)
+            cycle.append((now, _rss_bytes(), keys))
+            while cycle[0][0] < now - CYCLE_SECONDS:
+                cycle.popleft()
         if count in marks:
             figures = _figures(count, time.perf_counter() - started)
             figures["max_live_keys"] = max(most, figures["live_keys"])
+            held = [rss for _, rss, _ in cycle] or [figures["rss_bytes"]]
+            figures["cycle_rss_mb"] = round(max(held) / 2**20, 1)
+            figures["cycle_keys"] = max([keys for _, _, keys in cycle] or [figures["live_keys"]])
             print(json.dumps(figures), flush=True)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
 
 
 def _figures(events: int, seconds: float) -> dict[str, Any]:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with open("/proc/self/statm") as statm:
-        rss_pages = int(statm.read().split()[1])
+    rss = _rss_bytes()
     return {
         "events": events,
         "seconds": round(seconds, 1),
         "peak_rss_mb": round(peak_kb / 1024, 1),
-        "rss_mb": round(rss_pages * resource.getpagesize() / 2**20, 1),
-        "rss_bytes": rss_pages * resource.getpagesize(),
+        "rss_mb": round(rss / 2**20, 1),
+        "rss_bytes": rss,
         "live_keys": live_state_keys("shipments", "decision_window"),
         "written": NullSink.written,
+        "trims": trimmer.trims if (trimmer := malloc_policy.current()) else 0,
+        "trim_seconds": round(trimmer.seconds, 3) if trimmer else 0.0,
     }
 
 
@@ -175,13 +222,14 @@ def embedded_settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **services, **overrides)
 
 
-def child(kind: str, events: int, marks: set[int]) -> None:
-    """Run the shipments flow on `events` records of `kind` (live or replay), printing figures."""
+def child(kind: str, events: int, marks: set[int], rate: int = 0) -> None:
+    """Run the shipments flow on `events` records of `kind` (live or replay), printing figures;
+    the live stream at no more than `rate` events/s (0: as fast as the flow takes them)."""
     from flows.shipments import build_flow
 
     if kind == "live":
         settings = embedded_settings(**LIVE_SETTINGS)
-        records = probed(live_scans(events), marks)
+        records = probed(paced(live_scans(events), rate), marks)
     else:
         settings = embedded_settings()
         steady = events // 11
@@ -260,13 +308,40 @@ def measure(
     kind: str, events: int, marks: list[int], *, traced: bool = False
 ) -> list[dict[str, Any]]:
     """Figures of one child run (one line per mark, then the end)."""
+    (figures,) = measure_together(kind, events, marks, [{}], traced=traced)
+    return figures
+
+
+def measure_together(
+    kind: str,
+    events: int,
+    marks: list[int],
+    envs: list[dict[str, str]],
+    *,
+    traced: bool = False,
+    rate: int = 0,
+) -> list[list[dict[str, Any]]]:
+    """Figures of child runs started at the same time, one per environment in `envs` (added to
+    this one's), so they share the machine's load."""
     command = [sys.executable, "-m", "benchmarks.state_memory", "--child", kind]
     command += ["--events", str(events), "--marks", ",".join(map(str, marks))]
     command += ["--traced"] if traced else []
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    command += ["--rate", str(rate)] if rate else []
+    with contextlib.ExitStack() as stack:
+        runs = []
+        for env in envs:
+            out, err = (stack.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2))
+            child_env = {**os.environ, **env}
+            runs.append((subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err, text=True,
+                                          env=child_env), out, err))  # fmt: skip
+        results = []
+        for process, out, err in runs:
+            if process.wait() != 0:
+                err.seek(0)
+                sys.exit(f"{' '.join(command)} failed:\n{err.read()[-3000:]}")
+            out.seek(0)
+            results.append([json.loads(line) for line in out if line.startswith("{")])
+        return results
 
 
 def key_memory(keys: int, traced_keys: int) -> tuple[list[str], dict[str, Any]]:
@@ -314,52 +389,104 @@ def key_memory(keys: int, traced_keys: int) -> tuple[list[str], dict[str, Any]]:
 
 
 def memory_section(
-    mode: str, *, keys: Optional[int] = None, live: Optional[tuple[int, int, int]] = None
+    mode: str,
+    *,
+    keys: Optional[int] = None,
+    live: Optional[tuple[int, int, int]] = None,
+    compare: bool = True,
+    rate: Optional[int] = None,
 ) -> tuple[str, dict[str, Any]]:
     """Run the key-memory, live and replay measurements; their markdown and figures. `keys`
-    and `live` (warm-up, small, large) replace the mode's sizes."""
+    and `live` (warm-up, small, large) replace the mode's sizes and `rate` its live pace;
+    `compare`: a second live run with the allocator policy off, at the same time as the first."""
     warmup, (small, large) = (live[0], live[1:]) if live else (WARMUP[mode], SIZES[mode])
     replay_events = REPLAY_EVENTS[mode]
+    pace = RATE[mode] if rate is None else rate
+    trim = embedded_settings().process.malloc_trim_seconds
+    envs: list[dict[str, str]] = [{}]
+    if compare and trim > 0:
+        envs.append({"SURGEFLOW_MALLOC_TRIM_SECONDS": "0"})
     with progress.progress("memory", total=3, unit="runs") as bar:
         key_lines, key_figures = key_memory(keys or KEYS[mode], TRACED_KEYS[mode])
         bar.advance()
-        live_rows = measure("live", warmup + large, [warmup, warmup + small, warmup + large])
+        marks = [warmup, warmup + small, warmup + large]
+        lives = measure_together("live", warmup + large, marks, envs, rate=pace)
         bar.advance()
         replay = measure("replay", replay_events, [replay_events // 4, replay_events])
         bar.advance()
-    at = {row["events"] - warmup: row for row in live_rows if "events" in row}
-    growth = (at[large]["peak_rss_mb"] - at[small]["peak_rss_mb"]) / at[small]["peak_rss_mb"]
+    names = ["live" if trim > 0 else "live, trim off", "live, trim off"]
+    ats = [{row["events"] - warmup: row for row in rows if "events" in row} for rows in lives]
+    growths = [_growth(at[small], at[large], "peak_rss_mb") for at in ats]
+    held = [_growth(at[small], at[large], "cycle_rss_mb") for at in ats]
     rows = [
-        "| stream | events | peak RSS MB | RSS MB | live state keys | most live keys so far "
-        "| events/s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| stream | events | peak RSS MB | RSS MB | most RSS in the last minute MB "
+        "| live state keys | most live keys so far | events/s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    labelled = [("live", f"warm-up: {warmup:,}", at[0])]
-    labelled += [("live", f"{n:,} after the warm-up", at[n]) for n in (small, large)]
+    labelled = []
+    for name, at in zip(names, ats, strict=False):
+        labelled += [(name, f"warm-up: {warmup:,}", at[0])]
+        labelled += [(name, f"{n:,} after the warm-up", at[n]) for n in (small, large)]
     labelled += [("replay", f"{r['events']:,}", r) for r in replay if "events" in r]
     for name, events, row in labelled:
-        rate = row["events"] / row["seconds"] if row["seconds"] else 0
+        speed = row["events"] / row["seconds"] if row["seconds"] else 0
         rows.append(
             f"| {name} | {events} | {row['peak_rss_mb']} | {row['rss_mb']} | "
-            f"{row['live_keys']:,} | {row['max_live_keys']:,} | {rate:,.0f} |"
+            f"{row['cycle_rss_mb']} | {row['live_keys']:,} | {row['max_live_keys']:,} | "
+            f"{speed:,.0f} |"
         )
+    growth = growths[0]
     verdict = "met" if growth < 0.10 else "NOT met"
-    peak = at[large]
+    peak = ats[0][large]
     per_peak_key = peak["peak_rss_mb"] * 2**20 / max(peak["max_live_keys"], 1)
-    text = "\n".join([*key_lines, "", MEMORY_SETUP, "", *rows]) + (
-        f"\n\nPeak RSS growth from {small:,} to {large:,} live events after the warm-up: "
-        f"{growth:+.1%} (target under 10%: {verdict}). The live stream's peak RSS over the most "
-        f"live keys it held: {per_peak_key:,.0f} B per key, all of the process included (its "
-        "shipments carry their whole scan history, and memory freed after a burst stays with "
-        "the process).\n"
+    policy = (
+        f"*live*: `SURGEFLOW_MALLOC_TRIM_SECONDS={trim:g}` (the C heap's free pages go back to "
+        f"the system every {trim:g} s; in this run, {peak['trims']:,} trims took "
+        f"{peak['trim_seconds']:.2f} s in all)"
+        if trim > 0
+        else "*live, trim off*: `SURGEFLOW_MALLOC_TRIM_SECONDS=0`"
     )
-    return text, {"growth": growth, "live": live_rows, "replay": replay, "keys": key_figures}
+    if len(ats) > 1:
+        policy += (
+            "; *live, trim off*: the same stream with `SURGEFLOW_MALLOC_TRIM_SECONDS=0`, run at "
+            "the same time (both share the machine, so each is slower than alone)"
+        )
+    paced_at = (
+        f"Pace: the live stream is read at {pace:,} events/s at most, so the live keys of a "
+        "window cycle are set by the input, not by the speed of the machine (a live row whose "
+        "events/s is under the pace ran on a machine that could not keep it)"
+        if pace
+        else "Pace: none, the live stream is read as fast as the flow takes it (the live keys of "
+        "a window cycle follow the speed of the machine)"
+    )
+    text = "\n".join(
+        [*key_lines, "", MEMORY_SETUP, "", f"{paced_at}. Allocator policy: {policy}.", "", *rows]
+    )
+    text += (
+        f"\n\nPeak RSS growth from {small:,} to {large:,} live events after the warm-up: "
+        f"{growth:+.1%} (target under 10%: {verdict})"
+        + (f"; with the trim off: {growths[1]:+.1%}" if len(ats) > 1 else "")
+        + f". The most RSS read in the last minute before each figure (one window cycle, read "
+        f"every {KEYS_EVERY:,} events between input batches: what the process holds, outside "
+        f"the bursts' inner peaks) grew {held[0]:+.1%}"
+        + (f" (trim off: {held[1]:+.1%})" if len(ats) > 1 else "")
+        + f". The live stream's peak RSS over the most live keys it held: {per_peak_key:,.0f} B "
+        "per key, all of the process included (its shipments carry their whole scan history, "
+        "and the peak is reached inside a burst of window closes).\n"
+    )
+    figures = {"growth": growth, "growths": growths, "held": held, "live": lives}
+    figures["replay"] = replay
+    return text, figures | {"keys": key_figures}
+
+
+def _growth(small: dict[str, Any], large: dict[str, Any], figure: str) -> float:
+    return float(large[figure] - small[figure]) / float(small[figure])
 
 
 MEMORY_SETUP = (
     f"Memory: the shipments flow in process (1 worker, rules path, null sink). *Live*: scans of "
     f"{LIVE_POOL:,} concurrent shipments (lifecycles of `operators/shipments/surge.py`), each "
-    "stamped with the wall clock when it is made, as fast as the flow takes them, with "
+    "stamped with the wall clock when it is made, with "
     "`SURGEFLOW_WINDOW_MINUTES=1`, `SURGEFLOW_ALLOWED_LATENESS_MINUTES=0` and a 1-minute stuck "
     "timer, so a shipment's state goes about a minute after its last scan; figures are taken "
     "during one run, after a warm-up. Every 1-minute window closes at the same minute boundary, "
@@ -382,11 +509,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         help="events of the live run: the warm-up, then the two figures compared after it",
     )  # fmt: skip
     parser.add_argument(
+        "--no-compare", action="store_true",
+        help="no second live run with the allocator policy off (SURGEFLOW_MALLOC_TRIM_SECONDS=0)",
+    )  # fmt: skip
+    parser.add_argument(
         "--doc", type=Path,
         help=f"the file to write the section to (default {DEFAULT_PATH}; --quick writes none)",
     )  # fmt: skip
     parser.add_argument("--child", choices=("live", "replay", "keys"), help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rate", type=int,
+        help=f"events/s of the live stream at most (default {RATE['full']:,}; 0: unpaced)",
+    )  # fmt: skip
     parser.add_argument("--events", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--marks", default="", help=argparse.SUPPRESS)
     progress.add_flag(parser)
@@ -396,10 +531,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         keys_child(args.events, args.traced)
         return 0
     if args.child:
-        child(args.child, args.events, {int(m) for m in args.marks.split(",") if m})
+        marks = {int(m) for m in args.marks.split(",") if m}
+        child(args.child, args.events, marks, args.rate or 0)
         return 0
     mode = "quick" if args.quick else "full"
-    memory, figures = memory_section(mode, keys=args.keys, live=args.live)
+    memory, figures = memory_section(
+        mode, keys=args.keys, live=args.live, compare=not args.no_compare, rate=args.rate
+    )
     print(memory)
     body = memory
     if not args.skip_recovery:

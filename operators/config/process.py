@@ -76,3 +76,10 @@ class ProcessSettings(SettingsGroup):
         description="freeze what start-up allocated and collect the young generation less often "
         "(`operators.runtime.gc_policy`); false keeps Python's default collector settings",
     )
+    malloc_trim_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="seconds between two returns of the C heap's free pages to the system "
+        "(glibc `malloc_trim`, `operators.runtime.malloc_policy`); 0 turns it off",
+    )

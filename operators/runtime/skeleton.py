@@ -29,7 +29,7 @@ from bytewax.outputs import Sink
 from pydantic import BaseModel
 
 from operators.config.settings import Settings
-from operators.runtime import gc_policy, io
+from operators.runtime import gc_policy, io, malloc_policy
 from operators.runtime.flow_spec import AnySpec, FlowSpec, FlowTopics
 from operators.runtime.records import OutRecord, RawRecord, Valid
 from operators.runtime.shutdown import StopSignal, until_stopped
@@ -134,4 +134,5 @@ def build(
         flow_name=spec.name, keep_raw=s.io.dead_letter_raw or spec.dead_letter_raw,
     )  # fmt: skip
     gc_policy.apply(s.process.gc_tuning)
+    malloc_policy.apply(s.process.malloc_trim_seconds)
     return flow

@@ -1,5 +1,6 @@
 """`python -m benchmarks.state_memory --quick --skip-recovery` still runs: it reports the RSS
-per live shipment key and where the Python bytes go, the live and replay streams, and writes
+per live shipment key and where the Python bytes go, the live stream with the allocator policy
+on and off side by side, the replay stream, and writes
 only the file it is given."""
 
 from __future__ import annotations
@@ -30,5 +31,7 @@ def test_the_quick_state_memory_benchmark_reports_bytes_per_live_key(tmp_path: P
     where = re.findall(r"^\| (.+?) \| ([\d,]+) \| \d+% \|$", done.stdout, re.MULTILINE)
     assert "shipment window state (`operators/shipments`)" in {name for name, _ in where}
     assert "| live | 60,000 after the warm-up |" in done.stdout
+    assert "| live, trim off | 60,000 after the warm-up |" in done.stdout  # side by side
+    assert "`SURGEFLOW_MALLOC_TRIM_SECONDS=10`" in done.stdout
     assert "<!-- begin state-memory -->" in doc.read_text()
     assert (ROOT / "docs" / "BENCHMARKS.md").read_text() == before
