@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from operators.runtime.records import CONTENT_TYPE, to_out_record
+from operators.runtime.records import CONTENT_TYPE, _json_bytes, to_out_record
 from operators.shipments.agent import rules_enrichment
 from schemas.common import SCHEMA_VERSION
 from schemas.dead_letter import DeadLetter, SourceRef
@@ -42,3 +42,11 @@ def test_headers_name_the_content_type_schema_version_and_model() -> None:
         "schema-version": str(SCHEMA_VERSION).encode(),
         "schema": b"ShipmentDecision",
     }
+
+
+def test_a_model_s_own_json_is_looked_up_once_per_class() -> None:
+    assert _json_bytes(DeadLetter) is None
+    assert _json_bytes(ShipmentDecision) is ShipmentDecision.json_bytes
+    assert _json_bytes(ShipmentDecision) is _json_bytes(ShipmentDecision)
+    d = decision()
+    assert to_out_record("t", None, d).value == ShipmentDecision.json_bytes(d)
