@@ -18,6 +18,10 @@ next batch;
   in its snapshot, to submit again.
 - Bytewax writes the snapshots of that last epoch and its frontier (an input that ended is
   progress), the workers finish and `python -m bytewax.run` exits 0; one INFO line says so.
+  A partition reads, and so ends, only once the recovery writer has finished every earlier
+  epoch, so the frontier written last is the final epoch + 1: the next run starts after it and
+  writes no output of the stopped run again. Other inputs (the `WorkerProbe`s, which end at
+  once and feed nothing) do not move it.
 
 The stop is bounded: a watchdog ends the process with exit code 1 (and an ERROR line) when the
 dataflow has not finished `grace_seconds + HARD_STOP_MARGIN_SECONDS` after the signal (another
