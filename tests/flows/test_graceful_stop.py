@@ -132,9 +132,9 @@ def written_again(
     id_field: str,
     copies: Mapping[str, int] | None = None,
 ) -> list[str]:
-    """Ids of `output_topic` records in `before_stop` (what the stopped run wrote) that were
-    written again among the rest of `records` (everything read to the end) more often than
-    their input was sent: `copies[id]` times, 1 for an id `copies` does not name."""
+    """Ids of `output_topic` records in `before_stop` (what the stopped run wrote) that the rest
+    of `records` (everything read to the end) holds again, when the id was written more often in
+    all than its input was sent: `copies[id]` times, 1 for an id `copies` does not name."""
     outputs = [r for r in records if r.topic == output_topic]
     first = {(r.partition, r.offset) for r in before_stop if r.topic == output_topic}
     before = Counter(r.json()[id_field] for r in outputs if (r.partition, r.offset) in first)
