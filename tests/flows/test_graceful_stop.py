@@ -50,6 +50,7 @@ from tests.flows.recovery_runs import (
     TopicFollower,
     flow_env,
     init_recovery,
+    kill_all,
     start_flow,
     wait_all,
     wait_until,
@@ -177,22 +178,26 @@ def stop_and_resume(
         producer = LiveProducer(settings, source, keyed(generated), rate=25)
         follower = TopicFollower(settings, [output, dlq])
         producer.start()
-        (run,) = start_flow(flow, env, tmp / "logs", recovery=store)
-        busy = wait_until(lambda: answers.answered_since(0, grace=0) >= 8, timeout=60)
-        assert busy, f"the LLM steps never got busy:\n{run.log_tail()}"
-        wait_until(lambda: any(r.status == 0 for r in server.requests), timeout=10, poll=0.01)
-        in_flight = sum(1 for r in server.requests if r.status == 0)
-        assert producer.is_alive(), "the producer had finished before the signal"
-        signalled = time.monotonic()
-        run.proc.send_signal(signum)
-        code = run.wait(STOP_BOUND_SECONDS + 10)
-        seconds = time.monotonic() - signalled
-        exited = time.time()
-        before_stop = list(follower.read_to_end())
-        placed = producer.finish()
-        first = {unit for r in server.requests if r.at < exited for unit in units(r)}
-        to_end = {**env, "SURGEFLOW_KAFKA_TAIL": "false"}
-        wait_all(start_flow(flow, to_end, tmp / "logs", recovery=store), timeout=120)
+        (run,) = started = start_flow(flow, env, tmp / "logs", recovery=store)
+        try:  # a failed check leaves no flow running (the first one tails the topic)
+            busy = wait_until(lambda: answers.answered_since(0, grace=0) >= 8, timeout=60)
+            assert busy, f"the LLM steps never got busy:\n{run.log_tail()}"
+            wait_until(lambda: any(r.status == 0 for r in server.requests), timeout=10, poll=0.01)
+            in_flight = sum(1 for r in server.requests if r.status == 0)
+            assert producer.is_alive(), "the producer had finished before the signal"
+            signalled = time.monotonic()
+            run.proc.send_signal(signum)
+            code = run.wait(STOP_BOUND_SECONDS + 10)
+            seconds = time.monotonic() - signalled
+            exited = time.time()
+            before_stop = list(follower.read_to_end())
+            placed = producer.finish()
+            first = {unit for r in server.requests if r.at < exited for unit in units(r)}
+            to_end = {**env, "SURGEFLOW_KAFKA_TAIL": "false"}
+            started = start_flow(flow, to_end, tmp / "logs", recovery=store)
+            wait_all(started, timeout=120)
+        finally:
+            kill_all([run, *started])
         again = [u[:160] for r in server.requests if r.at > exited for u in units(r) if u in first]
         records = follower.read_to_end()
         follower.close()
