@@ -17,8 +17,10 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Optional, TypeVar, Union
 
 import bytewax.operators as op
@@ -95,13 +97,16 @@ class StepParams:
     max_pending: int
     poll_seconds: float
     item_bound_seconds: float
+    rules_only: bool = False
+    """No call can be made (no LLM endpoint): `ready` answers every item on the worker thread,
+    so a step with `ready` answers its items a batch at a time, without lanes (`map_async`)."""
 
     @classmethod
     def from_settings(cls, llm: LLMSettings) -> StepParams:
         """The bounds of an agent step calling the LLM layer configured by `llm`."""
         return cls(
             lanes=llm.lanes, max_pending=llm.max_pending, poll_seconds=llm.poll_seconds,
-            item_bound_seconds=item_bound_seconds(llm),
+            item_bound_seconds=item_bound_seconds(llm), rules_only=not llm.enabled,
         )  # fmt: skip
 
 
@@ -293,5 +298,53 @@ def map_async(
         return [(lane(key(item)), Wire(item)) for item in batch]
 
     probe_workers(up)
-    lanes: op.KeyedStream[Union[Wire[X], X]] = op.flat_map_batch("lane", up, to_lanes)
-    return op.key_rm("unlane", op.stateful_batch("calls", lanes, build))
+    if ready is None or not params.rules_only:
+        lanes: op.KeyedStream[Union[Wire[X], X]] = op.flat_map_batch("lane", up, to_lanes)
+        return _values("unlane", op.stateful_batch("calls", lanes, build))
+    wait_seconds = bound_seconds + RUNNER_MARGIN_SECONDS
+
+    answer = partial(_answer_at_once, ready, submit, wait_seconds)
+
+    def answer_all(batch: list[X]) -> list[Y | AsyncFailure[X]]:
+        return [answer(item) for item in batch]
+
+    answered = op.flat_map_batch("answer", up, answer_all)
+    # No item enters a lane. The lanes stay, fed nothing, so that the items a snapshot kept (of
+    # a run that could call) are submitted again and emitted.
+    nothing: op.KeyedStream[Union[Wire[X], X]] = op.flat_map_batch("lane", up, _nothing)
+    kept = _values("unlane", op.stateful_batch("calls", nothing, build))
+    return op.merge("merge", answered, kept)
+
+
+def _nothing(batch: list[Any]) -> list[Any]:
+    return []
+
+
+def _values(step_id: str, up: op.KeyedStream[Y]) -> Stream[Y]:
+    """`op.key_rm`, a batch at a time (one Python call per batch, not per item)."""
+    return op.flat_map_batch(step_id, up, lambda batch: [value for _, value in batch])
+
+
+def _answer_at_once(
+    ready: Callable[[X], Optional[Y]],
+    submit: Callable[[X], Future[Y]],
+    wait_seconds: float,
+    item: X,
+) -> Y | AsyncFailure[X]:
+    """The outcome of `item` in a rules-only step (`StepParams.rules_only`): `ready`'s answer,
+    or an `AsyncFailure` of what it raised, as a lane gives them. Should `ready` leave the item
+    to the call after all, the call is made and waited for (at most `wait_seconds`)."""
+    try:
+        answer = ready(item)
+    except Exception as exc:
+        return AsyncFailure.of(item, exc)
+    if answer is not None:
+        return answer
+    future = submit(item)
+    try:
+        return future.result(timeout=wait_seconds)
+    except FutureTimeout:
+        future.cancel()
+        return AsyncFailure.of(item, TimeoutError("item did not finish within its bound"))
+    except Exception as exc:
+        return AsyncFailure.of(item, exc)
