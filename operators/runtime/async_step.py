@@ -8,7 +8,8 @@ The lane state machine is `operators.runtime.inflight.Lane`; `LaneLogic` is its 
 adapter. Items keep to the worker they are on: each worker's lanes are lane keys that Bytewax
 routes to that worker (`operators.runtime.placement`); a `WorkerProbe` source
 (`operators.runtime.exchange`) tells each worker thread its index and the worker count as the
-dataflow starts.
+dataflow starts. A step that can make no call (`StepParams.rules_only`: no LLM endpoint) and has a
+`ready` answers a batch at a time on the worker thread instead, without lanes.
 """
 
 from __future__ import annotations
@@ -251,6 +252,14 @@ def map_async(
     `ready(item)`, when given, answers an item on the worker thread when no call is needed (the
     rules path): a non-None answer skips the event loop, the future and the pending bound (see
     `Lane`) but still leaves in per-key order.
+
+    With `params.rules_only` (no LLM endpoint configured) and a `ready`, every item is answered
+    by `ready` as its batch arrives, one Python call per batch, and leaves in input order: no
+    lane, future, lock or metric per item. Should `ready` leave an item to the call all the
+    same, the call is made and waited for (at most the item bound, then a `TimeoutError`
+    failure). The lanes stay in the dataflow, fed nothing, so the items a snapshot of a run with
+    an endpoint kept are submitted again on resume and leave (possibly after newer items of
+    their key, which no longer wait in a lane).
 
     The worker never waits for one call: items start on the worker's `AsyncRunner` at once and
     finished ones leave on the next batch or poll (`params.poll_seconds`). Only when
