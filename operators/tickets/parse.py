@@ -41,10 +41,10 @@ _SIGNATURE = re.compile(
 )
 _REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg)\s*:\s*)+", re.IGNORECASE)
 _ORDER_ID = re.compile(r"\bORD[-_ ]?(\d{4,12})\b", re.IGNORECASE)
-_ORDER_ID_LOWER = re.compile(r"\bord[-_ ]?(\d{4,12})\b")  # for lower-cased ASCII text
 _ORDER_ID_TAIL = re.compile(r"ord[-_ ]?(\d{4,12})\b")
-"""`_ORDER_ID_LOWER` without its leading `\b`: a pattern that starts with a literal is searched
-for that literal first, far faster than trying `\b` at every position (`_order_ids_lower`)."""
+"""`_ORDER_ID` for lower-cased ASCII text, without its leading `\\b`: a pattern that starts with
+a literal is searched for that literal first, far faster than trying `\\b` at every position
+(`_order_ids_lower` checks the `\\b`)."""
 _ASCII_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _WORD_RUN = re.compile(r"\w+")
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}\b")
@@ -172,10 +172,10 @@ def find_order_ids(text: str, lowered: Optional[str] = None) -> list[str]:
 
 
 def _order_ids_lower(lowered: str) -> list[str]:
-    """`[f"ORD-{m.group(1)}" for m in _ORDER_ID_LOWER.finditer(lowered)]` for lower-cased ASCII
-    text: the matches of `_ORDER_ID_TAIL` that `\b` allows (no word character before them). A
-    match it rejects holds no other `ord` after its start (only `-`, `_`, space and digits), so
-    skipping past it, as `finditer` does, misses no match of `_ORDER_ID_LOWER`."""
+    """`[f"ORD-{m.group(1)}" for m in _ORDER_ID.finditer(lowered)]` for lower-cased ASCII text:
+    the matches of `_ORDER_ID_TAIL` that `\\b` allows (no word character before them). A match it
+    rejects holds no other `ord` after its start (only `-`, `_`, space and digits), so skipping
+    past it, as `finditer` does, misses no match of `_ORDER_ID`."""
     found = []
     for match in _ORDER_ID_TAIL.finditer(lowered):
         start = match.start()
