@@ -42,7 +42,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from benchmarks.report import command_line, write_section
 
@@ -325,19 +325,23 @@ def profile(
     return Profile(shares(text), top_functions(text))
 
 
-PROFILE_ITEMS = {
+PROFILE_ITEMS: dict[str, Union[str, tuple[str, ...]]] = {
     "validate (runtime: bytes → TicketMessage)": "parse_record (operators/runtime/",
     "enrich_with_channel (channel join)": "join_tickets (operators/tickets/",
     "parse (clean text, entities)": "parse_ticket (operators/tickets/",
     "session_history (state, turns)": "SessionLogic.on_item (operators/tickets/",
     "route: lexical router": "route_lexically (operators/tickets/",
     "draft_reply: priority and template": "ReplyAgent.rules (operators/tickets/",
-    "agent steps' lanes (runtime; both steps, the two agents included)": "LaneLogic.on_batch (",
+    "agent steps (runtime; both steps, the two agents included)": (
+        "LaneLogic.on_batch (",
+        "map_async.<locals>.answer_all (",
+    ),
     "format_response": "format_response (operators/tickets/",
     "publish (runtime: model_dump_json, out record)": "publish.<locals>",
     "pydantic (everywhere)": "(pydantic/",
 }
-"""What the profile table reports: a name and the frame text that marks its samples."""
+"""What the profile table reports: a name and the frame text (or texts) that marks its samples:
+the agent steps run in lanes (`LaneLogic`), or a batch at a time when no call can be made."""
 
 
 def shares(raw: str) -> list[tuple[str, float]]:
@@ -348,8 +352,8 @@ def shares(raw: str) -> list[tuple[str, float]]:
     for frames, n in _after_start_up(raw):
         stack = ";".join(frames)
         total += n
-        for item, mark in PROFILE_ITEMS.items():
-            if mark in stack:
+        for item, marks in PROFILE_ITEMS.items():
+            if any(mark in stack for mark in ((marks,) if isinstance(marks, str) else marks)):
                 counts[item] += n
     return [(item, 100.0 * counts[item] / total) for item in PROFILE_ITEMS] if total else []
 

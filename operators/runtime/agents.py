@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Optional, TypeGuard, TypeVar, Union, cast
+from typing import Any, Generic, Optional, TypeVar, Union
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -59,12 +59,15 @@ def agent_step(
         stop=stop, flow=flow,
     )  # fmt: skip
 
-    def succeeded(item: Union[Y, AsyncFailure[X]]) -> TypeGuard[Y]:
-        return not isinstance(item, AsyncFailure)
+    # Split a batch at a time (`op.branch` calls a predicate per item).
+    def results_of(batch: list[Union[Y, AsyncFailure[X]]]) -> list[Y]:
+        return [item for item in batch if not isinstance(item, AsyncFailure)]
 
-    split = op.branch("split", outcomes, succeeded)
-    # A TypeGuard narrows the trues only; the falses are the rest: the failures.
-    failures = cast(Stream[AsyncFailure[X]], split.falses)
+    def failures_of(batch: list[Union[Y, AsyncFailure[X]]]) -> list[AsyncFailure[X]]:
+        return [item for item in batch if isinstance(item, AsyncFailure)]
+
+    results = op.flat_map_batch("results", outcomes, results_of)
+    failures = op.flat_map_batch("failures", outcomes, failures_of)
 
     def to_dead_letter(failure: AsyncFailure[X]) -> DeadLetter:
         return dead_letter_for(
@@ -78,4 +81,4 @@ def agent_step(
         )
 
     dead = op.map("dead_letter", failures, to_dead_letter)
-    return AgentOut(results=split.trues, dead_letters=dead)
+    return AgentOut(results=results, dead_letters=dead)

@@ -8,7 +8,8 @@ The lane state machine is `operators.runtime.inflight.Lane`; `LaneLogic` is its 
 adapter. Items keep to the worker they are on: each worker's lanes are lane keys that Bytewax
 routes to that worker (`operators.runtime.placement`); a `WorkerProbe` source
 (`operators.runtime.exchange`) tells each worker thread its index and the worker count as the
-dataflow starts.
+dataflow starts. A step that can make no call (`StepParams.rules_only`: no LLM endpoint) and has a
+`ready` answers a batch at a time on the worker thread instead, without lanes.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Optional, TypeVar, Union
 
 import bytewax.operators as op
@@ -95,13 +98,16 @@ class StepParams:
     max_pending: int
     poll_seconds: float
     item_bound_seconds: float
+    rules_only: bool = False
+    """No call can be made (no LLM endpoint): `ready` answers every item on the worker thread,
+    so a step with `ready` answers its items a batch at a time, without lanes (`map_async`)."""
 
     @classmethod
     def from_settings(cls, llm: LLMSettings) -> StepParams:
         """The bounds of an agent step calling the LLM layer configured by `llm`."""
         return cls(
             lanes=llm.lanes, max_pending=llm.max_pending, poll_seconds=llm.poll_seconds,
-            item_bound_seconds=item_bound_seconds(llm),
+            item_bound_seconds=item_bound_seconds(llm), rules_only=not llm.enabled,
         )  # fmt: skip
 
 
@@ -247,6 +253,14 @@ def map_async(
     rules path): a non-None answer skips the event loop, the future and the pending bound (see
     `Lane`) but still leaves in per-key order.
 
+    With `params.rules_only` (no LLM endpoint configured) and a `ready`, every item is answered
+    by `ready` as its batch arrives, one Python call per batch, and leaves in input order: no
+    lane, future, lock or metric per item. Should `ready` leave an item to the call all the
+    same, the call is made and waited for (at most the item bound, then a `TimeoutError`
+    failure). The lanes stay in the dataflow, fed nothing, so the items a snapshot of a run with
+    an endpoint kept are submitted again on resume and leave (possibly after newer items of
+    their key, which no longer wait in a lane).
+
     The worker never waits for one call: items start on the worker's `AsyncRunner` at once and
     finished ones leave on the next batch or poll (`params.poll_seconds`). Only when
     `params.max_pending` items of the worker are unfinished does a batch wait for one.
@@ -293,5 +307,53 @@ def map_async(
         return [(lane(key(item)), Wire(item)) for item in batch]
 
     probe_workers(up)
-    lanes: op.KeyedStream[Union[Wire[X], X]] = op.flat_map_batch("lane", up, to_lanes)
-    return op.key_rm("unlane", op.stateful_batch("calls", lanes, build))
+    if ready is None or not params.rules_only:
+        lanes: op.KeyedStream[Union[Wire[X], X]] = op.flat_map_batch("lane", up, to_lanes)
+        return _values("unlane", op.stateful_batch("calls", lanes, build))
+    wait_seconds = bound_seconds + RUNNER_MARGIN_SECONDS
+
+    answer = partial(_answer_at_once, ready, submit, wait_seconds)
+
+    def answer_all(batch: list[X]) -> list[Y | AsyncFailure[X]]:
+        return [answer(item) for item in batch]
+
+    answered = op.flat_map_batch("answer", up, answer_all)
+    # No item enters a lane. The lanes stay, fed nothing, so that the items a snapshot kept (of
+    # a run that could call) are submitted again and emitted.
+    nothing: op.KeyedStream[Union[Wire[X], X]] = op.flat_map_batch("lane", up, _nothing)
+    kept = _values("unlane", op.stateful_batch("calls", nothing, build))
+    return op.merge("merge", answered, kept)
+
+
+def _nothing(batch: list[Any]) -> list[Any]:
+    return []
+
+
+def _values(step_id: str, up: op.KeyedStream[Y]) -> Stream[Y]:
+    """`op.key_rm`, a batch at a time (one Python call per batch, not per item)."""
+    return op.flat_map_batch(step_id, up, lambda batch: [value for _, value in batch])
+
+
+def _answer_at_once(
+    ready: Callable[[X], Optional[Y]],
+    submit: Callable[[X], Future[Y]],
+    wait_seconds: float,
+    item: X,
+) -> Y | AsyncFailure[X]:
+    """The outcome of `item` in a rules-only step (`StepParams.rules_only`): `ready`'s answer,
+    or an `AsyncFailure` of what it raised, as a lane gives them. Should `ready` leave the item
+    to the call after all, the call is made and waited for (at most `wait_seconds`)."""
+    try:
+        answer = ready(item)
+    except Exception as exc:
+        return AsyncFailure.of(item, exc)
+    if answer is not None:
+        return answer
+    future = submit(item)
+    try:
+        return future.result(timeout=wait_seconds)
+    except FutureTimeout:
+        future.cancel()
+        return AsyncFailure.of(item, TimeoutError("item did not finish within its bound"))
+    except Exception as exc:
+        return AsyncFailure.of(item, exc)

@@ -68,3 +68,17 @@ def test_the_tickets_profile_counts_own_samples_after_start_up() -> None:
     ]
     assert [share for _, share in top] == pytest.approx([100 * 6 / 9, 100 * 2 / 9])
     assert dict(shares(raw))["parse (clean text, entities)"] == pytest.approx(100 * 8 / 9)
+
+
+def test_the_tickets_profile_counts_agent_steps_in_lanes_and_a_batch_at_a_time() -> None:
+    from benchmarks.tickets_path import shares
+
+    raw = "\n".join(
+        [
+            "<module> (run.py);LaneLogic.on_batch (operators/runtime/async_step.py) 3",
+            "<module> (run.py);map_async.<locals>.answer_all (operators/runtime/async_step.py) 1",
+            "<module> (run.py) 4",
+        ]
+    )
+    agents = "agent steps (runtime; both steps, the two agents included)"
+    assert dict(shares(raw))[agents] == pytest.approx(100 * 4 / 8)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import bytewax.operators as op
@@ -32,14 +32,17 @@ class Message:
     n: int
 
 
-def run(items: list[Message], agent: Any) -> tuple[list[Any], list[DeadLetter]]:
+def run(
+    items: list[Message], agent: Any, ready: Any = None, *, rules_only: bool = False
+) -> tuple[list[Any], list[DeadLetter]]:
     results: list[Any] = []
     dead: list[DeadLetter] = []
     flow = Dataflow("agent_step_test")
     up = op.input("in", flow, TestingSource(items, batch_size=len(items)))
+    params = replace(StepParams.from_settings(SETTINGS.llm), rules_only=rules_only)
     out = agent_step(
-        "draft_reply", up, agent, params=StepParams.from_settings(SETTINGS.llm), flow="tickets",
-        key=lambda m: m.session, source=lambda _: SOURCE,
+        "draft_reply", up, agent, params=params, flow="tickets", key=lambda m: m.session,
+        source=lambda _: SOURCE, ready=ready,
     )  # fmt: skip
     op.output("results", out.results, TestingSink(results))
     op.output("dead", out.dead_letters, TestingSink(dead))
@@ -72,3 +75,21 @@ def test_items_without_a_key_share_one_order() -> None:
 
     results, dead = run([Message(None, n) for n in range(5)], reply)
     assert results == [0, 1, 2, 3, 4] and dead == []
+
+
+def test_rules_only_results_leave_in_order_and_what_the_rules_raise_is_dead_lettered() -> None:
+    async def never(message: Message) -> str:
+        raise AssertionError("no call in a rules-only step")
+
+    def rules(message: Message) -> str:
+        if message.n == 2:
+            raise RuntimeError("no rule")
+        return f"{message.session}:{message.n}"
+
+    items = [Message("s1", 1), Message("s1", 2), Message("s2", 3), Message("s1", 4)]
+    results, dead = run(items, never, rules, rules_only=True)
+    assert results == ["s1:1", "s2:3", "s1:4"]
+    [letter] = dead
+    assert letter.error_type == "processing_error" and letter.error == "RuntimeError: no rule"
+    assert letter.key == "s1" and letter.source == SOURCE
+    assert json.loads(base64.b64decode(letter.raw_base64)) == {"session": "s1", "n": 2}

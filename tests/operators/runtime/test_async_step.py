@@ -8,6 +8,7 @@ import pickle
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -18,6 +19,9 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from operators.config.settings import Settings
@@ -33,7 +37,9 @@ SETTINGS = Settings(
     llm_poll_seconds=0.005,
     llm_lanes=4,
 )  # item bound: 2 × 1 s + 0.01 s + 1 s
-STEP = StepParams.from_settings(SETTINGS.llm)
+STEP = replace(StepParams.from_settings(SETTINGS.llm), rules_only=False)
+"""A step that can call (the settings name no endpoint, so `from_settings` says rules only)."""
+RULES_ONLY = StepParams.from_settings(SETTINGS.llm)
 
 Item = tuple[str, int]
 
@@ -43,13 +49,18 @@ def key_of(item: Item) -> str:
 
 
 def build(
-    source: Any, fn: Any, out: list[Any], seen: Optional[list[Any]] = None, ready: Any = None
+    source: Any,
+    fn: Any,
+    out: list[Any],
+    seen: Optional[list[Any]] = None,
+    ready: Any = None,
+    params: StepParams = STEP,
 ) -> Dataflow:
     flow = Dataflow("map_async_test")
     up = op.input("in", flow, source)
     if seen is not None:
         up = op.map("seen", up, lambda item: seen.append(item) or item)
-    results = map_async("llm", up, fn, key=key_of, params=STEP, ready=ready, flow="test")
+    results = map_async("llm", up, fn, key=key_of, params=params, ready=ready, flow="test")
     op.output("out", results, TestingSink(out))
     return flow
 
@@ -237,7 +248,12 @@ def test_an_item_that_outruns_its_bound_fails_with_timeout_error() -> None:
     op.output(
         "out",
         map_async(
-            "llm", up, hang, key=key_of, params=StepParams.from_settings(settings.llm), flow="test"
+            "llm",
+            up,
+            hang,
+            key=key_of,
+            flow="test",
+            params=replace(StepParams.from_settings(settings.llm), rules_only=False),
         ),
         TestingSink(out),
     )
@@ -287,3 +303,117 @@ def test_the_runner_is_per_worker_thread() -> None:
         gc.collect()
         time.sleep(0.01)
     assert other[0].closed, "a finished worker thread's runner is closed"
+
+
+# --- rules only (`StepParams.rules_only`): `ready` answers every item, a batch at a time ------
+
+
+def test_from_settings_says_rules_only_exactly_when_no_endpoint_is_configured() -> None:
+    assert StepParams.from_settings(SETTINGS.llm).rules_only
+    with_endpoint = SETTINGS.replaced(openai_base_url="http://127.0.0.1:9/v1")
+    assert not StepParams.from_settings(with_endpoint.llm).rules_only
+
+
+def rules(item: Item) -> Optional[str]:
+    """A rules path: 7 breaks it; the rest are answered."""
+    if item[1] == 7:
+        raise ValueError("no rule for 7")
+    return f"{name(item)}!"
+
+
+async def never(item: Item) -> str:
+    raise AssertionError(f"{item} reached the async function")
+
+
+@examples(max_examples=25, deadline=None)
+@given(
+    items=st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 9)), max_size=30),
+    batch_size=st.integers(1, 8),
+)
+def test_rules_only_gives_what_the_lanes_give_in_input_order(
+    items: list[Item], batch_size: int
+) -> None:
+    """Same outcomes as the lanes, per key in the same order; across keys in input order."""
+    at_once: list[Any] = []
+    run_main(
+        build(TestingSource(items, batch_size), never, at_once, ready=rules, params=RULES_ONLY)
+    )
+    in_lanes: list[Any] = []
+    run_main(build(TestingSource(items, batch_size), never, in_lanes, ready=rules))
+    expected = [
+        AsyncFailure(item, "ValueError", "no rule for 7") if item[1] == 7 else rules(item)
+        for item in items
+    ]
+    assert at_once == expected
+
+    def key_of_outcome(outcome: Any) -> str:
+        return str(outcome.item[0] if isinstance(outcome, AsyncFailure) else outcome[0])
+
+    for key in "abc":
+        assert [o for o in in_lanes if key_of_outcome(o) == key] == [
+            o for o in expected if key_of_outcome(o) == key
+        ]
+
+
+def test_rules_only_makes_the_call_when_ready_leaves_an_item_to_it() -> None:
+    called: list[Item] = []
+
+    async def call(item: Item) -> str:
+        called.append(item)
+        if item[1] == 3:
+            raise RuntimeError("provider exploded")
+        await asyncio.sleep(0.01)
+        return name(item)
+
+    def odd_needs_a_call(item: Item) -> Optional[str]:
+        return None if item[1] % 2 else f"{name(item)}!"
+
+    out: list[Any] = []
+    items = [("a", 0), ("a", 1), ("b", 2), ("b", 3), ("a", 4)]
+    flow = build(TestingSource(items, 5), call, out, ready=odd_needs_a_call, params=RULES_ONLY)
+    run_main(flow)
+    assert out == [
+        "a0!",
+        "a1",
+        "b2!",
+        AsyncFailure(("b", 3), "RuntimeError", "provider exploded"),
+        "a4!",
+    ]
+    assert called == [("a", 1), ("b", 3)]
+
+
+def test_rules_only_bounds_a_call_it_waits_for() -> None:
+    quick = replace(RULES_ONLY, item_bound_seconds=0.05)
+
+    async def hang(item: Item) -> str:
+        await asyncio.sleep(60)
+        return name(item)
+
+    out: list[Any] = []
+    run_main(build(TestingSource([("a", 1)]), hang, out, ready=lambda _: None, params=quick))
+    [failure] = out
+    assert isinstance(failure, AsyncFailure) and failure.error_type == "TimeoutError"
+
+
+def test_a_rules_only_run_emits_the_items_a_snapshot_with_calls_kept(tmp_path: Path) -> None:
+    """Resumed without an endpoint, the items a run that could call kept are not lost."""
+    init_db_dir(tmp_path, 1)
+    recovery = RecoveryConfig(tmp_path)
+
+    async def stuck(item: Item) -> str:
+        while item == ("a", 1):
+            await asyncio.sleep(0.005)
+        return name(item)
+
+    pause = TestingSource.PAUSE(timedelta(milliseconds=100))
+    items: list[Any] = [("a", 1), pause, ("b", 1), pause, ("c", 1), pause]
+    items += [TestingSource.ABORT(), ("d", 1)]
+    out: list[Any] = []
+    run_main(build(TestingSource(items), stuck, out), epoch_interval=timedelta(0),
+             recovery_config=recovery)  # fmt: skip
+    assert "a1" not in out and {"b1", "c1"} <= set(out)
+    first_out = len(out)
+    resumed = build(TestingSource(items), never, out, ready=rules, params=RULES_ONLY)
+    run_main(resumed, epoch_interval=timedelta(0), recovery_config=recovery)
+    assert out[first_out:].count("a1!") == 1, "a1 came back from the lane's snapshot"
+    assert "d1!" in out[first_out:]

@@ -204,6 +204,34 @@ def test_parser_shortcuts_match_the_plain_code(text: str) -> None:
     assert entities.products == reference_products(text, PRODUCTS)
 
 
+ORDER_PIECES = [
+    "ord",
+    "ORD",
+    "Ord",
+    "order",
+    "w",
+    "_",
+    "-",
+    " ",
+    "12",
+    "1234",
+    "123456789",
+    "ſ",
+    "\u212a",
+]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.sampled_from(ORDER_PIECES), max_size=16).map("".join))
+@example("word1234 ord-ord1234 xord12345 ord_1234 ord 12345678901234 ORD1234")
+@example("ord12345ord6789 _ord1234 -ord1234")
+def test_order_ids_of_lower_case_text_match_the_plain_pattern(text: str) -> None:
+    """Texts dense in `ord`, digits and the characters around them, where `\\b` decides."""
+    assert parse.find_order_ids(text) == reference_order_ids(text)
+    lowered = text.lower() if text.isascii() else None
+    assert parse.find_order_ids(text, lowered) == reference_order_ids(text)
+
+
 @settings(max_examples=400, deadline=None)
 @given(texts)
 @example("ORD-1 12.5@x.com 3,5 it's")
