@@ -1,0 +1,56 @@
+"""Surgeflow's runtime with the domain work taken out: the runtime-only contender of
+`benchmarks.peers --runtimes`.
+
+    python -m bytewax.run benchmarks.peers_runtime
+
+The shipments flow's frame without its steps: the flow's Kafka source (`KafkaRecordSource`, every
+partition of the input topic, batches of `SURGEFLOW_IO_BATCH_SIZE`), the counted `ingest` step
+(`operators.runtime.io.input_records`), one batch step that does what every runtime-only contender
+does (`benchmarks.peers_loops.pass_through`: each record parsed as JSON, its flow key read, the
+value produced unchanged under that key), and the flows' delivery-checked Kafka sink
+(`KafkaRecordSink`) writing to the output topic; the process's GC and allocator policies as the
+flows apply them. Topics and Kafka settings come from the environment as for `flows.shipments`
+(`SURGEFLOW_TOPIC_SHIPMENTS_*`, `KAFKA_BOOTSTRAP_SERVERS`); with `SURGEFLOW_KAFKA_TAIL=false` it
+stops at the end of every partition. Nothing is validated and nothing is dead-lettered.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+
+from benchmarks.peers_loops import pass_through
+from flows.registry import SHIPMENTS
+from operators.config.settings import Settings
+from operators.connectors.kafka.sink import KafkaRecordSink
+from operators.connectors.kafka.source import KafkaRecordSource
+from operators.runtime import gc_policy, io, malloc_policy
+from operators.runtime.records import OutRecord, RawRecord
+
+
+def build_flow(settings: Optional[Settings] = None) -> Dataflow:
+    """Kafka source → ingest → `pass_through` a batch at a time → Kafka sink."""
+    s = settings or Settings()
+    topics = SHIPMENTS.topics(s)
+    out = topics.output
+
+    def passed(batch: list[RawRecord]) -> list[OutRecord]:
+        return [pass_through(out, r.value) for r in batch]
+
+    flow = Dataflow("peers_runtime")
+    source = KafkaRecordSource(s, [topics.input], flow=SHIPMENTS.name)
+    raw = io.input_records("ingest", flow, source=source, flow_name=SHIPMENTS.name)
+    records = op.flat_map_batch("pass_through", raw, passed)
+    op.output("write", records, KafkaRecordSink(s.kafka, flow=SHIPMENTS.name))
+    gc_policy.apply(s.process.gc_tuning)
+    malloc_policy.apply(s.process.malloc_trim_seconds)
+    return flow
+
+
+def __getattr__(name: str) -> Dataflow:
+    """`flow`, built when Bytewax asks for it: importing this module contacts no service."""
+    if name == "flow":
+        return build_flow()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
