@@ -104,6 +104,8 @@ class Contender:
     processes: int = 1
     runtime_only: bool = False
     """`pass_through` of every record instead of the flow's work (`--runtimes`)."""
+    keyed: bool = False
+    """Surgeflow runtime only: with the keyed steps of the shipments flow's shape."""
     root: Path = ROOT
     """The checkout it runs from (`--baseline`: another one)."""
 
@@ -154,6 +156,7 @@ def contenders(flows: list[str], *, quix: bool) -> list[Contender]:
 
 
 RUNTIME_ONLY = ", runtime only"
+KEYED = " + keyed step"
 RUNTIMES = {"bare": "hand", "quix": "quix", "surgeflow": "surgeflow"}
 """Kind of each runtime-only contender → kind of the contender running the domain code on it."""
 
@@ -173,6 +176,10 @@ def runtime_contenders(*, quix: bool) -> list[Contender]:
     found.append(
         Contender(f"Surgeflow 1 worker{RUNTIME_ONLY}", "shipments", "surgeflow", runtime_only=True)
     )
+    found.append(
+        Contender(f"Surgeflow 1 worker{RUNTIME_ONLY}{KEYED}", "shipments", "surgeflow",
+                  runtime_only=True, keyed=True)
+    )  # fmt: skip
     found.append(Contender("hand-written loop", "shipments", "hand"))
     if quix:
         found.append(Contender(f"Quix Streams {QUIX_VERSION}", "shipments", "quix"))
@@ -359,7 +366,9 @@ def commands(c: Contender, topics: list[str], tail: bool) -> list[list[str]]:
     if c.kind == "quix":
         extra += ["--runtime-only"] if c.runtime_only else []
         return [[str(QUIX_VENV / "bin" / "python"), "-m", "benchmarks.peers_quix", *topics, *extra]]
-    module = "benchmarks.peers_runtime" if c.runtime_only else f"flows.{c.flow}"
+    module = f"flows.{c.flow}"
+    if c.runtime_only:
+        module = "benchmarks.peers_runtime" + (":keyed_flow" if c.keyed else "")
     run = [sys.executable, "-m", "bytewax.run", module, "-w", str(c.workers)]
     if c.processes == 1:
         return [run]
@@ -787,16 +796,19 @@ class RuntimeCost:
 
 
 def runtime_costs(chosen: list[Contender], figures: Figures) -> dict[str, RuntimeCost]:
-    """Per runtime kind (`bare`, `quix`, `surgeflow`) of the run, when both its runtime-only
-    contender and its domain contender ran."""
-    by_kind = {(c.kind, c.runtime_only): c for c in chosen if c.workers == c.processes == 1}
+    """Per runtime (`bare`, `quix`, `surgeflow`, `surgeflow keyed`) of the run, when both its
+    runtime-only contender and its domain contender ran."""
+    single = [c for c in chosen if c.workers == c.processes == 1]
+    full = {c.kind: c for c in single if not c.runtime_only}
     found = {}
-    for kind, full_kind in RUNTIMES.items():
-        alone, full = by_kind.get((kind, True)), by_kind.get((full_kind, False))
-        if alone is None or full is None:
+    for alone in (c for c in single if c.runtime_only):
+        domain = full.get(RUNTIMES[alone.kind])
+        if domain is None:
             continue
-        name = "plain loop" if kind == "bare" else alone.name.removesuffix(RUNTIME_ONLY)
-        found[kind] = RuntimeCost(name, _per_round(figures, alone), _per_round(figures, full))
+        name = alone.name.replace(RUNTIME_ONLY, "")
+        kind = "plain" if alone.kind == "bare" else alone.kind + (" keyed" if alone.keyed else "")
+        name = "plain loop" if kind == "plain" else name
+        found[kind] = RuntimeCost(name, _per_round(figures, alone), _per_round(figures, domain))
     return found
 
 
@@ -817,7 +829,10 @@ def runtimes_body(chosen: list[Contender], figures: Figures, mode: dict[str, Any
         "loop of the hand-written contender, a Quix Streams app (`StreamingDataFrame.apply`, "
         "`to_topic`), and Surgeflow 1 worker (`python -m bytewax.run benchmarks.peers_runtime`: "
         "the flows' `KafkaRecordSource`, the counted `ingest` step, one `flat_map_batch`, the "
-        "flows' `KafkaRecordSink`). The contenders that run the domain code on the same runtimes "
+        "flows' `KafkaRecordSink`); *+ keyed step* (`benchmarks.peers_runtime:keyed_flow`) adds "
+        "the keyed part of the shipments flow's shape: `route_by_key` by shipment and a Bytewax "
+        "`stateful` logic per key that emits each record (no timers). The contenders that run "
+        "the domain code on the same runtimes "
         "(the hand-written loop, Quix Streams, Surgeflow 1 worker) run in the same rounds, so "
         "the domain code's cost on each runtime is *with domain code* minus *runtime only*. "
         "CPU is net of each contender's fixed cost, as in the main table; ratios are medians of "
@@ -837,7 +852,7 @@ def runtimes_body(chosen: list[Contender], figures: Figures, mode: dict[str, Any
             f"{max(r.rss_mb for r in runs):.0f} | {fixed.wall:.1f} ({fixed.cpu:.1f}) | {counts} |"
         )
     costs = runtime_costs(chosen, figures)
-    plain = costs.get("bare")
+    plain = costs.get("plain")
     lines += [
         "",
         "| runtime | runtime only, CPU s / 1k | above the plain loop's | with domain code | "
@@ -869,44 +884,56 @@ def runtimes_body(chosen: list[Contender], figures: Figures, mode: dict[str, Any
 def targets_lines(
     chosen: list[Contender], figures: Figures, costs: dict[str, RuntimeCost]
 ) -> list[str]:
-    """What issue 13's shipments targets mean on these figures (CPU per event, 1 process)."""
-    sf, quix, plain = costs.get("surgeflow"), costs.get("quix"), costs.get("bare")
+    """What issue 13's shipments targets mean on these figures (CPU per event, 1 process).
+
+    Surgeflow's domain code is its contender's CPU minus its runtime's, the runtime with the
+    flow's keyed step when that ran (the closer shape), else the plain runtime-only flow."""
+    quix, plain = costs.get("quix"), costs.get("plain")
+    sf = costs.get("surgeflow keyed") or costs.get("surgeflow")
     bare = next((c for c in chosen if c.kind == "bare" and not c.runtime_only), None)
     lines: list[str] = []
     if sf is None:
         return lines
-    domain = _median(sf.domain)
     lines.append(
-        f"- Surgeflow's domain code costs {domain:.4f} CPU s / 1k events on its runtime, its "
-        f"runtime {_median(sf.runtime_only):.4f}."
+        f"- Surgeflow ({sf.name}): its domain code costs {_median(sf.domain):.4f} CPU s / 1k "
+        f"events, its runtime {_median(sf.runtime_only):.4f}."
     )
     if quix is not None:
-        half = [0.5 * q - d for q, d in zip(quix.full, sf.domain, strict=True)]
-        lines += [
-            f"- Surgeflow's runtime costs {_ratio(sf.runtime_only, quix.runtime_only):.2f}x "
-            "Quix's (runtime only, CPU per event); above the plain loop's "
-            + (
-                f"{_ratio(_minus(sf.runtime_only, plain.runtime_only), _minus(quix.runtime_only, plain.runtime_only)):.2f}x"  # noqa: E501
+        for kind in ("surgeflow", "surgeflow keyed"):
+            mine = costs.get(kind)
+            if mine is None:
+                continue
+            ratio = _ratio(mine.runtime_only, quix.runtime_only)
+            above = (
+                f"{_ratio(_minus(mine.runtime_only, plain.runtime_only), _minus(quix.runtime_only, plain.runtime_only)):.2f}x"  # noqa: E501
                 if plain is not None
                 else "—"
             )
-            + f". With the domain code: {_ratio(sf.full, quix.full):.2f}x Quix's CPU per event.",
-            f"- *>= 2x Quix Streams*: Surgeflow at most half Quix's CPU per event, "
-            f"{_median([0.5 * q for q in quix.full]):.4f} s / 1k; with Surgeflow's domain code "
-            f"as it is that leaves {_median(half):.4f} s / 1k for its runtime "
-            + ("(met)." if _ratio(sf.full, quix.full) <= 0.5 else "(not met: "
-               + ("not reachable by runtime work alone)." if _median(half) <= 0 else
-                  f"the runtime is {_median(sf.runtime_only):.4f}).")),
-        ]  # fmt: skip
+            verdict = "met" if ratio <= 0.5 else "not met"
+            lines.append(
+                f"- {mine.name}: its runtime costs {ratio:.2f}x Quix's (runtime only, CPU per "
+                f"event; {above} of Quix's cost above the plain loop's): *Surgeflow's runtime "
+                f"at most half of Quix's* is {verdict}."
+            )
+        half = [0.5 * q - d for q, d in zip(quix.full, sf.domain, strict=True)]
+        full_ratio = _ratio(sf.full, quix.full)
+        lines.append(
+            f"- *>= 2x Quix Streams* (Surgeflow at most half Quix's CPU per event, "
+            f"{_median([0.5 * q for q in quix.full]):.4f} s / 1k): with the domain code Surgeflow "
+            f"takes {full_ratio:.2f}x Quix's CPU per event; its domain code as it is leaves "
+            f"{_median(half):.4f} s / 1k for its runtime, so it is "
+            + ("met." if full_ratio <= 0.5 else "not met, and not reachable by runtime work "
+               "alone." if _median(half) <= 0 else "not met.")
+        )  # fmt: skip
     if bare is not None:
         ceiling = [4 * figures.cpu_per_k(bare, r) for r in figures.runs[bare.label]]
         left = [c - d for c, d in zip(ceiling, sf.domain, strict=True)]
         lines.append(
-            f"- *>= 0.25x the bare loop* (on one core, CPU per event at most 4x the bare loop's): "
-            f"{_median(ceiling):.4f} s / 1k in all; the domain code alone takes "
+            f"- *>= 0.25x the bare loop* (on one core, CPU per event at most 4x the bare loop's, "
+            f"{_median(ceiling):.4f} s / 1k in all): the domain code alone takes "
             f"{_ratio(sf.domain, ceiling):.1f}x that, so "
             + ("it is met." if _ratio(sf.full, ceiling) <= 1 else
-               "no runtime meets it until the domain code costs less than that."
+               "no runtime meets it until the domain code costs less."
                if _median(left) <= 0 else f"{_median(left):.4f} s / 1k is left for the runtime.")
         )  # fmt: skip
     return lines
@@ -920,6 +947,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small inputs, 1 round, no Quix")
     parser.add_argument("--rounds", type=int)
+    parser.add_argument(
+        "--steady", type=int, metavar="N",
+        help="steady events of each flow's surge (its burst makes 11x N records)",
+    )  # fmt: skip
     parser.add_argument("--flows", nargs="+", default=["shipments", "tickets"])
     parser.add_argument("--no-quix", action="store_true", help="leave Quix Streams out")
     parser.add_argument("--with-quix", action="store_true", help="Quix Streams even with --quick")
@@ -943,6 +974,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     mode = dict(QUICK if args.quick else FULL)
     if args.rounds:
         mode["rounds"] = args.rounds
+    if args.steady:
+        mode["shipments"] = mode["tickets"] = args.steady
     if args.no_latency:
         mode["latency"] = ()
     quix = args.with_quix or not (args.quick or args.no_quix)

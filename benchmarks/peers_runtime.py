@@ -2,6 +2,7 @@
 `benchmarks.peers --runtimes`.
 
     python -m bytewax.run benchmarks.peers_runtime
+    python -m bytewax.run benchmarks.peers_runtime:keyed_flow
 
 The shipments flow's frame without its steps: the flow's Kafka source (`KafkaRecordSource`, every
 partition of the input topic, batches of `SURGEFLOW_IO_BATCH_SIZE`), the counted `ingest` step
@@ -12,10 +13,16 @@ value produced unchanged under that key), and the flows' delivery-checked Kafka 
 flows apply them. Topics and Kafka settings come from the environment as for `flows.shipments`
 (`SURGEFLOW_TOPIC_SHIPMENTS_*`, `KAFKA_BOOTSTRAP_SERVERS`); with `SURGEFLOW_KAFKA_TAIL=false` it
 stops at the end of every partition. Nothing is validated and nothing is dead-lettered.
+
+`keyed_flow` adds the keyed part of the shipments flow's shape between the batch step and the sink:
+the records cross to the worker that owns their key a batch at a time (`route_by_key`, as the scans
+do), a Bytewax `stateful` step keeps a logic per key (a count; it emits each record as it comes,
+sets no timer), and the key is dropped (`key_rm`). Records without a key share the key "".
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Optional
 
 import bytewax.operators as op
@@ -27,11 +34,27 @@ from operators.config.settings import Settings
 from operators.connectors.kafka.sink import KafkaRecordSink
 from operators.connectors.kafka.source import KafkaRecordSource
 from operators.runtime import gc_policy, io, malloc_policy
+from operators.runtime.exchange import route_by_key
 from operators.runtime.records import OutRecord, RawRecord
 
 
-def build_flow(settings: Optional[Settings] = None) -> Dataflow:
-    """Kafka source → ingest → `pass_through` a batch at a time → Kafka sink."""
+class _Count(op.StatefulLogic[OutRecord, OutRecord, int]):
+    """One key's logic: counts its records and emits each one as it comes."""
+
+    def __init__(self, seen: Optional[int]) -> None:
+        self.seen = seen or 0
+
+    def on_item(self, value: OutRecord) -> tuple[Iterable[OutRecord], bool]:
+        self.seen += 1
+        return (value,), op.StatefulLogic.RETAIN
+
+    def snapshot(self) -> int:
+        return self.seen
+
+
+def build_flow(settings: Optional[Settings] = None, *, keyed: bool = False) -> Dataflow:
+    """Kafka source → ingest → `pass_through` a batch at a time (→ by key → a logic per key,
+    with `keyed`) → Kafka sink."""
     s = settings or Settings()
     topics = SHIPMENTS.topics(s)
     out = topics.output
@@ -43,6 +66,9 @@ def build_flow(settings: Optional[Settings] = None) -> Dataflow:
     source = KafkaRecordSource(s, [topics.input], flow=SHIPMENTS.name)
     raw = io.input_records("ingest", flow, source=source, flow_name=SHIPMENTS.name)
     records = op.flat_map_batch("pass_through", raw, passed)
+    if keyed:
+        by_key = route_by_key("key_by_shipment", records, lambda r: r.key or "")
+        records = op.key_rm("unkey", op.stateful("count", by_key, _Count))
     op.output("write", records, KafkaRecordSink(s.kafka, flow=SHIPMENTS.name))
     gc_policy.apply(s.process.gc_tuning)
     malloc_policy.apply(s.process.malloc_trim_seconds)
@@ -53,4 +79,6 @@ def __getattr__(name: str) -> Dataflow:
     """`flow`, built when Bytewax asks for it: importing this module contacts no service."""
     if name == "flow":
         return build_flow()
+    if name == "keyed_flow":
+        return build_flow(keyed=True)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

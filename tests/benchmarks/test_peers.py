@@ -90,9 +90,10 @@ def test_quick_runtimes_run_passes_every_record_and_writes_its_section(
     runs = {m["name"]: m for line in lines if (m := RUNTIMES.match(line))}
     assert set(runs) == {
         "bare loop", "bare loop, runtime only", "Surgeflow 1 worker, runtime only",
-        "hand-written loop", "Surgeflow 1 worker",
+        "Surgeflow 1 worker, runtime only + keyed step", "hand-written loop", "Surgeflow 1 worker",
     }  # fmt: skip
-    for name in ("bare loop", "bare loop, runtime only", "Surgeflow 1 worker, runtime only"):
+    passing = [n for n in runs if n.startswith("bare loop") or "runtime only" in n]
+    for name in passing:
         assert (_n(runs[name]["out"]), _n(runs[name]["dead"])) == (count + PARTITIONS, 0), name
     hand, surgeflow = runs["hand-written loop"], runs["Surgeflow 1 worker"]
     assert (hand["out"], hand["dead"]) == (surgeflow["out"], surgeflow["dead"])
@@ -102,6 +103,7 @@ def test_quick_runtimes_run_passes_every_record_and_writes_its_section(
     assert "<!-- begin peers-runtimes -->" in text and "Output counts: as expected" in text
     assert "| shipments: Surgeflow 1 worker, runtime only |" in text
     assert "| Surgeflow 1 worker | " in text and "| plain loop | " in text
+    assert "| Surgeflow 1 worker + keyed step | " in text
     assert not (tmp_path / "peers.png").exists()
 
 
