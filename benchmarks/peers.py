@@ -106,6 +106,8 @@ class Contender:
     """`pass_through` of every record instead of the flow's work (`--runtimes`)."""
     keyed: bool = False
     """Surgeflow runtime only: with the keyed steps of the shipments flow's shape."""
+    lanes: bool = False
+    """Surgeflow runtime only: the same per-key state in a logic per lane."""
     root: Path = ROOT
     """The checkout it runs from (`--baseline`: another one)."""
 
@@ -157,6 +159,7 @@ def contenders(flows: list[str], *, quix: bool) -> list[Contender]:
 
 RUNTIME_ONLY = ", runtime only"
 KEYED = " + keyed step"
+LANES = " + state per lane"
 RUNTIMES = {"bare": "hand", "quix": "quix", "surgeflow": "surgeflow"}
 """Kind of each runtime-only contender → kind of the contender running the domain code on it."""
 
@@ -179,6 +182,10 @@ def runtime_contenders(*, quix: bool) -> list[Contender]:
     found.append(
         Contender(f"Surgeflow 1 worker{RUNTIME_ONLY}{KEYED}", "shipments", "surgeflow",
                   runtime_only=True, keyed=True)
+    )  # fmt: skip
+    found.append(
+        Contender(f"Surgeflow 1 worker{RUNTIME_ONLY}{LANES}", "shipments", "surgeflow",
+                  runtime_only=True, lanes=True)
     )  # fmt: skip
     found.append(Contender("hand-written loop", "shipments", "hand"))
     if quix:
@@ -368,7 +375,8 @@ def commands(c: Contender, topics: list[str], tail: bool) -> list[list[str]]:
         return [[str(QUIX_VENV / "bin" / "python"), "-m", "benchmarks.peers_quix", *topics, *extra]]
     module = f"flows.{c.flow}"
     if c.runtime_only:
-        module = "benchmarks.peers_runtime" + (":keyed_flow" if c.keyed else "")
+        module = "benchmarks.peers_runtime"
+        module += ":keyed_flow" if c.keyed else ":lanes_flow" if c.lanes else ""
     run = [sys.executable, "-m", "bytewax.run", module, "-w", str(c.workers)]
     if c.processes == 1:
         return [run]
@@ -806,7 +814,8 @@ def runtime_costs(chosen: list[Contender], figures: Figures) -> dict[str, Runtim
         if domain is None:
             continue
         name = alone.name.replace(RUNTIME_ONLY, "")
-        kind = "plain" if alone.kind == "bare" else alone.kind + (" keyed" if alone.keyed else "")
+        kind = "plain" if alone.kind == "bare" else alone.kind
+        kind += " keyed" if alone.keyed else " lanes" if alone.lanes else ""
         name = "plain loop" if kind == "plain" else name
         found[kind] = RuntimeCost(name, _per_round(figures, alone), _per_round(figures, domain))
     return found
@@ -831,7 +840,9 @@ def runtimes_body(chosen: list[Contender], figures: Figures, mode: dict[str, Any
         "the flows' `KafkaRecordSource`, the counted `ingest` step, one `flat_map_batch`, the "
         "flows' `KafkaRecordSink`); *+ keyed step* (`benchmarks.peers_runtime:keyed_flow`) adds "
         "the keyed part of the shipments flow's shape: `route_by_key` by shipment and a Bytewax "
-        "`stateful` logic per key that emits each record (no timers). The contenders that run "
+        "`stateful` logic per key that emits each record (no timers); *+ state per lane* "
+        "(`:lanes_flow`) keeps the same counts per key in 16 `stateful_batch` logics, one per "
+        "lane (a hash of the key), a batch at a time. The contenders that run "
         "the domain code on the same runtimes "
         "(the hand-written loop, Quix Streams, Surgeflow 1 worker) run in the same rounds, so "
         "the domain code's cost on each runtime is *with domain code* minus *runtime only*. "
@@ -899,7 +910,7 @@ def targets_lines(
         f"events, its runtime {_median(sf.runtime_only):.4f}."
     )
     if quix is not None:
-        for kind in ("surgeflow", "surgeflow keyed"):
+        for kind in ("surgeflow", "surgeflow keyed", "surgeflow lanes"):
             mine = costs.get(kind)
             if mine is None:
                 continue

@@ -3,6 +3,7 @@
 
     python -m bytewax.run benchmarks.peers_runtime
     python -m bytewax.run benchmarks.peers_runtime:keyed_flow
+    python -m bytewax.run benchmarks.peers_runtime:lanes_flow
 
 The shipments flow's frame without its steps: the flow's Kafka source (`KafkaRecordSource`, every
 partition of the input topic, batches of `SURGEFLOW_IO_BATCH_SIZE`), the counted `ingest` step
@@ -18,10 +19,15 @@ stops at the end of every partition. Nothing is validated and nothing is dead-le
 the records cross to the worker that owns their key a batch at a time (`route_by_key`, as the scans
 do), a Bytewax `stateful` step keeps a logic per key (a count; it emits each record as it comes,
 sets no timer), and the key is dropped (`key_rm`). Records without a key share the key "".
+
+`lanes_flow` keeps the same per-key state another way: the records are keyed by one of `LANES`
+lanes (a hash of their key) and a `stateful_batch` logic per lane holds a dict of counts by key,
+a batch at a time, so Bytewax keeps 16 logics instead of one per shipment.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from typing import Optional
 
@@ -52,9 +58,35 @@ class _Count(op.StatefulLogic[OutRecord, OutRecord, int]):
         return self.seen
 
 
-def build_flow(settings: Optional[Settings] = None, *, keyed: bool = False) -> Dataflow:
+LANES = 16
+
+
+def _lane(record: OutRecord) -> str:
+    return str(zlib.crc32((record.key or "").encode()) % LANES)
+
+
+class _Lane(op.StatefulBatchLogic[OutRecord, OutRecord, dict[str, int]]):
+    """One lane's logic: counts the records of each key in a dict, emits each batch as it comes."""
+
+    def __init__(self, seen: Optional[dict[str, int]]) -> None:
+        self.seen = dict(seen or {})
+
+    def on_batch(self, values: list[OutRecord]) -> tuple[Iterable[OutRecord], bool]:
+        seen = self.seen
+        for v in values:
+            key = v.key or ""
+            seen[key] = seen.get(key, 0) + 1
+        return values, op.StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.seen)
+
+
+def build_flow(
+    settings: Optional[Settings] = None, *, keyed: bool = False, lanes: bool = False
+) -> Dataflow:
     """Kafka source → ingest → `pass_through` a batch at a time (→ by key → a logic per key,
-    with `keyed`) → Kafka sink."""
+    with `keyed`; → a logic per lane, with `lanes`) → Kafka sink."""
     s = settings or Settings()
     topics = SHIPMENTS.topics(s)
     out = topics.output
@@ -69,6 +101,9 @@ def build_flow(settings: Optional[Settings] = None, *, keyed: bool = False) -> D
     if keyed:
         by_key = route_by_key("key_by_shipment", records, lambda r: r.key or "")
         records = op.key_rm("unkey", op.stateful("count", by_key, _Count))
+    elif lanes:
+        by_lane = op.key_on("key_by_lane", records, _lane)
+        records = op.key_rm("unkey", op.stateful_batch("count", by_lane, _Lane))
     op.output("write", records, KafkaRecordSink(s.kafka, flow=SHIPMENTS.name))
     gc_policy.apply(s.process.gc_tuning)
     malloc_policy.apply(s.process.malloc_trim_seconds)
@@ -81,4 +116,6 @@ def __getattr__(name: str) -> Dataflow:
         return build_flow()
     if name == "keyed_flow":
         return build_flow(keyed=True)
+    if name == "lanes_flow":
+        return build_flow(lanes=True)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -90,7 +90,9 @@ def test_quick_runtimes_run_passes_every_record_and_writes_its_section(
     runs = {m["name"]: m for line in lines if (m := RUNTIMES.match(line))}
     assert set(runs) == {
         "bare loop", "bare loop, runtime only", "Surgeflow 1 worker, runtime only",
-        "Surgeflow 1 worker, runtime only + keyed step", "hand-written loop", "Surgeflow 1 worker",
+        "Surgeflow 1 worker, runtime only + keyed step",
+        "Surgeflow 1 worker, runtime only + state per lane", "hand-written loop",
+        "Surgeflow 1 worker",
     }  # fmt: skip
     passing = [n for n in runs if n.startswith("bare loop") or "runtime only" in n]
     for name in passing:
