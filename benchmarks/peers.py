@@ -804,8 +804,8 @@ class RuntimeCost:
 
 
 def runtime_costs(chosen: list[Contender], figures: Figures) -> dict[str, RuntimeCost]:
-    """Per runtime (`bare`, `quix`, `surgeflow`, `surgeflow keyed`) of the run, when both its
-    runtime-only contender and its domain contender ran."""
+    """Per runtime (`plain`, `quix`, `surgeflow`, `surgeflow keyed`, `surgeflow lanes`) of the run,
+    when both its runtime-only contender and its domain contender ran."""
     single = [c for c in chosen if c.workers == c.processes == 1]
     full = {c.kind: c for c in single if not c.runtime_only}
     found = {}
