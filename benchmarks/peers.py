@@ -2,6 +2,7 @@
 
     python -m benchmarks.peers            # the full run (a few minutes), writes docs/BENCHMARKS.md
     python -m benchmarks.peers --quick    # seconds per run, no Quix: what the test runs
+    python -m benchmarks.peers --runtimes # the runtimes' own cost (shipments), its own section
 
 Every contender reads the same input topic (4 partitions, the seeded surge written by the
 project's Kafka loader, `operators.connectors.kafka.load`) to its end and writes its outputs and
@@ -18,6 +19,14 @@ Contenders (each a process of its own; `benchmarks.peers_loops`, `benchmarks.pee
 - `Quix Streams` (shipments): the same work in a Quix Streams app, from a venv of its own under
   `.cache/peers/` that the full run creates (pinned `QUIX_VERSION`);
 - `Surgeflow`: `python -m bytewax.run flows.<flow>` with 1 worker, `-w 2`, and 2 processes.
+
+With `--runtimes` the run measures the runtimes' own cost instead: each of the bare loop, Quix
+Streams and Surgeflow 1 worker once with the domain work taken out (*runtime only*: each record
+parsed as JSON, its flow key read and the value produced unchanged under that key,
+`benchmarks.peers_loops.pass_through`; Surgeflow runs `benchmarks.peers_runtime`), and in the same
+rounds the shipments contenders that run the domain code on those runtimes (the hand-written loop,
+Quix Streams, Surgeflow 1 worker), so that the domain code's cost on each runtime is the difference.
+It writes a section of its own (`peers-runtimes`), next to the main one.
 
 Rounds are interleaved (each round runs every contender once, the order rotated) and figures are
 quoted as within-round ratios. Events/s are counted between the broker append times of a run's first
@@ -61,6 +70,8 @@ QUIX_VERSION = "3.28.1"
 QUIX_VENV = ROOT / ".cache" / "peers" / f"quix-{QUIX_VERSION}"
 PARTITIONS = 4
 SECTION = "peers"
+RUNTIMES_SECTION = "peers-runtimes"
+RUNTIMES_TITLE = "Peers: the runtimes' own cost (shipments)"
 TITLE = "Peers: a bare Kafka loop, a hand-written loop, Quix Streams and Surgeflow"
 PNG_NAME = "peers.png"
 LATENCY_RATE_CAP = 5000.0
@@ -91,6 +102,12 @@ class Contender:
     kind: str  # bare | hand | quix | surgeflow
     workers: int = 1
     processes: int = 1
+    runtime_only: bool = False
+    """`pass_through` of every record instead of the flow's work (`--runtimes`)."""
+    keyed: bool = False
+    """Surgeflow runtime only: with the keyed steps of the shipments flow's shape."""
+    lanes: bool = False
+    """Surgeflow runtime only: the same per-key state in a logic per lane."""
     root: Path = ROOT
     """The checkout it runs from (`--baseline`: another one)."""
 
@@ -137,6 +154,43 @@ def contenders(flows: list[str], *, quix: bool) -> list[Contender]:
             Contender("Surgeflow -w 2", flow, "surgeflow", workers=2),
             Contender("Surgeflow 2 processes", flow, "surgeflow", processes=2),
         ]
+    return found
+
+
+RUNTIME_ONLY = ", runtime only"
+KEYED = " + keyed step"
+LANES = " + state per lane"
+RUNTIMES = {"bare": "hand", "quix": "quix", "surgeflow": "surgeflow"}
+"""Kind of each runtime-only contender → kind of the contender running the domain code on it."""
+
+
+def runtime_contenders(*, quix: bool) -> list[Contender]:
+    """`--runtimes`: the bare loop, each runtime with the domain work out, then the shipments
+    contenders that run the domain code on it (the plain loop's is the hand-written loop)."""
+    found = [
+        Contender("bare loop", "shipments", "bare"),
+        Contender(f"bare loop{RUNTIME_ONLY}", "shipments", "bare", runtime_only=True),
+    ]
+    if quix:
+        found.append(
+            Contender(f"Quix Streams {QUIX_VERSION}{RUNTIME_ONLY}", "shipments", "quix",
+                      runtime_only=True)
+        )  # fmt: skip
+    found.append(
+        Contender(f"Surgeflow 1 worker{RUNTIME_ONLY}", "shipments", "surgeflow", runtime_only=True)
+    )
+    found.append(
+        Contender(f"Surgeflow 1 worker{RUNTIME_ONLY}{KEYED}", "shipments", "surgeflow",
+                  runtime_only=True, keyed=True)
+    )  # fmt: skip
+    found.append(
+        Contender(f"Surgeflow 1 worker{RUNTIME_ONLY}{LANES}", "shipments", "surgeflow",
+                  runtime_only=True, lanes=True)
+    )  # fmt: skip
+    found.append(Contender("hand-written loop", "shipments", "hand"))
+    if quix:
+        found.append(Contender(f"Quix Streams {QUIX_VERSION}", "shipments", "quix"))
+    found.append(Contender("Surgeflow 1 worker", "shipments", "surgeflow"))
     return found
 
 
@@ -314,10 +368,16 @@ def child_env(c: Contender, bootstrap: str, topics: list[str], tail: bool) -> di
 def commands(c: Contender, topics: list[str], tail: bool) -> list[list[str]]:
     extra = ["--tail"] if tail else []
     if c.kind in ("bare", "hand"):
-        return [[sys.executable, "-m", "benchmarks.peers_loops", c.kind, c.flow, *topics, *extra]]
+        what = "pass" if c.runtime_only else c.kind
+        return [[sys.executable, "-m", "benchmarks.peers_loops", what, c.flow, *topics, *extra]]
     if c.kind == "quix":
+        extra += ["--runtime-only"] if c.runtime_only else []
         return [[str(QUIX_VENV / "bin" / "python"), "-m", "benchmarks.peers_quix", *topics, *extra]]
-    run = [sys.executable, "-m", "bytewax.run", f"flows.{c.flow}", "-w", str(c.workers)]
+    module = f"flows.{c.flow}"
+    if c.runtime_only:
+        module = "benchmarks.peers_runtime"
+        module += ":keyed_flow" if c.keyed else ":lanes_flow" if c.lanes else ""
+    run = [sys.executable, "-m", "bytewax.run", module, "-w", str(c.workers)]
     if c.processes == 1:
         return [run]
     from scripts.kafka_broker import free_ports
@@ -593,7 +653,7 @@ def count_check(chosen: list[Contender], figures: Figures) -> list[str]:
             if c.flow != flow:
                 continue
             for run in figures.runs[c.label]:
-                if c.kind == "bare":
+                if c.kind == "bare" or c.runtime_only:  # every record passed on
                     if run.outputs != figures.events[flow] + PARTITIONS:
                         problems.append(f"{c.label}: {run.outputs} of {figures.events[flow]}")
                     continue
@@ -725,10 +785,183 @@ def section_body(chosen: list[Contender], figures: Figures, mode: dict[str, Any]
     return "\n".join(lines) + "\n"
 
 
+def _per_round(figures: Figures, c: Contender) -> list[float]:
+    return [figures.cpu_per_k(c, r) for r in figures.runs[c.label]]
+
+
+@dataclass(frozen=True)
+class RuntimeCost:
+    """One runtime's CPU s / 1k events: alone (`runtime_only`), with the domain code (`full`),
+    and the domain code's share (`domain` = full - runtime only), each per round."""
+
+    name: str
+    runtime_only: list[float]
+    full: list[float]
+
+    @property
+    def domain(self) -> list[float]:
+        return [f - r for f, r in zip(self.full, self.runtime_only, strict=True)]
+
+
+def runtime_costs(chosen: list[Contender], figures: Figures) -> dict[str, RuntimeCost]:
+    """Per runtime (`plain`, `quix`, `surgeflow`, `surgeflow keyed`, `surgeflow lanes`) of the run,
+    when both its runtime-only contender and its domain contender ran."""
+    single = [c for c in chosen if c.workers == c.processes == 1]
+    full = {c.kind: c for c in single if not c.runtime_only}
+    found = {}
+    for alone in (c for c in single if c.runtime_only):
+        domain = full.get(RUNTIMES[alone.kind])
+        if domain is None:
+            continue
+        name = alone.name.replace(RUNTIME_ONLY, "")
+        kind = "plain" if alone.kind == "bare" else alone.kind
+        kind += " keyed" if alone.keyed else " lanes" if alone.lanes else ""
+        name = "plain loop" if kind == "plain" else name
+        found[kind] = RuntimeCost(name, _per_round(figures, alone), _per_round(figures, domain))
+    return found
+
+
+def _ratio(a: list[float], b: list[float]) -> float:
+    """Median of the within-round ratios a / b."""
+    return _median([x / y for x, y in zip(a, b, strict=True) if y > 0])
+
+
+def runtimes_body(chosen: list[Contender], figures: Figures, mode: dict[str, Any]) -> str:
+    """The `--runtimes` section: each contender's figures, then each runtime's own cost, the
+    domain code's, and what the issue's targets mean on them."""
+    lines = [
+        f"Shipments, {figures.events['shipments']:,} events on one input topic (as in the main "
+        f"table), {mode['rounds']} interleaved rounds. A *runtime only* contender does the "
+        "same small work in each runtime (`benchmarks.peers_loops.pass_through`: every record "
+        "parsed as JSON with orjson, its `shipment_id` read, the value produced unchanged under "
+        "that key to the output topic; no validation, no dead letters): the plain confluent-kafka "
+        "loop of the hand-written contender, a Quix Streams app (`StreamingDataFrame.apply`, "
+        "`to_topic`), and Surgeflow 1 worker (`python -m bytewax.run benchmarks.peers_runtime`: "
+        "the flows' `KafkaRecordSource`, the counted `ingest` step, one `flat_map_batch`, the "
+        "flows' `KafkaRecordSink`); *+ keyed step* (`benchmarks.peers_runtime:keyed_flow`) adds "
+        "the keyed part of the shipments flow's shape: `route_by_key` by shipment and a Bytewax "
+        "`stateful` logic per key that emits each record (no timers); *+ state per lane* "
+        "(`:lanes_flow`) keeps the same counts per key in 16 `stateful_batch` logics, one per "
+        "lane (a hash of the key), a batch at a time. The contenders that run "
+        "the domain code on the same runtimes "
+        "(the hand-written loop, Quix Streams, Surgeflow 1 worker) run in the same rounds, so "
+        "the domain code's cost on each runtime is *with domain code* minus *runtime only*. "
+        "CPU is net of each contender's fixed cost, as in the main table; ratios are medians of "
+        "within-round ratios.",
+        "",
+        "| contender | events/s | CPU s / 1k events | peak RSS MB | fixed cost s (CPU s) | "
+        "outputs + dead letters |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for c in chosen:
+        runs = figures.runs[c.label]
+        fixed = figures.fixed[c.label]
+        rate = _median([figures.rate(c, r) for r in runs])
+        counts = ", ".join(sorted({f"{r.outputs:,} + {r.dead:,}" for r in runs}))
+        lines.append(
+            f"| {c.label} | {rate:,.0f} | {_median(_per_round(figures, c)):.4f} | "
+            f"{max(r.rss_mb for r in runs):.0f} | {fixed.wall:.1f} ({fixed.cpu:.1f}) | {counts} |"
+        )
+    costs = runtime_costs(chosen, figures)
+    plain = costs.get("plain")
+    lines += [
+        "",
+        "| runtime | runtime only, CPU s / 1k | above the plain loop's | with domain code | "
+        "domain code (difference) | runtime share of the total |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for cost in costs.values():
+        above = (
+            _median([a - b for a, b in zip(cost.runtime_only, plain.runtime_only, strict=True)])
+            if plain is not None
+            else float("nan")
+        )
+        lines.append(
+            f"| {cost.name} | {_median(cost.runtime_only):.4f} | {above:.4f} | "
+            f"{_median(cost.full):.4f} | {_median(cost.domain):.4f} | "
+            f"{_ratio(cost.runtime_only, cost.full):.2f} |"
+        )
+    lines += ["", *targets_lines(chosen, figures, costs)]
+    problems = count_check(chosen, figures)
+    lines += [
+        "",
+        "Output counts: "
+        + ("as expected (runtime only and the bare loop: every record; the contenders with "
+           "domain code: equal)." if not problems else "; ".join(problems)),
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def targets_lines(
+    chosen: list[Contender], figures: Figures, costs: dict[str, RuntimeCost]
+) -> list[str]:
+    """What issue 13's shipments targets mean on these figures (CPU per event, 1 process).
+
+    Surgeflow's domain code is its contender's CPU minus its runtime's, the runtime with the
+    flow's keyed step when that ran (the closer shape), else the plain runtime-only flow."""
+    quix, plain = costs.get("quix"), costs.get("plain")
+    sf = costs.get("surgeflow keyed") or costs.get("surgeflow")
+    bare = next((c for c in chosen if c.kind == "bare" and not c.runtime_only), None)
+    lines: list[str] = []
+    if sf is None:
+        return lines
+    lines.append(
+        f"- Surgeflow ({sf.name}): its domain code costs {_median(sf.domain):.4f} CPU s / 1k "
+        f"events, its runtime {_median(sf.runtime_only):.4f}."
+    )
+    if quix is not None:
+        for kind in ("surgeflow", "surgeflow keyed", "surgeflow lanes"):
+            mine = costs.get(kind)
+            if mine is None:
+                continue
+            ratio = _ratio(mine.runtime_only, quix.runtime_only)
+            above = (
+                f"{_ratio(_minus(mine.runtime_only, plain.runtime_only), _minus(quix.runtime_only, plain.runtime_only)):.2f}x"  # noqa: E501
+                if plain is not None
+                else "—"
+            )
+            verdict = "met" if ratio <= 0.5 else "not met"
+            lines.append(
+                f"- {mine.name}: its runtime costs {ratio:.2f}x Quix's (runtime only, CPU per "
+                f"event; {above} of Quix's cost above the plain loop's): *Surgeflow's runtime "
+                f"at most half of Quix's* is {verdict}."
+            )
+        half = [0.5 * q - d for q, d in zip(quix.full, sf.domain, strict=True)]
+        full_ratio = _ratio(sf.full, quix.full)
+        lines.append(
+            f"- *>= 2x Quix Streams* (Surgeflow at most half Quix's CPU per event, "
+            f"{_median([0.5 * q for q in quix.full]):.4f} s / 1k): with the domain code Surgeflow "
+            f"takes {full_ratio:.2f}x Quix's CPU per event; its domain code as it is leaves "
+            f"{_median(half):.4f} s / 1k for its runtime, so it is "
+            + ("met." if full_ratio <= 0.5 else "not met, and not reachable by runtime work "
+               "alone." if _median(half) <= 0 else "not met.")
+        )  # fmt: skip
+    if bare is not None:
+        ceiling = [4 * figures.cpu_per_k(bare, r) for r in figures.runs[bare.label]]
+        left = [c - d for c, d in zip(ceiling, sf.domain, strict=True)]
+        lines.append(
+            f"- *>= 0.25x the bare loop* (on one core, CPU per event at most 4x the bare loop's, "
+            f"{_median(ceiling):.4f} s / 1k in all): the domain code alone takes "
+            f"{_ratio(sf.domain, ceiling):.1f}x that, so "
+            + ("it is met." if _ratio(sf.full, ceiling) <= 1 else
+               "no runtime meets it until the domain code costs less."
+               if _median(left) <= 0 else f"{_median(left):.4f} s / 1k is left for the runtime.")
+        )  # fmt: skip
+    return lines
+
+
+def _minus(a: list[float], b: list[float]) -> list[float]:
+    return [x - y for x, y in zip(a, b, strict=True)]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small inputs, 1 round, no Quix")
     parser.add_argument("--rounds", type=int)
+    parser.add_argument(
+        "--steady", type=int, metavar="N",
+        help="steady events of each flow's surge (its burst makes 11x N records)",
+    )  # fmt: skip
     parser.add_argument("--flows", nargs="+", default=["shipments", "tickets"])
     parser.add_argument("--no-quix", action="store_true", help="leave Quix Streams out")
     parser.add_argument("--with-quix", action="store_true", help="Quix Streams even with --quick")
@@ -742,15 +975,25 @@ def main(argv: Optional[list[str]] = None) -> int:
         "contender also runs from there, in the same rounds",
     )  # fmt: skip
     parser.add_argument("--no-latency", action="store_true", help="leave the latency runs out")
+    parser.add_argument(
+        "--runtimes", action="store_true",
+        help="the runtimes' own cost (shipments; runtime-only contenders next to the ones with "
+        "domain code), written to a section of its own",
+    )  # fmt: skip
     parser.add_argument("--doc", type=Path, default=DEFAULT_PATH)
     args = parser.parse_args(argv)
     mode = dict(QUICK if args.quick else FULL)
     if args.rounds:
         mode["rounds"] = args.rounds
+    if args.steady:
+        mode["shipments"] = mode["tickets"] = args.steady
     if args.no_latency:
         mode["latency"] = ()
     quix = args.with_quix or not (args.quick or args.no_quix)
-    chosen = chosen_contenders(contenders(args.flows, quix=quix), args.contenders, args.baseline)
+    found = runtime_contenders(quix=quix) if args.runtimes else contenders(args.flows, quix=quix)
+    if args.runtimes:
+        mode["latency"] = ()
+    chosen = chosen_contenders(found, args.contenders, args.baseline)
     if any(c.kind == "quix" for c in chosen):
         quix_venv()
     from scripts.kafka_broker import given_or_started
@@ -761,10 +1004,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             figures = benchmark(b, chosen, mode)
         finally:
             b.delete_all()
-    png = args.doc.parent / PNG_NAME
-    plot(chosen, figures, png)
-    body = section_body(chosen, figures, mode, PNG_NAME)
-    write_section(SECTION, TITLE, command_line(), body, args.doc)
+    if args.runtimes:
+        body = runtimes_body(chosen, figures, mode)
+        write_section(RUNTIMES_SECTION, RUNTIMES_TITLE, command_line(), body, args.doc)
+    else:
+        png = args.doc.parent / PNG_NAME
+        plot(chosen, figures, png)
+        body = section_body(chosen, figures, mode, PNG_NAME)
+        write_section(SECTION, TITLE, command_line(), body, args.doc)
     print(body)
     problems = count_check(chosen, figures)
     for p in problems:

@@ -2,6 +2,7 @@
 
     python -m benchmarks.peers_loops bare shipments IN OUT DLQ [--tail]
     python -m benchmarks.peers_loops hand shipments IN OUT DLQ [--tail]
+    python -m benchmarks.peers_loops pass shipments IN OUT DLQ [--tail]
     python -m benchmarks.peers_loops produce shipments TOPIC --rate R --count N --steady S
 
 `bare` is the I/O ceiling: it consumes every record of IN and produces its key and value to OUT,
@@ -9,7 +10,9 @@ nothing else. `hand` is the same loop running the project's own domain code, as 
 write it by hand without a stream processor: parse and validate (`parse_record`), the batch join
 with the reference data, the per-key state machine (shipment decision windows with their timers,
 or ticket sessions), the rules and the agents on the rules path (`AgentRunner.answer_now`), the
-end-of-input flush, and dead letters for what fails. Both read all four partitions with one
+end-of-input flush, and dead letters for what fails. `pass` is the bare loop with the work every
+runtime-only contender does (`pass_through`: each record parsed as JSON, its flow key read, the
+value produced unchanged under that key). All three read all four partitions with one
 consumer configured like the flows' source (no consumer group, batches of
 `SURGEFLOW_IO_BATCH_SIZE`) and write with the flows' delivery-checked idempotent producer,
 flushed per batch like the flows' sink. Without `--tail` they stop at the end of every
@@ -29,6 +32,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Optional, Union
 
+import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from operators.config.settings import Settings
@@ -136,6 +140,26 @@ def bare(settings: Settings, topic: str, out: str, _dlq: str, *, tail: bool) -> 
     loop = Loop(settings, topic, tail=tail)
     for batch in loop.batches():
         loop.send([OutRecord(topic=out, key=r.key, value=r.value) for r in batch])
+    loop.close()
+
+
+def pass_through(out: str, value: bytes, key_field: str = "shipment_id") -> OutRecord:
+    """The work of a runtime-only contender (`benchmarks.peers --runtimes`), the same in each:
+    `value` parsed as JSON and its flow key read, then produced to `out` unchanged under that key
+    (no key when the record is not a JSON object with a string `key_field`)."""
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        obj = None
+    key = obj.get(key_field) if isinstance(obj, dict) else None
+    return OutRecord(topic=out, key=key if isinstance(key, str) else None, value=value)
+
+
+def passing(settings: Settings, topic: str, out: str, _dlq: str, *, tail: bool) -> None:
+    """Consume → `pass_through` → produce: the plain loop's own cost with the domain work out."""
+    loop = Loop(settings, topic, tail=tail)
+    for batch in loop.batches():
+        loop.send([pass_through(out, r.value) for r in batch])
     loop.close()
 
 
@@ -366,7 +390,7 @@ def produce(settings: Settings, flow: str, topic: str, rate: float, count: int, 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["bare", "hand", "produce"])
+    parser.add_argument("what", choices=["bare", "hand", "pass", "produce"])
     parser.add_argument("flow", choices=["shipments", "tickets"])
     parser.add_argument("topics", nargs="+")
     parser.add_argument("--tail", action="store_true")
@@ -382,6 +406,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     run: Union[Any, None]
     if args.what == "bare":
         run = bare
+    elif args.what == "pass":
+        run = passing
     else:
         run = hand_shipments if args.flow == "shipments" else hand_tickets
     topic, out, dlq = args.topics

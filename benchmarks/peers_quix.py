@@ -4,6 +4,7 @@ Run by the Python of the benchmark's own venv (`.cache/peers/quix-<version>`, wh
 Streams and the project's runtime dependencies, never ours), with the checkout on `PYTHONPATH`:
 
     .cache/peers/quix-3.28.1/bin/python -m benchmarks.peers_quix IN OUT DLQ [--tail]
+    .cache/peers/quix-3.28.1/bin/python -m benchmarks.peers_quix IN OUT DLQ --runtime-only
 
 Quix consumes IN through its consumer group and `StreamingDataFrame`, one record at a time: the
 same validation (`parse_record`), the carrier and hub join (a dict lookup per record, the way a
@@ -16,6 +17,11 @@ windows, delivery) into the next window's rules, fire the stuck timer, or close 
 when a bounded input ends. Here the windows are held in the app's memory, as Bytewax holds its
 stateful logic; at the end of the input (every partition read to the offset it had when the app
 started) the app stops and flushes the open windows through Quix's producer.
+
+With `--runtime-only` the app does only what every runtime-only contender does
+(`benchmarks.peers_loops.pass_through`: each record parsed as JSON, its flow key read, the value
+written to OUT unchanged under that key), through the same consumer, `StreamingDataFrame.apply`,
+end-of-input stop and `to_topic`: Quix's own cost per record.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from confluent_kafka import Consumer, TopicPartition
 from quixstreams import Application, message_context
 from quixstreams.models.serializers import Serializer
 
-from benchmarks.peers_loops import Emitted, ShipmentsLogic, _dead
+from benchmarks.peers_loops import Emitted, ShipmentsLogic, _dead, pass_through
 from operators.config.settings import Settings
 from operators.connectors.kafka.config import producer_config
 from operators.runtime.enrich import unknown_reference
@@ -60,23 +66,12 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     return ends
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Quix Streams contender (shipments).")
-    parser.add_argument("topics", nargs=3)
-    parser.add_argument("--tail", action="store_true")
-    args = parser.parse_args(argv)
-    topic_in, out, dlq = args.topics
-    settings = Settings()
+def application(settings: Settings) -> Any:
+    """A Quix app on the broker with a consumer group of its own and the flows' producer
+    settings."""
     kafka = settings.kafka
-    assert kafka.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS is not set"
-    logic = ShipmentsLogic(settings, out, dlq)
-    carriers = {r[0]: r[1:] for r in logic.reference.carriers.select(
-        "carrier_id", "carrier_name", "sla_hours", "reliability").iter_rows()}  # fmt: skip
-    hubs = {r[0]: r[1:] for r in logic.reference.hubs.select(
-        "hub_id", "region", "congestion").iter_rows()}  # fmt: skip
-    pending = {p: end for p, end in end_offsets(kafka.bootstrap_servers, topic_in).items() if end}
     tuning = {k: v for k, v in producer_config(kafka).items() if k in PRODUCER_KEYS}
-    app = Application(
+    return Application(
         broker_address=kafka.bootstrap_servers,
         consumer_group=f"surgeflow-peers-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
@@ -85,6 +80,54 @@ def main(argv: Optional[list[str]] = None) -> int:
         loglevel="WARNING",
         producer_extra_config=tuning,
     )
+
+
+def runtime_only(settings: Settings, topic_in: str, out: str, *, tail: bool) -> int:
+    """`pass_through` of every record of `topic_in` to `out` in a Quix app, to the end of the
+    input (or SIGTERM with `tail`)."""
+    assert settings.kafka.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS is not set"
+    pending = {
+        p: end for p, end in end_offsets(settings.kafka.bootstrap_servers, topic_in).items() if end
+    }
+    app = application(settings)
+    source = app.topic(topic_in, value_deserializer="bytes", key_deserializer="str")
+    target = app.topic(out, value_serializer=RecordValue(), key_serializer="str")
+
+    def process(value: Optional[bytes], _key: Any, _ts: int, _h: Any) -> OutRecord:
+        ctx = message_context()
+        record = pass_through(out, value or b"")
+        if not tail and ctx.partition in pending and ctx.offset + 1 >= pending[ctx.partition]:
+            del pending[ctx.partition]
+            if not pending:
+                app.stop()
+        return record
+
+    sdf = app.dataframe(source).apply(process, metadata=True)
+    sdf.to_topic(target, key=lambda v: v.key)
+    if pending or tail:
+        app.run()
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Quix Streams contender (shipments).")
+    parser.add_argument("topics", nargs=3)
+    parser.add_argument("--tail", action="store_true")
+    parser.add_argument("--runtime-only", action="store_true", help="pass_through, no domain work")
+    args = parser.parse_args(argv)
+    topic_in, out, dlq = args.topics
+    settings = Settings()
+    kafka = settings.kafka
+    assert kafka.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS is not set"
+    if args.runtime_only:
+        return runtime_only(settings, topic_in, out, tail=args.tail)
+    logic = ShipmentsLogic(settings, out, dlq)
+    carriers = {r[0]: r[1:] for r in logic.reference.carriers.select(
+        "carrier_id", "carrier_name", "sla_hours", "reliability").iter_rows()}  # fmt: skip
+    hubs = {r[0]: r[1:] for r in logic.reference.hubs.select(
+        "hub_id", "region", "congestion").iter_rows()}  # fmt: skip
+    pending = {p: end for p, end in end_offsets(kafka.bootstrap_servers, topic_in).items() if end}
+    app = application(settings)
     source = app.topic(topic_in, value_deserializer="bytes", key_deserializer="str")
     outputs = {
         t: app.topic(t, value_serializer=RecordValue(), key_serializer="str") for t in (out, dlq)

@@ -61,6 +61,54 @@ def test_quick_run_every_contender_writes_the_same_outputs(kafka_bootstrap: str,
     assert (tmp_path / "peers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+RUNTIMES = re.compile(
+    r"^round 1/1  shipments: (?P<name>.+?)\s+\d+\.\d+ s .* cpu\s+(?P<cpu>-?\d+\.\d+) s/1k .* "
+    r"outputs (?P<out>[\d,]+)  dead letters (?P<dead>[\d,]+)$"
+)
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(600)
+def test_quick_runtimes_run_passes_every_record_and_writes_its_section(
+    kafka_bootstrap: str, tmp_path
+) -> None:
+    """`--quick --runtimes`: the runtime-only contenders (the plain loop and Surgeflow's
+    `benchmarks.peers_runtime` flow) pass every record on, the contenders with domain code agree,
+    and the run writes the `peers-runtimes` section (not the main one) with both tables."""
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("<!-- begin peers -->\nkept\n<!-- end peers -->\n")
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.peers", "--quick", "--runtimes", "--doc", str(doc)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=580,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    events = {m["flow"]: _n(m["events"]) for line in lines if (m := LOADED.match(line))}
+    assert list(events) == ["shipments"]
+    count = events["shipments"]
+    runs = {m["name"]: m for line in lines if (m := RUNTIMES.match(line))}
+    assert set(runs) == {
+        "bare loop", "bare loop, runtime only", "Surgeflow 1 worker, runtime only",
+        "Surgeflow 1 worker, runtime only + keyed step",
+        "Surgeflow 1 worker, runtime only + state per lane", "hand-written loop",
+        "Surgeflow 1 worker",
+    }  # fmt: skip
+    passing = [n for n in runs if n.startswith("bare loop") or "runtime only" in n]
+    for name in passing:
+        assert (_n(runs[name]["out"]), _n(runs[name]["dead"])) == (count + PARTITIONS, 0), name
+    hand, surgeflow = runs["hand-written loop"], runs["Surgeflow 1 worker"]
+    assert (hand["out"], hand["dead"]) == (surgeflow["out"], surgeflow["dead"])
+    assert count // 2 < _n(hand["out"]) < count
+    text = doc.read_text()
+    assert "<!-- begin peers -->\nkept\n<!-- end peers -->" in text
+    assert "<!-- begin peers-runtimes -->" in text and "Output counts: as expected" in text
+    assert "| shipments: Surgeflow 1 worker, runtime only |" in text
+    assert "| Surgeflow 1 worker | " in text and "| plain loop | " in text
+    assert "| Surgeflow 1 worker + keyed step | " in text
+    assert not (tmp_path / "peers.png").exists()
+
+
 def _scan(event_id: str, shipment: str, at: str) -> bytes:
     return orjson.dumps({"event_id": event_id, "shipment_id": shipment, "occurred_at": at})
 
@@ -86,3 +134,14 @@ def test_latency_runs_from_the_scan_that_closed_the_window() -> None:
     assert latency_of("shipments", "bare", inputs, passed, since_ms=0, lateness=lateness) == [
         10.0, 50.0,
     ]  # fmt: skip
+
+
+def test_pass_through_reads_the_key_and_keeps_the_value() -> None:
+    from benchmarks.peers_loops import pass_through
+
+    value = _scan("E1", "S1", "2025-11-28T10:05:00Z")
+    record = pass_through("out", value)
+    assert (record.topic, record.key, record.value) == ("out", "S1", value)
+    for other in (b"{not json", b"[1, 2]", b'{"shipment_id": 7}', b""):
+        record = pass_through("out", other)
+        assert (record.key, record.value) == (None, other)

@@ -95,14 +95,14 @@ class DeliveryCheckedProducer:
         failures: list[tuple[str, Optional[str], str]],
         deadline: float,
     ) -> None:
-        key = None if record.key is None else record.key.encode("utf-8")
+        # The key goes as text (the client encodes it as UTF-8) and no `poll(0)` follows each
+        # record: `flush` serves the batch's delivery reports, a full queue polls below.
         while True:
             try:
                 self._producer.produce(
-                    record.topic, record.value, key, headers=list(record.headers),
+                    record.topic, record.value, record.key, headers=list(record.headers),
                     on_delivery=callback,
                 )  # fmt: skip
-                self._producer.poll(0)
                 return
             except BufferError:  # local queue full: let deliveries drain, within the bound
                 if time.monotonic() >= deadline:

@@ -69,6 +69,16 @@ def test_every_record_is_acknowledged_keyed_and_placed_like_java(kafka_bootstrap
     assert len({r.partition for r in back}) == settings.topics.partitions
 
 
+def test_keys_reach_the_broker_as_utf8_and_no_key_as_none(kafka_bootstrap: str) -> None:
+    settings = with_topics(kafka_settings(kafka_bootstrap), "tickets")
+    topic = settings.topics.tickets_responses
+    keys = ["S-1", "S-é-✓-日本", None]
+    records = [OutRecord(topic=topic, key=k, value=str(i).encode()) for i, k in enumerate(keys)]
+    assert DeliveryCheckedProducer.from_settings(settings.kafka, flow="test").send(records) == 3
+    back = {r.value: r.key for r in read_topic(settings, topic)}
+    assert back == {b"0": b"S-1", b"1": "S-é-✓-日本".encode(), b"2": None}
+
+
 def test_headers_carry_content_type_and_schema_version(kafka_bootstrap: str) -> None:
     from schemas import TicketMessage
 
