@@ -92,7 +92,9 @@ for i in range(int(sys.argv[1])):
         event, source_ref("shipments.events", 2, 100000 + i), "Carrier Three", 48.0, 0.93,
         "north", 0.4, event.shipped_at + timedelta(hours=48),
     ))
-group = by_owner(scans, lambda e: e.event.shipment_id, 2)[0][1]
+from operators.shipments import domain
+pack = getattr(domain, "EnrichedGroup", list)  # the flow's group, where the tree has one
+group = pack(by_owner(scans, lambda e: e.event.shipment_id, 2)[0][1])
 data = pickle.dumps(group, pickle.HIGHEST_PROTOCOL)
 assert pickle.loads(data) == group
 n, number = len(group), 200

@@ -1,7 +1,8 @@
 """One process of a 2-process Bytewax cluster for `test_exchange.py`: reads its partitions, keys
 every item with `route_by_key` or one at a time (`--single`), and prints what it saw as JSON.
-With `--enriched` the items are the shipments flow's `EnrichedEvent`s (`enriched(key, n)`), and
-each that reaches its keyed step is compared with the one that was read.
+With `--enriched` the items are the shipments flow's `EnrichedEvent`s (`enriched(key, n)`), grouped
+as the flow groups them (`EnrichedGroup`), and each that reaches its keyed step is compared with
+the one that was read.
 
 `python -m tests.operators.runtime.exchange_procs ADDRESSES PROC_ID [--single] [--enriched]`
 """
@@ -20,7 +21,7 @@ from bytewax.testing import cluster_main
 
 from operators.runtime.exchange import WorkerProbe, route_by_key
 from operators.runtime.placement import this_worker
-from operators.shipments.domain import EnrichedEvent
+from operators.shipments.domain import EnrichedEvent, EnrichedGroup
 from schemas.dead_letter import SourceRef
 from schemas.shipments import ShipmentEvent
 
@@ -101,7 +102,12 @@ def main(argv: list[str]) -> None:
     op.input("probe", flow, WorkerProbe())
     up = op.input("in", flow, Parts())
     up = op.map("read", up, lambda c: read.append((n_of(c), _index())) or c)
-    keyed = op.key_on("key", up, key_of) if single else route_by_key("key", up, key_of)
+    if single:
+        keyed = op.key_on("key", up, key_of)
+    elif "--enriched" in argv:
+        keyed = route_by_key("key", up, key_of, group=EnrichedGroup)
+    else:
+        keyed = route_by_key("key", up, key_of)
 
     def count(state: Optional[int], c: Any) -> tuple[int, int]:
         key, n = key_of(c), n_of(c)

@@ -62,8 +62,8 @@ def test_items_that_change_process_are_pickled_once_in_groups(
 
 @pytest.mark.timeout(180)
 def test_enriched_scans_reach_their_keys_worker_equal() -> None:
-    """The shipments flow's `EnrichedEvent`s, in their compact pickle, reach the worker that owns
-    their shipment equal to what was read, fields set included."""
+    """The shipments flow's `EnrichedEvent`s, in their groups' compact pickle (`EnrichedGroup`),
+    reach the worker that owns their shipment equal to what was read, fields set included."""
     outs = run_cluster("--enriched")
     read = {n: w for out in outs for n, w in out["read"]}
     owned = [(k, n, w) for out in outs for k, n, w in out["owned"]]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from operators.runtime.records import source_ref
-from operators.shipments.domain import EnrichedEvent, _enriched
+from operators.shipments.domain import EnrichedEvent, EnrichedGroup, _enriched, _group
 from schemas.dead_letter import SourceRef
 from schemas.shipments import ShipmentEvent
 
@@ -182,3 +182,25 @@ def test_other_sources_keep_their_own_pickle(source: SourceRef) -> None:
         assert scan.__reduce_ex__(pickle.HIGHEST_PROTOCOL)[0] is not _enriched
         assert_same(pickle.loads(pickle.dumps(scan, pickle.HIGHEST_PROTOCOL)), scan)
     assert_same_model(pickle.loads(pickle.dumps(source)), source)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(ids, enriched_events()), max_size=8), st.booleans())
+def test_a_group_round_trips_exactly_as_a_list(
+    pairs: list[tuple[str, EnrichedEvent]], odd_one: bool
+) -> None:
+    """A group unpickles as a plain list of the same pairs, with one item that has no flat form
+    (a subclass) among them or not."""
+    if odd_one and pairs:
+        key, first = pairs[0]
+        pairs[0] = (key, Subclassed(**first.__dict__))
+    group = EnrichedGroup(pairs)
+    flat = not (odd_one and pairs) and all(
+        e.source.model_fields_set == {"topic", "partition", "offset"} for _, e in pairs
+    )
+    assert (group.__reduce__()[0] is _group) == flat
+    got = pickle.loads(pickle.dumps(group, pickle.HIGHEST_PROTOCOL))
+    assert type(got) is list
+    assert [key for key, _ in got] == [key for key, _ in pairs]
+    for (_, item), (_, want) in zip(got, pairs, strict=True):
+        assert_same(item, want)
