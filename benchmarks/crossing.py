@@ -244,14 +244,21 @@ def kafka(b: Broker, chosen: list[Contender], rounds: int, steady: int) -> list[
 
 IDLE = re.compile(r"clock_nanosleep|epoll_wait|pthread_cond_(timed)?wait|cnd_timedwait|futex")
 """A frame among the innermost three of a sample of a worker thread that waits (parked)."""
-PARTS = {
-    "crossing: pickle (send)": ("Wire.__reduce__",),
-    "crossing: unpickle (receive)": ("_arrived (",),
-    "route_by_key in Python (group, carry, unpack)": ("route_by_key.", "_Carry.", "by_owner ("),
-    "Bytewax's exchange (timely pushers)": ("pushers::exchange",),
-    "garbage collector": ("gc_collect",),
+CROSSING: tuple[str, ...] = ("Wire.__reduce__", "_arrived (", "route_by_key.", "_Carry.")
+CROSSING += ("by_owner (", "pushers::exchange")
+PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "crossing: pickle (send)": (("Wire.__reduce__",), ()),
+    "crossing: unpickle (receive)": (("_arrived (",), ()),
+    "route_by_key in Python (group, carry, unpack)": (
+        ("route_by_key.", "_Carry.", "by_owner ("),
+        (),
+    ),
+    "Bytewax's exchange besides the pickle": (("pushers::exchange",), ("Wire.__reduce__",)),
+    "all of the above": (CROSSING, ()),
+    "garbage collector": (("gc_collect",), ()),
 }
-"""Parts of a worker thread's busy samples, each by the frames that mark it in a stack."""
+"""Parts of a worker thread's busy samples: a stack with one of the first frames and none of the
+second."""
 
 
 def profile(b: Broker, chosen: list[Contender], steady: int) -> list[str]:
@@ -285,8 +292,8 @@ def profile(b: Broker, chosen: list[Contender], steady: int) -> list[str]:
                 if not worker or "importlib" in stack or IDLE.search(inner):
                     continue
                 busy += int(count)
-                for part, marks in PARTS.items():
-                    if any(mark in stack for mark in marks):
+                for part, (marks, unless) in PARTS.items():
+                    if any(m in stack for m in marks) and not any(m in stack for m in unless):
                         parts[part] += int(count)
             raw.unlink()
         shares[c.label] = {part: 100.0 * n / max(busy, 1) for part, n in parts.items()}
