@@ -193,6 +193,7 @@ def _fields_mask(fields_set: set[str]) -> int:
 
 
 def _fields_set(mask: int) -> set[str]:
+    """The fields set of a scan whose mask is `mask` (`_fields_mask`), a set of its own."""
     if mask == _ALL_FIELDS:
         return set(_EVENT_FIELDS)
     names = _SETS.get(mask)
