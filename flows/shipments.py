@@ -32,6 +32,7 @@ from operators.runtime.shutdown import StopSignal
 from operators.runtime.skeleton import FlowSteps, Frame
 from operators.shipments.agent import ShipmentAgent
 from operators.shipments.decision_state import WindowParams
+from operators.shipments.domain import EnrichedGroup
 from operators.shipments.enrich import enrich_with_carrier_and_hub
 from operators.shipments.late_events import late_events_to_dead_letters
 from operators.shipments.reference import ShipmentReference
@@ -52,7 +53,9 @@ def decide(
         "enrich_with_carrier_and_hub", events, reference=frame.reference
     )
     # Scans cross to their shipment's worker a batch at a time, not one by one.
-    by_shipment = route_by_key("key_by_shipment", enriched.enriched, lambda e: e.event.shipment_id)
+    by_shipment = route_by_key(
+        "key_by_shipment", enriched.enriched, lambda e: e.event.shipment_id, group=EnrichedGroup
+    )
     windows = decision_window(
         "decision_window", by_shipment, params=WindowParams.from_settings(s.shipments),
         topic=frame.topics.input, clock=StreamClock(), stop=stop,

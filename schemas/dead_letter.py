@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, SupportsIndex
 
 from pydantic import Field, create_model
 from pydantic_core import ErrorDetails
@@ -51,6 +51,47 @@ class SourceRef(Record):
     topic: str = Field(min_length=1, max_length=249)
     partition: Optional[NonNegativeInt] = None
     offset: Optional[NonNegativeInt] = None
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
+        """Pickled as `(topic, partition, offset)` (and the fields set, when not all three), not
+        as pydantic's state dict: every scan that crosses to another process carries one
+        (`operators.runtime.exchange`). A subclass, or one with extra or private values, is
+        pickled as pydantic pickles it; pickles of pydantic's form still load. JSON unchanged."""
+        if (
+            type(self) is not SourceRef
+            or self.__pydantic_extra__ is not None
+            or self.__pydantic_private__ is not None
+        ):
+            return super().__reduce_ex__(protocol)
+        values = self.__dict__
+        fields_set = self.__pydantic_fields_set__
+        if len(fields_set) == 3:
+            return (_source_ref, (values["topic"], values["partition"], values["offset"]))
+        return (
+            _source_ref,
+            (values["topic"], values["partition"], values["offset"], tuple(sorted(fields_set))),
+        )
+
+
+_new_source = SourceRef.__new__
+_set = object.__setattr__
+_ALL_SET = ("topic", "partition", "offset")
+
+
+def _source_ref(
+    topic: str,
+    partition: Optional[int],
+    offset: Optional[int],
+    fields_set: tuple[str, ...] = _ALL_SET,
+) -> SourceRef:
+    """A `SourceRef` unpickled from its values (`SourceRef.__reduce_ex__`): they were valid when
+    it was pickled, so they are not validated again."""
+    ref = _new_source(SourceRef)
+    _set(ref, "__dict__", {"topic": topic, "partition": partition, "offset": offset})
+    _set(ref, "__pydantic_fields_set__", set(fields_set))
+    _set(ref, "__pydantic_extra__", None)
+    _set(ref, "__pydantic_private__", None)
+    return ref
 
 
 class FieldError(Record):

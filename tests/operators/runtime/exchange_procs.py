@@ -1,13 +1,17 @@
 """One process of a 2-process Bytewax cluster for `test_exchange.py`: reads its partitions, keys
 every item with `route_by_key` or one at a time (`--single`), and prints what it saw as JSON.
+With `--enriched` the items are the shipments flow's `EnrichedEvent`s (`enriched(key, n)`), grouped
+as the flow groups them (`EnrichedGroup`), and each that reaches its keyed step is compared with
+the one that was read.
 
-`python -m tests.operators.runtime.exchange_procs ADDRESSES PROC_ID [--single]`
+`python -m tests.operators.runtime.exchange_procs ADDRESSES PROC_ID [--single] [--enriched]`
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 
 import bytewax.operators as op
@@ -17,6 +21,9 @@ from bytewax.testing import cluster_main
 
 from operators.runtime.exchange import WorkerProbe, route_by_key
 from operators.runtime.placement import this_worker
+from operators.shipments.domain import EnrichedEvent, EnrichedGroup
+from schemas.dead_letter import SourceRef
+from schemas.shipments import ShipmentEvent
 
 PARTITIONS = ["p0", "p1", "p2", "p3"]
 PER_PARTITION = 400
@@ -36,14 +43,34 @@ class Counted:
         return (Counted, (self.key, self.n))
 
 
-class _Part(StatefulSourcePartition[Counted, None]):
+def enriched(key: str, n: int) -> EnrichedEvent:
+    """The `EnrichedEvent` number `n` of shipment `key`: a scan with an ETA, a null one or none
+    set, a note or none set, and a source with its partition and offset."""
+    at = datetime(2026, 11, 27, 10, 0, tzinfo=UTC) + timedelta(seconds=n, microseconds=n)
+    fields: dict[str, Any] = {
+        "event_id": f"EV-{n}", "shipment_id": key, "carrier_id": "CAR-1", "hub_id": f"HUB-{n % 3}",
+        "scan_type": "delay" if n % 2 else "arrived_hub", "occurred_at": at,
+        "shipped_at": at - timedelta(hours=n % 7), "delay_minutes": n % 50,
+    }  # fmt: skip
+    if n % 3:  # else left unset
+        fields["eta"] = at + timedelta(hours=9) if n % 3 == 1 else None
+    if n % 5 == 0:
+        fields["note"] = f"note {n}"
+    event = ShipmentEvent(**fields)
+    source = SourceRef(topic="shipments.events", partition=n % 4, offset=n)
+    return EnrichedEvent(
+        event, source, "Carrier One", 24.0 + n % 3, 0.9, "north", n % 10 / 10,
+        event.shipped_at + timedelta(hours=24),
+    )  # fmt: skip
+
+
+class _Part(StatefulSourcePartition[Any, None]):
     def __init__(self, part: str) -> None:
         p = PARTITIONS.index(part)
-        self.items = [
-            Counted(f"K-{p}-{i % 37}", p * PER_PARTITION + i) for i in range(PER_PARTITION)
-        ]
+        make = enriched if "--enriched" in sys.argv else Counted
+        self.items = [make(f"K-{p}-{i % 37}", p * PER_PARTITION + i) for i in range(PER_PARTITION)]
 
-    def next_batch(self) -> list[Counted]:
+    def next_batch(self) -> list[Any]:
         if not self.items:
             raise StopIteration()
         batch, self.items = self.items[:BATCH], self.items[BATCH:]
@@ -53,7 +80,7 @@ class _Part(StatefulSourcePartition[Counted, None]):
         return None
 
 
-class Parts(FixedPartitionedSource[Counted, None]):
+class Parts(FixedPartitionedSource[Any, None]):
     def list_parts(self) -> list[str]:
         return PARTITIONS
 
@@ -65,23 +92,61 @@ def main(argv: list[str]) -> None:
     addresses, proc_id, single = argv[0].split(";"), int(argv[1]), "--single" in argv
     read: list[tuple[int, int]] = []
     owned: list[tuple[str, int, int]] = []
+    unequal: list[int] = []
+    if "--enriched" in argv:
+        key_of, n_of = _enriched_key, _enriched_n
+    else:
+        key_of, n_of = _counted_key, _counted_n
 
     flow = Dataflow("exchange_procs")
     op.input("probe", flow, WorkerProbe())
     up = op.input("in", flow, Parts())
-    up = op.map("read", up, lambda c: read.append((c.n, _index())) or c)
+    up = op.map("read", up, lambda c: read.append((n_of(c), _index())) or c)
     if single:
-        keyed = op.key_on("key", up, lambda c: c.key)
+        keyed = op.key_on("key", up, key_of)
+    elif "--enriched" in argv:
+        keyed = route_by_key("key", up, key_of, group=EnrichedGroup)
     else:
-        keyed = route_by_key("key", up, lambda c: c.key)
+        keyed = route_by_key("key", up, key_of)
 
-    def count(state: Optional[int], c: Counted) -> tuple[int, int]:
-        owned.append((c.key, c.n, _index()))
-        return (state or 0) + 1, c.n
+    def count(state: Optional[int], c: Any) -> tuple[int, int]:
+        key, n = key_of(c), n_of(c)
+        owned.append((key, n, _index()))
+        if isinstance(c, EnrichedEvent) and not _same(c, enriched(key, n)):
+            unequal.append(n)
+        return (state or 0) + 1, n
 
     op.inspect("seen", op.stateful_map("count", keyed, count), lambda *_: None)
     cluster_main(flow, addresses, proc_id, worker_count_per_proc=1)
-    print(json.dumps({"pickled": Counted.pickled, "read": read, "owned": owned}))
+    out = {"pickled": Counted.pickled, "read": read, "owned": owned, "unequal": unequal}
+    print(json.dumps(out))
+
+
+def _counted_key(c: Counted) -> str:
+    return c.key
+
+
+def _counted_n(c: Counted) -> int:
+    return c.n
+
+
+def _enriched_key(e: EnrichedEvent) -> str:
+    return e.event.shipment_id
+
+
+def _enriched_n(e: EnrichedEvent) -> int:
+    offset = e.source.offset
+    assert offset is not None
+    return offset
+
+
+def _same(got: EnrichedEvent, want: EnrichedEvent) -> bool:
+    """Equal, with the same fields set on the scan and the source."""
+    return (
+        got == want
+        and got.event.model_fields_set == want.event.model_fields_set
+        and got.source.model_fields_set == want.source.model_fields_set
+    )
 
 
 def _index() -> int:

@@ -58,3 +58,18 @@ def test_items_that_change_process_are_pickled_once_in_groups(
     assert 0.25 * total < crossing < 0.75 * total
     pickled = sum(out["pickled"] for out in outs)
     assert pickled == pickles_per_crossing * crossing
+
+
+@pytest.mark.timeout(180)
+def test_enriched_scans_reach_their_keys_worker_equal() -> None:
+    """The shipments flow's `EnrichedEvent`s, in their groups' compact pickle (`EnrichedGroup`),
+    reach the worker that owns their shipment equal to what was read, fields set included."""
+    outs = run_cluster("--enriched")
+    read = {n: w for out in outs for n, w in out["read"]}
+    owned = [(k, n, w) for out in outs for k, n, w in out["owned"]]
+    total = len(PARTITIONS) * PER_PARTITION
+    assert sorted(n for _, n, _ in owned) == list(range(total))
+    assert all(w == worker_of(k, 2) for k, _, w in owned)
+    crossing = sum(1 for k, n, _ in owned if read[n] != worker_of(k, 2))
+    assert 0.25 * total < crossing
+    assert [n for out in outs for n in out["unequal"]] == []
