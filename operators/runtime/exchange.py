@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Optional, TypeVar
 
 import bytewax.operators as op
-from bytewax.dataflow import Stream, operator
+from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
@@ -59,12 +59,16 @@ PROBE_STEP = "worker_probe"
 
 
 def probe_workers(up: Stream[Any]) -> None:
-    """Give `up`'s dataflow its `WorkerProbe` input, unless it has it already (one per dataflow:
-    with one per async step, the tickets flow's graceful stop wrote an output again after the
-    restart in 3 of 9 runs of `tests/flows/test_graceful_stop.py`; with one, in none of 14)."""
+    """Give `up`'s dataflow its one `WorkerProbe` input, unless it has it already.
+
+    The probe is added at the top level of the dataflow even when `up` is inside an operator:
+    `up.flow().substeps` is the dataflow's own list of top-level steps, but an input added
+    through `up.flow()` would land in the operator's scope, where the check above never looks,
+    so each operator would add one more probe. One is enough: every worker builds every input.
+    """
     flow = up.flow()
     if not any(step.step_name == PROBE_STEP for step in flow.substeps):
-        op.input(PROBE_STEP, flow, WorkerProbe())
+        op.input(PROBE_STEP, Dataflow(flow.flow_id, flow.substeps), WorkerProbe())
 
 
 class _Carry(StatefulBatchLogic[Wire[Group[X]], tuple[str, X], None]):
