@@ -29,7 +29,7 @@ from typing import Any, Generic, Optional, TypeGuard, TypeVar, Union, cast
 import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Stream, operator
-from bytewax.operators import KeyedStream, StatefulLogic
+from bytewax.operators import KeyedStream, StatefulBatchLogic, StatefulLogic
 from pydantic import BaseModel
 
 from operators.errors import StopsTheFlow
@@ -302,6 +302,8 @@ def guarded_flat_map_batch(
 
 
 _NO_SNAPSHOT = object()
+_FRESH = object()
+"""What a key that holds no state rolls back to: nothing; a record it fails on drops the key."""
 
 
 class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Optional[S]]):
@@ -359,8 +361,17 @@ class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Op
                 return [broken, failed], self._discard()
             out, discard = self._on_item(value)
             return [broken, *out], discard
-        self._last_source = _safely(lambda: self._source(value), self._last_source)
-        before = self._snapshot_or_missing() if self._rollback else _NO_SNAPSHOT
+        try:  # inline rather than through `_safely`: a lambda and a call less per record
+            source: Optional[SourceRef] = self._source(value)
+        except Exception:
+            source = self._last_source
+        self._last_source = source
+        if not self._rollback:
+            before: Any = _NO_SNAPSHOT
+        elif self._holds_state:
+            before = self._snapshot_or_missing()
+        else:  # nothing to roll back to: a failure drops the key (no snapshot taken)
+            before = _FRESH
         try:
             out, discard = self._inner.on_item(value)
             out = list(out)
@@ -421,6 +432,8 @@ class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Op
         self, value: X, exc: BaseException, before: Any
     ) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
         failure = StepFailure.of(self._step, exc, item=value, source=self._last_source)
+        if before is _FRESH:  # the key held no state before this record
+            return [failure], self._discard()
         if before is not _NO_SNAPSHOT:
             try:
                 self._inner = self._build(before)
@@ -471,6 +484,66 @@ class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Op
         return StatefulLogic.DISCARD
 
 
+class _GuardedBatches(StatefulBatchLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Optional[S]]):
+    """A key's `GuardedLogic` as Bytewax's `stateful_batch` calls it: what `op.stateful`'s own
+    shim does (each value through `on_item`, a new logic after a discard), with the guard's
+    record path called directly and its timer read without a call."""
+
+    def __init__(
+        self,
+        logic: GuardedLogic[X, Y, S],
+        build: Callable[[Optional[S]], GuardedLogic[X, Y, S]],
+    ) -> None:
+        self._logic: Optional[GuardedLogic[X, Y, S]] = logic
+        self._build = build
+
+    def on_batch(
+        self, values: list[Union[Wire[X], X]]
+    ) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
+        out: list[Union[Y, StepFailure[X]]] = []
+        logic = self._logic
+        for value in values:
+            if logic is None:
+                logic = self._build(None)
+            emitted, discard = logic._on_item(unwire(value))
+            out.extend(emitted)
+            if discard:
+                logic = None
+        self._logic = logic
+        return out, logic is None
+
+    def on_notify(self) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
+        assert self._logic is not None
+        return self._logic.on_notify()
+
+    def on_eof(self) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
+        assert self._logic is not None
+        return self._logic.on_eof()
+
+    def notify_at(self) -> Optional[datetime]:
+        assert self._logic is not None
+        return self._logic._next
+
+    def snapshot(self) -> Optional[S]:
+        assert self._logic is not None
+        return self._logic.snapshot()
+
+
+@operator
+def _stateful(
+    step_id: str,
+    up: KeyedStream[Union[Wire[X], X]],
+    build: Callable[[Optional[S]], GuardedLogic[X, Y, S]],
+) -> KeyedStream[Union[Y, StepFailure[X]]]:
+    """`op.stateful(step_id, up, build)`: the same inner step (`<step_id>.stateful_batch`, so
+    recovery snapshots resume) and the same snapshots, through `_GuardedBatches`."""
+
+    def batches(state: Optional[S]) -> _GuardedBatches[X, Y, S]:
+        return _GuardedBatches(build(state), build)
+
+    return op.stateful_batch("stateful_batch", up, batches)
+
+
 def guarded_stateful(
     step_id: str,
     up: KeyedStream[Union[Wire[X], X]],
@@ -499,7 +572,7 @@ def guarded_stateful(
     def build_guarded(state: Optional[S]) -> GuardedLogic[X, Y, S]:
         return GuardedLogic(name, build, state, source=source, rollback=rollback, live=live)
 
-    outputs = op.stateful(step_id, up, build_guarded)
+    outputs = _stateful(step_id, up, build_guarded)
 
     def succeeded(kv: tuple[str, Union[Y, StepFailure[X]]]) -> TypeGuard[tuple[str, Y]]:
         return not isinstance(kv[1], StepFailure)

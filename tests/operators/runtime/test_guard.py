@@ -260,3 +260,47 @@ def test_a_logic_whose_timer_never_answers_dead_letters_its_records_and_stops() 
     broken, failed = out
     assert broken.state == {"sum": 1} and failed.item == 7
     assert failed.error == "OverflowError: no timer" and discard is StatefulLogic.DISCARD
+
+
+class Snapshots(Counter):
+    """A `Counter` that counts the snapshots taken of it."""
+
+    taken = 0
+
+    def snapshot(self) -> dict:
+        Snapshots.taken += 1
+        return super().snapshot()
+
+
+def test_a_key_that_holds_no_state_takes_no_snapshot_and_is_dropped_when_it_fails() -> None:
+    Snapshots.taken = 0
+    fresh = GuardedLogic("s", Snapshots, None, source=lambda _: SOURCE)
+    out, discard = fresh.on_item(13)
+    (failure,) = out
+    assert isinstance(failure, StepFailure) and failure.item == 13
+    assert discard is StatefulLogic.DISCARD
+    assert Snapshots.taken == 0, "nothing to roll back to: no snapshot before its first record"
+    held = GuardedLogic("s", Snapshots, {"sum": 1}, source=lambda _: SOURCE)
+    assert held.on_item(13)[1] is StatefulLogic.RETAIN
+    assert Snapshots.taken == 1 and held.snapshot() == {"sum": 1}
+
+
+def test_guarded_stateful_keeps_the_step_id_and_rebuilds_a_dropped_key_within_a_batch() -> None:
+    items = [("b", 13), ("b", 4), ("a", 1), ("a", 13), ("a", 2)]
+    flow_ref: list[Dataflow] = []
+
+    def build(flow, results, dead):
+        up = op.input("in", flow, TestingSource(items, batch_size=5))
+        sums, failed = guarded_stateful(
+            "sum", up, Counter, flow="shipments", source=lambda _: SOURCE
+        )
+        op.output("ok", sums, TestingSink(results))
+        op.output("dead", failed, TestingSink(dead))
+        flow_ref.append(flow)
+
+    results, dead = _run(build)
+    assert sorted(results) == [("a", 1), ("a", 3), ("b", 4)]
+    assert sorted(raw_of(d) for d in dead) == [13, 13]
+    (step,) = [s for s in flow_ref[0].substeps if s.step_id == "guard_test.sum"]
+    # recovery snapshots are keyed by this id: the one `op.stateful("sum", ...)` has
+    assert [s.step_id for s in step.substeps] == ["guard_test.sum.stateful_batch"]
