@@ -311,7 +311,8 @@ class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Op
 
     - `on_item` raising (or the `notify_at` asked right after it): the record is the failure;
       the inner logic is rebuilt from the snapshot taken before the record (`rollback`), so a
-      record that fails changes nothing; a key that never held state is dropped again.
+      record that fails changes nothing; a key that never held state is dropped again (no
+      snapshot is taken before its records: there is nothing to roll back to).
     - `on_notify`/`on_eof` raising, a `notify_at` or `snapshot` that cannot be answered: the
       key's state is broken; its snapshot (when one can be taken) is the failure and the key is
       dropped, so a failing timer cannot fire forever (a record that comes first starts the key
