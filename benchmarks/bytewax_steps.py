@@ -13,7 +13,10 @@ The shapes:
   Python frame (the outputs swapped);
 - `split`: the same two outputs from two `flat_map_batch` filters (two calls per batch);
 - `map`, `inspect`: `op.map` and `op.inspect` (a Python call per item);
-- `key_rm`: `op.key_rm` (an `op.map`), and `key_rm (batch)`, the same a batch at a time.
+- `key_rm`: `op.key_rm` (an `op.map`), and `key_rm (batch)`, the same a batch at a time;
+- `stateful_batch`: keyed a batch at a time, a logic per key that passes its values on and
+  keeps nothing, unkeyed a batch at a time; with 50,000 keys (about one value per key in a
+  batch, as the flows' session and shipment keys) and with 1 key.
 
 Rounds are interleaved (every shape once per round, the order rotating); the figures are medians.
 The section is `bytewax-steps` of `docs/BENCHMARKS.md`.
@@ -31,6 +34,7 @@ from typing import Any, Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
+from bytewax.operators import StatefulBatchLogic
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from benchmarks.report import command_line, write_section
@@ -83,6 +87,25 @@ def _keyed(s: Stream[Any]) -> Stream[tuple[str, Any]]:
     return op.flat_map_batch("key", s, lambda b: [("k", x) for x in b])
 
 
+class _Pass(StatefulBatchLogic[Any, Any, None]):
+    """A key's logic that passes its values on and keeps nothing."""
+
+    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
+        return values, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> None:
+        return None
+
+
+def _stateful(keys: int) -> Callable[[Stream[Any]], list[Stream[Any]]]:
+    def shape(s: Stream[Any]) -> list[Stream[Any]]:
+        keyed = op.flat_map_batch("key", s, lambda b: [(str(x.n % keys), x) for x in b])
+        kept = op.stateful_batch("stateful_batch", keyed, lambda _: _Pass())
+        return [op.flat_map_batch("unkey", kept, lambda b: [v for _, v in b])]
+
+    return shape
+
+
 def _unkey_batch(s: Stream[Any]) -> list[Stream[Any]]:
     return [op.flat_map_batch("unkey", _keyed(s), lambda b: [v for _, v in b])]
 
@@ -97,6 +120,8 @@ SHAPES: dict[str, Callable[[Stream[Any]], list[Stream[Any]]]] = {
     "inspect": lambda s: [op.inspect("inspect", s, lambda _s, _x: None)],
     "key_rm": lambda s: [op.key_rm("key_rm", _keyed(s))],
     "key_rm (batch)": _unkey_batch,
+    "stateful_batch, 50,000 keys": _stateful(50_000),
+    "stateful_batch, 1 key": _stateful(1),
 }
 """Each shape: the streams it adds after the common `flat_map_batch`, each sent to a sink."""
 
@@ -133,6 +158,10 @@ def per_item_us(medians: dict[tuple[int, str], float], count: int) -> dict[tuple
     return {(b, s): (t - medians[(b, "none")]) / count * 1e6 for (b, s), t in medians.items()}
 
 
+def _signed(us: float) -> str:
+    return f"{round(us, 3) + 0.0:+.3f}"  # + 0.0: no "-0.000"
+
+
 def report(medians: dict[tuple[int, str], float], count: int, rounds: int) -> str:
     cost = per_item_us(medians, count)
     head = " | ".join(f"batch {b}" for b in BATCHES)
@@ -152,10 +181,12 @@ def report(medians: dict[tuple[int, str], float], count: int, rounds: int) -> st
     base = " | ".join(f"{medians[(b, 'none')] / count * 1e6:.3f}" for b in BATCHES)
     rows += [f"| (the dataflow without a shape, whole) | {base} |", ""]
     for b in BATCHES:
-        branch, split = cost[(b, "branch")], cost[(b, "split")]
+        branch = cost[(b, "branch")]
+        split = _signed(cost[(b, "split")] - branch)
+        on_c = _signed(cost[(b, "branch (C predicate)")] - branch)
         rows.append(
-            f"- batch {b}: the split costs {split - branch:+.3f} µs per item against the branch; "
-            f"the branch on a C predicate {cost[(b, 'branch (C predicate)')] - branch:+.3f} µs."
+            f"- batch {b}: the split costs {split} µs per item against the branch; the branch on "
+            f"a C predicate {on_c} µs."
         )
     return "\n".join(rows) + "\n"
 
