@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final, Optional
+from typing import Annotated, Any, Final, Optional, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -114,6 +114,24 @@ class Record(BaseModel):
     """Base of every topic model: strict, frozen, bounded."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+R = TypeVar("R", bound=Record)
+
+_set = object.__setattr__
+
+
+def trusted(cls: type[R], values: dict[str, Any], fields_set: set[str]) -> R:
+    """An instance of `cls` built from values that were checked already (by a fast path's own
+    checks, or valid when they were pickled), without validating them again: what
+    `model_construct` does, without its work per field. `values` (every field, in the order
+    `cls` declares them) becomes the instance's `__dict__`; `fields_set` its set fields."""
+    out = object.__new__(cls)
+    _set(out, "__dict__", values)
+    _set(out, "__pydantic_fields_set__", fields_set)
+    _set(out, "__pydantic_extra__", None)
+    _set(out, "__pydantic_private__", None)
+    return out
 
 
 def deterministic_id(*parts: object, length: int = 32) -> str:

@@ -17,6 +17,7 @@ from schemas.common import (
     Record,
     UtcDatetime,
     deterministic_id,
+    trusted,
     utc_now,
 )
 
@@ -73,8 +74,6 @@ class SourceRef(Record):
         )
 
 
-_new_source = SourceRef.__new__
-_set = object.__setattr__
 _ALL_SET = ("topic", "partition", "offset")
 
 
@@ -86,12 +85,9 @@ def _source_ref(
 ) -> SourceRef:
     """A `SourceRef` unpickled from its values (`SourceRef.__reduce_ex__`): they were valid when
     it was pickled, so they are not validated again."""
-    ref = _new_source(SourceRef)
-    _set(ref, "__dict__", {"topic": topic, "partition": partition, "offset": offset})
-    _set(ref, "__pydantic_fields_set__", set(fields_set))
-    _set(ref, "__pydantic_extra__", None)
-    _set(ref, "__pydantic_private__", None)
-    return ref
+    return trusted(
+        SourceRef, {"topic": topic, "partition": partition, "offset": offset}, set(fields_set)
+    )
 
 
 class FieldError(Record):

@@ -20,6 +20,7 @@ from schemas.common import (
     Text,
     TimeBounds,
     UtcDatetime,
+    trusted,
 )
 from schemas.enrichment import Enrichment
 
@@ -128,7 +129,6 @@ _is_utc_text = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|\+00:00)"
 ).fullmatch
 """A timestamp written as `YYYY-MM-DDTHH:MM:SS[.ffffff]` in UTC (`Z` or `+00:00`)."""
-_new_event = ShipmentEvent.__new__
 _set = object.__setattr__
 
 
@@ -194,20 +194,15 @@ def event_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Optional
     note = obj.get("note")
     if note is not None and not (type(note) is str and len(note) <= 4000 and note == note.strip()):
         return None
-    event = _new_event(ShipmentEvent)
-    _set(
-        event,
-        "__dict__",
+    return trusted(
+        ShipmentEvent,
         {
             "event_id": event_id, "shipment_id": shipment_id, "carrier_id": carrier_id,
             "hub_id": hub_id, "scan_type": scan_type, "occurred_at": occurred_at,
             "shipped_at": shipped_at, "eta": eta, "delay_minutes": delay_minutes, "note": note,
         },
+        set(keys),
     )  # fmt: skip
-    _set(event, "__pydantic_fields_set__", set(keys))
-    _set(event, "__pydantic_extra__", None)
-    _set(event, "__pydantic_private__", None)
-    return event
 
 
 _ACTIONS: frozenset[str] = frozenset(get_args(Action))
@@ -292,10 +287,8 @@ def decision_from_rules(
             hub_id=hub_id, region=region, last_scan_at=last_scan_at, sla_due_at=sla_due_at,
             notes=notes, decided_at=decided_at,
         )  # fmt: skip
-    decision = _new_decision(ShipmentDecision)
-    _set(
-        decision,
-        "__dict__",
+    return trusted(
+        ShipmentDecision,
         {
             "schema_version": SCHEMA_VERSION,
             "decision_id": decision_id,
@@ -317,11 +310,8 @@ def decision_from_rules(
             "decided_at": decided_at,
             "enrichment": None,
         },
+        set(_DECISION_SET),
     )
-    _set(decision, "__pydantic_fields_set__", set(_DECISION_SET))
-    _set(decision, "__pydantic_extra__", None)
-    _set(decision, "__pydantic_private__", None)
-    return decision
 
 
 _DECISION_FIELDS: tuple[str, ...] = tuple(ShipmentDecision.model_fields)

@@ -25,6 +25,7 @@ from hashlib import blake2b
 from typing import Literal, Optional
 
 from operators.runtime.clock import MAX_UTC, Reading, shifted
+from operators.runtime.memo import remember
 from operators.shipments.decision_state import STATE_VERSION as STATE_VERSION
 from operators.shipments.decision_state import IncompatibleStateError as IncompatibleStateError
 from operators.shipments.decision_state import OpenWindow, WindowsState
@@ -61,9 +62,7 @@ def _iso(when: datetime) -> str:
         return when.isoformat()
     text = _ISO.get(when)
     if text is None:
-        if len(_ISO) >= MAX_SHARED_STARTS:
-            _ISO.clear()
-        text = _ISO[when] = when.isoformat()
+        text = remember(_ISO, MAX_SHARED_STARTS, when, when.isoformat())
     return text
 
 
@@ -268,9 +267,9 @@ class ShipmentWindows(WindowsState):
         window = self._params.window
         start = shifted(UTC_EPOCH, ((ts - UTC_EPOCH) // window) * window)
         # Live shipments share few window starts: keep one object of each, not one per shipment.
-        shared = _STARTS.setdefault(start, start)
-        if len(_STARTS) > MAX_SHARED_STARTS:
-            _STARTS.clear()
+        shared = _STARTS.get(start)
+        if shared is None:
+            shared = remember(_STARTS, MAX_SHARED_STARTS, start, start)
         return shared
 
     # --- decisions -----------------------------------------------------------------------------

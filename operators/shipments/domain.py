@@ -22,14 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Optional, SupportsIndex
 
+from schemas.common import trusted
 from schemas.dead_letter import SourceRef
 from schemas.shipments import ShipmentEvent
 
 _EVENT_FIELDS: tuple[str, ...] = tuple(ShipmentEvent.model_fields)
 _ALL_FIELDS = -1
 """The fields-set mask of a scan that set every field (the usual case)."""
-_new_event = ShipmentEvent.__new__
-_new_source = SourceRef.__new__
 _new_enriched: Any = object.__new__
 _set = object.__setattr__
 _SOURCE_SET = frozenset(("topic", "partition", "offset"))
@@ -140,25 +139,19 @@ def _group(keys: Sequence[str], flat: Sequence[Any]) -> list[tuple[str, Enriched
         delay_minutes, note, fields_mask, topic, partition, offset, carrier_name, sla_hours,
         carrier_reliability, region, hub_congestion, sla_due_at,
     ) in zip(keys, zip(*[values] * FLAT_WIDTH, strict=False), strict=True):  # fmt: skip
-        event = _new_event(ShipmentEvent)
-        _set(
-            event,
-            "__dict__",
+        event = trusted(
+            ShipmentEvent,
             {
                 "event_id": event_id, "shipment_id": shipment_id, "carrier_id": carrier_id,
                 "hub_id": hub_id, "scan_type": scan_type, "occurred_at": occurred_at,
                 "shipped_at": shipped_at, "eta": eta, "delay_minutes": delay_minutes,
                 "note": note,
             },
+            _fields_set(fields_mask),
         )  # fmt: skip
-        _set(event, "__pydantic_fields_set__", _fields_set(fields_mask))
-        _set(event, "__pydantic_extra__", None)
-        _set(event, "__pydantic_private__", None)
-        source = _new_source(SourceRef)
-        _set(source, "__dict__", {"topic": topic, "partition": partition, "offset": offset})
-        _set(source, "__pydantic_fields_set__", set(_SOURCE_SET))
-        _set(source, "__pydantic_extra__", None)
-        _set(source, "__pydantic_private__", None)
+        source = trusted(
+            SourceRef, {"topic": topic, "partition": partition, "offset": offset}, set(_SOURCE_SET)
+        )
         item = _new_enriched(EnrichedEvent)
         _set(
             item,

@@ -18,6 +18,7 @@ from bytewax.dataflow import Stream, operator
 
 from operators.runtime.enrich import EnrichOut, unknown_reference
 from operators.runtime.guard import guarded_flat_map_batch
+from operators.runtime.memo import remember
 from operators.runtime.records import Valid
 from operators.shipments.domain import EnrichedEvent
 from operators.shipments.reference import ShipmentReference
@@ -58,9 +59,7 @@ def _hours(hours: float) -> timedelta:
     """`timedelta(hours=hours)`, made once per value."""
     found = _SLA.get(hours)
     if found is None:
-        if len(_SLA) >= MAX_SLA:
-            _SLA.clear()
-        found = _SLA[hours] = timedelta(hours=hours)
+        found = remember(_SLA, MAX_SLA, hours, timedelta(hours=hours))
     return found
 
 

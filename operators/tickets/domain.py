@@ -108,10 +108,7 @@ class ContextTicket(ParsedTicket):
         if type(parsed) is not ParsedTicket or cls is not ContextTicket:
             return _extended(parsed, ParsedTicket, cls, history=history, replay=replay)
         extended = object.__new__(cls)  # `_extended`, written out for the one exact type
-        values = extended.__dict__
-        values.update(parsed.__dict__)
-        values["history"] = history
-        values["replay"] = replay
+        extended.__dict__.update(parsed.__dict__, history=history, replay=replay)
         return extended
 
 
@@ -158,14 +155,11 @@ class RoutedTicket(ContextTicket):
                 route_conflict=route_conflict,
             )
         extended = object.__new__(cls)  # `_extended`, written out for the one exact type
-        values = extended.__dict__
-        values.update(context.__dict__)
-        values["route"] = route
-        values["route_method"] = route_method
-        values["confidence"] = confidence
-        values["route_enrichments"] = route_enrichments
-        values["scored_route"] = scored_route
-        values["route_conflict"] = route_conflict
+        extended.__dict__.update(
+            context.__dict__, route=route, route_method=route_method, confidence=confidence,
+            route_enrichments=route_enrichments, scored_route=scored_route,
+            route_conflict=route_conflict,
+        )  # fmt: skip
         return extended
 
 
@@ -199,12 +193,10 @@ class DraftedTicket(RoutedTicket):
                 prompt_version=prompt_version,
             )
         extended = object.__new__(cls)  # `_extended`, written out for the one exact type
-        values = extended.__dict__
-        values.update(routed.__dict__)
-        values["priority"] = priority
-        values["reply"] = reply
-        values["enrichment"] = enrichment
-        values["prompt_version"] = prompt_version
+        extended.__dict__.update(
+            routed.__dict__, priority=priority, reply=reply, enrichment=enrichment,
+            prompt_version=prompt_version,
+        )  # fmt: skip
         return extended
 
 

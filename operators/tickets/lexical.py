@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Protocol, get_args
 
+from operators.runtime.memo import remember
 from schemas.tickets import Route
 
 ROUTES: tuple[Route, ...] = get_args(Route)
@@ -84,9 +85,9 @@ def _stem_all(words: list[str]) -> list[str]:
     for word in words:
         stemmed = stems.get(word)
         if stemmed is None:
-            if len(stems) >= _STEMS_MAX:
-                stems.clear()
-            stemmed = stems[word] = _STOPPED if word in _STOP_WORDS else stem(word)
+            stemmed = remember(
+                stems, _STEMS_MAX, word, _STOPPED if word in _STOP_WORDS else stem(word)
+            )
         if stemmed:
             out.append(stemmed)
     return out
@@ -232,21 +233,14 @@ class LexicalScorer:
         else:
             stemmed = stem(text)
             token = stemmed if stemmed in self._idf else _SEPARATOR
-        words = self._word_tokens
-        if len(words) >= self.WORD_CACHE:
-            words.clear()  # one atomic step: worker threads share the scorer
-        words[word] = token
-        return token
+        return remember(self._word_tokens, self.WORD_CACHE, word, token)
 
     def key(self, text: str) -> Key:
         """The key of `text` (`Key`): its words (`terms`), stop words left out and unknown
         stems as `_SEPARATOR` (kept per text for up to `SCORE_CACHE` texts)."""
         key = self._keys.get(text)
         if key is None:
-            key = self._key(text)
-            if len(self._keys) >= self.SCORE_CACHE:
-                self._keys.clear()  # one atomic step: worker threads share the scorer
-            self._keys[text] = key
+            key = remember(self._keys, self.SCORE_CACHE, text, self._key(text))
         return key
 
     def _key(self, text: str) -> Key:
@@ -311,10 +305,7 @@ class LexicalScorer:
     def _values(self, key: Key) -> tuple[float, ...]:
         cached = self._scores.get(key)
         if cached is None:
-            cached = self._score(key)
-            if len(self._scores) >= self.SCORE_CACHE:
-                self._scores.clear()  # one atomic step: worker threads share the scorer
-            self._scores[key] = cached
+            cached = remember(self._scores, self.SCORE_CACHE, key, self._score(key))
         return cached
 
     def _score(self, key: Key) -> tuple[float, ...]:
@@ -357,8 +348,10 @@ class LexicalScorer:
         key = self.key(text)
         decision = self._routes.get(key)
         if decision is None:
-            decision = decide_values(self._values(key), LEXICAL_TEMPERATURE)
-            if len(self._routes) >= self.SCORE_CACHE:
-                self._routes.clear()
-            self._routes[key] = decision
+            decision = remember(
+                self._routes,
+                self.SCORE_CACHE,
+                key,
+                decide_values(self._values(key), LEXICAL_TEMPERATURE),
+            )
         return decision
