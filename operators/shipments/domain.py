@@ -152,15 +152,9 @@ def _group(keys: Sequence[str], flat: Sequence[Any]) -> list[tuple[str, Enriched
         source = trusted(
             SourceRef, {"topic": topic, "partition": partition, "offset": offset}, set(_SOURCE_SET)
         )
-        item = _new_enriched(EnrichedEvent)
-        _set(
-            item,
-            "__dict__",
-            {
-                "event": event, "source": source, "carrier_name": carrier_name,
-                "sla_hours": sla_hours, "carrier_reliability": carrier_reliability,
-                "region": region, "hub_congestion": hub_congestion, "sla_due_at": sla_due_at,
-            },
+        item = EnrichedEvent(
+            event, source, carrier_name, sla_hours, carrier_reliability, region, hub_congestion,
+            sla_due_at,
         )  # fmt: skip
         out.append((key, item))
     return out

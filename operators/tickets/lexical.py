@@ -261,21 +261,28 @@ class LexicalScorer:
         """The normalised TF-IDF vector of a text of key `key`: its known terms in the order of
         `terms(text)`, unigrams then bigrams."""
         idf = self._idf
+        counts = self._counts(key)
+        log = math.log  # (1 + log(1)) * idf is idf exactly
+        return _normalise(
+            {t: (1 + log(c)) * idf[t] if c > 1 else idf[t] for t, c in counts.items()}
+        )
+
+    def _counts(self, key: Key) -> dict[str, int]:
+        """How often each known term of a text of key `key` occurs in it: its stems, then the
+        bigrams of adjacent stems that a centroid knows, in the order they first occur."""
         counts: dict[str, int] = {}
+        count = counts.get
         for t in key:
             if t != _SEPARATOR:
-                counts[t] = counts.get(t, 0) + 1
+                counts[t] = count(t, 0) + 1
         bigrams = self._bigrams
         for a, b in itertools.pairwise(key):
             seconds = bigrams.get(a)
             if seconds is not None:
                 bigram = seconds.get(b)  # f"{a}_{b}" when it is in `idf`
                 if bigram is not None:
-                    counts[bigram] = counts.get(bigram, 0) + 1
-        log = math.log  # (1 + log(1)) * idf is idf exactly
-        return _normalise(
-            {t: (1 + log(c)) * idf[t] if c > 1 else idf[t] for t, c in counts.items()}
-        )
+                    counts[bigram] = count(bigram, 0) + 1
+        return counts
 
     def _centroid(self, spec: DescribedIntent) -> Vector:
         total: Counter[str] = Counter()
@@ -312,18 +319,7 @@ class LexicalScorer:
         """The scores of a text of key `key`: `_vector` and the cosines in one pass, with the
         same operations in the same order (the weights, their norm, each weight over the norm,
         then each route's sum over the query's terms)."""
-        counts: dict[str, int] = {}
-        count = counts.get
-        for t in key:
-            if t != _SEPARATOR:
-                counts[t] = count(t, 0) + 1
-        bigrams = self._bigrams
-        for a, b in itertools.pairwise(key):
-            seconds = bigrams.get(a)
-            if seconds is not None:
-                bigram = seconds.get(b)  # f"{a}_{b}" when it is in `idf`
-                if bigram is not None:
-                    counts[bigram] = count(bigram, 0) + 1
+        counts = self._counts(key)
         sums: list[float] = [0] * len(self._sizes)  # ints, as `sum` starts
         if not counts:
             return tuple(sums)
