@@ -199,9 +199,19 @@ def test_parser_shortcuts_match_the_plain_code(text: str) -> None:
     assert parse.find_order_ids(text) == reference_order_ids(text)
     assert parse.find_emails(text) == reference_emails(text)
     assert parse.find_products(text, PRODUCTS) == reference_products(text, PRODUCTS)
+    assert parse.visible_line(text) == reference_collapse_whitespace(
+        reference_remove_control_characters(text)
+    )
     entities = parse.extract_entities(text, PRODUCTS)
     assert entities.order_ids == reference_order_ids(text)
     assert entities.products == reference_products(text, PRODUCTS)
+    if entities is not parse._NO_ENTITIES:  # built without validation: what validation gives
+        validated = Entities(
+            order_ids=entities.order_ids, emails=entities.emails, products=entities.products
+        )
+        assert entities == validated
+        assert entities.model_fields_set == validated.model_fields_set
+        assert entities.model_dump_json() == validated.model_dump_json()
 
 
 ORDER_PIECES = [
