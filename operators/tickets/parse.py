@@ -233,6 +233,16 @@ def _alias_pattern(aliases: Iterable[str]) -> re.Pattern[str]:
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
+def _lower_alias_pattern(aliases: Iterable[str]) -> re.Pattern[str]:
+    """`_alias_pattern` for lower-cased ASCII text and lower-case ASCII aliases, without
+    `re.IGNORECASE` and without the leading `(?<!\\w)` (`_ProductMatcher.find` checks it): the
+    pattern then starts with literals, which the engine looks for far faster than it tries a
+    case-blind pattern at every position (alternatives that share their first words are
+    searched for as one literal)."""
+    alternatives = "|".join(re.escape(a) for a in sorted(aliases, key=len, reverse=True))
+    return re.compile(rf"(?:{alternatives})(?!\w)")
+
+
 _NOT_WORD = bytes(
     code if code < 128 and (chr(code).isalnum() or chr(code) == "_") else ord(" ")
     for code in range(256)
@@ -273,6 +283,7 @@ class _ProductMatcher:
                 self._always.append(alias)
         self._first_words = frozenset(self._by_word)
         self._narrowed: dict[frozenset[bytes], re.Pattern[str]] = {}
+        self._narrowed_lower: dict[frozenset[bytes], re.Pattern[str]] = {}
 
     def pattern_for(self, lowered: Optional[str]) -> Optional[re.Pattern[str]]:
         """The pattern to search a text with (`lowered`: `_lower_ascii` of it); None when no
@@ -284,11 +295,44 @@ class _ProductMatcher:
             return None
         pattern = self._narrowed.get(words)
         if pattern is None:
-            chosen = set(self._always).union(*(self._by_word[w] for w in words))
-            pattern = _alias_pattern(a for a in self.canonical if a in chosen)
+            pattern = _alias_pattern(self._chosen(words))
             if len(self._narrowed) < 4096:
                 self._narrowed[words] = pattern
         return pattern
+
+    def _chosen(self, words: frozenset[bytes]) -> list[str]:
+        """The aliases that can match a text whose word runs include `words`, in order."""
+        chosen = set(self._always).union(*(self._by_word[w] for w in words))
+        return [a for a in self.canonical if a in chosen]
+
+    def find(self, text: str, lowered: Optional[str]) -> list[str]:
+        """The products named in `text` (`lowered`: `_lower_ascii` of it), as `find_products`
+        gives them."""
+        if lowered is None or self._always or self.pattern is None:
+            pattern = self.pattern_for(lowered)
+            if pattern is None:
+                return []
+            canonical = self.canonical
+            return _unique(canonical[m.group(0).lower()] for m in pattern.finditer(text))
+        # ASCII text and aliases: the same matches, found in the lower-cased text.
+        words = self._first_words.intersection(_word_runs(lowered))
+        if not words:
+            return []
+        pattern = self._narrowed_lower.get(words)
+        if pattern is None:
+            pattern = _lower_alias_pattern(self._chosen(words))
+            if len(self._narrowed_lower) < 4096:
+                self._narrowed_lower[words] = pattern
+        found: list[str] = []
+        position = 0
+        while (match := pattern.search(lowered, position)) is not None:
+            start = match.start()
+            if start and lowered[start - 1] in _ASCII_WORD:  # `(?<!\w)` fails here
+                position = start + 1
+                continue
+            found.append(self.canonical[match.group(0)])
+            position = match.end()
+        return _unique(found)
 
 
 @lru_cache(maxsize=64)
@@ -301,13 +345,8 @@ def find_products(text: str, products: Sequence[str], lowered: Optional[str] = N
 
     `lowered` is `_lower_ascii(text)` when the caller has it.
     """
-    matcher = _product_matcher(tuple(products))
     lowered = _lower_ascii(text) if lowered is None else lowered
-    pattern = matcher.pattern_for(lowered)
-    if pattern is None:
-        return []
-    canonical = matcher.canonical
-    return _unique(canonical[match.group(0).lower()] for match in pattern.finditer(text))
+    return _product_matcher(tuple(products)).find(text, lowered)
 
 
 @lru_cache(maxsize=8)

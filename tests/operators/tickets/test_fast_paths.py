@@ -242,6 +242,38 @@ def test_order_ids_of_lower_case_text_match_the_plain_pattern(text: str) -> None
     assert parse.find_order_ids(text, lowered) == reference_order_ids(text)
 
 
+PRODUCT_PIECES = [
+    "AeroBlend", "aeroblend", "AEROBLEND", "3000", "blender", "Blender", "Trailrunner", "X2",
+    "x2", "shoes", "Pro", "pro", "desk", "Desk", "lamp", "Lumina", "lumina", "Max", "max",
+    " ", "  ", "_", "-", ".", "x", "9", "'",
+]  # fmt: skip
+OVERLAPPING_PRODUCTS = (
+    "AeroBlend 3000 blender", "Blender Max", "3000 Blender", "Lumina Pro desk lamp",
+    "Pro Desk lamp", "Desk Max", "Trailrunner X2 shoes", "X2 Pro",
+)  # fmt: skip
+"""Products whose aliases start inside one another ("Pro Desk" within "Lumina Pro desk
+lamp"), where a match the word before rules out must not hide a later one."""
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(st.sampled_from(PRODUCT_PIECES), max_size=14).map(" ".join)
+    | st.lists(st.sampled_from(PRODUCT_PIECES), max_size=14).map("".join),
+    st.sampled_from([PRODUCTS, OVERLAPPING_PRODUCTS]),
+)
+@example("xAeroBlend 3000 blender AeroBlend 3000", PRODUCTS)
+@example("Lumina Pro Desk Max", OVERLAPPING_PRODUCTS)
+@example("_Pro Desk lamp 3000 Blender Max", OVERLAPPING_PRODUCTS)
+@example("x3000 blender max 3000", OVERLAPPING_PRODUCTS)
+def test_products_in_ascii_text_match_the_plain_pattern(
+    text: str, products: tuple[str, ...]
+) -> None:
+    """ASCII texts dense in product words, in any case, where `(?<!\\w)` and `(?!\\w)` decide."""
+    assert parse.find_products(text, products) == reference_products(text, products)
+    lowered = text.lower() if text.isascii() else None
+    assert parse.find_products(text, products, lowered) == reference_products(text, products)
+
+
 @settings(max_examples=400, deadline=None)
 @given(texts)
 @example("ORD-1 12.5@x.com 3,5 it's")
