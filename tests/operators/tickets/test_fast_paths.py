@@ -368,6 +368,39 @@ def test_texts_of_one_key_score_as_the_plain_code_scores_each(
         assert scorer.route(sample) == lexical.decide(expected, lexical.LEXICAL_TEMPERATURE)
 
 
+def reference_key(scorer: LexicalScorer, text: str) -> tuple[str, ...]:
+    """`Key` by its definition: the words of `reference_terms`, stop words left out, each as its
+    stem when a centroid knows it, else `|`."""
+    plain = _IDENTIFIERS.sub(" ", text).lower().replace("'", "")
+    words = [w for w in _WORD.findall(plain) if w not in lexical._STOP_WORDS]
+    return tuple(stem(w) if stem(w) in scorer._idf else "|" for w in words)
+
+
+SCORER = LexicalScorer(INDEX.intents)
+_BIGRAM_WORDS = next(t for t in SCORER._idf if "_" in t).split("_")
+KEY_PIECES = [
+    *_BIGRAM_WORDS, "ord", "ORD", "order", "12", "1234", "3.5", "4,000", "x2", "5x", "_", "-",
+    " ", " ", ".", ",", "'", "@", "a@b.c", "é", "\u212a", "the", "qzxv", "ſ",
+]  # fmt: skip
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    texts
+    | st.lists(st.sampled_from(KEY_PIECES), max_size=14).map("".join)
+    | st.lists(st.sampled_from(KEY_PIECES), max_size=14).map(" ".join)
+)
+@example(f"{_BIGRAM_WORDS[0]} x_12 {_BIGRAM_WORDS[1]}")
+@example(f"{_BIGRAM_WORDS[0]}'{_BIGRAM_WORDS[1]} a'12")
+@example(f"{_BIGRAM_WORDS[0]} 12 {_BIGRAM_WORDS[1]} word 123 ord-99 xord-1 é12 it's 7")
+def test_keys_are_their_definition(text: str) -> None:
+    """Numbers, order ids and the characters that decide what the identifier patterns take
+    (`_`, `'`, `@`, non-ASCII letters), next to the words of a known bigram."""
+    scorer = LexicalScorer(INDEX.intents)
+    assert scorer._key(text) == reference_key(scorer, text)
+    assert SCORER._key(text) == reference_key(SCORER, text)  # with the word table warm
+
+
 def test_a_key_keeps_what_makes_a_bigram() -> None:
     """An unknown word between two known ones parts them (no bigram), a stop word does not."""
     scorer = LexicalScorer(INDEX.intents)
