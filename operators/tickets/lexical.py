@@ -15,7 +15,7 @@ import operator
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Protocol, get_args
+from typing import Protocol, cast, get_args
 
 from operators.runtime.memo import remember
 from schemas.tickets import Route
@@ -37,6 +37,22 @@ _IDENTIFIERS = re.compile("|".join(_IDENTIFIER_PARTS), re.IGNORECASE)
 _IDENTIFIERS_LOWER = re.compile("|".join(_IDENTIFIER_PARTS).replace("ORD", "ord"))
 _DIGITS_ONLY_LOWER = re.compile(r"\b(?:ord[-_ ]?\d+\b|\d+(?:[.,]\d+)?\b)")
 _DIGIT = re.compile(r"\d")
+_ORDER_ID_LOWER = re.compile(r"ord[-_ ]?\d+\b")
+"""The order-id branch of `_IDENTIFIERS_LOWER` without its leading `\b` (`_cut_order_id` checks
+it): a pattern that starts with a literal is searched for that literal first."""
+_BEFORE_A_WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def _cut_order_id(match: re.Match[str]) -> str:
+    """A space for an order id that `\b` allows (no word character before it), else the text
+    as it was. A match it rejects holds no other `ord` after its start, so the matches found
+    after it are those of the pattern with its `\b`."""
+    start = match.start()
+    if start and match.string[start - 1] in _BEFORE_A_WORD:
+        return match.group(0)
+    return " "
+
+
 _STOP_WORDS_TEXT = """
 a an and are as at be been but by can could did do does for from had has have hello hi i im in is
 it its just me my of on or our please so that the their them there this to us was we were what
@@ -224,16 +240,30 @@ class LexicalScorer:
         self._routes: dict[Key, tuple[Route, float]] = {}
 
     def _token(self, word: bytes) -> str:
-        """What `word` (ASCII) stands as in a key: "" for a stop word, else its stem when a
-        centroid knows it (it is in `_idf`), else `_SEPARATOR`; kept in `_word_tokens` (emptied
-        when full)."""
+        """What `word` (ASCII) stands as in a key: "" for a stop word or a number (all digits:
+        see `_number_token`), else its stem when a centroid knows it (it is in `_idf`), else
+        `_SEPARATOR`; kept in `_word_tokens` (emptied when full)."""
         text = word.decode("ascii")
-        if text in _STOP_WORDS:
-            token = _STOPPED
-        else:
-            stemmed = stem(text)
-            token = stemmed if stemmed in self._idf else _SEPARATOR
+        token = _STOPPED if text in _STOP_WORDS or text.isdigit() else self._known(text)
         return remember(self._word_tokens, self.WORD_CACHE, word, token)
+
+    def _known(self, word: str) -> str:
+        """The stem of `word` when a centroid knows it, else `_SEPARATOR`."""
+        stemmed = stem(word)
+        return stemmed if stemmed in self._idf else _SEPARATOR
+
+    def _tokens(self, words: list[bytes]) -> list[str]:
+        """What each word stands as (`_token`): one lookup per word in the table of those seen."""
+        held = list(map(self._word_tokens.get, words))
+        if None in held:
+            return [self._token(w) if t is None else t for w, t in zip(words, held, strict=True)]
+        return cast(list[str], held)
+
+    def _number_token(self, word: bytes) -> str:
+        """What a word of digits stands as in a key when the identifier patterns left it in the
+        text (next to `_`, or to a non-ASCII letter): a word like any other. `_token` gives ""
+        for every number, as the fast path of `_key` needs; `_key` asks this for the others."""
+        return self._known(word.decode("ascii"))
 
     def key(self, text: str) -> Key:
         """The key of `text` (`Key`): its words (`terms`), stop words left out and unknown
@@ -244,14 +274,27 @@ class LexicalScorer:
         return key
 
     def _key(self, text: str) -> Key:
+        lowered = text.lower() if text.isascii() else None
+        if lowered is not None and not ("@" in lowered or "'" in lowered or "_" in lowered):
+            # ASCII without `@` (an email), an apostrophe (deleted after the patterns ran, it
+            # joins the words around it) or `_` (a word character to `\b`, not to `_WORD`):
+            # the identifiers are order ids, cut out here, and numbers, every word of digits
+            # (a word's edges are then `\b`s), which `_token` leaves out.
+            if "ord" in lowered:
+                lowered = _ORDER_ID_LOWER.sub(_cut_order_id, lowered)
+            words = lowered.encode("ascii").translate(_WORD_BYTES).split()
+            return tuple(filter(None, self._tokens(words)))
         plain = _plain_lower(text)
         if plain.isascii():  # `_WORD.findall(plain.replace("'", ""))`, as bytes, found in C
             words = plain.encode("ascii").translate(_WORD_BYTES, b"'").split()
         else:
             words = [w.encode("ascii") for w in _WORD.findall(plain.replace("'", ""))]
-        held = list(map(self._word_tokens.get, words))
-        if None in held:
-            held = [self._token(w) if t is None else t for w, t in zip(words, held, strict=True)]
+        held = self._tokens(words)
+        if any(map(bytes.isdigit, words)):  # numbers the patterns left in: words, not ""
+            held = [
+                self._number_token(w) if w.isdigit() else t
+                for w, t in zip(words, held, strict=True)
+            ]
         return tuple(filter(None, held))
 
     def _tfidf(self, text: str) -> Vector:

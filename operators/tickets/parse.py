@@ -20,6 +20,7 @@ from typing import Optional
 
 from operators.runtime.resources import data_file
 from operators.tickets.domain import EnrichedTicket, ParsedTicket, made
+from schemas.common import trusted
 from schemas.tickets import Entities
 
 PRODUCTS_CSV = data_file("products.csv")
@@ -78,11 +79,12 @@ def strip_quotes_and_signature(text: str) -> str:
     lines = text.splitlines()
     kept: list[str] = []
     for index, line in enumerate(lines):
-        if line.lstrip()[:1] in _HEADER_STARTS:  # else none of the patterns can match
+        first = line.lstrip()[:1]
+        if first in _HEADER_STARTS:  # else none of the patterns can match
             next_line = lines[index + 1] if index + 1 < len(lines) else ""
             if _is_quote_header(line, next_line) or _SIGNATURE.match(line):
                 break
-        if not line.lstrip().startswith(">"):
+        if first != ">":
             kept.append(line)
     return "\n".join(kept)
 
@@ -96,14 +98,33 @@ _ASCII_VISIBLE = {
     for code in range(128)
     if chr(code).isspace() or not _is_visible(chr(code))
 }
-"""`str.translate` table of the ASCII characters `remove_control_characters` changes."""
+"""The ASCII characters `remove_control_characters` changes: whitespace to a space, the rest
+out."""
+
+
+_ASCII_SPACES = bytes(
+    ord(" ") if code < 128 and chr(code).isspace() else code for code in range(256)
+)
+_ASCII_INVISIBLE = bytes(code for code, to in _ASCII_VISIBLE.items() if to is None)
+"""The same change as `_ASCII_VISIBLE` as a `bytes.translate` table and the bytes it deletes:
+a table lookup per byte in C, where `str.translate` with a dict looks each character up."""
 
 
 def remove_control_characters(text: str) -> str:
     """Drop control and format characters (zero-width, bidi marks); whitespace becomes spaces."""
     if text.isascii():
-        return text.translate(_ASCII_VISIBLE)
+        return text.encode("ascii").translate(_ASCII_SPACES, _ASCII_INVISIBLE).decode("ascii")
     return "".join(" " if ch.isspace() else ch for ch in text if _is_visible(ch))
+
+
+def visible_line(text: str) -> str:
+    """`collapse_whitespace(remove_control_characters(text))`, for ASCII text in one pass over
+    its bytes (every whitespace byte is a space once translated, and `bytes.split` splits at
+    exactly those)."""
+    if text.isascii():
+        visible = text.encode("ascii").translate(_ASCII_SPACES, _ASCII_INVISIBLE)
+        return b" ".join(visible.split()).decode("ascii")
+    return collapse_whitespace(remove_control_characters(text))
 
 
 def bound_length(text: str, limit: int = MAX_TEXT_CHARS) -> str:
@@ -128,7 +149,7 @@ def clean_subject(subject: Optional[str]) -> str:
     """The subject without "Re:"/"Fwd:" prefixes, collapsed to one line."""
     if not subject:
         return ""
-    return collapse_whitespace(remove_control_characters(_REPLY_PREFIX.sub("", subject)))
+    return visible_line(_REPLY_PREFIX.sub("", subject))
 
 
 def clean_text(body: str, subject: Optional[str] = None) -> str:
@@ -138,9 +159,9 @@ def clean_text(body: str, subject: Optional[str] = None) -> str:
     body holds nothing but quoted text or a signature, the whole body is kept instead.
     """
     text = html_to_text(body)
-    fresh = collapse_whitespace(remove_control_characters(strip_quotes_and_signature(text)))
+    fresh = visible_line(strip_quotes_and_signature(text))
     if not fresh:
-        fresh = collapse_whitespace(remove_control_characters(text.replace(">", " ")))
+        fresh = visible_line(text.replace(">", " "))
     head = clean_subject(subject)
     if head and not fresh.lower().startswith(head.lower()):
         separator = " " if head[-1] in ".?!:" else ". "
@@ -212,6 +233,16 @@ def _alias_pattern(aliases: Iterable[str]) -> re.Pattern[str]:
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
+def _lower_alias_pattern(aliases: Iterable[str]) -> re.Pattern[str]:
+    """`_alias_pattern` for lower-cased ASCII text and lower-case ASCII aliases, without
+    `re.IGNORECASE` and without the leading `(?<!\\w)` (`_ProductMatcher.find` checks it): the
+    pattern then starts with literals, which the engine looks for far faster than it tries a
+    case-blind pattern at every position (alternatives that share their first words are
+    searched for as one literal)."""
+    alternatives = "|".join(re.escape(a) for a in sorted(aliases, key=len, reverse=True))
+    return re.compile(rf"(?:{alternatives})(?!\w)")
+
+
 _NOT_WORD = bytes(
     code if code < 128 and (chr(code).isalnum() or chr(code) == "_") else ord(" ")
     for code in range(256)
@@ -252,6 +283,7 @@ class _ProductMatcher:
                 self._always.append(alias)
         self._first_words = frozenset(self._by_word)
         self._narrowed: dict[frozenset[bytes], re.Pattern[str]] = {}
+        self._narrowed_lower: dict[frozenset[bytes], re.Pattern[str]] = {}
 
     def pattern_for(self, lowered: Optional[str]) -> Optional[re.Pattern[str]]:
         """The pattern to search a text with (`lowered`: `_lower_ascii` of it); None when no
@@ -263,11 +295,44 @@ class _ProductMatcher:
             return None
         pattern = self._narrowed.get(words)
         if pattern is None:
-            chosen = set(self._always).union(*(self._by_word[w] for w in words))
-            pattern = _alias_pattern(a for a in self.canonical if a in chosen)
+            pattern = _alias_pattern(self._chosen(words))
             if len(self._narrowed) < 4096:
                 self._narrowed[words] = pattern
         return pattern
+
+    def _chosen(self, words: frozenset[bytes]) -> list[str]:
+        """The aliases that can match a text whose word runs include `words`, in order."""
+        chosen = set(self._always).union(*(self._by_word[w] for w in words))
+        return [a for a in self.canonical if a in chosen]
+
+    def find(self, text: str, lowered: Optional[str]) -> list[str]:
+        """The products named in `text` (`lowered`: `_lower_ascii` of it), as `find_products`
+        gives them."""
+        if lowered is None or self._always or self.pattern is None:
+            pattern = self.pattern_for(lowered)
+            if pattern is None:
+                return []
+            canonical = self.canonical
+            return _unique(canonical[m.group(0).lower()] for m in pattern.finditer(text))
+        # ASCII text and aliases: the same matches, found in the lower-cased text.
+        words = self._first_words.intersection(_word_runs(lowered))
+        if not words:
+            return []
+        pattern = self._narrowed_lower.get(words)
+        if pattern is None:
+            pattern = _lower_alias_pattern(self._chosen(words))
+            if len(self._narrowed_lower) < 4096:
+                self._narrowed_lower[words] = pattern
+        found: list[str] = []
+        position = 0
+        while (match := pattern.search(lowered, position)) is not None:
+            start = match.start()
+            if start and lowered[start - 1] in _ASCII_WORD:  # `(?<!\w)` fails here
+                position = start + 1
+                continue
+            found.append(self.canonical[match.group(0)])
+            position = match.end()
+        return _unique(found)
 
 
 @lru_cache(maxsize=64)
@@ -280,13 +345,8 @@ def find_products(text: str, products: Sequence[str], lowered: Optional[str] = N
 
     `lowered` is `_lower_ascii(text)` when the caller has it.
     """
-    matcher = _product_matcher(tuple(products))
     lowered = _lower_ascii(text) if lowered is None else lowered
-    pattern = matcher.pattern_for(lowered)
-    if pattern is None:
-        return []
-    canonical = matcher.canonical
-    return _unique(canonical[match.group(0).lower()] for match in pattern.finditer(text))
+    return _product_matcher(tuple(products)).find(text, lowered)
 
 
 @lru_cache(maxsize=8)
@@ -309,10 +369,15 @@ def extract_entities(text: str, products: Sequence[str]) -> Entities:
     found = find_products(text, products, lowered)
     if not (order_ids or emails or found):
         return _NO_ENTITIES  # frozen: one record serves every message that names nothing
-    return Entities(order_ids=order_ids, emails=emails, products=found)
+    # Valid by construction (lists of at most `MAX_ENTITIES` stripped strings): built without
+    # validating them again.
+    return trusted(
+        Entities, {"order_ids": order_ids, "emails": emails, "products": found}, {*_ENTITY_FIELDS}
+    )
 
 
 _NO_ENTITIES = Entities()
+_ENTITY_FIELDS = ("order_ids", "emails", "products")
 
 
 PARSE_CACHE = 4096

@@ -184,10 +184,21 @@ def wait_all(processes: Sequence[FlowProcess], timeout: float) -> None:
 
 class LiveProducer(threading.Thread):
     """Produces `messages` to `topic` at `rate` per second in the background, keyed the way the
-    flows' producer keys (murmur2), and records the partition and offset of each."""
+    flows' producer keys (murmur2), and records the partition and offset of each.
+
+    The last `held` messages wait for `release()` (at most `HOLD_SECONDS`), so a test can be
+    sure input still arrives after a moment it picks, however slowly the flow started."""
+
+    HOLD_SECONDS = 300.0
 
     def __init__(
-        self, settings: Settings, topic: str, messages: Sequence[Message], rate: float
+        self,
+        settings: Settings,
+        topic: str,
+        messages: Sequence[Message],
+        rate: float,
+        *,
+        held: int = 0,
     ) -> None:
         super().__init__(name="live-producer", daemon=True)
         self._producer = Producer(
@@ -196,10 +207,20 @@ class LiveProducer(threading.Thread):
         self._topic, self._messages, self._rate = topic, list(messages), rate
         self._placed: dict[int, tuple[int, int]] = {}
         self._errors: list[str] = []
+        self._held_from = len(self._messages) - held
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        """Let the held messages go (at `rate`, from now)."""
+        self._released.set()
 
     def run(self) -> None:
         started = time.monotonic()
         for index, (key, value) in enumerate(self._messages):
+            if index == self._held_from:
+                self._producer.flush(30)
+                self._released.wait(self.HOLD_SECONDS)
+                started = time.monotonic() - index / self._rate
             delay = started + index / self._rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)

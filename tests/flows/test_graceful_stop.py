@@ -58,6 +58,9 @@ from tests.flows.recovery_runs import (
 from tests.support.openai_server import OpenAITestServer, lognormal_latency
 
 STOP_BOUND_SECONDS = Settings().recovery.shutdown_grace_seconds + HARD_STOP_MARGIN_SECONDS
+HELD_RECORDS = 10
+"""Records the producer sends only after the signal (the tickets proof's re-sent copy of the
+first message among them)."""
 
 
 def stop_settings(bootstrap: str, redis: str, server: OpenAITestServer, flow: str) -> Settings:
@@ -175,7 +178,8 @@ def stop_and_resume(
         source, output, dlq = flow_topics(settings, flow)  # type: ignore[arg-type]
         store = init_recovery(tmp / "recovery", 4)
         env = flow_env(settings)
-        producer = LiveProducer(settings, source, keyed(generated), rate=25)
+        # The last records wait for the signal: input still arrives while the flow stops.
+        producer = LiveProducer(settings, source, keyed(generated), rate=25, held=HELD_RECORDS)
         follower = TopicFollower(settings, [output, dlq])
         producer.start()
         (run,) = started = start_flow(flow, env, tmp / "logs", recovery=store)
@@ -187,6 +191,7 @@ def stop_and_resume(
             assert producer.is_alive(), "the producer had finished before the signal"
             signalled = time.monotonic()
             run.proc.send_signal(signum)
+            producer.release()
             code = run.wait(STOP_BOUND_SECONDS + 10)
             seconds = time.monotonic() - signalled
             exited = time.time()
@@ -197,6 +202,7 @@ def stop_and_resume(
             started = start_flow(flow, to_end, tmp / "logs", recovery=store)
             wait_all(started, timeout=120)
         finally:
+            producer.release()
             kill_all([run, *started])
         again = [u[:160] for r in server.requests if r.at > exited for u in units(r) if u in first]
         records = follower.read_to_end()

@@ -199,9 +199,19 @@ def test_parser_shortcuts_match_the_plain_code(text: str) -> None:
     assert parse.find_order_ids(text) == reference_order_ids(text)
     assert parse.find_emails(text) == reference_emails(text)
     assert parse.find_products(text, PRODUCTS) == reference_products(text, PRODUCTS)
+    assert parse.visible_line(text) == reference_collapse_whitespace(
+        reference_remove_control_characters(text)
+    )
     entities = parse.extract_entities(text, PRODUCTS)
     assert entities.order_ids == reference_order_ids(text)
     assert entities.products == reference_products(text, PRODUCTS)
+    if entities is not parse._NO_ENTITIES:  # built without validation: what validation gives
+        validated = Entities(
+            order_ids=entities.order_ids, emails=entities.emails, products=entities.products
+        )
+        assert entities == validated
+        assert entities.model_fields_set == validated.model_fields_set
+        assert entities.model_dump_json() == validated.model_dump_json()
 
 
 ORDER_PIECES = [
@@ -230,6 +240,38 @@ def test_order_ids_of_lower_case_text_match_the_plain_pattern(text: str) -> None
     assert parse.find_order_ids(text) == reference_order_ids(text)
     lowered = text.lower() if text.isascii() else None
     assert parse.find_order_ids(text, lowered) == reference_order_ids(text)
+
+
+PRODUCT_PIECES = [
+    "AeroBlend", "aeroblend", "AEROBLEND", "3000", "blender", "Blender", "Trailrunner", "X2",
+    "x2", "shoes", "Pro", "pro", "desk", "Desk", "lamp", "Lumina", "lumina", "Max", "max",
+    " ", "  ", "_", "-", ".", "x", "9", "'",
+]  # fmt: skip
+OVERLAPPING_PRODUCTS = (
+    "AeroBlend 3000 blender", "Blender Max", "3000 Blender", "Lumina Pro desk lamp",
+    "Pro Desk lamp", "Desk Max", "Trailrunner X2 shoes", "X2 Pro",
+)  # fmt: skip
+"""Products whose aliases start inside one another ("Pro Desk" within "Lumina Pro desk
+lamp"), where a match the word before rules out must not hide a later one."""
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(st.sampled_from(PRODUCT_PIECES), max_size=14).map(" ".join)
+    | st.lists(st.sampled_from(PRODUCT_PIECES), max_size=14).map("".join),
+    st.sampled_from([PRODUCTS, OVERLAPPING_PRODUCTS]),
+)
+@example("xAeroBlend 3000 blender AeroBlend 3000", PRODUCTS)
+@example("Lumina Pro Desk Max", OVERLAPPING_PRODUCTS)
+@example("_Pro Desk lamp 3000 Blender Max", OVERLAPPING_PRODUCTS)
+@example("x3000 blender max 3000", OVERLAPPING_PRODUCTS)
+def test_products_in_ascii_text_match_the_plain_pattern(
+    text: str, products: tuple[str, ...]
+) -> None:
+    """ASCII texts dense in product words, in any case, where `(?<!\\w)` and `(?!\\w)` decide."""
+    assert parse.find_products(text, products) == reference_products(text, products)
+    lowered = text.lower() if text.isascii() else None
+    assert parse.find_products(text, products, lowered) == reference_products(text, products)
 
 
 @settings(max_examples=400, deadline=None)
@@ -324,6 +366,39 @@ def test_texts_of_one_key_score_as_the_plain_code_scores_each(
         got = scorer.scores(sample)
         assert [repr(float(got[r])) for r in ROUTES] == [repr(float(expected[r])) for r in ROUTES]
         assert scorer.route(sample) == lexical.decide(expected, lexical.LEXICAL_TEMPERATURE)
+
+
+def reference_key(scorer: LexicalScorer, text: str) -> tuple[str, ...]:
+    """`Key` by its definition: the words of `reference_terms`, stop words left out, each as its
+    stem when a centroid knows it, else `|`."""
+    plain = _IDENTIFIERS.sub(" ", text).lower().replace("'", "")
+    words = [w for w in _WORD.findall(plain) if w not in lexical._STOP_WORDS]
+    return tuple(stem(w) if stem(w) in scorer._idf else "|" for w in words)
+
+
+SCORER = LexicalScorer(INDEX.intents)
+_BIGRAM_WORDS = next(t for t in SCORER._idf if "_" in t).split("_")
+KEY_PIECES = [
+    *_BIGRAM_WORDS, "ord", "ORD", "order", "12", "1234", "3.5", "4,000", "x2", "5x", "_", "-",
+    " ", " ", ".", ",", "'", "@", "a@b.c", "é", "\u212a", "the", "qzxv", "ſ",
+]  # fmt: skip
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    texts
+    | st.lists(st.sampled_from(KEY_PIECES), max_size=14).map("".join)
+    | st.lists(st.sampled_from(KEY_PIECES), max_size=14).map(" ".join)
+)
+@example(f"{_BIGRAM_WORDS[0]} x_12 {_BIGRAM_WORDS[1]}")
+@example(f"{_BIGRAM_WORDS[0]}'{_BIGRAM_WORDS[1]} a'12")
+@example(f"{_BIGRAM_WORDS[0]} 12 {_BIGRAM_WORDS[1]} word 123 ord-99 xord-1 é12 it's 7")
+def test_keys_are_their_definition(text: str) -> None:
+    """Numbers, order ids and the characters that decide what the identifier patterns take
+    (`_`, `'`, `@`, non-ASCII letters), next to the words of a known bigram."""
+    scorer = LexicalScorer(INDEX.intents)
+    assert scorer._key(text) == reference_key(scorer, text)
+    assert SCORER._key(text) == reference_key(SCORER, text)  # with the word table warm
 
 
 def test_a_key_keeps_what_makes_a_bigram() -> None:
