@@ -10,9 +10,10 @@ and `MemoryError` pass through and stop the flow.
 - `guarded_flat_map_batch`: `op.flat_map_batch` that, when a batch fails, runs the batch again
   one record at a time so that only the records that fail are dead-lettered;
 - `guarded_stateful`: `op.stateful` whose logic is wrapped in `GuardedLogic`: a record that
-  fails leaves the key's state as it was before it (rolled back from a snapshot), and a timer or
-  end-of-input callback that fails dead-letters the key's state and drops it. The step id and the
-  snapshots stay those of the unguarded step, so existing recovery stores resume.
+  fails leaves the key's state as it was before it (rolled back from a snapshot, or, for a logic
+  that declares `atomic_items`, never changed), and a timer or end-of-input callback that fails
+  dead-letters the key's state and drops it. The step id and the snapshots stay those of the
+  unguarded step, so existing recovery stores resume.
 
 Each returns `Guarded(results, dead_letters)`. Nothing here names a flow.
 """
@@ -306,13 +307,23 @@ _FRESH = object()
 """What a key that holds no state rolls back to: nothing; a record it fails on drops the key."""
 
 
+def atomic_items(logic: object) -> bool:
+    """Whether `logic` declares `atomic_items = True`: its `on_item`, and the `notify_at` asked
+    right after it, change nothing when they raise (all that can raise runs before the state
+    changes, and `notify_at` cannot raise once `on_item` returned). `GuardedLogic` then takes no
+    snapshot before a record: a record that fails leaves the state as it was by itself."""
+    return getattr(logic, "atomic_items", False) is True
+
+
 class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Optional[S]]):
     """A `StatefulLogic` that turns its inner logic's exceptions into `StepFailure`s.
 
     - `on_item` raising (or the `notify_at` asked right after it): the record is the failure;
       the inner logic is rebuilt from the snapshot taken before the record (`rollback`), so a
       record that fails changes nothing; a key that never held state is dropped again (no
-      snapshot is taken before its records: there is nothing to roll back to).
+      snapshot is taken before its records: there is nothing to roll back to). An inner logic
+      that declares `atomic_items` (see `atomic_items`) changes nothing when it raises: no
+      snapshot is taken, and it is kept as it is.
     - `on_notify`/`on_eof` raising, a `notify_at` or `snapshot` that cannot be answered: the
       key's state is broken; its snapshot (when one can be taken) is the failure and the key is
       dropped, so a failing timer cannot fire forever (a record that comes first starts the key
@@ -342,6 +353,7 @@ class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Op
         self._next: Optional[datetime] = None
         self._live = live
         self._inner = build(state)
+        self._snapshots = rollback and not atomic_items(self._inner)
         if live is not None:
             live.opened()
         self._ask_next()
@@ -367,12 +379,12 @@ class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Op
         except Exception:
             source = self._last_source
         self._last_source = source
-        if not self._rollback:
-            before: Any = _NO_SNAPSHOT
-        elif self._holds_state:
-            before = self._snapshot_or_missing()
-        else:  # nothing to roll back to: a failure drops the key (no snapshot taken)
+        if self._holds_state:  # an atomic logic is kept as it is (it changed nothing)
+            before: Any = self._snapshot_or_missing() if self._snapshots else _NO_SNAPSHOT
+        elif self._rollback:  # nothing to roll back to: a failure drops the key (no snapshot)
             before = _FRESH
+        else:
+            before = _NO_SNAPSHOT
         try:
             out, discard = self._inner.on_item(value)
             out = list(out)
@@ -566,7 +578,9 @@ def guarded_stateful(
     The stateful step keeps `step_id` and the inner logic's snapshots, so recovery stores written
     by the unguarded step resume; the extra steps are named `<step_id>_split` and
     `<step_id>_dead_letters`. The logic's `snapshot()` must return an independent copy (as
-    Bytewax asks), since `rollback` rebuilds from the copy taken before each record.
+    Bytewax asks), since `rollback` rebuilds from the copy taken before each record of a key
+    holding state; a logic that declares `atomic_items` (nothing changes when its `on_item`
+    raises) is never snapshotted before a record.
     """
     name = f"{up._scope.parent_id}.{step_id}"  # the step's full id, as Bytewax names it
 
