@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Generic, Optional, TypeGuard, TypeVar, Union, cast
 
 import bytewax.operators as op
@@ -351,7 +352,7 @@ class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Op
         self._last_source: Optional[SourceRef] = None
         self._broken: Optional[StepFailure[X]] = None
         self._next: Optional[datetime] = None
-        self._live = live
+        self._live = self._counter = live  # `_live` is None once this key left the count
         self._inner = build(state)
         self._snapshots = rollback and not atomic_items(self._inner)
         if live is not None:
@@ -497,63 +498,43 @@ class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Op
         return StatefulLogic.DISCARD
 
 
-class _GuardedBatches(StatefulBatchLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Optional[S]]):
+class _GuardedBatches(
+    GuardedLogic[X, Y, S],
+    StatefulBatchLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Optional[S]],
+):
     """A key's `GuardedLogic` as Bytewax's `stateful_batch` calls it: what `op.stateful`'s own
-    shim does (each value through `on_item`, a new logic after a discard), with the guard's
-    record path called directly and its timer read without a call."""
-
-    def __init__(
-        self,
-        logic: GuardedLogic[X, Y, S],
-        build: Callable[[Optional[S]], GuardedLogic[X, Y, S]],
-    ) -> None:
-        self._logic: Optional[GuardedLogic[X, Y, S]] = logic
-        self._build = build
+    shim does (each value through `on_item`, the key started afresh after a discard), in the
+    one object per key rather than a shim around it, with the guard's record path called
+    directly."""
 
     def on_batch(
         self, values: list[Union[Wire[X], X]]
     ) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
         out: list[Union[Y, StepFailure[X]]] = []
-        logic = self._logic
+        discard = False
         for value in values:
-            if logic is None:
-                logic = self._build(None)
-            emitted, discard = logic._on_item(unwire(value))
+            if discard:  # dropped earlier in this batch: the key starts afresh
+                self._restart()
+            item = value.item if type(value) is Wire else value  # `unwire`, without a call
+            emitted, discard = self._on_item(item)  # type: ignore[arg-type]
             out.extend(emitted)
-            if discard:
-                logic = None
-        self._logic = logic
-        return out, logic is None
+        return out, discard
 
-    def on_notify(self) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
-        assert self._logic is not None
-        return self._logic.on_notify()
-
-    def on_eof(self) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
-        assert self._logic is not None
-        return self._logic.on_eof()
-
-    def notify_at(self) -> Optional[datetime]:
-        assert self._logic is not None
-        return self._logic._next
-
-    def snapshot(self) -> Optional[S]:
-        assert self._logic is not None
-        return self._logic.snapshot()
+    def _restart(self) -> None:
+        GuardedLogic.__init__(
+            self, self._step, self._build, None,
+            source=self._source, rollback=self._rollback, live=self._counter,
+        )  # fmt: skip
 
 
 @operator
 def _stateful(
     step_id: str,
     up: KeyedStream[Union[Wire[X], X]],
-    build: Callable[[Optional[S]], GuardedLogic[X, Y, S]],
+    batches: Callable[[Optional[S]], _GuardedBatches[X, Y, S]],
 ) -> KeyedStream[Union[Y, StepFailure[X]]]:
     """`op.stateful(step_id, up, build)`: the same inner step (`<step_id>.stateful_batch`, so
     recovery snapshots resume) and the same snapshots, through `_GuardedBatches`."""
-
-    def batches(state: Optional[S]) -> _GuardedBatches[X, Y, S]:
-        return _GuardedBatches(build(state), build)
-
     return op.stateful_batch("stateful_batch", up, batches)
 
 
@@ -584,10 +565,10 @@ def guarded_stateful(
     """
     name = f"{up._scope.parent_id}.{step_id}"  # the step's full id, as Bytewax names it
 
-    def build_guarded(state: Optional[S]) -> GuardedLogic[X, Y, S]:
-        return GuardedLogic(name, build, state, source=source, rollback=rollback, live=live)
-
-    outputs = _stateful(step_id, up, build_guarded)
+    batches: Callable[[Optional[S]], _GuardedBatches[X, Y, S]] = partial(
+        _GuardedBatches, name, build, source=source, rollback=rollback, live=live
+    )  # a key's logic, built without a Python frame of its own
+    outputs = _stateful(step_id, up, batches)
 
     def succeeded(kv: tuple[str, Union[Y, StepFailure[X]]]) -> TypeGuard[tuple[str, Y]]:
         return not isinstance(kv[1], StepFailure)

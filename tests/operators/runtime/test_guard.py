@@ -288,11 +288,12 @@ def test_a_key_that_holds_no_state_takes_no_snapshot_and_is_dropped_when_it_fail
 def test_guarded_stateful_keeps_the_step_id_and_rebuilds_a_dropped_key_within_a_batch() -> None:
     items = [("b", 13), ("b", 4), ("a", 1), ("a", 13), ("a", 2)]
     flow_ref: list[Dataflow] = []
+    live = LiveKeys("guard_test", "batch")
 
     def build(flow, results, dead):
         up = op.input("in", flow, TestingSource(items, batch_size=5))
         sums, failed = guarded_stateful(
-            "sum", up, Counter, flow="shipments", source=lambda _: SOURCE
+            "sum", up, Counter, flow="shipments", source=lambda _: SOURCE, live=live
         )
         op.output("ok", sums, TestingSink(results))
         op.output("dead", failed, TestingSink(dead))
@@ -301,6 +302,7 @@ def test_guarded_stateful_keeps_the_step_id_and_rebuilds_a_dropped_key_within_a_
     results, dead = _run(build)
     assert sorted(results) == [("a", 1), ("a", 3), ("b", 4)]
     assert sorted(raw_of(d) for d in dead) == [13, 13]
+    assert live.count == 2, "b left the count when dropped and came back when started afresh"
     (step,) = [s for s in flow_ref[0].substeps if s.step_id == "guard_test.sum"]
     # recovery snapshots are keyed by this id: the one `op.stateful("sum", ...)` has
     assert [s.step_id for s in step.substeps] == ["guard_test.sum.stateful_batch"]
