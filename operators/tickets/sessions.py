@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, Optional
 
 from bytewax.dataflow import Stream
@@ -288,6 +289,6 @@ def session_history(
         return SessionLogic(history, now)  # the guard counts the live sessions
 
     contexts, dead = guarded_stateful(
-        step_id, up, build, flow="tickets", source=lambda t: t.source, live=live
+        step_id, up, build, flow="tickets", source=attrgetter("source"), live=live
     )
     return SessionsOut(contexts=contexts, dead_letters=dead)
