@@ -510,6 +510,10 @@ class _GuardedBatches(
     def on_batch(
         self, values: list[Union[Wire[X], X]]
     ) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
+        if len(values) == 1:  # most keys get one value per batch: its own output list
+            value = values[0]
+            item = value.item if type(value) is Wire else value  # `unwire`, without a call
+            return self._on_item(item)  # type: ignore[arg-type]
         out: list[Union[Y, StepFailure[X]]] = []
         discard = False
         for value in values:
