@@ -265,16 +265,17 @@ def held_state(logic: SessionLogic) -> tuple[object, ...]:
     return (logic.snapshot(), logic.notify_at(), logic.history.last_seen)
 
 
-@pytest.mark.parametrize("failure", ["naive clock", "emitted ticket"])
+@pytest.mark.parametrize("failure", ["naive clock", "expiry out of range", "emitted ticket"])
 @pytest.mark.parametrize("turns_before", [0, 2])
 def test_a_message_the_logic_raises_on_leaves_the_session_as_it_was(
     monkeypatch: pytest.MonkeyPatch, failure: str, turns_before: int
 ) -> None:
     """`SessionLogic` declares `atomic_items` (the guard takes no snapshot before a message), so
     `on_item` itself must change nothing when it raises: the wall clock answering a naive time,
-    or the emitted ticket failing to build (the last thing done before the session changed,
-    once); an empty session and one holding turns both stay as they were, and the next message
-    follows the turns held before the failure."""
+    a time whose expiry is past `datetime.max` (once raised by `notify_at`, after the change), or
+    the emitted ticket failing to build (the last thing done before the session changed, once);
+    an empty session and one holding turns both stay as they were, and the next message follows
+    the turns held before the failure."""
     clock = {"now": T0}
     logic = SessionLogic(SessionHistory(max_messages=10, ttl=TTL), lambda: clock["now"])
     for n in range(turns_before):
@@ -284,6 +285,8 @@ def test_a_message_the_logic_raises_on_leaves_the_session_as_it_was(
     with monkeypatch.context() as patch:
         if failure == "naive clock":
             clock["now"] = datetime(2024, 1, 1, 12, 5)
+        elif failure == "expiry out of range":
+            clock["now"] = datetime.max.replace(tzinfo=UTC) - timedelta(minutes=1)
         else:
             clock["now"] = T0 + timedelta(minutes=5)
 
@@ -291,7 +294,7 @@ def test_a_message_the_logic_raises_on_leaves_the_session_as_it_was(
                 raise RuntimeError("ticket")
 
             patch.setattr(ContextTicket, "from_parsed", broken)
-        with pytest.raises((ValueError, RuntimeError)):
+        with pytest.raises((ValueError, OverflowError, RuntimeError)):
             logic.on_item(parsed("S", 9, T0))
     assert held_state(logic) == held
     clock["now"] = T0 + timedelta(minutes=6)
