@@ -388,7 +388,8 @@ class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Op
             before = _NO_SNAPSHOT
         try:
             out, discard = self._inner.on_item(value)
-            out = list(out)
+            if type(out) is not list:  # a list is passed on as it is (as Bytewax's shim does)
+                out = list(out)  # in this `try`: a generator that raises is this record's failure
             if discard:
                 return out, self._discard()
             self._next = self._inner.notify_at()
