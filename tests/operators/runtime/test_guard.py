@@ -344,3 +344,32 @@ def test_a_logic_declaring_atomic_items_is_never_snapshotted_before_a_record() -
         assert Snapshots.taken == 1 and rolled._inner is not first, "rebuilt from the snapshot"
     finally:
         AtomicSnapshots.atomic_items = True
+
+
+def test_outputs_a_logic_yields_lazily_are_realised_inside_the_guard() -> None:
+    """A logic returning a generator that raises on 13 fails that record (rolled back), and a
+    list it returns is passed on as it is."""
+
+    class Lazy(Counter):
+        def on_item(self, value: int) -> tuple[Iterable[int], bool]:
+            self.state["sum"] += value
+
+            def outputs() -> Iterable[int]:
+                if value == 13:
+                    raise ValueError("lazy")
+                yield self.state["sum"]
+
+            return outputs(), StatefulLogic.RETAIN
+
+    logic = GuardedLogic("s", Lazy, {"sum": 1}, source=lambda _: SOURCE)
+    assert logic.on_item(2) == ([3], StatefulLogic.RETAIN)
+    (failure,), discard = logic.on_item(13)
+    assert isinstance(failure, StepFailure) and failure.error == "ValueError: lazy"
+    assert discard is StatefulLogic.RETAIN and logic.snapshot() == {"sum": 3}
+    emitted: list[int] = [7]
+
+    class Listed(Counter):
+        def on_item(self, value: int) -> tuple[Iterable[int], bool]:
+            return emitted, StatefulLogic.RETAIN
+
+    assert GuardedLogic("s", Listed, None, source=lambda _: SOURCE).on_item(1)[0] is emitted
