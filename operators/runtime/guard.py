@@ -10,9 +10,10 @@ and `MemoryError` pass through and stop the flow.
 - `guarded_flat_map_batch`: `op.flat_map_batch` that, when a batch fails, runs the batch again
   one record at a time so that only the records that fail are dead-lettered;
 - `guarded_stateful`: `op.stateful` whose logic is wrapped in `GuardedLogic`: a record that
-  fails leaves the key's state as it was before it (rolled back from a snapshot), and a timer or
-  end-of-input callback that fails dead-letters the key's state and drops it. The step id and the
-  snapshots stay those of the unguarded step, so existing recovery stores resume.
+  fails leaves the key's state as it was before it (rolled back from a snapshot, or, for a logic
+  that declares `atomic_items`, never changed), and a timer or end-of-input callback that fails
+  dead-letters the key's state and drops it. The step id and the snapshots stay those of the
+  unguarded step, so existing recovery stores resume.
 
 Each returns `Guarded(results, dead_letters)`. Nothing here names a flow.
 """
@@ -24,6 +25,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Generic, Optional, TypeGuard, TypeVar, Union, cast
 
 import bytewax.operators as op
@@ -306,13 +308,23 @@ _FRESH = object()
 """What a key that holds no state rolls back to: nothing; a record it fails on drops the key."""
 
 
+def atomic_items(logic: object) -> bool:
+    """Whether `logic` declares `atomic_items = True`: its `on_item`, and the `notify_at` asked
+    right after it, change nothing when they raise (all that can raise runs before the state
+    changes, and `notify_at` cannot raise once `on_item` returned). `GuardedLogic` then takes no
+    snapshot before a record: a record that fails leaves the state as it was by itself."""
+    return getattr(logic, "atomic_items", False) is True
+
+
 class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Optional[S]]):
     """A `StatefulLogic` that turns its inner logic's exceptions into `StepFailure`s.
 
     - `on_item` raising (or the `notify_at` asked right after it): the record is the failure;
       the inner logic is rebuilt from the snapshot taken before the record (`rollback`), so a
       record that fails changes nothing; a key that never held state is dropped again (no
-      snapshot is taken before its records: there is nothing to roll back to).
+      snapshot is taken before its records: there is nothing to roll back to). An inner logic
+      that declares `atomic_items` (see `atomic_items`) changes nothing when it raises: no
+      snapshot is taken, and it is kept as it is.
     - `on_notify`/`on_eof` raising, a `notify_at` or `snapshot` that cannot be answered: the
       key's state is broken; its snapshot (when one can be taken) is the failure and the key is
       dropped, so a failing timer cannot fire forever (a record that comes first starts the key
@@ -340,8 +352,9 @@ class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Op
         self._last_source: Optional[SourceRef] = None
         self._broken: Optional[StepFailure[X]] = None
         self._next: Optional[datetime] = None
-        self._live = live
+        self._live = self._counter = live  # `_live` is None once this key left the count
         self._inner = build(state)
+        self._snapshots = rollback and not atomic_items(self._inner)
         if live is not None:
             live.opened()
         self._ask_next()
@@ -367,15 +380,16 @@ class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Op
         except Exception:
             source = self._last_source
         self._last_source = source
-        if not self._rollback:
-            before: Any = _NO_SNAPSHOT
-        elif self._holds_state:
-            before = self._snapshot_or_missing()
-        else:  # nothing to roll back to: a failure drops the key (no snapshot taken)
+        if self._holds_state:  # an atomic logic is kept as it is (it changed nothing)
+            before: Any = self._snapshot_or_missing() if self._snapshots else _NO_SNAPSHOT
+        elif self._rollback:  # nothing to roll back to: a failure drops the key (no snapshot)
             before = _FRESH
+        else:
+            before = _NO_SNAPSHOT
         try:
             out, discard = self._inner.on_item(value)
-            out = list(out)
+            if type(out) is not list:  # a list is passed on as it is (as Bytewax's shim does)
+                out = list(out)  # in this `try`: a generator that raises is this record's failure
             if discard:
                 return out, self._discard()
             self._next = self._inner.notify_at()
@@ -485,63 +499,47 @@ class GuardedLogic(StatefulLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Op
         return StatefulLogic.DISCARD
 
 
-class _GuardedBatches(StatefulBatchLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Optional[S]]):
+class _GuardedBatches(
+    GuardedLogic[X, Y, S],
+    StatefulBatchLogic[Union[Wire[X], X], Union[Y, StepFailure[X]], Optional[S]],
+):
     """A key's `GuardedLogic` as Bytewax's `stateful_batch` calls it: what `op.stateful`'s own
-    shim does (each value through `on_item`, a new logic after a discard), with the guard's
-    record path called directly and its timer read without a call."""
-
-    def __init__(
-        self,
-        logic: GuardedLogic[X, Y, S],
-        build: Callable[[Optional[S]], GuardedLogic[X, Y, S]],
-    ) -> None:
-        self._logic: Optional[GuardedLogic[X, Y, S]] = logic
-        self._build = build
+    shim does (each value through `on_item`, the key started afresh after a discard), in the
+    one object per key rather than a shim around it, with the guard's record path called
+    directly."""
 
     def on_batch(
         self, values: list[Union[Wire[X], X]]
     ) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
+        if len(values) == 1:  # most keys get one value per batch: its own output list
+            value = values[0]
+            item = value.item if type(value) is Wire else value  # `unwire`, without a call
+            return self._on_item(item)  # type: ignore[arg-type]
         out: list[Union[Y, StepFailure[X]]] = []
-        logic = self._logic
+        discard = False
         for value in values:
-            if logic is None:
-                logic = self._build(None)
-            emitted, discard = logic._on_item(unwire(value))
+            if discard:  # dropped earlier in this batch: the key starts afresh
+                self._restart()
+            item = value.item if type(value) is Wire else value  # `unwire`, without a call
+            emitted, discard = self._on_item(item)  # type: ignore[arg-type]
             out.extend(emitted)
-            if discard:
-                logic = None
-        self._logic = logic
-        return out, logic is None
+        return out, discard
 
-    def on_notify(self) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
-        assert self._logic is not None
-        return self._logic.on_notify()
-
-    def on_eof(self) -> tuple[Iterable[Union[Y, StepFailure[X]]], bool]:
-        assert self._logic is not None
-        return self._logic.on_eof()
-
-    def notify_at(self) -> Optional[datetime]:
-        assert self._logic is not None
-        return self._logic._next
-
-    def snapshot(self) -> Optional[S]:
-        assert self._logic is not None
-        return self._logic.snapshot()
+    def _restart(self) -> None:
+        GuardedLogic.__init__(
+            self, self._step, self._build, None,
+            source=self._source, rollback=self._rollback, live=self._counter,
+        )  # fmt: skip
 
 
 @operator
 def _stateful(
     step_id: str,
     up: KeyedStream[Union[Wire[X], X]],
-    build: Callable[[Optional[S]], GuardedLogic[X, Y, S]],
+    batches: Callable[[Optional[S]], _GuardedBatches[X, Y, S]],
 ) -> KeyedStream[Union[Y, StepFailure[X]]]:
     """`op.stateful(step_id, up, build)`: the same inner step (`<step_id>.stateful_batch`, so
     recovery snapshots resume) and the same snapshots, through `_GuardedBatches`."""
-
-    def batches(state: Optional[S]) -> _GuardedBatches[X, Y, S]:
-        return _GuardedBatches(build(state), build)
-
     return op.stateful_batch("stateful_batch", up, batches)
 
 
@@ -566,14 +564,16 @@ def guarded_stateful(
     The stateful step keeps `step_id` and the inner logic's snapshots, so recovery stores written
     by the unguarded step resume; the extra steps are named `<step_id>_split` and
     `<step_id>_dead_letters`. The logic's `snapshot()` must return an independent copy (as
-    Bytewax asks), since `rollback` rebuilds from the copy taken before each record.
+    Bytewax asks), since `rollback` rebuilds from the copy taken before each record of a key
+    holding state; a logic that declares `atomic_items` (nothing changes when its `on_item`
+    raises) is never snapshotted before a record.
     """
     name = f"{up._scope.parent_id}.{step_id}"  # the step's full id, as Bytewax names it
 
-    def build_guarded(state: Optional[S]) -> GuardedLogic[X, Y, S]:
-        return GuardedLogic(name, build, state, source=source, rollback=rollback, live=live)
-
-    outputs = _stateful(step_id, up, build_guarded)
+    batches: Callable[[Optional[S]], _GuardedBatches[X, Y, S]] = partial(
+        _GuardedBatches, name, build, source=source, rollback=rollback, live=live
+    )  # a key's logic, built without a Python frame of its own
+    outputs = _stateful(step_id, up, batches)
 
     def succeeded(kv: tuple[str, Union[Y, StepFailure[X]]]) -> TypeGuard[tuple[str, Y]]:
         return not isinstance(kv[1], StepFailure)

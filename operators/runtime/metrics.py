@@ -12,6 +12,7 @@ with `.labels(...)` per record.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -102,34 +103,38 @@ LIVE_STATE_KEYS = Gauge(
 
 
 class LiveKeys:
-    """How many keys of one stateful step hold state in this process, mirrored in the gauge.
+    """How many keys of one stateful step hold state in this process, read by the gauge.
 
     A step's logic calls `opened()` when Bytewax builds it (a new key, or a key restored from a
     snapshot) and `closed()` when it returns `DISCARD`, so the count is the number of logic
     instances alive now. It goes back towards 0 as windows close and sessions expire; a count
-    that only grows is state that is never dropped. Thread-safe (workers of one process share it).
+    that only grows is state that is never dropped.
+
+    The count is the length of a deque (one `None` per live key, 8 bytes each): an append or a
+    pop is atomic, so workers of one process share it without a lock, and the gauge reads it
+    when it is scraped (`Gauge.set_function`; the project does not use prometheus-client's
+    multiprocess mode) rather than being set on every open and close.
     """
 
     def __init__(self, flow: str, step: str) -> None:
         self.flow, self.step = flow, step
-        self._gauge = LIVE_STATE_KEYS.labels(flow, step)
-        self._lock = threading.Lock()
-        self._count = 0
+        self._live: deque[None] = deque()
+        LIVE_STATE_KEYS.labels(flow, step).set_function(self._live.__len__)
 
     def opened(self) -> None:
-        with self._lock:
-            self._count += 1
-            self._gauge.set(self._count)
+        self._live.append(None)
 
     def closed(self) -> None:
-        with self._lock:
-            self._count -= 1
-            self._gauge.set(self._count)
+        """One key fewer; a close with no key open is ignored (the count never goes below 0)."""
+        try:  # noqa: SIM105 (a `suppress` context costs more than the pop)
+            self._live.pop()
+        except IndexError:
+            pass
 
     @property
     def count(self) -> int:
         """Keys of this step holding state in this process now."""
-        return self._count
+        return len(self._live)
 
 
 _live: dict[tuple[str, str], LiveKeys] = {}

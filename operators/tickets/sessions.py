@@ -15,8 +15,9 @@ dropped.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, Optional
 
 from bytewax.dataflow import Stream
@@ -46,19 +47,33 @@ SessionState = dict[str, Any]
 
 
 def _require_aware(moment: datetime) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
+    zone = moment.tzinfo
+    if zone is not UTC and (zone is None or moment.utcoffset() is None):
         raise ValueError(f"naive datetime {moment!r}: session times must be timezone-aware UTC")
     return moment
 
 
-@dataclass
 class SessionHistory:
-    """The last `max_messages` turns of one session, expiring `ttl` after the last message."""
+    """The last `max_messages` turns of one session, expiring `ttl` after the last message.
 
-    max_messages: int
-    ttl: timedelta
-    turns: list[Turn] = field(default_factory=list)
-    last_seen: Optional[datetime] = None
+    `turns` are oldest first; `last_seen` (the wall time of the last message) changes only
+    through `record`, which changes nothing when it raises.
+    """
+
+    __slots__ = ("_expires", "_last_seen", "max_messages", "ttl", "turns")
+
+    def __init__(
+        self,
+        max_messages: int,
+        ttl: timedelta,
+        turns: Optional[list[Turn]] = None,
+        last_seen: Optional[datetime] = None,
+    ) -> None:
+        self.max_messages = max_messages
+        self.ttl = ttl
+        self.turns: list[Turn] = [] if turns is None else turns
+        self._last_seen = last_seen
+        self._expires = None if last_seen is None else last_seen + ttl
 
     @classmethod
     def from_state(
@@ -75,29 +90,34 @@ class SessionHistory:
         during an upgrade, so `SESSION_STATE` logs it (naming `step`) and drops it rather than
         stop the dataflow.
         """
-        history = cls(max_messages=max_messages, ttl=ttl)
+        if snapshot is None:  # a new session
+            return cls(max_messages, ttl)
         state = SESSION_STATE.load(snapshot, step=step)
         if state is None:
-            return history
-        history.turns = [Turn(*turn) for turn in state["turns"]][-max_messages:]
-        history.last_seen = state["last_seen"]
-        return history
+            return cls(max_messages, ttl)
+        turns = [Turn(*turn) for turn in state["turns"]][-max_messages:]
+        return cls(max_messages, ttl, turns, state["last_seen"])
+
+    @property
+    def last_seen(self) -> Optional[datetime]:
+        """The wall time of the last message recorded; None while empty."""
+        return self._last_seen
 
     def snapshot(self) -> SessionState:
-        """An independent plain-data copy of the state, for Bytewax recovery."""
-        return SESSION_STATE.dump(
-            {
-                "last_seen": self.last_seen,
-                "turns": [(t.message_id, t.text, t.sent_at) for t in self.turns],
-            }
-        )
+        """An independent plain-data copy of the state, for Bytewax recovery (the layout
+        `SESSION_STATE` reads: `SessionState`)."""
+        return {
+            "version": STATE_VERSION,
+            "last_seen": self._last_seen,
+            "turns": [(t.message_id, t.text, t.sent_at) for t in self.turns],
+        }
 
     def expires_at(self) -> Optional[datetime]:
         """When the session is forgotten unless another message arrives; None while empty."""
-        return None if self.last_seen is None else self.last_seen + self.ttl
+        return self._expires
 
     def is_expired(self, now: datetime) -> bool:
-        expiry = self.expires_at()
+        expiry = self._expires
         return expiry is not None and _require_aware(now) >= expiry
 
     def history_before(self, message_id: str) -> Optional[tuple[Turn, ...]]:
@@ -108,14 +128,32 @@ class SessionHistory:
         return None
 
     def record(self, turn: Turn, now: datetime) -> tuple[Turn, ...]:
-        """Add `turn` seen at `now`; return the turns before it (none if the session expired)."""
-        if self.is_expired(now):
-            self.turns.clear()
-        before = tuple(self.turns)
-        self.turns.append(turn)
-        del self.turns[: -self.max_messages]
-        self.last_seen = _require_aware(now)
+        """Add `turn` seen at `now`; return the turns before it (none if the session expired).
+
+        Raises (a naive `now`, an expiry past `datetime.max`) before anything changes."""
+        before, expires = self.following(now)
+        self.add(turn, now, expires, before)
         return before
+
+    def following(self, now: datetime) -> tuple[tuple[Turn, ...], datetime]:
+        """What a new message at `now` follows: the turns before it (none once the session
+        expired) and the session's expiry after it. Changes nothing; raises on a naive `now`."""
+        expires = _require_aware(now) + self.ttl
+        expiry = self._expires
+        if expiry is not None and now >= expiry:
+            return (), expires
+        return tuple(self.turns), expires
+
+    def add(self, turn: Turn, now: datetime, expires: datetime, before: tuple[Turn, ...]) -> None:
+        """Record `turn` at `now` with what `following(now)` answered (`before`, `expires`).
+        Cannot raise: the turns are cleared (an expired session), appended and trimmed."""
+        turns = self.turns
+        if not before:  # expired (or already empty)
+            turns.clear()
+        turns.append(turn)
+        del turns[: -self.max_messages]
+        self._last_seen = now
+        self._expires = expires
 
 
 def turn_of(ticket: ParsedTicket) -> Turn:
@@ -131,6 +169,12 @@ class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):
     It counts itself in `live` (when given) from construction until it returns `DISCARD`.
     """
 
+    atomic_items = True
+    """`on_item` computes all that can raise (the turn, the wall time and the expiry, the
+    emitted ticket) before it changes the session, and `notify_at` reads a stored expiry: a
+    message it raises on leaves the session as it was, so the guard takes no snapshot before
+    each message (`operators.runtime.guard.atomic_items`)."""
+
     def __init__(
         self,
         history: SessionHistory,
@@ -144,13 +188,18 @@ class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):
             live.opened()
 
     def on_item(self, value: ParsedTicket) -> tuple[Iterable[ContextTicket], bool]:
+        history = self.history
+        if history.turns:
+            first_history = history.history_before(value.message.message_id)
+            if first_history is not None:
+                replayed = ContextTicket.from_parsed(value, first_history, replay=True)
+                return [replayed], StatefulLogic.RETAIN
         turn = turn_of(value)
-        first_history = self.history.history_before(turn.message_id)
-        if first_history is not None:
-            replayed = ContextTicket.from_parsed(value, first_history, replay=True)
-            return [replayed], StatefulLogic.RETAIN
-        before = self.history.record(turn, self.now())
-        return [ContextTicket.from_parsed(value, before)], StatefulLogic.RETAIN
+        now = self.now()
+        before, expires = history.following(now)
+        context = ContextTicket.from_parsed(value, before)
+        history.add(turn, now, expires, before)  # the session changes here, and cannot fail
+        return [context], StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[ContextTicket], bool]:
         if self.history.is_expired(self.now()):
@@ -158,7 +207,7 @@ class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):
         return [], StatefulLogic.RETAIN
 
     def notify_at(self) -> Optional[datetime]:
-        return self.history.expires_at()
+        return self.history._expires  # expires_at(), read without a call
 
     def snapshot(self) -> SessionState:
         return self.history.snapshot()
@@ -240,6 +289,6 @@ def session_history(
         return SessionLogic(history, now)  # the guard counts the live sessions
 
     contexts, dead = guarded_stateful(
-        step_id, up, build, flow="tickets", source=lambda t: t.source, live=live
+        step_id, up, build, flow="tickets", source=attrgetter("source"), live=live
     )
     return SessionsOut(contexts=contexts, dead_letters=dead)

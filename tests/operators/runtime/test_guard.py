@@ -288,11 +288,12 @@ def test_a_key_that_holds_no_state_takes_no_snapshot_and_is_dropped_when_it_fail
 def test_guarded_stateful_keeps_the_step_id_and_rebuilds_a_dropped_key_within_a_batch() -> None:
     items = [("b", 13), ("b", 4), ("a", 1), ("a", 13), ("a", 2)]
     flow_ref: list[Dataflow] = []
+    live = LiveKeys("guard_test", "batch")
 
     def build(flow, results, dead):
         up = op.input("in", flow, TestingSource(items, batch_size=5))
         sums, failed = guarded_stateful(
-            "sum", up, Counter, flow="shipments", source=lambda _: SOURCE
+            "sum", up, Counter, flow="shipments", source=lambda _: SOURCE, live=live
         )
         op.output("ok", sums, TestingSink(results))
         op.output("dead", failed, TestingSink(dead))
@@ -301,6 +302,74 @@ def test_guarded_stateful_keeps_the_step_id_and_rebuilds_a_dropped_key_within_a_
     results, dead = _run(build)
     assert sorted(results) == [("a", 1), ("a", 3), ("b", 4)]
     assert sorted(raw_of(d) for d in dead) == [13, 13]
+    assert live.count == 2, "b left the count when dropped and came back when started afresh"
     (step,) = [s for s in flow_ref[0].substeps if s.step_id == "guard_test.sum"]
     # recovery snapshots are keyed by this id: the one `op.stateful("sum", ...)` has
     assert [s.step_id for s in step.substeps] == ["guard_test.sum.stateful_batch"]
+
+
+class AtomicSnapshots(Snapshots):
+    """A `Counter` that declares `atomic_items`: it raises on 13 before changing its state."""
+
+    atomic_items = True
+
+    def on_item(self, value: int) -> tuple[Iterable[int], bool]:
+        if value == 13:
+            raise ValueError("unlucky")
+        return super().on_item(value)
+
+
+def test_a_logic_declaring_atomic_items_is_never_snapshotted_before_a_record() -> None:
+    """No snapshot before the records of a key holding state; a record that fails keeps the
+    same inner logic (not rebuilt) with its state, and a key that never held state is dropped."""
+    Snapshots.taken = 0
+    held = GuardedLogic("s", AtomicSnapshots, {"sum": 1}, source=lambda _: SOURCE)
+    inner = held._inner
+    assert held.on_item(2) == ([3], StatefulLogic.RETAIN)
+    out, discard = held.on_item(13)
+    (failure,) = out
+    assert isinstance(failure, StepFailure) and failure.item == 13
+    assert discard is StatefulLogic.RETAIN and held._inner is inner
+    assert Snapshots.taken == 0, "an atomic logic is not snapshotted before its records"
+    assert held.on_item(4) == ([7], StatefulLogic.RETAIN)
+    fresh = GuardedLogic("s", AtomicSnapshots, None, source=lambda _: SOURCE)
+    assert fresh.on_item(13)[1] is StatefulLogic.DISCARD
+    assert Snapshots.taken == 0
+    # a logic that does not declare it (or declares anything but True) is rolled back
+    AtomicSnapshots.atomic_items = "yes"  # type: ignore[assignment]
+    try:
+        rolled = GuardedLogic("s", AtomicSnapshots, {"sum": 1}, source=lambda _: SOURCE)
+        first = rolled._inner
+        rolled.on_item(13)
+        assert Snapshots.taken == 1 and rolled._inner is not first, "rebuilt from the snapshot"
+    finally:
+        AtomicSnapshots.atomic_items = True
+
+
+def test_outputs_a_logic_yields_lazily_are_realised_inside_the_guard() -> None:
+    """A logic returning a generator that raises on 13 fails that record (rolled back), and a
+    list it returns is passed on as it is."""
+
+    class Lazy(Counter):
+        def on_item(self, value: int) -> tuple[Iterable[int], bool]:
+            self.state["sum"] += value
+
+            def outputs() -> Iterable[int]:
+                if value == 13:
+                    raise ValueError("lazy")
+                yield self.state["sum"]
+
+            return outputs(), StatefulLogic.RETAIN
+
+    logic = GuardedLogic("s", Lazy, {"sum": 1}, source=lambda _: SOURCE)
+    assert logic.on_item(2) == ([3], StatefulLogic.RETAIN)
+    (failure,), discard = logic.on_item(13)
+    assert isinstance(failure, StepFailure) and failure.error == "ValueError: lazy"
+    assert discard is StatefulLogic.RETAIN and logic.snapshot() == {"sum": 3}
+    emitted: list[int] = [7]
+
+    class Listed(Counter):
+        def on_item(self, value: int) -> tuple[Iterable[int], bool]:
+            return emitted, StatefulLogic.RETAIN
+
+    assert GuardedLogic("s", Listed, None, source=lambda _: SOURCE).on_item(1)[0] is emitted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from functools import partial
 
 import pytest
@@ -10,7 +11,7 @@ from prometheus_client import REGISTRY
 from flows import tickets
 from flows.shipments import build_flow
 from operators.config.settings import Settings
-from operators.runtime.metrics import RECORDS_OUT, Children
+from operators.runtime.metrics import RECORDS_OUT, Children, LiveKeys, live_keys, live_state_keys
 from operators.shipments.surge import iter_shipment_surge
 from operators.tickets.surge import iter_ticket_surge
 from tests.flows.flow_runs import run_flow
@@ -76,3 +77,34 @@ def test_children_are_the_metrics_own_children_resolved_once() -> None:
     assert (
         sample("surgeflow_records_out_total", flow="children-test", topic="a.topic") == before + 3
     )
+
+
+def test_live_keys_are_exact_across_threads_and_read_by_the_gauge_when_scraped() -> None:
+    """Four threads open 5,000 keys each and close 3,000 of them at once: the count and the
+    `surgeflow_live_state_keys` sample read at scrape time are both exactly 8,000; a close with
+    no key open leaves the count at 0."""
+    live = live_keys("live-keys-test", "step")
+    assert live_keys("live-keys-test", "step") is live
+
+    def churn() -> None:
+        for n in range(5_000):
+            live.opened()
+            if n % 5 < 3:
+                live.closed()
+
+    threads = [threading.Thread(target=churn) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert live.count == live_state_keys("live-keys-test", "step") == 8_000
+    assert sample("surgeflow_live_state_keys", flow="live-keys-test", step="step") == 8_000
+    for _ in range(8_000):
+        live.closed()
+    assert sample("surgeflow_live_state_keys", flow="live-keys-test", step="step") == 0
+    live.closed()
+    assert live.count == 0
+    assert sample("surgeflow_live_state_keys", flow="live-keys-test", step="step") == 0
+    other = LiveKeys("live-keys-test", "other")
+    other.opened()
+    assert sample("surgeflow_live_state_keys", flow="live-keys-test", step="other") == 1

@@ -259,3 +259,86 @@ def test_a_message_the_step_raises_on_is_dead_lettered_and_its_session_goes_on()
     assert letter.step == "sessions_guard_test.session_history"
     assert "ValueError" in letter.error and "naive" in letter.error
     assert letter.source.topic == "tickets.messages"
+
+
+def held_state(logic: SessionLogic) -> tuple[object, ...]:
+    return (logic.snapshot(), logic.notify_at(), logic.history.last_seen)
+
+
+@pytest.mark.parametrize("failure", ["naive clock", "expiry out of range", "emitted ticket"])
+@pytest.mark.parametrize("turns_before", [0, 2])
+def test_a_message_the_logic_raises_on_leaves_the_session_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, failure: str, turns_before: int
+) -> None:
+    """`SessionLogic` declares `atomic_items` (the guard takes no snapshot before a message), so
+    `on_item` itself must change nothing when it raises: the wall clock answering a naive time,
+    a time whose expiry is past `datetime.max` (once raised by `notify_at`, after the change), or
+    the emitted ticket failing to build (the last thing done before the session changed, once);
+    an empty session and one holding turns both stay as they were, and the next message follows
+    the turns held before the failure."""
+    clock = {"now": T0}
+    logic = SessionLogic(SessionHistory(max_messages=10, ttl=TTL), lambda: clock["now"])
+    for n in range(turns_before):
+        logic.on_item(parsed("S", n, T0))
+    held = held_state(logic)
+    assert SessionLogic.atomic_items is True
+    with monkeypatch.context() as patch:
+        if failure == "naive clock":
+            clock["now"] = datetime(2024, 1, 1, 12, 5)
+        elif failure == "expiry out of range":
+            clock["now"] = datetime.max.replace(tzinfo=UTC) - timedelta(minutes=1)
+        else:
+            clock["now"] = T0 + timedelta(minutes=5)
+
+            def broken(*_: object, **__: object) -> ContextTicket:
+                raise RuntimeError("ticket")
+
+            patch.setattr(ContextTicket, "from_parsed", broken)
+        with pytest.raises((ValueError, OverflowError, RuntimeError)):
+            logic.on_item(parsed("S", 9, T0))
+    assert held_state(logic) == held
+    clock["now"] = T0 + timedelta(minutes=6)
+    ((context,), _) = logic.on_item(parsed("S", 10, T0))
+    assert [t.message_id for t in context.history] == [f"S-M{n}" for n in range(turns_before)]
+
+
+def test_a_message_whose_ticket_fails_to_build_is_dead_lettered_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In the dataflow: building the emitted ticket of S1-M2 fails; the guard takes no
+    snapshot before a message (a session's snapshots are only those Bytewax asks at the end of
+    an epoch), so S1-M3 follows S1-M1 alone only because the step changed nothing."""
+    items = [parsed("S1", 1, T0), parsed("S1", 2, T0), parsed("S1", 3, T0), parsed("S2", 1, T0)]
+    from_parsed = ContextTicket.from_parsed
+    snapshots = {"n": 0}
+    snapshot = SessionHistory.snapshot
+
+    def failing_on_m2(
+        parsed_ticket: ParsedTicket, history: tuple[Turn, ...], *, replay: bool = False
+    ) -> ContextTicket:
+        if parsed_ticket.message.message_id == "S1-M2":
+            raise RuntimeError("cannot build this ticket")
+        return from_parsed(parsed_ticket, history, replay=replay)
+
+    def counted(self: SessionHistory) -> dict[str, object]:
+        snapshots["n"] += 1
+        return snapshot(self)
+
+    monkeypatch.setattr(ContextTicket, "from_parsed", failing_on_m2)
+    monkeypatch.setattr(SessionHistory, "snapshot", counted)
+    out: list[ContextTicket] = []
+    dead: list[DeadLetter] = []
+    flow = Dataflow("sessions_atomic_test")
+    keyed = op.key_on(
+        "key", op.input("in", flow, TestingSource(items)), lambda t: t.message.session_id
+    )
+    sessions = session_history("session_history", keyed, params=PARAMS, now=lambda: T0)
+    op.output("out", op.key_rm("unkey", sessions.contexts), TestingSink(out))
+    op.output("dead", sessions.dead_letters, TestingSink(dead))
+    run_main(flow)
+
+    seen = [(c.message.message_id, [t.message_id for t in c.history]) for c in out]
+    assert seen == [("S1-M1", []), ("S1-M3", ["S1-M1"]), ("S2-M1", [])]
+    (letter,) = dead
+    assert letter.key == "S1" and "cannot build this ticket" in letter.error
+    assert snapshots["n"] <= 2, "one end-of-epoch snapshot per session, none before a message"
