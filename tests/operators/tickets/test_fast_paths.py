@@ -803,7 +803,10 @@ def _same_record(made: object, plain: object) -> None:
     st.booleans(),
     st.sampled_from(ROUTES),
     st.sampled_from(["lexical", "embedding", "llm"]),
-    st.floats(min_value=-0.5, max_value=1.5, allow_nan=False),
+    st.one_of(
+        st.floats(min_value=-0.5, max_value=1.5),
+        st.sampled_from([0.0, -0.0, 1.0, 0, 1, True, float("nan"), float("inf"), -1e-300]),
+    ),
     st.one_of(st.none(), st.sampled_from(ROUTES)),
     st.booleans(),
     st.sampled_from(["low", "normal", "high", "urgent"]),
@@ -826,6 +829,7 @@ def test_the_written_out_extensions_equal_the_dataclasses(
         route_enrichments=enrichments, scored_route=scored, route_conflict=conflict,  # type: ignore[arg-type]
     )  # fmt: skip
     bounded = min(1.0, max(0.0, confidence))
+    assert (type(routed.confidence), repr(routed.confidence)) == (type(bounded), repr(bounded))
     plain_routed = router.RoutedTicket(
         **fields, history=history, replay=replay, route=route, route_method=method,  # type: ignore[arg-type]
         confidence=bounded, route_enrichments=enrichments, scored_route=scored,  # type: ignore[arg-type]
