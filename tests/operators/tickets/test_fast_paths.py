@@ -765,7 +765,7 @@ def reference_template_reply(t: DraftedTicket | ContextTicket, route: str) -> st
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.sampled_from(["ORD-123456", "ORD-99999"]), max_size=3),
-    st.lists(st.sampled_from(list(PRODUCTS) or ["AeroBlend 3000 blender"]), max_size=2),
+    st.lists(st.sampled_from([*PRODUCTS, "100% {order} %s %(x)s blender"]), max_size=2),
     st.sampled_from(ROUTES),
 )
 def test_a_template_reply_is_the_filled_template(
@@ -782,6 +782,19 @@ def test_a_template_reply_is_the_filled_template(
     assert workers.template_reply(t) == reference_template_reply(t, route)
     for other in ROUTES:
         assert workers.template_reply(t, route=other) == reference_template_reply(t, other)
+
+
+def test_a_template_is_filled_as_str_format_fills_it() -> None:
+    template = "{product}: 100% %s {{order}} for {order}, 5%% off {product}"
+    text, slots = workers._fill(template)
+    assert slots == ("product", "order", "product")
+    values = {"order": "order 50%s", "product": "the {x} %d"}
+    assert text % tuple(values[s] for s in slots) == template.format(**values)
+    text, slots = workers._fill("100% sure, {{no field}}")
+    assert (text % (), slots) == ("100% sure, {no field}", ())
+    for bad in ("{customer}", "{order!r}", "{product:>9}", "{0}"):
+        with pytest.raises(ValueError):
+            workers._fill(bad)
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,6 +1,8 @@
 """The specialised workers: worker table, priority rules, LLM and template replies."""
 
 import asyncio
+import dataclasses
+import itertools
 import json
 import pickle
 from collections.abc import Callable, Sequence
@@ -149,6 +151,26 @@ def test_one_worker_per_route_with_its_model_prompt_and_version() -> None:
 def test_priority_rules(route: Route, text: str, tier: str, base: str, expected: str) -> None:
     t = routed(route, text, tier=tier, base=base)
     assert priority_of(t, build_workers("m")[route]) == expected
+
+
+def test_priority_is_the_clamped_sum_of_its_steps_on_the_whole_ladder() -> None:
+    """Every base priority, tier, boost and urgency: the base's step plus the tier's boost, the
+    route's boost and urgency, at least the tier's floor, within the ladder."""
+    ladder = ["low", "normal", "high", "urgent"]
+    tier_boost = {"standard": 0, "gold": 1, "platinum": 1}
+    floor = {"standard": "low", "gold": "low", "platinum": "high"}
+    worker = build_workers("m")["general"]
+    seen = set()
+    for base, tier, boost, urgent in itertools.product(
+        ladder, tier_boost, range(-5, 6), (False, True)
+    ):
+        t = routed("general", "the site is down" if urgent else "a question", tier=tier, base=base)
+        level = ladder.index(base) + tier_boost[tier] + boost + urgent
+        level = min(max(level, ladder.index(floor[tier]), 0), len(ladder) - 1)
+        got = priority_of(t, dataclasses.replace(worker, priority_boost=boost))
+        assert got == ladder[level], (base, tier, boost, urgent)
+        seen.add(got)
+    assert seen == set(ladder)
 
 
 def test_template_reply_names_order_ids_and_product() -> None:
