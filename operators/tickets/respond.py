@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, Optional, get_args
 
 from operators.tickets.domain import DraftedTicket
@@ -97,7 +98,7 @@ def format_reply(t: DraftedTicket, response_id: str) -> str:
             priority=t.priority,
             category=t.route,
         )
-    return bound_length(text, REPLY_MAX_CHARS)
+    return text if len(text) <= REPLY_MAX_CHARS else bound_length(text, REPLY_MAX_CHARS)
 
 
 def response_id_of(session_id: str, message_id: str) -> str:
@@ -144,18 +145,22 @@ def format_response(t: DraftedTicket, *, now: datetime) -> TicketResponse:
 def format_responses(
     batch: list[DraftedTicket], *, now: Callable[[], datetime]
 ) -> list[TicketResponse]:
-    """`format_response` of every drafted message of a batch, each at its own `now()` (one
-    call per batch from a flow's step)."""
-    return [format_response(t, now=now()) for t in batch]
+    """`format_response` of every drafted message of a batch, all at one `now()` (one call per
+    batch from a flow's step: the batch is formatted at that time)."""
+    at = now()
+    return [format_response(t, now=at) for t in batch]
 
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")  # `schemas.common.Id`, 1-64 characters
+_IDS = re.compile(f"{_ID.pattern}\x1f{_ID.pattern}")
+"""Two `Id`s joined by a unit separator (which no `Id` holds): one match checks both."""
 _CHANNELS = frozenset(get_args(Channel))
 _ROUTES = frozenset(get_args(Route))
 _METHODS = frozenset(get_args(RouteMethod))
 _PRIORITIES = frozenset(get_args(Priority))
 _ENRICHMENT_TYPES = (Enrichment, type(None))
 _FIELDS_SET = frozenset(TicketResponse.model_fields) - {"schema_version"}
+_new = object.__new__
 
 
 def already_valid(fields: dict[str, Any]) -> bool:
@@ -166,38 +171,46 @@ def already_valid(fields: dict[str, Any]) -> bool:
     text Python's `strip` leaves alone pydantic's leaves alone too), `Entities` and `Enrichment`
     records (kept as they are, not revalidated), and UTC timestamps (validation would convert
     any other zone to UTC)."""
-    confidence, reply = fields["confidence"], fields["reply"]
+    (
+        session_id, message_id, channel, route, method, priority, confidence, conflict, reply,
+        entities, enrichment, route_enrichment, received_at, responded_at,
+    ) = _CHECKED(fields)  # fmt: skip
     return (
-        _is_id(fields["session_id"])
-        and _is_id(fields["message_id"])
-        and fields["channel"] in _CHANNELS
-        and fields["route"] in _ROUTES
-        and fields["route_method"] in _METHODS
-        and fields["priority"] in _PRIORITIES
+        type(session_id) is str
+        and type(message_id) is str
+        and _IDS.fullmatch(f"{session_id}\x1f{message_id}") is not None
+        and channel in _CHANNELS
+        and route in _ROUTES
+        and method in _METHODS
+        and priority in _PRIORITIES
         and type(confidence) is float
         and 0.0 <= confidence <= 1.0
-        and type(fields["route_conflict"]) is bool
+        and type(conflict) is bool
         and type(reply) is str
         and len(reply) <= REPLY_MAX_CHARS
         and reply.strip() == reply
-        and type(fields["entities"]) is Entities
-        and type(fields["enrichment"]) is Enrichment
-        and type(fields["route_enrichment"]) in _ENRICHMENT_TYPES
-        and type(fields["received_at"]) is datetime
-        and fields["received_at"].tzinfo is UTC
-        and type(fields["responded_at"]) is datetime
-        and fields["responded_at"].tzinfo is UTC
+        and type(entities) is Entities
+        and type(enrichment) is Enrichment
+        and type(route_enrichment) in _ENRICHMENT_TYPES
+        and type(received_at) is datetime
+        and received_at.tzinfo is UTC
+        and type(responded_at) is datetime
+        and responded_at.tzinfo is UTC
     )
 
 
-def _is_id(value: object) -> bool:
-    return type(value) is str and _ID.fullmatch(value) is not None
+_CHECKED = itemgetter(
+    "session_id", "message_id", "channel", "route", "route_method", "priority", "confidence",
+    "route_conflict", "reply", "entities", "enrichment", "route_enrichment", "received_at",
+    "responded_at",
+)  # fmt: skip
+"""The values `already_valid` checks, read in one call."""
 
 
 def _trusted_response(fields: dict[str, Any]) -> TicketResponse:
     """The `TicketResponse` validation would build from `fields` (`already_valid`), built as
     pydantic's `model_construct` builds one, without its per-field loop."""
-    response = TicketResponse.__new__(TicketResponse)
+    response = _new(TicketResponse)  # `BaseModel` has no `__new__` of its own
     object.__setattr__(response, "__dict__", fields)
     object.__setattr__(response, "__pydantic_fields_set__", set(_FIELDS_SET))
     object.__setattr__(response, "__pydantic_extra__", None)

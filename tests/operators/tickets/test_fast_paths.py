@@ -399,6 +399,24 @@ def test_routing_with_tuples_matches_the_dicts(text: str, history: list[str]) ->
         )
 
 
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["a", "why", "ORD-1", "é"]),
+            st.sampled_from(list(" \t\n\x1c\u2003\u3000")),
+        ),
+        max_size=30,
+    )
+)
+@example(["w "] * 8)
+@example(["w "] * 9)
+@example(["w "] * 8 + ["\u2003\t "])
+def test_a_short_text_has_at_most_the_follow_up_words(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert router._is_short(text) == (len(text.split()) <= router.FOLLOW_UP_MAX_WORDS)
+
+
 def test_the_route_memo_is_bounded() -> None:
     scorer = LexicalScorer(INDEX.intents)
     for text in distinct_keys(LexicalScorer.SCORE_CACHE + 10):
@@ -484,6 +502,14 @@ def validated_response(t: DraftedTicket, now: datetime) -> TicketResponse:
         return respond.format_response(t, now=now)
 
 
+IDS = [
+    ("M-2", "S-9"), ("M 2", "S-9"), ("M-2", "S-9\n"), ("M-2", "S" * 65), ("M" * 64, "S"),
+    ("M-2\x1fS-9", "S-9"), ("M-2", "S\x1f9"), ("M-2", ""), ("", "S-9"), ("M-2", "\x1f"),
+]  # fmt: skip
+"""(message_id, session_id) pairs: valid ids, and ids validation refuses (a unit separator, the
+one `already_valid` joins them with, among them)."""
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     st.sampled_from(["email", "chat", "it", "fax"]),
@@ -493,9 +519,7 @@ def validated_response(t: DraftedTicket, now: datetime) -> TicketResponse:
         st.floats(allow_nan=True),
     ),
     st.sampled_from(["lexical", "embedding", "llm", "rules"]),
-    st.sampled_from(
-        [("M-2", "S-9"), ("M 2", "S-9"), ("M-2", " S-9"), ("M-2", "S" * 65), ("é", "S"), ("", "S")]
-    ),
+    st.sampled_from([*IDS, ("M-2", " S-9"), ("é", "S")]),
     st.sampled_from(ZONES),
 )
 @example("email", BODY_TEXT, 0.74, "embedding", ("M-2", "S-9"), UTC)
@@ -537,7 +561,7 @@ def test_the_flow_path_takes_the_shortcut() -> None:
 @given(
     st.one_of(st.sampled_from(REPLIES), st.text(max_size=40)),
     st.one_of(st.sampled_from([0.5, 1, True, float("inf")]), st.floats(allow_nan=True)),
-    st.sampled_from([("M-2", "S-9"), ("M 2", "S-9"), ("M-2", "S-9\n"), ("M-2", "S" * 65)]),
+    st.sampled_from(IDS),
     st.sampled_from(ZONES),
     st.sampled_from(["lexical", "LEXICAL", "llm"]),
 )
