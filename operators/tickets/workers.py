@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from string import Formatter
 from types import MappingProxyType
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, get_args
 
 from pydantic import BaseModel, Field
 
@@ -376,13 +376,25 @@ class ReplyAgent(ChatAgent[RoutedTicket, DraftedTicket, DraftReply]):
 
     llm: LLMSettings
     workers: Mapping[Route, Worker] = field(init=False, compare=False, repr=False)
+    template_enrichments: Mapping[Route, Mapping[Optional[str], Enrichment]] = field(
+        init=False, compare=False, repr=False
+    )
+    """`rules_enrichment` of each route's worker for each fallback reason (and None), read
+    without hashing the worker."""
     name: ClassVar[str] = "reply"
     answer_model: ClassVar[type[BaseModel]] = DraftReply
 
     def __post_init__(self) -> None:
         # a route model for a route that does not exist stops the start; the settings are
         # frozen, so the workers are looked up once, not per message
-        object.__setattr__(self, "workers", dict(workers_of(self.llm)))
+        workers = dict(workers_of(self.llm))
+        object.__setattr__(self, "workers", workers)
+        reasons: tuple[Optional[FallbackReason], ...] = (None, *get_args(FallbackReason))
+        enrichments = {
+            route: {reason: rules_enrichment(worker, reason) for reason in reasons}
+            for route, worker in workers.items()
+        }
+        object.__setattr__(self, "template_enrichments", enrichments)
 
     def _worker(self, t: RoutedTicket) -> Worker:
         return self.workers[t.route]
@@ -391,7 +403,9 @@ class ReplyAgent(ChatAgent[RoutedTicket, DraftedTicket, DraftReply]):
         self, item: RoutedTicket, reason: Optional[FallbackReason], spent: Sequence[Enrichment]
     ) -> DraftedTicket:
         worker = self.workers[item.route]
-        enrichment = rules_enrichment(worker, reason)
+        enrichment = self.template_enrichments[item.route].get(reason)
+        if enrichment is None:
+            enrichment = rules_enrichment(worker, reason)
         if spent:  # else `with_spent` is the enrichment itself
             enrichment = with_spent(enrichment, spent)
         return _drafted(item, worker, template_reply(item), enrichment, self.llm)

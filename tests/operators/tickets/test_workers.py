@@ -7,7 +7,7 @@ import json
 import pickle
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Optional
+from typing import Optional, get_args
 
 import pytest
 
@@ -28,10 +28,12 @@ from operators.tickets.workers import (
     draft_reply,
     priority_of,
     reply_messages,
+    rules_enrichment,
     template_reply,
     workers_of,
 )
 from schemas import Enrichment, Entities, SourceRef, TicketMessage
+from schemas.enrichment import FallbackReason
 from schemas.tickets import Route
 from tests.support.openai_server import CHAT_PATH, OpenAITestServer
 
@@ -185,6 +187,20 @@ def test_template_reply_names_order_ids_and_product() -> None:
 def test_every_template_renders_without_entities(route: Route) -> None:
     reply = template_reply(routed(route))
     assert reply and "{" not in reply and "}" not in reply
+
+
+@pytest.mark.parametrize("reason", [None, *get_args(FallbackReason)])
+def test_the_rules_answer_carries_the_workers_rules_enrichment_for_each_reason(
+    reason: Optional[FallbackReason],
+) -> None:
+    agent = ReplyAgent(SETTINGS.llm)
+    for route, worker in agent.workers.items():
+        drafted = agent.rules(routed(route, "where is it"), reason, ())
+        assert drafted.enrichment == Enrichment(
+            source="rules", prompt_version=PROMPT_VERSIONS[route],
+            outcome="fallback" if reason else None, fallback_reason=reason,
+        )  # fmt: skip
+        assert drafted.enrichment is rules_enrichment(worker, reason)
 
 
 def test_without_llm_the_template_answers_with_rules_enrichment() -> None:
