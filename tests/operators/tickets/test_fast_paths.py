@@ -498,7 +498,10 @@ def drafted_ticket(
 
 def validated_response(t: DraftedTicket, now: datetime) -> TicketResponse:
     """`format_response` with every record validated (the code before the fast path)."""
-    with mock.patch.object(respond, "already_valid", lambda fields: False):
+    with (
+        mock.patch.object(respond, "_valid", lambda *values: False),
+        mock.patch.object(respond, "_trusted_response", side_effect=AssertionError),
+    ):
         return respond.format_response(t, now=now)
 
 
