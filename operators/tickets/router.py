@@ -145,7 +145,7 @@ def route_lexically(
     text, history = t.text, t.history
     turns: list[str] = []
     # `_context_turns(t, max(index.lexical_values(text)))`, the scores taken only when needed
-    if history and (_is_short(text) or max(index.lexical_values(text)) < WEAK_SIGNAL):
+    if history and (_is_short(text) or not max(index.lexical_values(text)) >= WEAK_SIGNAL):
         turns = [turn.text for turn in history[-CONTEXT_TURNS:]]
     if turns and (len(turns) > 1 or turns[0]):  # `_context_text` is not empty
         values = blend_values(index.lexical_values(text), index.joined_lexical_values(turns))
