@@ -34,6 +34,10 @@ class EnrichedTicket:
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_new = object.__new__
+"""The stage records of the one exact type are built as `_extended` builds them: the previous
+record's dict copied, then each new field set by item (keyword arguments to `dict.update` would
+build a second dict first)."""
 
 
 def _extended(record: object, kind: type, cls: type[_T], **more: Any) -> _T:
@@ -107,8 +111,11 @@ class ContextTicket(ParsedTicket):
     ) -> ContextTicket:
         if type(parsed) is not ParsedTicket or cls is not ContextTicket:
             return _extended(parsed, ParsedTicket, cls, history=history, replay=replay)
-        extended = object.__new__(cls)  # `_extended`, written out for the one exact type
-        extended.__dict__.update(parsed.__dict__, history=history, replay=replay)
+        extended = _new(cls)  # `_extended`, written out for the one exact type
+        values = extended.__dict__
+        values.update(parsed.__dict__)
+        values["history"] = history
+        values["replay"] = replay
         return extended
 
 
@@ -141,7 +148,8 @@ class RoutedTicket(ContextTicket):
         scored_route: Optional[Route] = None,
         route_conflict: bool = False,
     ) -> RoutedTicket:
-        confidence = min(1.0, max(0.0, confidence))
+        if not (type(confidence) is float and 0.0 < confidence < 1.0):
+            confidence = min(1.0, max(0.0, confidence))  # a float strictly inside is kept as is
         if type(context) is not ContextTicket or cls is not RoutedTicket:
             return _extended(
                 context,
@@ -154,12 +162,15 @@ class RoutedTicket(ContextTicket):
                 scored_route=scored_route,
                 route_conflict=route_conflict,
             )
-        extended = object.__new__(cls)  # `_extended`, written out for the one exact type
-        extended.__dict__.update(
-            context.__dict__, route=route, route_method=route_method, confidence=confidence,
-            route_enrichments=route_enrichments, scored_route=scored_route,
-            route_conflict=route_conflict,
-        )  # fmt: skip
+        extended = _new(cls)  # `_extended`, written out for the one exact type
+        values = extended.__dict__
+        values.update(context.__dict__)
+        values["route"] = route
+        values["route_method"] = route_method
+        values["confidence"] = confidence
+        values["route_enrichments"] = route_enrichments
+        values["scored_route"] = scored_route
+        values["route_conflict"] = route_conflict
         return extended
 
 
@@ -192,11 +203,13 @@ class DraftedTicket(RoutedTicket):
                 enrichment=enrichment,
                 prompt_version=prompt_version,
             )
-        extended = object.__new__(cls)  # `_extended`, written out for the one exact type
-        extended.__dict__.update(
-            routed.__dict__, priority=priority, reply=reply, enrichment=enrichment,
-            prompt_version=prompt_version,
-        )  # fmt: skip
+        extended = _new(cls)  # `_extended`, written out for the one exact type
+        values = extended.__dict__
+        values.update(routed.__dict__)
+        values["priority"] = priority
+        values["reply"] = reply
+        values["enrichment"] = enrichment
+        values["prompt_version"] = prompt_version
         return extended
 
 

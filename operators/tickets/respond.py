@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, Optional, get_args
 
 from operators.tickets.domain import DraftedTicket
@@ -97,13 +98,17 @@ def format_reply(t: DraftedTicket, response_id: str) -> str:
             priority=t.priority,
             category=t.route,
         )
-    return bound_length(text, REPLY_MAX_CHARS)
+    return text if len(text) <= REPLY_MAX_CHARS else bound_length(text, REPLY_MAX_CHARS)
 
 
 def response_id_of(session_id: str, message_id: str) -> str:
     """`deterministic_id(session_id, message_id)`, the two strings joined without a generator."""
-    text = f"{session_id}\x1f{message_id}"
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+    return _digest(f"{session_id}\x1f{message_id}")
+
+
+def _digest(ids: str) -> str:
+    """The response id of the session and message ids joined by a unit separator."""
+    return hashlib.blake2b(ids.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def format_response(t: DraftedTicket, *, now: datetime) -> TicketResponse:
@@ -113,29 +118,38 @@ def format_response(t: DraftedTicket, *, now: datetime) -> TicketResponse:
     timezone-aware; `history_size` counts the earlier turns the agents saw; `escalated` is set
     when the reply policy replaced the drafted reply.
     """
-    message = t.message
-    response_id = response_id_of(message.session_id, message.message_id)
+    message, enrichment = t.message, t.enrichment
+    session_id, message_id, channel = message.session_id, message.message_id, message.channel
+    route, method, priority = t.route, t.route_method, t.priority
+    confidence, conflict, entities = t.confidence, t.route_conflict, t.entities
+    ids = f"{session_id}\x1f{message_id}"
+    response_id = _digest(ids)
+    reply, received_at = format_reply(t, response_id), message.sent_at
+    route_enrichment = combine_enrichments(t.route_enrichments) if t.route_enrichments else None
     fields: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "response_id": response_id,
-        "session_id": message.session_id,
-        "message_id": message.message_id,
-        "channel": message.channel,
-        "route": t.route,
-        "route_method": t.route_method,
-        "confidence": t.confidence,
-        "route_conflict": t.route_conflict,
-        "entities": t.entities,
-        "priority": t.priority,
-        "reply": format_reply(t, response_id),
-        "escalated": t.enrichment.outcome == "policy_blocked",
+        "session_id": session_id,
+        "message_id": message_id,
+        "channel": channel,
+        "route": route,
+        "route_method": method,
+        "confidence": confidence,
+        "route_conflict": conflict,
+        "entities": entities,
+        "priority": priority,
+        "reply": reply,
+        "escalated": enrichment.outcome == "policy_blocked",
         "history_size": len(t.history),
-        "received_at": message.sent_at,
+        "received_at": received_at,
         "responded_at": now,
-        "enrichment": t.enrichment,
-        "route_enrichment": combine_enrichments(t.route_enrichments),
+        "enrichment": enrichment,
+        "route_enrichment": route_enrichment,
     }
-    if already_valid(fields):
+    if _valid(
+        ids, session_id, message_id, channel, route, method, priority, confidence, conflict,
+        reply, entities, enrichment, route_enrichment, received_at, now,
+    ):  # fmt: skip
         return _trusted_response(fields)
     del fields["schema_version"]  # left to its default, as the fast path leaves it
     return TicketResponse(**fields)
@@ -144,18 +158,22 @@ def format_response(t: DraftedTicket, *, now: datetime) -> TicketResponse:
 def format_responses(
     batch: list[DraftedTicket], *, now: Callable[[], datetime]
 ) -> list[TicketResponse]:
-    """`format_response` of every drafted message of a batch, each at its own `now()` (one
-    call per batch from a flow's step)."""
-    return [format_response(t, now=now()) for t in batch]
+    """`format_response` of every drafted message of a batch, all at one `now()` (one call per
+    batch from a flow's step: the batch is formatted at that time)."""
+    at = now()
+    return [format_response(t, now=at) for t in batch]
 
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")  # `schemas.common.Id`, 1-64 characters
+_IDS = re.compile(f"{_ID.pattern}\x1f{_ID.pattern}")
+"""Two `Id`s joined by a unit separator (which no `Id` holds): one match checks both."""
 _CHANNELS = frozenset(get_args(Channel))
 _ROUTES = frozenset(get_args(Route))
 _METHODS = frozenset(get_args(RouteMethod))
 _PRIORITIES = frozenset(get_args(Priority))
 _ENRICHMENT_TYPES = (Enrichment, type(None))
 _FIELDS_SET = frozenset(TicketResponse.model_fields) - {"schema_version"}
+_new = object.__new__
 
 
 def already_valid(fields: dict[str, Any]) -> bool:
@@ -166,40 +184,72 @@ def already_valid(fields: dict[str, Any]) -> bool:
     text Python's `strip` leaves alone pydantic's leaves alone too), `Entities` and `Enrichment`
     records (kept as they are, not revalidated), and UTC timestamps (validation would convert
     any other zone to UTC)."""
-    confidence, reply = fields["confidence"], fields["reply"]
+    session_id, message_id = fields["session_id"], fields["message_id"]
+    return _valid(f"{session_id}\x1f{message_id}", *_CHECKED(fields))
+
+
+_CHECKED = itemgetter(
+    "session_id", "message_id", "channel", "route", "route_method", "priority", "confidence",
+    "route_conflict", "reply", "entities", "enrichment", "route_enrichment", "received_at",
+    "responded_at",
+)  # fmt: skip
+"""The values `already_valid` checks, read in one call."""
+
+
+def _valid(
+    ids: str, session_id: object, message_id: object, channel: object, route: object,
+    method: object, priority: object, confidence: object, conflict: object, reply: object,
+    entities: object, enrichment: object, route_enrichment: object, received_at: object,
+    responded_at: object,
+) -> bool:  # fmt: skip
+    """`already_valid` of the values, given `ids`, the two ids joined by a unit separator (no
+    `Id` holds one: one match checks both)."""
     return (
-        _is_id(fields["session_id"])
-        and _is_id(fields["message_id"])
-        and fields["channel"] in _CHANNELS
-        and fields["route"] in _ROUTES
-        and fields["route_method"] in _METHODS
-        and fields["priority"] in _PRIORITIES
+        type(session_id) is str
+        and type(message_id) is str
+        and _IDS.fullmatch(ids) is not None
+        and channel in _CHANNELS
+        and route in _ROUTES
+        and method in _METHODS
+        and priority in _PRIORITIES
         and type(confidence) is float
         and 0.0 <= confidence <= 1.0
-        and type(fields["route_conflict"]) is bool
+        and type(conflict) is bool
         and type(reply) is str
         and len(reply) <= REPLY_MAX_CHARS
         and reply.strip() == reply
-        and type(fields["entities"]) is Entities
-        and type(fields["enrichment"]) is Enrichment
-        and type(fields["route_enrichment"]) in _ENRICHMENT_TYPES
-        and type(fields["received_at"]) is datetime
-        and fields["received_at"].tzinfo is UTC
-        and type(fields["responded_at"]) is datetime
-        and fields["responded_at"].tzinfo is UTC
+        and type(entities) is Entities
+        and type(enrichment) is Enrichment
+        and type(route_enrichment) in _ENRICHMENT_TYPES
+        and type(received_at) is datetime
+        and received_at.tzinfo is UTC
+        and type(responded_at) is datetime
+        and responded_at.tzinfo is UTC
     )
-
-
-def _is_id(value: object) -> bool:
-    return type(value) is str and _ID.fullmatch(value) is not None
 
 
 def _trusted_response(fields: dict[str, Any]) -> TicketResponse:
     """The `TicketResponse` validation would build from `fields` (`already_valid`), built as
     pydantic's `model_construct` builds one, without its per-field loop."""
-    response = TicketResponse.__new__(TicketResponse)
-    object.__setattr__(response, "__dict__", fields)
-    object.__setattr__(response, "__pydantic_fields_set__", set(_FIELDS_SET))
-    object.__setattr__(response, "__pydantic_extra__", None)
-    object.__setattr__(response, "__pydantic_private__", None)
+    response = _new(TicketResponse)  # `BaseModel` has no `__new__` of its own
+    _set_dict(response, fields)
+    _set_fields_set(response, set(_FIELDS_SET))
+    _set_extra(response, None)
+    _set_private(response, None)
     return response
+
+
+def _slot_setter(name: str) -> Callable[[object, object], None]:
+    """The `__set__` of the descriptor `object.__setattr__(response, name, ...)` calls (the
+    first in `TicketResponse`'s MRO: pydantic's slots), called without looking it up."""
+    for kind in TicketResponse.__mro__:
+        if name in vars(kind):
+            setter: Callable[[object, object], None] = vars(kind)[name].__set__
+            return setter
+    raise LookupError(f"TicketResponse has no {name}")
+
+
+_set_dict = _slot_setter("__dict__")
+_set_fields_set = _slot_setter("__pydantic_fields_set__")
+_set_extra = _slot_setter("__pydantic_extra__")
+_set_private = _slot_setter("__pydantic_private__")

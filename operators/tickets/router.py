@@ -113,10 +113,15 @@ def _context_turns(t: ContextTicket, own_best: float) -> list[str]:
     """The texts `_context_text` joins (none when it is empty)."""
     if not t.history:
         return []
-    short = len(t.text.split()) <= FOLLOW_UP_MAX_WORDS
-    if not short and own_best >= WEAK_SIGNAL:
+    if not _is_short(t.text) and own_best >= WEAK_SIGNAL:
         return []
     return [turn.text for turn in t.history[-CONTEXT_TURNS:]]
+
+
+def _is_short(text: str) -> bool:
+    """Whether `text` has at most `FOLLOW_UP_MAX_WORDS` words (`len(text.split())`; the split
+    stops after one word more, whose piece is then the rest of the text)."""
+    return len(text.split(None, FOLLOW_UP_MAX_WORDS)) <= FOLLOW_UP_MAX_WORDS
 
 
 def lexical_route_scores(t: ContextTicket, index: IntentIndex) -> RouteScores:
@@ -137,14 +142,16 @@ def route_lexically(
     The scores are taken as tuples in the order of `ROUTES` (`lexical_values`; those of the
     earlier turns from each turn's words, `joined_lexical_values`); `decide`, `blend` and
     `context_text` on the same scores as dicts give the same floats."""
+    text, history = t.text, t.history
     turns: list[str] = []
-    if t.history:  # else there is no context to blend in
-        turns = _context_turns(t, max(index.lexical_values(t.text)))
+    # `_context_turns(t, max(index.lexical_values(text)))`, the scores taken only when needed
+    if history and (_is_short(text) or not max(index.lexical_values(text)) >= WEAK_SIGNAL):
+        turns = [turn.text for turn in history[-CONTEXT_TURNS:]]
     if turns and (len(turns) > 1 or turns[0]):  # `_context_text` is not empty
-        values = blend_values(index.lexical_values(t.text), index.joined_lexical_values(turns))
+        values = blend_values(index.lexical_values(text), index.joined_lexical_values(turns))
         route, confidence = decide_values(values, LEXICAL_TEMPERATURE)
     else:
-        route, confidence = index.lexical(t.text)
+        route, confidence = index.lexical(text)
     return RoutedTicket.from_context(
         t, route=route, route_method="lexical", confidence=confidence, route_enrichments=spent
     )

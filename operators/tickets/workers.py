@@ -26,8 +26,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from string import Formatter
 from types import MappingProxyType
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, get_args
 
 from pydantic import BaseModel, Field
 
@@ -212,12 +213,20 @@ def priority_of(t: RoutedTicket, worker: Worker, scored: Worker | None = None) -
     return PRIORITIES[level]
 
 
+_LEVELS: dict[str, int] = {priority: level for level, priority in enumerate(PRIORITIES)}
+_TOP_LEVEL = len(PRIORITIES) - 1
+_FLOOR_LEVELS = {tier: _LEVELS[floor] for tier, floor in TIER_FLOOR.items()}
+
+
 def _priority_level(t: RoutedTicket, boost: int) -> int:
+    """The base level raised by tier, boost and urgency, at least the tier's floor (a level of
+    the ladder) and at most the top."""
     tier = t.message.customer_tier
-    steps = TIER_BOOST[tier] + boost + (1 if is_urgent(t.text) else 0)
-    level = PRIORITIES.index(t.base_priority) + steps
-    level = max(level, PRIORITIES.index(TIER_FLOOR[tier]))
-    return min(max(level, 0), len(PRIORITIES) - 1)
+    level = _LEVELS[t.base_priority] + TIER_BOOST[tier] + boost
+    if is_urgent(t.text):
+        level += 1
+    floor = _FLOOR_LEVELS[tier]
+    return floor if level < floor else _TOP_LEVEL if level > _TOP_LEVEL else level
 
 
 def _scored_worker(t: RoutedTicket, llm: LLMSettings) -> Worker | None:
@@ -244,10 +253,30 @@ def template_reply(t: RoutedTicket, *, route: Route | None = None) -> str:
     entities = t.entities
     if not (entities.order_ids or entities.products):
         return _PLAIN_TEMPLATES[route or t.route]
-    return TEMPLATES[route or t.route].format(
-        order=_order_phrase(entities.order_ids), product=_product_phrase(entities.products)
-    )
+    text, slots = _FILLS[route or t.route]
+    order, product = _order_phrase(entities.order_ids), _product_phrase(entities.products)
+    return text % tuple([order if slot == "order" else product for slot in slots])
 
+
+def _fill(template: str) -> tuple[str, tuple[str, ...]]:
+    """`template` as a `%` format and the names of its fields in order (`order`, `product`):
+    `text % values` is `template.format(...)` without parsing the template for every reply."""
+    text, slots = [], []
+    for literal, name, spec, conversion in Formatter().parse(template):
+        text.append(literal.replace("%", "%%"))
+        if name is not None:
+            if name not in ("order", "product") or spec or conversion:
+                raise ValueError(f"a reply template has a field other than {{order}}, "
+                                 f"{{product}}: {template!r}")  # fmt: skip
+            text.append("%s")
+            slots.append(name)
+    return "".join(text), tuple(slots)
+
+
+_FILLS: dict[Route, tuple[str, tuple[str, ...]]] = {
+    route: _fill(template) for route, template in TEMPLATES.items()
+}
+"""Each route's template as a `%` format and its fields in order (`_fill`)."""
 
 _PLAIN_TEMPLATES: dict[Route, str] = {
     route: template.format(order=_order_phrase(()), product=_product_phrase(()))
@@ -330,9 +359,10 @@ def reply_verdict(t: RoutedTicket, reply: str, llm: LLMSettings) -> PolicyVerdic
 def _drafted(
     t: RoutedTicket, worker: Worker, reply: str, enrichment: Enrichment, llm: LLMSettings
 ) -> DraftedTicket:
+    scored = _scored_worker(t, llm) if t.route_method == "llm" else None
     return DraftedTicket.from_routed(
         t,
-        priority=priority_of(t, worker, _scored_worker(t, llm)),
+        priority=priority_of(t, worker, scored),
         reply=reply,
         enrichment=enrichment,
         prompt_version=worker.prompt_version,
@@ -346,13 +376,25 @@ class ReplyAgent(ChatAgent[RoutedTicket, DraftedTicket, DraftReply]):
 
     llm: LLMSettings
     workers: Mapping[Route, Worker] = field(init=False, compare=False, repr=False)
+    template_enrichments: Mapping[Route, Mapping[Optional[str], Enrichment]] = field(
+        init=False, compare=False, repr=False
+    )
+    """`rules_enrichment` of each route's worker for each fallback reason (and None), read
+    without hashing the worker."""
     name: ClassVar[str] = "reply"
     answer_model: ClassVar[type[BaseModel]] = DraftReply
 
     def __post_init__(self) -> None:
         # a route model for a route that does not exist stops the start; the settings are
         # frozen, so the workers are looked up once, not per message
-        object.__setattr__(self, "workers", dict(workers_of(self.llm)))
+        workers = dict(workers_of(self.llm))
+        object.__setattr__(self, "workers", workers)
+        reasons: tuple[Optional[FallbackReason], ...] = (None, *get_args(FallbackReason))
+        enrichments = {
+            route: {reason: rules_enrichment(worker, reason) for reason in reasons}
+            for route, worker in workers.items()
+        }
+        object.__setattr__(self, "template_enrichments", enrichments)
 
     def _worker(self, t: RoutedTicket) -> Worker:
         return self.workers[t.route]
@@ -360,8 +402,12 @@ class ReplyAgent(ChatAgent[RoutedTicket, DraftedTicket, DraftReply]):
     def rules(
         self, item: RoutedTicket, reason: Optional[FallbackReason], spent: Sequence[Enrichment]
     ) -> DraftedTicket:
-        worker = self._worker(item)
-        enrichment = with_spent(rules_enrichment(worker, reason), spent)
+        worker = self.workers[item.route]
+        enrichment = self.template_enrichments[item.route].get(reason)
+        if enrichment is None:
+            enrichment = rules_enrichment(worker, reason)
+        if spent:  # else `with_spent` is the enrichment itself
+            enrichment = with_spent(enrichment, spent)
         return _drafted(item, worker, template_reply(item), enrichment, self.llm)
 
     def request(self, item: RoutedTicket) -> ChatRequest:

@@ -474,6 +474,24 @@ def test_routing_with_tuples_matches_the_dicts(text: str, history: list[str]) ->
         )
 
 
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["a", "why", "ORD-1", "é"]),
+            st.sampled_from(list(" \t\n\x1c\u2003\u3000")),
+        ),
+        max_size=30,
+    )
+)
+@example(["w "] * 8)
+@example(["w "] * 9)
+@example(["w "] * 8 + ["\u2003\t "])
+def test_a_short_text_has_at_most_the_follow_up_words(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert router._is_short(text) == (len(text.split()) <= router.FOLLOW_UP_MAX_WORDS)
+
+
 def test_the_route_memo_is_bounded() -> None:
     scorer = LexicalScorer(INDEX.intents)
     for text in distinct_keys(LexicalScorer.SCORE_CACHE + 10):
@@ -555,8 +573,19 @@ def drafted_ticket(
 
 def validated_response(t: DraftedTicket, now: datetime) -> TicketResponse:
     """`format_response` with every record validated (the code before the fast path)."""
-    with mock.patch.object(respond, "already_valid", lambda fields: False):
+    with (
+        mock.patch.object(respond, "_valid", lambda *values: False),
+        mock.patch.object(respond, "_trusted_response", side_effect=AssertionError),
+    ):
         return respond.format_response(t, now=now)
+
+
+IDS = [
+    ("M-2", "S-9"), ("M 2", "S-9"), ("M-2", "S-9\n"), ("M-2", "S" * 65), ("M" * 64, "S"),
+    ("M-2\x1fS-9", "S-9"), ("M-2", "S\x1f9"), ("M-2", ""), ("", "S-9"), ("M-2", "\x1f"),
+]  # fmt: skip
+"""(message_id, session_id) pairs: valid ids, and ids validation refuses (a unit separator, the
+one `already_valid` joins them with, among them)."""
 
 
 @settings(max_examples=400, deadline=None)
@@ -568,9 +597,7 @@ def validated_response(t: DraftedTicket, now: datetime) -> TicketResponse:
         st.floats(allow_nan=True),
     ),
     st.sampled_from(["lexical", "embedding", "llm", "rules"]),
-    st.sampled_from(
-        [("M-2", "S-9"), ("M 2", "S-9"), ("M-2", " S-9"), ("M-2", "S" * 65), ("é", "S"), ("", "S")]
-    ),
+    st.sampled_from([*IDS, ("M-2", " S-9"), ("é", "S")]),
     st.sampled_from(ZONES),
 )
 @example("email", BODY_TEXT, 0.74, "embedding", ("M-2", "S-9"), UTC)
@@ -612,7 +639,7 @@ def test_the_flow_path_takes_the_shortcut() -> None:
 @given(
     st.one_of(st.sampled_from(REPLIES), st.text(max_size=40)),
     st.one_of(st.sampled_from([0.5, 1, True, float("inf")]), st.floats(allow_nan=True)),
-    st.sampled_from([("M-2", "S-9"), ("M 2", "S-9"), ("M-2", "S-9\n"), ("M-2", "S" * 65)]),
+    st.sampled_from(IDS),
     st.sampled_from(ZONES),
     st.sampled_from(["lexical", "LEXICAL", "llm"]),
 )
@@ -840,7 +867,7 @@ def reference_template_reply(t: DraftedTicket | ContextTicket, route: str) -> st
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.sampled_from(["ORD-123456", "ORD-99999"]), max_size=3),
-    st.lists(st.sampled_from(list(PRODUCTS) or ["AeroBlend 3000 blender"]), max_size=2),
+    st.lists(st.sampled_from([*PRODUCTS, "100% {order} %s %(x)s blender"]), max_size=2),
     st.sampled_from(ROUTES),
 )
 def test_a_template_reply_is_the_filled_template(
@@ -857,6 +884,19 @@ def test_a_template_reply_is_the_filled_template(
     assert workers.template_reply(t) == reference_template_reply(t, route)
     for other in ROUTES:
         assert workers.template_reply(t, route=other) == reference_template_reply(t, other)
+
+
+def test_a_template_is_filled_as_str_format_fills_it() -> None:
+    template = "{product}: 100% %s {{order}} for {order}, 5%% off {product}"
+    text, slots = workers._fill(template)
+    assert slots == ("product", "order", "product")
+    values = {"order": "order 50%s", "product": "the {x} %d"}
+    assert text % tuple(values[s] for s in slots) == template.format(**values)
+    text, slots = workers._fill("100% sure, {{no field}}")
+    assert (text % (), slots) == ("100% sure, {no field}", ())
+    for bad in ("{customer}", "{order!r}", "{product:>9}", "{0}"):
+        with pytest.raises(ValueError):
+            workers._fill(bad)
 
 
 @settings(max_examples=200, deadline=None)
@@ -878,7 +918,10 @@ def _same_record(made: object, plain: object) -> None:
     st.booleans(),
     st.sampled_from(ROUTES),
     st.sampled_from(["lexical", "embedding", "llm"]),
-    st.floats(min_value=-0.5, max_value=1.5, allow_nan=False),
+    st.one_of(
+        st.floats(min_value=-0.5, max_value=1.5),
+        st.sampled_from([0.0, -0.0, 1.0, 0, 1, True, float("nan"), float("inf"), -1e-300]),
+    ),
     st.one_of(st.none(), st.sampled_from(ROUTES)),
     st.booleans(),
     st.sampled_from(["low", "normal", "high", "urgent"]),
@@ -901,6 +944,7 @@ def test_the_written_out_extensions_equal_the_dataclasses(
         route_enrichments=enrichments, scored_route=scored, route_conflict=conflict,  # type: ignore[arg-type]
     )  # fmt: skip
     bounded = min(1.0, max(0.0, confidence))
+    assert (type(routed.confidence), repr(routed.confidence)) == (type(bounded), repr(bounded))
     plain_routed = router.RoutedTicket(
         **fields, history=history, replay=replay, route=route, route_method=method,  # type: ignore[arg-type]
         confidence=bounded, route_enrichments=enrichments, scored_route=scored,  # type: ignore[arg-type]

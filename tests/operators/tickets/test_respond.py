@@ -11,6 +11,7 @@ from operators.tickets.respond import (
     first_name,
     format_chat,
     format_response,
+    format_responses,
     incident_reference,
 )
 from schemas import Enrichment, Entities, SourceRef, TicketMessage, TicketResponse, deterministic_id
@@ -124,6 +125,21 @@ def test_responded_at_is_utc_and_naive_now_is_rejected() -> None:
     assert response.responded_at.utcoffset() == timedelta(0)
     with pytest.raises(ValidationError):
         format_response(drafted(), now=datetime(2026, 11, 27, 9, 0))
+
+
+def test_a_batch_is_stamped_with_one_reading_of_the_clock() -> None:
+    reads: list[datetime] = []
+
+    def clock() -> datetime:
+        reads.append(NOW + timedelta(seconds=len(reads)))
+        return reads[-1]
+
+    batch = [drafted(channel) for channel in ("email", "chat", "it")]
+    responses = format_responses(batch, now=clock)
+    assert reads == [NOW]
+    assert [r.responded_at for r in responses] == [NOW] * 3
+    assert responses == [format_response(t, now=NOW) for t in batch]
+    assert format_responses([], now=clock) == []
 
 
 def test_reply_is_bounded_to_the_contract() -> None:

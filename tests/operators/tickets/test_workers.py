@@ -1,11 +1,13 @@
 """The specialised workers: worker table, priority rules, LLM and template replies."""
 
 import asyncio
+import dataclasses
+import itertools
 import json
 import pickle
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Optional
+from typing import Optional, get_args
 
 import pytest
 
@@ -26,10 +28,12 @@ from operators.tickets.workers import (
     draft_reply,
     priority_of,
     reply_messages,
+    rules_enrichment,
     template_reply,
     workers_of,
 )
 from schemas import Enrichment, Entities, SourceRef, TicketMessage
+from schemas.enrichment import FallbackReason
 from schemas.tickets import Route
 from tests.support.openai_server import CHAT_PATH, OpenAITestServer
 
@@ -151,6 +155,26 @@ def test_priority_rules(route: Route, text: str, tier: str, base: str, expected:
     assert priority_of(t, build_workers("m")[route]) == expected
 
 
+def test_priority_is_the_clamped_sum_of_its_steps_on_the_whole_ladder() -> None:
+    """Every base priority, tier, boost and urgency: the base's step plus the tier's boost, the
+    route's boost and urgency, at least the tier's floor, within the ladder."""
+    ladder = ["low", "normal", "high", "urgent"]
+    tier_boost = {"standard": 0, "gold": 1, "platinum": 1}
+    floor = {"standard": "low", "gold": "low", "platinum": "high"}
+    worker = build_workers("m")["general"]
+    seen = set()
+    for base, tier, boost, urgent in itertools.product(
+        ladder, tier_boost, range(-5, 6), (False, True)
+    ):
+        t = routed("general", "the site is down" if urgent else "a question", tier=tier, base=base)
+        level = ladder.index(base) + tier_boost[tier] + boost + urgent
+        level = min(max(level, ladder.index(floor[tier]), 0), len(ladder) - 1)
+        got = priority_of(t, dataclasses.replace(worker, priority_boost=boost))
+        assert got == ladder[level], (base, tier, boost, urgent)
+        seen.add(got)
+    assert seen == set(ladder)
+
+
 def test_template_reply_names_order_ids_and_product() -> None:
     entities = Entities(order_ids=["ORD-123456"], products=["Lumina Pro desk lamp"])
     reply = template_reply(routed("damaged_item", entities=entities))
@@ -163,6 +187,20 @@ def test_template_reply_names_order_ids_and_product() -> None:
 def test_every_template_renders_without_entities(route: Route) -> None:
     reply = template_reply(routed(route))
     assert reply and "{" not in reply and "}" not in reply
+
+
+@pytest.mark.parametrize("reason", [None, *get_args(FallbackReason)])
+def test_the_rules_answer_carries_the_workers_rules_enrichment_for_each_reason(
+    reason: Optional[FallbackReason],
+) -> None:
+    agent = ReplyAgent(SETTINGS.llm)
+    for route, worker in agent.workers.items():
+        drafted = agent.rules(routed(route, "where is it"), reason, ())
+        assert drafted.enrichment == Enrichment(
+            source="rules", prompt_version=PROMPT_VERSIONS[route],
+            outcome="fallback" if reason else None, fallback_reason=reason,
+        )  # fmt: skip
+        assert drafted.enrichment is rules_enrichment(worker, reason)
 
 
 def test_without_llm_the_template_answers_with_rules_enrichment() -> None:
