@@ -14,6 +14,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
+from prometheus_client import Counter
 from pydantic import BaseModel
 
 from operators.runtime import metrics
@@ -71,7 +72,7 @@ def publish(
     """
     enrichments = metrics.Children(metrics.ENRICHMENTS, flow_name)
     blocked = metrics.Children(metrics.POLICY_BLOCKED, flow_name)
-    records_out = metrics.Children(metrics.RECORDS_OUT, flow_name)
+    written = _Written(metrics.Children(metrics.RECORDS_OUT, flow_name), topic)
     by_label = count.children(flow_name) if count is not None else None
 
     batches = threading.local()  # the workers of a process are threads: a tally each
@@ -89,8 +90,7 @@ def publish(
         if by_label is not None and count is not None:
             child = by_label(count.label_of(model))
             tally[child] = tally.get(child, 0) + 1
-        child = records_out(record.topic)
-        tally[child] = tally.get(child, 0) + 1
+        tally[written] = tally.get(written, 0) + 1
         return record
 
     def flush() -> None:
@@ -108,6 +108,19 @@ def publish(
     )  # fmt: skip
     op.output("write", records.results, sink)
     return records.dead_letters
+
+
+class _Written:
+    """`surgeflow_records_out_total{flow,topic}` of one topic (every record of a `publish` goes
+    to its topic), resolved when a batch's count is added, as when it was resolved per record."""
+
+    __slots__ = ("_children", "_topic")
+
+    def __init__(self, children: metrics.Children[Counter], topic: str) -> None:
+        self._children, self._topic = children, topic
+
+    def inc(self, amount: int) -> None:
+        self._children(self._topic).inc(amount)
 
 
 def derived(topic: str) -> SourceRef:

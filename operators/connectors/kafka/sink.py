@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaException, Message, Producer
@@ -75,9 +75,24 @@ class DeliveryCheckedProducer:
         deadline = time.monotonic() + self._timeout
         sent = 0
         shared = self._batch_callback(failures, delivered) if on_delivered is None else None
+        produce = self._producer.produce
+        headers: tuple[tuple[str, bytes], ...] = ()
+        header_list: list[tuple[str, Union[str, bytes, None]]] = []  # the client takes a list
         for record in records:
             callback = shared or self._callback(record, failures, delivered, on_delivered)
-            self._produce(record, callback, failures, deadline)
+            if record.headers is not headers:  # one list per headers tuple, not per record
+                headers = record.headers
+                header_list = list(headers)
+            try:  # the common case of `_produce`, which handles the rest
+                produce(
+                    record.topic, record.value, record.key, headers=header_list,
+                    on_delivery=callback,
+                )  # fmt: skip
+            except BufferError:
+                self._drain(record, deadline)
+                self._produce(record, callback, failures, deadline)
+            except KafkaException as exc:
+                self._refused(record, exc, failures)
             sent += 1
         remaining = self._producer.flush(max(deadline - time.monotonic(), 0.0))
         for topic, count in delivered.items():
@@ -104,14 +119,27 @@ class DeliveryCheckedProducer:
                     on_delivery=callback,
                 )  # fmt: skip
                 return
-            except BufferError:  # local queue full: let deliveries drain, within the bound
-                if time.monotonic() >= deadline:
-                    raise _delivery_error([(record.topic, record.key, "queue full")], 0) from None
-                self._producer.poll(0.1)
-            except KafkaException as exc:  # refused before sending (size, unknown topic...)
-                failures.append((record.topic, record.key, str(exc.args[0])))
-                self._failed(record.topic, _code(exc.args[0])).inc()
+            except BufferError:
+                self._drain(record, deadline)
+            except KafkaException as exc:
+                self._refused(record, exc, failures)
                 return
+
+    def _drain(self, record: OutRecord, deadline: float) -> None:
+        """The local queue is full: let deliveries drain, within the bound."""
+        if time.monotonic() >= deadline:
+            raise _delivery_error([(record.topic, record.key, "queue full")], 0) from None
+        self._producer.poll(0.1)
+
+    def _refused(
+        self,
+        record: OutRecord,
+        exc: KafkaException,
+        failures: list[tuple[str, Optional[str], str]],
+    ) -> None:
+        """`record` was refused before sending (size, unknown topic...)."""
+        failures.append((record.topic, record.key, str(exc.args[0])))
+        self._failed(record.topic, _code(exc.args[0])).inc()
 
     def close(self) -> None:
         """Deliver what is queued; undelivered records raise as in `send`."""

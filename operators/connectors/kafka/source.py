@@ -75,7 +75,7 @@ def _raw_record(
     """The `RawRecord` of one message's fields (`consumer_error`: the consumer's error)."""
     key, key_error = _decode_key(raw_key)
     error: Optional[str] = key_error
-    error_type: ErrorType = "validation_error"
+    error_type: ErrorType = _NO_ERROR
     if key_error is not None and "UTF-8" in key_error:
         error_type = "decode_error"
     if consumer_error is not None:
@@ -89,6 +89,10 @@ def _raw_record(
         error=error,
         error_type=error_type,
     )
+
+
+_NO_ERROR: ErrorType = "validation_error"
+"""The error type `_raw_record` gives a record without an error (unused while `error` is None)."""
 
 
 def _decode_key(raw: Optional[bytes]) -> tuple[Optional[str], Optional[str]]:
@@ -235,14 +239,29 @@ class _LagSafePartition(_KafkaSourcePartition):
         if self._eof:
             raise StopIteration()
         records: list[RawRecord] = []
+        append = records.append
         last_offset = None
         for msg in self._consumer.consume(self._batch_size, 0.001):
             error = msg.error()
             if error is None:
-                records.append(
-                    _raw_record(msg.value(), msg.key(), msg.topic(), msg.partition(), msg.offset())
-                )
-            elif error.code() == ConfluentKafkaError._PARTITION_EOF:
+                raw_key, topic = msg.key(), msg.topic()
+                partition, offset = msg.partition(), msg.offset()
+                if (
+                    (raw_key is None or (len(raw_key) <= MAX_KEY_CHARS and raw_key.isascii()))
+                    and topic
+                    and partition is not None
+                    and partition >= 0
+                    and offset is not None
+                    and offset >= 0
+                ):  # the common case of `_raw_record`: its checks all pass, nothing to replace
+                    key = None if raw_key is None else raw_key.decode("ascii")
+                    value = msg.value() or b""
+                    append(RawRecord(value, key, topic, partition, offset, None, _NO_ERROR))
+                else:
+                    append(_raw_record(msg.value(), raw_key, topic, partition, offset))
+                last_offset = offset
+                continue
+            if error.code() == ConfluentKafkaError._PARTITION_EOF:
                 self._eof = True  # emit this batch; the next call ends the partition
                 break
             else:

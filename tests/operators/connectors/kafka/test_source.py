@@ -113,6 +113,7 @@ def test_records_read_straight_from_the_consumer_match_bytewaxs_messages(
     topic = settings.topics.shipments_events
     create_topics(settings, [topic], partitions=1)
     messages = [(b"SHP-1", b'{"a": 1}'), (None, b"x"), (b"\xff\xfe", b"{}"), (b"K" * 300, b"")]
+    messages += [(b"K" * 256, b"{}"), (b"K" * 257, b"{}"), (("é" * 200).encode(), b"{}")]
     produce_raw(settings, topic, messages * 3)
 
     errors = metrics.Children(metrics.KAFKA_CONSUMER_ERRORS, "test")
@@ -137,5 +138,8 @@ def test_records_read_straight_from_the_consumer_match_bytewaxs_messages(
 
     fast, slow = read(True), read(False)
     assert fast == slow
-    assert len(fast[0]) == 12 and fast[1] == 12
-    assert [r.error_type for r in fast[0][:4] if r.error] == ["decode_error", "validation_error"]
+    assert len(fast[0]) == 21 and fast[1] == 21
+    assert [r.error_type for r in fast[0][:7] if r.error] == [
+        "decode_error", "validation_error", "validation_error",
+    ]  # fmt: skip
+    assert [r.key for r in fast[0][4:7]] == ["K" * 256, None, "é" * 200]
