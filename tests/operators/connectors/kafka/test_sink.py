@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+from unittest import mock
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -12,6 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from operators.connectors.kafka.config import client_config, producer_config
 from operators.connectors.kafka.sink import DeliveryCheckedProducer, KafkaDeliveryError
 from operators.runtime.records import OutRecord, to_out_record
+from schemas import TicketMessage
 from schemas.common import SCHEMA_VERSION
 from tests.flows.kafka_runs import kafka_settings, read_topic, with_topics
 from tests.support.bad_records import TICKET
@@ -80,8 +82,6 @@ def test_keys_reach_the_broker_as_utf8_and_no_key_as_none(kafka_bootstrap: str) 
 
 
 def test_headers_carry_content_type_and_schema_version(kafka_bootstrap: str) -> None:
-    from schemas import TicketMessage
-
     settings = with_topics(kafka_settings(kafka_bootstrap), "tickets")
     topic = settings.topics.tickets_messages
     model = TicketMessage.model_validate(TICKET)
@@ -125,3 +125,25 @@ def test_the_producer_is_idempotent_and_waits_for_all_replicas(kafka_bootstrap: 
     config = producer_config(kafka_settings(kafka_bootstrap, kafka_config={"acks": "1"}).kafka)
     assert config["enable.idempotence"] is True and config["acks"] == "all"
     assert config["partitioner"] == "murmur2_random"
+
+
+def test_a_full_local_queue_drains_and_every_record_is_delivered(kafka_bootstrap: str) -> None:
+    """A local queue of 5 messages fills many times over in a batch of 60: each record that
+    finds it full waits for deliveries to drain and is sent, with its headers, exactly once."""
+    settings = with_topics(kafka_settings(kafka_bootstrap), "tickets")
+    topic = settings.topics.tickets_responses
+    config = {**producer_config(settings.kafka), "queue.buffering.max.messages": 5}
+    producer = DeliveryCheckedProducer(config, flow="test", timeout_seconds=30.0)
+    model_record = to_out_record(topic, "S-0", _message())
+    records = [OutRecord(topic, f"S-{i}", str(i).encode(), model_record.headers) for i in range(60)]
+    with mock.patch.object(producer, "_drain", wraps=producer._drain) as drained:
+        assert producer.send(records) == 60
+    assert drained.call_count >= 10  # the queue was full at least that often
+    back = read_topic(settings, topic)
+    assert sorted(int(r.value) for r in back) == list(range(60))
+    assert {r.key.decode() for r in back} == {f"S-{i}" for i in range(60)}
+    assert all(r.headers["schema"] == b"TicketMessage" for r in back)
+
+
+def _message() -> TicketMessage:
+    return TicketMessage.model_validate(TICKET)
