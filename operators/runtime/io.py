@@ -14,7 +14,6 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
-from prometheus_client import Counter
 from pydantic import BaseModel
 
 from operators.runtime import metrics
@@ -72,32 +71,36 @@ def publish(
     """
     enrichments = metrics.Children(metrics.ENRICHMENTS, flow_name)
     blocked = metrics.Children(metrics.POLICY_BLOCKED, flow_name)
-    written = _Written(metrics.Children(metrics.RECORDS_OUT, flow_name), topic)
+    records_out = metrics.Children(metrics.RECORDS_OUT, flow_name)
     by_label = count.children(flow_name) if count is not None else None
+    label_of = count.label_of if count is not None else None
+    written = (records_out, topic)  # every record of this step goes to `topic`
 
     batches = threading.local()  # the workers of a process are threads: a tally each
 
     def counted(model: M) -> OutRecord:
-        tally: dict[Any, int] = batches.__dict__  # counter child -> increments of this batch
+        # (children, label value) -> increments of this batch; the children are resolved once
+        # per batch (`flush`), not per record
+        tally: dict[Any, int] = batches.__dict__
         enrichment = getattr(model, "enrichment", None)
         if enrichment is not None:
-            child = enrichments(enrichment.source)
-            tally[child] = tally.get(child, 0) + 1
+            counted_as = (enrichments, enrichment.source)
+            tally[counted_as] = tally.get(counted_as, 0) + 1
             for rule in enrichment.policy_violations:
-                child = blocked(rule)
-                tally[child] = tally.get(child, 0) + 1
+                counted_as = (blocked, rule)
+                tally[counted_as] = tally.get(counted_as, 0) + 1
         record = to_out_record(topic, key(model), model)
-        if by_label is not None and count is not None:
-            child = by_label(count.label_of(model))
-            tally[child] = tally.get(child, 0) + 1
+        if by_label is not None and label_of is not None:
+            counted_as = (by_label, label_of(model))
+            tally[counted_as] = tally.get(counted_as, 0) + 1
         tally[written] = tally.get(written, 0) + 1
         return record
 
     def flush() -> None:
         """One increment per counter and batch (each `inc` takes a lock)."""
         tally: dict[Any, int] = batches.__dict__
-        for child, n in tally.items():
-            child.inc(n)
+        for (children, value), n in tally.items():
+            children(value).inc(n)
         tally.clear()
 
     # Counting and serialising run a batch at a time (`guarded_map`): one branch per record
@@ -108,19 +111,6 @@ def publish(
     )  # fmt: skip
     op.output("write", records.results, sink)
     return records.dead_letters
-
-
-class _Written:
-    """`surgeflow_records_out_total{flow,topic}` of one topic (every record of a `publish` goes
-    to its topic), resolved when a batch's count is added, as when it was resolved per record."""
-
-    __slots__ = ("_children", "_topic")
-
-    def __init__(self, children: metrics.Children[Counter], topic: str) -> None:
-        self._children, self._topic = children, topic
-
-    def inc(self, amount: int) -> None:
-        self._children(self._topic).inc(amount)
 
 
 def derived(topic: str) -> SourceRef:
