@@ -165,13 +165,13 @@ class _RecordPartition(StatefulSourcePartition[RawRecord, Optional[int]]):
 
     def next_batch(self) -> list[RawRecord]:
         if isinstance(self._inner, _LagSafePartition):
-            records = self._inner.next_records(self._errors)
+            records, top = self._inner.next_records(self._errors)
         else:
             batch = self._inner.next_batch()
             records = [to_raw_record(i) for i in batch if _has_record(i, self._errors)]
-        offsets = [r.offset for r in records if r.offset is not None and r.error is None]
-        if offsets:
-            self._next_offset = max(offsets) + 1
+            top = _top_offset(records)
+        if top is not None:
+            self._next_offset = top + 1
         if self._catch_up is not None:
             self._catch_up.report(self._next_offset)
         return records
@@ -232,15 +232,19 @@ class _LagSafePartition(_KafkaSourcePartition):
         if lag is not None:
             BYTEWAX_CONSUMER_LAG_GAUGE.labels(**self._metrics_labels).set(lag)
 
-    def next_records(self, errors: metrics.Children[Counter]) -> list[RawRecord]:
+    def next_records(
+        self, errors: metrics.Children[Counter]
+    ) -> tuple[list[RawRecord], Optional[int]]:
         """`next_batch` made straight into `RawRecord`s, without a `KafkaSourceMessage` per
         message: the same records, errors, end of partition and resume offset as
-        `[to_raw_record(m) for m in self.next_batch() if _has_record(m, errors)]`."""
+        `[to_raw_record(m) for m in self.next_batch() if _has_record(m, errors)]`, and their
+        `_top_offset`."""
         if self._eof:
             raise StopIteration()
         records: list[RawRecord] = []
         append = records.append
         last_offset = None
+        top: Optional[int] = None  # of the records without an error
         for msg in self._consumer.consume(self._batch_size, 0.001):
             error = msg.error()
             if error is None:
@@ -257,8 +261,14 @@ class _LagSafePartition(_KafkaSourcePartition):
                     key = None if raw_key is None else raw_key.decode("ascii")
                     value = msg.value() or b""
                     append(RawRecord(value, key, topic, partition, offset, None, _NO_ERROR))
+                    if top is None or offset > top:
+                        top = offset
                 else:
-                    append(_raw_record(msg.value(), raw_key, topic, partition, offset))
+                    record = _raw_record(msg.value(), raw_key, topic, partition, offset)
+                    append(record)
+                    read = record.offset if record.error is None else None
+                    if read is not None and (top is None or read > top):
+                        top = read
                 last_offset = offset
                 continue
             if error.code() == ConfluentKafkaError._PARTITION_EOF:
@@ -271,7 +281,14 @@ class _LagSafePartition(_KafkaSourcePartition):
             last_offset = msg.offset()
         if last_offset is not None:
             self._offset = last_offset + 1
-        return records
+        return records, top
+
+
+def _top_offset(records: list[RawRecord]) -> Optional[int]:
+    """The highest offset of `records` that was read without an error (a partition resumes
+    after it), or None."""
+    offsets = [r.offset for r in records if r.offset is not None and r.error is None]
+    return max(offsets) if offsets else None
 
 
 def _source_message(msg: Any) -> KafkaSourceMessage[Optional[bytes], Optional[bytes]]:

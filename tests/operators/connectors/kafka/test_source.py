@@ -13,7 +13,12 @@ from confluent_kafka import KafkaError as ConfluentError
 from prometheus_client import REGISTRY
 
 from operators.connectors.kafka.config import client_config
-from operators.connectors.kafka.source import KafkaRecordSource, _RecordPartition, to_raw_record
+from operators.connectors.kafka.source import (
+    KafkaRecordSource,
+    _RecordPartition,
+    _top_offset,
+    to_raw_record,
+)
 from operators.connectors.kafka.topics import TopicNotFound
 from operators.runtime import metrics
 from tests.flows.kafka_runs import kafka_settings
@@ -127,7 +132,9 @@ def test_records_read_straight_from_the_consumer_match_bytewaxs_messages(
         try:
             while time.monotonic() < deadline:
                 if fast:
-                    out.extend(part.next_records(errors))
+                    records, top = part.next_records(errors)
+                    assert top == _top_offset(records)
+                    out.extend(records)
                 else:
                     out.extend(to_raw_record(m) for m in part.next_batch())
         except StopIteration:
