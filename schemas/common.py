@@ -151,21 +151,10 @@ def trusted(cls: type[R], values: dict[str, Any], fields_set: set[str]) -> R:
 is_plain_id = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}").fullmatch
 """Whether a str is an `Id` that stripping leaves as it is (no whitespace can match)."""
 
-_is_utc_text = re.compile(
+is_utc_text = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|\+00:00)"
 ).fullmatch
-
-
-def utc_time_text(value: object) -> Optional[datetime]:
-    """The UTC datetime validation makes of `value` when it is a timestamp written
-    `YYYY-MM-DDTHH:MM:SS[.ffffff]` in UTC (`Z` or `+00:00`), else `None` (a fast path leaves
-    any other value, such as a 30th of February, to validation)."""
-    if type(value) is not str or not _is_utc_text(value):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
+"""Whether a str is a timestamp written `YYYY-MM-DDTHH:MM:SS[.ffffff]` in UTC (`Z` or `+00:00`)."""
 
 
 def deterministic_id(*parts: object, length: int = 32) -> str:

@@ -21,8 +21,8 @@ from schemas.common import (
     _to_utc,
     _within_bounds,
     is_plain_id,
+    is_utc_text,
     trusted,
-    utc_time_text,
 )
 from schemas.enrichment import Enrichment
 
@@ -95,7 +95,7 @@ def message_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Option
     character pydantic's stripping does (and a few more), so text it leaves alone is kept.
     """
     keys = obj.keys()
-    if not (keys <= _MESSAGE_KEYS and keys >= _MESSAGE_REQUIRED):
+    if not (keys == _MESSAGE_KEYS or (keys <= _MESSAGE_KEYS and keys >= _MESSAGE_REQUIRED)):
         return None
     message_id, session_id = obj["message_id"], obj["session_id"]
     channel, sender, body = obj["channel"], obj["sender"], obj["body"]
@@ -121,8 +121,14 @@ def message_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Option
         )
     ):
         return None
-    sent_at = utc_time_text(obj["sent_at"])
-    if sent_at is None or not bounds.earliest <= sent_at <= bounds.latest:
+    sent = obj["sent_at"]  # `utc_time_text`, written out
+    if type(sent) is not str or not is_utc_text(sent):
+        return None
+    try:
+        sent_at = datetime.fromisoformat(sent)
+    except ValueError:  # such as a 30th of February: validation says why
+        return None
+    if not bounds.earliest <= sent_at <= bounds.latest:
         return None
     now, ahead = bounds.now, bounds.max_ahead
     if now is not None and ahead is not None and sent_at - now > ahead:
@@ -134,7 +140,7 @@ def message_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Option
             "sender": sender, "subject": subject, "body": body, "sent_at": sent_at,
             "customer_tier": tier,
         },
-        set(keys),
+        set(obj),
     )  # fmt: skip
 
 

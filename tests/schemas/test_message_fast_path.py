@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 import schemas.tickets as tickets
 from operators.runtime.validate import Limits
-from schemas.common import TimeBounds, utc_time_text
+from schemas.common import TimeBounds, is_utc_text
 from schemas.tickets import TicketMessage, message_from_common_shape
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -196,10 +196,12 @@ def test_other_bounds_agree_too(
 
 
 def test_times_outside_the_common_form_are_left_to_validation() -> None:
-    assert utc_time_text("2026-12-06T10:00:00Z") == datetime(2026, 12, 6, 10, tzinfo=UTC)
-    assert utc_time_text("2026-12-06T10:00:00+00:00").tzinfo is UTC  # type: ignore[union-attr]
+    fast = message_from_common_shape({**MESSAGE, "sent_at": "2026-12-06T10:00:00+00:00"}, BOUNDS)
+    assert fast is not None and fast.sent_at == datetime(2026, 12, 6, 10, tzinfo=UTC)
+    assert fast.sent_at.tzinfo is UTC
     for odd in ("2026-02-30T10:00:00Z", "2026-12-06 10:00:00Z", "2026-12-06T10:00:00+01:00", 1):
-        assert utc_time_text(odd) is None
+        assert message_from_common_shape({**MESSAGE, "sent_at": odd}, BOUNDS) is None
+    assert is_utc_text("2026-12-06T10:00:00.123456Z") and not is_utc_text("2026-12-06T10:00Z")
 
 
 def test_the_classmethod_is_the_function_and_a_subclass_gets_none() -> None:
