@@ -14,6 +14,8 @@ Rules every model follows:
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Optional, TypeVar
@@ -118,7 +120,19 @@ class Record(BaseModel):
 
 R = TypeVar("R", bound=Record)
 
-_set = object.__setattr__
+
+def _setter(name: str) -> Callable[[object, Any], None]:
+    """The setter of `BaseModel`'s attribute `name` (`__dict__` or a slot it declares), called
+    directly: a little cheaper than `object.__setattr__`, which looks it up on the class."""
+    setter: Callable[[object, Any], None] = vars(BaseModel)[name].__set__
+    return setter
+
+
+_new = object.__new__
+_set_dict = _setter("__dict__")
+_set_fields_set = _setter("__pydantic_fields_set__")
+_set_extra = _setter("__pydantic_extra__")
+_set_private = _setter("__pydantic_private__")
 
 
 def trusted(cls: type[R], values: dict[str, Any], fields_set: set[str]) -> R:
@@ -126,12 +140,21 @@ def trusted(cls: type[R], values: dict[str, Any], fields_set: set[str]) -> R:
     checks, or valid when they were pickled), without validating them again: what
     `model_construct` does, without its work per field. `values` (every field, in the order
     `cls` declares them) becomes the instance's `__dict__`; `fields_set` its set fields."""
-    out = object.__new__(cls)
-    _set(out, "__dict__", values)
-    _set(out, "__pydantic_fields_set__", fields_set)
-    _set(out, "__pydantic_extra__", None)
-    _set(out, "__pydantic_private__", None)
+    out = _new(cls)
+    _set_dict(out, values)
+    _set_fields_set(out, fields_set)
+    _set_extra(out, None)
+    _set_private(out, None)
     return out
+
+
+is_plain_id = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}").fullmatch
+"""Whether a str is an `Id` that stripping leaves as it is (no whitespace can match)."""
+
+is_utc_text = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|\+00:00)"
+).fullmatch
+"""Whether a str is a timestamp written `YYYY-MM-DDTHH:MM:SS[.ffffff]` in UTC (`Z` or `+00:00`)."""
 
 
 def deterministic_id(*parts: object, length: int = 32) -> str:

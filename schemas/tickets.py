@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, get_args
 
 from pydantic import AfterValidator, AwareDatetime, Field, ValidationInfo
 
@@ -15,10 +15,14 @@ from schemas.common import (
     Record,
     ShortText,
     Text,
+    TimeBounds,
     UtcDatetime,
     _not_ahead,
     _to_utc,
     _within_bounds,
+    is_plain_id,
+    is_utc_text,
+    trusted,
 )
 from schemas.enrichment import Enrichment
 
@@ -60,6 +64,84 @@ class TicketMessage(Record):
     body: str = Field(min_length=1, max_length=8000)
     sent_at: SentAt
     customer_tier: CustomerTier = "standard"
+
+    @classmethod
+    def from_common_shape(cls, obj: dict[str, Any], bounds: TimeBounds) -> Optional[TicketMessage]:
+        """The message of the parsed JSON object `obj`, equal to `model_validate(obj,
+        context=bounds.context())`, built without pydantic when `obj` has the common
+        well-formed shape; `None` for anything else, which `model_validate` decides (see
+        `message_from_common_shape`). A subclass, which may add validators, always gets `None`."""
+        return message_from_common_shape(obj, bounds) if cls is TicketMessage else None
+
+
+_MESSAGE_KEYS: frozenset[str] = frozenset(TicketMessage.model_fields)
+_MESSAGE_REQUIRED: frozenset[str] = frozenset(
+    name for name, info in TicketMessage.model_fields.items() if info.is_required()
+)
+_CHANNELS: frozenset[str] = frozenset(get_args(Channel))
+_TIERS: frozenset[str] = frozenset(get_args(CustomerTier))
+
+
+def message_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Optional[TicketMessage]:
+    """`TicketMessage.model_validate(obj, context=bounds.context())` without pydantic, for a
+    message of the common well-formed shape; `None` when `obj` is anything else.
+
+    `obj` is parsed JSON (orjson's: its strings hold no lone surrogates). The shape: known fields
+    only, the required ones present; identifiers that match `Id` as they are; a known channel and
+    tier; `sender`, `subject` (or null) and `body` text within their lengths that stripping
+    leaves as it is; `sent_at` written `YYYY-MM-DDTHH:MM:SS[.ffffff]` and `Z` or `+00:00`, within
+    `bounds` and not too far ahead of its wall clock. Anything else, valid or not, goes to full
+    validation (which normalises it or says why it fails). Python's `str.strip` removes every
+    character pydantic's stripping does (and a few more), so text it leaves alone is kept.
+    """
+    keys = obj.keys()
+    if not (keys == _MESSAGE_KEYS or (keys <= _MESSAGE_KEYS and keys >= _MESSAGE_REQUIRED)):
+        return None
+    message_id, session_id = obj["message_id"], obj["session_id"]
+    channel, sender, body = obj["channel"], obj["sender"], obj["body"]
+    subject, tier = obj.get("subject"), obj.get("customer_tier", "standard")
+    if not (
+        type(message_id) is str
+        and type(session_id) is str
+        and is_plain_id(message_id)
+        and is_plain_id(session_id)
+        and type(channel) is str
+        and channel in _CHANNELS
+        and type(tier) is str
+        and tier in _TIERS
+        and type(sender) is str
+        and 0 < len(sender) <= 200
+        and sender == sender.strip()
+        and type(body) is str
+        and 0 < len(body) <= 8000
+        and body == body.strip()
+        and (
+            subject is None
+            or (type(subject) is str and 0 < len(subject) <= 200 and subject == subject.strip())
+        )
+    ):
+        return None
+    sent = obj["sent_at"]  # `utc_time_text`, written out
+    if type(sent) is not str or not is_utc_text(sent):
+        return None
+    try:
+        sent_at = datetime.fromisoformat(sent)
+    except ValueError:  # such as a 30th of February: validation says why
+        return None
+    if not bounds.earliest <= sent_at <= bounds.latest:
+        return None
+    now, ahead = bounds.now, bounds.max_ahead
+    if now is not None and ahead is not None and sent_at - now > ahead:
+        return None
+    return trusted(
+        TicketMessage,
+        {
+            "message_id": message_id, "session_id": session_id, "channel": channel,
+            "sender": sender, "subject": subject, "body": body, "sent_at": sent_at,
+            "customer_tier": tier,
+        },
+        set(obj),
+    )  # fmt: skip
 
 
 class Entities(Record):

@@ -73,31 +73,34 @@ def publish(
     blocked = metrics.Children(metrics.POLICY_BLOCKED, flow_name)
     records_out = metrics.Children(metrics.RECORDS_OUT, flow_name)
     by_label = count.children(flow_name) if count is not None else None
+    label_of = count.label_of if count is not None else None
+    written = (records_out, topic)  # every record of this step goes to `topic`
 
     batches = threading.local()  # the workers of a process are threads: a tally each
 
     def counted(model: M) -> OutRecord:
-        tally: dict[Any, int] = batches.__dict__  # counter child -> increments of this batch
+        # (children, label value) -> increments of this batch; the children are resolved once
+        # per batch (`flush`), not per record
+        tally: dict[Any, int] = batches.__dict__
         enrichment = getattr(model, "enrichment", None)
         if enrichment is not None:
-            child = enrichments(enrichment.source)
-            tally[child] = tally.get(child, 0) + 1
+            counted_as = (enrichments, enrichment.source)
+            tally[counted_as] = tally.get(counted_as, 0) + 1
             for rule in enrichment.policy_violations:
-                child = blocked(rule)
-                tally[child] = tally.get(child, 0) + 1
+                counted_as = (blocked, rule)
+                tally[counted_as] = tally.get(counted_as, 0) + 1
         record = to_out_record(topic, key(model), model)
-        if by_label is not None and count is not None:
-            child = by_label(count.label_of(model))
-            tally[child] = tally.get(child, 0) + 1
-        child = records_out(record.topic)
-        tally[child] = tally.get(child, 0) + 1
+        if by_label is not None and label_of is not None:
+            counted_as = (by_label, label_of(model))
+            tally[counted_as] = tally.get(counted_as, 0) + 1
+        tally[written] = tally.get(written, 0) + 1
         return record
 
     def flush() -> None:
         """One increment per counter and batch (each `inc` takes a lock)."""
         tally: dict[Any, int] = batches.__dict__
-        for child, n in tally.items():
-            child.inc(n)
+        for (children, value), n in tally.items():
+            children(value).inc(n)
         tally.clear()
 
     # Counting and serialising run a batch at a time (`guarded_map`): one branch per record

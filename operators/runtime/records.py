@@ -14,7 +14,7 @@ from typing import Generic, Optional, TypeVar
 
 from pydantic import BaseModel
 
-from schemas.common import SCHEMA_VERSION
+from schemas.common import SCHEMA_VERSION, trusted
 from schemas.dead_letter import ErrorType, SourceRef
 
 CONTENT_TYPE = b"application/json"
@@ -63,9 +63,6 @@ class RawRecord:
         return source_ref(self.topic, self.partition, self.offset)
 
 
-_new_source = SourceRef.__new__
-
-
 def source_ref(topic: str, partition: Optional[int], offset: Optional[int]) -> SourceRef:
     """`SourceRef(topic=topic, partition=partition, offset=offset)`, built without running its
     validators when the values need none (a topic of 1-249 characters that stripping leaves as
@@ -78,16 +75,15 @@ def source_ref(topic: str, partition: Optional[int], offset: Optional[int]) -> S
         and (partition is None or (type(partition) is int and partition >= 0))
         and (offset is None or (type(offset) is int and offset >= 0))
     ):
-        ref = _new_source(SourceRef)
-        _set(ref, "__dict__", {"topic": topic, "partition": partition, "offset": offset})
-        _set(ref, "__pydantic_fields_set__", {"topic", "partition", "offset"})
-        _set(ref, "__pydantic_extra__", None)
-        _set(ref, "__pydantic_private__", None)
-        return ref
+        return trusted(
+            SourceRef,
+            {"topic": topic, "partition": partition, "offset": offset},
+            {"topic", "partition", "offset"},
+        )
     return SourceRef(topic=topic, partition=partition, offset=offset)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class OutRecord:
     """One output record: the topic, the flow key, the JSON value and headers."""
 
@@ -95,6 +91,15 @@ class OutRecord:
     key: Optional[str]
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = field(default_factory=tuple)
+
+    def __init__(
+        self,
+        topic: str,
+        key: Optional[str],
+        value: bytes,
+        headers: tuple[tuple[str, bytes], ...] = (),
+    ) -> None:
+        _set(self, "__dict__", {"topic": topic, "key": key, "value": value, "headers": headers})
 
 
 def to_out_record(topic: str, key: Optional[str], model: BaseModel) -> OutRecord:
@@ -106,7 +111,7 @@ def to_out_record(topic: str, key: Optional[str], model: BaseModel) -> OutRecord
     cls = model.__class__
     own = _json_bytes(cls)
     value = own(model) if own is not None else model.__pydantic_serializer__.to_json(model)
-    return OutRecord(topic=topic, key=key, value=value, headers=_headers(cls))
+    return OutRecord(topic, key, value, _headers(cls))
 
 
 JSON_BYTES = "json_bytes"

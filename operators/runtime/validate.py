@@ -7,7 +7,8 @@ A model may offer a checked fast path, `Model.from_common_shape(obj, bounds)` (`
 model of the parsed JSON object `obj`, built without pydantic when `obj` has the common
 well-formed shape the method checks, and `None` for anything else, which `model_validate`
 decides (errors included). What it returns must equal what `model_validate(obj,
-context=bounds.context())` returns; each model's tests prove it.
+context=bounds.context())` returns; each model's tests prove it. It accepts flat objects only
+(no value a JSON object or array: one level deep), so a record it accepts needs no depth check.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pydantic_core import ErrorDetails
 
 from operators.config.io import IOSettings
 from operators.runtime.guard import PASS_THROUGH, describe
-from operators.runtime.records import RawRecord, Valid
+from operators.runtime.records import RawRecord, Valid, source_ref
 from schemas.common import TIME_BOUNDS, TimeBounds, utc_now
 from schemas.dead_letter import DeadLetter, ErrorType, FlowName
 
@@ -183,15 +184,15 @@ def parse_record(
     if not isinstance(obj, dict):
         error = f"expected a JSON object, got {_json_type(obj)}"
         return _dead(raw, flow, step, "validation_error", error, key)
-    if not within_depth(raw.value, obj, limits.max_depth):
-        error = f"JSON nested deeper than {limits.max_depth} levels"
-        return _dead(raw, flow, step, "too_deep", error, key)
     try:
         context = bounds or limits.time_bounds(now if now is not None else utc_now()).context()
-        fast = fast_path(model)
-        valid = (fast and fast(obj, context[TIME_BOUNDS])) or model.model_validate(
-            obj, context=context
-        )
+        fast = fast_path(model) if limits.max_depth > 0 else None  # flat objects: one level
+        valid = fast(obj, context[TIME_BOUNDS]) if fast is not None else None
+        if valid is None:
+            if not within_depth(raw.value, obj, limits.max_depth):
+                error = f"JSON nested deeper than {limits.max_depth} levels"
+                return _dead(raw, flow, step, "too_deep", error, key)
+            valid = model.model_validate(obj, context=context)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
         summary = f"{model.__name__} invalid: {_summarise(errors)}"
@@ -211,7 +212,7 @@ def parse_record(
             f"message key {raw.key!r} differs from {key_field} {record_key!r}",
             key,
         )
-    return Valid(model=valid, source=raw.source_ref())
+    return Valid(valid, source_ref(raw.topic, raw.partition, raw.offset))
 
 
 @dataclass(frozen=True)
@@ -244,12 +245,11 @@ def validate(
     def parse_batch(batch: list[RawRecord]) -> list[Union[Valid[M], DeadLetter]]:
         """Every record of `batch`, against one reading of the wall clock."""
         bounds = limits.time_bounds(now()).context()
-        return [parse(raw, bounds) for raw in batch]
-
-    def parse(raw: RawRecord, bounds: dict[str, Any]) -> Union[Valid[M], DeadLetter]:
-        return parse_record(
-            raw, model, key_field=key_field, flow=flow, step=step_id, limits=limits, bounds=bounds
-        )
+        key, step, parse = key_field, step_id, parse_record
+        return [
+            parse(raw, model, key_field=key, flow=flow, step=step, limits=limits, bounds=bounds)
+            for raw in batch
+        ]
 
     parsed = op.flat_map_batch("parse", up, parse_batch)
 

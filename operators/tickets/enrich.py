@@ -15,7 +15,7 @@ from bytewax.dataflow import Stream, operator
 from operators.runtime.enrich import EnrichOut, split_enriched, unknown_reference
 from operators.runtime.guard import guarded_flat_map_batch
 from operators.runtime.records import Valid
-from operators.tickets.domain import EnrichedTicket
+from operators.tickets.domain import EnrichedTicket, made
 from operators.tickets.reference import ChannelReference
 from schemas.dead_letter import DeadLetter
 from schemas.tickets import TicketMessage
@@ -34,14 +34,11 @@ def join_tickets(
             what = f"channel {msg.channel!r} is not in the reference data"
             out.append(unknown_reference(item, step, "tickets", msg.session_id, what))
             continue
-        out.append(
-            EnrichedTicket(
-                message=msg,
-                source=item.source,
-                base_priority=priority,
-                response_sla_minutes=sla_minutes,
-            )
-        )
+        enriched = made(
+            EnrichedTicket, message=msg, source=item.source, base_priority=priority,
+            response_sla_minutes=sla_minutes,
+        )  # fmt: skip
+        out.append(enriched)
     return out
 
 

@@ -75,7 +75,7 @@ def _raw_record(
     """The `RawRecord` of one message's fields (`consumer_error`: the consumer's error)."""
     key, key_error = _decode_key(raw_key)
     error: Optional[str] = key_error
-    error_type: ErrorType = "validation_error"
+    error_type: ErrorType = _NO_ERROR
     if key_error is not None and "UTF-8" in key_error:
         error_type = "decode_error"
     if consumer_error is not None:
@@ -89,6 +89,10 @@ def _raw_record(
         error=error,
         error_type=error_type,
     )
+
+
+_NO_ERROR: ErrorType = "validation_error"
+"""The error type `_raw_record` gives a record without an error (unused while `error` is None)."""
 
 
 def _decode_key(raw: Optional[bytes]) -> tuple[Optional[str], Optional[str]]:
@@ -161,13 +165,13 @@ class _RecordPartition(StatefulSourcePartition[RawRecord, Optional[int]]):
 
     def next_batch(self) -> list[RawRecord]:
         if isinstance(self._inner, _LagSafePartition):
-            records = self._inner.next_records(self._errors)
+            records, top = self._inner.next_records(self._errors)
         else:
             batch = self._inner.next_batch()
             records = [to_raw_record(i) for i in batch if _has_record(i, self._errors)]
-        offsets = [r.offset for r in records if r.offset is not None and r.error is None]
-        if offsets:
-            self._next_offset = max(offsets) + 1
+            top = _top_offset(records)
+        if top is not None:
+            self._next_offset = top + 1
         if self._catch_up is not None:
             self._catch_up.report(self._next_offset)
         return records
@@ -228,21 +232,46 @@ class _LagSafePartition(_KafkaSourcePartition):
         if lag is not None:
             BYTEWAX_CONSUMER_LAG_GAUGE.labels(**self._metrics_labels).set(lag)
 
-    def next_records(self, errors: metrics.Children[Counter]) -> list[RawRecord]:
+    def next_records(
+        self, errors: metrics.Children[Counter]
+    ) -> tuple[list[RawRecord], Optional[int]]:
         """`next_batch` made straight into `RawRecord`s, without a `KafkaSourceMessage` per
         message: the same records, errors, end of partition and resume offset as
-        `[to_raw_record(m) for m in self.next_batch() if _has_record(m, errors)]`."""
+        `[to_raw_record(m) for m in self.next_batch() if _has_record(m, errors)]`, and their
+        `_top_offset`."""
         if self._eof:
             raise StopIteration()
         records: list[RawRecord] = []
+        append = records.append
         last_offset = None
+        top: Optional[int] = None  # of the records without an error
         for msg in self._consumer.consume(self._batch_size, 0.001):
             error = msg.error()
             if error is None:
-                records.append(
-                    _raw_record(msg.value(), msg.key(), msg.topic(), msg.partition(), msg.offset())
-                )
-            elif error.code() == ConfluentKafkaError._PARTITION_EOF:
+                raw_key, topic = msg.key(), msg.topic()
+                partition, offset = msg.partition(), msg.offset()
+                if (
+                    (raw_key is None or (len(raw_key) <= MAX_KEY_CHARS and raw_key.isascii()))
+                    and topic
+                    and partition is not None
+                    and partition >= 0
+                    and offset is not None
+                    and offset >= 0
+                ):  # the common case of `_raw_record`: its checks all pass, nothing to replace
+                    key = None if raw_key is None else raw_key.decode("ascii")
+                    value = msg.value() or b""
+                    append(RawRecord(value, key, topic, partition, offset, None, _NO_ERROR))
+                    if top is None or offset > top:
+                        top = offset
+                else:
+                    record = _raw_record(msg.value(), raw_key, topic, partition, offset)
+                    append(record)
+                    read = record.offset if record.error is None else None
+                    if read is not None and (top is None or read > top):
+                        top = read
+                last_offset = offset
+                continue
+            if error.code() == ConfluentKafkaError._PARTITION_EOF:
                 self._eof = True  # emit this batch; the next call ends the partition
                 break
             else:
@@ -252,7 +281,14 @@ class _LagSafePartition(_KafkaSourcePartition):
             last_offset = msg.offset()
         if last_offset is not None:
             self._offset = last_offset + 1
-        return records
+        return records, top
+
+
+def _top_offset(records: list[RawRecord]) -> Optional[int]:
+    """The highest offset of `records` that was read without an error (a partition resumes
+    after it), or None."""
+    offsets = [r.offset for r in records if r.offset is not None and r.error is None]
+    return max(offsets) if offsets else None
 
 
 def _source_message(msg: Any) -> KafkaSourceMessage[Optional[bytes], Optional[bytes]]:

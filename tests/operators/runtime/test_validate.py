@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import model_validator
 
 import schemas.shipments as shipment_schemas
+import schemas.tickets as ticket_schemas
 from operators.runtime.records import RawRecord, Valid
 from operators.runtime.validate import (
     Limits,
@@ -22,6 +23,7 @@ from operators.runtime.validate import (
     within_depth,
 )
 from operators.shipments.surge import shipment_surge
+from operators.tickets.surge import ticket_surge
 from schemas import DeadLetter, ShipmentEvent, TicketMessage
 from schemas.common import TimeBounds
 from tests.flows.flow_runs import embedded_settings
@@ -296,44 +298,77 @@ def _same_outcome(a: object, b: object) -> None:
         assert a.model_dump(exclude={"failed_at"}) == b.model_dump(exclude={"failed_at"})
 
 
-SURGE = [(r.key, r.value) for r in shipment_surge(steady_events=300, burst_factor=3)]
+SURGES: dict[str, list[tuple[str | None, bytes]]] = {
+    "shipments": [(r.key, r.value) for r in shipment_surge(steady_events=300, burst_factor=3)],
+    "tickets": [(r.key, r.value) for r in ticket_surge(steady_events=300, burst_factor=3)],
+}
+FAST_PATHS = {
+    "shipments": (shipment_schemas, "event_from_common_shape", ShipmentEvent, "shipment_id"),
+    "tickets": (ticket_schemas, "message_from_common_shape", TicketMessage, "session_id"),
+}
 
 
 @pytest.mark.parametrize("keyed", [True, False])
-def test_the_scans_fast_path_changes_no_outcome_of_the_surge(keyed: bool) -> None:
+@pytest.mark.parametrize("flow", sorted(SURGES))
+def test_the_fast_paths_change_no_outcome_of_the_surge(flow: str, keyed: bool) -> None:
     """Every record of a surge (malformed ones included) gives the same `Valid` or dead letter
-    with `ShipmentEvent.from_common_shape` as with `model_validate` alone."""
+    with the model's fast path (`ShipmentEvent.from_common_shape`,
+    `TicketMessage.from_common_shape`) as with `model_validate` alone."""
     now = datetime(2025, 11, 28, 12, tzinfo=UTC)
     limits = Limits()
+    module, name, model, key_field = FAST_PATHS[flow]
+    first = json.loads(SURGES[flow][0][1])
+    deep = [  # too deep, in a field of the model and in an unknown one
+        (SURGES[flow][0][0], json.dumps({**first, field: value}).encode())
+        for field in (key_field, "extra")
+        for value in ([[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],)
+    ]
+    surge = SURGES[flow] + deep
 
     def run(pair: tuple[str | None, bytes]) -> object:
         key, value = pair
-        raw = RawRecord(value, key if keyed else None, "shipments.events", 0, 1)
+        raw = RawRecord(value, key if keyed else None, f"{flow}.in", 0, 1)
         return parse_record(
-            raw, ShipmentEvent, key_field="shipment_id", flow="shipments", step="validate",
+            raw, model, key_field=key_field, flow=flow, step="validate",  # type: ignore[arg-type]
             limits=limits, now=now,
         )  # fmt: skip
 
     taken = []
-    real = shipment_schemas.event_from_common_shape
+    real = getattr(module, name)
 
-    def counted(obj: dict[str, Any], bounds: TimeBounds) -> ShipmentEvent | None:
+    def counted(obj: dict[str, Any], bounds: TimeBounds) -> object:
         made = real(obj, bounds)
         taken.append(made is not None)
         return made
 
-    with mock.patch.object(shipment_schemas, "event_from_common_shape", counted):
-        fast = [run(pair) for pair in SURGE]
-    with mock.patch.object(shipment_schemas, "event_from_common_shape", lambda obj, b: None):
-        slow = [run(pair) for pair in SURGE]
+    with mock.patch.object(module, name, counted):
+        fast = [run(pair) for pair in surge]
+    with mock.patch.object(module, name, lambda obj, b: None):
+        slow = [run(pair) for pair in surge]
     valid = sum(isinstance(r, Valid) for r in fast)
-    assert valid > len(SURGE) // 2
-    assert sum(taken) == valid  # every valid scan of the surge took the fast path
+    assert valid > len(surge) // 2
+    assert sum(taken) == valid  # every valid record of the surge took the fast path
+    assert sum(isinstance(r, DeadLetter) and r.error_type == "too_deep" for r in fast) == 2
     for a, b in zip(fast, slow, strict=True):
         _same_outcome(a, b)
 
 
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_a_flat_record_on_the_fast_path_meets_the_depth_limit_as_before(depth: int) -> None:
+    """The fast path accepts flat objects only (one level), so a record it accepts skips the
+    depth check; with a limit under one level it is not taken, and the record is too deep."""
+    result = parse(json.dumps(GOOD).encode(), limits=Limits(max_depth=depth))
+    if depth == 0:
+        assert isinstance(result, DeadLetter) and result.error_type == "too_deep"
+    else:
+        assert isinstance(result, Valid)
+    nested = parse(with_(note={"a": [1]}), limits=Limits(max_depth=depth))
+    assert isinstance(nested, DeadLetter)
+    assert nested.error_type == "too_deep"
+
+
 def test_a_model_s_fast_path_is_looked_up_once() -> None:
-    assert fast_path(TicketMessage) is None
+    assert fast_path(TicketMessage) == TicketMessage.from_common_shape
     assert fast_path(ShipmentEvent) == ShipmentEvent.from_common_shape
     assert fast_path(ShipmentEvent) is fast_path(ShipmentEvent)
+    assert fast_path(DeadLetter) is None

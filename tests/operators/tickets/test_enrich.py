@@ -1,5 +1,6 @@
 """Polars joins of message batches with the channels."""
 
+import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,3 +34,7 @@ def test_tickets_join_channel_priority(data_dir: Path) -> None:
     assert isinstance(out[0], EnrichedTicket) and out[0].base_priority == "high"
     assert isinstance(out[1], EnrichedTicket) and out[1].response_sla_minutes == 240
     assert isinstance(out[2], DeadLetter) and "'it'" in out[2].error
+    # built without the dataclass's own __init__, and the same as with it
+    own = EnrichedTicket(msgs[0].model, SRC, "high", out[0].response_sla_minutes)
+    assert out[0] == own and list(out[0].__dict__) == list(own.__dict__)
+    assert pickle.loads(pickle.dumps(out[0])) == own

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import base64
 import os
+from unittest import mock
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client import REGISTRY
 
 from operators.connectors.kafka.config import client_config, producer_config
-from operators.connectors.kafka.sink import DeliveryCheckedProducer, KafkaDeliveryError
+from operators.connectors.kafka.sink import (
+    DeliveryCheckedProducer,
+    KafkaDeliveryError,
+    KafkaRecordSink,
+)
 from operators.runtime.records import OutRecord, to_out_record
+from schemas import TicketMessage
 from schemas.common import SCHEMA_VERSION
 from tests.flows.kafka_runs import kafka_settings, read_topic, with_topics
 from tests.support.bad_records import TICKET
@@ -80,8 +87,6 @@ def test_keys_reach_the_broker_as_utf8_and_no_key_as_none(kafka_bootstrap: str) 
 
 
 def test_headers_carry_content_type_and_schema_version(kafka_bootstrap: str) -> None:
-    from schemas import TicketMessage
-
     settings = with_topics(kafka_settings(kafka_bootstrap), "tickets")
     topic = settings.topics.tickets_messages
     model = TicketMessage.model_validate(TICKET)
@@ -125,3 +130,73 @@ def test_the_producer_is_idempotent_and_waits_for_all_replicas(kafka_bootstrap: 
     config = producer_config(kafka_settings(kafka_bootstrap, kafka_config={"acks": "1"}).kafka)
     assert config["enable.idempotence"] is True and config["acks"] == "all"
     assert config["partitioner"] == "murmur2_random"
+
+
+def test_a_full_local_queue_drains_and_every_record_is_delivered(kafka_bootstrap: str) -> None:
+    """A local queue of 5 messages fills many times over in a batch of 60: each record that
+    finds it full waits for deliveries to drain and is sent, with its headers, exactly once."""
+    settings = with_topics(kafka_settings(kafka_bootstrap), "tickets")
+    topic = settings.topics.tickets_responses
+    config = {**producer_config(settings.kafka), "queue.buffering.max.messages": 5}
+    producer = DeliveryCheckedProducer(config, flow="test", timeout_seconds=30.0)
+    model_record = to_out_record(topic, "S-0", _message())
+    records = [OutRecord(topic, f"S-{i}", str(i).encode(), model_record.headers) for i in range(60)]
+    with mock.patch.object(producer, "_drain", wraps=producer._drain) as drained:
+        assert producer.send(records) == 60
+    assert drained.call_count >= 10  # the queue was full at least that often
+    back = read_topic(settings, topic)
+    assert sorted(int(r.value) for r in back) == list(range(60))
+    assert {r.key.decode() for r in back} == {f"S-{i}" for i in range(60)}
+    assert all(r.headers["schema"] == b"TicketMessage" for r in back)
+
+
+def _message() -> TicketMessage:
+    return TicketMessage.model_validate(TICKET)
+
+
+def delivered_count(topic: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "surgeflow_kafka_delivered_total", {"flow": "test-failures-only", "topic": topic}
+    )
+    return value or 0.0
+
+
+def test_a_producer_told_of_failures_only_still_checks_and_counts_every_record(
+    kafka_bootstrap: str,
+) -> None:
+    """The flows' sink (`report_each=False`: no delivery report per acknowledged record) counts
+    what it delivered by topic, raises for a record the broker refuses and for a topic that
+    does not exist, and takes no per-record callback."""
+    settings = kafka_settings(kafka_bootstrap, kafka_delivery_timeout_seconds=5.0)
+    ok = settings.topics.shipments_decisions
+    admin = AdminClient(client_config(settings.kafka))
+    admin.create_topics([NewTopic(ok, 2, 1, config={"max.message.bytes": "2048"})])[ok].result(10)
+    producer = DeliveryCheckedProducer.from_settings(
+        settings.kafka, flow="test-failures-only", report_each=False
+    )
+    records = [OutRecord(ok, f"SHP-{i}", b"{}") for i in range(200)]
+    assert producer.send(records) == 200
+    assert producer.send(records[:50]) == 50
+    assert delivered_count(ok) == 250
+    assert len(read_topic(settings, ok)) == 250
+
+    noise = base64.b64encode(os.urandom(8000))  # lz4 cannot shrink it under 2 KiB
+    too_big = OutRecord(ok, "SHP-big", b'"' + noise + b'"')
+    with pytest.raises(KafkaDeliveryError) as caught:
+        producer.send([records[0], too_big, records[1]])
+    assert [(t, k) for t, k, _ in caught.value.failures] == [(ok, "SHP-big")]
+    assert delivered_count(ok) == 252  # the two others were delivered and counted
+
+    missing = OutRecord(settings.topics.tickets_dlq, "S-1", b"{}")
+    with pytest.raises(KafkaDeliveryError, match="not delivered"):
+        producer.send([missing])
+    assert delivered_count(settings.topics.tickets_dlq) == 0
+    with pytest.raises(ValueError, match="failed deliveries only"):
+        producer.send(records[:1], lambda record, msg: None)
+
+
+def test_the_flows_sink_asks_for_failure_reports_only(kafka_bootstrap: str) -> None:
+    settings = kafka_settings(kafka_bootstrap)
+    part = KafkaRecordSink(settings.kafka, flow="test").build("publish", 0, 1)
+    assert part._producer._report_each is False
+    part.close()

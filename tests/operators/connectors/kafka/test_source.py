@@ -13,7 +13,12 @@ from confluent_kafka import KafkaError as ConfluentError
 from prometheus_client import REGISTRY
 
 from operators.connectors.kafka.config import client_config
-from operators.connectors.kafka.source import KafkaRecordSource, _RecordPartition, to_raw_record
+from operators.connectors.kafka.source import (
+    KafkaRecordSource,
+    _RecordPartition,
+    _top_offset,
+    to_raw_record,
+)
 from operators.connectors.kafka.topics import TopicNotFound
 from operators.runtime import metrics
 from tests.flows.kafka_runs import kafka_settings
@@ -113,6 +118,7 @@ def test_records_read_straight_from_the_consumer_match_bytewaxs_messages(
     topic = settings.topics.shipments_events
     create_topics(settings, [topic], partitions=1)
     messages = [(b"SHP-1", b'{"a": 1}'), (None, b"x"), (b"\xff\xfe", b"{}"), (b"K" * 300, b"")]
+    messages += [(b"K" * 256, b"{}"), (b"K" * 257, b"{}"), (("é" * 200).encode(), b"{}")]
     produce_raw(settings, topic, messages * 3)
 
     errors = metrics.Children(metrics.KAFKA_CONSUMER_ERRORS, "test")
@@ -126,7 +132,9 @@ def test_records_read_straight_from_the_consumer_match_bytewaxs_messages(
         try:
             while time.monotonic() < deadline:
                 if fast:
-                    out.extend(part.next_records(errors))
+                    records, top = part.next_records(errors)
+                    assert top == _top_offset(records)
+                    out.extend(records)
                 else:
                     out.extend(to_raw_record(m) for m in part.next_batch())
         except StopIteration:
@@ -137,5 +145,8 @@ def test_records_read_straight_from_the_consumer_match_bytewaxs_messages(
 
     fast, slow = read(True), read(False)
     assert fast == slow
-    assert len(fast[0]) == 12 and fast[1] == 12
-    assert [r.error_type for r in fast[0][:4] if r.error] == ["decode_error", "validation_error"]
+    assert len(fast[0]) == 21 and fast[1] == 21
+    assert [r.error_type for r in fast[0][:7] if r.error] == [
+        "decode_error", "validation_error", "validation_error",
+    ]  # fmt: skip
+    assert [r.key for r in fast[0][4:7]] == ["K" * 256, None, "é" * 200]
