@@ -18,7 +18,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import FrozenInstanceError
+from dataclasses import FrozenInstanceError, dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Optional
@@ -533,6 +533,29 @@ def test_the_parse_memo_is_bounded_and_per_product_list() -> None:
     assert parse._parses(("Only Product",)) is not memo
     found = parse.parse_ticket(enriched("my Only Product broke", None), products=("Only Product",))
     assert found.entities.products == ["Only Product"]
+
+
+@dataclass(frozen=True)
+class _LaterEnriched(EnrichedTicket):
+    note: str = "extra"
+
+
+def test_a_parsed_batch_holds_the_records_the_dataclass_makes() -> None:
+    """`parse_tickets` copies an exact `EnrichedTicket`'s dict; a subtype's fields are read one by
+    one (its own extra field is not copied)."""
+    plain_t = enriched("My AeroBlend 3000 broke, ORD-123456", "Re: broken")
+    later = _LaterEnriched(plain_t.message, plain_t.source, "high", 30)
+    batch = [plain_t, later, enriched("any update?", None), plain_t]
+    parsed = parse.parse_tickets(batch, products=PRODUCTS)
+    assert len(parsed) == len(batch)
+    for t, record in zip(batch, parsed, strict=True):
+        text, entities = parse.parse_text(t.message.body, t.message.subject, PRODUCTS)
+        plain = ParsedTicket(
+            t.message, t.source, t.base_priority, t.response_sla_minutes, text, entities
+        )
+        _same_record(record, plain)
+        assert parse.parse_ticket(t, products=PRODUCTS) == plain
+    assert parse.parse_tickets([], products=PRODUCTS) == []
 
 
 # --- the response record built without validating it again -------------------------------------
