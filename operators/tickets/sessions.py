@@ -159,7 +159,9 @@ class SessionHistory:
 def turn_of(ticket: ParsedTicket) -> Turn:
     """The history entry of a parsed message (its text bounded to `MAX_TURN_CHARS`)."""
     message = ticket.message
-    text = bound_length(ticket.text, MAX_TURN_CHARS)
+    text = ticket.text
+    if len(text) > MAX_TURN_CHARS:
+        text = bound_length(text, MAX_TURN_CHARS)
     return made(Turn, message_id=message.message_id, text=text, sent_at=message.sent_at)
 
 
@@ -188,17 +190,38 @@ class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):
             live.opened()
 
     def on_item(self, value: ParsedTicket) -> tuple[Iterable[ContextTicket], bool]:
+        # `history_before`, `turn_of`, `following` and `add`, written out (one call instead of
+        # six per message); all that can raise runs before the session changes.
         history = self.history
-        if history.turns:
-            first_history = history.history_before(value.message.message_id)
-            if first_history is not None:
-                replayed = ContextTicket.from_parsed(value, first_history, replay=True)
-                return [replayed], StatefulLogic.RETAIN
-        turn = turn_of(value)
+        message = value.message
+        turns = history.turns
+        if turns:
+            message_id = message.message_id
+            for position, earlier in enumerate(turns):
+                if earlier.message_id == message_id:
+                    first_history = tuple(turns[:position])
+                    replayed = ContextTicket.from_parsed(value, first_history, replay=True)
+                    return [replayed], StatefulLogic.RETAIN
+        text = value.text
+        if len(text) > MAX_TURN_CHARS:
+            text = bound_length(text, MAX_TURN_CHARS)
+        turn = made(Turn, message_id=message.message_id, text=text, sent_at=message.sent_at)
         now = self.now()
-        before, expires = history.following(now)
-        context = ContextTicket.from_parsed(value, before)
-        history.add(turn, now, expires, before)  # the session changes here, and cannot fail
+        if now.tzinfo is not UTC:
+            _require_aware(now)
+        expires = now + history.ttl
+        expiry = history._expires
+        if expiry is not None and now >= expiry:  # expired: the session starts again
+            before: tuple[Turn, ...] = ()
+            context = ContextTicket.from_parsed(value, before)
+            turns.clear()
+        else:
+            before = tuple(turns)
+            context = ContextTicket.from_parsed(value, before)
+        turns.append(turn)  # the session changes here, and cannot fail
+        del turns[: -history.max_messages]
+        history._last_seen = now
+        history._expires = expires
         return [context], StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[ContextTicket], bool]:

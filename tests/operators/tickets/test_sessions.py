@@ -14,11 +14,13 @@ from operators.config.settings import Settings
 from operators.runtime.metrics import live_state_keys
 from operators.tickets.domain import ContextTicket, ParsedTicket, Turn
 from operators.tickets.sessions import (
+    MAX_TURN_CHARS,
     STATE_VERSION,
     SessionHistory,
     SessionLogic,
     SessionParams,
     session_history,
+    turn_of,
 )
 from schemas import Entities, SourceRef, TicketMessage
 from schemas.dead_letter import DeadLetter
@@ -342,3 +344,34 @@ def test_a_message_whose_ticket_fails_to_build_is_dead_lettered_and_changes_noth
     (letter,) = dead
     assert letter.key == "S1" and "cannot build this ticket" in letter.error
     assert snapshots["n"] <= 2, "one end-of-epoch snapshot per session, none before a message"
+
+
+def test_the_written_out_message_path_is_the_methods_path() -> None:
+    """`SessionLogic.on_item` writes out `history_before`, `turn_of`, `following` and `add`:
+    over messages that fill and trim the session, repeat one it holds, carry a text longer than
+    `MAX_TURN_CHARS` and come after the session expired, it emits and keeps what the methods
+    give (histories, replay flags, snapshots, expiry)."""
+    clock = {"now": T0}
+    logic = SessionLogic(SessionHistory(max_messages=3, ttl=TTL), lambda: clock["now"])
+    plain = SessionHistory(max_messages=3, ttl=TTL)
+    long_text = "word " * 200
+    steps = [(1, 0), (2, 1), (1, 2), (3, 3), (4, 4), (5, 5), (3, 6), (2, 7), (6, 60), (6, 61)]
+    for n, minute in steps:
+        clock["now"] = now = T0 + timedelta(minutes=minute)
+        item = parsed("S", n, T0)
+        if n == 4:
+            item = ParsedTicket(**{**item.__dict__, "text": long_text})
+        ((context,), retain) = logic.on_item(item)
+        held = plain.history_before(item.message.message_id) if plain.turns else None
+        if held is not None:
+            expected = ContextTicket.from_parsed(item, held, replay=True)
+        else:
+            expected = ContextTicket.from_parsed(item, plain.record(turn_of(item), now))
+        assert retain is StatefulLogic.RETAIN
+        assert context == expected and context.replay == expected.replay
+        assert logic.snapshot() == plain.snapshot()
+        assert logic.notify_at() == plain.expires_at()
+        assert logic.history.last_seen == plain.last_seen
+        if n == 4:
+            assert len(logic.history.turns[-1].text) <= MAX_TURN_CHARS < len(long_text)
+    assert [t.message_id for t in logic.history.turns] == ["S-M6"]  # expired, then replayed
