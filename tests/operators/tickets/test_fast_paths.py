@@ -658,6 +658,23 @@ def test_the_flow_path_takes_the_shortcut() -> None:
     assert respond.response_id_of("S\x1f9", "M-2") == deterministic_id("S\x1f9", "M-2")
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=80), st.text(max_size=80)), min_size=1, max_size=4))
+@example([("", ""), ("S-1", "M-1"), ("S-1", "M-1"), ("S-2", "M.3:x_y")])
+@example([("sessão-ü", "M-\u00e9\u4e2d\U0001f600"), ("x" * 200, "y")])
+def test_response_ids_from_the_copied_digest_are_deterministic_ids(
+    pairs: list[tuple[str, str]],
+) -> None:
+    """The response id hashes with a copy of an empty 16-byte BLAKE2b: each, in any order and
+    repeated, is `deterministic_id` of the two ids (no state carries over between copies)."""
+    for session_id, message_id in pairs:
+        expected = deterministic_id(session_id, message_id)
+        assert respond.response_id_of(session_id, message_id) == expected
+        if respond._ID.fullmatch(session_id) and respond._ID.fullmatch(message_id):
+            t = drafted_ticket("it", BODY_TEXT, 0.5, "lexical", (message_id, session_id))
+            assert respond.format_response(t, now=T0).response_id == expected
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     st.one_of(st.sampled_from(REPLIES), st.text(max_size=40)),
