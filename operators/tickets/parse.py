@@ -189,7 +189,8 @@ def find_order_ids(text: str, lowered: Optional[str] = None) -> list[str]:
         return _unique(f"ORD-{match.group(1)}" for match in _ORDER_ID.finditer(text))
     if "ord" not in lowered:
         return []
-    return _unique(_order_ids_lower(lowered))
+    found = _order_ids_lower(lowered)
+    return found if len(found) < 2 else _unique(found)  # none or one: already unique
 
 
 def _order_ids_lower(lowered: str) -> list[str]:
@@ -332,12 +333,28 @@ class _ProductMatcher:
                 continue
             found.append(self.canonical[match.group(0)])
             position = match.end()
-        return _unique(found)
+        return found if len(found) < 2 else _unique(found)  # none or one: already unique
 
 
 @lru_cache(maxsize=64)
-def _product_matcher(products: tuple[str, ...]) -> _ProductMatcher:
+def _product_matcher_of(products: tuple[str, ...]) -> _ProductMatcher:
     return _ProductMatcher(products)
+
+
+_last_matcher: Optional[tuple[Sequence[str], _ProductMatcher]] = None
+
+
+def _product_matcher(products: Sequence[str]) -> _ProductMatcher:
+    """The matcher of `products`; the same object as the last call's is found without hashing
+    the names again (the flow passes its one tuple of products for every message)."""
+    global _last_matcher
+    last = _last_matcher
+    if last is not None and last[0] is products:
+        return last[1]
+    matcher = _product_matcher_of(tuple(products))
+    if isinstance(products, tuple):  # immutable: the same object always names the same list
+        _last_matcher = (products, matcher)
+    return matcher
 
 
 def find_products(text: str, products: Sequence[str], lowered: Optional[str] = None) -> list[str]:
@@ -346,7 +363,7 @@ def find_products(text: str, products: Sequence[str], lowered: Optional[str] = N
     `lowered` is `_lower_ascii(text)` when the caller has it.
     """
     lowered = _lower_ascii(text) if lowered is None else lowered
-    return _product_matcher(tuple(products)).find(text, lowered)
+    return _product_matcher(products).find(text, lowered)
 
 
 @lru_cache(maxsize=8)

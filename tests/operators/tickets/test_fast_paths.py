@@ -274,6 +274,21 @@ def test_products_in_ascii_text_match_the_plain_pattern(
     assert parse.find_products(text, products, lowered) == reference_products(text, products)
 
 
+def test_the_last_product_matcher_is_only_reused_for_the_same_tuple() -> None:
+    """The matcher of the last tuple of products is found by identity; a list (which may change
+    between calls) and another tuple are looked up by their names."""
+    text = "my AeroBlend 3000 and the Only Product broke; ORD-123456 and ORD-123456 twice"
+    names = ["Only Product"]
+    assert parse.find_products(text, PRODUCTS) == reference_products(text, PRODUCTS)
+    assert parse.find_products(text, names) == ["Only Product"]
+    names[0] = "Other Product"
+    assert parse.find_products(text, names) == []
+    assert parse.find_products(text, ("Only Product",)) == ["Only Product"]
+    assert parse.find_products(text, PRODUCTS) == reference_products(text, PRODUCTS)
+    assert parse.find_products(text, ()) == []
+    assert parse.find_order_ids(text) == reference_order_ids(text) == ["ORD-123456"]
+
+
 @settings(max_examples=400, deadline=None)
 @given(texts)
 @example("ORD-1 12.5@x.com 3,5 it's")
