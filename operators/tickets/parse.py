@@ -438,15 +438,28 @@ def _parses(products: Sequence[str]) -> _Parses:
     return found
 
 
+_new = object.__new__
+
+
 def parse_ticket(t: EnrichedTicket, *, products: Optional[Sequence[str]] = None) -> ParsedTicket:
     """Clean an enriched message and extract its entities (`parse_text`, kept per text).
 
     `products` defaults to the names in `data/products.csv` (none when that file is absent).
     """
-    return parse_tickets([t], products=products)[0]
-
-
-_new = object.__new__
+    message = t.message
+    known = load_products() if products is None else products
+    text, entities = _parses(known).parse(message.body, message.subject)
+    if type(t) is not EnrichedTicket:
+        return made(
+            ParsedTicket, message=message, source=t.source, base_priority=t.base_priority,
+            response_sla_minutes=t.response_sla_minutes, text=text, entities=entities,
+        )  # fmt: skip
+    record = _new(ParsedTicket)  # as `parse_tickets` builds it
+    values = record.__dict__
+    values.update(t.__dict__)
+    values["text"] = text
+    values["entities"] = entities
+    return record
 
 
 def parse_tickets(
