@@ -233,7 +233,12 @@ class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):
         return self.history._expires  # expires_at(), read without a call
 
     def snapshot(self) -> SessionState:
-        return self.history.snapshot()
+        history = self.history  # `history.snapshot()`, written out (once per key and epoch)
+        return {
+            "version": STATE_VERSION,
+            "last_seen": history._last_seen,
+            "turns": [(t.message_id, t.text, t.sent_at) for t in history.turns],
+        }
 
     def _discard(self) -> bool:
         """`DISCARD`, leaving the live count once (Bytewax drops the logic after it)."""

@@ -313,7 +313,7 @@ def test_a_message_whose_ticket_fails_to_build_is_dead_lettered_and_changes_noth
     items = [parsed("S1", 1, T0), parsed("S1", 2, T0), parsed("S1", 3, T0), parsed("S2", 1, T0)]
     from_parsed = ContextTicket.from_parsed
     snapshots = {"n": 0}
-    snapshot = SessionHistory.snapshot
+    snapshot = SessionLogic.snapshot
 
     def failing_on_m2(
         parsed_ticket: ParsedTicket, history: tuple[Turn, ...], *, replay: bool = False
@@ -322,12 +322,12 @@ def test_a_message_whose_ticket_fails_to_build_is_dead_lettered_and_changes_noth
             raise RuntimeError("cannot build this ticket")
         return from_parsed(parsed_ticket, history, replay=replay)
 
-    def counted(self: SessionHistory) -> dict[str, object]:
+    def counted(self: SessionLogic) -> dict[str, object]:
         snapshots["n"] += 1
         return snapshot(self)
 
     monkeypatch.setattr(ContextTicket, "from_parsed", failing_on_m2)
-    monkeypatch.setattr(SessionHistory, "snapshot", counted)
+    monkeypatch.setattr(SessionLogic, "snapshot", counted)
     out: list[ContextTicket] = []
     dead: list[DeadLetter] = []
     flow = Dataflow("sessions_atomic_test")
@@ -370,6 +370,7 @@ def test_the_written_out_message_path_is_the_methods_path() -> None:
         assert retain is StatefulLogic.RETAIN
         assert context == expected and context.replay == expected.replay
         assert logic.snapshot() == plain.snapshot()
+        assert logic.snapshot()["turns"] is not logic.snapshot()["turns"]
         assert logic.notify_at() == plain.expires_at()
         assert logic.history.last_seen == plain.last_seen
         if n == 4:
