@@ -772,6 +772,19 @@ def test_the_folded_event_time_validator_matches_event_time(
     assert repr(outcomes[0]) == repr(outcomes[1])
 
 
+def test_the_key_and_source_of_a_ticket_at_every_step() -> None:
+    """`session_of` and `source_of` read `message.session_id` and `source` (in C) of a record of
+    any step, and pickle (they are attribute getters, not closures)."""
+    t = enriched("where is ORD-123456?", None)
+    parsed = parse.parse_ticket(t, products=PRODUCTS)
+    context = ContextTicket.from_parsed(parsed, ())
+    for record in (t, parsed, context):
+        assert domain.session_of(record) == record.message.session_id == "S-1"
+        assert domain.source_of(record) is record.source
+    assert pickle.loads(pickle.dumps(domain.session_of))(t) == "S-1"
+    assert pickle.loads(pickle.dumps(domain.source_of))(t) == t.source
+
+
 def test_records_made_in_one_step_equal_those_the_dataclass_makes() -> None:
     t = enriched("where is ORD-123456?", None)
     values = dict(
