@@ -307,12 +307,13 @@ def session_history(
 
     stateful_step = f"{up._scope.parent_id}.{step_id}"  # as Bytewax names it
 
+    max_messages, ttl = params.max_messages, params.ttl
+
     def build(resume_state: Optional[SessionState]) -> SessionLogic:
+        if resume_state is None:  # a new session (most keys): `from_state` of None
+            return SessionLogic(SessionHistory(max_messages, ttl), now)
         history = SessionHistory.from_state(
-            resume_state,
-            max_messages=params.max_messages,
-            ttl=params.ttl,
-            step=stateful_step,
+            resume_state, max_messages=max_messages, ttl=ttl, step=stateful_step
         )
         return SessionLogic(history, now)  # the guard counts the live sessions
 
