@@ -158,15 +158,15 @@ def clean_text(body: str, subject: Optional[str] = None) -> str:
     The subject (without reply prefixes) leads unless the body already starts with it. When the
     body holds nothing but quoted text or a signature, the whole body is kept instead.
     """
-    text = html_to_text(body)
+    text = html_to_text(body) if "<" in body or "&" in body else body  # else it is the text
     fresh = visible_line(strip_quotes_and_signature(text))
     if not fresh:
         fresh = visible_line(text.replace(">", " "))
-    head = clean_subject(subject)
+    head = clean_subject(subject) if subject else ""
     if head and not fresh.lower().startswith(head.lower()):
         separator = " " if head[-1] in ".?!:" else ". "
         fresh = f"{head}{separator}{fresh}" if fresh else head
-    return bound_length(fresh)
+    return fresh if len(fresh) <= MAX_TEXT_CHARS else bound_length(fresh)
 
 
 def _unique(values: Iterable[str]) -> list[str]:
@@ -380,10 +380,10 @@ def load_products(path: Traversable = PRODUCTS_CSV) -> tuple[str, ...]:
 
 def extract_entities(text: str, products: Sequence[str]) -> Entities:
     """Order ids, email addresses and known product names mentioned in `text`."""
-    lowered = _lower_ascii(text)
+    lowered = text.lower() if text.isascii() else None  # `_lower_ascii(text)`
     order_ids = find_order_ids(text, lowered)
-    emails = find_emails(text)
-    found = find_products(text, products, lowered)
+    emails = find_emails(text) if "@" in text else []
+    found = _product_matcher(products).find(text, lowered)  # `find_products`
     if not (order_ids or emails or found):
         return _NO_ENTITIES  # frozen: one record serves every message that names nothing
     # Valid by construction (lists of at most `MAX_ENTITIES` stripped strings): built without
