@@ -165,6 +165,9 @@ def turn_of(ticket: ParsedTicket) -> Turn:
     return made(Turn, message_id=message.message_id, text=text, sent_at=message.sent_at)
 
 
+_new = object.__new__
+
+
 class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):
     """Per-session logic: emit each message with its history, discard the state on expiry.
 
@@ -205,7 +208,11 @@ class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):
         text = value.text
         if len(text) > MAX_TURN_CHARS:
             text = bound_length(text, MAX_TURN_CHARS)
-        turn = made(Turn, message_id=message.message_id, text=text, sent_at=message.sent_at)
+        turn = _new(Turn)  # `made(Turn, ...)` without a dict of keyword arguments
+        fields = turn.__dict__
+        fields["message_id"] = message.message_id
+        fields["text"] = text
+        fields["sent_at"] = message.sent_at
         now = self.now()
         if now.tzinfo is not UTC:
             _require_aware(now)

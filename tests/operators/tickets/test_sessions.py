@@ -371,6 +371,8 @@ def test_the_written_out_message_path_is_the_methods_path() -> None:
         assert context == expected and context.replay == expected.replay
         assert logic.snapshot() == plain.snapshot()
         assert logic.snapshot()["turns"] is not logic.snapshot()["turns"]
+        # the turns, built without their dataclass's __init__, pickle as the plain ones
+        assert pickle.dumps(logic.history.turns) == pickle.dumps(plain.turns)
         assert logic.notify_at() == plain.expires_at()
         assert logic.history.last_seen == plain.last_seen
         if n == 4:
