@@ -328,7 +328,10 @@ def profile(
 PROFILE_ITEMS: dict[str, Union[str, tuple[str, ...]]] = {
     "validate (runtime: bytes → TicketMessage)": "parse_record (operators/runtime/",
     "enrich_with_channel (channel join)": "join_tickets (operators/tickets/",
-    "parse (clean text, entities)": "parse_ticket (operators/tickets/",
+    "parse (clean text, entities)": (  # a batch at a time in the flow, a message in the loop
+        "parse_tickets (operators/tickets/",
+        "parse_ticket (operators/tickets/",
+    ),
     "session_history (state, turns)": "SessionLogic.on_item (operators/tickets/",
     "route: lexical router": "route_lexically (operators/tickets/",
     "draft_reply: priority and template": "ReplyAgent.rules (operators/tickets/",

@@ -11,8 +11,10 @@ All are frozen dataclasses of picklable values and keep the original `TicketMess
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, Literal, Optional, Protocol, TypeVar
 
 from schemas.dead_letter import SourceRef
@@ -223,11 +225,9 @@ class InSession(Protocol):
     def source(self) -> SourceRef: ...
 
 
-def session_of(ticket: InSession) -> str:
-    """The stream key of a ticket at any step: its session."""
-    return ticket.message.session_id
+session_of: Callable[[InSession], str] = attrgetter("message.session_id")
+"""The stream key of a ticket at any step: its session (`ticket.message.session_id`, read in C:
+the flow keys every message by it)."""
 
-
-def source_of(ticket: InSession) -> SourceRef:
-    """Where a ticket at any step came from, for its dead letters."""
-    return ticket.source
+source_of: Callable[[InSession], SourceRef] = attrgetter("source")
+"""Where a ticket at any step came from, for its dead letters (`ticket.source`)."""

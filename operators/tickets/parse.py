@@ -158,15 +158,15 @@ def clean_text(body: str, subject: Optional[str] = None) -> str:
     The subject (without reply prefixes) leads unless the body already starts with it. When the
     body holds nothing but quoted text or a signature, the whole body is kept instead.
     """
-    text = html_to_text(body)
+    text = html_to_text(body) if "<" in body or "&" in body else body  # else it is the text
     fresh = visible_line(strip_quotes_and_signature(text))
     if not fresh:
         fresh = visible_line(text.replace(">", " "))
-    head = clean_subject(subject)
+    head = clean_subject(subject) if subject else ""
     if head and not fresh.lower().startswith(head.lower()):
         separator = " " if head[-1] in ".?!:" else ". "
         fresh = f"{head}{separator}{fresh}" if fresh else head
-    return bound_length(fresh)
+    return fresh if len(fresh) <= MAX_TEXT_CHARS else bound_length(fresh)
 
 
 def _unique(values: Iterable[str]) -> list[str]:
@@ -189,7 +189,8 @@ def find_order_ids(text: str, lowered: Optional[str] = None) -> list[str]:
         return _unique(f"ORD-{match.group(1)}" for match in _ORDER_ID.finditer(text))
     if "ord" not in lowered:
         return []
-    return _unique(_order_ids_lower(lowered))
+    found = _order_ids_lower(lowered)
+    return found if len(found) < 2 else _unique(found)  # none or one: already unique
 
 
 def _order_ids_lower(lowered: str) -> list[str]:
@@ -332,12 +333,28 @@ class _ProductMatcher:
                 continue
             found.append(self.canonical[match.group(0)])
             position = match.end()
-        return _unique(found)
+        return found if len(found) < 2 else _unique(found)  # none or one: already unique
 
 
 @lru_cache(maxsize=64)
-def _product_matcher(products: tuple[str, ...]) -> _ProductMatcher:
+def _product_matcher_of(products: tuple[str, ...]) -> _ProductMatcher:
     return _ProductMatcher(products)
+
+
+_last_matcher: Optional[tuple[Sequence[str], _ProductMatcher]] = None
+
+
+def _product_matcher(products: Sequence[str]) -> _ProductMatcher:
+    """The matcher of `products`; the same object as the last call's is found without hashing
+    the names again (the flow passes its one tuple of products for every message)."""
+    global _last_matcher
+    last = _last_matcher
+    if last is not None and last[0] is products:
+        return last[1]
+    matcher = _product_matcher_of(tuple(products))
+    if isinstance(products, tuple):  # immutable: the same object always names the same list
+        _last_matcher = (products, matcher)
+    return matcher
 
 
 def find_products(text: str, products: Sequence[str], lowered: Optional[str] = None) -> list[str]:
@@ -346,7 +363,7 @@ def find_products(text: str, products: Sequence[str], lowered: Optional[str] = N
     `lowered` is `_lower_ascii(text)` when the caller has it.
     """
     lowered = _lower_ascii(text) if lowered is None else lowered
-    return _product_matcher(tuple(products)).find(text, lowered)
+    return _product_matcher(products).find(text, lowered)
 
 
 @lru_cache(maxsize=8)
@@ -363,10 +380,10 @@ def load_products(path: Traversable = PRODUCTS_CSV) -> tuple[str, ...]:
 
 def extract_entities(text: str, products: Sequence[str]) -> Entities:
     """Order ids, email addresses and known product names mentioned in `text`."""
-    lowered = _lower_ascii(text)
+    lowered = text.lower() if text.isascii() else None  # `_lower_ascii(text)`
     order_ids = find_order_ids(text, lowered)
-    emails = find_emails(text)
-    found = find_products(text, products, lowered)
+    emails = find_emails(text) if "@" in text else []
+    found = _product_matcher(products).find(text, lowered)  # `find_products`
     if not (order_ids or emails or found):
         return _NO_ENTITIES  # frozen: one record serves every message that names nothing
     # Valid by construction (lists of at most `MAX_ENTITIES` stripped strings): built without
@@ -421,6 +438,9 @@ def _parses(products: Sequence[str]) -> _Parses:
     return found
 
 
+_new = object.__new__
+
+
 def parse_ticket(t: EnrichedTicket, *, products: Optional[Sequence[str]] = None) -> ParsedTicket:
     """Clean an enriched message and extract its entities (`parse_text`, kept per text).
 
@@ -429,19 +449,43 @@ def parse_ticket(t: EnrichedTicket, *, products: Optional[Sequence[str]] = None)
     message = t.message
     known = load_products() if products is None else products
     text, entities = _parses(known).parse(message.body, message.subject)
-    return made(
-        ParsedTicket,
-        message=message,
-        source=t.source,
-        base_priority=t.base_priority,
-        response_sla_minutes=t.response_sla_minutes,
-        text=text,
-        entities=entities,
-    )
+    if type(t) is not EnrichedTicket:
+        return made(
+            ParsedTicket, message=message, source=t.source, base_priority=t.base_priority,
+            response_sla_minutes=t.response_sla_minutes, text=text, entities=entities,
+        )  # fmt: skip
+    record = _new(ParsedTicket)  # as `parse_tickets` builds it
+    values = record.__dict__
+    values.update(t.__dict__)
+    values["text"] = text
+    values["entities"] = entities
+    return record
 
 
 def parse_tickets(
     batch: list[EnrichedTicket], *, products: Optional[Sequence[str]] = None
 ) -> list[ParsedTicket]:
-    """`parse_ticket` of every message of a batch (one call per batch from a flow's step)."""
-    return [parse_ticket(t, products=products) for t in batch]
+    """`parse_ticket` of every message of a batch (one call per batch from a flow's step): the
+    memo is found once per batch, and each `ParsedTicket` is built as `domain.made` builds it
+    (an exact `EnrichedTicket`'s dict, whose fields lead `ParsedTicket`'s in the same order, is
+    copied in one step)."""
+    known = load_products() if products is None else products
+    parse = _parses(known).parse
+    parsed: list[ParsedTicket] = []
+    append = parsed.append
+    for t in batch:
+        message = t.message
+        text, entities = parse(message.body, message.subject)
+        if type(t) is not EnrichedTicket:
+            append(made(
+                ParsedTicket, message=message, source=t.source, base_priority=t.base_priority,
+                response_sla_minutes=t.response_sla_minutes, text=text, entities=entities,
+            ))  # fmt: skip
+            continue
+        record = _new(ParsedTicket)
+        values = record.__dict__
+        values.update(t.__dict__)
+        values["text"] = text
+        values["entities"] = entities
+        append(record)
+    return parsed

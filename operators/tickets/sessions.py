@@ -159,8 +159,13 @@ class SessionHistory:
 def turn_of(ticket: ParsedTicket) -> Turn:
     """The history entry of a parsed message (its text bounded to `MAX_TURN_CHARS`)."""
     message = ticket.message
-    text = bound_length(ticket.text, MAX_TURN_CHARS)
+    text = ticket.text
+    if len(text) > MAX_TURN_CHARS:
+        text = bound_length(text, MAX_TURN_CHARS)
     return made(Turn, message_id=message.message_id, text=text, sent_at=message.sent_at)
+
+
+_new = object.__new__
 
 
 class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):
@@ -188,17 +193,42 @@ class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):
             live.opened()
 
     def on_item(self, value: ParsedTicket) -> tuple[Iterable[ContextTicket], bool]:
+        # `history_before`, `turn_of`, `following` and `add`, written out (one call instead of
+        # six per message); all that can raise runs before the session changes.
         history = self.history
-        if history.turns:
-            first_history = history.history_before(value.message.message_id)
-            if first_history is not None:
-                replayed = ContextTicket.from_parsed(value, first_history, replay=True)
-                return [replayed], StatefulLogic.RETAIN
-        turn = turn_of(value)
+        message = value.message
+        turns = history.turns
+        if turns:
+            message_id = message.message_id
+            for position, earlier in enumerate(turns):
+                if earlier.message_id == message_id:
+                    first_history = tuple(turns[:position])
+                    replayed = ContextTicket.from_parsed(value, first_history, replay=True)
+                    return [replayed], StatefulLogic.RETAIN
+        text = value.text
+        if len(text) > MAX_TURN_CHARS:
+            text = bound_length(text, MAX_TURN_CHARS)
+        turn = _new(Turn)  # `made(Turn, ...)` without a dict of keyword arguments
+        fields = turn.__dict__
+        fields["message_id"] = message.message_id
+        fields["text"] = text
+        fields["sent_at"] = message.sent_at
         now = self.now()
-        before, expires = history.following(now)
-        context = ContextTicket.from_parsed(value, before)
-        history.add(turn, now, expires, before)  # the session changes here, and cannot fail
+        if now.tzinfo is not UTC:
+            _require_aware(now)
+        expires = now + history.ttl
+        expiry = history._expires
+        if expiry is not None and now >= expiry:  # expired: the session starts again
+            before: tuple[Turn, ...] = ()
+            context = ContextTicket.from_parsed(value, before)
+            turns.clear()
+        else:
+            before = tuple(turns)
+            context = ContextTicket.from_parsed(value, before)
+        turns.append(turn)  # the session changes here, and cannot fail
+        del turns[: -history.max_messages]
+        history._last_seen = now
+        history._expires = expires
         return [context], StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[ContextTicket], bool]:
@@ -210,7 +240,12 @@ class SessionLogic(StatefulLogic[ParsedTicket, ContextTicket, SessionState]):
         return self.history._expires  # expires_at(), read without a call
 
     def snapshot(self) -> SessionState:
-        return self.history.snapshot()
+        history = self.history  # `history.snapshot()`, written out (once per key and epoch)
+        return {
+            "version": STATE_VERSION,
+            "last_seen": history._last_seen,
+            "turns": [(t.message_id, t.text, t.sent_at) for t in history.turns],
+        }
 
     def _discard(self) -> bool:
         """`DISCARD`, leaving the live count once (Bytewax drops the logic after it)."""
@@ -279,12 +314,13 @@ def session_history(
 
     stateful_step = f"{up._scope.parent_id}.{step_id}"  # as Bytewax names it
 
+    max_messages, ttl = params.max_messages, params.ttl
+
     def build(resume_state: Optional[SessionState]) -> SessionLogic:
+        if resume_state is None:  # a new session (most keys): `from_state` of None
+            return SessionLogic(SessionHistory(max_messages, ttl), now)
         history = SessionHistory.from_state(
-            resume_state,
-            max_messages=params.max_messages,
-            ttl=params.ttl,
-            step=stateful_step,
+            resume_state, max_messages=max_messages, ttl=ttl, step=stateful_step
         )
         return SessionLogic(history, now)  # the guard counts the live sessions
 

@@ -360,9 +360,13 @@ def _drafted(
     t: RoutedTicket, worker: Worker, reply: str, enrichment: Enrichment, llm: LLMSettings
 ) -> DraftedTicket:
     scored = _scored_worker(t, llm) if t.route_method == "llm" else None
+    if scored is None:  # `priority_of(t, worker)`, written out
+        priority = PRIORITIES[_priority_level(t, worker.priority_boost)]
+    else:
+        priority = priority_of(t, worker, scored)
     return DraftedTicket.from_routed(
         t,
-        priority=priority_of(t, worker, scored),
+        priority=priority,
         reply=reply,
         enrichment=enrichment,
         prompt_version=worker.prompt_version,

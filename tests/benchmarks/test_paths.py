@@ -58,16 +58,17 @@ def test_the_tickets_profile_counts_own_samples_after_start_up() -> None:
             "<module> (run.py);_locate_dataflow (run.py);build (flows/tickets.py) 50",
             "<module> (run.py);parse_ticket (operators/tickets/parse.py);clean_text (p.py) 6",
             "<module> (run.py);parse_ticket (operators/tickets/parse.py) 2",
+            "<module> (run.py);parse_tickets (operators/tickets/parse.py);_parse (p.py) 3",
             "<module> (run.py) 1",
         ]
     )
     top = top_functions(raw, 2)
     assert [name for name, _ in top] == [
         "clean_text (p.py)",
-        "parse_ticket (operators/tickets/parse.py)",
+        "_parse (p.py)",
     ]
-    assert [share for _, share in top] == pytest.approx([100 * 6 / 9, 100 * 2 / 9])
-    assert dict(shares(raw))["parse (clean text, entities)"] == pytest.approx(100 * 8 / 9)
+    assert [share for _, share in top] == pytest.approx([100 * 6 / 12, 100 * 3 / 12])
+    assert dict(shares(raw))["parse (clean text, entities)"] == pytest.approx(100 * 11 / 12)
 
 
 def test_the_tickets_profile_counts_agent_steps_in_lanes_and_a_batch_at_a_time() -> None:

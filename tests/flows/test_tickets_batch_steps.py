@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 
+from flows import tickets as tickets_flow
 from operators.tickets import parse, respond
 from operators.tickets.domain import DraftedTicket, EnrichedTicket
 from tests.flows.tickets_pinned import run_pinned
@@ -32,14 +33,16 @@ def test_a_message_a_batch_step_raises_on_is_a_dead_letter_and_its_batch_goes_on
     step: str, plain: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if step == "parse":
-        real_parse = parse.parse_ticket
+        real_parse = parse.parse_tickets
 
-        def parse_or_raise(t: EnrichedTicket, **kwargs: object) -> object:
-            if t.message.message_id == FAILING:
+        def parse_or_raise(batch: list[EnrichedTicket], **kwargs: object) -> object:
+            if any(t.message.message_id == FAILING for t in batch):
                 raise RuntimeError("parser broke")
-            return real_parse(t, **kwargs)  # type: ignore[arg-type]
+            return real_parse(batch, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(parse, "parse_ticket", parse_or_raise)
+        # the flow's step calls `parse_tickets` (one batch at a time; the guard retries a batch
+        # that raised one message at a time)
+        monkeypatch.setattr(tickets_flow, "parse_tickets", parse_or_raise)
     else:
         real_format = respond.format_response
 

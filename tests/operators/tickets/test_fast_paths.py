@@ -18,7 +18,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import FrozenInstanceError
+from dataclasses import FrozenInstanceError, dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Optional
@@ -272,6 +272,21 @@ def test_products_in_ascii_text_match_the_plain_pattern(
     assert parse.find_products(text, products) == reference_products(text, products)
     lowered = text.lower() if text.isascii() else None
     assert parse.find_products(text, products, lowered) == reference_products(text, products)
+
+
+def test_the_last_product_matcher_is_only_reused_for_the_same_tuple() -> None:
+    """The matcher of the last tuple of products is found by identity; a list (which may change
+    between calls) and another tuple are looked up by their names."""
+    text = "my AeroBlend 3000 and the Only Product broke; ORD-123456 and ORD-123456 twice"
+    names = ["Only Product"]
+    assert parse.find_products(text, PRODUCTS) == reference_products(text, PRODUCTS)
+    assert parse.find_products(text, names) == ["Only Product"]
+    names[0] = "Other Product"
+    assert parse.find_products(text, names) == []
+    assert parse.find_products(text, ("Only Product",)) == ["Only Product"]
+    assert parse.find_products(text, PRODUCTS) == reference_products(text, PRODUCTS)
+    assert parse.find_products(text, ()) == []
+    assert parse.find_order_ids(text) == reference_order_ids(text) == ["ORD-123456"]
 
 
 @settings(max_examples=400, deadline=None)
@@ -535,6 +550,29 @@ def test_the_parse_memo_is_bounded_and_per_product_list() -> None:
     assert found.entities.products == ["Only Product"]
 
 
+@dataclass(frozen=True)
+class _LaterEnriched(EnrichedTicket):
+    note: str = "extra"
+
+
+def test_a_parsed_batch_holds_the_records_the_dataclass_makes() -> None:
+    """`parse_tickets` copies an exact `EnrichedTicket`'s dict; a subtype's fields are read one by
+    one (its own extra field is not copied)."""
+    plain_t = enriched("My AeroBlend 3000 broke, ORD-123456", "Re: broken")
+    later = _LaterEnriched(plain_t.message, plain_t.source, "high", 30)
+    batch = [plain_t, later, enriched("any update?", None), plain_t]
+    parsed = parse.parse_tickets(batch, products=PRODUCTS)
+    assert len(parsed) == len(batch)
+    for t, record in zip(batch, parsed, strict=True):
+        text, entities = parse.parse_text(t.message.body, t.message.subject, PRODUCTS)
+        plain = ParsedTicket(
+            t.message, t.source, t.base_priority, t.response_sla_minutes, text, entities
+        )
+        _same_record(record, plain)
+        _same_record(parse.parse_ticket(t, products=PRODUCTS), plain)
+    assert parse.parse_tickets([], products=PRODUCTS) == []
+
+
 # --- the response record built without validating it again -------------------------------------
 
 REPLIES = [
@@ -635,6 +673,23 @@ def test_the_flow_path_takes_the_shortcut() -> None:
     assert respond.response_id_of("S\x1f9", "M-2") == deterministic_id("S\x1f9", "M-2")
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=80), st.text(max_size=80)), min_size=1, max_size=4))
+@example([("", ""), ("S-1", "M-1"), ("S-1", "M-1"), ("S-2", "M.3:x_y")])
+@example([("sessão-ü", "M-\u00e9\u4e2d\U0001f600"), ("x" * 200, "y")])
+def test_response_ids_from_the_copied_digest_are_deterministic_ids(
+    pairs: list[tuple[str, str]],
+) -> None:
+    """The response id hashes with a copy of an empty 16-byte BLAKE2b: each, in any order and
+    repeated, is `deterministic_id` of the two ids (no state carries over between copies)."""
+    for session_id, message_id in pairs:
+        expected = deterministic_id(session_id, message_id)
+        assert respond.response_id_of(session_id, message_id) == expected
+        if respond._ID.fullmatch(session_id) and respond._ID.fullmatch(message_id):
+            t = drafted_ticket("it", BODY_TEXT, 0.5, "lexical", (message_id, session_id))
+            assert respond.format_response(t, now=T0).response_id == expected
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     st.one_of(st.sampled_from(REPLIES), st.text(max_size=40)),
@@ -715,6 +770,19 @@ def test_the_folded_event_time_validator_matches_event_time(
         except ValidationError as error:
             outcomes.append(error.errors(include_url=False))
     assert repr(outcomes[0]) == repr(outcomes[1])
+
+
+def test_the_key_and_source_of_a_ticket_at_every_step() -> None:
+    """`session_of` and `source_of` read `message.session_id` and `source` (in C) of a record of
+    any step, and pickle (they are attribute getters, not closures)."""
+    t = enriched("where is ORD-123456?", None)
+    parsed = parse.parse_ticket(t, products=PRODUCTS)
+    context = ContextTicket.from_parsed(parsed, ())
+    for record in (t, parsed, context):
+        assert domain.session_of(record) == record.message.session_id == "S-1"
+        assert domain.source_of(record) is record.source
+    assert pickle.loads(pickle.dumps(domain.session_of))(t) == "S-1"
+    assert pickle.loads(pickle.dumps(domain.source_of))(t) == t.source
 
 
 def test_records_made_in_one_step_equal_those_the_dataclass_makes() -> None:

@@ -14,11 +14,13 @@ from operators.config.settings import Settings
 from operators.runtime.metrics import live_state_keys
 from operators.tickets.domain import ContextTicket, ParsedTicket, Turn
 from operators.tickets.sessions import (
+    MAX_TURN_CHARS,
     STATE_VERSION,
     SessionHistory,
     SessionLogic,
     SessionParams,
     session_history,
+    turn_of,
 )
 from schemas import Entities, SourceRef, TicketMessage
 from schemas.dead_letter import DeadLetter
@@ -152,13 +154,13 @@ def test_operator_emits_history_and_discards_expired_sessions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     builds: list[object] = []
-    from_state = SessionHistory.from_state.__func__  # type: ignore[attr-defined]
+    init = SessionLogic.__init__
 
-    def recording_from_state(cls: type, state: object, **kwargs: object) -> SessionHistory:
-        builds.append(state)
-        return from_state(cls, state, **kwargs)
+    def recording_init(self: SessionLogic, history: SessionHistory, *args: object) -> None:
+        builds.append((list(history.turns), history.last_seen))  # what the session starts from
+        init(self, history, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(SessionHistory, "from_state", classmethod(recording_from_state))
+    monkeypatch.setattr(SessionLogic, "__init__", recording_init)
     clock = {"now": T0}
 
     def advance_clock(t: ParsedTicket) -> ParsedTicket:
@@ -197,7 +199,7 @@ def test_operator_emits_history_and_discards_expired_sessions(
     ]
     assert all(c.source.topic == "tickets.messages" for c in out)
     # S1, S2 and S1 again: the expired S1 state was discarded and rebuilt from nothing.
-    assert builds == [None, None, None]
+    assert builds == [([], None), ([], None), ([], None)]
 
 
 def test_live_sessions_go_back_down_as_sessions_expire() -> None:
@@ -311,7 +313,7 @@ def test_a_message_whose_ticket_fails_to_build_is_dead_lettered_and_changes_noth
     items = [parsed("S1", 1, T0), parsed("S1", 2, T0), parsed("S1", 3, T0), parsed("S2", 1, T0)]
     from_parsed = ContextTicket.from_parsed
     snapshots = {"n": 0}
-    snapshot = SessionHistory.snapshot
+    snapshot = SessionLogic.snapshot
 
     def failing_on_m2(
         parsed_ticket: ParsedTicket, history: tuple[Turn, ...], *, replay: bool = False
@@ -320,12 +322,12 @@ def test_a_message_whose_ticket_fails_to_build_is_dead_lettered_and_changes_noth
             raise RuntimeError("cannot build this ticket")
         return from_parsed(parsed_ticket, history, replay=replay)
 
-    def counted(self: SessionHistory) -> dict[str, object]:
+    def counted(self: SessionLogic) -> dict[str, object]:
         snapshots["n"] += 1
         return snapshot(self)
 
     monkeypatch.setattr(ContextTicket, "from_parsed", failing_on_m2)
-    monkeypatch.setattr(SessionHistory, "snapshot", counted)
+    monkeypatch.setattr(SessionLogic, "snapshot", counted)
     out: list[ContextTicket] = []
     dead: list[DeadLetter] = []
     flow = Dataflow("sessions_atomic_test")
@@ -342,3 +344,37 @@ def test_a_message_whose_ticket_fails_to_build_is_dead_lettered_and_changes_noth
     (letter,) = dead
     assert letter.key == "S1" and "cannot build this ticket" in letter.error
     assert snapshots["n"] <= 2, "one end-of-epoch snapshot per session, none before a message"
+
+
+def test_the_written_out_message_path_is_the_methods_path() -> None:
+    """`SessionLogic.on_item` writes out `history_before`, `turn_of`, `following` and `add`:
+    over messages that fill and trim the session, repeat one it holds, carry a text longer than
+    `MAX_TURN_CHARS` and come after the session expired, it emits and keeps what the methods
+    give (histories, replay flags, snapshots, expiry)."""
+    clock = {"now": T0}
+    logic = SessionLogic(SessionHistory(max_messages=3, ttl=TTL), lambda: clock["now"])
+    plain = SessionHistory(max_messages=3, ttl=TTL)
+    long_text = "word " * 200
+    steps = [(1, 0), (2, 1), (1, 2), (3, 3), (4, 4), (5, 5), (3, 6), (2, 7), (6, 60), (6, 61)]
+    for n, minute in steps:
+        clock["now"] = now = T0 + timedelta(minutes=minute)
+        item = parsed("S", n, T0)
+        if n == 4:
+            item = ParsedTicket(**{**item.__dict__, "text": long_text})
+        ((context,), retain) = logic.on_item(item)
+        held = plain.history_before(item.message.message_id) if plain.turns else None
+        if held is not None:
+            expected = ContextTicket.from_parsed(item, held, replay=True)
+        else:
+            expected = ContextTicket.from_parsed(item, plain.record(turn_of(item), now))
+        assert retain is StatefulLogic.RETAIN
+        assert context == expected and context.replay == expected.replay
+        assert logic.snapshot() == plain.snapshot()
+        assert logic.snapshot()["turns"] is not logic.snapshot()["turns"]
+        # the turns, built without their dataclass's __init__, pickle as the plain ones
+        assert pickle.dumps(logic.history.turns) == pickle.dumps(plain.turns)
+        assert logic.notify_at() == plain.expires_at()
+        assert logic.history.last_seen == plain.last_seen
+        if n == 4:
+            assert len(logic.history.turns[-1].text) <= MAX_TURN_CHARS < len(long_text)
+    assert [t.message_id for t in logic.history.turns] == ["S-M6"]  # expired, then replayed
