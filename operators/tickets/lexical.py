@@ -15,7 +15,7 @@ import operator
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Protocol, cast, get_args
+from typing import Protocol, get_args
 
 from operators.runtime.memo import remember
 from schemas.tickets import Route
@@ -200,6 +200,29 @@ def _joins_an_identifier(first: str, second: str) -> bool:
     return not tail.isascii() or tail.lower() == "ord"
 
 
+class _WordTable(dict[bytes, str]):
+    """Word (ASCII bytes) → what it stands as in a key: "" for a stop word or a number (all
+    digits: see `LexicalScorer._number_token`), else its stem when a centroid knows it (it is in
+    `idf`), else `_SEPARATOR`. A word not held yet is worked out on lookup (`__missing__`, which
+    `dict.__getitem__` calls), so a key's words are mapped in C with one lookup each; the table
+    is emptied when it holds `limit` words."""
+
+    def __init__(self, idf: Mapping[str, float], limit: int) -> None:
+        super().__init__()
+        self._idf = idf
+        self._limit = limit
+
+    def __missing__(self, word: bytes) -> str:
+        text = word.decode("ascii")
+        token = _STOPPED if text in _STOP_WORDS or text.isdigit() else self.known(text)
+        return remember(self, self._limit, word, token)
+
+    def known(self, word: str) -> str:
+        """The stem of `word` when a centroid knows it, else `_SEPARATOR`."""
+        stemmed = stem(word)
+        return stemmed if stemmed in self._idf else _SEPARATOR
+
+
 class LexicalScorer:
     """A TF-IDF centroid per route, built from the examples and description of every intent.
 
@@ -228,7 +251,7 @@ class LexicalScorer:
             first, underscore, second = term.partition("_")
             if underscore:  # words are [a-z0-9]+: a term with `_` is exactly one bigram
                 self._bigrams.setdefault(first, {})[second] = term
-        self._word_tokens: dict[bytes, str] = {}  # word → stem, `_SEPARATOR` or "" (`_token`)
+        self._word_tokens = _WordTable(self._idf, self.WORD_CACHE)
         self._keys: dict[str, Key] = {}
         self._centroids = {route: self._centroid(intents[route]) for route in ROUTES}
         self._postings: dict[str, list[tuple[int, float]]] = {}
@@ -239,31 +262,15 @@ class LexicalScorer:
         self._scores: dict[Key, tuple[float, ...]] = {}
         self._routes: dict[Key, tuple[Route, float]] = {}
 
-    def _token(self, word: bytes) -> str:
-        """What `word` (ASCII) stands as in a key: "" for a stop word or a number (all digits:
-        see `_number_token`), else its stem when a centroid knows it (it is in `_idf`), else
-        `_SEPARATOR`; kept in `_word_tokens` (emptied when full)."""
-        text = word.decode("ascii")
-        token = _STOPPED if text in _STOP_WORDS or text.isdigit() else self._known(text)
-        return remember(self._word_tokens, self.WORD_CACHE, word, token)
-
-    def _known(self, word: str) -> str:
-        """The stem of `word` when a centroid knows it, else `_SEPARATOR`."""
-        stemmed = stem(word)
-        return stemmed if stemmed in self._idf else _SEPARATOR
-
     def _tokens(self, words: list[bytes]) -> list[str]:
-        """What each word stands as (`_token`): one lookup per word in the table of those seen."""
-        held = list(map(self._word_tokens.get, words))
-        if None in held:
-            return [self._token(w) if t is None else t for w, t in zip(words, held, strict=True)]
-        return cast(list[str], held)
+        """What each word stands as (`_WordTable`): one lookup per word in the table."""
+        return list(map(self._word_tokens.__getitem__, words))
 
     def _number_token(self, word: bytes) -> str:
         """What a word of digits stands as in a key when the identifier patterns left it in the
-        text (next to `_`, or to a non-ASCII letter): a word like any other. `_token` gives ""
-        for every number, as the fast path of `_key` needs; `_key` asks this for the others."""
-        return self._known(word.decode("ascii"))
+        text (next to `_`, or to a non-ASCII letter): a word like any other. The word table gives
+        "" for every number, as the fast path of `_key` needs; `_key` asks this for the others."""
+        return self._word_tokens.known(word.decode("ascii"))
 
     def key(self, text: str) -> Key:
         """The key of `text` (`Key`): its words (`terms`), stop words left out and unknown
@@ -279,11 +286,11 @@ class LexicalScorer:
             # ASCII without `@` (an email), an apostrophe (deleted after the patterns ran, it
             # joins the words around it) or `_` (a word character to `\b`, not to `_WORD`):
             # the identifiers are order ids, cut out here, and numbers, every word of digits
-            # (a word's edges are then `\b`s), which `_token` leaves out.
+            # (a word's edges are then `\b`s), which the word table leaves out.
             if "ord" in lowered:
                 lowered = _ORDER_ID_LOWER.sub(_cut_order_id, lowered)
             words = lowered.encode("ascii").translate(_WORD_BYTES).split()
-            return tuple(filter(None, self._tokens(words)))
+            return tuple(filter(None, map(self._word_tokens.__getitem__, words)))
         plain = _plain_lower(text)
         if plain.isascii():  # `_WORD.findall(plain.replace("'", ""))`, as bytes, found in C
             words = plain.encode("ascii").translate(_WORD_BYTES, b"'").split()

@@ -279,7 +279,7 @@ def test_products_in_ascii_text_match_the_plain_pattern(
 @example("ORD-1 12.5@x.com 3,5 it's")
 def test_lexical_shortcuts_match_the_plain_code_to_the_bit(text: str) -> None:
     assert lexical.terms(text) == reference_terms(text)
-    scorer = INDEX._lexical
+    scorer = INDEX.lexical_scorer
     expected = reference_scores(scorer, text)
     for _ in range(2):  # computed, then from the memo
         got = scorer.scores(text)
