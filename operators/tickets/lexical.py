@@ -158,8 +158,9 @@ def decide_values(values: Sequence[float], temperature: float) -> tuple[Route, f
     position = values.index(top)  # the first best route, as `max(ROUTES, key=...)` picks
     if top <= 0.0:
         return FALLBACK_ROUTE, 1.0 / len(ROUTES)
-    exp = math.exp
-    weights = [exp((value - top) / temperature) for value in values]
+    shifted = map(operator.sub, values, itertools.repeat(top))
+    scaled = map(operator.truediv, shifted, itertools.repeat(temperature))
+    weights = list(map(math.exp, scaled))  # `exp((value - top) / temperature)`, in C
     return ROUTES[position], weights[position] / sum(weights)
 
 
@@ -174,7 +175,10 @@ def blend_values(
     current: Sequence[float], context: Sequence[float], weight: float = CONTEXT_WEIGHT
 ) -> tuple[float, ...]:
     """`blend` of scores given in the order of `ROUTES`."""
-    return tuple(c + weight * x for c, x in zip(current, context, strict=True))
+    if len(current) != len(context):
+        raise ValueError("blend_values needs as many scores in both")
+    # `c + weight * x` of each pair, in C
+    return tuple(map(operator.add, current, map(operator.mul, itertools.repeat(weight), context)))
 
 
 _WORD_BYTES = bytes(code if chr(code) in _WORD_CHARACTERS else ord(" ") for code in range(256))
@@ -259,6 +263,8 @@ class LexicalScorer:
             for term, weight in centroid.items():
                 self._postings.setdefault(term, []).append((position, weight))
         self._sizes = [len(c) for c in self._centroids.values()]
+        self._smallest = min(self._sizes)
+        self._no_scores = [0] * len(self._sizes)  # ints, as `sum` starts
         self._scores: dict[Key, tuple[float, ...]] = {}
         self._routes: dict[Key, tuple[Route, float]] = {}
 
@@ -352,10 +358,10 @@ class LexicalScorer:
         """`values(" ".join(texts))`, from the keys of `texts` (each kept per text) when the
         join makes no identifier across a space: the words of the joined text are then those of
         each text in turn, so its key is theirs one after another."""
-        if any(map(_joins_an_identifier, texts, texts[1:])):
-            return self.values(" ".join(texts))
         if len(texts) == 1:
             return self.values(texts[0])
+        if any(map(_joins_an_identifier, texts, texts[1:])):
+            return self.values(" ".join(texts))
         key = self.key
         return self._values(tuple(itertools.chain.from_iterable(map(key, texts))))
 
@@ -370,7 +376,7 @@ class LexicalScorer:
         same operations in the same order (the weights, their norm, each weight over the norm,
         then each route's sum over the query's terms)."""
         counts = self._counts(key)
-        sums: list[float] = [0] * len(self._sizes)  # ints, as `sum` starts
+        sums: list[float] = self._no_scores.copy()
         if not counts:
             return tuple(sums)
         idf, log = self._idf, math.log  # (1 + log(1)) * idf is idf exactly
@@ -382,7 +388,7 @@ class LexicalScorer:
             for position, centroid_weight in postings[term]:  # every known term has some
                 sums[position] += weight * centroid_weight
         size = len(counts)
-        if size > min(self._sizes):  # `_dot` walks the smaller vector: that route's order
+        if size > self._smallest:  # `_dot` walks the smaller vector: that route's order
             query = {t: w / norm for t, w in zip(counts, weights, strict=True)}
             for position, centroid in enumerate(self._centroids.values()):
                 if size > len(centroid):

@@ -312,6 +312,34 @@ def test_decide_matches_the_plain_code(scores: RouteScores, temperature: float) 
     assert (route, repr(confidence)) == (expected_route, repr(expected_confidence))
 
 
+SCORE_VALUES = st.one_of(
+    st.just(0), st.sampled_from([0.0, 0.1, 0.30000000000000004, -0.2]),
+    st.floats(min_value=-1, max_value=2, allow_nan=False),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(SCORE_VALUES, min_size=len(ROUTES), max_size=len(ROUTES)),
+    st.lists(SCORE_VALUES, min_size=len(ROUTES), max_size=len(ROUTES)),
+    st.sampled_from([lexical.CONTEXT_WEIGHT, 0.35]),
+)
+def test_blend_and_decide_of_tuples_match_the_dicts(
+    current: list[float], context: list[float], weight: float
+) -> None:
+    """`blend_values` and `decide_values` (taken in C with `map`) give the floats and the route
+    `blend` and `decide` give on the same scores as dicts."""
+    as_dict = lambda values: dict(zip(ROUTES, values, strict=True))  # noqa: E731
+    blended = lexical.blend_values(current, context, weight)
+    expected = lexical.blend(as_dict(current), as_dict(context), weight)
+    assert [repr(v) for v in blended] == [repr(expected[r]) for r in ROUTES]
+    route, confidence = lexical.decide_values(blended, lexical.LEXICAL_TEMPERATURE)
+    expected_route, expected_confidence = reference_decide(expected, lexical.LEXICAL_TEMPERATURE)
+    assert (route, repr(confidence)) == (expected_route, repr(expected_confidence))
+    with pytest.raises(ValueError):
+        lexical.blend_values(current, context[1:], weight)
+
+
 @settings(max_examples=300, deadline=None)
 @given(texts)
 def test_urgency_shortcut_matches_the_pattern(text: str) -> None:
