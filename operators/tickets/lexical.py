@@ -264,7 +264,7 @@ class LexicalScorer:
                 self._postings.setdefault(term, []).append((position, weight))
         self._sizes = [len(c) for c in self._centroids.values()]
         self._smallest = min(self._sizes)
-        self._no_scores = [0] * len(self._sizes)  # ints, as `sum` starts
+        self._no_scores: list[float] = [0] * len(self._sizes)  # ints, as `sum` starts
         self._scores: dict[Key, tuple[float, ...]] = {}
         self._routes: dict[Key, tuple[Route, float]] = {}
 
