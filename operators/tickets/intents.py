@@ -74,10 +74,9 @@ def examples_version(intents: dict[Route, IntentSpec]) -> str:
 class IntentIndex:
     """The intents with their lexical scorer and a memo of the example embeddings.
 
-    The lexical scorer (`operators.tickets.lexical.LexicalScorer`) keeps a TF-IDF centroid per
-    route: the
-    normalised sum of the TF-IDF vectors of its examples and its description. `version` names
-    the examples' content (`examples_version`).
+    The lexical scorer (`lexical_scorer`, an `operators.tickets.lexical.LexicalScorer`) keeps a
+    TF-IDF centroid per route: the normalised sum of the TF-IDF vectors of its examples and its
+    description. `version` names the examples' content (`examples_version`).
     """
 
     def __init__(self, intents: dict[Route, IntentSpec]) -> None:
@@ -86,7 +85,7 @@ class IntentIndex:
         self.examples = tuple(
             _Example(route, text) for route, spec in intents.items() for text in spec.examples
         )
-        self._lexical = LexicalScorer(intents)
+        self.lexical_scorer = LexicalScorer(intents)
         self._embeddings: dict[str, ExampleVectors] = {}
         self._fetches: dict[tuple[int, str], asyncio.Future[Enrichment]] = {}
 
@@ -96,19 +95,19 @@ class IntentIndex:
 
     def lexical_scores(self, text: str) -> RouteScores:
         """Per route: the cosine of the TF-IDF vector of `text` to the route's centroid."""
-        return self._lexical.scores(text)
+        return self.lexical_scorer.scores(text)
 
     def lexical_values(self, text: str) -> tuple[float, ...]:
         """`lexical_scores(text)` in the order of `ROUTES`."""
-        return self._lexical.values(text)
+        return self.lexical_scorer.values(text)
 
     def joined_lexical_values(self, texts: Sequence[str]) -> tuple[float, ...]:
         """`lexical_values(" ".join(texts))`, from the words of each text."""
-        return self._lexical.joined_values(texts)
+        return self.lexical_scorer.joined_values(texts)
 
     def lexical(self, text: str) -> tuple[Route, float]:
         """The deterministic route and confidence of `text` (no network)."""
-        return self._lexical.route(text)
+        return self.lexical_scorer.route(text)
 
     def held_example_embeddings(self, model: str) -> Optional[ExampleVectors]:
         """The examples' unit vectors by `model` if fetched already, else None."""

@@ -15,7 +15,7 @@ import operator
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Protocol, cast, get_args
+from typing import Protocol, get_args
 
 from operators.runtime.memo import remember
 from schemas.tickets import Route
@@ -158,8 +158,9 @@ def decide_values(values: Sequence[float], temperature: float) -> tuple[Route, f
     position = values.index(top)  # the first best route, as `max(ROUTES, key=...)` picks
     if top <= 0.0:
         return FALLBACK_ROUTE, 1.0 / len(ROUTES)
-    exp = math.exp
-    weights = [exp((value - top) / temperature) for value in values]
+    shifted = map(operator.sub, values, itertools.repeat(top))
+    scaled = map(operator.truediv, shifted, itertools.repeat(temperature))
+    weights = list(map(math.exp, scaled))  # `exp((value - top) / temperature)`, in C
     return ROUTES[position], weights[position] / sum(weights)
 
 
@@ -174,7 +175,10 @@ def blend_values(
     current: Sequence[float], context: Sequence[float], weight: float = CONTEXT_WEIGHT
 ) -> tuple[float, ...]:
     """`blend` of scores given in the order of `ROUTES`."""
-    return tuple(c + weight * x for c, x in zip(current, context, strict=True))
+    if len(current) != len(context):
+        raise ValueError("blend_values needs as many scores in both")
+    # `c + weight * x` of each pair, in C
+    return tuple(map(operator.add, current, map(operator.mul, itertools.repeat(weight), context)))
 
 
 _WORD_BYTES = bytes(code if chr(code) in _WORD_CHARACTERS else ord(" ") for code in range(256))
@@ -198,6 +202,29 @@ def _joins_an_identifier(first: str, second: str) -> bool:
         return False
     tail = first[-3:]
     return not tail.isascii() or tail.lower() == "ord"
+
+
+class _WordTable(dict[bytes, str]):
+    """Word (ASCII bytes) → what it stands as in a key: "" for a stop word or a number (all
+    digits: see `LexicalScorer._number_token`), else its stem when a centroid knows it (it is in
+    `idf`), else `_SEPARATOR`. A word not held yet is worked out on lookup (`__missing__`, which
+    `dict.__getitem__` calls), so a key's words are mapped in C with one lookup each; the table
+    is emptied when it holds `limit` words."""
+
+    def __init__(self, idf: Mapping[str, float], limit: int) -> None:
+        super().__init__()
+        self._idf = idf
+        self._limit = limit
+
+    def __missing__(self, word: bytes) -> str:
+        text = word.decode("ascii")
+        token = _STOPPED if text in _STOP_WORDS or text.isdigit() else self.known(text)
+        return remember(self, self._limit, word, token)
+
+    def known(self, word: str) -> str:
+        """The stem of `word` when a centroid knows it, else `_SEPARATOR`."""
+        stemmed = stem(word)
+        return stemmed if stemmed in self._idf else _SEPARATOR
 
 
 class LexicalScorer:
@@ -228,7 +255,7 @@ class LexicalScorer:
             first, underscore, second = term.partition("_")
             if underscore:  # words are [a-z0-9]+: a term with `_` is exactly one bigram
                 self._bigrams.setdefault(first, {})[second] = term
-        self._word_tokens: dict[bytes, str] = {}  # word → stem, `_SEPARATOR` or "" (`_token`)
+        self._word_tokens = _WordTable(self._idf, self.WORD_CACHE)
         self._keys: dict[str, Key] = {}
         self._centroids = {route: self._centroid(intents[route]) for route in ROUTES}
         self._postings: dict[str, list[tuple[int, float]]] = {}
@@ -236,34 +263,20 @@ class LexicalScorer:
             for term, weight in centroid.items():
                 self._postings.setdefault(term, []).append((position, weight))
         self._sizes = [len(c) for c in self._centroids.values()]
+        self._smallest = min(self._sizes)
+        self._no_scores: list[float] = [0] * len(self._sizes)  # ints, as `sum` starts
         self._scores: dict[Key, tuple[float, ...]] = {}
         self._routes: dict[Key, tuple[Route, float]] = {}
 
-    def _token(self, word: bytes) -> str:
-        """What `word` (ASCII) stands as in a key: "" for a stop word or a number (all digits:
-        see `_number_token`), else its stem when a centroid knows it (it is in `_idf`), else
-        `_SEPARATOR`; kept in `_word_tokens` (emptied when full)."""
-        text = word.decode("ascii")
-        token = _STOPPED if text in _STOP_WORDS or text.isdigit() else self._known(text)
-        return remember(self._word_tokens, self.WORD_CACHE, word, token)
-
-    def _known(self, word: str) -> str:
-        """The stem of `word` when a centroid knows it, else `_SEPARATOR`."""
-        stemmed = stem(word)
-        return stemmed if stemmed in self._idf else _SEPARATOR
-
     def _tokens(self, words: list[bytes]) -> list[str]:
-        """What each word stands as (`_token`): one lookup per word in the table of those seen."""
-        held = list(map(self._word_tokens.get, words))
-        if None in held:
-            return [self._token(w) if t is None else t for w, t in zip(words, held, strict=True)]
-        return cast(list[str], held)
+        """What each word stands as (`_WordTable`): one lookup per word in the table."""
+        return list(map(self._word_tokens.__getitem__, words))
 
     def _number_token(self, word: bytes) -> str:
         """What a word of digits stands as in a key when the identifier patterns left it in the
-        text (next to `_`, or to a non-ASCII letter): a word like any other. `_token` gives ""
-        for every number, as the fast path of `_key` needs; `_key` asks this for the others."""
-        return self._known(word.decode("ascii"))
+        text (next to `_`, or to a non-ASCII letter): a word like any other. The word table gives
+        "" for every number, as the fast path of `_key` needs; `_key` asks this for the others."""
+        return self._word_tokens.known(word.decode("ascii"))
 
     def key(self, text: str) -> Key:
         """The key of `text` (`Key`): its words (`terms`), stop words left out and unknown
@@ -279,11 +292,11 @@ class LexicalScorer:
             # ASCII without `@` (an email), an apostrophe (deleted after the patterns ran, it
             # joins the words around it) or `_` (a word character to `\b`, not to `_WORD`):
             # the identifiers are order ids, cut out here, and numbers, every word of digits
-            # (a word's edges are then `\b`s), which `_token` leaves out.
+            # (a word's edges are then `\b`s), which the word table leaves out.
             if "ord" in lowered:
                 lowered = _ORDER_ID_LOWER.sub(_cut_order_id, lowered)
             words = lowered.encode("ascii").translate(_WORD_BYTES).split()
-            return tuple(filter(None, self._tokens(words)))
+            return tuple(filter(None, map(self._word_tokens.__getitem__, words)))
         plain = _plain_lower(text)
         if plain.isascii():  # `_WORD.findall(plain.replace("'", ""))`, as bytes, found in C
             words = plain.encode("ascii").translate(_WORD_BYTES, b"'").split()
@@ -345,10 +358,10 @@ class LexicalScorer:
         """`values(" ".join(texts))`, from the keys of `texts` (each kept per text) when the
         join makes no identifier across a space: the words of the joined text are then those of
         each text in turn, so its key is theirs one after another."""
-        if any(map(_joins_an_identifier, texts, texts[1:])):
-            return self.values(" ".join(texts))
         if len(texts) == 1:
             return self.values(texts[0])
+        if any(map(_joins_an_identifier, texts, texts[1:])):
+            return self.values(" ".join(texts))
         key = self.key
         return self._values(tuple(itertools.chain.from_iterable(map(key, texts))))
 
@@ -363,7 +376,7 @@ class LexicalScorer:
         same operations in the same order (the weights, their norm, each weight over the norm,
         then each route's sum over the query's terms)."""
         counts = self._counts(key)
-        sums: list[float] = [0] * len(self._sizes)  # ints, as `sum` starts
+        sums: list[float] = self._no_scores.copy()
         if not counts:
             return tuple(sums)
         idf, log = self._idf, math.log  # (1 + log(1)) * idf is idf exactly
@@ -375,7 +388,7 @@ class LexicalScorer:
             for position, centroid_weight in postings[term]:  # every known term has some
                 sums[position] += weight * centroid_weight
         size = len(counts)
-        if size > min(self._sizes):  # `_dot` walks the smaller vector: that route's order
+        if size > self._smallest:  # `_dot` walks the smaller vector: that route's order
             query = {t: w / norm for t, w in zip(counts, weights, strict=True)}
             for position, centroid in enumerate(self._centroids.values()):
                 if size > len(centroid):

@@ -139,19 +139,29 @@ def route_lexically(
 ) -> RoutedTicket:
     """Route with the lexical scorer, keeping the enrichments of any LLM calls already made.
 
-    The scores are taken as tuples in the order of `ROUTES` (`lexical_values`; those of the
-    earlier turns from each turn's words, `joined_lexical_values`); `decide`, `blend` and
-    `context_text` on the same scores as dicts give the same floats."""
+    The scores are taken as tuples in the order of `ROUTES` (`LexicalScorer.values`; those of the
+    earlier turns from each turn's words, `joined_values`), each at most once, from the scorer
+    itself; `decide`, `blend` and `context_text` on the same scores as dicts give the same
+    floats."""
     text, history = t.text, t.history
-    turns: list[str] = []
-    # `_context_turns(t, max(index.lexical_values(text)))`, the scores taken only when needed
-    if history and (_is_short(text) or not max(index.lexical_values(text)) >= WEAK_SIGNAL):
-        turns = [turn.text for turn in history[-CONTEXT_TURNS:]]
-    if turns and (len(turns) > 1 or turns[0]):  # `_context_text` is not empty
-        values = blend_values(index.lexical_values(text), index.joined_lexical_values(turns))
-        route, confidence = decide_values(values, LEXICAL_TEMPERATURE)
-    else:
-        route, confidence = index.lexical(text)
+    scorer = index.lexical_scorer
+    if history:
+        # `_context_turns(t, max(own))`, the scores `own` taken only when needed
+        own: Optional[tuple[float, ...]] = None
+        if not _is_short(text):
+            own = scorer.values(text)
+        if own is None or not max(own) >= WEAK_SIGNAL:
+            turns = [turn.text for turn in history[-CONTEXT_TURNS:]]
+            if len(turns) > 1 or turns[0]:  # `_context_text` is not empty
+                if own is None:
+                    own = scorer.values(text)
+                values = blend_values(own, scorer.joined_values(turns))
+                route, confidence = decide_values(values, LEXICAL_TEMPERATURE)
+                return RoutedTicket.from_context(
+                    t, route=route, route_method="lexical", confidence=confidence,
+                    route_enrichments=spent,
+                )  # fmt: skip
+    route, confidence = scorer.route(text)
     return RoutedTicket.from_context(
         t, route=route, route_method="lexical", confidence=confidence, route_enrichments=spent
     )

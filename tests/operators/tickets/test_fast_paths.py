@@ -294,7 +294,7 @@ def test_the_last_product_matcher_is_only_reused_for_the_same_tuple() -> None:
 @example("ORD-1 12.5@x.com 3,5 it's")
 def test_lexical_shortcuts_match_the_plain_code_to_the_bit(text: str) -> None:
     assert lexical.terms(text) == reference_terms(text)
-    scorer = INDEX._lexical
+    scorer = INDEX.lexical_scorer
     expected = reference_scores(scorer, text)
     for _ in range(2):  # computed, then from the memo
         got = scorer.scores(text)
@@ -325,6 +325,34 @@ def test_decide_matches_the_plain_code(scores: RouteScores, temperature: float) 
     route, confidence = lexical.decide(scores, temperature)
     expected_route, expected_confidence = reference_decide(scores, temperature)
     assert (route, repr(confidence)) == (expected_route, repr(expected_confidence))
+
+
+SCORE_VALUES = st.one_of(
+    st.just(0), st.sampled_from([0.0, 0.1, 0.30000000000000004, -0.2]),
+    st.floats(min_value=-1, max_value=2, allow_nan=False),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(SCORE_VALUES, min_size=len(ROUTES), max_size=len(ROUTES)),
+    st.lists(SCORE_VALUES, min_size=len(ROUTES), max_size=len(ROUTES)),
+    st.sampled_from([lexical.CONTEXT_WEIGHT, 0.35]),
+)
+def test_blend_and_decide_of_tuples_match_the_dicts(
+    current: list[float], context: list[float], weight: float
+) -> None:
+    """`blend_values` and `decide_values` (taken in C with `map`) give the floats and the route
+    `blend` and `decide` give on the same scores as dicts."""
+    as_dict = lambda values: dict(zip(ROUTES, values, strict=True))  # noqa: E731
+    blended = lexical.blend_values(current, context, weight)
+    expected = lexical.blend(as_dict(current), as_dict(context), weight)
+    assert [repr(v) for v in blended] == [repr(expected[r]) for r in ROUTES]
+    route, confidence = lexical.decide_values(blended, lexical.LEXICAL_TEMPERATURE)
+    expected_route, expected_confidence = reference_decide(expected, lexical.LEXICAL_TEMPERATURE)
+    assert (route, repr(confidence)) == (expected_route, repr(expected_confidence))
+    with pytest.raises(ValueError):
+        lexical.blend_values(current, context[1:], weight)
 
 
 @settings(max_examples=300, deadline=None)
