@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Optional, get_args
 
@@ -18,12 +19,15 @@ from schemas.common import (
     Text,
     TimeBounds,
     UtcDatetime,
+    _new,
     _not_ahead,
+    _set_dict,
+    _set_extra,
+    _set_fields_set,
+    _set_private,
     _to_utc,
     _within_bounds,
-    is_plain_id,
     is_utc_text,
-    trusted,
 )
 from schemas.enrichment import Enrichment
 
@@ -81,6 +85,11 @@ _MESSAGE_REQUIRED: frozenset[str] = frozenset(
 )
 _CHANNELS: frozenset[str] = frozenset(get_args(Channel))
 _TIERS: frozenset[str] = frozenset(get_args(CustomerTier))
+is_plain_ids = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}\x1f[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}"
+).fullmatch
+"""Two `Id`s that stripping leaves as they are (`is_plain_id`), joined by a unit separator
+(which no `Id` holds): one match checks both."""
 
 
 def message_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Optional[TicketMessage]:
@@ -104,8 +113,7 @@ def message_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Option
     if not (
         type(message_id) is str
         and type(session_id) is str
-        and is_plain_id(message_id)
-        and is_plain_id(session_id)
+        and is_plain_ids(f"{message_id}\x1f{session_id}") is not None
         and type(channel) is str
         and channel in _CHANNELS
         and type(tier) is str
@@ -134,15 +142,19 @@ def message_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Option
     now, ahead = bounds.now, bounds.max_ahead
     if now is not None and ahead is not None and sent_at - now > ahead:
         return None
-    return trusted(
-        TicketMessage,
+    message = _new(TicketMessage)  # `trusted`, inline
+    _set_dict(
+        message,
         {
             "message_id": message_id, "session_id": session_id, "channel": channel,
             "sender": sender, "subject": subject, "body": body, "sent_at": sent_at,
             "customer_tier": tier,
         },
-        set(obj),
     )  # fmt: skip
+    _set_fields_set(message, set(obj))
+    _set_extra(message, None)
+    _set_private(message, None)
+    return message
 
 
 class Entities(Record):
