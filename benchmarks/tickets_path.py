@@ -326,7 +326,7 @@ def profile(
 
 
 PROFILE_ITEMS: dict[str, Union[str, tuple[str, ...]]] = {
-    "validate (runtime: bytes → TicketMessage)": "parse_record (operators/runtime/",
+    "validate (runtime: bytes → TicketMessage)": "validate.<locals>.parse_batch (",
     "enrich_with_channel (channel join)": "join_tickets (operators/tickets/",
     "parse (clean text, entities)": "parse_ticket (operators/tickets/",
     "session_history (state, turns)": "SessionLogic.on_item (operators/tickets/",
