@@ -152,7 +152,7 @@ def run_memory(tree: Path, data: Path) -> dict[str, Any]:
 
 
 PROFILE_ITEMS = {
-    "validate (bytes → ShipmentEvent)": "parse_record (operators/runtime/",
+    "validate (bytes → ShipmentEvent)": "validate.<locals>.parse_batch (",
     "enrich (carrier and hub join)": "join_shipments (operators/shipments/",
     "decision window (state machine, rules, decisions)": "DecisionWindowLogic.",
     "… rules (`decide_window`, `decide_stuck`)": "(operators/shipments/rules.py)",

@@ -326,7 +326,7 @@ def profile(
 
 
 PROFILE_ITEMS: dict[str, Union[str, tuple[str, ...]]] = {
-    "validate (runtime: bytes → TicketMessage)": "parse_record (operators/runtime/",
+    "validate (runtime: bytes → TicketMessage)": "validate.<locals>.parse_batch (",
     "enrich_with_channel (channel join)": "join_tickets (operators/tickets/",
     "parse (clean text, entities)": (  # a batch at a time in the flow, a message in the loop
         "parse_tickets (operators/tickets/",

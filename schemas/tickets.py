@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Optional, get_args
 
+import orjson
 from pydantic import AfterValidator, AwareDatetime, Field, ValidationInfo
 
 from schemas.common import (
@@ -17,12 +19,15 @@ from schemas.common import (
     Text,
     TimeBounds,
     UtcDatetime,
+    _new,
     _not_ahead,
+    _set_dict,
+    _set_extra,
+    _set_fields_set,
+    _set_private,
     _to_utc,
     _within_bounds,
-    is_plain_id,
     is_utc_text,
-    trusted,
 )
 from schemas.enrichment import Enrichment
 
@@ -80,6 +85,11 @@ _MESSAGE_REQUIRED: frozenset[str] = frozenset(
 )
 _CHANNELS: frozenset[str] = frozenset(get_args(Channel))
 _TIERS: frozenset[str] = frozenset(get_args(CustomerTier))
+is_plain_ids = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}\x1f[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}"
+).fullmatch
+"""Two `Id`s that stripping leaves as they are (`is_plain_id`), joined by a unit separator
+(which no `Id` holds): one match checks both."""
 
 
 def message_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Optional[TicketMessage]:
@@ -103,8 +113,7 @@ def message_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Option
     if not (
         type(message_id) is str
         and type(session_id) is str
-        and is_plain_id(message_id)
-        and is_plain_id(session_id)
+        and is_plain_ids(f"{message_id}\x1f{session_id}") is not None
         and type(channel) is str
         and channel in _CHANNELS
         and type(tier) is str
@@ -133,15 +142,19 @@ def message_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Option
     now, ahead = bounds.now, bounds.max_ahead
     if now is not None and ahead is not None and sent_at - now > ahead:
         return None
-    return trusted(
-        TicketMessage,
+    message = _new(TicketMessage)  # `trusted`, inline
+    _set_dict(
+        message,
         {
             "message_id": message_id, "session_id": session_id, "channel": channel,
             "sender": sender, "subject": subject, "body": body, "sent_at": sent_at,
             "customer_tier": tier,
         },
-        set(obj),
     )  # fmt: skip
+    _set_fields_set(message, set(obj))
+    _set_extra(message, None)
+    _set_private(message, None)
+    return message
 
 
 class Entities(Record):
@@ -201,3 +214,95 @@ class TicketResponse(Record):
     enrichment: Enrichment
     route_enrichment: Optional[Enrichment] = None
     """Provenance and cost of the router's LLM calls (embeddings, fallback); null when lexical."""
+
+    def json_bytes(self) -> bytes:
+        """This response's JSON, byte for byte what `model_dump_json()` encodes
+        (`response_json`)."""
+        return response_json(self)
+
+
+_RESPONSE_FIELDS: tuple[str, ...] = tuple(TicketResponse.model_fields)
+_ENTITIES_FIELDS: tuple[str, ...] = tuple(Entities.model_fields)
+_ENRICHMENT_FIELDS: tuple[str, ...] = tuple(Enrichment.model_fields)
+_ENRICHMENT_JSON: dict[int, tuple[Enrichment, orjson.Fragment]] = {}
+"""The JSON of the enrichments serialised last, by `id` (each entry holds its enrichment, so the
+id cannot be reused while it is there); cleared when it holds `MAX_ENRICHMENT_JSON`. The rules
+path shares one enrichment per route and reason: each is encoded once."""
+MAX_ENRICHMENT_JSON = 256
+_serialise = TicketResponse.__pydantic_serializer__.to_json
+_dumps = orjson.dumps
+_UTC_Z = orjson.OPT_UTC_Z
+
+
+def _enrichment_json(enrichment: Any) -> Optional[orjson.Fragment]:
+    """The JSON of `enrichment` as pydantic encodes it, or None when it is not an `Enrichment`
+    whose values are laid out as validation lays them out."""
+    found = _ENRICHMENT_JSON.get(id(enrichment))
+    if found is not None and found[0] is enrichment:
+        return found[1]
+    if type(enrichment) is not Enrichment:
+        return None
+    values = enrichment.__dict__
+    if not (
+        tuple(values) == _ENRICHMENT_FIELDS
+        and enrichment.__pydantic_extra__ is None
+        and type(values["tokens_in"]) is int
+        and type(values["tokens_out"]) is int
+        and type(values["cost_usd"]) is float
+        and type(values["latency_ms"]) is float
+    ):
+        return None
+    try:
+        fragment = orjson.Fragment(_dumps(values, option=_UTC_Z))
+    except TypeError:  # a value orjson does not encode
+        return None
+    if len(_ENRICHMENT_JSON) >= MAX_ENRICHMENT_JSON:
+        _ENRICHMENT_JSON.clear()
+    _ENRICHMENT_JSON[id(enrichment)] = (enrichment, fragment)
+    return fragment
+
+
+def response_json(response: TicketResponse) -> bytes:
+    """`response.model_dump_json().encode()`, made by orjson from the response's values.
+
+    orjson writes what pydantic writes for the values a response holds (strings, ints, floats,
+    bools, lists and tuples of strings, None, UTC datetimes with `Z`); the values are taken in
+    field order, each enrichment is encoded once (`_enrichment_json`), and the bytes are copied
+    to their exact size (orjson's buffer is several KB). A response of a subclass, with extra
+    values, with values or nested models laid out otherwise, a number of another type than its
+    field's (pydantic writes an int in a float field as a float), a timestamp not in UTC, or a
+    value orjson cannot encode, is serialised by pydantic as before.
+    """
+    values = response.__dict__
+    entities = values["entities"]
+    if not (
+        type(response) is TicketResponse
+        and response.__pydantic_extra__ is None
+        and tuple(values) == _RESPONSE_FIELDS
+        and type(values["confidence"]) is float
+        and type(values["history_size"]) is int
+        and type(values["received_at"]) is datetime
+        and values["received_at"].tzinfo is UTC
+        and type(values["responded_at"]) is datetime
+        and values["responded_at"].tzinfo is UTC
+        and type(entities) is Entities
+        and entities.__pydantic_extra__ is None
+        and tuple(entities.__dict__) == _ENTITIES_FIELDS
+    ):
+        return _serialise(response)
+    enrichment = _enrichment_json(values["enrichment"])
+    routed = values["route_enrichment"]
+    routing = None if routed is None else _enrichment_json(routed)
+    if enrichment is None or (routed is not None and routing is None):
+        return _serialise(response)
+    try:
+        made = _dumps(
+            {
+                **values, "entities": entities.__dict__, "enrichment": enrichment,
+                "route_enrichment": routing,
+            },
+            option=_UTC_Z,
+        )  # fmt: skip
+    except TypeError:  # a value orjson does not encode
+        return _serialise(response)
+    return memoryview(made).tobytes()

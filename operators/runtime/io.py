@@ -74,34 +74,47 @@ def publish(
     records_out = metrics.Children(metrics.RECORDS_OUT, flow_name)
     by_label = count.children(flow_name) if count is not None else None
     label_of = count.label_of if count is not None else None
-    written = (records_out, topic)  # every record of this step goes to `topic`
-
     batches = threading.local()  # the workers of a process are threads: a tally each
 
     def counted(model: M) -> OutRecord:
-        # (children, label value) -> increments of this batch; the children are resolved once
-        # per batch (`flush`), not per record
+        # one increment per record, of what it counts as: (enrichment source or None, the
+        # reply-policy rules it broke, label value or None, written); `flush` adds them up by
+        # counter once per batch
         tally: dict[Any, int] = batches.__dict__
         enrichment = getattr(model, "enrichment", None)
+        source = rules = None
         if enrichment is not None:
-            counted_as = (enrichments, enrichment.source)
-            tally[counted_as] = tally.get(counted_as, 0) + 1
-            for rule in enrichment.policy_violations:
-                counted_as = (blocked, rule)
-                tally[counted_as] = tally.get(counted_as, 0) + 1
-        record = to_out_record(topic, key(model), model)
-        if by_label is not None and label_of is not None:
-            counted_as = (by_label, label_of(model))
-            tally[counted_as] = tally.get(counted_as, 0) + 1
-        tally[written] = tally.get(written, 0) + 1
+            source, rules = enrichment.source, enrichment.policy_violations
+        try:
+            record = to_out_record(topic, key(model), model)
+            label = label_of(model) if label_of is not None else None
+        except BaseException:
+            if source is not None:  # counted as enriched all the same
+                failed = (source, rules, None, False)
+                tally[failed] = tally.get(failed, 0) + 1
+            raise
+        kind = (source, rules, label, True)
+        tally[kind] = tally.get(kind, 0) + 1
         return record
 
     def flush() -> None:
         """One increment per counter and batch (each `inc` takes a lock)."""
         tally: dict[Any, int] = batches.__dict__
-        for (children, value), n in tally.items():
-            children(value).inc(n)
+        if not tally:
+            return
+        counts: dict[tuple[Any, Any], int] = {}  # (children, label value) -> increments
+        for (source, rules, label, written), n in tally.items():
+            if source is not None:
+                counts[enrichments, source] = counts.get((enrichments, source), 0) + n
+                for rule in rules:
+                    counts[blocked, rule] = counts.get((blocked, rule), 0) + n
+            if written:
+                if by_label is not None:
+                    counts[by_label, label] = counts.get((by_label, label), 0) + n
+                counts[records_out, topic] = counts.get((records_out, topic), 0) + n
         tally.clear()
+        for (children, value), n in counts.items():
+            children(value).inc(n)
 
     # Counting and serialising run a batch at a time (`guarded_map`): one branch per record
     # between them and the sink.

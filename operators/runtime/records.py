@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, Optional, TypeVar
+from typing import Any, Generic, Optional, TypeVar
 
 from pydantic import BaseModel
 
@@ -21,10 +21,17 @@ CONTENT_TYPE = b"application/json"
 
 M = TypeVar("M", bound=BaseModel)
 
-_set = object.__setattr__
-"""The records of this module are frozen dataclasses whose `__init__` sets the instance's
-`__dict__` in one call (a frozen dataclass's own `__init__` makes one `object.__setattr__` call
-per field); equality, hashing, `repr`, `dataclasses.replace` and pickling are the dataclass's."""
+
+def _dict_setter(cls: type) -> Callable[[object, dict[str, Any]], None]:
+    """The `__set__` of `cls`'s `__dict__` descriptor, called directly (what
+    `object.__setattr__(obj, "__dict__", ...)` finds on the class each time).
+
+    The records of this module are frozen dataclasses whose `__init__` sets the instance's
+    `__dict__` in one call (a frozen dataclass's own `__init__` makes one `object.__setattr__`
+    call per field); equality, hashing, `repr`, `dataclasses.replace` and pickling are the
+    dataclass's."""
+    setter: Callable[[object, dict[str, Any]], None] = vars(cls)["__dict__"].__set__
+    return setter
 
 
 @dataclass(frozen=True, init=False)
@@ -50,9 +57,8 @@ class RawRecord:
         error: Optional[str] = None,
         error_type: ErrorType = "consumer_error",
     ) -> None:
-        _set(
+        _set_raw_dict(
             self,
-            "__dict__",
             {
                 "value": value, "key": key, "topic": topic, "partition": partition,
                 "offset": offset, "error": error, "error_type": error_type,
@@ -61,6 +67,9 @@ class RawRecord:
 
     def source_ref(self) -> SourceRef:
         return source_ref(self.topic, self.partition, self.offset)
+
+
+_set_raw_dict = _dict_setter(RawRecord)
 
 
 def source_ref(topic: str, partition: Optional[int], offset: Optional[int]) -> SourceRef:
@@ -99,7 +108,10 @@ class OutRecord:
         value: bytes,
         headers: tuple[tuple[str, bytes], ...] = (),
     ) -> None:
-        _set(self, "__dict__", {"topic": topic, "key": key, "value": value, "headers": headers})
+        _set_out_dict(self, {"topic": topic, "key": key, "value": value, "headers": headers})
+
+
+_set_out_dict = _dict_setter(OutRecord)
 
 
 def to_out_record(topic: str, key: Optional[str], model: BaseModel) -> OutRecord:
@@ -144,4 +156,7 @@ class Valid(Generic[M]):
     source: SourceRef
 
     def __init__(self, model: M, source: SourceRef) -> None:
-        _set(self, "__dict__", {"model": model, "source": source})
+        _set_valid_dict(self, {"model": model, "source": source})
+
+
+_set_valid_dict = _dict_setter(Valid)

@@ -12,8 +12,10 @@ def test_the_profile_leaves_out_start_up_and_counts_own_and_inclusive_samples() 
         [
             "<module> (<string>);build_flow (flows/shipments.py);x (a.py) 40",
             "<module> (<string>);<module> (importlib/x.py) 7",
-            "<module> (<string>);parse_record (operators/runtime/validate.py);v (pydantic/m.py) 6",
-            "<module> (<string>);parse_record (operators/runtime/validate.py) 2",
+            "<module> (<string>);validate.<locals>.parse_batch (operators/runtime/validate.py);"
+            "parse_record (operators/runtime/validate.py);v (pydantic/m.py) 6",
+            "<module> (<string>);validate.<locals>.parse_batch (operators/runtime/validate.py);"
+            "parse_record (operators/runtime/validate.py) 2",
             f"{IN_RUST} 2",
         ]
     )

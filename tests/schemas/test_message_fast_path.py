@@ -213,3 +213,19 @@ def test_the_classmethod_is_the_function_and_a_subclass_gets_none() -> None:
         pass
 
     assert Stricter.from_common_shape(MESSAGE, BOUNDS) is None
+
+
+def test_both_ids_are_checked_whole_by_the_one_match() -> None:
+    """The ids are matched joined by a unit separator: one holding it (or empty, or too long)
+    cannot pass for two ids."""
+    assert message_from_common_shape(MESSAGE, BOUNDS) is not None
+    long = "i" * 64
+    assert message_from_common_shape({**MESSAGE, "message_id": long, "session_id": long}, BOUNDS)
+    for message_id, session_id in [
+        ("M\x1fS", "S1"), ("M1", "M\x1fS"), ("", "M1\x1fS1"), ("M1\x1fS1", ""),
+        ("i" * 65, "S1"), ("M1", "i" * 65), ("M 1", "S1"), ("M1", "S1\n"),
+    ]:  # fmt: skip
+        obj = {**MESSAGE, "message_id": message_id, "session_id": session_id}
+        assert message_from_common_shape(obj, BOUNDS) is None, obj
+        slow = validated(obj, BOUNDS)  # refused, or changed by stripping
+        assert slow is None or (slow.message_id, slow.session_id) != (message_id, session_id)

@@ -4,17 +4,21 @@ import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
+from prometheus_client import REGISTRY
 from pydantic import BaseModel, field_serializer
 
 from operators.connectors.sinks import DirectorySink, StdoutSink, read_topic
 from operators.connectors.sources import GeneratorSource, JsonLinesSource
 from operators.runtime.io import publish
+from operators.runtime.metrics import output_count
 from operators.runtime.records import OutRecord, RawRecord
 from schemas.dead_letter import DeadLetter, SourceRef
+from schemas.enrichment import Enrichment
 
 
 def _records(n: int):
@@ -120,3 +124,73 @@ def test_a_model_that_cannot_be_serialised_is_a_dead_letter_and_the_rest_are_wri
     assert letter.error_type == "processing_error" and letter.key == "b"
     assert letter.step == "publish_test.publish.serialise" and "cannot write -1.0" in letter.error
     assert letter.source == SourceRef(topic="in")
+
+
+class _Enriched(BaseModel):
+    key: str
+    value: float
+    kind: str
+    enrichment: Optional[Enrichment] = None
+
+    @field_serializer("value")
+    def _value(self, value: float) -> float:
+        if value < 0:
+            raise ValueError(f"cannot write {value}")
+        return value
+
+
+_KINDS = output_count(
+    "surgeflow_test_publish_kinds", "Test outputs by kind.", "kind", lambda m: m.kind
+)
+
+
+def test_publish_counts_enrichments_rules_labels_and_written_records_per_batch() -> None:
+    """Each record counts once by enrichment source, each policy rule it broke, its label and
+    its topic; one that cannot be serialised counts as enriched but not as written."""
+    rules = Enrichment(source="rules", prompt_version="v1")
+    blocked = Enrichment(
+        source="rules", prompt_version="v1", outcome="policy_blocked",
+        policy_violations=("link_domain", "refund_promise"),
+    )  # fmt: skip
+    llm = Enrichment(source="llm", prompt_version="v1")
+    items = [
+        _Enriched(key="a", value=1.0, kind="x", enrichment=rules),
+        _Enriched(key="b", value=1.0, kind="y", enrichment=blocked),
+        _Enriched(key="c", value=-1.0, kind="x", enrichment=blocked),  # not serialisable
+        _Enriched(key="d", value=1.0, kind="x"),
+        _Enriched(key="e", value=1.0, kind="y", enrichment=llm),
+        _Enriched(key="f", value=1.0, kind="x", enrichment=rules),
+    ]
+    flow_name = "tickets"
+    sample = REGISTRY.get_sample_value
+    watched = {
+        "rules": ("surgeflow_enrichments_total", {"flow": flow_name, "source": "rules"}),
+        "llm": ("surgeflow_enrichments_total", {"flow": flow_name, "source": "llm"}),
+        "link": (
+            "surgeflow_reply_policy_blocked_total",
+            {"flow": flow_name, "rule": "link_domain"},
+        ),
+        "refund": (
+            "surgeflow_reply_policy_blocked_total",
+            {"flow": flow_name, "rule": "refund_promise"},
+        ),
+        "x": ("surgeflow_test_publish_kinds_total", {"flow": flow_name, "kind": "x"}),
+        "y": ("surgeflow_test_publish_kinds_total", {"flow": flow_name, "kind": "y"}),
+        "out": ("surgeflow_records_out_total", {"flow": flow_name, "topic": "counted-out"}),
+    }
+    before = {name: sample(*where) or 0.0 for name, where in watched.items()}
+    written: list[OutRecord] = []
+    dead: list[DeadLetter] = []
+    flow = Dataflow("publish_counts")
+    models = op.input("in", flow, TestingSource(items, batch_size=4))
+    unwritable = publish(
+        "publish", models, topic="counted-out", key=lambda m: m.key, sink=TestingSink(written),
+        flow_name=flow_name, source=lambda _: SourceRef(topic="in"), count=_KINDS,
+    )  # fmt: skip
+    op.output("dead", unwritable, TestingSink(dead))
+    run_main(flow)
+    assert [r.key for r in written] == ["a", "b", "d", "e", "f"]
+    assert [d.key for d in dead] == ["c"]
+    after = {name: sample(*where) or 0.0 for name, where in watched.items()}
+    grown = {name: after[name] - before[name] for name in watched}
+    assert grown == {"rules": 4, "llm": 1, "link": 2, "refund": 2, "x": 3, "y": 2, "out": 5}

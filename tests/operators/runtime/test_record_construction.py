@@ -18,7 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from operators.runtime.records import RawRecord, Valid, source_ref
+from operators.runtime.records import OutRecord, RawRecord, Valid, source_ref
 from operators.shipments.domain import EnrichedEvent
 from schemas.dead_letter import SourceRef
 from schemas.shipments import ShipmentEvent
@@ -100,3 +100,16 @@ def test_valid_and_enriched_event_are_frozen_dataclasses() -> None:
     enriched = EnrichedEvent(**fields)  # type: ignore[arg-type]
     assert vars(enriched) == fields
     _frozen_dataclass_behaviour(enriched, EnrichedEvent(*fields.values()), "region", "us")  # type: ignore[arg-type]
+
+
+def test_out_record_and_a_subclass_of_a_record_are_built_as_before() -> None:
+    out = OutRecord("t", "k", b"{}")
+    assert vars(out) == {"topic": "t", "key": "k", "value": b"{}", "headers": ()}
+    _frozen_dataclass_behaviour(out, OutRecord(topic="t", key="k", value=b"{}"), "key", "j")
+
+    @dataclasses.dataclass(frozen=True, init=False)
+    class Traced(RawRecord):  # the base's `__init__` sets a subclass's `__dict__` too
+        pass
+
+    traced = Traced(b"{}", "k", "t", 1, 2)
+    assert type(traced) is Traced and vars(traced) == vars(RawRecord(b"{}", "k", "t", 1, 2))

@@ -20,6 +20,7 @@ from operators.runtime.validate import (
     fast_path,
     json_depth,
     parse_record,
+    parse_records,
     within_depth,
 )
 from operators.shipments.surge import shipment_surge
@@ -372,3 +373,72 @@ def test_a_model_s_fast_path_is_looked_up_once() -> None:
     assert fast_path(ShipmentEvent) == ShipmentEvent.from_common_shape
     assert fast_path(ShipmentEvent) is fast_path(ShipmentEvent)
     assert fast_path(DeadLetter) is None
+
+
+def _records(flow: str, keyed: bool) -> list[RawRecord]:
+    """A surge's records, the known bad ones and transport errors, as a source gives them."""
+    bad = TICKET_BAD if flow == "tickets" else SHIPMENT_BAD
+    pairs = list(SURGES[flow]) + [(None, value) for value, _, _ in bad.values()]
+    records = [
+        RawRecord(value, key if keyed else None, f"{flow}.in", i % 3, i)
+        for i, (key, value) in enumerate(pairs)
+    ]
+    good = SURGES[flow][0]
+    records += [
+        RawRecord(good[1], "another-key", f"{flow}.in", 0, 7),  # key mismatch
+        RawRecord(good[1], good[0], f"{flow}.in", None, None),  # no coordinates
+        RawRecord(good[1], good[0], f"{flow}.in", 0, 8, error="Kafka consumer error: x"),
+        RawRecord(good[1] + b" " * 600, good[0], f"{flow}.in", 0, 9),  # over a small limit
+        RawRecord(good[1], good[0], " padded ", 0, 10),  # a topic validation strips
+    ]
+    return records
+
+
+@pytest.mark.parametrize(
+    "limits", [Limits(), Limits(max_bytes=600, max_depth=3), Limits(max_depth=0)]
+)
+@pytest.mark.parametrize("keyed", [True, False])
+@pytest.mark.parametrize("flow", sorted(SURGES))
+def test_parse_records_is_parse_record_of_each(flow: str, keyed: bool, limits: Limits) -> None:
+    """`parse_records` (the `validate` step's batch, its common case in one loop) gives what
+    `parse_record` gives each record: the same `Valid`s (model, source) and dead letters."""
+    _, _, model, key_field = FAST_PATHS[flow]
+    bounds = limits.time_bounds(datetime(2025, 11, 28, 12, tzinfo=UTC)).context()
+    records = _records(flow, keyed)
+    options: dict[str, Any] = {
+        "key_field": key_field, "flow": flow, "step": "validate", "limits": limits,
+        "bounds": bounds,
+    }  # fmt: skip
+    batched = parse_records(records, model, **options)
+    each = [parse_record(raw, model, **options) for raw in records]
+    assert sum(isinstance(r, Valid) for r in each) > (len(records) // 2 if limits.max_depth else -1)
+    assert len(batched) == len(each)
+    for a, b in zip(batched, each, strict=True):
+        _same_outcome(a, b)
+
+
+def test_a_fast_path_that_raises_gives_parse_record_s_dead_letter_or_stops_the_flow() -> None:
+    records = _records("tickets", True)[:20]
+    options: dict[str, Any] = {
+        "key_field": "session_id", "flow": "tickets", "step": "validate", "limits": Limits(),
+        "bounds": Limits().time_bounds(datetime(2025, 11, 28, 12, tzinfo=UTC)).context(),
+    }  # fmt: skip
+
+    def overflows(obj: dict[str, Any], bounds: TimeBounds) -> object:
+        raise OverflowError("date value out of range")
+
+    with mock.patch.object(ticket_schemas, "message_from_common_shape", overflows):
+        batched = parse_records(records, TicketMessage, **options)
+        each = [parse_record(raw, TicketMessage, **options) for raw in records]
+    assert all(isinstance(r, DeadLetter) and "OverflowError" in r.error for r in batched)
+    for a, b in zip(batched, each, strict=True):
+        _same_outcome(a, b)
+
+    def out_of_memory(obj: dict[str, Any], bounds: TimeBounds) -> object:
+        raise MemoryError
+
+    with (
+        mock.patch.object(ticket_schemas, "message_from_common_shape", out_of_memory),
+        pytest.raises(MemoryError),
+    ):
+        parse_records(records, TicketMessage, **options)

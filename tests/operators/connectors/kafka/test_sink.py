@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from unittest import mock
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_CREATE_TIME, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import REGISTRY
 
@@ -200,3 +202,41 @@ def test_the_flows_sink_asks_for_failure_reports_only(kafka_bootstrap: str) -> N
     part = KafkaRecordSink(settings.kafka, flow="test").build("publish", 0, 1)
     assert part._producer._report_each is False
     part.close()
+
+
+def test_a_failures_only_producer_places_and_stamps_records_as_the_client_s_defaults(
+    kafka_bootstrap: str,
+) -> None:
+    """`produce` takes its arguments by position, the partition and timestamp given as their
+    defaults: each record lands where the Java producer puts its key, stamped by the client
+    when produced (CreateTime), with its headers."""
+    settings = with_topics(kafka_settings(kafka_bootstrap), "tickets")
+    topic = settings.topics.tickets_responses
+    producer = DeliveryCheckedProducer.from_settings(settings.kafka, flow="test", report_each=False)
+    headers = (("schema", b"TicketResponse"),)
+    records = [OutRecord(topic, f"S-{i}", b"{}", headers) for i in range(40)]
+    before = int(time.time() * 1000)
+    assert producer.send(records) == 40
+    after = int(time.time() * 1000)
+    consumer = Consumer(
+        {**client_config(settings.kafka), "group.id": f"stamps-{topic}",
+         "enable.partition.eof": True},
+    )  # fmt: skip
+    partitions = range(settings.topics.partitions)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    back, pending, deadline = [], set(partitions), time.monotonic() + 30
+    try:
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(100, 0.5):
+                if msg.error() is not None:
+                    pending.discard(msg.partition())
+                else:
+                    back.append(msg)
+    finally:
+        consumer.close()
+    assert sorted(m.key().decode() for m in back) == sorted(r.key for r in records)
+    for msg in back:
+        assert msg.partition() == java_partition(msg.key().decode(), settings.topics.partitions)
+        kind, stamp = msg.timestamp()
+        assert kind == TIMESTAMP_CREATE_TIME and before - 1000 <= stamp <= after + 1000
+        assert msg.headers() == [("schema", b"TicketResponse")]
