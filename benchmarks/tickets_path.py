@@ -326,7 +326,10 @@ def profile(
 
 
 PROFILE_ITEMS: dict[str, Union[str, tuple[str, ...]]] = {
-    "validate (runtime: bytes → TicketMessage)": "validate.<locals>.parse_batch (",
+    "validate (runtime: bytes → TicketMessage)": (  # a batch at a time; earlier, a record
+        "validate.<locals>.parse_batch (",
+        "parse_record (operators/runtime/",
+    ),
     "enrich_with_channel (channel join)": "join_tickets (operators/tickets/",
     "parse (clean text, entities)": (  # a batch at a time in the flow, a message in the loop
         "parse_tickets (operators/tickets/",
