@@ -231,20 +231,15 @@ def parse_records(
     flow key, is checked here exactly as `parse_record` checks it (size, UTF-8 and JSON by
     `orjson.loads`, depth and schema by the fast path, key); every other record, and any the
     fast path raises for, goes to `parse_record`, which decides it as before."""
+
+    def decided(raw: RawRecord) -> Union[Valid[M], DeadLetter]:
+        return parse_record(
+            raw, model, key_field=key_field, flow=flow, step=step, limits=limits, bounds=bounds
+        )
+
     fast = fast_path(model) if limits.max_depth > 0 else None  # flat objects: one level
     if fast is None:
-        return [
-            parse_record(
-                raw,
-                model,
-                key_field=key_field,
-                flow=flow,
-                step=step,
-                limits=limits,
-                bounds=bounds,
-            )
-            for raw in batch
-        ]
+        return [decided(raw) for raw in batch]
     time_bounds, max_bytes, loads = bounds[TIME_BOUNDS], limits.max_bytes, orjson.loads
     out: list[Union[Valid[M], DeadLetter]] = []
     append = out.append
@@ -268,17 +263,7 @@ def parse_records(
                         source = source_ref(raw.topic, raw.partition, raw.offset)
                         append(Valid(valid, source))
                         continue
-        append(
-            parse_record(
-                raw,
-                model,
-                key_field=key_field,
-                flow=flow,
-                step=step,
-                limits=limits,
-                bounds=bounds,
-            )
-        )
+        append(decided(raw))
     return out
 
 
