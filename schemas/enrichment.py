@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Optional, get_args
+from typing import Any, Generic, Literal, Optional, TypeVar, get_args
 
+import orjson
 from pydantic import Field
 
 from schemas.common import NonNegativeFloat, NonNegativeInt, Record
@@ -100,3 +101,47 @@ def combine_enrichments(parts: Sequence[Enrichment]) -> Optional[Enrichment]:
             (p.fallback_reason for p in reversed(parts) if p.fallback_reason), None
         ),
     )
+
+
+E = TypeVar("E", bound=Enrichment)
+
+
+class EnrichmentJson(Generic[E]):
+    """The JSON of enrichments of class `cls` as pydantic encodes them, kept for the last ones
+    encoded (the rules path shares a few enrichments among many outputs: each is encoded once).
+
+    Held by `id`, each entry with its enrichment, so an id cannot be reused while it is there;
+    emptied when it holds `limit`. Calling it gives None for anything but a `cls` whose values
+    are laid out as validation lays them out, with numbers of their fields' types, that orjson
+    encodes: the caller's output then goes through pydantic."""
+
+    def __init__(self, cls: type[E], limit: int = 256) -> None:
+        self.cls = cls
+        self.limit = limit
+        self.held: dict[int, tuple[E, orjson.Fragment]] = {}
+        self._fields = tuple(cls.model_fields)
+
+    def __call__(self, enrichment: Any) -> Optional[orjson.Fragment]:
+        found = self.held.get(id(enrichment))
+        if found is not None and found[0] is enrichment:
+            return found[1]
+        if type(enrichment) is not self.cls:
+            return None
+        values = enrichment.__dict__
+        if not (
+            tuple(values) == self._fields
+            and enrichment.__pydantic_extra__ is None
+            and type(values["tokens_in"]) is int
+            and type(values["tokens_out"]) is int
+            and type(values["cost_usd"]) is float
+            and type(values["latency_ms"]) is float
+        ):
+            return None
+        try:
+            fragment = orjson.Fragment(orjson.dumps(values, option=orjson.OPT_UTC_Z))
+        except TypeError:  # a value orjson does not encode
+            return None
+        if len(self.held) >= self.limit:
+            self.held.clear()
+        self.held[id(enrichment)] = (enrichment, fragment)
+        return fragment

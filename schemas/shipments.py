@@ -22,7 +22,7 @@ from schemas.common import (
     UtcDatetime,
     trusted,
 )
-from schemas.enrichment import Enrichment
+from schemas.enrichment import Enrichment, EnrichmentJson
 
 ScanType = Literal[
     "picked_up",
@@ -315,36 +315,9 @@ def decision_from_rules(
 
 
 _DECISION_FIELDS: tuple[str, ...] = tuple(ShipmentDecision.model_fields)
-_ENRICHMENT_FIELDS: tuple[str, ...] = tuple(ShipmentEnrichment.model_fields)
-_ENRICHMENT_JSON: dict[int, tuple[ShipmentEnrichment, orjson.Fragment]] = {}
-"""The JSON of the enrichments serialised last, by `id` (each entry holds its enrichment, so the
-id cannot be reused while it is there); cleared when it holds `MAX_ENRICHMENT_JSON`. The rules
-path gives a few shared enrichments: each is encoded once."""
-MAX_ENRICHMENT_JSON = 256
+_enrichment_json = EnrichmentJson(ShipmentEnrichment)
+"""The JSON of the enrichments serialised last: a few shared ones on the rules path."""
 _serialise = ShipmentDecision.__pydantic_serializer__.to_json
-
-
-def _enrichment_json(enrichment: ShipmentEnrichment) -> Optional[orjson.Fragment]:
-    """The JSON of `enrichment` as pydantic encodes it, or None when its values are laid out
-    otherwise than validation lays them out."""
-    found = _ENRICHMENT_JSON.get(id(enrichment))
-    if found is not None and found[0] is enrichment:
-        return found[1]
-    values = enrichment.__dict__
-    if not (
-        tuple(values) == _ENRICHMENT_FIELDS
-        and enrichment.__pydantic_extra__ is None
-        and type(values["tokens_in"]) is int
-        and type(values["tokens_out"]) is int
-        and type(values["cost_usd"]) is float
-        and type(values["latency_ms"]) is float
-    ):
-        return None
-    fragment = orjson.Fragment(orjson.dumps(values, option=orjson.OPT_UTC_Z))
-    if len(_ENRICHMENT_JSON) >= MAX_ENRICHMENT_JSON:
-        _ENRICHMENT_JSON.clear()
-    _ENRICHMENT_JSON[id(enrichment)] = (enrichment, fragment)
-    return fragment
 
 
 def decision_json(decision: ShipmentDecision) -> bytes:

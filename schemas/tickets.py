@@ -29,7 +29,7 @@ from schemas.common import (
     _within_bounds,
     is_utc_text,
 )
-from schemas.enrichment import Enrichment
+from schemas.enrichment import Enrichment, EnrichmentJson
 
 
 def _event_time(value: datetime, info: ValidationInfo) -> datetime:
@@ -223,43 +223,11 @@ class TicketResponse(Record):
 
 _RESPONSE_FIELDS: tuple[str, ...] = tuple(TicketResponse.model_fields)
 _ENTITIES_FIELDS: tuple[str, ...] = tuple(Entities.model_fields)
-_ENRICHMENT_FIELDS: tuple[str, ...] = tuple(Enrichment.model_fields)
-_ENRICHMENT_JSON: dict[int, tuple[Enrichment, orjson.Fragment]] = {}
-"""The JSON of the enrichments serialised last, by `id` (each entry holds its enrichment, so the
-id cannot be reused while it is there); cleared when it holds `MAX_ENRICHMENT_JSON`. The rules
-path shares one enrichment per route and reason: each is encoded once."""
-MAX_ENRICHMENT_JSON = 256
+_enrichment_json = EnrichmentJson(Enrichment)
+"""The JSON of the enrichments serialised last: one per route and reason on the rules path."""
 _serialise = TicketResponse.__pydantic_serializer__.to_json
 _dumps = orjson.dumps
 _UTC_Z = orjson.OPT_UTC_Z
-
-
-def _enrichment_json(enrichment: Any) -> Optional[orjson.Fragment]:
-    """The JSON of `enrichment` as pydantic encodes it, or None when it is not an `Enrichment`
-    whose values are laid out as validation lays them out."""
-    found = _ENRICHMENT_JSON.get(id(enrichment))
-    if found is not None and found[0] is enrichment:
-        return found[1]
-    if type(enrichment) is not Enrichment:
-        return None
-    values = enrichment.__dict__
-    if not (
-        tuple(values) == _ENRICHMENT_FIELDS
-        and enrichment.__pydantic_extra__ is None
-        and type(values["tokens_in"]) is int
-        and type(values["tokens_out"]) is int
-        and type(values["cost_usd"]) is float
-        and type(values["latency_ms"]) is float
-    ):
-        return None
-    try:
-        fragment = orjson.Fragment(_dumps(values, option=_UTC_Z))
-    except TypeError:  # a value orjson does not encode
-        return None
-    if len(_ENRICHMENT_JSON) >= MAX_ENRICHMENT_JSON:
-        _ENRICHMENT_JSON.clear()
-    _ENRICHMENT_JSON[id(enrichment)] = (enrichment, fragment)
-    return fragment
 
 
 def response_json(response: TicketResponse) -> bytes:

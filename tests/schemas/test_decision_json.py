@@ -141,16 +141,16 @@ def test_decisions_of_other_layouts_are_serialised_by_pydantic() -> None:
 def test_the_enrichment_memo_is_bounded_and_keeps_what_it_names() -> None:
     base = decision_from_rules(**RULES)
     with (
-        mock.patch.object(shipments, "MAX_ENRICHMENT_JSON", 2),
-        mock.patch.dict(shipments._ENRICHMENT_JSON, clear=True),
+        mock.patch.object(shipments._enrichment_json, "limit", 2),
+        mock.patch.dict(shipments._enrichment_json.held, clear=True),
     ):
         for n in range(5):
             enrichment = ShipmentEnrichment(
                 source="rules", prompt_version="v1", tokens_in=n, message_draft="x"
             )
             _same_json(with_enrichment(base, enrichment))
-            assert len(shipments._ENRICHMENT_JSON) <= 2
-        assert all(id(kept) == key for key, (kept, _) in shipments._ENRICHMENT_JSON.items())
+            assert len(shipments._enrichment_json.held) <= 2
+        assert all(id(kept) == key for key, (kept, _) in shipments._enrichment_json.held.items())
 
 
 def test_times_are_written_as_pydantic_writes_them() -> None:

@@ -144,17 +144,17 @@ def test_the_json_is_pydantic_s(
 
 def test_a_shared_enrichment_is_encoded_once_and_the_memo_is_bounded() -> None:
     with (
-        mock.patch.object(tickets, "MAX_ENRICHMENT_JSON", 2),
-        mock.patch.dict(tickets._ENRICHMENT_JSON, clear=True),
+        mock.patch.object(tickets._enrichment_json, "limit", 2),
+        mock.patch.dict(tickets._enrichment_json.held, clear=True),
     ):
         _same_json(TicketResponse(**_fields()))
         _same_json(TicketResponse(**_fields(reply="Other")))
-        assert list(tickets._ENRICHMENT_JSON) == [id(SHARED)]
+        assert list(tickets._enrichment_json.held) == [id(SHARED)]
         for n in range(5):
             enrichment = Enrichment(source="llm", prompt_version="v1", tokens_in=n)
             _same_json(TicketResponse(**_fields(route_enrichment=enrichment)))
-            assert len(tickets._ENRICHMENT_JSON) <= 2
-        assert all(id(kept) == key for key, (kept, _) in tickets._ENRICHMENT_JSON.items())
+            assert len(tickets._enrichment_json.held) <= 2
+        assert all(id(kept) == key for key, (kept, _) in tickets._enrichment_json.held.items())
 
 
 @pytest.mark.parametrize(
