@@ -27,7 +27,6 @@ from schemas.common import (
     _set_private,
     _to_utc,
     _within_bounds,
-    is_utc_text,
 )
 from schemas.enrichment import Enrichment, EnrichmentJson
 
@@ -85,11 +84,22 @@ _MESSAGE_REQUIRED: frozenset[str] = frozenset(
 )
 _CHANNELS: frozenset[str] = frozenset(get_args(Channel))
 _TIERS: frozenset[str] = frozenset(get_args(CustomerTier))
-is_plain_ids = re.compile(
-    r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}\x1f[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}"
+_UTC_TEXT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|\+00:00)"
+"""`is_utc_text`'s pattern."""
+_ID_TEXT = r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}"
+"""An `Id` that stripping leaves as it is."""
+
+
+def _one_of(values: frozenset[str]) -> str:
+    return "(?:" + "|".join(re.escape(value) for value in sorted(values)) + ")"
+
+
+is_common_codes = re.compile(
+    rf"{_ID_TEXT}\x1f{_ID_TEXT}\x1f{_one_of(_CHANNELS)}\x1f{_one_of(_TIERS)}\x1f" + _UTC_TEXT
 ).fullmatch
-"""Two `Id`s that stripping leaves as they are (`is_plain_id`), joined by a unit separator
-(which no `Id` holds): one match checks both."""
+"""`message_id`, `session_id`, `channel`, `customer_tier` and `sent_at` joined by a unit separator
+(which none of them holds when it matches): two `Id`s that stripping leaves as they are, a known
+channel and tier, and a timestamp in the common form (`is_utc_text`), in one match."""
 
 
 def message_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Optional[TicketMessage]:
@@ -104,20 +114,20 @@ def message_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Option
     validation (which normalises it or says why it fails). Python's `str.strip` removes every
     character pydantic's stripping does (and a few more), so text it leaves alone is kept.
     """
-    keys = obj.keys()
-    if not (keys == _MESSAGE_KEYS or (keys <= _MESSAGE_KEYS and keys >= _MESSAGE_REQUIRED)):
+    fields = set(obj)  # its fields set, when it is of the common shape
+    if not (fields == _MESSAGE_KEYS or (fields <= _MESSAGE_KEYS and fields >= _MESSAGE_REQUIRED)):
         return None
-    message_id, session_id = obj["message_id"], obj["session_id"]
-    channel, sender, body = obj["channel"], obj["sender"], obj["body"]
+    message_id, session_id, channel = obj["message_id"], obj["session_id"], obj["channel"]
+    sender, body, sent = obj["sender"], obj["body"], obj["sent_at"]
     subject, tier = obj.get("subject"), obj.get("customer_tier", "standard")
     if not (
         type(message_id) is str
         and type(session_id) is str
-        and is_plain_ids(f"{message_id}\x1f{session_id}") is not None
         and type(channel) is str
-        and channel in _CHANNELS
         and type(tier) is str
-        and tier in _TIERS
+        and type(sent) is str
+        and is_common_codes(f"{message_id}\x1f{session_id}\x1f{channel}\x1f{tier}\x1f{sent}")
+        is not None
         and type(sender) is str
         and 0 < len(sender) <= 200
         and sender == sender.strip()
@@ -129,9 +139,6 @@ def message_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Option
             or (type(subject) is str and 0 < len(subject) <= 200 and subject == subject.strip())
         )
     ):
-        return None
-    sent = obj["sent_at"]  # `utc_time_text`, written out
-    if type(sent) is not str or not is_utc_text(sent):
         return None
     try:
         sent_at = datetime.fromisoformat(sent)
@@ -151,7 +158,7 @@ def message_from_common_shape(obj: dict[str, Any], bounds: TimeBounds) -> Option
             "customer_tier": tier,
         },
     )  # fmt: skip
-    _set_fields_set(message, set(obj))
+    _set_fields_set(message, fields)
     _set_extra(message, None)
     _set_private(message, None)
     return message

@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from importlib.resources.abc import Traversable
-from typing import Optional
+from typing import Any, Optional
 
 from operators.runtime.resources import data_file
 from operators.tickets.domain import EnrichedTicket, ParsedTicket, made
@@ -396,6 +396,38 @@ def extract_entities(text: str, products: Sequence[str]) -> Entities:
 _NO_ENTITIES = Entities()
 _ENTITY_FIELDS = ("order_ids", "emails", "products")
 
+Parsed = tuple[Any, ...]
+"""A parse as the memo keeps it, strings and counts only: `(text,)` for a text that names no
+entity, else `(text, len(order_ids), len(emails), *order_ids, *emails, *products)`. The cyclic
+garbage collector stops tracking such a tuple at its first pass (a tuple that held another
+tuple, or a list, would stay tracked for later passes to walk again)."""
+
+
+def parsed_text(text: str, products: Sequence[str]) -> Parsed:
+    """`text` and `extract_entities(text, products)` as the memo keeps them (`Parsed`)."""
+    lowered = text.lower() if text.isascii() else None  # `_lower_ascii(text)`
+    order_ids = find_order_ids(text, lowered)
+    emails = find_emails(text) if "@" in text else []
+    found = _product_matcher(products).find(text, lowered)  # `find_products`
+    if not (order_ids or emails or found):
+        return (text,)
+    return (text, len(order_ids), len(emails), *order_ids, *emails, *found)
+
+
+def entities_of(kept: Parsed) -> Entities:
+    """The `Entities` of a `Parsed` of more than the text: equal to what `extract_entities`
+    gives (a new record each call)."""
+    emails_from = 3 + kept[1]
+    products_from = emails_from + kept[2]
+    return trusted(
+        Entities,
+        {
+            "order_ids": list(kept[3:emails_from]), "emails": list(kept[emails_from:products_from]),
+            "products": list(kept[products_from:]),
+        },
+        {*_ENTITY_FIELDS},
+    )  # fmt: skip
+
 
 PARSE_CACHE = 4096
 """Texts whose parse `parse_ticket` keeps (least recently used out), per list of products."""
@@ -410,14 +442,24 @@ def parse_text(body: str, subject: Optional[str], products: Sequence[str]) -> tu
 class _Parses:
     """`parse_text` with one list of products, for the last `PARSE_CACHE` (body, subject) pairs
     (follow-ups such as "any update?" and re-sent messages repeat). The result is a function of
-    the pair alone, so the memo changes no output; its `Entities` are frozen and shared."""
+    the pair alone, so the memo changes no output.
+
+    The memo keeps each result as strings and counts (`Parsed`), which the cyclic garbage
+    collector stops tracking at its first pass, and each message gets its own `Entities`
+    (`entities_of`): a memo of `Entities` (a model, its dict, three lists and a set each) kept
+    every entry added since the last collection for the young collections to walk."""
 
     def __init__(self, products: tuple[str, ...]) -> None:
         self.products = products
-        self.parse = lru_cache(maxsize=PARSE_CACHE)(self._parse)
+        self.kept = lru_cache(maxsize=PARSE_CACHE)(self._parsed)
 
-    def _parse(self, body: str, subject: Optional[str]) -> tuple[str, Entities]:
-        return parse_text(body, subject, self.products)
+    def _parsed(self, body: str, subject: Optional[str]) -> Parsed:
+        return parsed_text(clean_text(body, subject), self.products)
+
+    def parse(self, body: str, subject: Optional[str]) -> tuple[str, Entities]:
+        """`parse_text(body, subject, products)`, from the memo."""
+        kept = self.kept(body, subject)
+        return kept[0], _NO_ENTITIES if len(kept) == 1 else entities_of(kept)
 
 
 @lru_cache(maxsize=8)
@@ -466,16 +508,18 @@ def parse_tickets(
     batch: list[EnrichedTicket], *, products: Optional[Sequence[str]] = None
 ) -> list[ParsedTicket]:
     """`parse_ticket` of every message of a batch (one call per batch from a flow's step): the
-    memo is found once per batch, and each `ParsedTicket` is built as `domain.made` builds it
-    (an exact `EnrichedTicket`'s dict, whose fields lead `ParsedTicket`'s in the same order, is
-    copied in one step)."""
+    memo is found once per batch (`_Parses.parse` written out), and each `ParsedTicket` is built
+    as `domain.made` builds it (an exact `EnrichedTicket`'s dict, whose fields lead
+    `ParsedTicket`'s in the same order, is copied in one step)."""
     known = load_products() if products is None else products
-    parse = _parses(known).parse
+    memo = _parses(known).kept
     parsed: list[ParsedTicket] = []
     append = parsed.append
     for t in batch:
         message = t.message
-        text, entities = parse(message.body, message.subject)
+        kept = memo(message.body, message.subject)
+        text = kept[0]
+        entities = _NO_ENTITIES if len(kept) == 1 else entities_of(kept)
         if type(t) is not EnrichedTicket:
             append(made(
                 ParsedTicket, message=message, source=t.source, base_priority=t.base_priority,

@@ -229,3 +229,14 @@ def test_both_ids_are_checked_whole_by_the_one_match() -> None:
         assert message_from_common_shape(obj, BOUNDS) is None, obj
         slow = validated(obj, BOUNDS)  # refused, or changed by stripping
         assert slow is None or (slow.message_id, slow.session_id) != (message_id, session_id)
+
+
+def test_the_joined_match_reads_timestamps_as_is_utc_text_does() -> None:
+    """`is_common_codes` holds `is_utc_text`'s pattern, and a field holding the separator never
+    matches (it would add a part)."""
+    assert is_utc_text.__self__.pattern == tickets._UTC_TEXT  # type: ignore[attr-defined]
+    good = {**MESSAGE, "customer_tier": "gold"}
+    assert message_from_common_shape(good, BOUNDS) is not None
+    for name in ("message_id", "session_id", "channel", "customer_tier", "sent_at"):
+        assert message_from_common_shape({**good, name: good[name] + "\x1f"}, BOUNDS) is None
+    assert message_from_common_shape({**good, "message_id": "M1\x1fS1"}, BOUNDS) is None

@@ -572,7 +572,7 @@ def test_the_parse_memo_is_bounded_and_per_product_list() -> None:
     memo = parse._parses(PRODUCTS)
     for n in range(parse.PARSE_CACHE + 10):
         parse.parse_ticket(enriched(f"where is ORD-{100000 + n}?", None), products=PRODUCTS)
-    assert memo.parse.cache_info().currsize <= parse.PARSE_CACHE
+    assert memo.kept.cache_info().currsize <= parse.PARSE_CACHE
     assert parse._parses(("Only Product",)) is not memo
     found = parse.parse_ticket(enriched("my Only Product broke", None), products=("Only Product",))
     assert found.entities.products == ["Only Product"]

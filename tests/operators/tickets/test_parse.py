@@ -1,19 +1,24 @@
 """The input parser: text cleaning, entity extraction, parse_ticket."""
 
+import gc
 from datetime import UTC, datetime
 from pathlib import Path
 
 from operators.tickets.domain import EnrichedTicket
 from operators.tickets.parse import (
     MAX_TEXT_CHARS,
+    _parses,
     clean_text,
     extract_entities,
     find_products,
     load_products,
+    parse_text,
     parse_ticket,
+    parse_tickets,
     product_aliases,
 )
 from schemas import SourceRef, TicketMessage
+from schemas.tickets import Entities
 
 SRC = SourceRef(topic="tickets.messages", partition=1, offset=42)
 PRODUCTS = ("AeroBlend 3000 blender", "Lumina Pro desk lamp", "ThermoKeep travel mug")
@@ -129,3 +134,38 @@ def test_parse_ticket_defaults_to_the_bundled_product_list() -> None:
     parsed = parse_ticket(enriched("The AeroBlend 3000 blender leaks."))
     assert parsed.entities.products == ["AeroBlend 3000 blender"]
     assert parse_ticket(enriched("It leaks."), products=()).entities.products == []
+
+
+def test_the_parse_memo_keeps_nothing_for_the_collector_to_walk() -> None:
+    """The memo of parses keeps strings and tuples of strings only: once the parsed tickets are
+    gone, none of the `Entities` made for them stays alive (the memo kept each one, with its dict,
+    lists and set, for every young collection to walk), and what the memo keeps is untracked by
+    the cyclic collector after one pass. Parsing again gives the same, from the memo."""
+    bodies = [f"My AeroBlend 3000 broke, ORD-{4242000 + n}, jane{n}@example.com" for n in range(40)]
+    batch = [enriched(body, "Re: broken") for body in [*bodies, "any update?"]]
+    first = [(p.text, p.entities) for p in parse_tickets(batch, products=PRODUCTS)]
+    assert all(entities.order_ids for _, entities in first[:-1])
+    gc.collect()
+    made = [
+        o for o in gc.get_objects()
+        if type(o) is Entities and any(i.startswith("ORD-42420") for i in o.order_ids)
+    ]  # fmt: skip
+    assert len(made) == len(bodies)  # held by `first` alone
+    del first, made
+    gc.collect()
+    left = [
+        o for o in gc.get_objects()
+        if type(o) is Entities and any(i.startswith("ORD-42420") for i in o.order_ids)
+    ]  # fmt: skip
+    assert left == []
+    memo = _parses(PRODUCTS)
+    for t in batch:
+        kept = memo.kept(t.message.body, t.message.subject)
+        assert not gc.is_tracked(kept)
+        assert memo.parse(t.message.body, t.message.subject) == parse_text(
+            t.message.body, t.message.subject, PRODUCTS
+        )
+    again = parse_tickets(batch, products=PRODUCTS)
+    assert [(p.text, p.entities) for p in again] == [
+        parse_text(t.message.body, t.message.subject, PRODUCTS) for t in batch
+    ]
