@@ -28,8 +28,17 @@ from pydantic_core import ErrorDetails
 from operators.config.io import IOSettings
 from operators.runtime.guard import PASS_THROUGH, describe
 from operators.runtime.records import RawRecord, Valid, source_ref
-from schemas.common import TIME_BOUNDS, TimeBounds, utc_now
-from schemas.dead_letter import DeadLetter, ErrorType, FlowName
+from schemas.common import (
+    TIME_BOUNDS,
+    TimeBounds,
+    _new,
+    _set_dict,
+    _set_extra,
+    _set_fields_set,
+    _set_private,
+    utc_now,
+)
+from schemas.dead_letter import DeadLetter, ErrorType, FlowName, SourceRef
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -215,6 +224,16 @@ def parse_record(
     return Valid(valid, source_ref(raw.topic, raw.partition, raw.offset))
 
 
+def _is_plain_topic(topic: object) -> bool:
+    """Whether `source_ref` takes `topic` as it is (a str of 1-249 characters that stripping
+    leaves as it is)."""
+    return type(topic) is str and 0 < len(topic) <= 249 and topic == topic.strip()
+
+
+_set_valid_dict: Callable[[object, dict[str, Any]], None] = vars(Valid)["__dict__"].__set__
+"""`Valid.__init__`'s one step: its instance dict set at once."""
+
+
 def parse_records(
     batch: list[RawRecord],
     model: type[M],
@@ -241,6 +260,7 @@ def parse_records(
     if fast is None:
         return [decided(raw) for raw in batch]
     time_bounds, max_bytes, loads = bounds[TIME_BOUNDS], limits.max_bytes, orjson.loads
+    plain_topic: Optional[str] = None  # the last topic `source_ref` took as it is
     out: list[Union[Valid[M], DeadLetter]] = []
     append = out.append
     for raw in batch:
@@ -260,8 +280,29 @@ def parse_records(
                 if valid is not None:
                     record_key = getattr(valid, key_field)
                     if raw.key is None or raw.key == record_key:
-                        source = source_ref(raw.topic, raw.partition, raw.offset)
-                        append(Valid(valid, source))
+                        topic, partition, offset = raw.topic, raw.partition, raw.offset
+                        if (
+                            type(topic) is str
+                            and topic == plain_topic
+                            and type(partition) is int
+                            and partition >= 0
+                            and type(offset) is int
+                            and offset >= 0
+                        ):  # `source_ref`, inline: values it takes as they are
+                            source = _new(SourceRef)
+                            _set_dict(
+                                source, {"topic": topic, "partition": partition, "offset": offset}
+                            )
+                            _set_fields_set(source, {"topic", "partition", "offset"})
+                            _set_extra(source, None)
+                            _set_private(source, None)
+                        else:
+                            source = source_ref(topic, partition, offset)
+                            if _is_plain_topic(topic):
+                                plain_topic = topic
+                        record = _new(Valid)  # `Valid(valid, source)`, without a call
+                        _set_valid_dict(record, {"model": valid, "source": source})
+                        append(record)
                         continue
         append(decided(raw))
     return out

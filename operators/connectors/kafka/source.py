@@ -259,8 +259,16 @@ class _LagSafePartition(_KafkaSourcePartition):
                     and offset >= 0
                 ):  # the common case of `_raw_record`: its checks all pass, nothing to replace
                     key = None if raw_key is None else raw_key.decode("ascii")
-                    value = msg.value() or b""
-                    append(RawRecord(value, key, topic, partition, offset, None, _NO_ERROR))
+                    record = _new(RawRecord)  # `RawRecord(...)`, without a call
+                    _set_raw_dict(
+                        record,
+                        {
+                            "value": msg.value() or b"", "key": key, "topic": topic,
+                            "partition": partition, "offset": offset, "error": None,
+                            "error_type": _NO_ERROR,
+                        },
+                    )  # fmt: skip
+                    append(record)
                     if top is None or offset > top:
                         top = offset
                 else:
@@ -282,6 +290,11 @@ class _LagSafePartition(_KafkaSourcePartition):
         if last_offset is not None:
             self._offset = last_offset + 1
         return records, top
+
+
+_new = object.__new__
+_set_raw_dict: Callable[[object, dict[str, Any]], None] = vars(RawRecord)["__dict__"].__set__
+"""`RawRecord.__init__`'s one step: its seven fields set at once, in declaration order."""
 
 
 def _top_offset(records: list[RawRecord]) -> Optional[int]:

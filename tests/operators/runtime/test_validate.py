@@ -291,6 +291,12 @@ def _same_outcome(a: object, b: object) -> None:
     assert type(a) is type(b)
     if isinstance(a, Valid) and isinstance(b, Valid):
         assert a.source == b.source
+        assert type(a.source) is type(b.source)
+        assert list(a.source.__dict__.items()) == list(b.source.__dict__.items())
+        assert a.source.model_fields_set == b.source.model_fields_set
+        assert (a.source.__pydantic_extra__, a.source.__pydantic_private__) == (
+            b.source.__pydantic_extra__, b.source.__pydantic_private__,
+        )  # fmt: skip
         assert a.model.__dict__ == b.model.__dict__
         assert a.model.model_fields_set == b.model.model_fields_set
         assert a.model.model_dump_json() == b.model.model_dump_json()

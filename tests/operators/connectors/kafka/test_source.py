@@ -145,6 +145,7 @@ def test_records_read_straight_from_the_consumer_match_bytewaxs_messages(
 
     fast, slow = read(True), read(False)
     assert fast == slow
+    assert [list(vars(r).items()) for r in fast[0]] == [list(vars(r).items()) for r in slow[0]]
     assert len(fast[0]) == 21 and fast[1] == 21
     assert [r.error_type for r in fast[0][:7] if r.error] == [
         "decode_error", "validation_error", "validation_error",
