@@ -8,14 +8,12 @@ dead letter.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, TypeGuard, TypeVar, Union, cast
+from typing import Generic, TypeVar
 
-import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Stream
 from pydantic import BaseModel
 
-from operators.runtime.guard import Guarded
 from operators.runtime.records import Valid
 from schemas.dead_letter import DeadLetter, FlowName
 
@@ -43,15 +41,3 @@ class EnrichOut(Generic[E]):
 
     enriched: Stream[E]
     dead_letters: Stream[DeadLetter]
-
-
-def split_enriched(joined: Guarded[Union[E, DeadLetter]]) -> EnrichOut[E]:
-    """Enriched records on one output; join and guard dead letters merged on the other."""
-
-    def enriched(item: Union[E, DeadLetter]) -> TypeGuard[E]:
-        return not isinstance(item, DeadLetter)
-
-    split = op.branch("split", joined.results, enriched)
-    # A TypeGuard narrows the trues only; the falses are the rest: the dead letters.
-    dead = op.merge("dead_letters", cast(Stream[DeadLetter], split.falses), joined.dead_letters)
-    return EnrichOut(enriched=split.trues, dead_letters=dead)

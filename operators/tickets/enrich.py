@@ -1,18 +1,19 @@
 """Enrichment of support messages: each batch joined with the channels.
 
 `join_tickets` is the plain-Python core; `enrich_with_channel` runs it once per Bytewax batch
-(guarded, see `operators.shipments.enrich` for the pattern). The channels table has a few rows:
-the join is a lookup in a dict built once from it (`ChannelReference.channel_rows`), which gives
-what a polars left join per batch gave, for less CPU.
+(guarded, see `operators.shipments.enrich` for the pattern; the dead letters it returns leave
+with the guard's, through its one branch). The channels table has a few rows: the join is a
+lookup in a dict built once from it (`ChannelReference.channel_rows`), which gives what a polars
+left join per batch gave, for less CPU.
 """
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from bytewax.dataflow import Stream, operator
 
-from operators.runtime.enrich import EnrichOut, split_enriched, unknown_reference
+from operators.runtime.enrich import EnrichOut, unknown_reference
 from operators.runtime.guard import guarded_flat_map_batch
 from operators.runtime.records import Valid
 from operators.tickets.domain import EnrichedTicket
@@ -62,5 +63,9 @@ def enrich_with_channel(
     joined = guarded_flat_map_batch(
         "join", up, lambda b: join_tickets(b, reference, step=step_id), flow="tickets",
         key=lambda v: v.model.session_id, source=lambda v: v.source,
+        returned_dead_letters=True,
     )  # fmt: skip
-    return split_enriched(joined)
+    # The join's own dead letters leave with the guard's: one branch per message.
+    return EnrichOut(
+        enriched=cast(Stream[EnrichedTicket], joined.results), dead_letters=joined.dead_letters
+    )
