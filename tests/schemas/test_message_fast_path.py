@@ -11,44 +11,33 @@ fast path (else it would prove nothing).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 import schemas.tickets as tickets
-from operators.runtime.validate import Limits
 from schemas.common import TimeBounds, is_utc_text
 from schemas.tickets import TicketMessage, message_from_common_shape
+from tests.schemas.fast_paths import (
+    BOUNDS,
+    ID,
+    ODD_TIMES,
+    assert_agrees,
+    assert_same,
+    other_bounds,
+    spoil,
+    times,
+    validated,
+)
 
-NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
-BOUNDS = Limits().time_bounds(NOW)
-ID = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}\Z")
-WHEN = st.datetimes(min_value=datetime(1999, 12, 1), max_value=datetime(2027, 6, 1))
-FRACTION = st.sampled_from(["", ".0", ".5", ".123", ".000001", ".999999", ".1234567"])
-ZONE = st.sampled_from(["Z", "+00:00", "z", "+01:00", "-05:30", "", "+0000", " "])
 PAD = st.sampled_from([" ", "\t", "\u00a0", "\u2003", "\x1c", "\n", "\u0085", "\u200b"])
 
 
 def stripped(low: int, high: int) -> st.SearchStrategy[str]:
     """Text of `low..high` characters that stripping leaves as it is."""
     return st.text(min_size=low, max_size=high).map(str.strip).filter(lambda t: len(t) >= low)
-
-
-@st.composite
-def times(draw: st.DrawFn, common: bool) -> str:
-    """A timestamp as text: in the common form, or in any of the others validation reads."""
-    when = draw(WHEN)
-    if common:
-        return (
-            when.strftime("%Y-%m-%dT%H:%M:%S")
-            + draw(FRACTION.filter(lambda f: len(f) < 8))
-            + draw(st.sampled_from(["Z", "+00:00"]))
-        )
-    text = when.strftime(draw(st.sampled_from(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"])))
-    return text + draw(FRACTION) + draw(ZONE)
 
 
 COMMON: dict[str, st.SearchStrategy[Any]] = {
@@ -63,13 +52,6 @@ COMMON: dict[str, st.SearchStrategy[Any]] = {
 }
 """Values of the common shape (the fast path's)."""
 
-ODD = [
-    "2026-02-30T00:00:00Z", "2026-12-06T24:00:00Z", "2026-12-06T23:59:60Z",
-    "2126-01-01T00:00:00Z", "1999-01-01T00:00:00Z", "2026-12-08T12:00:01Z",
-    "2026-12-07T12:00:00Z", "2026-12-07T12:00:00.000001Z", "２026-12-06T00:00:00Z",
-    "2026-12-06T00:00:00+00:00 ", "", "now", "2100-01-01T00:00:00.000001Z",
-]  # fmt: skip
-"""Timestamps at the edges: impossible dates, out of range, ahead of the wall clock, not ASCII."""
 WILD: dict[str, st.SearchStrategy[Any]] = {
     "message_id": st.one_of(
         st.builds(lambda p, i: p + i, PAD, ID),
@@ -95,7 +77,11 @@ WILD: dict[str, st.SearchStrategy[Any]] = {
         st.integers(7995, 8005).map(lambda n: "b" * n),
         st.sampled_from(["", "   ", None, 1.5, {"a": "b"}]),
     ),
-    "sent_at": st.one_of(times(False), st.integers(0, 2_000_000_000), st.sampled_from(ODD)),
+    "sent_at": st.one_of(
+        times(False),
+        st.integers(0, 2_000_000_000),
+        st.sampled_from([*ODD_TIMES, "2100-01-01T00:00:00.000001Z"]),
+    ),
     "customer_tier": st.sampled_from(["Gold", "gold ", "vip", "", None, 1]),
 }
 """Values validation changes or refuses."""
@@ -105,49 +91,16 @@ WILD: dict[str, st.SearchStrategy[Any]] = {
 def objects(draw: st.DrawFn) -> tuple[dict[str, Any], bool]:
     """A parsed message and whether it is of the common shape by construction."""
     fields = {name: draw(value) for name, value in COMMON.items()}
-    for name in ("subject", "customer_tier"):
-        if draw(st.booleans()):
-            del fields[name]  # left out: the default
-    count = draw(st.sampled_from([0, 0, 0, 1, 1, 1, 2, 3]))  # mostly one wild field or none
-    wild = set(draw(st.lists(st.sampled_from(sorted(WILD)), min_size=count, max_size=count)))
-    for name in wild:
-        fields[name] = draw(WILD[name])
-    if draw(st.integers(0, 9)) == 0:
-        fields["extra"] = 1
-        wild.add("extra")
-    if draw(st.integers(0, 9)) == 0:
-        missing = draw(st.sampled_from(sorted(tickets._MESSAGE_REQUIRED)))
-        del fields[missing]
-        wild.add(missing)
+    common = spoil(draw, fields, WILD, ("subject", "customer_tier"), tickets._MESSAGE_REQUIRED)
     if draw(st.integers(0, 4)) == 0:  # JSON keeps the order of the text, not of the model
         fields = dict(reversed(list(fields.items())))
-    return fields, not wild
+    return fields, common
 
 
 MESSAGE = {
     "message_id": "M1", "session_id": "S1", "channel": "chat", "sender": "ana",
     "body": "Where is my order?", "sent_at": "2026-12-06T10:00:00Z",
 }  # fmt: skip
-
-
-def validated(obj: dict[str, Any], bounds: TimeBounds) -> Optional[TicketMessage]:
-    try:
-        return TicketMessage.model_validate(obj, context=bounds.context())
-    except ValidationError:
-        return None
-
-
-def assert_same(fast: TicketMessage, slow: TicketMessage) -> None:
-    assert fast == slow
-    assert fast.__dict__ == slow.__dict__
-    assert list(fast.__dict__) == list(slow.__dict__)
-    assert [type(v) for v in fast.__dict__.values()] == [type(v) for v in slow.__dict__.values()]
-    assert fast.model_fields_set == slow.model_fields_set
-    assert (fast.__pydantic_extra__, fast.__pydantic_private__) == (None, None)
-    assert slow.__pydantic_extra__ is None and slow.__pydantic_private__ is None
-    assert fast.sent_at.tzinfo is UTC
-    assert fast.model_dump_json() == slow.model_dump_json()
-    assert fast.model_dump() == slow.model_dump()
 
 
 @settings(max_examples=1500, deadline=None)
@@ -161,38 +114,13 @@ def assert_same(fast: TicketMessage, slow: TicketMessage) -> None:
 @example(({**MESSAGE, "body": "x\x1c"}, False))
 @example(({**MESSAGE, "customer_tier": "platinum", "subject": "Hi"}, True))
 def test_the_fast_path_gives_what_validation_gives(drawn: tuple[dict[str, Any], bool]) -> None:
-    obj, common = drawn
-    slow = validated(obj, BOUNDS)
-    fast = message_from_common_shape(obj, BOUNDS)
-    if common and slow is not None:
-        assert fast is not None, "a message of the common shape missed the fast path"
-    if fast is not None:
-        assert slow is not None, "the fast path accepted what validation refuses"
-        assert_same(fast, slow)
+    assert_agrees(message_from_common_shape, TicketMessage, drawn, BOUNDS)
 
 
 @settings(max_examples=1000, deadline=None)
-@given(
-    objects(),
-    st.sampled_from([None, timedelta(0), timedelta(hours=1)]),
-    st.sampled_from([datetime(2000, 1, 1), datetime(2015, 1, 1), datetime(2026, 12, 6)]),
-    st.sampled_from([datetime(2010, 1, 1), datetime(2026, 12, 6, 12), datetime(2027, 1, 1)]),
-)
-def test_other_bounds_agree_too(
-    drawn: tuple[dict[str, Any], bool],
-    ahead: Optional[timedelta],
-    earliest: datetime,
-    latest: datetime,
-) -> None:
-    obj, _ = drawn
-    bounds = TimeBounds(
-        earliest=earliest.replace(tzinfo=UTC), latest=latest.replace(tzinfo=UTC),
-        now=NOW if ahead is not None else None, max_ahead=ahead,
-    )  # fmt: skip
-    fast, slow = message_from_common_shape(obj, bounds), validated(obj, bounds)
-    if fast is not None:
-        assert slow is not None, "the fast path accepted what validation refuses"
-        assert_same(fast, slow)
+@given(objects(), other_bounds())
+def test_other_bounds_agree_too(drawn: tuple[dict[str, Any], bool], bounds: TimeBounds) -> None:
+    assert_agrees(message_from_common_shape, TicketMessage, (drawn[0], False), bounds)
 
 
 def test_times_outside_the_common_form_are_left_to_validation() -> None:
@@ -227,7 +155,7 @@ def test_both_ids_are_checked_whole_by_the_one_match() -> None:
     ]:  # fmt: skip
         obj = {**MESSAGE, "message_id": message_id, "session_id": session_id}
         assert message_from_common_shape(obj, BOUNDS) is None, obj
-        slow = validated(obj, BOUNDS)  # refused, or changed by stripping
+        slow = validated(TicketMessage, obj, BOUNDS)  # refused, or changed by stripping
         assert slow is None or (slow.message_id, slow.session_id) != (message_id, session_id)
 
 

@@ -2,6 +2,7 @@
 
 import logging
 import pickle
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import bytewax.operators as op
@@ -232,6 +233,24 @@ def test_live_sessions_go_back_down_as_sessions_expire() -> None:
     assert live_state_keys("live_sessions_test", "history") == 1, "only LATE is left"
 
 
+def run_sessions(
+    flow_id: str, items: list[ParsedTicket], now: Callable[[], datetime]
+) -> tuple[list[ContextTicket], list[DeadLetter]]:
+    """`items` through a dataflow of the one `session_history` step: its contexts and dead
+    letters."""
+    out: list[ContextTicket] = []
+    dead: list[DeadLetter] = []
+    flow = Dataflow(flow_id)
+    keyed = op.key_on(
+        "key", op.input("in", flow, TestingSource(items)), lambda t: t.message.session_id
+    )
+    sessions = session_history("session_history", keyed, params=PARAMS, now=now)
+    op.output("out", op.key_rm("unkey", sessions.contexts), TestingSink(out))
+    op.output("dead", sessions.dead_letters, TestingSink(dead))
+    run_main(flow)
+    return out, dead
+
+
 def test_a_message_the_step_raises_on_is_dead_lettered_and_its_session_goes_on() -> None:
     """The wall clock answers a naive time for one message (the logic raises on it): that
     message is a processing_error dead letter, the session keeps the turns it had, and the
@@ -243,17 +262,7 @@ def test_a_message_the_step_raises_on_is_dead_lettered_and_its_session_goes_on()
         calls["n"] += 1
         return datetime(2026, 11, 27, 9, 0) if calls["n"] == 2 else T0
 
-    out: list[ContextTicket] = []
-    dead: list[DeadLetter] = []
-    flow = Dataflow("sessions_guard_test")
-    keyed = op.key_on(
-        "key", op.input("in", flow, TestingSource(items)), lambda t: t.message.session_id
-    )
-    sessions = session_history("session_history", keyed, params=PARAMS, now=wall)
-    op.output("out", op.key_rm("unkey", sessions.contexts), TestingSink(out))
-    op.output("dead", sessions.dead_letters, TestingSink(dead))
-    run_main(flow)
-
+    out, dead = run_sessions("sessions_guard_test", items, wall)
     seen = [(c.message.message_id, [t.message_id for t in c.history]) for c in out]
     assert seen == [("S1-M1", []), ("S1-M3", ["S1-M1"]), ("S2-M1", [])]
     (letter,) = dead
@@ -328,17 +337,7 @@ def test_a_message_whose_ticket_fails_to_build_is_dead_lettered_and_changes_noth
 
     monkeypatch.setattr(ContextTicket, "from_parsed", failing_on_m2)
     monkeypatch.setattr(SessionLogic, "snapshot", counted)
-    out: list[ContextTicket] = []
-    dead: list[DeadLetter] = []
-    flow = Dataflow("sessions_atomic_test")
-    keyed = op.key_on(
-        "key", op.input("in", flow, TestingSource(items)), lambda t: t.message.session_id
-    )
-    sessions = session_history("session_history", keyed, params=PARAMS, now=lambda: T0)
-    op.output("out", op.key_rm("unkey", sessions.contexts), TestingSink(out))
-    op.output("dead", sessions.dead_letters, TestingSink(dead))
-    run_main(flow)
-
+    out, dead = run_sessions("sessions_atomic_test", items, lambda: T0)
     seen = [(c.message.message_id, [t.message_id for t in c.history]) for c in out]
     assert seen == [("S1-M1", []), ("S1-M3", ["S1-M1"]), ("S2-M1", [])]
     (letter,) = dead
