@@ -25,6 +25,7 @@ from operators.tickets.parse import bound_length, collapse_whitespace
 from schemas.common import SCHEMA_VERSION
 from schemas.enrichment import Enrichment, combine_enrichments
 from schemas.tickets import (
+    LAID_OUT_FIELDS,
     Channel,
     Entities,
     Priority,
@@ -159,9 +160,11 @@ def format_response(t: DraftedTicket, *, now: datetime) -> TicketResponse:
         ids, session_id, message_id, channel, route, method, priority, confidence, conflict,
         reply, entities, enrichment, route_enrichment, received_at, now,
     ):  # fmt: skip
-        response = _new(TicketResponse)  # `_trusted_response(fields)`, written out
+        # `_trusted_response(fields)`, written out, with the one fields set that says the
+        # values are laid out as `json_bytes` needs (`fields` is in field order)
+        response = _new(TicketResponse)
         _set_dict(response, fields)
-        _set_fields_set(response, set(_FIELDS_SET))
+        _set_fields_set(response, LAID_OUT_FIELDS)
         _set_extra(response, None)
         _set_private(response, None)
         return response

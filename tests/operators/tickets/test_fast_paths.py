@@ -9,6 +9,8 @@ urgency words, control and format characters, non-ASCII letters that fold to ASC
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import html
 import itertools
 import json
@@ -30,6 +32,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+import schemas.tickets as tickets_schema
 from operators.runtime.records import Valid
 from operators.runtime.validate import Limits
 from operators.tickets import domain, lexical, parse, respond, router, workers
@@ -55,6 +58,7 @@ from schemas import (
     deterministic_id,
 )
 from schemas.common import EventTime
+from schemas.tickets import LAID_OUT_FIELDS
 
 ROOT = Path(__file__).resolve().parents[3]
 PRODUCTS = load_products()
@@ -690,6 +694,39 @@ def test_the_unvalidated_response_is_what_validation_gives(
     assert list(got.__dict__) == list(expected.__dict__) == list(TicketResponse.model_fields)
     assert got.__pydantic_fields_set__ == expected.__pydantic_fields_set__
     assert got.model_dump_json(exclude_unset=True) == expected.model_dump_json(exclude_unset=True)
+    # the fast path's shared fields set vouches for the layout: `json_bytes` skips its own
+    # checks on it (a response validation built holds a set of its own)
+    assert expected.__pydantic_fields_set__ is not LAID_OUT_FIELDS
+    assert got.json_bytes() == expected.__pydantic_serializer__.to_json(expected)
+
+
+def test_a_copied_or_pickled_response_no_longer_holds_the_shared_fields_set() -> None:
+    t = drafted_ticket("email", BODY_TEXT, 0.5, "lexical", ("M-2", "S-9"))
+    response = respond.format_response(t, now=datetime(2026, 11, 27, 9, 0, 3, tzinfo=UTC))
+    assert response.__pydantic_fields_set__ is LAID_OUT_FIELDS
+    expected = response.__pydantic_serializer__.to_json(response)
+    copied = response.model_copy(update={"priority": "urgent"})
+    unpickled = pickle.loads(pickle.dumps(response))
+    for other in (copied, unpickled, response.model_copy(), copy.deepcopy(response)):
+        assert other.__pydantic_fields_set__ is not LAID_OUT_FIELDS
+        assert other.json_bytes() == other.__pydantic_serializer__.to_json(other)
+    assert set(TicketResponse.model_fields) - {"schema_version"} == LAID_OUT_FIELDS
+    assert copied.json_bytes() == expected.replace(b'"priority":"high"', b'"priority":"urgent"')
+    assert unpickled == response and unpickled.json_bytes() == expected
+
+
+def test_the_shared_fields_set_does_not_vouch_for_the_entities() -> None:
+    """Entities laid out otherwise (here their values in another order) go to pydantic even in
+    a response that holds the shared fields set."""
+    t = drafted_ticket("chat", BODY_TEXT, 0.5, "lexical", ("M-2", "S-9"))
+    odd = Entities(order_ids=["ORD-123456"], products=["lamp"])
+    object.__setattr__(odd, "__dict__", dict(reversed(odd.__dict__.items())))
+    t = dataclasses.replace(t, entities=odd)
+    response = respond.format_response(t, now=datetime(2026, 11, 27, 9, 0, 3, tzinfo=UTC))
+    assert response.__pydantic_fields_set__ is LAID_OUT_FIELDS
+    assert list(odd.__dict__) != list(Entities.model_fields)
+    with mock.patch.object(tickets_schema, "_dumps", side_effect=AssertionError):
+        assert response.json_bytes() == response.__pydantic_serializer__.to_json(response)
 
 
 def test_the_flow_path_takes_the_shortcut() -> None:
@@ -698,6 +735,7 @@ def test_the_flow_path_takes_the_shortcut() -> None:
         response = respond.format_response(t, now=datetime(2026, 11, 27, 9, 0, 3, tzinfo=UTC))
     assert response.reply == BODY_TEXT
     assert response.response_id == deterministic_id("S-9", "M-2")
+    assert response.__pydantic_fields_set__ is LAID_OUT_FIELDS
     assert respond.response_id_of("S\x1f9", "M-2") == deterministic_id("S\x1f9", "M-2")
 
 
