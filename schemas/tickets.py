@@ -251,7 +251,11 @@ class TicketResponse(Record):
             and tuple(entities.__dict__) == _ENTITIES_FIELDS
         ):
             return _serialise(self)
-        enrichment = _enrichment_json(values["enrichment"])
+        drafted = values["enrichment"]
+        held = _held_json.get(id(drafted))  # `_enrichment_json(drafted)`, its memo read here
+        enrichment = held[1] if held is not None and held[0] is drafted else None
+        if enrichment is None:
+            enrichment = _enrichment_json(drafted)
         routed = values["route_enrichment"]
         routing = None if routed is None else _enrichment_json(routed)
         if enrichment is None or (routed is not None and routing is None):
@@ -283,6 +287,7 @@ _RESPONSE_FIELDS: tuple[str, ...] = tuple(TicketResponse.model_fields)
 _ENTITIES_FIELDS: tuple[str, ...] = tuple(Entities.model_fields)
 _enrichment_json = EnrichmentJson(Enrichment)
 """The JSON of the enrichments serialised last: one per route and reason on the rules path."""
+_held_json = _enrichment_json.held
 _serialise = TicketResponse.__pydantic_serializer__.to_json
 _dumps = orjson.dumps
 _UTC_Z = orjson.OPT_UTC_Z

@@ -121,9 +121,34 @@ def to_out_record(topic: str, key: Optional[str], model: BaseModel) -> OutRecord
     text), by the model's own `json_bytes()` when it has one (`JSON_BYTES`: it must return
     those same bytes), and the headers are shared by every record of a model class."""
     cls = model.__class__
-    own = _json_bytes(cls)
-    value = own(model) if own is not None else model.__pydantic_serializer__.to_json(model)
-    return OutRecord(topic, key, value, _headers(cls))
+    found = _serialisers.get(cls)
+    if found is None:
+        found = _serialisers[cls] = _serialiser(cls)
+    serialise, headers = found
+    record = _new(OutRecord)  # `OutRecord(topic, key, value, headers)`, its `__init__` inline
+    _set_out_dict(
+        record, {"topic": topic, "key": key, "value": serialise(model), "headers": headers}
+    )
+    return record
+
+
+def _serialiser(
+    model: type[BaseModel],
+) -> tuple[Callable[[BaseModel], bytes], tuple[tuple[str, bytes], ...]]:
+    """What `to_out_record` writes a `model` with: its JSON serialiser (`json_bytes`, else
+    pydantic's) and headers."""
+    own = _json_bytes(model)
+    serialise: Callable[[BaseModel], bytes] = (
+        own if own is not None else model.__pydantic_serializer__.to_json
+    )
+    return serialise, _headers(model)
+
+
+_serialisers: dict[
+    type[BaseModel], tuple[Callable[[BaseModel], bytes], tuple[tuple[str, bytes], ...]]
+] = {}
+"""`_serialiser` of each model class met, read without a call."""
+_new = object.__new__
 
 
 JSON_BYTES = "json_bytes"
