@@ -134,7 +134,20 @@ def format_response(t: DraftedTicket, *, now: datetime) -> TicketResponse:
     digest = _NEW_DIGEST()  # `_digest(ids)`, written out
     digest.update(ids.encode())
     response_id = digest.hexdigest()
-    reply, received_at = format_reply(t, response_id), message.sent_at
+    if channel == "email":  # `format_reply(t, response_id)`, written out
+        name = first_name(message.sender)  # `format_email`, written out
+        greeting = f"Hi {name}," if name else "Hello,"
+        reply = f"{greeting}\n\n{t.reply.strip()}\n\n{EMAIL_SIGN_OFF}"
+    elif channel == "chat":
+        reply = format_chat(t.reply)
+    else:
+        reply = format_it(
+            t.reply, reference=incident_reference(response_id), priority=t.priority,
+            category=t.route,
+        )  # fmt: skip
+    if len(reply) > REPLY_MAX_CHARS:
+        reply = bound_length(reply, REPLY_MAX_CHARS)
+    received_at = message.sent_at
     route_enrichment = combine_enrichments(t.route_enrichments) if t.route_enrichments else None
     fields: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

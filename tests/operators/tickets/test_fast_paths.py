@@ -700,6 +700,33 @@ def test_the_unvalidated_response_is_what_validation_gives(
     assert got.json_bytes() == expected.__pydantic_serializer__.to_json(expected)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["email", "chat", "it", "fax"]),
+    st.one_of(st.sampled_from(REPLIES), st.text(max_size=40), st.text(min_size=3990)),
+    st.one_of(
+        st.sampled_from(["Jane Doe <j@x.com>", "jane.doe@x.com", "x", '"Li" <l@x.io>', ""]),
+        st.text(max_size=30),
+    ),
+)
+def test_the_reply_of_a_response_is_format_reply_s(channel: str, reply: str, sender: str) -> None:
+    """`format_response` writes `format_reply` out: the same reply on every channel."""
+    t = drafted_ticket(channel, reply, 0.5, "lexical", ("M-2", "S-9"))
+    message = t.message.model_copy(update={"sender": sender})
+    t = dataclasses.replace(t, message=message)
+    try:
+        response = respond.format_response(t, now=datetime(2026, 11, 27, 9, 0, 3, tzinfo=UTC))
+    except ValidationError:  # a reply validation refuses (stripped to nothing, or too long)
+        expected = respond.format_reply(t, respond.response_id_of("S-9", "M-2"))
+        with pytest.raises(ValidationError):
+            TicketResponse.model_validate(
+                validated_response(dataclasses.replace(t, reply=BODY_TEXT), T0).model_dump()
+                | {"reply": expected}
+            )
+        return
+    assert response.reply == respond.format_reply(t, response.response_id)
+
+
 def test_a_copied_or_pickled_response_no_longer_holds_the_shared_fields_set() -> None:
     t = drafted_ticket("email", BODY_TEXT, 0.5, "lexical", ("M-2", "S-9"))
     response = respond.format_response(t, now=datetime(2026, 11, 27, 9, 0, 3, tzinfo=UTC))
