@@ -14,7 +14,8 @@ from typing import Any, Generic, Optional, TypeVar
 
 from pydantic import BaseModel
 
-from schemas.common import SCHEMA_VERSION, trusted
+from schemas.common import SCHEMA_VERSION, _set_extra, _set_fields_set, _set_private
+from schemas.common import _set_dict as _set_model_dict
 from schemas.dead_letter import ErrorType, SourceRef
 
 CONTENT_TYPE = b"application/json"
@@ -84,11 +85,12 @@ def source_ref(topic: str, partition: Optional[int], offset: Optional[int]) -> S
         and (partition is None or (type(partition) is int and partition >= 0))
         and (offset is None or (type(offset) is int and offset >= 0))
     ):
-        return trusted(
-            SourceRef,
-            {"topic": topic, "partition": partition, "offset": offset},
-            {"topic", "partition", "offset"},
-        )
+        ref = _new(SourceRef)  # `trusted(SourceRef, values, fields_set)`, written out
+        _set_model_dict(ref, {"topic": topic, "partition": partition, "offset": offset})
+        _set_fields_set(ref, {"topic", "partition", "offset"})
+        _set_extra(ref, None)
+        _set_private(ref, None)
+        return ref
     return SourceRef(topic=topic, partition=partition, offset=offset)
 
 
