@@ -230,7 +230,6 @@ class TicketResponse(Record):
         path, which checked all that of its values) is not checked again; its entities are.
         """
         values = self.__dict__
-        entities = values["entities"]
         if not (
             (
                 self.__pydantic_fields_set__ is LAID_OUT_FIELDS
@@ -244,30 +243,15 @@ class TicketResponse(Record):
                     and values["received_at"].tzinfo is UTC
                     and type(values["responded_at"]) is datetime
                     and values["responded_at"].tzinfo is UTC
+                    and type(values["enrichment"]) is Enrichment
+                    and type(values["route_enrichment"]) in _ROUTE_ENRICHMENT_TYPES
                 )
             )
-            and type(entities) is Entities
-            and entities.__pydantic_extra__ is None
-            and tuple(entities.__dict__) == _ENTITIES_FIELDS
+            and type(values["entities"]) is Entities
         ):
             return _serialise(self)
-        drafted = values["enrichment"]
-        held = _held_json.get(id(drafted))  # `_enrichment_json(drafted)`, its memo read here
-        enrichment = held[1] if held is not None and held[0] is drafted else None
-        if enrichment is None:
-            enrichment = _enrichment_json(drafted)
-        routed = values["route_enrichment"]
-        routing = None if routed is None else _enrichment_json(routed)
-        if enrichment is None or (routed is not None and routing is None):
-            return _serialise(self)
-        try:
-            made = _dumps(
-                {
-                    **values, "entities": entities.__dict__, "enrichment": enrichment,
-                    "route_enrichment": routing,
-                },
-                option=_UTC_Z,
-            )  # fmt: skip
+        try:  # the nested records by `_nested`
+            made = _dumps(values, default=_nested, option=_UTC_Z)
         except TypeError:  # a value orjson does not encode
             return _serialise(self)
         return memoryview(made).tobytes()
@@ -288,6 +272,26 @@ _ENTITIES_FIELDS: tuple[str, ...] = tuple(Entities.model_fields)
 _enrichment_json = EnrichmentJson(Enrichment)
 """The JSON of the enrichments serialised last: one per route and reason on the rules path."""
 _held_json = _enrichment_json.held
+_ROUTE_ENRICHMENT_TYPES = (Enrichment, type(None))
+
+
+def _nested(value: Any) -> Any:
+    """orjson's `default` for a response's nested records: the values of `Entities` laid out as
+    validation lays them out, the JSON of an `Enrichment` (`_enrichment_json`, its memo read
+    here first); anything else raises `TypeError` (the response then goes to pydantic)."""
+    if type(value) is Entities:
+        if value.__pydantic_extra__ is None and tuple(value.__dict__) == _ENTITIES_FIELDS:
+            return value.__dict__
+        raise TypeError("entities laid out otherwise")
+    held = _held_json.get(id(value))
+    if held is not None and held[0] is value:
+        return held[1]
+    fragment = _enrichment_json(value)
+    if fragment is None:
+        raise TypeError(f"no JSON of {type(value).__name__} here")
+    return fragment
+
+
 _serialise = TicketResponse.__pydantic_serializer__.to_json
 _dumps = orjson.dumps
 _UTC_Z = orjson.OPT_UTC_Z
