@@ -223,61 +223,82 @@ class TicketResponse(Record):
     """Provenance and cost of the router's LLM calls (embeddings, fallback); null when lexical."""
 
     def json_bytes(self) -> bytes:
-        """This response's JSON, byte for byte what `model_dump_json()` encodes
-        (`response_json`)."""
-        return response_json(self)
+        """`self.model_dump_json().encode()`, made by orjson from the response's values
+        (`response_json` is this method).
+
+        orjson writes what pydantic writes for the values a response holds (strings, ints,
+        floats, bools, lists and tuples of strings, None, UTC datetimes with `Z`); the values are
+        taken in field order, each enrichment is encoded once (`_enrichment_json`), and the bytes
+        are copied to their exact size (orjson's buffer is several KB). A response of a subclass,
+        with extra values, with values or nested models laid out otherwise, a number of another
+        type than its field's (pydantic writes an int in a float field as a float), a timestamp
+        not in UTC, or a value orjson cannot encode, is serialised by pydantic as before. A
+        response whose fields set is `LAID_OUT_FIELDS` (one `format_response` built on its fast
+        path, which checked all that of its values) is not checked again; its entities are.
+        """
+        values = self.__dict__
+        if not (
+            (
+                self.__pydantic_fields_set__ is LAID_OUT_FIELDS
+                or (
+                    type(self) is TicketResponse
+                    and self.__pydantic_extra__ is None
+                    and tuple(values) == _RESPONSE_FIELDS
+                    and type(values["confidence"]) is float
+                    and type(values["history_size"]) is int
+                    and type(values["received_at"]) is datetime
+                    and values["received_at"].tzinfo is UTC
+                    and type(values["responded_at"]) is datetime
+                    and values["responded_at"].tzinfo is UTC
+                    and type(values["enrichment"]) is Enrichment
+                    and type(values["route_enrichment"]) in _ROUTE_ENRICHMENT_TYPES
+                )
+            )
+            and type(values["entities"]) is Entities
+        ):
+            return _serialise(self)
+        try:  # the nested records by `_nested`
+            made = _dumps(values, default=_nested, option=_UTC_Z)
+        except TypeError:  # a value orjson does not encode
+            return _serialise(self)
+        return memoryview(made).tobytes()
 
 
+response_json = TicketResponse.json_bytes
+"""`response.json_bytes()`: its JSON, byte for byte what `model_dump_json()` encodes (the
+method itself, so a record's serialisation is one call)."""
+
+LAID_OUT_FIELDS: set[str] = set(TicketResponse.model_fields) - {"schema_version"}
+"""The fields set shared by the responses `format_response` builds on its fast path: values
+validation would keep as they are, in field order, of their fields' types, timestamps in UTC
+(`TicketResponse.json_bytes` trusts that of a response holding this very set). One object, never
+changed in place: a frozen model refuses assignment, `model_copy` and pickling give a response a
+set of its own (which no longer vouches for it)."""
 _RESPONSE_FIELDS: tuple[str, ...] = tuple(TicketResponse.model_fields)
 _ENTITIES_FIELDS: tuple[str, ...] = tuple(Entities.model_fields)
 _enrichment_json = EnrichmentJson(Enrichment)
 """The JSON of the enrichments serialised last: one per route and reason on the rules path."""
+_held_json = _enrichment_json.held
+_ROUTE_ENRICHMENT_TYPES = (Enrichment, type(None))
+
+
+def _nested(value: Any) -> Any:
+    """orjson's `default` for a response's nested records: the values of `Entities` laid out as
+    validation lays them out, the JSON of an `Enrichment` (`_enrichment_json`, its memo read
+    here first); anything else raises `TypeError` (the response then goes to pydantic)."""
+    if type(value) is Entities:
+        if value.__pydantic_extra__ is None and tuple(value.__dict__) == _ENTITIES_FIELDS:
+            return value.__dict__
+        raise TypeError("entities laid out otherwise")
+    held = _held_json.get(id(value))
+    if held is not None and held[0] is value:
+        return held[1]
+    fragment = _enrichment_json(value)
+    if fragment is None:
+        raise TypeError(f"no JSON of {type(value).__name__} here")
+    return fragment
+
+
 _serialise = TicketResponse.__pydantic_serializer__.to_json
 _dumps = orjson.dumps
 _UTC_Z = orjson.OPT_UTC_Z
-
-
-def response_json(response: TicketResponse) -> bytes:
-    """`response.model_dump_json().encode()`, made by orjson from the response's values.
-
-    orjson writes what pydantic writes for the values a response holds (strings, ints, floats,
-    bools, lists and tuples of strings, None, UTC datetimes with `Z`); the values are taken in
-    field order, each enrichment is encoded once (`_enrichment_json`), and the bytes are copied
-    to their exact size (orjson's buffer is several KB). A response of a subclass, with extra
-    values, with values or nested models laid out otherwise, a number of another type than its
-    field's (pydantic writes an int in a float field as a float), a timestamp not in UTC, or a
-    value orjson cannot encode, is serialised by pydantic as before.
-    """
-    values = response.__dict__
-    entities = values["entities"]
-    if not (
-        type(response) is TicketResponse
-        and response.__pydantic_extra__ is None
-        and tuple(values) == _RESPONSE_FIELDS
-        and type(values["confidence"]) is float
-        and type(values["history_size"]) is int
-        and type(values["received_at"]) is datetime
-        and values["received_at"].tzinfo is UTC
-        and type(values["responded_at"]) is datetime
-        and values["responded_at"].tzinfo is UTC
-        and type(entities) is Entities
-        and entities.__pydantic_extra__ is None
-        and tuple(entities.__dict__) == _ENTITIES_FIELDS
-    ):
-        return _serialise(response)
-    enrichment = _enrichment_json(values["enrichment"])
-    routed = values["route_enrichment"]
-    routing = None if routed is None else _enrichment_json(routed)
-    if enrichment is None or (routed is not None and routing is None):
-        return _serialise(response)
-    try:
-        made = _dumps(
-            {
-                **values, "entities": entities.__dict__, "enrichment": enrichment,
-                "route_enrichment": routing,
-            },
-            option=_UTC_Z,
-        )  # fmt: skip
-    except TypeError:  # a value orjson does not encode
-        return _serialise(response)
-    return memoryview(made).tobytes()

@@ -187,9 +187,11 @@ class AgentRunner(Generic[X, Y]):
     def answer_now(self, item: X) -> Optional[Y]:
         """The output of `item` without waiting: by the rules when no call is due, or from what
         this process holds; None when a call has to be made (then `answer` makes it)."""
-        done = self._without_llm(item)
-        if done is not None:
-            return done
+        agent = self.agent  # `_without_llm(item)`, written out
+        if not agent.needs_call(item):
+            return agent.rules(item, None, ())
+        if not self.llm.enabled:
+            return agent.rules(item, "disabled", ())
         tab = Tab()
         output = self._run(item, lambda call: call.held(self.llm, tab))
         if output is not None:

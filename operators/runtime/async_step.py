@@ -21,7 +21,6 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any, Optional, TypeVar, Union
 
 import bytewax.operators as op
@@ -312,10 +311,24 @@ def map_async(
         return _values("unlane", op.stateful_batch("calls", lanes, build))
     wait_seconds = bound_seconds + RUNNER_MARGIN_SECONDS
 
-    answer = partial(_answer_at_once, ready, submit, wait_seconds)
-
     def answer_all(batch: list[X]) -> list[Y | AsyncFailure[X]]:
-        return [answer(item) for item in batch]
+        """The outcome of each item, as a lane gives them: `ready`'s answer, or an
+        `AsyncFailure` of what it raised. Should `ready` leave an item to the call after all,
+        the call is made and waited for (`_called`)."""
+        answers: list[Y | AsyncFailure[X]] = []
+        append = answers.append
+        for item in batch:
+            try:
+                answer = ready(item)
+            except Exception as exc:
+                append(AsyncFailure.of(item, exc))
+                continue
+            if answer is None:
+                called = _called(submit, wait_seconds, item)
+                append(called)
+            else:
+                append(answer)
+        return answers
 
     answered = op.flat_map_batch("answer", up, answer_all)
     # No item enters a lane. The lanes stay, fed nothing, so that the items a snapshot kept (of
@@ -334,21 +347,9 @@ def _values(step_id: str, up: op.KeyedStream[Y]) -> Stream[Y]:
     return op.flat_map_batch(step_id, up, lambda batch: [value for _, value in batch])
 
 
-def _answer_at_once(
-    ready: Callable[[X], Optional[Y]],
-    submit: Callable[[X], Future[Y]],
-    wait_seconds: float,
-    item: X,
-) -> Y | AsyncFailure[X]:
-    """The outcome of `item` in a rules-only step (`StepParams.rules_only`): `ready`'s answer,
-    or an `AsyncFailure` of what it raised, as a lane gives them. Should `ready` leave the item
-    to the call after all, the call is made and waited for (at most `wait_seconds`)."""
-    try:
-        answer = ready(item)
-    except Exception as exc:
-        return AsyncFailure.of(item, exc)
-    if answer is not None:
-        return answer
+def _called(submit: Callable[[X], Future[Y]], wait_seconds: float, item: X) -> Y | AsyncFailure[X]:
+    """The outcome of `item`'s call in a rules-only step (`StepParams.rules_only`) whose rules
+    left it to the call: made and waited for (at most `wait_seconds`)."""
     future = submit(item)
     try:
         return future.result(timeout=wait_seconds)

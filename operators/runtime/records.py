@@ -14,7 +14,8 @@ from typing import Any, Generic, Optional, TypeVar
 
 from pydantic import BaseModel
 
-from schemas.common import SCHEMA_VERSION, trusted
+from schemas.common import SCHEMA_VERSION, _set_extra, _set_fields_set, _set_private
+from schemas.common import _set_dict as _set_model_dict
 from schemas.dead_letter import ErrorType, SourceRef
 
 CONTENT_TYPE = b"application/json"
@@ -84,11 +85,12 @@ def source_ref(topic: str, partition: Optional[int], offset: Optional[int]) -> S
         and (partition is None or (type(partition) is int and partition >= 0))
         and (offset is None or (type(offset) is int and offset >= 0))
     ):
-        return trusted(
-            SourceRef,
-            {"topic": topic, "partition": partition, "offset": offset},
-            {"topic", "partition", "offset"},
-        )
+        ref = _new(SourceRef)  # `trusted(SourceRef, values, fields_set)`, written out
+        _set_model_dict(ref, {"topic": topic, "partition": partition, "offset": offset})
+        _set_fields_set(ref, {"topic", "partition", "offset"})
+        _set_extra(ref, None)
+        _set_private(ref, None)
+        return ref
     return SourceRef(topic=topic, partition=partition, offset=offset)
 
 
@@ -121,9 +123,34 @@ def to_out_record(topic: str, key: Optional[str], model: BaseModel) -> OutRecord
     text), by the model's own `json_bytes()` when it has one (`JSON_BYTES`: it must return
     those same bytes), and the headers are shared by every record of a model class."""
     cls = model.__class__
-    own = _json_bytes(cls)
-    value = own(model) if own is not None else model.__pydantic_serializer__.to_json(model)
-    return OutRecord(topic, key, value, _headers(cls))
+    found = _serialisers.get(cls)
+    if found is None:
+        found = _serialisers[cls] = _serialiser(cls)
+    serialise, headers = found
+    record = _new(OutRecord)  # `OutRecord(topic, key, value, headers)`, its `__init__` inline
+    _set_out_dict(
+        record, {"topic": topic, "key": key, "value": serialise(model), "headers": headers}
+    )
+    return record
+
+
+def _serialiser(
+    model: type[BaseModel],
+) -> tuple[Callable[[BaseModel], bytes], tuple[tuple[str, bytes], ...]]:
+    """What `to_out_record` writes a `model` with: its JSON serialiser (`json_bytes`, else
+    pydantic's) and headers."""
+    own = _json_bytes(model)
+    serialise: Callable[[BaseModel], bytes] = (
+        own if own is not None else model.__pydantic_serializer__.to_json
+    )
+    return serialise, _headers(model)
+
+
+_serialisers: dict[
+    type[BaseModel], tuple[Callable[[BaseModel], bytes], tuple[tuple[str, bytes], ...]]
+] = {}
+"""`_serialiser` of each model class met, read without a call."""
+_new = object.__new__
 
 
 JSON_BYTES = "json_bytes"

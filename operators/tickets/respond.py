@@ -25,6 +25,7 @@ from operators.tickets.parse import bound_length, collapse_whitespace
 from schemas.common import SCHEMA_VERSION
 from schemas.enrichment import Enrichment, combine_enrichments
 from schemas.tickets import (
+    LAID_OUT_FIELDS,
     Channel,
     Entities,
     Priority,
@@ -133,7 +134,20 @@ def format_response(t: DraftedTicket, *, now: datetime) -> TicketResponse:
     digest = _NEW_DIGEST()  # `_digest(ids)`, written out
     digest.update(ids.encode())
     response_id = digest.hexdigest()
-    reply, received_at = format_reply(t, response_id), message.sent_at
+    if channel == "email":  # `format_reply(t, response_id)`, written out
+        name = first_name(message.sender)  # `format_email`, written out
+        greeting = f"Hi {name}," if name else "Hello,"
+        reply = f"{greeting}\n\n{t.reply.strip()}\n\n{EMAIL_SIGN_OFF}"
+    elif channel == "chat":
+        reply = format_chat(t.reply)
+    else:
+        reply = format_it(
+            t.reply, reference=incident_reference(response_id), priority=t.priority,
+            category=t.route,
+        )  # fmt: skip
+    if len(reply) > REPLY_MAX_CHARS:
+        reply = bound_length(reply, REPLY_MAX_CHARS)
+    received_at = message.sent_at
     route_enrichment = combine_enrichments(t.route_enrichments) if t.route_enrichments else None
     fields: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -159,9 +173,11 @@ def format_response(t: DraftedTicket, *, now: datetime) -> TicketResponse:
         ids, session_id, message_id, channel, route, method, priority, confidence, conflict,
         reply, entities, enrichment, route_enrichment, received_at, now,
     ):  # fmt: skip
-        response = _new(TicketResponse)  # `_trusted_response(fields)`, written out
+        # `_trusted_response(fields)`, written out, with the one fields set that says the
+        # values are laid out as `json_bytes` needs (`fields` is in field order)
+        response = _new(TicketResponse)
         _set_dict(response, fields)
-        _set_fields_set(response, set(_FIELDS_SET))
+        _set_fields_set(response, LAID_OUT_FIELDS)
         _set_extra(response, None)
         _set_private(response, None)
         return response

@@ -40,6 +40,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import ClassVar, Optional
 
 from pydantic import BaseModel, Field
@@ -83,6 +84,8 @@ ROUTER_MAX_TOKENS = 60
 FOLLOW_UP_MAX_WORDS = 8
 WEAK_SIGNAL = 0.2
 CONTEXT_TURNS = 2
+_TEXT = attrgetter("text")
+"""A turn's text."""
 
 
 class RouteChoice(BaseModel):
@@ -151,7 +154,7 @@ def route_lexically(
         if not _is_short(text):
             own = scorer.values(text)
         if own is None or not max(own) >= WEAK_SIGNAL:
-            turns = [turn.text for turn in history[-CONTEXT_TURNS:]]
+            turns = list(map(_TEXT, history[-CONTEXT_TURNS:]))  # each turn's text
             if len(turns) > 1 or turns[0]:  # `_context_text` is not empty
                 if own is None:
                     own = scorer.values(text)

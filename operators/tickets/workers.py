@@ -65,29 +65,25 @@ URGENCY = re.compile(
     r"(is|are|went|goes) down)\b",
     re.IGNORECASE,
 )
-_URGENCY_HINTS = (
-    "urgent",
-    "asap",
-    "a.s.a.p",
-    "emergency",
-    "immediately",
-    "critical",
-    "outage",
-    "down",
-)
-"""A text `URGENCY` matches holds one of these (lower-cased, when it is ASCII)."""
 
 
 def is_urgent(text: str) -> bool:
-    """Whether `text` has an urgency word (`URGENCY`); ASCII text without any of the words'
-    letters in sequence is ruled out without trying the pattern (one substring search per
-    hint, in C)."""
+    """Whether `text` has an urgency word (`URGENCY`); ASCII text that holds none of the
+    words' letters in sequence (lower-cased: `urgent`, `asap`, `a.s.a.p`, `emergency`,
+    `immediately`, `critical`, `outage`, `down`, one of which every match holds) is ruled out
+    without trying the pattern (one substring search per word, in C, written out)."""
     if text.isascii():
         lowered = text.lower()
-        for hint in _URGENCY_HINTS:
-            if hint in lowered:
-                break
-        else:
+        if not (
+            "urgent" in lowered
+            or "asap" in lowered
+            or "a.s.a.p" in lowered
+            or "emergency" in lowered
+            or "immediately" in lowered
+            or "critical" in lowered
+            or "outage" in lowered
+            or "down" in lowered
+        ):
             return False
     return URGENCY.search(text) is not None
 
@@ -220,12 +216,14 @@ _FLOOR_LEVELS = {tier: _LEVELS[floor] for tier, floor in TIER_FLOOR.items()}
 
 def _priority_level(t: RoutedTicket, boost: int) -> int:
     """The base level raised by tier, boost and urgency, at least the tier's floor (a level of
-    the ladder) and at most the top."""
+    the ladder) and at most the top. The text is searched for urgency words only when one step
+    more would change the result: not below the floor (the floor would stand either way), not
+    at the top or above."""
     tier = t.message.customer_tier
     level = _LEVELS[t.base_priority] + TIER_BOOST[tier] + boost
-    if is_urgent(t.text):
-        level += 1
     floor = _FLOOR_LEVELS[tier]
+    if floor <= level < _TOP_LEVEL and is_urgent(t.text):
+        level += 1
     return floor if level < floor else _TOP_LEVEL if level > _TOP_LEVEL else level
 
 
@@ -251,32 +249,29 @@ def _product_phrase(products: Sequence[str]) -> str:
 def template_reply(t: RoutedTicket, *, route: Route | None = None) -> str:
     """The route's (or `route`'s) deterministic reply, naming the order ids and product found."""
     entities = t.entities
-    if not (entities.order_ids or entities.products):
+    order_ids, products = entities.order_ids, entities.products
+    if not (order_ids or products):
         return _PLAIN_TEMPLATES[route or t.route]
-    text, slots = _FILLS[route or t.route]
-    order, product = _order_phrase(entities.order_ids), _product_phrase(entities.products)
-    return text % tuple([order if slot == "order" else product for slot in slots])
+    phrases = {"order": _order_phrase(order_ids), "product": _product_phrase(products)}
+    return _FILLS[route or t.route] % phrases
 
 
-def _fill(template: str) -> tuple[str, tuple[str, ...]]:
-    """`template` as a `%` format and the names of its fields in order (`order`, `product`):
-    `text % values` is `template.format(...)` without parsing the template for every reply."""
-    text, slots = [], []
+def _fill(template: str) -> str:
+    """`template` as a `%` format of named fields (`order`, `product`): `text % values` is
+    `template.format(**values)` without parsing the template for every reply."""
+    text = []
     for literal, name, spec, conversion in Formatter().parse(template):
         text.append(literal.replace("%", "%%"))
         if name is not None:
             if name not in ("order", "product") or spec or conversion:
                 raise ValueError(f"a reply template has a field other than {{order}}, "
                                  f"{{product}}: {template!r}")  # fmt: skip
-            text.append("%s")
-            slots.append(name)
-    return "".join(text), tuple(slots)
+            text.append(f"%({name})s")
+    return "".join(text)
 
 
-_FILLS: dict[Route, tuple[str, tuple[str, ...]]] = {
-    route: _fill(template) for route, template in TEMPLATES.items()
-}
-"""Each route's template as a `%` format and its fields in order (`_fill`)."""
+_FILLS: dict[Route, str] = {route: _fill(template) for route, template in TEMPLATES.items()}
+"""Each route's template as a `%` format of named fields (`_fill`)."""
 
 _PLAIN_TEMPLATES: dict[Route, str] = {
     route: template.format(order=_order_phrase(()), product=_product_phrase(()))
@@ -406,13 +401,22 @@ class ReplyAgent(ChatAgent[RoutedTicket, DraftedTicket, DraftReply]):
     def rules(
         self, item: RoutedTicket, reason: Optional[FallbackReason], spent: Sequence[Enrichment]
     ) -> DraftedTicket:
-        worker = self.workers[item.route]
-        enrichment = self.template_enrichments[item.route].get(reason)
+        route = item.route
+        worker = self.workers[route]
+        enrichment = self.template_enrichments[route].get(reason)
         if enrichment is None:
             enrichment = rules_enrichment(worker, reason)
         if spent:  # else `with_spent` is the enrichment itself
             enrichment = with_spent(enrichment, spent)
-        return _drafted(item, worker, template_reply(item), enrichment, self.llm)
+        if item.route_method == "llm":
+            return _drafted(item, worker, template_reply(item), enrichment, self.llm)
+        return DraftedTicket.from_routed(  # `_drafted`: no LLM chose the route, none caps it
+            item,
+            priority=PRIORITIES[_priority_level(item, worker.priority_boost)],
+            reply=template_reply(item),
+            enrichment=enrichment,
+            prompt_version=worker.prompt_version,
+        )
 
     def request(self, item: RoutedTicket) -> ChatRequest:
         worker, llm = self._worker(item), self.llm

@@ -9,6 +9,8 @@ urgency words, control and format characters, non-ASCII letters that fold to ASC
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import html
 import itertools
 import json
@@ -30,6 +32,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+import schemas.tickets as tickets_schema
 from operators.runtime.records import Valid
 from operators.runtime.validate import Limits
 from operators.tickets import domain, lexical, parse, respond, router, workers
@@ -55,6 +58,7 @@ from schemas import (
     deterministic_id,
 )
 from schemas.common import EventTime
+from schemas.tickets import LAID_OUT_FIELDS
 
 ROOT = Path(__file__).resolve().parents[3]
 PRODUCTS = load_products()
@@ -690,6 +694,67 @@ def test_the_unvalidated_response_is_what_validation_gives(
     assert list(got.__dict__) == list(expected.__dict__) == list(TicketResponse.model_fields)
     assert got.__pydantic_fields_set__ == expected.__pydantic_fields_set__
     assert got.model_dump_json(exclude_unset=True) == expected.model_dump_json(exclude_unset=True)
+    # the fast path's shared fields set vouches for the layout: `json_bytes` skips its own
+    # checks on it (a response validation built holds a set of its own)
+    assert expected.__pydantic_fields_set__ is not LAID_OUT_FIELDS
+    assert got.json_bytes() == expected.__pydantic_serializer__.to_json(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["email", "chat", "it", "fax"]),
+    st.one_of(st.sampled_from(REPLIES), st.text(max_size=40), st.text(min_size=3990)),
+    st.one_of(
+        st.sampled_from(["Jane Doe <j@x.com>", "jane.doe@x.com", "x", '"Li" <l@x.io>', ""]),
+        st.text(max_size=30),
+    ),
+)
+def test_the_reply_of_a_response_is_format_reply_s(channel: str, reply: str, sender: str) -> None:
+    """`format_response` writes `format_reply` out: the same reply on every channel."""
+    t = drafted_ticket(channel, reply, 0.5, "lexical", ("M-2", "S-9"))
+    message = t.message.model_copy(update={"sender": sender})
+    t = dataclasses.replace(t, message=message)
+    try:
+        response = respond.format_response(t, now=datetime(2026, 11, 27, 9, 0, 3, tzinfo=UTC))
+    except ValidationError:  # a reply validation refuses (stripped to nothing, or too long)
+        expected = respond.format_reply(t, respond.response_id_of("S-9", "M-2"))
+        with pytest.raises(ValidationError):
+            TicketResponse.model_validate(
+                validated_response(dataclasses.replace(t, reply=BODY_TEXT), T0).model_dump()
+                | {"reply": expected}
+            )
+        return
+    assert response.reply == respond.format_reply(t, response.response_id)
+
+
+def test_a_copied_or_pickled_response_no_longer_holds_the_shared_fields_set() -> None:
+    t = drafted_ticket("email", BODY_TEXT, 0.5, "lexical", ("M-2", "S-9"))
+    response = respond.format_response(t, now=datetime(2026, 11, 27, 9, 0, 3, tzinfo=UTC))
+    assert response.__pydantic_fields_set__ is LAID_OUT_FIELDS
+    expected = response.__pydantic_serializer__.to_json(response)
+    copied = response.model_copy(update={"priority": "urgent"})
+    unpickled = pickle.loads(pickle.dumps(response))
+    for other in (copied, unpickled, response.model_copy(), copy.deepcopy(response)):
+        assert other.__pydantic_fields_set__ is not LAID_OUT_FIELDS
+        assert other.json_bytes() == other.__pydantic_serializer__.to_json(other)
+    assert set(TicketResponse.model_fields) - {"schema_version"} == LAID_OUT_FIELDS
+    assert copied.json_bytes() == expected.replace(b'"priority":"high"', b'"priority":"urgent"')
+    assert unpickled == response and unpickled.json_bytes() == expected
+
+
+def test_the_shared_fields_set_does_not_vouch_for_the_entities() -> None:
+    """Entities laid out otherwise (here their values in another order) go to pydantic even in
+    a response that holds the shared fields set."""
+    t = drafted_ticket("chat", BODY_TEXT, 0.5, "lexical", ("M-2", "S-9"))
+    odd = Entities(order_ids=["ORD-123456"], products=["lamp"])
+    object.__setattr__(odd, "__dict__", dict(reversed(odd.__dict__.items())))
+    t = dataclasses.replace(t, entities=odd)
+    response = respond.format_response(t, now=datetime(2026, 11, 27, 9, 0, 3, tzinfo=UTC))
+    assert response.__pydantic_fields_set__ is LAID_OUT_FIELDS
+    assert list(odd.__dict__) != list(Entities.model_fields)
+    with pytest.raises(TypeError):
+        tickets_schema._nested(odd)
+    assert response.json_bytes() == response.__pydantic_serializer__.to_json(response)
 
 
 def test_the_flow_path_takes_the_shortcut() -> None:
@@ -698,6 +763,7 @@ def test_the_flow_path_takes_the_shortcut() -> None:
         response = respond.format_response(t, now=datetime(2026, 11, 27, 9, 0, 3, tzinfo=UTC))
     assert response.reply == BODY_TEXT
     assert response.response_id == deterministic_id("S-9", "M-2")
+    assert response.__pydantic_fields_set__ is LAID_OUT_FIELDS
     assert respond.response_id_of("S\x1f9", "M-2") == deterministic_id("S\x1f9", "M-2")
 
 
@@ -983,13 +1049,11 @@ def test_a_template_reply_is_the_filled_template(
 
 
 def test_a_template_is_filled_as_str_format_fills_it() -> None:
-    template = "{product}: 100% %s {{order}} for {order}, 5%% off {product}"
-    text, slots = workers._fill(template)
-    assert slots == ("product", "order", "product")
-    values = {"order": "order 50%s", "product": "the {x} %d"}
-    assert text % tuple(values[s] for s in slots) == template.format(**values)
-    text, slots = workers._fill("100% sure, {{no field}}")
-    assert (text % (), slots) == ("100% sure, {no field}", ())
+    template = "{product}: 100% %s %(order)s {{order}} for {order}, 5%% off {product}"
+    text = workers._fill(template)
+    values = {"order": "order 50%s", "product": "the {x} %(order)s %d"}
+    assert text % values == template.format(**values)
+    assert workers._fill("100% sure, {{no field}}") % {} == "100% sure, {no field}"
     for bad in ("{customer}", "{order!r}", "{product:>9}", "{0}"):
         with pytest.raises(ValueError):
             workers._fill(bad)
