@@ -9,10 +9,7 @@ byte for byte `__pydantic_serializer__.to_json`, which `to_out_record` wrote bef
 
 from __future__ import annotations
 
-import os
-import re
 import warnings
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 from unittest import mock
@@ -23,7 +20,6 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import schemas.shipments as shipments
-from operators.runtime.records import to_out_record
 from schemas.shipments import (
     ShipmentDecision,
     ShipmentEnrichment,
@@ -31,34 +27,16 @@ from schemas.shipments import (
     decision_json,
     with_enrichment,
 )
+from tests.schemas.json_checks import SPECIAL, TEXT, assert_same_json, enrichments, rss_growth
 from tests.schemas.test_decision_from_rules import RULES, fields
 
-SPECIAL = st.sampled_from(['"', "\\", "/", "\x00", "\x1f", "\x7f", "\u2028", "é"])
-TEXT = st.text(
-    alphabet=st.one_of(st.characters(blacklist_categories=("Cs",)), SPECIAL), max_size=40
-).map(str.strip)
 REASON = st.text(alphabet=st.one_of(st.characters(), SPECIAL), max_size=40).map(str.strip)
 """Reasons, as the rules hand them over unvalidated: lone surrogates too (no JSON encodes them)."""
-COST = st.one_of(
-    st.floats(min_value=0.0, allow_nan=False, allow_infinity=False),
-    st.sampled_from([0.0, 1e-7, 5e-324, 1e16, 1e22, 0.1 + 0.2, 123456789.0]),
-)
-ENRICHMENT = st.builds(
+ENRICHMENT = enrichments(
     ShipmentEnrichment,
-    source=st.sampled_from(["llm", "cache", "rules"]),
-    model=st.one_of(st.none(), TEXT.map(lambda t: t[:100])),
-    prompt_version=st.sampled_from(["v1", "shipments-rules-v1", "ü-2"]),
-    tokens_in=st.integers(min_value=0, max_value=2**40),
-    tokens_out=st.integers(min_value=0, max_value=500),
-    cost_usd=COST,
-    latency_ms=COST,
-    outcome=st.sampled_from([None, "success", "cache_hit", "fallback", "policy_blocked"]),
-    fallback_reason=st.sampled_from([None, "disabled", "timeout"]),
-    policy_violations=st.lists(
-        st.sampled_from(["link_domain", "refund_promise", "category_unsupported"]),
-        max_size=3,
-        unique=True,
-    ).map(tuple),
+    prompt_versions=["v1", "shipments-rules-v1", "ü-2"],
+    outcomes=[None, "success", "cache_hit", "fallback", "policy_blocked"],
+    violations=["link_domain", "refund_promise", "category_unsupported"],
     category=st.sampled_from(["none", "damaged", "other"]),
     message_draft=TEXT,
 )
@@ -71,19 +49,6 @@ def _decision(values: dict[str, Any], how: str) -> Optional[ShipmentDecision]:
         return decision_from_rules(**values)
     except ValidationError:
         return None
-
-
-def _same_json(decision: ShipmentDecision) -> None:
-    try:
-        expected = decision.__pydantic_serializer__.to_json(decision)
-    except ValueError as exc:  # pydantic's error, raised again by `decision_json`
-        with pytest.raises(type(exc), match=re.escape(str(exc))):
-            decision_json(decision)
-        return
-    assert decision_json(decision) == expected
-    assert decision.json_bytes() == expected
-    assert to_out_record("t", "k", decision).value == expected
-    assert decision_json(decision) == expected  # the second time, from the enrichment memo
 
 
 @settings(max_examples=600, deadline=None)
@@ -111,12 +76,12 @@ def test_the_json_is_pydantic_s(
     decision = _decision({**values, "risk": risk}, how)
     if decision is None:
         return
-    _same_json(decision)
+    assert_same_json(decision, decision_json)
     if attach == "with_enrichment":
         enriched = with_enrichment(decision, enrichment)
     else:
         enriched = decision.model_copy(update={"enrichment": enrichment})
-    _same_json(enriched)
+    assert_same_json(enriched, decision_json)
 
 
 def test_decisions_of_other_layouts_are_serialised_by_pydantic() -> None:
@@ -148,7 +113,7 @@ def test_the_enrichment_memo_is_bounded_and_keeps_what_it_names() -> None:
             enrichment = ShipmentEnrichment(
                 source="rules", prompt_version="v1", tokens_in=n, message_draft="x"
             )
-            _same_json(with_enrichment(base, enrichment))
+            assert_same_json(with_enrichment(base, enrichment), decision_json)
             assert len(shipments._enrichment_json.held) <= 2
         assert all(id(kept) == key for key, (kept, _) in shipments._enrichment_json.held.items())
 
@@ -189,21 +154,6 @@ def test_enrichment_numbers_of_another_type_are_written_by_pydantic(
         assert decision_json(decision) == decision.__pydantic_serializer__.to_json(decision)
 
 
-def _rss_growth(make: Callable[[], bytes], count: int = 20_000) -> float:
-    """RSS growth (bytes) while `count` results of `make` are kept."""
-    page = os.sysconf("SC_PAGE_SIZE")
-
-    def rss() -> int:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * page
-
-    before = rss()
-    kept = [make() for _ in range(count)]
-    grown = rss() - before
-    del kept
-    return grown
-
-
 def test_kept_json_holds_no_more_memory_than_pydantic_s() -> None:
     """orjson's bytes were shrunk in place from a buffer of several KB: 20,000 kept records
     grew RSS by about 150 MB against about 18 MB for pydantic's bytes of the same JSON."""
@@ -211,6 +161,6 @@ def test_kept_json_holds_no_more_memory_than_pydantic_s() -> None:
         decision_from_rules(**RULES),
         ShipmentEnrichment(source="rules", prompt_version="v1", message_draft="x" * 300),
     )
-    theirs = _rss_growth(lambda: decision.__pydantic_serializer__.to_json(decision))
-    ours = _rss_growth(lambda: decision_json(decision))  # may reuse what pydantic's freed
+    theirs = rss_growth(lambda: decision.__pydantic_serializer__.to_json(decision))
+    ours = rss_growth(lambda: decision_json(decision))  # may reuse what pydantic's freed
     assert ours < 2 * theirs + 8 * 2**20, (ours, theirs)

@@ -9,7 +9,6 @@ be byte for byte `__pydantic_serializer__.to_json`, which `to_out_record` wrote 
 
 from __future__ import annotations
 
-import re
 import warnings
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Optional
@@ -21,19 +20,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import schemas.tickets as tickets
-from operators.runtime.records import to_out_record
 from schemas.enrichment import Enrichment
 from schemas.tickets import Entities, TicketResponse, response_json
-from tests.schemas.test_decision_json import _rss_growth
+from tests.schemas.json_checks import TEXT, assert_same_json, enrichments, rss_growth
 
-SPECIAL = st.sampled_from(['"', "\\", "/", "\x00", "\x1f", "\x7f", "\u2028", "é", "😀"])
-TEXT = st.text(
-    alphabet=st.one_of(st.characters(blacklist_categories=("Cs",)), SPECIAL), max_size=40
-).map(str.strip)
-FLOAT = st.one_of(
-    st.floats(min_value=0.0, allow_nan=False, allow_infinity=False),
-    st.sampled_from([0.0, 1e-7, 5e-324, 1e16, 1e22, 0.1 + 0.2, 123456789.0, 2.5e-05]),
-)
 PROBABILITY = st.one_of(
     st.floats(min_value=0.0, max_value=1.0), st.sampled_from([0.0, 1.0, 1e-7, 5e-324])
 )
@@ -43,22 +33,11 @@ ZONES = st.sampled_from(
 TIME = st.datetimes(
     min_value=datetime(2000, 1, 2), max_value=datetime(2099, 12, 30), timezones=ZONES
 )
-ENRICHMENT = st.builds(
+ENRICHMENT = enrichments(
     Enrichment,
-    source=st.sampled_from(["llm", "cache", "rules"]),
-    model=st.one_of(st.none(), TEXT.map(lambda t: t[:100])),
-    prompt_version=st.sampled_from(["v1", "refund.v2", "ü-2"]),
-    tokens_in=st.integers(min_value=0, max_value=2**40),
-    tokens_out=st.integers(min_value=0, max_value=500),
-    cost_usd=FLOAT,
-    latency_ms=FLOAT,
-    outcome=st.sampled_from([None, "success", "cache_hit", "merged", "fallback", "policy_blocked"]),
-    fallback_reason=st.sampled_from([None, "disabled", "timeout"]),
-    policy_violations=st.lists(
-        st.sampled_from(["link_domain", "refund_promise", "credential_request"]),
-        max_size=3,
-        unique=True,
-    ).map(tuple),
+    prompt_versions=["v1", "refund.v2", "ü-2"],
+    outcomes=[None, "success", "cache_hit", "merged", "fallback", "policy_blocked"],
+    violations=["link_domain", "refund_promise", "credential_request"],
 )
 ENTITIES = st.builds(
     Entities,
@@ -80,19 +59,6 @@ def _fields(**change: Any) -> dict[str, Any]:
         "responded_at": datetime(2026, 12, 6, 19, 31, 0, 566693, tzinfo=UTC),
         "enrichment": SHARED, "route_enrichment": None, **change,
     }  # fmt: skip
-
-
-def _same_json(response: TicketResponse) -> None:
-    try:
-        expected = response.__pydantic_serializer__.to_json(response)
-    except ValueError as exc:  # pydantic's error, raised again by `response_json`
-        with pytest.raises(type(exc), match=re.escape(str(exc))):
-            response_json(response)
-        return
-    assert response_json(response) == expected
-    assert response.json_bytes() == expected
-    assert to_out_record("t", "k", response).value == expected
-    assert response_json(response) == expected  # the second time, from the enrichment memo
 
 
 @settings(max_examples=500, deadline=None)
@@ -139,7 +105,7 @@ def test_the_json_is_pydantic_s(
             return
     else:  # as given: time zones other than UTC, text that is not stripped
         response = TicketResponse.model_construct(**fields)
-    _same_json(response)
+    assert_same_json(response, response_json)
 
 
 def test_a_shared_enrichment_is_encoded_once_and_the_memo_is_bounded() -> None:
@@ -147,12 +113,12 @@ def test_a_shared_enrichment_is_encoded_once_and_the_memo_is_bounded() -> None:
         mock.patch.object(tickets._enrichment_json, "limit", 2),
         mock.patch.dict(tickets._enrichment_json.held, clear=True),
     ):
-        _same_json(TicketResponse(**_fields()))
-        _same_json(TicketResponse(**_fields(reply="Other")))
+        assert_same_json(TicketResponse(**_fields()), response_json)
+        assert_same_json(TicketResponse(**_fields(reply="Other")), response_json)
         assert list(tickets._enrichment_json.held) == [id(SHARED)]
         for n in range(5):
             enrichment = Enrichment(source="llm", prompt_version="v1", tokens_in=n)
-            _same_json(TicketResponse(**_fields(route_enrichment=enrichment)))
+            assert_same_json(TicketResponse(**_fields(route_enrichment=enrichment)), response_json)
             assert len(tickets._enrichment_json.held) <= 2
         assert all(id(kept) == key for key, (kept, _) in tickets._enrichment_json.held.items())
 
@@ -177,20 +143,20 @@ def test_values_of_another_type_or_layout_are_written_by_pydantic(change: dict[s
     odd = TicketResponse.model_construct(**_fields(**change))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydantic warns of the unexpected type
-        _same_json(odd)
+        assert_same_json(odd, response_json)
 
 
 def test_responses_of_other_layouts_are_serialised_by_pydantic() -> None:
     class Sub(TicketResponse):
         pass
 
-    _same_json(Sub(**_fields()))
+    assert_same_json(Sub(**_fields()), response_json)
     reordered = TicketResponse(**_fields())
     object.__setattr__(reordered, "__dict__", dict(reversed(reordered.__dict__.items())))
     assert response_json(reordered) == reordered.__pydantic_serializer__.to_json(reordered)
     entities = Entities(order_ids=["ORD-1"])
     object.__setattr__(entities, "__dict__", dict(reversed(entities.__dict__.items())))
-    _same_json(TicketResponse.model_construct(**_fields(entities=entities)))
+    assert_same_json(TicketResponse.model_construct(**_fields(entities=entities)), response_json)
     extra = TicketResponse.model_construct(**_fields())
     object.__setattr__(extra, "__pydantic_extra__", {"more": 1})
     assert response_json(extra) == extra.__pydantic_serializer__.to_json(extra)
@@ -200,6 +166,6 @@ def test_kept_json_holds_no_more_memory_than_pydantic_s() -> None:
     """orjson's bytes are shrunk in place from a buffer of several KB: kept as they are, each
     of 20,000 responses of about 1 KB held about 8 KB of RSS; copied, about pydantic's 1 KB."""
     response = TicketResponse(**_fields(reply="x" * 700))
-    theirs = _rss_growth(lambda: response.__pydantic_serializer__.to_json(response))
-    ours = _rss_growth(lambda: response_json(response))  # may reuse what pydantic's freed
+    theirs = rss_growth(lambda: response.__pydantic_serializer__.to_json(response))
+    ours = rss_growth(lambda: response_json(response))  # may reuse what pydantic's freed
     assert ours < 2 * theirs + 8 * 2**20, (ours, theirs)
