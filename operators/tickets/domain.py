@@ -7,16 +7,25 @@ Each step adds to what the previous one produced, so every type extends the one 
 
 All are frozen dataclasses of picklable values and keep the original `TicketMessage` and its
 `SourceRef`, so any later step can still dead-letter a record with its topic, partition and offset.
+
+About half of all `ParsedTicket`s cross to the process of the worker that owns their session
+(`operators.runtime.exchange.route_by_key`), in groups. The flow's groups are `ParsedGroup`s: one
+pickles as its keys and one flat list of its items' values (each item's message's, source's,
+entities' and its own, `_flat`), and unpickles, through one call, as a plain list of the same
+pairs, the models rebuilt without validation (`_parsed_group`). Pydantic's own pickle of a message
+and of its entities writes four state entries each and rebuilds them through `__setstate__`
+(`python -m benchmarks.crossing --flow tickets --micro` gives the figures of both forms).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from operator import attrgetter
 from typing import Any, Literal, Optional, Protocol, TypeVar
 
+from schemas.common import FieldsMask, is_plain, trusted
 from schemas.dead_letter import SourceRef
 from schemas.enrichment import Enrichment
 from schemas.tickets import Entities, Route, RouteMethod, TicketMessage
@@ -84,6 +93,102 @@ class ParsedTicket:
     response_sla_minutes: int
     text: str
     entities: Entities
+
+
+_MESSAGE_FIELDS = FieldsMask(TicketMessage)
+_ENTITIES_FIELDS = FieldsMask(Entities)
+_SOURCE_SET = frozenset(("topic", "partition", "offset"))
+FLAT_WIDTH = 19
+"""Values in the flat form of one `ParsedTicket`."""
+
+
+def _flat(item: ParsedTicket) -> Optional[tuple[Any, ...]]:
+    """The `FLAT_WIDTH` values of `item`'s flat form; `None` when it has none: an item of
+    another class, a message, source or entities of a subclass or with extra or private values,
+    a source without all three fields set."""
+    if type(item) is not ParsedTicket:
+        return None
+    v = item.__dict__
+    message, source, entities = v["message"], v["source"], v["entities"]
+    if not (
+        is_plain(message, TicketMessage)
+        and is_plain(source, SourceRef)
+        and is_plain(entities, Entities)
+        and source.__pydantic_fields_set__ == _SOURCE_SET
+    ):
+        return None
+    message_mask = _MESSAGE_FIELDS.mask(message.__pydantic_fields_set__)
+    entities_mask = _ENTITIES_FIELDS.mask(entities.__pydantic_fields_set__)
+    if message_mask is None or entities_mask is None:
+        return None
+    m, r, e = message.__dict__, source.__dict__, entities.__dict__
+    return (
+        m["message_id"], m["session_id"], m["channel"], m["sender"], m["subject"], m["body"],
+        m["sent_at"], m["customer_tier"], message_mask, r["topic"], r["partition"], r["offset"],
+        v["base_priority"], v["response_sla_minutes"], v["text"], e["order_ids"], e["emails"],
+        e["products"], entities_mask,
+    )  # fmt: skip
+
+
+class ParsedGroup(list[tuple[str, ParsedTicket]]):
+    """`(session, ParsedTicket)` pairs bound for one worker (`route_by_key(..., group=...)`),
+    pickled, when they cross to another process, as their keys and one flat list of every
+    item's flat form: one call to unpickle the group, not one per item (and none per model).
+    They unpickle as a plain list of the same pairs. A group holding an item with no flat form
+    pickles as a list."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> Any:
+        keys: list[str] = []
+        flat: list[Any] = []
+        for key, item in self:
+            values = _flat(item)
+            if values is None:
+                return (list, (list(self),))
+            keys.append(key)
+            flat.extend(values)
+        return (_parsed_group, (keys, flat))
+
+
+def _parsed_group(keys: Sequence[str], flat: Sequence[Any]) -> list[tuple[str, ParsedTicket]]:
+    """The pairs of a `ParsedGroup` unpickled from its keys and flat values (`FLAT_WIDTH` per
+    item): they were valid when they were pickled, so each model is rebuilt without
+    validation."""
+    out = []
+    values = iter(flat)
+    for key, (
+        message_id, session_id, channel, sender, subject, body, sent_at, customer_tier,
+        message_mask, topic, partition, offset, base_priority, response_sla_minutes, text,
+        order_ids, emails, products, entities_mask,
+    ) in zip(keys, zip(*[values] * FLAT_WIDTH, strict=False), strict=True):  # fmt: skip
+        message = trusted(
+            TicketMessage,
+            {
+                "message_id": message_id, "session_id": session_id, "channel": channel,
+                "sender": sender, "subject": subject, "body": body, "sent_at": sent_at,
+                "customer_tier": customer_tier,
+            },
+            _MESSAGE_FIELDS.fields_set(message_mask),
+        )  # fmt: skip
+        source = trusted(
+            SourceRef, {"topic": topic, "partition": partition, "offset": offset}, set(_SOURCE_SET)
+        )
+        entities = trusted(
+            Entities,
+            {"order_ids": order_ids, "emails": emails, "products": products},
+            _ENTITIES_FIELDS.fields_set(entities_mask),
+        )
+        item = _new(ParsedTicket)
+        item.__dict__.update(
+            {
+                "message": message, "source": source, "base_priority": base_priority,
+                "response_sla_minutes": response_sla_minutes, "text": text,
+                "entities": entities,
+            }
+        )  # fmt: skip
+        out.append((key, item))
+    return out
 
 
 @dataclass(frozen=True)
