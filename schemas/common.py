@@ -168,20 +168,31 @@ class FieldsMask:
     the items that cross between processes write a mask, not a set of names
     (`operators.shipments.domain`, `operators.tickets.domain`)."""
 
-    __slots__ = ("_all", "_sets", "names")
+    __slots__ = ("_all", "_seen", "_sets", "names")
+
+    SEEN = 8
+    """Fields sets besides all of them whose masks `mask` keeps (the first it meets)."""
 
     def __init__(self, cls: type[BaseModel]) -> None:
         self.names: tuple[str, ...] = tuple(cls.model_fields)
         self._all = frozenset(self.names)
+        self._seen: list[tuple[frozenset[str], int]] = []
         self._sets: dict[int, frozenset[str]] = {}
         """Mask → the names it stands for (at most 2 ** len(names) entries)."""
 
     def mask(self, fields_set: set[str]) -> Optional[int]:
         """`fields_set` as a mask; `None` when it holds a name the model does not declare."""
-        if len(fields_set) == len(self.names) and fields_set == self._all:
+        if fields_set == self._all:
             return ALL_FIELDS
+        for seen, mask in self._seen:  # a model's optional fields are unset in a few ways
+            if fields_set == seen:
+                return mask
         mask = sum(1 << i for i, name in enumerate(self.names) if name in fields_set)
-        return mask if mask.bit_count() == len(fields_set) else None
+        if mask.bit_count() != len(fields_set):
+            return None
+        if len(self._seen) < self.SEEN:
+            self._seen.append((frozenset(fields_set), mask))
+        return mask
 
     def fields_set(self, mask: int) -> set[str]:
         """The fields set that `mask` stands for, a set of its own."""

@@ -5,6 +5,7 @@ write that way pickles as a list."""
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Optional
 
@@ -83,12 +84,14 @@ def entities(draw: st.DrawFn) -> Entities:
 
 @st.composite
 def parsed_tickets(draw: st.DrawFn) -> ParsedTicket:
+    """A parsed message whose text is its body (the same string or an equal one) or another."""
+    message = draw(messages())
+    text = draw(st.sampled_from([message.body, "".join(message.body)]) | st.text(max_size=60))
     return made(
-        ParsedTicket, message=draw(messages()),
+        ParsedTicket, message=message,
         source=draw(sources()) if draw(st.integers(0, 9)) == 0 else flow_source(draw),
         base_priority=draw(st.sampled_from(["low", "normal", "high", "urgent"])),
-        response_sla_minutes=draw(st.integers(0, 10_000)), text=draw(st.text(max_size=60)),
-        entities=draw(entities()),
+        response_sla_minutes=draw(st.integers(0, 10_000)), text=text, entities=draw(entities()),
     )  # fmt: skip
 
 
@@ -120,12 +123,16 @@ class Subclassed(ContextTicket):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(ids, parsed_tickets()), max_size=8), st.booleans())
+@given(st.lists(st.tuples(ids, parsed_tickets()), max_size=8), st.booleans(), st.booleans())
 def test_a_group_round_trips_exactly_as_a_list(
-    pairs: list[tuple[str, ParsedTicket]], odd_one: bool
+    pairs: list[tuple[str, ParsedTicket]], shared: bool, odd_one: bool
 ) -> None:
-    """A group unpickles as a plain list of the same pairs, with one item of another class (a
-    `ContextTicket`) among them or not."""
+    """A group unpickles as a plain list of the same pairs, with items that share their entities
+    (as the parser's do) or not, and with one item of another class (a `ContextTicket`) among
+    them or not."""
+    if shared and pairs:
+        same = pairs[0][1].entities
+        pairs = [(key, replace(item, entities=same)) for key, item in pairs]
     if odd_one and pairs:
         key, first = pairs[0]
         pairs[0] = (key, ContextTicket.from_parsed(first, ()))
@@ -138,6 +145,8 @@ def test_a_group_round_trips_exactly_as_a_list(
         assert [key for key, _ in got] == [key for key, _ in pairs]
         for (_, item), (_, want) in zip(got, pairs, strict=True):
             assert_same(item, want)
+        if shared and flat and pairs:
+            assert len({id(item.entities) for _, item in got}) == 1
 
 
 def ticket(**changes: Any) -> ParsedTicket:
