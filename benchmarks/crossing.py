@@ -405,6 +405,7 @@ def profile(b: Broker, chosen: list[Contender], steady: int) -> list[str]:
     ]
     for part in PARTS:
         rows.append(f"| {part} | {' | '.join(f'{shares[x][part]:.1f}%' for x in labels)} |")
+    print("\n".join(rows), flush=True)
     return rows
 
 
