@@ -110,6 +110,7 @@ FLAT_WIDTH = 16
 """Values in the flat form of one `ParsedTicket`."""
 ENTITIES_WIDTH = 4
 """Values in the flat form of one `Entities`."""
+_MESSAGE_WIDTH = len(_MESSAGE_FIELDS.names)
 _set_parsed: Callable[[object, dict[str, Any]], None] = vars(ParsedTicket)["__dict__"].__set__
 """Sets a `ParsedTicket`'s `__dict__` (what `made` fills in), called directly."""
 
@@ -127,8 +128,9 @@ class ParsedGroup(list[tuple[str, ParsedTicket]]):
     parser hands every message that names nothing, and every message of a text it has seen, the
     same `Entities`: each is written once (`ENTITIES_WIDTH` values: the three lists and the
     fields-set mask) and rebuilt once, shared as before. An item has no flat form when it is of
-    another class, when its message, source or entities are of a subclass or hold extra or
-    private values, or when its source has not all three fields set."""
+    another class, when its message, source or entities are of a subclass, hold extra or private
+    values or lack a field's value (`model_construct`), or when its source has not all three
+    fields set."""
 
     __slots__ = ()
 
@@ -150,24 +152,29 @@ class ParsedGroup(list[tuple[str, ParsedTicket]]):
                     return (list, (list(self),))
                 known = index[id(entities)] = len(index)
                 shared.extend(values)
-            message_mask = _MESSAGE_FIELDS.mask(message.__pydantic_fields_set__)
             if not (
                 is_plain(message, TicketMessage)
                 and is_plain(source, SourceRef)
                 and source.__pydantic_fields_set__ == _SOURCE_SET
-                and message_mask is not None
                 and type(text) is str
             ):
                 return (list, (list(self),))
+            message_mask = _MESSAGE_FIELDS.mask(message.__pydantic_fields_set__)
             m, r = message.__dict__, source.__dict__
-            body = m["body"]
+            if message_mask is None or len(m) != _MESSAGE_WIDTH:
+                return (list, (list(self),))
+            try:
+                body = m["body"]
+                values = (
+                    m["message_id"], m["session_id"], m["channel"], m["sender"], m["subject"],
+                    body, m["sent_at"], m["customer_tier"], message_mask, r["topic"],
+                    r["partition"], r["offset"], v["base_priority"], v["response_sla_minutes"],
+                    None if text == body and type(body) is str else text, known,
+                )  # fmt: skip
+            except KeyError:  # a message built without some of its fields (`model_construct`)
+                return (list, (list(self),))
             more(key)
-            add((
-                m["message_id"], m["session_id"], m["channel"], m["sender"], m["subject"], body,
-                m["sent_at"], m["customer_tier"], message_mask, r["topic"], r["partition"],
-                r["offset"], v["base_priority"], v["response_sla_minutes"],
-                None if text == body and type(body) is str else text, known,
-            ))  # fmt: skip
+            add(values)
         return (_parsed_group, (keys, flat, shared))
 
 
@@ -176,10 +183,13 @@ def _flat_entities(entities: Entities) -> Optional[tuple[Any, ...]]:
     if not is_plain(entities, Entities):
         return None
     mask = _ENTITIES_FIELDS.mask(entities.__pydantic_fields_set__)
-    if mask is None:
-        return None
     e = entities.__dict__
-    return (e["order_ids"], e["emails"], e["products"], mask)
+    if mask is None or len(e) != 3:
+        return None
+    try:
+        return (e["order_ids"], e["emails"], e["products"], mask)
+    except KeyError:
+        return None
 
 
 def _parsed_group(
