@@ -3,6 +3,7 @@
     python -m benchmarks.crossing --rounds 5                    # this tree
     python -m benchmarks.crossing --rounds 5 --baseline DIR     # and another checkout, same rounds
     python -m benchmarks.crossing --micro --baseline DIR        # only the pickle of a crossing
+    python -m benchmarks.crossing --flow tickets --rounds 5      # the tickets flow
 
 With 2 processes about half of the scans are read by the worker that does not own their shipment
 and cross to the other process (`operators.runtime.exchange.route_by_key`). The Kafka part runs
@@ -16,6 +17,9 @@ run twice at once, shows what two busy processes cost on the machine with nothin
 `--profile` adds one py-spy run of each contender: the shares of the crossing in its worker
 threads' busy samples. Every run first pickles and unpickles a batch's group of enriched scans, as
 a crossing does, in each tree (interleaved, best of the repeats); `--micro` does only that.
+
+`--flow tickets` measures the same for `flows.tickets`, whose parsed messages cross to the worker
+that owns their session (section `crossing-tickets`; input: `benchmarks.peers`' tickets surge).
 
 It prints its figures and writes its section of docs/BENCHMARKS.md (`--no-doc`: print only).
 """
@@ -32,11 +36,12 @@ import sys
 import tempfile
 import threading
 from collections import defaultdict
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
 from benchmarks.peers import (
+    FULL,
     ROOT,
     Broker,
     Children,
@@ -48,29 +53,33 @@ from benchmarks.peers import (
 )
 from benchmarks.report import DEFAULT_PATH, command_line, write_section
 
-SECTION = "crossing"
-TITLE = "Crossing: what 2 processes cost per shipment event"
-ABOUT = (
-    "With 2 processes about half of the scans are read by the worker that does not own their "
-    "shipment and cross to the other process in their batch's group "
-    "(`operators.runtime.exchange.route_by_key`), each an `EnrichedEvent` pickled in its flat "
-    "form (`operators.shipments.domain`). *1 worker twice at once*: two 1-worker runs of the "
-    "whole input side by side, CPU per event over both, with nothing crossing: what two busy "
-    "processes cost per event on this machine (shared caches, a second set of Kafka clients). "
-    "`baseline` is the checkout given with `--baseline`.",
+
+@dataclass(frozen=True)
+class Case:
+    """What `--flow` measures: the flow, its section of docs/BENCHMARKS.md, and the lines of the
+    micro benchmark that make `items` (a batch of the flow's crossing items), `key` (their stream
+    key) and `pack` (the flow's group, where the tree has one)."""
+
+    flow: str
+    section: str
+    title: str
+    about: str
+    items: str
+    what: str
+    """The crossing items, in a sentence."""
+    unit: str
+    """One crossing item, in a sentence."""
+
+
+TWIN_ABOUT = (
+    "*1 worker twice at once*: two 1-worker runs of the whole input side by side, CPU per event "
+    "over both, with nothing crossing: what two busy processes cost per event on this machine "
+    "(shared caches, a second set of Kafka clients). `baseline` is the checkout given with "
+    "`--baseline`."
 )
-CONTENDERS = (
-    Contender("1 worker", "shipments", "surgeflow"),
-    Contender("2 processes", "shipments", "surgeflow", processes=2),
-    Contender("1 worker twice at once", "shipments", "twin"),
-)
-"""`1 worker twice at once`: two 1-worker runs of the whole input side by side, each with its own
-outputs, CPU per event over both: what two busy processes cost per event on this machine with
-nothing crossing between them (shared caches, the other one's Kafka clients)."""
-MICRO = r"""
-import pickle, random, sys, timeit
+SHIPMENTS_ITEMS = r"""
+import random
 from datetime import UTC, datetime, timedelta
-from operators.runtime.placement import by_owner
 from operators.runtime.records import source_ref
 from operators.shipments.domain import EnrichedEvent
 from schemas.common import TimeBounds
@@ -79,8 +88,8 @@ from schemas.shipments import ShipmentEvent
 rng = random.Random(7)
 now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 bounds = TimeBounds(now - timedelta(days=3650), now + timedelta(days=1), now, timedelta(days=1))
-scans = []
-for i in range(int(sys.argv[1])):
+items = []
+for i in range(batch):
     at = now - timedelta(minutes=rng.randint(1, 5000), microseconds=rng.randint(0, 999999))
     event = ShipmentEvent.from_common_shape({
         "event_id": f"EV-{i:08d}", "shipment_id": f"SHP-{rng.randint(0, 20000):06d}",
@@ -88,13 +97,91 @@ for i in range(int(sys.argv[1])):
         "occurred_at": at.isoformat(), "shipped_at": (at - timedelta(hours=5)).isoformat(),
         "eta": (at + timedelta(hours=20)).isoformat(), "delay_minutes": 0, "note": None,
     }, bounds)
-    scans.append(EnrichedEvent(
+    items.append(EnrichedEvent(
         event, source_ref("shipments.events", 2, 100000 + i), "Carrier Three", 48.0, 0.93,
         "north", 0.4, event.shipped_at + timedelta(hours=48),
     ))
+key = lambda e: e.event.shipment_id
 from operators.shipments import domain
-pack = getattr(domain, "EnrichedGroup", list)  # the flow's group, where the tree has one
-group = pack(by_owner(scans, lambda e: e.event.shipment_id, 2)[0][1])
+pack = getattr(domain, "EnrichedGroup", list)
+"""
+TICKETS_ITEMS = r"""
+from flows.registry import SPECS, TicketReference
+from operators.config.settings import Settings
+from operators.runtime.records import source_ref
+from operators.tickets import domain
+from operators.tickets.domain import EnrichedTicket, session_of as key
+from operators.tickets.parse import parse_tickets
+from schemas.tickets import TicketMessage
+
+reference = TicketReference.load()
+rows = reference.channels.channel_rows
+seed = Settings(_env_file=None).surge.seed
+enriched = []
+for offset, record in enumerate(
+    SPECS["tickets"].surge_records(seed=seed, steady_events=batch // 10 + 20, burst_factor=10)
+):
+    try:
+        message = TicketMessage.model_validate_json(record.value)
+    except ValueError:  # the surge's poison records: dead letters, they never cross
+        continue
+    priority, sla = rows.get(message.channel, (None, None))
+    if priority is not None:
+        source = source_ref("tickets.messages", offset % 4, 100000 + offset)
+        enriched.append(EnrichedTicket(message, source, priority, sla))
+items = parse_tickets(enriched[:batch], products=reference.products)
+assert len(items) == batch
+pack = getattr(domain, "ParsedGroup", list)
+"""
+CASES = {
+    "shipments": Case(
+        "shipments",
+        "crossing",
+        "Crossing: what 2 processes cost per shipment event",
+        "With 2 processes about half of the scans are read by the worker that does not own "
+        "their shipment and cross to the other process in their batch's group "
+        "(`operators.runtime.exchange.route_by_key`), each an `EnrichedEvent` pickled in its "
+        f"flat form (`operators.shipments.domain`). {TWIN_ABOUT}",
+        SHIPMENTS_ITEMS,
+        "enriched scans",
+        "scan",
+    ),
+    "tickets": Case(
+        "tickets",
+        "crossing-tickets",
+        "Crossing: what 2 processes cost per ticket message",
+        "With 2 processes about half of the parsed messages are read by the worker that does "
+        "not own their session and cross to the other process in their batch's group "
+        "(`operators.runtime.exchange.route_by_key`, step `key_by_session` of `flows.tickets`), "
+        "each a `ParsedTicket` (`operators.tickets.domain`). The micro benchmark's messages are "
+        "the flow's own: the seeded surge, validated, joined with their channel and parsed. "
+        f"{TWIN_ABOUT}",
+        TICKETS_ITEMS,
+        "parsed messages",
+        "message",
+    ),
+}
+
+
+def contenders(flow: str) -> tuple[Contender, ...]:
+    """1 worker, 2 processes, and `1 worker twice at once`: two 1-worker runs of the whole input
+    side by side, each with its own outputs, CPU per event over both: what two busy processes
+    cost per event on this machine with nothing crossing between them (shared caches, the other
+    one's Kafka clients)."""
+    return (
+        Contender("1 worker", flow, "surgeflow"),
+        Contender("2 processes", flow, "surgeflow", processes=2),
+        Contender("1 worker twice at once", flow, "twin"),
+    )
+
+
+MICRO = r"""
+import pickle, sys, timeit
+from operators.runtime.placement import by_owner
+
+batch = int(sys.argv[1])
+{items}
+group = pack(by_owner(items, key, 2)[0][1])  # the flow's group, where the tree has one
 data = pickle.dumps(group, pickle.HIGHEST_PROTOCOL)
 assert pickle.loads(data) == group
 n, number = len(group), 200
@@ -104,15 +191,16 @@ print(len(data) / n, dumps / number / n * 1e6, loads / number / n * 1e6)
 """
 
 
-def micro(trees: dict[str, Path], rounds: int, batch: int) -> list[str]:
-    """Bytes, pickle and unpickle µs per crossing scan in a group, per tree (best of rounds), as
-    markdown rows."""
+def micro(case: Case, trees: dict[str, Path], rounds: int, batch: int) -> list[str]:
+    """Bytes, pickle and unpickle µs per crossing item of `case` in a group, per tree (best of
+    rounds), as markdown rows."""
     best: dict[str, list[float]] = {}
+    script = MICRO.replace("{items}", case.items)
     for _ in range(rounds):
         for label, root in trees.items():
             env = {**os.environ, "PYTHONPATH": str(root)}
             done = subprocess.run(
-                [sys.executable, "-c", MICRO, str(batch)], cwd=root, env=env,
+                [sys.executable, "-c", script, str(batch)], cwd=root, env=env,
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             size, dumps, loads = map(float, done.stdout.split())
@@ -121,9 +209,9 @@ def micro(trees: dict[str, Path], rounds: int, batch: int) -> list[str]:
                 size, min(old[1], dumps), min(old[2], loads)
             ]  # fmt: skip
     rows = [
-        f"A crossing in one process: the group of enriched scans of a batch of {batch} bound "
-        f"for one worker pickled and unpickled, per scan (best of {rounds} interleaved runs of "
-        "7 repeats).",
+        f"A crossing in one process: the group of {case.what} of a batch of {batch} bound for "
+        f"one worker pickled and unpickled, per {case.unit} (best of {rounds} interleaved runs "
+        "of 7 repeats).",
         "",
         "| tree | bytes | pickle µs | unpickle µs | both µs |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -171,6 +259,11 @@ class ThreadCpu(threading.Thread):
         return out
 
 
+def contender(c: Contender) -> str:
+    """`c`'s label without its flow."""
+    return c.label.removeprefix(f"{c.flow}: ")
+
+
 def cpu_of(b: Broker, c: Contender, topic: str) -> tuple[float, dict[str, float]]:
     """CPU seconds of one run of `c` over `topic` (all its processes), and by thread name."""
     runs = []
@@ -185,9 +278,10 @@ def cpu_of(b: Broker, c: Contender, topic: str) -> tuple[float, dict[str, float]
 
 def kafka(b: Broker, chosen: list[Contender], rounds: int, steady: int) -> list[str]:
     """The measured rounds; their figures as markdown rows."""
-    (topic,) = b.topics("shipments-in")
-    events = load(b.bootstrap, "shipments", topic, steady)
-    (tiny,) = b.topics("shipments-probes")
+    flow = chosen[0].flow
+    (topic,) = b.topics(f"{flow}-in")
+    events = load(b.bootstrap, flow, topic, steady)
+    (tiny,) = b.topics(f"{flow}-probes")
     probe(b.bootstrap, tiny)
     print(f"{events:,} events on {topic}", flush=True)
     per_k: dict[str, list[float]] = defaultdict(list)
@@ -211,9 +305,10 @@ def kafka(b: Broker, chosen: list[Contender], rounds: int, steady: int) -> list[
                 flush=True,
             )
         for tree in dict.fromkeys(c.name.rpartition(" (")[2] for c in chosen):
-            one, two, twin = (f"shipments: {n} ({tree}" for n in [c.name for c in CONTENDERS])
+            one, two, twin = (f"{c.label} ({tree}" for c in contenders(flow))
             for a, b_ in ((two, one), (twin, one), (two, twin)):
-                ratios[f"{a[11:]} / {b_[11:]}"].append(got[a] / got[b_])
+                name = f"{a.removeprefix(f'{flow}: ')} / {b_.removeprefix(f'{flow}: ')}"
+                ratios[name].append(got[a] / got[b_])
     rows = [
         f"{events:,} events (4 partitions), {rounds} interleaved rounds; CPU net of each run's "
         "fixed cost measured next to it; medians of the rounds.",
@@ -221,7 +316,7 @@ def kafka(b: Broker, chosen: list[Contender], rounds: int, steady: int) -> list[
         "| contender | CPU s / 1k events |",
         "| --- | ---: |",
     ]
-    rows += [f"| {c.label[11:]} | {statistics.median(per_k[c.label]):.4f} |" for c in chosen]
+    rows += [f"| {contender(c)} | {statistics.median(per_k[c.label]):.4f} |" for c in chosen]
     rows += ["", "| within-round ratio | median | each round |", "| --- | ---: | --- |"]
     for name, values in ratios.items():
         each = " ".join(f"{x:.2f}" for x in values)
@@ -231,7 +326,7 @@ def kafka(b: Broker, chosen: list[Contender], rounds: int, steady: int) -> list[
         "CPU µs per event by thread (from /proc, net of the fixed cost, medians of the rounds; "
         "the 1-worker run's worker is its main thread `python`).",
         "",
-        f"| thread | {' | '.join(c.label[11:] for c in chosen)} |",
+        f"| thread | {' | '.join(contender(c) for c in chosen)} |",
         f"| --- |{' ---: |' * len(chosen)}",
     ]
     for name in sorted({n for t in threads.values() for n in t}):
@@ -264,8 +359,9 @@ second."""
 def profile(b: Broker, chosen: list[Contender], steady: int) -> list[str]:
     """One py-spy run of each contender (`--native`): the share of each of `PARTS` in the busy
     samples of its worker threads (waits left out), as markdown rows."""
-    (topic,) = b.topics("shipments-prof")
-    events = load(b.bootstrap, "shipments", topic, steady)
+    flow = chosen[0].flow
+    (topic,) = b.topics(f"{flow}-prof")
+    events = load(b.bootstrap, flow, topic, steady)
     py_spy = str(Path(sys.executable).with_name("py-spy"))
     shares: dict[str, dict[str, float]] = {}
     for c in chosen:
@@ -298,23 +394,28 @@ def profile(b: Broker, chosen: list[Contender], steady: int) -> list[str]:
             raw.unlink()
         shares[c.label] = {part: 100.0 * n / max(busy, 1) for part, n in parts.items()}
         print(f"profiled {c.label}: {busy:,} busy samples of its worker threads", flush=True)
-    labels = list(shares)
+    labels = [c.label for c in chosen if c.label in shares]
+    names = [contender(c) for c in chosen if c.label in shares]
     rows = [
         f"py-spy `--native` of one run of each ({events:,} events, 250 samples/s): share of the "
         "busy samples of the worker threads (waits left out).",
         "",
-        f"| part | {' | '.join(label[11:] for label in labels)} |",
+        f"| part | {' | '.join(names)} |",
         f"| --- |{' ---: |' * len(labels)}",
     ]
     for part in PARTS:
         rows.append(f"| {part} | {' | '.join(f'{shares[x][part]:.1f}%' for x in labels)} |")
+    print("\n".join(rows), flush=True)
     return rows
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="0: no measured rounds")
-    parser.add_argument("--steady", type=int, default=4000, help="seeded surge steady events")
+    parser.add_argument("--flow", choices=sorted(CASES), default="shipments")
+    parser.add_argument(
+        "--steady", type=int, help="seeded surge steady events (default: benchmarks.peers')"
+    )
     parser.add_argument("--baseline", type=Path, help="another checkout, run in the same rounds")
     parser.add_argument("--profile", action="store_true", help="one py-spy run of each")
     parser.add_argument("--micro", action="store_true", help="only the pickle of a crossing")
@@ -324,24 +425,28 @@ def main(argv: Optional[list[str]] = None) -> int:
     trees = {"this tree": ROOT}
     if args.baseline is not None:
         trees = {"baseline": args.baseline.resolve(), **trees}
-    rows = micro(trees, max(args.rounds, 3), batch=500)
+    case = CASES[args.flow]
+    steady = FULL[case.flow]  # `benchmarks.peers`' input of the flow
+    assert isinstance(steady, int)
+    steady = args.steady or steady
+    rows = micro(case, trees, max(args.rounds, 3), batch=500)
     if not args.micro:
         chosen = [
             replace(c, name=f"{c.name} ({label})", root=root)
             for label, root in trees.items()
-            for c in CONTENDERS
+            for c in contenders(case.flow)
         ]
         b = Broker(os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
         try:
             if args.rounds > 0:
-                rows += ["", *kafka(b, chosen, args.rounds, args.steady)]
+                rows += ["", *kafka(b, chosen, args.rounds, steady)]
             if args.profile:
-                rows += ["", *profile(b, chosen, args.steady)]
+                rows += ["", *profile(b, chosen, steady)]
         finally:
             b.delete_all()
     if not args.no_doc:
-        body = "\n\n".join(ABOUT) + "\n\n" + "\n".join(rows) + "\n"
-        print(f"wrote {write_section(SECTION, TITLE, command_line(), body, args.doc)}")
+        body = case.about + "\n\n" + "\n".join(rows) + "\n"
+        print(f"wrote {write_section(case.section, case.title, command_line(), body, args.doc)}")
     return 0
 
 

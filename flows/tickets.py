@@ -31,7 +31,7 @@ from operators.runtime.guard import guarded_flat_map_batch
 from operators.runtime.records import OutRecord, RawRecord, Valid
 from operators.runtime.shutdown import StopSignal
 from operators.runtime.skeleton import FlowSteps, Frame
-from operators.tickets.domain import session_of, source_of
+from operators.tickets.domain import ParsedGroup, session_of, source_of
 from operators.tickets.enrich import enrich_with_channel
 from operators.tickets.parse import parse_tickets
 from operators.tickets.respond import format_responses
@@ -60,7 +60,7 @@ def respond(
         "parse", enriched.enriched, parse, flow=FLOW, key=session_of, source=source_of
     )
     # Messages cross to their session's worker a batch at a time, not one by one.
-    by_session = route_by_key("key_by_session", parsed.results, session_of)
+    by_session = route_by_key("key_by_session", parsed.results, session_of, group=ParsedGroup)
     sessions = session_history(
         "session_history", by_session, params=SessionParams.from_settings(s.tickets)
     )

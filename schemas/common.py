@@ -148,6 +148,64 @@ def trusted(cls: type[R], values: dict[str, Any], fields_set: set[str]) -> R:
     return out
 
 
+def is_plain(value: object, cls: type[BaseModel]) -> bool:
+    """Whether `value` is exactly a `cls` with no extra and no private values: its `__dict__`
+    and its fields set say all of it (what a compact pickle writes, `FieldsMask`)."""
+    return (
+        type(value) is cls
+        and value.__pydantic_extra__ is None
+        and value.__pydantic_private__ is None
+    )
+
+
+ALL_FIELDS: Final = -1
+"""The `FieldsMask` of a fields set that holds every field (the usual case)."""
+
+
+class FieldsMask:
+    """The fields set (`__pydantic_fields_set__`) of a model's instances as an int and back: bit
+    `i` stands for the model's `i`-th field, `ALL_FIELDS` for all of them. The compact pickles of
+    the items that cross between processes write a mask, not a set of names
+    (`operators.shipments.domain`, `operators.tickets.domain`)."""
+
+    __slots__ = ("_all", "_seen", "_sets", "names")
+
+    SEEN = 8
+    """Fields sets besides all of them whose masks `mask` keeps (the first it meets)."""
+
+    def __init__(self, cls: type[BaseModel]) -> None:
+        self.names: tuple[str, ...] = tuple(cls.model_fields)
+        self._all = frozenset(self.names)
+        self._seen: list[tuple[frozenset[str], int]] = []
+        self._sets: dict[int, frozenset[str]] = {}
+        """Mask → the names it stands for (at most 2 ** len(names) entries)."""
+
+    def mask(self, fields_set: set[str]) -> Optional[int]:
+        """`fields_set` as a mask; `None` when it holds a name the model does not declare."""
+        if fields_set == self._all:
+            return ALL_FIELDS
+        for seen, mask in self._seen:  # a model's optional fields are unset in a few ways
+            if fields_set == seen:
+                return mask
+        mask = sum(1 << i for i, name in enumerate(self.names) if name in fields_set)
+        if mask.bit_count() != len(fields_set):
+            return None
+        if len(self._seen) < self.SEEN:
+            self._seen.append((frozenset(fields_set), mask))
+        return mask
+
+    def fields_set(self, mask: int) -> set[str]:
+        """The fields set that `mask` stands for, a set of its own."""
+        if mask == ALL_FIELDS:
+            return set(self.names)
+        names = self._sets.get(mask)
+        if names is None:
+            names = self._sets[mask] = frozenset(
+                name for i, name in enumerate(self.names) if mask >> i & 1
+            )
+        return set(names)
+
+
 is_plain_id = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}").fullmatch
 """Whether a str is an `Id` that stripping leaves as it is (no whitespace can match)."""
 

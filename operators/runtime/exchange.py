@@ -12,7 +12,8 @@ flow spends on it.
 through a keyed step that keeps nothing (`carry`): a group is pickled once, as one list, and
 classes are named once per message (about 9 µs per scan each way). `group` can make a group's
 pickle cheaper still: the shipments flow's `EnrichedGroup` pickles and unpickles a scan in about
-4 µs in all. On its owner's worker each
+4 µs in all, the tickets flow's `ParsedGroup` a parsed message in about 3.5 µs (6.5 as a list).
+On its owner's worker each
 item then leaves as `(key, item)`, so the keyed step that follows finds it already there and
 Bytewax moves it without pickling. The `carry` step's keys are lane names ("0", "1", …) that
 Bytewax routes to each worker; it holds no state, so a resume with another worker count finds

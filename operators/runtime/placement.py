@@ -82,6 +82,14 @@ def carrier(worker: int, workers: int) -> str:
     return local_lanes(worker, workers, 1)[0]
 
 
+OWNERS_KEPT = 32_768
+"""Keys whose worker `by_owner` keeps, per worker count; when full it starts again. The items
+of a session or a shipment come close together, and a lookup costs about 30 ns where
+`worker_of` costs about 0.5 µs (with 1 worker nothing is kept)."""
+_owners: dict[int, dict[str, int]] = {}
+"""Worker count → key → the worker that owns it (`worker_of`)."""
+
+
 def by_owner(
     items: Iterable[X], key: Callable[[X], str], workers: int
 ) -> list[tuple[str, list[tuple[str, X]]]]:
@@ -91,10 +99,15 @@ def by_owner(
     if workers == 1:
         pairs = [(key(item), item) for item in items]
         return [(carrier(0, 1), pairs)] if pairs else []
+    owners = _owners.get(workers)
+    if owners is None or len(owners) >= OWNERS_KEPT:
+        owners = _owners[workers] = {}
     groups: dict[int, list[tuple[str, X]]] = {}
     for item in items:
         k = key(item)
-        owner = worker_of(k, workers)
+        owner = owners.get(k)
+        if owner is None:
+            owner = owners[k] = worker_of(k, workers)
         group = groups.get(owner)
         if group is None:
             group = groups[owner] = []

@@ -22,13 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Optional, SupportsIndex
 
-from schemas.common import trusted
+from schemas.common import FieldsMask, trusted
 from schemas.dead_letter import SourceRef
 from schemas.shipments import ShipmentEvent
 
-_EVENT_FIELDS: tuple[str, ...] = tuple(ShipmentEvent.model_fields)
-_ALL_FIELDS = -1
-"""The fields-set mask of a scan that set every field (the usual case)."""
+_EVENT_FIELDS = FieldsMask(ShipmentEvent)
 _new_enriched: Any = object.__new__
 _set = object.__setattr__
 _SOURCE_SET = frozenset(("topic", "partition", "offset"))
@@ -98,11 +96,14 @@ def _flat(item: EnrichedEvent) -> Optional[tuple[Any, ...]]:
         or source.__pydantic_fields_set__ != _SOURCE_SET
     ):
         return None
+    fields_mask = _EVENT_FIELDS.mask(event.__pydantic_fields_set__)
+    if fields_mask is None:
+        return None
     e, r = event.__dict__, source.__dict__
     return (
         e["event_id"], e["shipment_id"], e["carrier_id"], e["hub_id"], e["scan_type"],
         e["occurred_at"], e["shipped_at"], e["eta"], e["delay_minutes"], e["note"],
-        _fields_mask(event.__pydantic_fields_set__), r["topic"], r["partition"], r["offset"],
+        fields_mask, r["topic"], r["partition"], r["offset"],
         v["carrier_name"], v["sla_hours"], v["carrier_reliability"], v["region"],
         v["hub_congestion"], v["sla_due_at"],
     )  # fmt: skip
@@ -147,7 +148,7 @@ def _group(keys: Sequence[str], flat: Sequence[Any]) -> list[tuple[str, Enriched
                 "shipped_at": shipped_at, "eta": eta, "delay_minutes": delay_minutes,
                 "note": note,
             },
-            _fields_set(fields_mask),
+            _EVENT_FIELDS.fields_set(fields_mask),
         )  # fmt: skip
         source = trusted(
             SourceRef, {"topic": topic, "partition": partition, "offset": offset}, set(_SOURCE_SET)
@@ -165,30 +166,6 @@ def _fields(cls: type[EnrichedEvent], values: dict[str, Any]) -> EnrichedEvent:
     out: EnrichedEvent = _new_enriched(cls)
     _set(out, "__dict__", values)
     return out
-
-
-_SETS: dict[int, frozenset[str]] = {}
-"""Fields-set mask → the field names it stands for (at most 2 ** 10 entries)."""
-
-
-def _fields_mask(fields_set: set[str]) -> int:
-    """`fields_set` of a scan as a bit mask over `_EVENT_FIELDS`; `_ALL_FIELDS` when it holds
-    them all."""
-    if len(fields_set) == len(_EVENT_FIELDS):
-        return _ALL_FIELDS
-    return sum(1 << i for i, name in enumerate(_EVENT_FIELDS) if name in fields_set)
-
-
-def _fields_set(mask: int) -> set[str]:
-    """The fields set of a scan whose mask is `mask` (`_fields_mask`), a set of its own."""
-    if mask == _ALL_FIELDS:
-        return set(_EVENT_FIELDS)
-    names = _SETS.get(mask)
-    if names is None:
-        names = _SETS[mask] = frozenset(
-            name for i, name in enumerate(_EVENT_FIELDS) if mask >> i & 1
-        )
-    return set(names)
 
 
 def _enriched(*values: Any) -> EnrichedEvent:

@@ -7,16 +7,33 @@ Each step adds to what the previous one produced, so every type extends the one 
 
 All are frozen dataclasses of picklable values and keep the original `TicketMessage` and its
 `SourceRef`, so any later step can still dead-letter a record with its topic, partition and offset.
+
+About half of all `ParsedTicket`s cross to the process of the worker that owns their session
+(`operators.runtime.exchange.route_by_key`), in groups. The flow's groups are `ParsedGroup`s: one
+pickles as flat lists of its items' values and unpickles, through one call, as a plain list of the
+same pairs, the models rebuilt without validation (`_parsed_group`). Pydantic's own pickle of a
+message and of its entities writes four state entries each and rebuilds them through
+`__setstate__` (`python -m benchmarks.crossing --flow tickets --micro` gives the figures of both
+forms).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from operator import attrgetter
 from typing import Any, Literal, Optional, Protocol, TypeVar
 
+from schemas.common import (
+    FieldsMask,
+    _set_dict,
+    _set_extra,
+    _set_fields_set,
+    _set_private,
+    is_plain,
+    trusted,
+)
 from schemas.dead_letter import SourceRef
 from schemas.enrichment import Enrichment
 from schemas.tickets import Entities, Route, RouteMethod, TicketMessage
@@ -84,6 +101,148 @@ class ParsedTicket:
     response_sla_minutes: int
     text: str
     entities: Entities
+
+
+_MESSAGE_FIELDS = FieldsMask(TicketMessage)
+_ENTITIES_FIELDS = FieldsMask(Entities)
+_SOURCE_SET = frozenset(("topic", "partition", "offset"))
+FLAT_WIDTH = 16
+"""Values in the flat form of one `ParsedTicket`."""
+ENTITIES_WIDTH = 4
+"""Values in the flat form of one `Entities`."""
+_MESSAGE_WIDTH = len(_MESSAGE_FIELDS.names)
+_set_parsed: Callable[[object, dict[str, Any]], None] = vars(ParsedTicket)["__dict__"].__set__
+"""Sets a `ParsedTicket`'s `__dict__` (what `made` fills in), called directly."""
+
+
+class ParsedGroup(list[tuple[str, ParsedTicket]]):
+    """`(session, ParsedTicket)` pairs bound for one worker (`route_by_key(..., group=...)`),
+    pickled, when they cross to another process, as their keys, one flat list of every item's
+    values and one of the values of their distinct entities: one call to unpickle the group, not
+    one per item (and none per model). They unpickle as a plain list of the same pairs. A group
+    holding an item with no flat form pickles as a list.
+
+    An item's flat form (`FLAT_WIDTH` values): its message's values and fields-set mask, its
+    source's three values, its own, with its text written as `None` when it equals the message's
+    body (as it does for most messages) and its entities as their index among the group's. The
+    parser hands every message that names nothing, and every message of a text it has seen, the
+    same `Entities`: each is written once (`ENTITIES_WIDTH` values: the three lists and the
+    fields-set mask) and rebuilt once, shared as before. An item has no flat form when it is of
+    another class, when its message, source or entities are of a subclass, hold extra or private
+    values or lack a field's value (`model_construct`), or when its source has not all three
+    fields set."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> Any:
+        keys: list[str] = []
+        flat: list[Any] = []
+        shared: list[Any] = []
+        index: dict[int, int] = {}
+        add, more = flat.extend, keys.append
+        for key, item in self:
+            if type(item) is not ParsedTicket:
+                return (list, (list(self),))
+            v = item.__dict__
+            message, source, entities, text = v["message"], v["source"], v["entities"], v["text"]
+            known = index.get(id(entities))
+            if known is None:
+                values = _flat_entities(entities)
+                if values is None:
+                    return (list, (list(self),))
+                known = index[id(entities)] = len(index)
+                shared.extend(values)
+            if not (
+                is_plain(message, TicketMessage)
+                and is_plain(source, SourceRef)
+                and source.__pydantic_fields_set__ == _SOURCE_SET
+                and type(text) is str
+            ):
+                return (list, (list(self),))
+            message_mask = _MESSAGE_FIELDS.mask(message.__pydantic_fields_set__)
+            m, r = message.__dict__, source.__dict__
+            if message_mask is None or len(m) != _MESSAGE_WIDTH:
+                return (list, (list(self),))
+            try:
+                body = m["body"]
+                values = (
+                    m["message_id"], m["session_id"], m["channel"], m["sender"], m["subject"],
+                    body, m["sent_at"], m["customer_tier"], message_mask, r["topic"],
+                    r["partition"], r["offset"], v["base_priority"], v["response_sla_minutes"],
+                    None if text == body and type(body) is str else text, known,
+                )  # fmt: skip
+            except KeyError:  # a message built without some of its fields (`model_construct`)
+                return (list, (list(self),))
+            more(key)
+            add(values)
+        return (_parsed_group, (keys, flat, shared))
+
+
+def _flat_entities(entities: Entities) -> Optional[tuple[Any, ...]]:
+    """The `ENTITIES_WIDTH` values of `entities`' flat form, `None` when it has none."""
+    if not is_plain(entities, Entities):
+        return None
+    mask = _ENTITIES_FIELDS.mask(entities.__pydantic_fields_set__)
+    e = entities.__dict__
+    if mask is None or len(e) != 3:
+        return None
+    try:
+        return (e["order_ids"], e["emails"], e["products"], mask)
+    except KeyError:
+        return None
+
+
+def _parsed_group(
+    keys: Sequence[str], flat: Sequence[Any], shared: Sequence[Any]
+) -> list[tuple[str, ParsedTicket]]:
+    """The pairs of a `ParsedGroup` unpickled from its keys, its items' flat values
+    (`FLAT_WIDTH` each) and its entities' (`ENTITIES_WIDTH` each): they were valid when they
+    were pickled, so each model is rebuilt without validation."""
+    entities = [
+        trusted(
+            Entities,
+            {"order_ids": order_ids, "emails": emails, "products": products},
+            _ENTITIES_FIELDS.fields_set(mask),
+        )
+        for order_ids, emails, products, mask in zip(*[iter(shared)] * ENTITIES_WIDTH, strict=True)
+    ]
+    out: list[tuple[str, ParsedTicket]] = []
+    append = out.append
+    values = iter(flat)
+    message_sets, source_set = _MESSAGE_FIELDS.fields_set, _SOURCE_SET
+    for key, (
+        message_id, session_id, channel, sender, subject, body, sent_at, customer_tier,
+        message_mask, topic, partition, offset, base_priority, response_sla_minutes, text,
+        known,
+    ) in zip(keys, zip(*[values] * FLAT_WIDTH, strict=True), strict=True):  # fmt: skip
+        message = _new(TicketMessage)  # `trusted`, written out
+        _set_dict(
+            message,
+            {
+                "message_id": message_id, "session_id": session_id, "channel": channel,
+                "sender": sender, "subject": subject, "body": body, "sent_at": sent_at,
+                "customer_tier": customer_tier,
+            },
+        )  # fmt: skip
+        _set_fields_set(message, message_sets(message_mask))
+        _set_extra(message, None)
+        _set_private(message, None)
+        source = _new(SourceRef)
+        _set_dict(source, {"topic": topic, "partition": partition, "offset": offset})
+        _set_fields_set(source, set(source_set))
+        _set_extra(source, None)
+        _set_private(source, None)
+        item = _new(ParsedTicket)
+        _set_parsed(
+            item,
+            {
+                "message": message, "source": source, "base_priority": base_priority,
+                "response_sla_minutes": response_sla_minutes,
+                "text": body if text is None else text, "entities": entities[known],
+            },
+        )  # fmt: skip
+        append((key, item))
+    return out
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ its own. The one difference allowed is documented: at the end of a bounded input
 judges quiet shipments stuck by its own stream clock (`operators.runtime.clock`), so an end-of-input
 stuck report may differ for a shipment whose stuck time falls between the partitions' latest
 event times.
+
+The tickets flow, whose parsed messages cross to their session's worker in `ParsedGroup`s, writes
+the same responses and dead letters as 2 processes as 1 process (all but the time of writing and
+the measured latency of each reply).
 """
 
 from __future__ import annotations
@@ -17,15 +21,23 @@ import pytest
 
 from operators.config.settings import Settings
 from operators.shipments.surge import iter_shipment_surge
+from operators.tickets.surge import iter_ticket_surge
 from tests.flows.kafka_runs import kafka_settings, keyed, produce_raw, with_topics
 from tests.flows.recovery_checks import (
     Outputs,
+    by_id,
     clock_spread,
     differences,
     events_in_two_decisions,
     unaccounted_inputs,
 )
-from tests.flows.recovery_runs import flow_env, start_flow, wait_all, with_outputs
+from tests.flows.recovery_runs import (
+    TopicFollower,
+    flow_env,
+    start_flow,
+    wait_all,
+    with_outputs,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.dataflow]
 
@@ -58,3 +70,49 @@ def test_two_processes_and_two_workers_write_what_one_process_writes(
         assert events_in_two_decisions(out.decisions) == [], name
         assert differences(runs["1 process"], out, spread) == [], name
     assert len(runs["1 process"].decisions) > 500
+
+
+VARYING = ("responded_at", "enrichment", "route_enrichment", "failed_at")
+"""Fields a rerun may change: when a response or dead letter was written, the measured latency of
+a reply."""
+
+
+def ticket_outputs(settings: Settings) -> dict[str, list[dict]]:
+    """Responses and dead letters by id, each without its `VARYING` fields (the enrichments'
+    source and prompt version kept)."""
+    topics = [settings.topics.tickets_responses, settings.topics.tickets_dlq]
+    with TopicFollower(settings, topics) as follower:
+        records = follower.read_to_end()
+    out: dict[str, list[dict]] = {}
+    for topic, id_field in zip(topics, ("response_id", "dead_letter_id"), strict=True):
+        for record_id, copies in by_id([r for r in records if r.topic == topic], id_field).items():
+            out[record_id] = [
+                {
+                    **{k: v for k, v in copy.items() if k not in VARYING},
+                    "replied_by": (copy.get("enrichment") or {}).get("source"),
+                }
+                for copy in copies
+            ]
+    return out
+
+
+@pytest.mark.timeout(180)
+def test_two_processes_answer_tickets_as_one_process_does(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    settings = with_topics(kafka_settings(kafka_bootstrap), "tickets")
+    generated = list(iter_ticket_surge(seed=19, steady_events=60, burst_factor=6))
+    placed = produce_raw(settings, settings.topics.tickets_messages, keyed(generated))
+    assert len({partition for partition, _ in placed}) == 4
+
+    runs = {}
+    for name, scale in {"1 process": {}, "2 processes": {"processes": 2}}.items():
+        run_settings = with_outputs(settings, "tickets")
+        processes = start_flow("tickets", flow_env(run_settings), tmp_path / "logs", **scale)
+        wait_all(processes, timeout=120)
+        runs[name] = ticket_outputs(run_settings)
+
+    one, two = runs["1 process"], runs["2 processes"]
+    assert sum(len(copies) for copies in one.values()) == len(generated)
+    assert two == one
+    assert sum(1 for copies in one.values() if "response_id" in copies[0]) > 300

@@ -2,9 +2,11 @@
 every item with `route_by_key` or one at a time (`--single`), and prints what it saw as JSON.
 With `--enriched` the items are the shipments flow's `EnrichedEvent`s (`enriched(key, n)`), grouped
 as the flow groups them (`EnrichedGroup`), and each that reaches its keyed step is compared with
-the one that was read.
+the one that was read; with `--parsed` the same for the tickets flow's `ParsedTicket`s
+(`parsed(key, n)`, grouped as `ParsedGroup`s).
 
-`python -m tests.operators.runtime.exchange_procs ADDRESSES PROC_ID [--single] [--enriched]`
+`python -m tests.operators.runtime.exchange_procs ADDRESSES PROC_ID [--single] [--enriched]
+[--parsed]`
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from bytewax.testing import cluster_main
 
 from operators.runtime.exchange import WorkerProbe, route_by_key
 from operators.runtime.placement import this_worker
+from operators.runtime.records import source_ref
 from operators.shipments.domain import EnrichedEvent, EnrichedGroup
+from operators.tickets.domain import ParsedGroup, ParsedTicket, made
 from schemas.dead_letter import SourceRef
 from schemas.shipments import ShipmentEvent
+from schemas.tickets import Entities, TicketMessage
 
 PARTITIONS = ["p0", "p1", "p2", "p3"]
 PER_PARTITION = 400
@@ -64,10 +69,39 @@ def enriched(key: str, n: int) -> EnrichedEvent:
     )  # fmt: skip
 
 
+def parsed(key: str, n: int) -> ParsedTicket:
+    """The `ParsedTicket` number `n` of session `key`: a message with a subject, a null one or
+    none set, a tier or none set, non-ASCII text, and entities of every shape (none named and
+    all fields unset, as the parser's shared record; some set; all set)."""
+    fields: dict[str, Any] = {
+        "message_id": f"M-{n}", "session_id": key, "channel": ("email", "chat", "it")[n % 3],
+        "sender": f"Zoë {n}", "body": f"Où est ORD-{100000 + n} ? n°{n}",
+        "sent_at": datetime(2026, 11, 27, 10, 0, tzinfo=UTC) + timedelta(seconds=n),
+    }  # fmt: skip
+    if n % 3:  # else left unset
+        fields["subject"] = f"Re: {n}" if n % 3 == 1 else None
+    if n % 4 == 0:
+        fields["customer_tier"] = "gold"
+    message = TicketMessage(**fields)
+    shapes = [
+        Entities(),
+        Entities(order_ids=[f"ORD-{100000 + n}"]),
+        Entities(order_ids=[], emails=[f"é{n}@example.com"], products=["AeroBlend 3000"]),
+    ]
+    return made(
+        ParsedTicket, message=message, source=source_ref("tickets.messages", n % 4, n),
+        base_priority="normal", response_sla_minutes=30 + n % 5,
+        text=message.body if n % 2 else f"{message.subject} {message.body}",
+        entities=shapes[n % 3],
+    )  # fmt: skip
+
+
 class _Part(StatefulSourcePartition[Any, None]):
     def __init__(self, part: str) -> None:
         p = PARTITIONS.index(part)
-        make = enriched if "--enriched" in sys.argv else Counted
+        make: Any = Counted
+        if "--enriched" in sys.argv or "--parsed" in sys.argv:
+            make = enriched if "--enriched" in sys.argv else parsed
         self.items = [make(f"K-{p}-{i % 37}", p * PER_PARTITION + i) for i in range(PER_PARTITION)]
 
     def next_batch(self) -> list[Any]:
@@ -95,6 +129,8 @@ def main(argv: list[str]) -> None:
     unequal: list[int] = []
     if "--enriched" in argv:
         key_of, n_of = _enriched_key, _enriched_n
+    elif "--parsed" in argv:
+        key_of, n_of = _parsed_key, _parsed_n
     else:
         key_of, n_of = _counted_key, _counted_n
 
@@ -106,6 +142,8 @@ def main(argv: list[str]) -> None:
         keyed = op.key_on("key", up, key_of)
     elif "--enriched" in argv:
         keyed = route_by_key("key", up, key_of, group=EnrichedGroup)
+    elif "--parsed" in argv:
+        keyed = route_by_key("key", up, key_of, group=ParsedGroup)
     else:
         keyed = route_by_key("key", up, key_of)
 
@@ -113,6 +151,8 @@ def main(argv: list[str]) -> None:
         key, n = key_of(c), n_of(c)
         owned.append((key, n, _index()))
         if isinstance(c, EnrichedEvent) and not _same(c, enriched(key, n)):
+            unequal.append(n)
+        if isinstance(c, ParsedTicket) and not _same_parsed(c, parsed(key, n)):
             unequal.append(n)
         return (state or 0) + 1, n
 
@@ -146,6 +186,24 @@ def _same(got: EnrichedEvent, want: EnrichedEvent) -> bool:
         got == want
         and got.event.model_fields_set == want.event.model_fields_set
         and got.source.model_fields_set == want.source.model_fields_set
+    )
+
+
+def _parsed_key(t: ParsedTicket) -> str:
+    return t.message.session_id
+
+
+def _parsed_n(t: ParsedTicket) -> int:
+    offset = t.source.offset
+    assert offset is not None
+    return offset
+
+
+def _same_parsed(got: ParsedTicket, want: ParsedTicket) -> bool:
+    """Equal, with the same fields set on the message, the source and the entities."""
+    return got == want and all(
+        getattr(got, name).model_fields_set == getattr(want, name).model_fields_set
+        for name in ("message", "source", "entities")
     )
 
 

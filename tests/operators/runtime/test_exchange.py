@@ -61,10 +61,12 @@ def test_items_that_change_process_are_pickled_once_in_groups(
 
 
 @pytest.mark.timeout(180)
-def test_enriched_scans_reach_their_keys_worker_equal() -> None:
-    """The shipments flow's `EnrichedEvent`s, in their groups' compact pickle (`EnrichedGroup`),
-    reach the worker that owns their shipment equal to what was read, fields set included."""
-    outs = run_cluster("--enriched")
+@pytest.mark.parametrize("items", ["--enriched", "--parsed"])
+def test_flow_items_reach_their_keys_worker_equal(items: str) -> None:
+    """The shipments flow's `EnrichedEvent`s and the tickets flow's `ParsedTicket`s, in their
+    groups' compact pickles (`EnrichedGroup`, `ParsedGroup`), reach the worker that owns their
+    key equal to what was read, fields set included."""
+    outs = run_cluster(items)
     read = {n: w for out in outs for n, w in out["read"]}
     owned = [(k, n, w) for out in outs for k, n, w in out["owned"]]
     total = len(PARTITIONS) * PER_PARTITION

@@ -12,6 +12,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, cluster_main
 
 from operators.config.settings import Settings
+from operators.runtime import placement
 from operators.runtime.async_step import StepParams, map_async
 from operators.runtime.exchange import WorkerProbe, route_by_key
 from operators.runtime.inflight import lane_for
@@ -115,6 +116,27 @@ def test_by_owner_groups_a_batch_by_the_worker_that_owns_each_key_in_order() -> 
     assert sorted(item for _, pairs in groups for _, item in pairs) == sorted(items)
     assert by_owner(items, lambda item: item[0], 1) == [("0", [(k, (k, i)) for k, i in items])]
     assert by_owner([], lambda item: item, 2) == []
+
+
+def test_by_owner_keeps_the_owners_it_computed_up_to_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keys met again are grouped by the owner kept for them, the same `worker_of` gives; the
+    kept owners start again when `OWNERS_KEPT` are kept, per worker count."""
+    monkeypatch.setattr(placement, "OWNERS_KEPT", 20)
+    monkeypatch.setattr(placement, "_owners", {})
+    for n in range(12):
+        items = [KEYS[(n * 7 + i) % 50] for i in range(30)]
+        for workers in (2, 3):
+            for _, pairs in by_owner(items, str, workers):
+                assert len({worker_of(k, workers) for k, _ in pairs}) == 1
+            assert sorted(k for _, pairs in by_owner(items, str, workers) for k, _ in pairs) == (
+                sorted(items)
+            )
+            kept = placement._owners[workers]
+            assert 0 < len(kept) <= 20 + 30
+            assert all(owner == worker_of(k, workers) for k, owner in kept.items())
+    assert 1 not in placement._owners
 
 
 @pytest.mark.dataflow
