@@ -125,9 +125,9 @@ class ParsedGroup(list[tuple[str, ParsedTicket]]):
     An item's flat form (`FLAT_WIDTH` values): its message's values and fields-set mask, its
     source's three values, its own, with its text written as `None` when it equals the message's
     body (as it does for most messages) and its entities as their index among the group's. The
-    parser hands every message that names nothing, and every message of a text it has seen, the
-    same `Entities`: each is written once (`ENTITIES_WIDTH` values: the three lists and the
-    fields-set mask) and rebuilt once, shared as before. An item has no flat form when it is of
+    parser hands every message that names nothing the same `Entities`: each distinct one (by
+    identity) is written once (`ENTITIES_WIDTH` values: the three lists and the fields-set mask)
+    and rebuilt once, shared as before. An item has no flat form when it is of
     another class, when its message, source or entities are of a subclass, hold extra or private
     values or lack a field's value (`model_construct`), or when its source has not all three
     fields set."""
