@@ -9,7 +9,6 @@ urgency words, control and format characters, non-ASCII letters that fold to ASC
 
 from __future__ import annotations
 
-import gc
 import html
 import itertools
 import json
@@ -542,28 +541,6 @@ def test_the_route_memo_is_bounded() -> None:
         scorer.route(text)
     assert len(scorer._route_names) <= LexicalScorer.SCORE_CACHE
     assert len(scorer._confidences) <= LexicalScorer.SCORE_CACHE
-
-
-def test_the_router_memos_give_the_collector_nothing_to_walk() -> None:
-    """What the scorer keeps per text is untracked by the cyclic garbage collector once it has
-    run: keys, route names and confidences never tracked (nor the dicts holding them), score
-    tuples of floats untracked by the first collection, the word table and stem memo atomic."""
-    scorer = LexicalScorer(INDEX.intents)
-    examples = [text for spec in INDEX.intents.values() for text in spec.examples]
-    texts = [*examples, "parcel 12 late", "it's my ORD-123 refund", "é refund", ""]
-    for text in texts:
-        scorer.route(text)
-        scorer.values(text)
-    scorer.joined_values(texts[:3])
-    gc.collect(0)  # the young collection untracks tuples of atomic values
-    memos = (scorer._keys, scorer._scores, scorer._route_names, scorer._confidences)
-    assert all(memos), "each memo holds entries"
-    for memo in memos:
-        assert [e for e in itertools.chain(memo, memo.values()) if gc.is_tracked(e)] == []
-    for memo in (scorer._keys, scorer._route_names, scorer._confidences, lexical._STEMS):
-        assert not gc.is_tracked(memo), "a dict of atomic values is never tracked"
-    entries = itertools.chain(scorer._word_tokens, scorer._word_tokens.values())
-    assert not any(map(gc.is_tracked, entries))
 
 
 def enriched(body: str, subject: Optional[str]) -> EnrichedTicket:
