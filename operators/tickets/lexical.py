@@ -189,9 +189,12 @@ _SEPARATOR = "|"
 """A word of a text that no centroid knows, as it stands in the text's key: it only parts the
 known words around it, so they make no bigram (no stem is `|`: words are `[a-z0-9]+`)."""
 
-Key = tuple[str, ...]
+Key = str
 """The known stems of a text in order, with `_SEPARATOR` for each word no centroid knows and no
-stop words: its TF-IDF vector is a function of this alone (`LexicalScorer._vector`)."""
+stop words, each followed by a space (no stem holds one): its TF-IDF vector is a function of this
+alone (`LexicalScorer._vector`), and the key of texts joined by spaces is their keys one after
+another. A string, not a tuple of them: the garbage collector never tracks a string and it is
+hashed once, so the memos that keep keys give the collector nothing to walk."""
 
 
 def _joins_an_identifier(first: str, second: str) -> bool:
@@ -207,9 +210,9 @@ def _joins_an_identifier(first: str, second: str) -> bool:
 class _WordTable(dict[bytes, str]):
     """Word (ASCII bytes) → what it stands as in a key: "" for a stop word or a number (all
     digits: see `LexicalScorer._number_token`), else its stem when a centroid knows it (it is in
-    `idf`), else `_SEPARATOR`. A word not held yet is worked out on lookup (`__missing__`, which
-    `dict.__getitem__` calls), so a key's words are mapped in C with one lookup each; the table
-    is emptied when it holds `limit` words."""
+    `idf`), else `_SEPARATOR`, followed by a space (`Key`). A word not held yet is worked out on
+    lookup (`__missing__`, which `dict.__getitem__` calls), so a key's words are mapped in C with
+    one lookup each; the table is emptied when it holds `limit` words."""
 
     def __init__(self, idf: Mapping[str, float], limit: int) -> None:
         super().__init__()
@@ -222,9 +225,9 @@ class _WordTable(dict[bytes, str]):
         return remember(self, self._limit, word, token)
 
     def known(self, word: str) -> str:
-        """The stem of `word` when a centroid knows it, else `_SEPARATOR`."""
+        """The stem of `word` when a centroid knows it, else `_SEPARATOR`, and a space."""
         stemmed = stem(word)
-        return stemmed if stemmed in self._idf else _SEPARATOR
+        return f"{stemmed if stemmed in self._idf else _SEPARATOR} "
 
 
 class LexicalScorer:
@@ -234,11 +237,13 @@ class LexicalScorer:
     (word → its stem when a centroid knows it, `_SEPARATOR` when none does, empty for a stop
     word). Its scores and route are kept per key, for up to `SCORE_CACHE` keys (surge traffic
     repeats what it says with other names, ids and numbers, which the key leaves out; the memos
-    are emptied when full). A key not kept is scored by walking its terms once through a
-    precomputed table (term → its weight in each route's centroid). The sums are taken in the
-    order the plain cosine (`_dot`) takes them, so the scores are the same floats to the last bit.
-    A bigram is looked up as a pair of stems (first → second → term), since a term unknown to
-    every centroid weighs nothing.
+    are emptied when full). The memos keep strings, floats and score tuples of numbers only, which
+    the garbage collector stops tracking (a score tuple after its first collection, the rest
+    never): a route is kept as its name and its confidence in two dicts, not as a pair. A key
+    not kept is scored by walking its terms once through a precomputed table (term → its weight
+    in each route's centroid). The sums are taken in the order the plain cosine (`_dot`) takes
+    them, so the scores are the same floats to the last bit. A bigram is looked up as a pair of
+    stems (first → second → term), since a term unknown to every centroid weighs nothing.
     """
 
     SCORE_CACHE = 16384
@@ -266,7 +271,8 @@ class LexicalScorer:
         self._smallest = min(self._sizes)
         self._no_scores: list[float] = [0] * len(self._sizes)  # ints, as `sum` starts
         self._scores: dict[Key, tuple[float, ...]] = {}
-        self._routes: dict[Key, tuple[Route, float]] = {}
+        self._route_names: dict[Key, Route] = {}
+        self._confidences: dict[Key, float] = {}
 
     def _tokens(self, words: list[bytes]) -> list[str]:
         """What each word stands as (`_WordTable`): one lookup per word in the table."""
@@ -296,7 +302,7 @@ class LexicalScorer:
             if "ord" in lowered:
                 lowered = _ORDER_ID_LOWER.sub(_cut_order_id, lowered)
             words = lowered.encode("ascii").translate(_WORD_BYTES).split()
-            return tuple(filter(None, map(self._word_tokens.__getitem__, words)))
+            return "".join(map(self._word_tokens.__getitem__, words))
         plain = _plain_lower(text)
         if plain.isascii():  # `_WORD.findall(plain.replace("'", ""))`, as bytes, found in C
             words = plain.encode("ascii").translate(_WORD_BYTES, b"'").split()
@@ -308,7 +314,7 @@ class LexicalScorer:
                 self._number_token(w) if w.isdigit() else t
                 for w, t in zip(words, held, strict=True)
             ]
-        return tuple(filter(None, held))
+        return "".join(held)
 
     def _tfidf(self, text: str) -> Vector:
         return self._vector(self._key(text))
@@ -328,11 +334,12 @@ class LexicalScorer:
         bigrams of adjacent stems that a centroid knows, in the order they first occur."""
         counts: dict[str, int] = {}
         count = counts.get
-        for t in key:
+        stems = key.split()
+        for t in stems:
             if t != _SEPARATOR:
                 counts[t] = count(t, 0) + 1
         bigrams = self._bigrams
-        for a, b in itertools.pairwise(key):
+        for a, b in itertools.pairwise(stems):
             seconds = bigrams.get(a)
             if seconds is not None:
                 bigram = seconds.get(b)  # f"{a}_{b}" when it is in `idf`
@@ -363,7 +370,7 @@ class LexicalScorer:
         if any(map(_joins_an_identifier, texts, texts[1:])):
             return self.values(" ".join(texts))
         key = self.key
-        return self._values(tuple(itertools.chain.from_iterable(map(key, texts))))
+        return self._values("".join(map(key, texts)))
 
     def _values(self, key: Key) -> tuple[float, ...]:
         cached = self._scores.get(key)
@@ -398,12 +405,12 @@ class LexicalScorer:
     def route(self, text: str) -> tuple[Route, float]:
         """The deterministic route and confidence of `text` (kept per key with its scores)."""
         key = self.key(text)
-        decision = self._routes.get(key)
-        if decision is None:
-            decision = remember(
-                self._routes,
-                self.SCORE_CACHE,
-                key,
-                decide_values(self._values(key), LEXICAL_TEMPERATURE),
-            )
-        return decision
+        confidence = self._confidences.get(key)
+        if confidence is not None:
+            route = self._route_names.get(key)  # none when emptied since: decided again
+            if route is not None:
+                return route, confidence
+        route, confidence = decide_values(self._values(key), LEXICAL_TEMPERATURE)
+        remember(self._route_names, self.SCORE_CACHE, key, route)
+        remember(self._confidences, self.SCORE_CACHE, key, confidence)
+        return route, confidence

@@ -415,12 +415,12 @@ def test_texts_of_one_key_score_as_the_plain_code_scores_each(
         assert scorer.route(sample) == lexical.decide(expected, lexical.LEXICAL_TEMPERATURE)
 
 
-def reference_key(scorer: LexicalScorer, text: str) -> tuple[str, ...]:
+def reference_key(scorer: LexicalScorer, text: str) -> str:
     """`Key` by its definition: the words of `reference_terms`, stop words left out, each as its
-    stem when a centroid knows it, else `|`."""
+    stem when a centroid knows it, else `|`, each followed by a space."""
     plain = _IDENTIFIERS.sub(" ", text).lower().replace("'", "")
     words = [w for w in _WORD.findall(plain) if w not in lexical._STOP_WORDS]
-    return tuple(stem(w) if stem(w) in scorer._idf else "|" for w in words)
+    return "".join(f"{stem(w) if stem(w) in scorer._idf else '|'} " for w in words)
 
 
 SCORER = LexicalScorer(INDEX.intents)
@@ -543,7 +543,8 @@ def test_the_route_memo_is_bounded() -> None:
     scorer = LexicalScorer(INDEX.intents)
     for text in distinct_keys(LexicalScorer.SCORE_CACHE + 10):
         scorer.route(text)
-    assert len(scorer._routes) <= LexicalScorer.SCORE_CACHE
+    assert len(scorer._route_names) <= LexicalScorer.SCORE_CACHE
+    assert len(scorer._confidences) <= LexicalScorer.SCORE_CACHE
 
 
 def enriched(body: str, subject: Optional[str]) -> EnrichedTicket:
