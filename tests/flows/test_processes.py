@@ -15,7 +15,9 @@ the measured latency of each reply).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -41,14 +43,23 @@ from tests.flows.recovery_runs import (
 
 pytestmark = [pytest.mark.kafka, pytest.mark.dataflow]
 
+T = TypeVar("T")
+
 SCALES = {"1 process": {}, "2 processes": {"processes": 2}, "2 workers": {"workers": 2}}
 
 
-def run_to_end(settings: Settings, logs: Path, **scale: int) -> Outputs:
-    """Run the flow at `scale` to the end of its input, on output topics of its own."""
-    run_settings = with_outputs(settings, "shipments")
-    wait_all(start_flow("shipments", flow_env(run_settings), logs, **scale), timeout=120)
-    return Outputs.read(run_settings)
+def run_to_end(
+    settings: Settings,
+    logs: Path,
+    flow: str = "shipments",
+    read: Callable[[Settings], T] = Outputs.read,  # type: ignore[assignment]
+    **scale: int,
+) -> T:
+    """Run `flow` at `scale` to the end of its input, on output topics of its own, and `read`
+    what it wrote."""
+    run_settings = with_outputs(settings, flow)
+    wait_all(start_flow(flow, flow_env(run_settings), logs, **scale), timeout=120)
+    return read(run_settings)
 
 
 @pytest.mark.timeout(180)
@@ -105,12 +116,10 @@ def test_two_processes_answer_tickets_as_one_process_does(
     placed = produce_raw(settings, settings.topics.tickets_messages, keyed(generated))
     assert len({partition for partition, _ in placed}) == 4
 
-    runs = {}
-    for name, scale in {"1 process": {}, "2 processes": {"processes": 2}}.items():
-        run_settings = with_outputs(settings, "tickets")
-        processes = start_flow("tickets", flow_env(run_settings), tmp_path / "logs", **scale)
-        wait_all(processes, timeout=120)
-        runs[name] = ticket_outputs(run_settings)
+    runs = {
+        name: run_to_end(settings, tmp_path / "logs", "tickets", ticket_outputs, **scale)
+        for name, scale in {"1 process": {}, "2 processes": {"processes": 2}}.items()
+    }
 
     one, two = runs["1 process"], runs["2 processes"]
     assert sum(len(copies) for copies in one.values()) == len(generated)

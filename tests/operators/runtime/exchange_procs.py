@@ -128,9 +128,9 @@ def main(argv: list[str]) -> None:
     owned: list[tuple[str, int, int]] = []
     unequal: list[int] = []
     if "--enriched" in argv:
-        key_of, n_of = _enriched_key, _enriched_n
+        key_of, n_of = _enriched_key, _source_offset
     elif "--parsed" in argv:
-        key_of, n_of = _parsed_key, _parsed_n
+        key_of, n_of = _parsed_key, _source_offset
     else:
         key_of, n_of = _counted_key, _counted_n
 
@@ -174,8 +174,9 @@ def _enriched_key(e: EnrichedEvent) -> str:
     return e.event.shipment_id
 
 
-def _enriched_n(e: EnrichedEvent) -> int:
-    offset = e.source.offset
+def _source_offset(item: EnrichedEvent | ParsedTicket) -> int:
+    """The item's number: the offset it was read at."""
+    offset = item.source.offset
     assert offset is not None
     return offset
 
@@ -191,12 +192,6 @@ def _same(got: EnrichedEvent, want: EnrichedEvent) -> bool:
 
 def _parsed_key(t: ParsedTicket) -> str:
     return t.message.session_id
-
-
-def _parsed_n(t: ParsedTicket) -> int:
-    offset = t.source.offset
-    assert offset is not None
-    return offset
 
 
 def _same_parsed(got: ParsedTicket, want: ParsedTicket) -> bool:
