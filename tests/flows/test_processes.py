@@ -23,6 +23,7 @@ import pytest
 
 from operators.config.settings import Settings
 from operators.shipments.surge import iter_shipment_surge
+from operators.surge.engine import Generated
 from operators.tickets.surge import iter_ticket_surge
 from tests.flows.kafka_runs import kafka_settings, keyed, produce_raw, with_topics
 from tests.flows.recovery_checks import (
@@ -62,14 +63,23 @@ def run_to_end(
     return read(run_settings)
 
 
+def produce_on_every_partition(
+    settings: Settings, topic: str, generated: list[Generated]
+) -> list[tuple[int, int]]:
+    """Produce the surge keyed by its flow keys; it must land on all 4 partitions, so every
+    worker of every scale reads some of it."""
+    placed = produce_raw(settings, topic, keyed(generated))
+    assert len({partition for partition, _ in placed}) == 4
+    return placed
+
+
 @pytest.mark.timeout(180)
 def test_two_processes_and_two_workers_write_what_one_process_writes(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     settings = with_topics(kafka_settings(kafka_bootstrap), "shipments")
     generated = list(iter_shipment_surge(seed=17, steady_events=100, burst_factor=6))
-    placed = produce_raw(settings, settings.topics.shipments_events, keyed(generated))
-    assert len({partition for partition, _ in placed}) == 4
+    placed = produce_on_every_partition(settings, settings.topics.shipments_events, generated)
 
     logs = tmp_path / "logs"
     runs = {name: run_to_end(settings, logs, **scale) for name, scale in SCALES.items()}
@@ -113,8 +123,7 @@ def test_two_processes_answer_tickets_as_one_process_does(
 ) -> None:
     settings = with_topics(kafka_settings(kafka_bootstrap), "tickets")
     generated = list(iter_ticket_surge(seed=19, steady_events=60, burst_factor=6))
-    placed = produce_raw(settings, settings.topics.tickets_messages, keyed(generated))
-    assert len({partition for partition, _ in placed}) == 4
+    produce_on_every_partition(settings, settings.topics.tickets_messages, generated)
 
     runs = {
         name: run_to_end(settings, tmp_path / "logs", "tickets", ticket_outputs, **scale)
